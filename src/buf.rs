@@ -1,0 +1,419 @@
+//! I/O requests: what the pager hands a [`Strategy`](crate::Strategy), and the master
+//! that collects a group of them (the reference's `nestiobuf_setup` /
+//! `nestiobuf_done` / `biowait`).
+//!
+//! A transfer of one byte range becomes one *master* and one [`IoRequest`] per
+//! contiguous device run. The master counts its outstanding requests plus one hold
+//! for the submitter; it completes exactly once, when the submitter has said it is
+//! done building ([`Nest::finish`], with the bytes it skipped over holes) and the last
+//! request has completed, carrying the first error any of them reported.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+use core::ptr::NonNull;
+
+use crate::error::{Error, Result};
+use crate::object::PageRef;
+use crate::page::{PAGE_MASK, PAGE_SIZE};
+use crate::sync::{Arc, Mutex, WaitQueue};
+
+/// Which way data moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Device to memory.
+    Read,
+    /// Memory to device.
+    Write,
+}
+
+/// How urgent a request is (the reference's `BPRIO_*`), for the device's queueing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Someone waits for it now (synchronous faults and flushes).
+    TimeCritical,
+    /// Should complete soon (read-ahead, the page daemon).
+    TimeLimited,
+    /// Background (asynchronous and lazy writeback).
+    TimeNonCritical,
+}
+
+/// One piece of memory a request transfers to or from: part of a page frame, or part
+/// of a wired user buffer.
+#[derive(Clone, Copy)]
+pub struct Segment {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Segment({:p}+{})", self.ptr, self.len)
+    }
+}
+
+impl Segment {
+    /// The segment's first byte, for a device that programs DMA from it.
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The segment's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the segment is empty (never true for segments genpager builds).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What a master reports when it completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The first error of any request, or of building them.
+    pub result: Result,
+    /// Bytes the device transferred.
+    pub transferred: usize,
+    /// Bytes skipped without I/O (holes, pages already valid, a bmap error's rest).
+    pub skipped: usize,
+}
+
+type Callback = Box<dyn FnOnce(Outcome) + Send>;
+
+enum Done {
+    Wake(Arc<BioWait>),
+    Call(Callback),
+}
+
+struct MasterState {
+    /// Outstanding requests, plus one while the submitter is still building.
+    pending: usize,
+    result: Result,
+    transferred: usize,
+    skipped: usize,
+    done: Option<Done>,
+}
+
+struct Master {
+    total: usize,
+    state: Mutex<MasterState>,
+}
+
+impl Master {
+    fn put(&self, bytes_done: usize, skipped: usize, result: Result) {
+        let finished = {
+            let mut state = self.state.lock();
+            state.transferred += bytes_done;
+            state.skipped += skipped;
+            if state.result.is_ok() {
+                state.result = result;
+            }
+            state.pending -= 1;
+            if state.pending == 0 {
+                let outcome = Outcome {
+                    result: state.result,
+                    transferred: state.transferred,
+                    skipped: state.skipped,
+                };
+                debug_assert!(
+                    outcome.result.is_err() || outcome.transferred + outcome.skipped == self.total,
+                    "master accounted {} + {} of {} bytes",
+                    outcome.transferred,
+                    outcome.skipped,
+                    self.total
+                );
+                state.done.take().map(|done| (done, outcome))
+            } else {
+                None
+            }
+        };
+        match finished {
+            Some((Done::Wake(wait), outcome)) => wait.post(outcome),
+            Some((Done::Call(callback), outcome)) => callback(outcome),
+            None => {}
+        }
+    }
+}
+
+/// A request handed to [`Strategy::submit`](crate::Strategy::submit).
+#[must_use = "a request must be completed exactly once"]
+pub struct IoRequest {
+    direction: Direction,
+    block: u64,
+    file_offset: u64,
+    len: usize,
+    priority: Priority,
+    device_may_modify: bool,
+    segments: Vec<Segment>,
+    master: Option<Arc<Master>>,
+}
+
+// SAFETY: the segments point at busy pages or wired buffers that the request owns
+// until it completes (see `IoRequest::fill`); no other thread touches them meanwhile,
+// so the request may complete on any thread.
+unsafe impl Send for IoRequest {}
+
+impl fmt::Debug for IoRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoRequest")
+            .field("direction", &self.direction)
+            .field("block", &self.block)
+            .field("len", &self.len)
+            .field("priority", &self.priority)
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+impl IoRequest {
+    /// Which way the data moves.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// The first device block, in 512-byte units (the reference's `b_blkno`).
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+
+    /// The file offset of the first byte (for tracing).
+    pub fn file_offset(&self) -> u64 {
+        self.file_offset
+    }
+
+    /// Bytes to transfer: the sum of the segments' lengths.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the request transfers nothing (never true for requests genpager builds).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The urgency hint.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Whether the device may change the data of a write in place (the reference's
+    /// `gop_write_rwmap`, for filesystems whose strategy rewrites buffers).
+    pub fn device_may_modify(&self) -> bool {
+        self.device_may_modify
+    }
+
+    /// The memory to transfer, in order.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Copies `data` (exactly [`IoRequest::len`] bytes, read from the device) into the
+    /// segments: what a memory-backed device does for a read.
+    pub fn fill(&mut self, data: &[u8]) -> Result {
+        if data.len() != self.len {
+            return Err(Error::Invalid);
+        }
+        let mut at = 0;
+        for segment in &self.segments {
+            // SAFETY: each segment is memory the request owns until it completes: a
+            // busy page's frame range (the busy protocol keeps every other thread off
+            // it) or a wired buffer; the lengths sum to `self.len == data.len()`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    data[at..].as_ptr(),
+                    segment.ptr.as_ptr(),
+                    segment.len,
+                );
+            }
+            at += segment.len;
+        }
+        Ok(())
+    }
+
+    /// Copies the segments (exactly [`IoRequest::len`] bytes, to be written) into
+    /// `out`: what a memory-backed device does for a write.
+    pub fn gather(&self, out: &mut [u8]) -> Result {
+        if out.len() != self.len {
+            return Err(Error::Invalid);
+        }
+        let mut at = 0;
+        for segment in &self.segments {
+            // SAFETY: as in `fill`; the segments are only read here.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    segment.ptr.as_ptr(),
+                    out[at..].as_mut_ptr(),
+                    segment.len,
+                );
+            }
+            at += segment.len;
+        }
+        Ok(())
+    }
+
+    /// Reports the transfer finished: `Ok` when every byte moved, or the device's
+    /// error. Consumes the request, so it completes at most once; a request dropped
+    /// without completing completes with [`Error::Io`], so no page stays busy forever.
+    pub fn complete(mut self, result: Result) {
+        if let Some(master) = self.master.take() {
+            let bytes = if result.is_ok() { self.len } else { 0 };
+            drop(self);
+            master.put(bytes, 0, result);
+        }
+    }
+}
+
+impl Drop for IoRequest {
+    fn drop(&mut self) {
+        if let Some(master) = self.master.take() {
+            master.put(0, 0, Err(Error::Io));
+        }
+    }
+}
+
+/// A synchronous waiter for a master (the reference's `biowait`).
+pub(crate) struct BioWait {
+    outcome: Mutex<Option<Outcome>>,
+    posted: WaitQueue,
+}
+
+impl BioWait {
+    fn post(&self, outcome: Outcome) {
+        *self.outcome.lock() = Some(outcome);
+        self.posted.notify_all();
+    }
+
+    /// Sleeps until the master completes and returns its outcome.
+    pub(crate) fn wait(&self) -> Outcome {
+        loop {
+            let ticket = {
+                let outcome = self.outcome.lock();
+                if let Some(outcome) = *outcome {
+                    return outcome;
+                }
+                self.posted.ticket()
+            };
+            self.posted.wait(ticket);
+        }
+    }
+}
+
+/// The submitter's side of a master: builds its requests, then finishes it.
+#[must_use = "a nest must be finished, or its master never completes"]
+pub(crate) struct Nest {
+    master: Option<Arc<Master>>,
+    direction: Direction,
+    priority: Priority,
+    device_may_modify: bool,
+    submitted: usize,
+}
+
+impl Nest {
+    fn with_done(total: usize, direction: Direction, priority: Priority, done: Done) -> Self {
+        let master = Arc::new(Master {
+            total,
+            state: Mutex::new(MasterState {
+                pending: 1,
+                result: Ok(()),
+                transferred: 0,
+                skipped: 0,
+                done: Some(done),
+            }),
+        });
+        Self { master: Some(master), direction, priority, device_may_modify: false, submitted: 0 }
+    }
+
+    /// A master for `total` bytes that a thread will wait for with the returned waiter.
+    pub(crate) fn synchronous(
+        total: usize,
+        direction: Direction,
+        priority: Priority,
+    ) -> (Self, Arc<BioWait>) {
+        let wait = Arc::new(BioWait { outcome: Mutex::new(None), posted: WaitQueue::new() });
+        (Self::with_done(total, direction, priority, Done::Wake(wait.clone())), wait)
+    }
+
+    /// A master for `total` bytes that runs `callback` when it completes, on whichever
+    /// thread completes the last request (possibly the submitter's).
+    pub(crate) fn asynchronous(
+        total: usize,
+        direction: Direction,
+        priority: Priority,
+        callback: impl FnOnce(Outcome) + Send + 'static,
+    ) -> Self {
+        Self::with_done(total, direction, priority, Done::Call(Box::new(callback)))
+    }
+
+    /// Lets the device change written data in place (`gop_write_rwmap`).
+    pub(crate) fn allow_device_modify(&mut self) {
+        self.device_may_modify = true;
+    }
+
+    /// How many requests were built so far.
+    pub(crate) fn submitted(&self) -> usize {
+        self.submitted
+    }
+
+    /// A request for `segments` at device `block`, counted against the master.
+    pub(crate) fn request(&mut self, block: u64, file_offset: u64, segments: Vec<Segment>) -> IoRequest {
+        let master = self.master.as_ref().expect("nest used after finish").clone();
+        master.state.lock().pending += 1;
+        self.submitted += 1;
+        IoRequest {
+            direction: self.direction,
+            block,
+            file_offset,
+            len: segments.iter().map(|s| s.len).sum(),
+            priority: self.priority,
+            device_may_modify: self.device_may_modify,
+            segments,
+            master: Some(master),
+        }
+    }
+
+    /// Ends building (the reference's `nestiobuf_done`): `skipped` bytes needed no
+    /// I/O, and `result` is the error building met, if any.
+    pub(crate) fn finish(mut self, skipped: usize, result: Result) {
+        if let Some(master) = self.master.take() {
+            master.put(0, skipped, result);
+        }
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        if let Some(master) = self.master.take() {
+            master.put(0, 0, Err(Error::Io));
+        }
+    }
+}
+
+/// The segments covering file bytes `offset .. offset + len` of `pages`, which hold
+/// consecutive pages starting at `pages[0].offset`.
+pub(crate) fn page_segments(pages: &[PageRef], offset: u64, len: usize) -> Result<Vec<Segment>> {
+    let base = pages.first().ok_or(Error::Invalid)?.offset;
+    let mut segments = Vec::new();
+    let first = ((offset - base) >> crate::page::PAGE_SHIFT) as usize;
+    let span = ((offset & PAGE_MASK) as usize + len).div_ceil(PAGE_SIZE);
+    segments.try_reserve_exact(span).map_err(|_| Error::NoMemory)?;
+    let mut at = offset;
+    let end = offset + len as u64;
+    for page in pages.get(first..first + span).ok_or(Error::Invalid)? {
+        let within = (at & PAGE_MASK) as usize;
+        let take = (PAGE_SIZE - within).min((end - at) as usize);
+        // SAFETY: `within < PAGE_SIZE`, so the pointer stays inside the frame.
+        let ptr = unsafe { page.frame.add(within) };
+        segments.push(Segment { ptr, len: take });
+        at += take as u64;
+    }
+    debug_assert_eq!(at, end);
+    Ok(segments)
+}
+
+/// A segment over caller memory (direct I/O), which the caller keeps wired and
+/// untouched until the request completes.
+pub(crate) fn raw_segment(ptr: NonNull<u8>, len: usize) -> Segment {
+    Segment { ptr, len }
+}

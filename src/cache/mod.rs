@@ -1,0 +1,470 @@
+//! The default [`PageCache`]: what a host uses until it has a page allocator of its
+//! own.
+//!
+//! Resident pages live in a slab indexed by a `BTreeMap` from offset to slot, so a
+//! run of consecutive pages costs one descent and a walk. The DIRTY and WRITEBACK tags
+//! are ordered sets of offsets: "any tagged?" is `is_empty` (O(1)) and "next tagged at
+//! or after x" is one range query (O(log n)), so dirty-only scans never touch clean
+//! pages. The page queues are doubly linked lists threaded through the slab by slot
+//! index: O(1) to move a page, and no `unsafe` — an intrusive list of heap nodes would
+//! need raw-pointer removal proofs for the same result, which is why this cache does
+//! not use `intrusive-collections` for them.
+//!
+//! It also emulates an MMU for hosts and tests that map pages: a per-page mapping state
+//! and modified bit, behind [`PageCache::protect`] and [`PageCache::clear_modified`],
+//! and [`DefaultCache::write_through_mapping`] to store into a page as a user
+//! mapping would.
+
+mod frame;
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use frame::Frame;
+
+use crate::error::{Error, Result};
+use crate::hooks::{PageCache, Protection};
+use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
+
+const NIL: u32 = u32::MAX;
+/// Frames kept for reuse after their pages are freed.
+const SPARE_FRAMES: usize = 64;
+
+/// How an emulated user mapping reaches a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MapState {
+    /// Not mapped.
+    #[default]
+    Unmapped,
+    /// Mapped read-only: a store faults.
+    ReadOnly,
+    /// Mapped writable: a store lands and sets the modified bit.
+    Writable,
+}
+
+struct Slot {
+    page: Page,
+    frame: Frame,
+    prev: u32,
+    next: u32,
+    map: MapState,
+    modified: bool,
+}
+
+#[derive(Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl List {
+    const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
+}
+
+/// The crate's ready-made page cache. See the module docs.
+pub struct DefaultCache {
+    index: BTreeMap<u64, u32>,
+    slots: Vec<Option<Slot>>,
+    free_slots: Vec<u32>,
+    dirty: BTreeSet<u64>,
+    writeback: BTreeSet<u64>,
+    active: List,
+    inactive: List,
+    spare: Vec<Frame>,
+    limit: usize,
+}
+
+impl Default for DefaultCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DefaultCache {
+    /// An empty cache with no limit on resident pages.
+    pub fn new() -> Self {
+        Self::with_limit(usize::MAX)
+    }
+
+    /// An empty cache that refuses to hold more than `limit` pages: `alloc` beyond it
+    /// fails with [`Error::NoMemory`] (how tests model memory pressure).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            index: BTreeMap::new(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            dirty: BTreeSet::new(),
+            writeback: BTreeSet::new(),
+            active: List::EMPTY,
+            inactive: List::EMPTY,
+            spare: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Changes the resident-page limit.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// Pages on `queue`, from the head (most recently queued last).
+    pub fn queue_len(&self, queue: PageQueue) -> usize {
+        match queue {
+            PageQueue::None => self.index.len() - self.active.len - self.inactive.len,
+            PageQueue::Active => self.active.len,
+            PageQueue::Inactive => self.inactive.len,
+        }
+    }
+
+    /// The offsets on `queue` in queue order (for tests and the page daemon).
+    pub fn queue_offsets(&self, queue: PageQueue) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut cursor = match queue {
+            PageQueue::None => return out,
+            PageQueue::Active => self.active.head,
+            PageQueue::Inactive => self.inactive.head,
+        };
+        while let Some(slot) = self.slot(cursor) {
+            out.push(slot.page.offset());
+            cursor = slot.next;
+        }
+        out
+    }
+
+    /// Maps the resident page at `offset` as a user mapping would (`MapState`).
+    pub fn map(&mut self, offset: u64, state: MapState) {
+        if let Some(slot) = self.slot_at_mut(offset) {
+            slot.map = state;
+        }
+    }
+
+    /// The emulated mapping state of the page at `offset`.
+    pub fn map_state(&self, offset: u64) -> MapState {
+        self.slot_at(offset).map_or(MapState::Unmapped, |slot| slot.map)
+    }
+
+    /// Stores `data` at byte `at` of the page at `offset` as a CPU store through a
+    /// writable user mapping would: it lands and sets the modified bit. Returns
+    /// [`Error::Busy`] when the store would fault instead (page absent, busy, or not
+    /// mapped writable): the caller then takes a write fault through `getpages`.
+    pub fn write_through_mapping(&mut self, offset: u64, at: usize, data: &[u8]) -> Result {
+        if at.checked_add(data.len()).is_none_or(|end| end > PAGE_SIZE) {
+            return Err(Error::Invalid);
+        }
+        let slot = self.slot_at_mut(offset).ok_or(Error::Busy)?;
+        if slot.page.is_busy() || slot.map != MapState::Writable {
+            return Err(Error::Busy);
+        }
+        // SAFETY: the page is resident and not busy, and the caller holds the object
+        // lock exclusively (it has `&mut` to the cache), so no busy owner, device or
+        // shared-lock reader is touching these bytes; `at + len <= PAGE_SIZE`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                slot.frame.ptr().as_ptr().add(at),
+                data.len(),
+            );
+        }
+        slot.modified = true;
+        Ok(())
+    }
+
+    fn slot(&self, index: u32) -> Option<&Slot> {
+        self.slots.get(index as usize)?.as_ref()
+    }
+
+    fn slot_mut(&mut self, index: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(index as usize)?.as_mut()
+    }
+
+    fn slot_at(&self, offset: u64) -> Option<&Slot> {
+        self.slot(*self.index.get(&offset)?)
+    }
+
+    fn slot_at_mut(&mut self, offset: u64) -> Option<&mut Slot> {
+        let index = *self.index.get(&offset)?;
+        self.slot_mut(index)
+    }
+
+    fn list_mut(&mut self, queue: PageQueue) -> Option<&mut List> {
+        match queue {
+            PageQueue::None => None,
+            PageQueue::Active => Some(&mut self.active),
+            PageQueue::Inactive => Some(&mut self.inactive),
+        }
+    }
+
+    fn unlink(&mut self, index: u32) {
+        let Some(slot) = self.slot(index) else { return };
+        let (queue, prev, next) = (slot.page.queue(), slot.prev, slot.next);
+        if queue == PageQueue::None {
+            return;
+        }
+        match self.slot_mut(prev) {
+            Some(p) => p.next = next,
+            None => {
+                if let Some(list) = self.list_mut(queue) {
+                    list.head = next;
+                }
+            }
+        }
+        match self.slot_mut(next) {
+            Some(n) => n.prev = prev,
+            None => {
+                if let Some(list) = self.list_mut(queue) {
+                    list.tail = prev;
+                }
+            }
+        }
+        if let Some(list) = self.list_mut(queue) {
+            list.len -= 1;
+        }
+        if let Some(slot) = self.slot_mut(index) {
+            slot.prev = NIL;
+            slot.next = NIL;
+            slot.page.set_queue_status(PageQueue::None);
+        }
+    }
+
+    fn push_tail(&mut self, index: u32, queue: PageQueue) {
+        let Some(list) = self.list_mut(queue) else { return };
+        let old_tail = list.tail;
+        list.tail = index;
+        if list.head == NIL {
+            list.head = index;
+        }
+        list.len += 1;
+        if let Some(tail) = self.slot_mut(old_tail) {
+            tail.next = index;
+        }
+        if let Some(slot) = self.slot_mut(index) {
+            slot.prev = old_tail;
+            slot.next = NIL;
+            slot.page.set_queue_status(queue);
+        }
+    }
+}
+
+// SAFETY: every page's frame is a `Frame` owned by its slot: PAGE_SIZE bytes, page
+// aligned, used by nothing else, and freed (or recycled) only in `free`, which removes
+// the page first. Moving a `Slot` inside the slab moves the `Frame` handle, not the
+// memory it points to, so `Page::frame` stays valid while the page is resident.
+unsafe impl PageCache for DefaultCache {
+    fn lookup(&self, offset: u64) -> Option<&Page> {
+        self.slot_at(offset).map(|slot| &slot.page)
+    }
+
+    fn lookup_mut(&mut self, offset: u64) -> Option<&mut Page> {
+        self.slot_at_mut(offset).map(|slot| &mut slot.page)
+    }
+
+    fn range(&self, range: Range<u64>) -> impl Iterator<Item = &Page> {
+        self.index
+            .range(range)
+            .filter_map(|(_, &index)| self.slot(index).map(|slot| &slot.page))
+    }
+
+    fn alloc(&mut self, offset: u64) -> Result<&mut Page> {
+        debug_assert!(!self.index.contains_key(&offset));
+        if self.index.len() >= self.limit {
+            return Err(Error::NoMemory);
+        }
+        let frame = match self.spare.pop() {
+            Some(frame) => frame,
+            None => Frame::new()?,
+        };
+        let page = Page::new(offset, frame.ptr());
+        let slot = Slot { page, frame, prev: NIL, next: NIL, map: MapState::Unmapped, modified: false };
+        let index = match self.free_slots.pop() {
+            Some(index) => {
+                self.slots[index as usize] = Some(slot);
+                index
+            }
+            None => {
+                self.slots.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(offset, index);
+        let slot = self.slot_mut(index).ok_or(Error::NoMemory)?;
+        Ok(&mut slot.page)
+    }
+
+    fn free(&mut self, offset: u64) {
+        let Some(&index) = self.index.get(&offset) else { return };
+        self.unlink(index);
+        self.index.remove(&offset);
+        self.dirty.remove(&offset);
+        self.writeback.remove(&offset);
+        if let Some(slot) = self.slots[index as usize].take() {
+            if self.spare.len() < SPARE_FRAMES {
+                self.spare.push(slot.frame);
+            }
+        }
+        self.free_slots.push(index);
+    }
+
+    fn set_dirty(&mut self, offset: u64, status: DirtyStatus) {
+        let Some(slot) = self.slot_at_mut(offset) else { return };
+        slot.page.set_dirty_status(status);
+        if status == DirtyStatus::Clean {
+            self.dirty.remove(&offset);
+        } else {
+            self.dirty.insert(offset);
+        }
+    }
+
+    fn set_writeback(&mut self, offset: u64, writeback: bool) {
+        let Some(slot) = self.slot_at_mut(offset) else { return };
+        slot.page.set_writeback_status(writeback);
+        if writeback {
+            self.writeback.insert(offset);
+        } else {
+            self.writeback.remove(&offset);
+        }
+    }
+
+    fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64> {
+        let set = match tag {
+            Tag::Dirty => &self.dirty,
+            Tag::Writeback => &self.writeback,
+        };
+        set.range(from..).next().copied()
+    }
+
+    fn any_tagged(&self, tag: Tag) -> bool {
+        match tag {
+            Tag::Dirty => !self.dirty.is_empty(),
+            Tag::Writeback => !self.writeback.is_empty(),
+        }
+    }
+
+    fn set_queue(&mut self, offset: u64, queue: PageQueue) {
+        let Some(&index) = self.index.get(&offset) else { return };
+        self.unlink(index);
+        self.push_tail(index, queue);
+    }
+
+    fn resident_pages(&self) -> usize {
+        self.index.len()
+    }
+
+    fn protect(&mut self, offset: u64, protection: Protection) {
+        if let Some(slot) = self.slot_at_mut(offset) {
+            slot.map = match (protection, slot.map) {
+                (Protection::None, _) => MapState::Unmapped,
+                (Protection::ReadOnly, MapState::Writable) => MapState::ReadOnly,
+                (Protection::ReadOnly, other) => other,
+            };
+        }
+    }
+
+    fn clear_modified(&mut self, offset: u64) -> bool {
+        self.slot_at_mut(offset).is_some_and(|slot| core::mem::take(&mut slot.modified))
+    }
+
+    fn is_modified(&self, offset: u64) -> bool {
+        self.slot_at(offset).is_some_and(|slot| slot.modified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::PageFlags;
+
+    fn cache_with(pages: u64) -> DefaultCache {
+        let mut cache = DefaultCache::new();
+        for i in 0..pages {
+            cache.alloc(i * 4096).unwrap();
+        }
+        cache
+    }
+
+    #[test]
+    fn frames_are_page_aligned_and_distinct() {
+        let cache = cache_with(4);
+        let frames: Vec<usize> = cache.range(0..u64::MAX).map(|p| p.frame().as_ptr() as usize).collect();
+        assert_eq!(frames.len(), 4);
+        assert!(frames.iter().all(|f| f % PAGE_SIZE == 0));
+        let mut sorted = frames.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4);
+    }
+
+    #[test]
+    fn tags_follow_dirty_status_and_next_tagged_is_ordered() {
+        let mut cache = cache_with(10);
+        assert!(!cache.any_tagged(Tag::Dirty));
+        for off in [7 * 4096, 2 * 4096, 5 * 4096] {
+            cache.set_dirty(off, DirtyStatus::Dirty);
+        }
+        cache.set_dirty(4096, DirtyStatus::Unknown);
+        assert!(cache.any_tagged(Tag::Dirty));
+        let mut seen = Vec::new();
+        let mut from = 0;
+        while let Some(off) = cache.next_tagged(Tag::Dirty, from) {
+            seen.push(off / 4096);
+            from = off + 4096;
+        }
+        assert_eq!(seen, [1, 2, 5, 7]);
+        cache.set_dirty(2 * 4096, DirtyStatus::Clean);
+        assert_eq!(cache.next_tagged(Tag::Dirty, 2 * 4096), Some(5 * 4096));
+        cache.free(5 * 4096);
+        assert_eq!(cache.next_tagged(Tag::Dirty, 2 * 4096), Some(7 * 4096));
+        cache.set_writeback(3 * 4096, true);
+        assert!(cache.lookup(3 * 4096).unwrap().in_writeback());
+        assert_eq!(cache.next_tagged(Tag::Writeback, 0), Some(3 * 4096));
+        cache.set_writeback(3 * 4096, false);
+        assert!(!cache.any_tagged(Tag::Writeback));
+    }
+
+    #[test]
+    fn queues_move_pages_in_constant_steps() {
+        let mut cache = cache_with(5);
+        for i in 0..5 {
+            cache.set_queue(i * 4096, PageQueue::Active);
+        }
+        cache.set_queue(2 * 4096, PageQueue::Inactive);
+        cache.set_queue(0, PageQueue::Inactive);
+        assert_eq!(cache.queue_offsets(PageQueue::Active), [4096, 3 * 4096, 4 * 4096]);
+        assert_eq!(cache.queue_offsets(PageQueue::Inactive), [2 * 4096, 0]);
+        cache.free(3 * 4096);
+        assert_eq!(cache.queue_offsets(PageQueue::Active), [4096, 4 * 4096]);
+        cache.set_queue(4096, PageQueue::None);
+        assert_eq!(cache.queue_len(PageQueue::Active), 1);
+        assert_eq!(cache.queue_len(PageQueue::None), 1);
+        assert_eq!(cache.lookup(4 * 4096).unwrap().queue(), PageQueue::Active);
+    }
+
+    #[test]
+    fn limit_refuses_allocation_and_slots_are_reused() {
+        let mut cache = DefaultCache::with_limit(2);
+        cache.alloc(0).unwrap();
+        cache.alloc(4096).unwrap();
+        assert_eq!(cache.alloc(8192).err(), Some(Error::NoMemory));
+        cache.free(0);
+        let page = cache.alloc(8192).unwrap();
+        assert!(page.flags.contains(PageFlags::BUSY | PageFlags::FAKE));
+        assert_eq!(cache.resident_pages(), 2);
+    }
+
+    #[test]
+    fn mapping_store_sets_modified_and_respects_protection() {
+        let mut cache = cache_with(1);
+        assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy), "busy page faults");
+        cache.lookup_mut(0).unwrap().flags.remove(PageFlags::BUSY);
+        assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy), "unmapped page faults");
+        cache.map(0, MapState::Writable);
+        cache.write_through_mapping(0, 10, b"hi").unwrap();
+        assert!(cache.is_modified(0));
+        cache.protect(0, Protection::ReadOnly);
+        assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy));
+        assert!(cache.clear_modified(0));
+        assert!(!cache.clear_modified(0));
+        assert_eq!(cache.write_through_mapping(0, 4095, b"xy"), Err(Error::Invalid));
+    }
+}

@@ -1,0 +1,306 @@
+//! The four host hooks: [`Vnode`], [`BlockMap`], [`Strategy`] and [`PageCache`].
+//!
+//! A kernel implements these and genpager does the rest. Everything the reference
+//! pager reaches for beyond them (timestamps, mount transactions, the journal, the
+//! syncer work list, "am I the page daemon", preemption points, MMU bits) is a
+//! defaulted method here, so a toy host implements only the required ones.
+
+use core::ops::Range;
+
+use bitflags::bitflags;
+
+use crate::buf::IoRequest;
+use crate::error::{Error, Result};
+use crate::object::VmObject;
+use crate::page::{DirtyStatus, Page, PageQueue, Tag};
+
+/// The reference's MAXPHYS: the default largest single device transfer, 64 KiB.
+pub const DEFAULT_MAX_TRANSFER: usize = 64 * 1024;
+
+/// The device block size genpager counts device addresses in (the reference's
+/// DEV_BSIZE), as a shift: 512-byte sectors.
+pub const DEV_BSHIFT: u32 = 9;
+
+/// What kind of file a vnode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum VnodeKind {
+    /// A regular file.
+    #[default]
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A block device: its blocks are device sectors.
+    BlockDevice,
+}
+
+bitflags! {
+    /// Mount options that change what the pager does.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct MountFlags: u32 {
+        /// Do not update access times.
+        const NO_ATIME = 1 << 0;
+        /// Do not update timestamps of block devices.
+        const NO_DEV_MTIME = 1 << 1;
+    }
+}
+
+bitflags! {
+    /// Which timestamps a fault or a flush asks the host to update.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct Update: u32 {
+        /// The access time.
+        const ACCESSED = 1 << 0;
+        /// The modification time.
+        const MODIFIED = 1 << 1;
+    }
+}
+
+/// Which end of file [`BlockMap::size`] is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SizeKind {
+    /// How far the backing store holds data (reads past it are zero-filled).
+    Disk,
+    /// How far pages may exist in memory.
+    Memory,
+}
+
+/// Where one logical filesystem block lives, as [`BlockMap::bmap`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mapping {
+    /// The first device block (in 512-byte units) of the logical block, or `None`
+    /// for a hole: a block with no storage, which reads as zeroes.
+    pub block: Option<u64>,
+    /// How many *following* logical blocks continue this one: physically contiguous
+    /// blocks for a mapped block, further hole blocks for a hole. Zero is always
+    /// correct; a larger run lets the pager issue fewer, larger requests.
+    pub run: u64,
+}
+
+impl Mapping {
+    /// A mapped block at `block` with `run` contiguous successors.
+    pub const fn mapped(block: u64, run: u64) -> Self {
+        Self { block: Some(block), run }
+    }
+
+    /// A hole of `1 + run` blocks.
+    pub const fn hole(run: u64) -> Self {
+        Self { block: None, run }
+    }
+}
+
+/// The access a fault asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A read fault or read(2).
+    Read,
+    /// A write fault or write(2): holes are allocated, pages start dirty tracking.
+    Write,
+}
+
+/// How a page may still be mapped after [`PageCache::protect`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protection {
+    /// Remove every mapping of the page.
+    None,
+    /// Keep mappings but make them read-only, so the next write faults.
+    ReadOnly,
+}
+
+/// The filesystem's view of one file's blocks: the reference's `VOP_BMAP`,
+/// `GOP_ALLOC`, `GOP_PUTRANGE` and `GOP_SIZE`.
+///
+/// Every method may sleep and is called with no genpager spin lock held (the node
+/// lock may be held: exclusively when blocks may be allocated).
+pub trait BlockMap: Send + Sync {
+    /// Maps logical block `lbn` (in filesystem blocks of `1 << fs_bshift` bytes) to
+    /// the device.
+    ///
+    /// Returns the device block of `lbn` or a hole, and the run of following blocks
+    /// that continue it ([`Mapping::run`]). An error aborts the I/O being built: a
+    /// read frees the pages it allocated, a write leaves its pages dirty.
+    fn bmap(&self, lbn: u64) -> Result<Mapping>;
+
+    /// Allocates backing blocks for every hole in `offset..offset + len` (a write
+    /// fault over a hole). Called with the node lock held exclusively and the pages of
+    /// the range busy. On error nothing may be half-allocated in a way the next
+    /// `bmap` would misreport. The default refuses: a read-only filesystem.
+    fn alloc(&self, offset: u64, len: u64) -> Result {
+        let _ = (offset, len);
+        Err(Error::ReadOnly)
+    }
+
+    /// The byte range a write cluster around `offset` must stay inside (the
+    /// reference's `GOP_PUTRANGE`), or `None` for no constraint beyond the maximum
+    /// transfer. Log-structured filesystems use this to keep clusters in a segment.
+    fn putrange(&self, offset: u64) -> Option<Range<u64>> {
+        let _ = offset;
+        None
+    }
+
+    /// Where the end of file `size` falls for `kind` (the reference's `GOP_SIZE`).
+    /// The default is `size` for both: memory EOF and disk EOF are the file size.
+    fn size(&self, size: u64, kind: SizeKind) -> u64 {
+        let _ = kind;
+        size
+    }
+}
+
+/// The block device: takes a request and completes it exactly once.
+pub trait Strategy: Send + Sync {
+    /// Starts `request`.
+    ///
+    /// The device must eventually call [`IoRequest::complete`] exactly once (the
+    /// type guarantees at most once: `complete` consumes the request). It may do so
+    /// before `submit` returns, or later on another thread or in interrupt context.
+    /// Until then the request's segments are the device's to read (writes) or fill
+    /// (reads); afterwards it must not touch them.
+    fn submit(&self, request: IoRequest);
+}
+
+/// One file as the pager sees it: its object (pages, sizes, locks), its filesystem
+/// and device, and the kernel services the reference pager calls.
+///
+/// Only the first six methods are required. The defaulted ones do nothing, which is
+/// right for a kernel without journalling, transactions, a syncer or a page daemon.
+/// Hooks documented as "called under the object lock" must not sleep.
+pub trait Vnode: Send + Sync + 'static {
+    /// The resident-page store of this file.
+    type Cache: PageCache;
+    /// The filesystem's block map of this file.
+    type Map: BlockMap;
+    /// The device the file's blocks live on.
+    type Dev: Strategy;
+
+    /// The file's memory object: pages, sizes and locks.
+    fn object(&self) -> &VmObject<Self::Cache>;
+    /// The file's block map.
+    fn block_map(&self) -> &Self::Map;
+    /// The device holding the file's blocks.
+    fn device(&self) -> &Self::Dev;
+    /// `log2` of the filesystem block size (9 for 512 B … 16 for 64 KiB).
+    fn fs_bshift(&self) -> u32;
+    /// `log2` of the device's block size: the granularity of device addresses and
+    /// transfers. Defaults to 512-byte sectors.
+    fn dev_bshift(&self) -> u32 {
+        DEV_BSHIFT
+    }
+    /// The kind of file.
+    fn kind(&self) -> VnodeKind {
+        VnodeKind::Regular
+    }
+
+    /// Mount options that affect timestamps.
+    fn mount_flags(&self) -> MountFlags {
+        MountFlags::empty()
+    }
+    /// The largest single device transfer, in bytes (the reference's MAXPHYS).
+    /// Must be a multiple of the page size.
+    fn max_transfer(&self) -> usize {
+        DEFAULT_MAX_TRANSFER
+    }
+    /// Whether the vnode has been reclaimed or revoked; faults on it fail with
+    /// [`Error::Dead`].
+    fn is_dead(&self) -> bool {
+        false
+    }
+    /// Marks timestamps for update (the reference's `GOP_MARKUPDATE`). Called under
+    /// the object lock.
+    fn mark_update(&self, what: Update) {
+        let _ = what;
+    }
+    /// Enters a mount transaction (fstrans). With `wait == false` it must not sleep
+    /// and returns [`Error::Busy`] when it cannot enter at once.
+    fn trans_begin(&self, wait: bool) -> Result {
+        let _ = wait;
+        Ok(())
+    }
+    /// Leaves the mount transaction entered by [`Vnode::trans_begin`].
+    fn trans_end(&self) {}
+    /// Whether the mount has a journal that block allocation must run inside.
+    fn has_journal(&self) -> bool {
+        false
+    }
+    /// Begins a journal transaction (WAPBL_BEGIN); may sleep.
+    fn journal_begin(&self) -> Result {
+        Ok(())
+    }
+    /// Ends the journal transaction begun by [`Vnode::journal_begin`].
+    fn journal_end(&self) {}
+    /// Puts the vnode on the syncer's work list (it has dirty pages). Called under
+    /// the object lock.
+    fn worklist_add(&self) {}
+    /// Takes the vnode off the syncer's work list (it is clean). Called under the
+    /// object lock.
+    fn worklist_remove(&self) {}
+    /// Whether the current thread is the page daemon, which must never sleep on a
+    /// transaction or a busy page.
+    fn is_pagedaemon(&self) -> bool {
+        false
+    }
+    /// A point where a long flush may yield the CPU. Called without spin locks held.
+    fn preempt(&self) {}
+}
+
+/// The resident pages of one object, keyed by byte offset.
+///
+/// The crate ships [`DefaultCache`](crate::cache::DefaultCache); a kernel with its own
+/// page allocator implements this instead. Every method is called with the object lock
+/// held, so implementations need no locking of their own and must not sleep.
+///
+/// # Implementation safety
+///
+/// genpager reads and writes page bytes through [`Page::frame`] without the object
+/// lock while it owns the page busy, and hands those pointers to the [`Strategy`].
+/// An implementation must therefore guarantee:
+/// - a page's frame points to `PAGE_SIZE` writable bytes, aligned to `PAGE_SIZE`,
+///   used for nothing else while the page is resident;
+/// - the frame stays valid, and the `Page` keeps the same frame, until
+///   [`PageCache::free`] is called for that offset (genpager never frees a busy page
+///   it does not own);
+/// - lookups return the page stored at exactly that offset.
+pub unsafe trait PageCache: Send + Sync {
+    /// The page at `offset`, if resident.
+    fn lookup(&self, offset: u64) -> Option<&Page>;
+    /// The page at `offset` for changing its flags, if resident.
+    fn lookup_mut(&mut self, offset: u64) -> Option<&mut Page>;
+    /// The resident pages with offsets in `range`, in ascending offset order.
+    fn range(&self, range: Range<u64>) -> impl Iterator<Item = &Page>;
+    /// Makes a new page resident at `offset` (none may be there) and returns it in
+    /// the state [`Page::new`] gives: busy, `FAKE`, clean. Its bytes are unspecified.
+    /// Fails with [`Error::NoMemory`] when no frame can be had; must not sleep.
+    fn alloc(&mut self, offset: u64) -> Result<&mut Page>;
+    /// Removes the page at `offset` and releases its frame and tags.
+    fn free(&mut self, offset: u64);
+    /// Sets the dirty status of the page at `offset` and its [`Tag::Dirty`] tag
+    /// (tagged exactly when the status is not clean).
+    fn set_dirty(&mut self, offset: u64, status: DirtyStatus);
+    /// Sets or clears the [`Tag::Writeback`] tag of the page at `offset`.
+    fn set_writeback(&mut self, offset: u64, writeback: bool);
+    /// The lowest offset `>= from` of a page carrying `tag`, in O(log n) or better.
+    fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64>;
+    /// Whether any page carries `tag`, in O(1).
+    fn any_tagged(&self, tag: Tag) -> bool;
+    /// Moves the page at `offset` to `queue` (activate, deactivate, dequeue).
+    fn set_queue(&mut self, offset: u64, queue: PageQueue);
+    /// How many pages are resident.
+    fn resident_pages(&self) -> usize;
+
+    /// Changes the MMU mappings of the page (the reference's `pmap_page_protect`).
+    /// The default suits a kernel that never maps file pages into user space.
+    fn protect(&mut self, offset: u64, protection: Protection) {
+        let _ = (offset, protection);
+    }
+    /// Clears the MMU modified bit of the page and returns whether it was set (the
+    /// reference's `pmap_clear_modify`).
+    fn clear_modified(&mut self, offset: u64) -> bool {
+        let _ = offset;
+        false
+    }
+    /// Whether the MMU modified bit of the page is set (`pmap_is_modified`).
+    fn is_modified(&self, offset: u64) -> bool {
+        let _ = offset;
+        false
+    }
+}

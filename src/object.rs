@@ -1,0 +1,347 @@
+//! The memory object of one vnode: its pages, sizes, flags and locks.
+//!
+//! [`VmObject`] bundles what the reference spreads over the vnode, its genfs node and
+//! its uvm_object: the object lock (an [`RwLock`] over [`ObjectState`]), the node
+//! lock (a [`SleepRwLock`] held across read I/O and block allocation) and the wait
+//! queue on which busy-page and in-flight-write waiters sleep.
+
+use core::ptr::NonNull;
+
+use bitflags::bitflags;
+
+use crate::error::{Error, Result};
+use crate::hooks::{PageCache, Vnode};
+use crate::page::{DirtyStatus, PageFlags, PageQueue};
+use crate::sync::{ReadGuard, RwLock, SleepRwLock, WaitQueue, WriteGuard};
+
+bitflags! {
+    /// Vnode state bits kept under the object lock (the reference's `v_iflag` bits
+    /// that the pager reads and writes).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct ObjectFlags: u32 {
+        /// On the syncer's work list: it may have dirty pages.
+        const ON_WORKLIST = 1 << 0;
+        /// Mapped writable somewhere.
+        const WRITE_MAPPED = 1 << 1;
+        /// Mapped writable and possibly written through that mapping since the last
+        /// flush (its mtime must be updated when flushed).
+        const WRITE_MAPPED_DIRTY = 1 << 2;
+        /// Mapped into some address space (direct I/O falls back).
+        const MAPPED = 1 << 3;
+    }
+}
+
+/// Everything protected by the object lock.
+pub struct ObjectState<C> {
+    cache: C,
+    size: u64,
+    write_size: u64,
+    flags: ObjectFlags,
+    writes_in_flight: u32,
+    dirty_generation: u64,
+    write_error: Option<Error>,
+}
+
+/// One vnode's memory object. Embed one in each vnode and return it from
+/// [`Vnode::object`].
+///
+/// ```
+/// use genpager::{VmObject, cache::DefaultCache};
+/// let object = VmObject::new(DefaultCache::new(), 10_000);
+/// assert_eq!(object.size(), 10_000);
+/// ```
+pub struct VmObject<C> {
+    state: RwLock<ObjectState<C>>,
+    node_lock: SleepRwLock,
+    waiters: WaitQueue,
+}
+
+/// A page made busy by the crate: its offset and its frame, captured under the object
+/// lock so that the owner can reach its bytes without it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageRef {
+    pub(crate) offset: u64,
+    pub(crate) frame: NonNull<u8>,
+}
+
+// SAFETY: a `PageRef` is a capability to a busy page's frame; the busy protocol makes
+// its holder the only user of those bytes, whichever thread it is on.
+unsafe impl Send for PageRef {}
+// SAFETY: shared `PageRef`s only read the pointer value, never the bytes.
+unsafe impl Sync for PageRef {}
+
+impl<C: PageCache> VmObject<C> {
+    /// A new object of `size` bytes with no resident pages.
+    pub fn new(cache: C, size: u64) -> Self {
+        Self {
+            state: RwLock::new(ObjectState {
+                cache,
+                size,
+                write_size: size,
+                flags: ObjectFlags::empty(),
+                writes_in_flight: 0,
+                dirty_generation: 0,
+                write_error: None,
+            }),
+            node_lock: SleepRwLock::new(),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// Takes the object lock exclusively.
+    pub fn lock(&self) -> WriteGuard<'_, ObjectState<C>> {
+        self.state.write()
+    }
+
+    /// Takes the object lock shared.
+    pub fn read(&self) -> ReadGuard<'_, ObjectState<C>> {
+        self.state.read()
+    }
+
+    /// The node lock (the reference's genfs node lock): held shared across read I/O
+    /// and exclusively while blocks may be allocated or the file truncated.
+    pub fn node_lock(&self) -> &SleepRwLock {
+        &self.node_lock
+    }
+
+    /// The file size.
+    pub fn size(&self) -> u64 {
+        self.state.read().size
+    }
+
+    /// Wakes every thread sleeping on a page or on in-flight writes of this object.
+    pub(crate) fn wake(&self) {
+        self.waiters.notify_all();
+    }
+
+    /// Marks the page at `offset` wanted, drops the object lock and sleeps until some
+    /// page of the object is unbusied. The caller re-takes the lock and looks again.
+    pub(crate) fn sleep_on_page(&self, mut state: WriteGuard<'_, ObjectState<C>>, offset: u64) {
+        if let Some(page) = state.cache.lookup_mut(offset) {
+            page.flags |= PageFlags::WANTED;
+        }
+        let ticket = self.waiters.ticket();
+        drop(state);
+        self.waiters.wait(ticket);
+    }
+
+    /// Sleeps until no write of this object is in flight (the reference's
+    /// `vflushbuf`-style wait on `v_numoutput`). Returns with the lock held.
+    pub(crate) fn wait_for_writes<'a>(
+        &'a self,
+        mut state: WriteGuard<'a, ObjectState<C>>,
+    ) -> WriteGuard<'a, ObjectState<C>> {
+        while state.writes_in_flight > 0 {
+            let ticket = self.waiters.ticket();
+            drop(state);
+            self.waiters.wait(ticket);
+            state = self.state.write();
+        }
+        state
+    }
+
+    /// Makes busy the pages at `start`, `start + PAGE_SIZE`, … (`count` of them) in
+    /// ascending order, allocating absent ones as `FAKE` (the reference's
+    /// `uvn_findpages`).
+    ///
+    /// With `wait`, a busy page is waited for (dropping and re-taking the lock);
+    /// without it, a busy page ends the search with [`Error::Busy`]. On any error the
+    /// pages busied so far are released and nothing is returned.
+    pub(crate) fn find_pages<'a>(
+        &'a self,
+        mut state: WriteGuard<'a, ObjectState<C>>,
+        start: u64,
+        count: usize,
+        wait: bool,
+        pages: &mut alloc::vec::Vec<PageRef>,
+    ) -> (WriteGuard<'a, ObjectState<C>>, Result) {
+        let first = pages.len();
+        if let Err(err) = pages.try_reserve(count) {
+            let _ = err;
+            return (state, Err(Error::NoMemory));
+        }
+        let mut offset = start;
+        while pages.len() - first < count {
+            let found = match state.cache.lookup_mut(offset) {
+                Some(page) if page.is_busy() => None,
+                Some(page) => {
+                    page.flags |= PageFlags::BUSY;
+                    Some(page.frame())
+                }
+                None => match state.cache.alloc(offset) {
+                    Ok(page) => Some(page.frame()),
+                    Err(err) => {
+                        let wake = state.release_pages(&pages[first..]);
+                        pages.truncate(first);
+                        self.wake_if(wake);
+                        return (state, Err(err));
+                    }
+                },
+            };
+            match found {
+                Some(frame) => {
+                    pages.push(PageRef { offset, frame });
+                    offset += crate::page::PAGE_SIZE as u64;
+                }
+                None if wait => {
+                    self.sleep_on_page(state, offset);
+                    state = self.state.write();
+                }
+                None => {
+                    let wake = state.release_pages(&pages[first..]);
+                    pages.truncate(first);
+                    self.wake_if(wake);
+                    return (state, Err(Error::Busy));
+                }
+            }
+        }
+        (state, Ok(()))
+    }
+
+    pub(crate) fn wake_if(&self, wake: bool) {
+        if wake {
+            self.wake();
+        }
+    }
+}
+
+impl<C: PageCache> ObjectState<C> {
+    /// The resident pages.
+    pub fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    /// The resident pages, for changing them (a host emulating its MMU, or a test).
+    pub fn cache_mut(&mut self) -> &mut C {
+        &mut self.cache
+    }
+
+    /// The file size (the reference's `v_size`).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The size up to which writes may go (`v_writesize`); at least [`Self::size`].
+    pub fn write_size(&self) -> u64 {
+        self.write_size
+    }
+
+    /// Sets both sizes. Use the crate's `setsize` helper rather than this when pages
+    /// past a shrunk end of file may be resident.
+    pub fn set_sizes(&mut self, size: u64, write_size: u64) {
+        self.size = size;
+        self.write_size = write_size.max(size);
+    }
+
+    /// The vnode state bits.
+    pub fn flags(&self) -> ObjectFlags {
+        self.flags
+    }
+
+    /// Sets or clears vnode state bits (the host does this when it maps the file).
+    pub fn set_flags(&mut self, flags: ObjectFlags, on: bool) {
+        self.flags.set(flags, on);
+    }
+
+    /// How many writes of this object are in flight (`v_numoutput`).
+    pub fn writes_in_flight(&self) -> u32 {
+        self.writes_in_flight
+    }
+
+    /// The write error waiting to be reported to the next synchronous flush.
+    pub fn pending_write_error(&self) -> Option<Error> {
+        self.write_error
+    }
+
+    pub(crate) fn take_write_error(&mut self) -> Option<Error> {
+        self.write_error.take()
+    }
+
+    pub(crate) fn latch_write_error(&mut self, error: Error) {
+        self.write_error.get_or_insert(error);
+    }
+
+    pub(crate) fn dirty_generation(&self) -> u64 {
+        self.dirty_generation
+    }
+
+    pub(crate) fn start_writes(&mut self, count: u32) {
+        self.writes_in_flight += count;
+    }
+
+    /// Ends `count` in-flight writes; returns whether waiters must be woken.
+    pub(crate) fn end_writes(&mut self, count: u32) -> bool {
+        debug_assert!(self.writes_in_flight >= count);
+        self.writes_in_flight -= count;
+        self.writes_in_flight == 0
+    }
+
+    pub(crate) fn set_flag(&mut self, flag: ObjectFlags, on: bool) {
+        self.flags.set(flag, on);
+    }
+
+    /// Records that pages of the vnode became dirty (the reference's
+    /// `genfs_markdirty`): bumps the dirty generation, joins the work list, and notes
+    /// a write through a writable mapping.
+    pub(crate) fn note_dirty<V: Vnode + ?Sized>(&mut self, vnode: &V) {
+        self.dirty_generation += 1;
+        if !self.flags.contains(ObjectFlags::ON_WORKLIST) {
+            self.flags |= ObjectFlags::ON_WORKLIST;
+            vnode.worklist_add();
+        }
+        if self.flags & (ObjectFlags::WRITE_MAPPED | ObjectFlags::WRITE_MAPPED_DIRTY)
+            == ObjectFlags::WRITE_MAPPED
+        {
+            self.flags |= ObjectFlags::WRITE_MAPPED_DIRTY;
+        }
+    }
+
+    /// Unbusies one page (the reference's `uvm_page_unbusy`): frees it if it was
+    /// released, otherwise clears `BUSY` and `WANTED`. Returns whether a waiter must
+    /// be woken.
+    pub(crate) fn unbusy(&mut self, offset: u64) -> bool {
+        let Some(page) = self.cache.lookup_mut(offset) else {
+            debug_assert!(false, "unbusy of a page that is not resident");
+            return false;
+        };
+        debug_assert!(page.is_busy());
+        let wanted = page.flags.contains(PageFlags::WANTED);
+        if page.flags.contains(PageFlags::RELEASED) {
+            self.cache.free(offset);
+        } else {
+            page.flags.remove(PageFlags::BUSY | PageFlags::WANTED);
+        }
+        wanted
+    }
+
+    /// Releases busy pages that did not become valid: never-read (`FAKE`) pages are
+    /// freed, the rest unbusied (the reference's `genfs_rel_pages`). Returns whether a
+    /// waiter must be woken.
+    pub(crate) fn release_pages(&mut self, pages: &[PageRef]) -> bool {
+        let mut wake = false;
+        for page in pages {
+            if let Some(resident) = self.cache.lookup_mut(page.offset) {
+                if resident.flags.contains(PageFlags::FAKE) {
+                    resident.flags |= PageFlags::RELEASED;
+                }
+            }
+            wake |= self.unbusy(page.offset);
+        }
+        wake
+    }
+
+    /// Unbusies a page that now holds valid data and puts it on a page queue.
+    pub(crate) fn settle(&mut self, offset: u64) -> bool {
+        if let Some(page) = self.cache.lookup_mut(offset) {
+            if !page.flags.contains(PageFlags::RELEASED) && page.queue() == PageQueue::None {
+                self.cache.set_queue(offset, PageQueue::Active);
+            }
+        }
+        self.unbusy(offset)
+    }
+
+    /// Sets a page's dirty status, going through the cache so tags follow.
+    pub(crate) fn mark(&mut self, offset: u64, status: DirtyStatus) {
+        self.cache.set_dirty(offset, status);
+    }
+}

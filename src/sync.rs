@@ -1,0 +1,410 @@
+//! The lock facade: the only file in the crate that names a concrete lock, atomic, cell
+//! or condition-variable type.
+//!
+//! Normally the short locks are spin's and waiting goes through a [`Park`] hook (with the
+//! `std` feature, through std's condition variables). Under `--cfg loom` everything is
+//! loom's, so the loom tests explore the same code the kernel runs.
+//!
+//! Two kinds of lock exist, matching DESIGN.md §4:
+//! - [`RwLock`] and [`Mutex`] are short spin locks: never held across a sleep, a hook
+//!   call into the filesystem, or device submission.
+//! - [`SleepRwLock`] is the node lock, held across read I/O: a thread that cannot take
+//!   it sleeps on a [`WaitQueue`] instead of spinning.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use alloc::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use core::ops::{Deref, DerefMut};
+
+/// How a thread waits when it must sleep and no `std` is available.
+///
+/// A kernel registers one with [`set_park`]: `park` blocks the current CPU or thread
+/// until some `unpark_all` (for example: halt until the next interrupt, or yield to the
+/// scheduler), and `unpark_all` wakes every parked waiter. Spurious returns from `park`
+/// are fine: the caller re-checks its condition. Without a registered hook, waiting
+/// spins with [`core::hint::spin_loop`], which is correct on a single CPU whose device
+/// completes requests inline (nothing ever really waits there).
+pub trait Park: Sync {
+    /// Block the caller for a while; may return early.
+    fn park(&self);
+    /// Wake every caller blocked in [`Park::park`].
+    fn unpark_all(&self);
+}
+
+#[cfg(not(any(loom, feature = "std")))]
+static PARK: spin::Once<&'static dyn Park> = spin::Once::new();
+
+/// Registers the kernel's [`Park`] hook, used by every wait in the crate when neither
+/// `std` nor loom is in use. The first registration wins; later calls are ignored.
+pub fn set_park(park: &'static dyn Park) {
+    #[cfg(not(any(loom, feature = "std")))]
+    PARK.call_once(|| park);
+    #[cfg(any(loom, feature = "std"))]
+    let _ = park;
+}
+
+/// A mutual-exclusion spin lock (loom's under `cfg(loom)`).
+pub struct Mutex<T> {
+    #[cfg(not(loom))]
+    inner: spin::Mutex<T>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+}
+
+/// Guard of a [`Mutex`].
+pub struct MutexGuard<'a, T> {
+    #[cfg(not(loom))]
+    inner: spin::MutexGuard<'a, T>,
+    #[cfg(loom)]
+    inner: loom::sync::MutexGuard<'a, T>,
+}
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex.
+    pub fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: spin::Mutex::new(value),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(value),
+        }
+    }
+
+    /// Takes the lock, spinning while another thread holds it.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        let inner = self.inner.lock();
+        #[cfg(loom)]
+        let inner = self.inner.lock().unwrap_or_else(|poison| poison.into_inner());
+        MutexGuard { inner }
+    }
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+/// A reader-writer spin lock: the object lock. Readers run in parallel (the cached
+/// fast path); writers are exclusive.
+pub struct RwLock<T> {
+    #[cfg(not(loom))]
+    inner: spin::RwLock<T>,
+    #[cfg(loom)]
+    inner: loom::sync::RwLock<T>,
+}
+
+/// Shared guard of a [`RwLock`].
+pub struct ReadGuard<'a, T> {
+    #[cfg(not(loom))]
+    inner: spin::RwLockReadGuard<'a, T>,
+    #[cfg(loom)]
+    inner: loom::sync::RwLockReadGuard<'a, T>,
+}
+
+/// Exclusive guard of a [`RwLock`].
+pub struct WriteGuard<'a, T> {
+    #[cfg(not(loom))]
+    inner: spin::RwLockWriteGuard<'a, T>,
+    #[cfg(loom)]
+    inner: loom::sync::RwLockWriteGuard<'a, T>,
+}
+
+impl<T> RwLock<T> {
+    /// A new unlocked reader-writer lock.
+    pub fn new(value: T) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: spin::RwLock::new(value),
+            #[cfg(loom)]
+            inner: loom::sync::RwLock::new(value),
+        }
+    }
+
+    /// Takes the lock shared.
+    pub fn read(&self) -> ReadGuard<'_, T> {
+        #[cfg(not(loom))]
+        let inner = self.inner.read();
+        #[cfg(loom)]
+        let inner = self.inner.read().unwrap_or_else(|poison| poison.into_inner());
+        ReadGuard { inner }
+    }
+
+    /// Takes the lock exclusively.
+    pub fn write(&self) -> WriteGuard<'_, T> {
+        #[cfg(not(loom))]
+        let inner = self.inner.write();
+        #[cfg(loom)]
+        let inner = self.inner.write().unwrap_or_else(|poison| poison.into_inner());
+        WriteGuard { inner }
+    }
+}
+
+impl<T> Deref for ReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> Deref for WriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T> DerefMut for WriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+/// A ticket taken from a [`WaitQueue`] while the waiter still holds the lock that
+/// protects its condition; any wakeup after the ticket ends the wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a ticket is only useful when waited on"]
+pub struct Ticket(u64);
+
+/// A wait channel with no lost wakeups.
+///
+/// The waiter takes a [`Ticket`] while it holds the lock that guards the condition,
+/// drops that lock, and calls [`WaitQueue::wait`]. The waker changes the condition
+/// (under the same lock) and then calls [`WaitQueue::notify_all`]. Because the ticket
+/// predates the change, the wait returns.
+pub struct WaitQueue {
+    #[cfg(any(loom, feature = "std"))]
+    generation: CondMutex<u64>,
+    #[cfg(any(loom, feature = "std"))]
+    cond: Condvar,
+    #[cfg(not(any(loom, feature = "std")))]
+    generation: AtomicU64,
+}
+
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex as CondMutex};
+#[cfg(all(not(loom), feature = "std"))]
+use std::sync::{Condvar, Mutex as CondMutex};
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WaitQueue {
+    /// A new wait queue with no waiters.
+    pub fn new() -> Self {
+        Self {
+            #[cfg(any(loom, feature = "std"))]
+            generation: CondMutex::new(0),
+            #[cfg(any(loom, feature = "std"))]
+            cond: Condvar::new(),
+            #[cfg(not(any(loom, feature = "std")))]
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a ticket: call while holding the lock that guards the awaited condition.
+    pub fn ticket(&self) -> Ticket {
+        #[cfg(any(loom, feature = "std"))]
+        {
+            Ticket(*self.generation.lock().unwrap_or_else(|p| p.into_inner()))
+        }
+        #[cfg(not(any(loom, feature = "std")))]
+        {
+            Ticket(self.generation.load(Ordering::Acquire))
+        }
+    }
+
+    /// Sleeps until some [`WaitQueue::notify_all`] later than `ticket`.
+    pub fn wait(&self, ticket: Ticket) {
+        #[cfg(any(loom, feature = "std"))]
+        {
+            let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+            while *generation == ticket.0 {
+                generation = self.cond.wait(generation).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        #[cfg(not(any(loom, feature = "std")))]
+        while self.generation.load(Ordering::Acquire) == ticket.0 {
+            match PARK.get() {
+                Some(park) => park.park(),
+                None => core::hint::spin_loop(),
+            }
+        }
+    }
+
+    /// Wakes every waiter whose ticket predates this call.
+    pub fn notify_all(&self) {
+        #[cfg(any(loom, feature = "std"))]
+        {
+            *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            self.cond.notify_all();
+        }
+        #[cfg(not(any(loom, feature = "std")))]
+        {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            if let Some(park) = PARK.get() {
+                park.unpark_all();
+            }
+        }
+    }
+}
+
+/// A sleeping reader-writer lock (the node lock): held across read I/O, so a thread
+/// that cannot take it sleeps on a [`WaitQueue`] rather than spinning.
+pub struct SleepRwLock {
+    /// Readers holding the lock, or `WRITER` when a writer holds it.
+    holders: Mutex<usize>,
+    released: WaitQueue,
+}
+
+const WRITER: usize = usize::MAX;
+
+/// Proof of holding a [`SleepRwLock`], shared or exclusive; releases on drop.
+#[must_use = "dropping the guard releases the node lock"]
+pub struct SleepGuard<'a> {
+    lock: &'a SleepRwLock,
+    exclusive: bool,
+}
+
+impl Default for SleepRwLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SleepRwLock {
+    /// A new unlocked node lock.
+    pub fn new() -> Self {
+        Self { holders: Mutex::new(0), released: WaitQueue::new() }
+    }
+
+    fn acquire(&self, exclusive: bool, wait: bool) -> Option<SleepGuard<'_>> {
+        loop {
+            let mut holders = self.holders.lock();
+            let free = if exclusive { *holders == 0 } else { *holders != WRITER };
+            if free {
+                *holders = if exclusive { WRITER } else { *holders + 1 };
+                return Some(SleepGuard { lock: self, exclusive });
+            }
+            if !wait {
+                return None;
+            }
+            let ticket = self.released.ticket();
+            drop(holders);
+            self.released.wait(ticket);
+        }
+    }
+
+    /// Takes the lock shared, sleeping while a writer holds it.
+    pub fn read(&self) -> SleepGuard<'_> {
+        self.acquire(false, true).expect("waiting acquisition always succeeds")
+    }
+
+    /// Takes the lock exclusively, sleeping while anyone holds it.
+    pub fn write(&self) -> SleepGuard<'_> {
+        self.acquire(true, true).expect("waiting acquisition always succeeds")
+    }
+
+    /// Takes the lock shared if that needs no sleep.
+    pub fn try_read(&self) -> Option<SleepGuard<'_>> {
+        self.acquire(false, false)
+    }
+
+    /// Takes the lock exclusively if that needs no sleep.
+    pub fn try_write(&self) -> Option<SleepGuard<'_>> {
+        self.acquire(true, false)
+    }
+
+    /// Whether some thread holds the lock exclusively (for assertions).
+    pub fn is_write_locked(&self) -> bool {
+        *self.holders.lock() == WRITER
+    }
+}
+
+impl SleepGuard<'_> {
+    /// Whether this guard holds the lock exclusively.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
+    }
+}
+
+impl Drop for SleepGuard<'_> {
+    fn drop(&mut self) {
+        {
+            let mut holders = self.lock.holders.lock();
+            *holders = if self.exclusive { 0 } else { *holders - 1 };
+        }
+        self.lock.released.notify_all();
+    }
+}
+
+#[cfg(all(test, not(loom), feature = "std"))]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn waiter_sleeps_until_notified() {
+        let queue = Arc::new(WaitQueue::new());
+        let flag = Arc::new(AtomicBool::new(false));
+        let ticket = queue.ticket();
+        let waker = {
+            let (queue, flag) = (queue.clone(), flag.clone());
+            thread::spawn(move || {
+                flag.store(true, Ordering::Release);
+                queue.notify_all();
+            })
+        };
+        queue.wait(ticket);
+        assert!(flag.load(Ordering::Acquire));
+        waker.join().unwrap();
+    }
+
+    #[test]
+    fn sleep_lock_excludes_writers_and_shares_readers() {
+        let lock = SleepRwLock::new();
+        let first = lock.read();
+        let second = lock.try_read().expect("readers share");
+        assert!(lock.try_write().is_none());
+        drop((first, second));
+        let writer = lock.write();
+        assert!(writer.is_exclusive());
+        assert!(lock.try_read().is_none());
+        drop(writer);
+        assert!(!lock.is_write_locked());
+    }
+
+    #[test]
+    fn sleep_lock_writer_wakes_sleeping_reader() {
+        let lock = Arc::new(SleepRwLock::new());
+        let writer = lock.write();
+        let reader = {
+            let lock = lock.clone();
+            thread::spawn(move || {
+                let guard = lock.read();
+                assert!(!guard.is_exclusive());
+            })
+        };
+        thread::sleep(std::time::Duration::from_millis(20));
+        drop(writer);
+        reader.join().unwrap();
+    }
+}
