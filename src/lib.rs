@@ -10,14 +10,18 @@ extern crate std;
 
 pub mod bmap;
 pub mod buf;
+mod busy;
 pub mod cache;
 mod error;
+mod getpages;
 mod hooks;
 mod object;
 pub mod page;
 pub mod sync;
 
+pub use busy::{BusyPages, ResidentPages};
 pub use error::{Error, Result};
+pub use getpages::{Advice, Fetched, GetFlags, getpages, read};
 pub use hooks::{
     Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, Mapping, MountFlags, PageCache, Protection,
     SizeKind, Strategy, Update, Vnode, VnodeKind,

@@ -13,13 +13,13 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
 
 #[cfg(not(loom))]
 pub(crate) use alloc::sync::Arc;
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(any(loom, feature = "std")))]
+pub(crate) use core::sync::atomic::{AtomicU64, Ordering};
 
 use core::ops::{Deref, DerefMut};
 
@@ -359,6 +359,7 @@ impl Drop for SleepGuard<'_> {
 #[cfg(all(test, not(loom), feature = "std"))]
 mod tests {
     use super::*;
+    use core::sync::atomic::{AtomicBool, Ordering};
     use std::thread;
 
     #[test]

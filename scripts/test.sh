@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test gate: run locally and by CI (.ci/run). Installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target add x86_64-unknown-none >/dev/null
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "no_std build for x86_64-unknown-none"
+cargo build --lib --no-default-features --target x86_64-unknown-none
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+
+step "cargo test"
+cargo test --all-features
+
+if [ -f tests/loom.rs ]; then
+  step "loom (bounded)"
+  RUSTFLAGS="--cfg loom -C debug_assertions" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
+    cargo test --release --test loom --features std
+fi
+
+if [ "${SKIP_MIRI:-0}" != 1 ]; then
+  step "miri (nightly) over the code that reaches unsafe"
+  if ! rustup run nightly cargo miri --version >/dev/null 2>&1; then
+    rustup toolchain install nightly --profile minimal --component miri,rust-src
+  fi
+  MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
+    cargo +nightly miri test --all-features --lib -- --skip threaded
+  if [ -f tests/miri_paths.rs ]; then
+    MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
+      cargo +nightly miri test --all-features --test miri_paths
+  fi
+fi
+
+step "all gates passed"
