@@ -142,6 +142,7 @@ impl<M: BlockMap + ?Sized> Iterator for Extents<'_, M> {
 mod tests {
     use super::*;
     use crate::hooks::Mapping;
+    use alloc::vec;
     use alloc::vec::Vec;
 
     /// Blocks in a table: `Some(dev block)` or `None` for a hole; run computed from

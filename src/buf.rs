@@ -417,3 +417,117 @@ pub(crate) fn page_segments(pages: &[PageRef], offset: u64, len: usize) -> Resul
 pub(crate) fn raw_segment(ptr: NonNull<u8>, len: usize) -> Segment {
     Segment { ptr, len }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+
+    fn segment_over(buf: &mut [u8]) -> Vec<Segment> {
+        vec![raw_segment(NonNull::new(buf.as_mut_ptr()).unwrap(), buf.len())]
+    }
+
+    #[test]
+    fn nested_requests_complete_master_once_from_another_thread() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(None));
+        let mut nest = {
+            let (calls, seen) = (calls.clone(), seen.clone());
+            Nest::asynchronous(3 * 512 + 100, Direction::Read, Priority::TimeLimited, move |outcome| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                *seen.lock() = Some(outcome);
+            })
+        };
+        let mut buffers = vec![vec![0u8; 512]; 3];
+        let requests: Vec<IoRequest> = buffers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, buf)| nest.request(i as u64, i as u64 * 512, segment_over(buf)))
+            .collect();
+        assert_eq!(nest.submitted(), 3);
+        nest.finish(100, Ok(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "requests still outstanding");
+        let device = thread::spawn(move || {
+            for mut request in requests {
+                request.fill(&[7u8; 512]).unwrap();
+                request.complete(Ok(()));
+            }
+        });
+        device.join().unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let outcome = seen.lock().unwrap();
+        assert_eq!(outcome, Outcome { result: Ok(()), transferred: 1536, skipped: 100 });
+        assert!(buffers.iter().all(|b| b.iter().all(|&x| x == 7)));
+    }
+
+    #[test]
+    fn first_error_wins_and_waiter_is_woken() {
+        let (mut nest, waiter) = Nest::synchronous(1024, Direction::Write, Priority::TimeCritical);
+        let mut a = vec![1u8; 512];
+        let mut b = vec![2u8; 512];
+        let first = nest.request(0, 0, segment_over(&mut a));
+        let second = nest.request(1, 512, segment_over(&mut b));
+        nest.finish(0, Ok(()));
+        let device = thread::spawn(move || {
+            let mut out = [0u8; 512];
+            second.gather(&mut out).unwrap();
+            assert_eq!(out, [2u8; 512]);
+            second.complete(Err(Error::Io));
+            first.complete(Err(Error::NoSpace));
+        });
+        let outcome = waiter.wait();
+        device.join().unwrap();
+        assert_eq!(outcome.result, Err(Error::Io));
+        assert_eq!(outcome.transferred, 0);
+    }
+
+    #[test]
+    fn completion_before_finish_waits_for_the_submitter() {
+        let (mut nest, waiter) = Nest::synchronous(512, Direction::Read, Priority::TimeCritical);
+        let mut a = vec![0u8; 512];
+        nest.request(3, 0, segment_over(&mut a)).complete(Ok(()));
+        nest.finish(0, Err(Error::Invalid));
+        assert_eq!(waiter.wait().result, Err(Error::Invalid), "a build error is reported");
+    }
+
+    #[test]
+    fn dropped_request_completes_with_io_error() {
+        let (mut nest, waiter) = Nest::synchronous(512, Direction::Read, Priority::TimeCritical);
+        let mut a = vec![0u8; 512];
+        drop(nest.request(0, 0, segment_over(&mut a)));
+        nest.finish(0, Ok(()));
+        assert_eq!(waiter.wait().result, Err(Error::Io));
+    }
+
+    #[test]
+    fn fill_and_gather_check_lengths() {
+        let (mut nest, _waiter) = Nest::synchronous(8, Direction::Read, Priority::TimeCritical);
+        let mut a = vec![0u8; 8];
+        let mut request = nest.request(0, 0, segment_over(&mut a));
+        assert_eq!(request.fill(&[0u8; 4]), Err(Error::Invalid));
+        assert_eq!(request.gather(&mut [0u8; 9]), Err(Error::Invalid));
+        assert_eq!(request.len(), 8);
+        request.complete(Ok(()));
+        nest.finish(0, Ok(()));
+    }
+
+    #[test]
+    fn page_segments_split_at_page_boundaries() {
+        let frames: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; PAGE_SIZE]).collect();
+        let pages: Vec<PageRef> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| PageRef {
+                offset: 8192 + (i * PAGE_SIZE) as u64,
+                frame: NonNull::new(f.as_ptr() as *mut u8).unwrap(),
+            })
+            .collect();
+        let segments = page_segments(&pages, 8192 + 3584, 4096 + 1024).unwrap();
+        let lens: Vec<usize> = segments.iter().map(Segment::len).collect();
+        assert_eq!(lens, [512, 4096, 512]);
+        assert_eq!(segments[0].as_ptr().as_ptr() as usize, frames[0].as_ptr() as usize + 3584);
+        assert_eq!(page_segments(&pages, 8192, 4 * PAGE_SIZE).err(), Some(Error::Invalid));
+    }
+}
