@@ -1,8 +1,114 @@
 #![no_std]
-#![deny(missing_docs, unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
-//! genpager: a vnode pager for hobby and research kernels.
+#![deny(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+//! # genpager
 //!
-//! (crate docs in progress)
+//! A vnode pager for hobby and research kernels: the layer between the virtual-memory
+//! system (page faults, `read`, `write`, `fsync`, `truncate`, the page daemon) and a
+//! filesystem's block map and block device. It re-creates the behaviour of NetBSD's
+//! `genfs_io.c` over four traits the kernel implements, and gives back cached,
+//! clustered, hole-aware, mmap-able file I/O.
+//!
+//! ## How it fits together
+//!
+//! ```text
+//!  kernel: fault handler · read/write · fsync · truncate · page daemon
+//!         │  getpages()  putpages()  read()  write()  setsize()
+//!  ┌──────┴───────────────────────────────────────────────────────┐
+//!  │ getpages · putpages (gop_write, do_io)                       │
+//!  │ bmap — the extent walker    buf — requests and completion    │
+//!  │ page — flags, busy protocol  sync — the only lock facade     │
+//!  └──────┬────────────┬───────────────┬───────────────┬──────────┘
+//!    PageCache       Vnode          BlockMap        Strategy
+//! ```
+//!
+//! - [`Vnode`]: one file — its [`VmObject`] (pages, sizes, locks), its block map, its
+//!   device, and defaulted hooks for timestamps, transactions, the syncer work list.
+//! - [`BlockMap`]: the filesystem — logical block to device block, hole allocation.
+//! - [`Strategy`]: the device — takes an [`IoRequest`](buf::IoRequest) of page
+//!   segments and completes it exactly once, inline or later from an interrupt.
+//! - [`PageCache`]: the resident pages of one object. [`cache::DefaultCache`] is
+//!   ready to use.
+//!
+//! Entry points take the vnode as an `Arc` because an asynchronous completion must be
+//! able to reach it after the call returns.
+//!
+//! ## Locks
+//!
+//! Outer to inner: mount transaction, journal, the node lock ([`sync::SleepRwLock`],
+//! held across read I/O, so it sleeps), the object lock (a short spin lock never held
+//! across a hook that may sleep or a device submission), page busy bits in ascending
+//! offset order. Without `std`, register a [`sync::Park`] hook so waiting sleeps.
+//!
+//! ## A whole host in one page
+//!
+//! A RAM disk, a filesystem whose one file is laid out contiguously, and a read
+//! through the page cache:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use genpager::{cache::DefaultCache, buf::{Direction, IoRequest}, *};
+//!
+//! struct RamDisk(Mutex<Vec<u8>>);
+//!
+//! impl Strategy for RamDisk {
+//!     fn submit(&self, mut request: IoRequest) {
+//!         let mut disk = self.0.lock().unwrap();
+//!         let at = request.block() as usize * 512;
+//!         let range = at..at + request.len();
+//!         let result = match (disk.get_mut(range), request.direction()) {
+//!             (None, _) => Err(Error::Io),
+//!             (Some(bytes), Direction::Read) => request.fill(bytes),
+//!             (Some(bytes), Direction::Write) => request.gather(bytes),
+//!         };
+//!         drop(disk);
+//!         request.complete(result); // inline completion is fine
+//!     }
+//! }
+//!
+//! struct File { object: VmObject<DefaultCache>, disk: RamDisk }
+//!
+//! impl BlockMap for File {
+//!     fn bmap(&self, lbn: u64) -> Result<Mapping> {
+//!         // 4 KiB blocks, all contiguous from sector 0: one run to the end.
+//!         let blocks = self.object.size().div_ceil(4096);
+//!         Ok(Mapping::mapped(lbn * 8, blocks.saturating_sub(lbn + 1)))
+//!     }
+//! }
+//!
+//! impl Vnode for File {
+//!     type Cache = DefaultCache;
+//!     type Map = Self;
+//!     type Dev = RamDisk;
+//!     fn object(&self) -> &VmObject<DefaultCache> { &self.object }
+//!     fn block_map(&self) -> &Self { self }
+//!     fn device(&self) -> &RamDisk { &self.disk }
+//!     fn fs_bshift(&self) -> u32 { 12 }
+//! }
+//!
+//! let mut bytes = vec![0u8; 64 * 1024];
+//! bytes[4100] = 42;
+//! let file = Arc::new(File {
+//!     object: VmObject::new(DefaultCache::new(), 10_000),
+//!     disk: RamDisk(Mutex::new(bytes)),
+//! });
+//! let mut buf = [0u8; 100];
+//! assert_eq!(read(&file, 4090, &mut buf).unwrap(), 100);
+//! assert_eq!(buf[10], 42);
+//! // The two pages stay cached; the next read of them is served from memory.
+//! assert_eq!(file.object().read().cache().resident_pages(), 2);
+//! // Reads stop at the end of file.
+//! assert_eq!(read(&file, 9_950, &mut buf).unwrap(), 50);
+//! ```
+//!
+//! ## Features
+//!
+//! - `std`: waiting parks std threads (condition variables) instead of the
+//!   [`sync::Park`] hook.
+//! - `testing`: the test rig — `MemDisk`, `MemFs`, fault injection (implies `std`).
 
 extern crate alloc;
 #[cfg(any(feature = "std", test))]
@@ -18,6 +124,8 @@ mod hooks;
 mod object;
 pub mod page;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use busy::{BusyPages, ResidentPages};
 pub use error::{Error, Result};

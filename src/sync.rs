@@ -13,13 +13,16 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
-
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
 pub(crate) use alloc::sync::Arc;
 #[cfg(not(loom))]
-#[cfg(not(any(loom, feature = "std")))]
-pub(crate) use core::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use core::ops::{Deref, DerefMut};
 
@@ -82,7 +85,10 @@ impl<T> Mutex<T> {
         #[cfg(not(loom))]
         let inner = self.inner.lock();
         #[cfg(loom)]
-        let inner = self.inner.lock().unwrap_or_else(|poison| poison.into_inner());
+        let inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         MutexGuard { inner }
     }
 }
@@ -141,7 +147,10 @@ impl<T> RwLock<T> {
         #[cfg(not(loom))]
         let inner = self.inner.read();
         #[cfg(loom)]
-        let inner = self.inner.read().unwrap_or_else(|poison| poison.into_inner());
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
         ReadGuard { inner }
     }
 
@@ -150,7 +159,10 @@ impl<T> RwLock<T> {
         #[cfg(not(loom))]
         let inner = self.inner.write();
         #[cfg(loom)]
-        let inner = self.inner.write().unwrap_or_else(|poison| poison.into_inner());
+        let inner = self
+            .inner
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         WriteGuard { inner }
     }
 }
@@ -238,7 +250,10 @@ impl WaitQueue {
         {
             let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
             while *generation == ticket.0 {
-                generation = self.cond.wait(generation).unwrap_or_else(|p| p.into_inner());
+                generation = self
+                    .cond
+                    .wait(generation)
+                    .unwrap_or_else(|p| p.into_inner());
             }
         }
         #[cfg(not(any(loom, feature = "std")))]
@@ -293,16 +308,26 @@ impl Default for SleepRwLock {
 impl SleepRwLock {
     /// A new unlocked node lock.
     pub fn new() -> Self {
-        Self { holders: Mutex::new(0), released: WaitQueue::new() }
+        Self {
+            holders: Mutex::new(0),
+            released: WaitQueue::new(),
+        }
     }
 
     fn acquire(&self, exclusive: bool, wait: bool) -> Option<SleepGuard<'_>> {
         loop {
             let mut holders = self.holders.lock();
-            let free = if exclusive { *holders == 0 } else { *holders != WRITER };
+            let free = if exclusive {
+                *holders == 0
+            } else {
+                *holders != WRITER
+            };
             if free {
                 *holders = if exclusive { WRITER } else { *holders + 1 };
-                return Some(SleepGuard { lock: self, exclusive });
+                return Some(SleepGuard {
+                    lock: self,
+                    exclusive,
+                });
             }
             if !wait {
                 return None;
@@ -315,12 +340,14 @@ impl SleepRwLock {
 
     /// Takes the lock shared, sleeping while a writer holds it.
     pub fn read(&self) -> SleepGuard<'_> {
-        self.acquire(false, true).expect("waiting acquisition always succeeds")
+        self.acquire(false, true)
+            .expect("waiting acquisition always succeeds")
     }
 
     /// Takes the lock exclusively, sleeping while anyone holds it.
     pub fn write(&self) -> SleepGuard<'_> {
-        self.acquire(true, true).expect("waiting acquisition always succeeds")
+        self.acquire(true, true)
+            .expect("waiting acquisition always succeeds")
     }
 
     /// Takes the lock shared if that needs no sleep.
@@ -359,7 +386,6 @@ impl Drop for SleepGuard<'_> {
 #[cfg(all(test, not(loom), feature = "std"))]
 mod tests {
     use super::*;
-    use core::sync::atomic::{AtomicBool, Ordering};
     use std::thread;
 
     #[test]
