@@ -517,7 +517,7 @@ impl<V: Vnode> ReadJob<'_, V> {
                     break;
                 }
             };
-            let mut len = extent.len;
+            let mut len = extent.len.min(self.vnode.max_transfer() as u64);
             if offset + len > round_page(offset + 1) {
                 let fake_run = status[index..].iter().take_while(|s| s.0).count() as u64;
                 len = len.min(fake_run * PAGE_SIZE as u64 - (offset & PAGE_MASK));

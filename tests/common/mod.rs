@@ -1,0 +1,69 @@
+//! Helpers shared by the scenario tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use genpager::testing::{Layout, LoggedRequest, MemDisk, MemFile, MemFs};
+use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode};
+
+/// Deterministic, position-dependent bytes, so a misplaced page shows.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(i as u8).wrapping_add(seed) | 1).collect()
+}
+
+/// A disk big enough for a few files of `bytes` each.
+pub fn disk_for(bytes: usize) -> MemDisk {
+    MemDisk::new(((bytes as u64 * 4) / 512).max(4096) + 1024)
+}
+
+/// A file holding `data` on a fresh filesystem.
+pub fn file_with(fs_bshift: u32, layout: Layout, data: &[u8]) -> (MemDisk, Arc<MemFile>) {
+    let disk = disk_for(data.len());
+    let fs = MemFs::new(disk.clone(), fs_bshift, layout);
+    let file = fs.create(data).expect("file fits");
+    (disk, file)
+}
+
+/// A sparse file: `holes` are logical block numbers.
+pub fn sparse_file(fs_bshift: u32, data: &[u8], holes: &[u64]) -> (MemDisk, Arc<MemFile>) {
+    let disk = disk_for(data.len());
+    let fs = MemFs::new(disk.clone(), fs_bshift, Layout::Contiguous);
+    let file = fs.create_sparse(data.len() as u64, data, holes).expect("file fits");
+    (disk, file)
+}
+
+/// Flags, dirty status and queue of the resident page at `offset`.
+pub fn page(file: &MemFile, offset: u64) -> Option<(PageFlags, DirtyStatus, PageQueue)> {
+    let state = file.object().read();
+    state.cache().lookup(offset).map(|p| (p.flags, p.dirty(), p.queue()))
+}
+
+/// Whether any resident page of the file is busy.
+pub fn any_busy(file: &MemFile) -> bool {
+    let state = file.object().read();
+    state.cache().range(0..u64::MAX).any(|p| p.is_busy())
+}
+
+/// Resident page offsets.
+pub fn resident(file: &MemFile) -> Vec<u64> {
+    let state = file.object().read();
+    state.cache().range(0..u64::MAX).map(|p| p.offset()).collect()
+}
+
+/// The disk's log as (block, len) pairs.
+pub fn blocks_and_lens(log: &[LoggedRequest]) -> Vec<(u64, usize)> {
+    log.iter().map(|r| (r.block, r.len)).collect()
+}
+
+/// Sector of byte `offset` of the file according to its block table.
+pub fn sector_of(file: &MemFile, offset: u64) -> Option<u64> {
+    let bshift = file.fs_bshift();
+    let table = file.block_table();
+    let start = (*table.get((offset >> bshift) as usize)?)?;
+    Some(start + ((offset & ((1 << bshift) - 1)) >> 9))
+}
+
+/// Pages in `len` bytes.
+pub fn pages(len: usize) -> usize {
+    len.div_ceil(PAGE_SIZE)
+}
