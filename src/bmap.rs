@@ -138,6 +138,18 @@ impl<M: BlockMap + ?Sized> Iterator for Extents<'_, M> {
     }
 }
 
+/// Whether every byte of `start..end` has backing blocks (no hole), walking the map
+/// once per run. Writes that must not meet a hole (an overwrite that reads nothing,
+/// direct I/O) ask this first.
+pub fn is_allocated<M: BlockMap + ?Sized>(map: &M, geometry: Geometry, start: u64, end: u64) -> Result<bool> {
+    for extent in extents(map, geometry, start, end) {
+        if extent?.is_hole() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +256,16 @@ mod tests {
         assert!(walk.next().unwrap().is_ok());
         assert_eq!(walk.next().unwrap(), Err(Error::Io));
         assert!(walk.next().is_none());
+    }
+
+    #[test]
+    fn allocation_check_finds_holes() {
+        let table = Table(vec![Some(8), None, Some(80)], 8);
+        let geometry = Geometry::new(12, 9).unwrap();
+        assert!(is_allocated(&table, geometry, 0, 4096).unwrap());
+        assert!(!is_allocated(&table, geometry, 0, 8192).unwrap());
+        assert!(is_allocated(&table, geometry, 8192, 12288).unwrap());
+        assert_eq!(is_allocated(&table, geometry, 8192, 5 * 4096), Err(Error::Io));
     }
 
     #[test]

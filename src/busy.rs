@@ -65,6 +65,13 @@ impl<'a, V: Vnode> BusyPages<'a, V> {
 
     /// Releases the pages now (the same as dropping the handle).
     pub fn release(self) {}
+
+    /// Marks every page written: each is dirty (and valid) once released.
+    pub fn mark_all_written(&mut self) {
+        for (_, written) in &mut self.pages {
+            *written = true;
+        }
+    }
 }
 
 impl<V: Vnode> Drop for BusyPages<'_, V> {

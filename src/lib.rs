@@ -123,9 +123,11 @@ mod getpages;
 mod hooks;
 mod object;
 pub mod page;
+mod putpages;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod write;
 
 pub use busy::{BusyPages, ResidentPages};
 pub use error::{Error, Result};
@@ -136,3 +138,5 @@ pub use hooks::{
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
+pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
+pub use write::{setsize, write};

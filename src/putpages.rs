@@ -1,0 +1,961 @@
+//! putpages: cleaning and freeing an object's pages (the reference's
+//! `genfs_putpages` / `genfs_do_putpages`), the write path under it (`gop_write`,
+//! `gop_write_rwmap`, `do_io`) and the write half of the I/O completion (the
+//! reference's `uvm_aio_aiodone`).
+//!
+//! A flush walks the pages of a byte range in offset order. When it only cleans
+//! ([`PutFlags::CLEANIT`] without [`PutFlags::FREE`] or [`PutFlags::DEACTIVATE`]) it
+//! visits only pages carrying the dirty tag (and, for a synchronous flush, the
+//! writeback tag), never a clean resident page. Each dirty page found seeds a
+//! *cluster*: the dirty, non-busy neighbours before and after it, bounded by the
+//! vnode's maximum transfer and the filesystem's [`BlockMap::putrange`]. The cluster
+//! is made busy, tagged writeback, and written with the object lock dropped: one device
+//! request per contiguous run of blocks, holes skipped, nothing past the write size.
+//!
+//! Where genpager departs from the reference:
+//! - a failed write loses nothing: its pages stay resident and dirty, and the error is
+//!   latched on the object and returned, once, by the next synchronous flush;
+//! - the priority hint is what [`PutFlags::LAZY`] means, not its inverse;
+//! - a reclaiming flush that keeps failing ends with the error instead of looping;
+//! - the work list is left only when nothing is dirty *and* nothing is in writeback,
+//!   so a write that fails later cannot leave dirty pages off the list.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::ops::Range;
+
+use bitflags::bitflags;
+
+use crate::bmap::{Geometry, extents};
+use crate::buf::{Direction, Nest, Priority, page_segments};
+use crate::error::{Error, Result};
+use crate::hooks::{
+    BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode,
+    VnodeKind,
+};
+use crate::object::{ObjectFlags, ObjectState, PageRef};
+use crate::page::{
+    DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageQueue, Tag, round_page,
+    trunc_page,
+};
+use crate::sync::{Arc, WriteGuard};
+
+bitflags! {
+    /// Options of a [`putpages`] call (the reference's `PGO_*` flags).
+    ///
+    /// At least one of [`CLEANIT`](Self::CLEANIT), [`FREE`](Self::FREE) and
+    /// [`DEACTIVATE`](Self::DEACTIVATE) must be given.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct PutFlags: u32 {
+        /// Write dirty pages back.
+        const CLEANIT = 1 << 0;
+        /// Wait for the writes (and for writes already in flight) to finish; report a
+        /// latched write error. Without it writes are started and the call returns.
+        const SYNCIO = 1 << 1;
+        /// Free the pages of the range (busy ones when their write completes). Dirty
+        /// pages are written first only with [`CLEANIT`](Self::CLEANIT).
+        const FREE = 1 << 2;
+        /// Move the unwired pages of the range to the inactive queue.
+        const DEACTIVATE = 1 << 3;
+        /// Treat the range as reaching to the end of the object.
+        const ALLPAGES = 1 << 4;
+        /// The vnode is being reclaimed: repeat until it is off the work list (or a
+        /// write fails).
+        const RECLAIM = 1 << 5;
+        /// Fail with [`Error::Deadlock`] instead of waiting on a page that is busy
+        /// being freed or paged out; [`putpages_busy`] reports that page.
+        const BUSYFAIL = 1 << 6;
+        /// Background writeback: hint the device that the writes are not urgent.
+        const LAZY = 1 << 7;
+        /// The caller already holds the journal: do not begin a journal transaction.
+        const JOURNALLOCKED = 1 << 8;
+        /// Write with [`gop_write_rwmap`] semantics: the device may change the data of
+        /// the write in place (filesystems whose strategy rewrites buffers).
+        const WRITE_RWMAP = 1 << 9;
+    }
+}
+
+/// Why [`putpages_busy`] failed, and which page stopped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PutError {
+    /// The error [`putpages`] would return.
+    pub error: Error,
+    /// With [`Error::Deadlock`] (from [`PutFlags::BUSYFAIL`]): the offset of the busy
+    /// page that stopped the flush. `None` for every other error.
+    pub busy_page: Option<u64>,
+}
+
+impl From<Error> for PutError {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            busy_page: None,
+        }
+    }
+}
+
+impl From<PutError> for Error {
+    fn from(error: PutError) -> Self {
+        error.error
+    }
+}
+
+impl fmt::Display for PutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.busy_page {
+            Some(offset) => write!(f, "{} (page at {offset:#x})", self.error),
+            None => fmt::Display::fmt(&self.error, f),
+        }
+    }
+}
+
+impl core::error::Error for PutError {}
+
+/// Cleans, deactivates or frees the resident pages of `vnode` in `start..end` (page
+/// aligned; `end == 0` means to the end of the object).
+///
+/// This is [`putpages_busy`] without the busy page; see it for the contract.
+pub fn putpages<V: Vnode>(vnode: &Arc<V>, start: u64, end: u64, flags: PutFlags) -> Result {
+    putpages_busy(vnode, start, end, flags).map_err(Error::from)
+}
+
+/// Cleans, deactivates or frees the resident pages of `vnode` in `start..end` (page
+/// aligned; `end == 0` means to the end of the object; `start == end` does nothing).
+///
+/// - [`PutFlags::CLEANIT`] writes dirty pages back in clusters; pages in the range are
+///   write-protected (when the vnode may leave the work list) and their modified bits
+///   cleared, so a store through a mapping during the write leaves them dirty.
+/// - [`PutFlags::FREE`] removes the mappings of the range's pages and frees them, busy
+///   ones once their write completes; [`PutFlags::DEACTIVATE`] moves them to the
+///   inactive queue instead.
+/// - Without [`PutFlags::SYNCIO`] writes are started and the call returns; with it the
+///   call also waits for writes other threads have in flight, and returns the write
+///   error latched on the object since the last synchronous flush (once).
+///
+/// The vnode leaves the work list when the flush leaves it with no dirty page and no
+/// write in flight. The page daemon (per [`Vnode::is_pagedaemon`]) never sleeps on the
+/// mount transaction (it gets [`Error::Busy`]) nor on a busy page (it stops there).
+///
+/// Errors: [`Error::Invalid`] for an unaligned range, `start > end` with `end != 0`,
+/// or no action flag; [`Error::Deadlock`] with the busy page's offset under
+/// [`PutFlags::BUSYFAIL`]; the transaction or journal hooks' errors; the error of a
+/// synchronous write (its pages stay dirty); [`Error::NoMemory`]. A failed write never
+/// loses data: its pages stay resident and dirty.
+pub fn putpages_busy<V: Vnode>(
+    vnode: &Arc<V>,
+    start: u64,
+    end: u64,
+    flags: PutFlags,
+) -> core::result::Result<(), PutError> {
+    let actions = PutFlags::CLEANIT | PutFlags::FREE | PutFlags::DEACTIVATE;
+    if start & PAGE_MASK != 0
+        || end & PAGE_MASK != 0
+        || (end != 0 && start > end)
+        || !flags.intersects(actions)
+    {
+        return Err(Error::Invalid.into());
+    }
+    if end != 0 && start == end {
+        return Ok(());
+    }
+    let max_pages = (vnode.max_transfer() / PAGE_SIZE).max(1);
+    let mut pages = Vec::new();
+    pages
+        .try_reserve_exact(max_pages)
+        .map_err(|_| Error::NoMemory)?;
+    log::trace!(
+        "putpages {start:#x}..{end:#x} flags {flags:?} resident {}",
+        vnode.object().read().cache().resident_pages()
+    );
+    let end = if end == 0 || flags.contains(PutFlags::ALLPAGES) {
+        trunc_page(u64::MAX)
+    } else {
+        end
+    };
+    Flush {
+        vnode,
+        start,
+        end,
+        flags,
+        pagedaemon: vnode.is_pagedaemon(),
+        dirty_only: !flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE),
+        max_pages,
+        pages,
+        transaction: None,
+    }
+    .run()
+}
+
+/// How many pages one hold of the object lock may examine before the flush offers the
+/// CPU (the reference's preemption point).
+const PREEMPT_INTERVAL: u32 = 64;
+
+type Guard<'a, V> = WriteGuard<'a, ObjectState<<V as Vnode>::Cache>>;
+
+/// The mount transaction (and journal) a cleaning flush runs inside; left on drop.
+struct Transaction<'a, V: Vnode> {
+    vnode: &'a V,
+    journal: bool,
+}
+
+impl<'a, V: Vnode> Transaction<'a, V> {
+    /// Enters the transaction. The page daemon does not wait for it and takes no
+    /// journal; everyone else waits, and begins the journal unless the caller holds it.
+    fn begin(vnode: &'a V, pagedaemon: bool, flags: PutFlags) -> Result<Self> {
+        vnode.trans_begin(!pagedaemon)?;
+        let journal =
+            !pagedaemon && vnode.has_journal() && !flags.contains(PutFlags::JOURNALLOCKED);
+        if journal {
+            if let Err(error) = vnode.journal_begin() {
+                vnode.trans_end();
+                return Err(error);
+            }
+        }
+        Ok(Self { vnode, journal })
+    }
+}
+
+impl<V: Vnode> Drop for Transaction<'_, V> {
+    fn drop(&mut self) {
+        if self.journal {
+            self.vnode.journal_end();
+        }
+        self.vnode.trans_end();
+    }
+}
+
+/// Which pages a scan visits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// Every resident page (freeing or deactivating).
+    All,
+    /// Pages tagged dirty.
+    Dirty,
+    /// Pages tagged dirty or writeback (a synchronous clean waits on the latter).
+    DirtyOrWriteback,
+}
+
+/// The first page to visit at or after `from`, below `end`.
+fn next_page<C: PageCache>(cache: &C, from: u64, end: u64, visit: Visit) -> Option<u64> {
+    let next = match visit {
+        Visit::All => cache.range(from..end).next().map(|page| page.offset()),
+        Visit::Dirty => cache.next_tagged(Tag::Dirty, from),
+        Visit::DirtyOrWriteback => {
+            let dirty = cache.next_tagged(Tag::Dirty, from);
+            let writeback = cache.next_tagged(Tag::Writeback, from);
+            dirty.into_iter().chain(writeback).min()
+        }
+    };
+    next.filter(|&offset| offset < end)
+}
+
+/// Decides whether the page at `offset` must be written and moves its dirty status on
+/// (the reference's `uvm_pagecheckdirty`): a page that is now write-protected becomes
+/// clean, any other non-clean page becomes [`DirtyStatus::Unknown`] with its modified
+/// bit cleared, so that a store through a mapping during the write is seen next time.
+/// An `Unknown` page needs writing only if its modified bit was set.
+fn check_dirty<C: PageCache>(state: &mut ObjectState<C>, offset: u64, protected: bool) -> bool {
+    let Some(status) = state.cache().lookup(offset).map(|page| page.dirty()) else {
+        return false;
+    };
+    if status == DirtyStatus::Clean {
+        return false;
+    }
+    let modified = state.cache_mut().clear_modified(offset);
+    let next = if protected {
+        DirtyStatus::Clean
+    } else {
+        DirtyStatus::Unknown
+    };
+    if next != status {
+        state.mark(offset, next);
+    }
+    status == DirtyStatus::Dirty || modified
+}
+
+/// Whether a vnode may leave the work list: nothing dirty, nothing being written, and
+/// (after a scan) nothing dirtied since the scan began.
+fn leave_worklist_if_clean<V: Vnode>(state: &mut Guard<'_, V>, vnode: &V, generation: Option<u64>) {
+    let clean = !state.cache().any_tagged(Tag::Dirty)
+        && !state.cache().any_tagged(Tag::Writeback)
+        && generation.is_none_or(|g| g == state.dirty_generation());
+    if clean && state.flags().contains(ObjectFlags::ON_WORKLIST) {
+        log::trace!("putpages: leaving the work list");
+        state.set_flag(ObjectFlags::WRITE_MAPPED_DIRTY, false);
+        state.set_flag(ObjectFlags::ON_WORKLIST, false);
+        vnode.worklist_remove();
+    }
+}
+
+/// How one scan over the range ended.
+#[derive(Default)]
+struct ScanEnd {
+    /// The error that stopped it, with the busy page for [`Error::Deadlock`].
+    error: Option<PutError>,
+    /// Whether the error came from writing pages (so it was also latched).
+    write_failed: bool,
+    /// Whether any page was written.
+    wrote: bool,
+}
+
+/// One putpages call in progress.
+struct Flush<'a, V: Vnode> {
+    vnode: &'a Arc<V>,
+    start: u64,
+    /// Exclusive end of the range, resolved (never 0).
+    end: u64,
+    flags: PutFlags,
+    pagedaemon: bool,
+    dirty_only: bool,
+    max_pages: usize,
+    /// The cluster being built; reserved up front so the scan never allocates.
+    pages: Vec<PageRef>,
+    transaction: Option<Transaction<'a, V>>,
+}
+
+impl<'a, V: Vnode> Flush<'a, V> {
+    fn asynchronous(&self) -> bool {
+        !self.flags.contains(PutFlags::SYNCIO)
+    }
+
+    fn run(mut self) -> core::result::Result<(), PutError> {
+        let vnode: &'a V = self.vnode;
+        let object = vnode.object();
+        let mut state = object.lock();
+        loop {
+            debug_assert!(
+                state.flags().contains(ObjectFlags::ON_WORKLIST)
+                    || !state.flags().contains(ObjectFlags::WRITE_MAPPED_DIRTY)
+            );
+            if self.nothing_to_do(&state) {
+                leave_worklist_if_clean(&mut state, vnode, None);
+                let result = self.report(&mut state, ScanEnd::default());
+                drop(state);
+                return result;
+            }
+            if self.transaction.is_none() && self.flags.contains(PutFlags::CLEANIT) {
+                drop(state);
+                self.transaction = Some(Transaction::begin(vnode, self.pagedaemon, self.flags)?);
+                state = object.lock();
+                continue;
+            }
+
+            let (next, end) = self.pass(state);
+            state = next;
+            let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
+            if self.flags.contains(PutFlags::RECLAIM) && on_worklist && end.error.is_none() {
+                // A reclaim must leave the vnode clean, but not retry forever against a
+                // device that keeps failing.
+                if let Some(error) = state.take_write_error() {
+                    log::trace!("putpages: reclaim stopped by write error {error:?}");
+                    return Err(error.into());
+                }
+                continue;
+            }
+            let result = self.report(&mut state, end);
+            drop(state);
+            return result;
+        }
+    }
+
+    /// The quick exit: no pages, or only cleaning and nothing dirty (and, for a
+    /// synchronous flush, nothing in writeback to wait for).
+    fn nothing_to_do(&self, state: &ObjectState<V::Cache>) -> bool {
+        let cache = state.cache();
+        cache.resident_pages() == 0
+            || (self.dirty_only
+                && !cache.any_tagged(Tag::Dirty)
+                && (self.asynchronous() || !cache.any_tagged(Tag::Writeback)))
+    }
+
+    /// The result of the call. A synchronous flush also collects the latched write
+    /// error, unless it fails for an unrelated reason (then the latch waits).
+    fn report(
+        &self,
+        state: &mut ObjectState<V::Cache>,
+        end: ScanEnd,
+    ) -> core::result::Result<(), PutError> {
+        let take = !self.asynchronous() && (end.error.is_none() || end.write_failed);
+        let latched = if take { state.take_write_error() } else { None };
+        match (end.error, latched) {
+            (Some(error), _) => Err(error),
+            (None, Some(error)) => Err(error.into()),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// One pass over the range, then the bookkeeping after it: timestamps, the work
+    /// list, and waiting for writes in flight.
+    fn pass(&mut self, mut state: Guard<'a, V>) -> (Guard<'a, V>, ScanEnd) {
+        let vnode: &'a V = self.vnode;
+        let object = vnode.object();
+        let mut flags = self.flags;
+        let mut was_clean = state.writes_in_flight() == 0;
+        let mut end = ScanEnd::default();
+        let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
+        let generation = state.dirty_generation();
+        if !on_worklist {
+            // Known to have no dirty page: nothing to clean.
+            flags.remove(PutFlags::CLEANIT);
+        }
+        if on_worklist || !self.dirty_only {
+            let (next, scanned) = self.scan(state, flags, &mut was_clean);
+            state = next;
+            end = scanned;
+            let write_mapped = state.flags().contains(ObjectFlags::WRITE_MAPPED_DIRTY);
+            let device_exempt = vnode.kind() == VnodeKind::BlockDevice
+                && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME);
+            if end.wrote && write_mapped && !device_exempt {
+                vnode.mark_update(Update::MODIFIED);
+            }
+            leave_worklist_if_clean(&mut state, vnode, Some(generation));
+        }
+        if !was_clean && !self.asynchronous() && state.writes_in_flight() != 0 {
+            log::trace!("putpages: waiting for {} writes", state.writes_in_flight());
+            state = object.wait_for_writes(state);
+            // Everything this flush waited for is settled: it may leave the list now.
+            leave_worklist_if_clean(&mut state, vnode, Some(generation));
+        }
+        (state, end)
+    }
+
+    /// Walks the range once, cleaning, deactivating and freeing pages per `flags`.
+    fn scan(
+        &mut self,
+        mut state: Guard<'a, V>,
+        flags: PutFlags,
+        was_clean: &mut bool,
+    ) -> (Guard<'a, V>, ScanEnd) {
+        let vnode: &'a Arc<V> = self.vnode;
+        let object = vnode.object();
+        let asynchronous = self.asynchronous();
+        let visit = match (self.dirty_only, asynchronous) {
+            (false, _) => Visit::All,
+            (true, true) => Visit::Dirty,
+            (true, false) => Visit::DirtyOrWriteback,
+        };
+        let free_flag = if self.pagedaemon {
+            PageFlags::PAGEOUT
+        } else {
+            PageFlags::RELEASED
+        };
+        let mut clean_all = true;
+        let mut end = ScanEnd::default();
+        let mut next = self.start;
+        let mut streak = 0;
+        while let Some(offset) = next_page(state.cache(), next, self.end, visit) {
+            streak += 1;
+            if streak > PREEMPT_INTERVAL {
+                drop(state);
+                vnode.preempt();
+                state = object.lock();
+                streak = 0;
+                next = offset;
+                continue;
+            }
+            let Some(page) = state.cache().lookup(offset) else {
+                debug_assert!(false, "visited page {offset:#x} is not resident");
+                break;
+            };
+            let (page_flags, wired) = (page.flags, page.wire_count != 0);
+            debug_assert!(
+                !page_flags.intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
+                    || page_flags.contains(PageFlags::BUSY)
+            );
+
+            if page_flags.contains(PageFlags::BUSY) {
+                log::trace!("putpages: page {offset:#x} busy");
+                if page_flags.intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
+                    && flags.contains(PutFlags::BUSYFAIL)
+                {
+                    end.error = Some(PutError {
+                        error: Error::Deadlock,
+                        busy_page: Some(offset),
+                    });
+                    break;
+                }
+                if self.pagedaemon {
+                    // Taken by someone else while the lock was dropped; never sleep.
+                    break;
+                }
+                if !asynchronous && !flags.contains(PutFlags::RECLAIM) {
+                    // Not waited for here; the wait for writes in flight covers it.
+                    *was_clean = false;
+                    next = offset + PAGE_SIZE as u64;
+                    continue;
+                }
+                next = offset;
+                object.sleep_on_page(state, offset);
+                state = object.lock();
+                streak = 0;
+                continue;
+            }
+            next = offset + PAGE_SIZE as u64;
+
+            let mut protected = false;
+            if flags.contains(PutFlags::FREE) {
+                state.cache_mut().protect(offset, Protection::None);
+                protected = true;
+            } else if flags.contains(PutFlags::CLEANIT) && clean_all && *was_clean {
+                // Still hoping to leave the work list: make the next store fault.
+                if wired {
+                    clean_all = false;
+                } else {
+                    state.cache_mut().protect(offset, Protection::ReadOnly);
+                    protected = true;
+                }
+            }
+            let needs_clean =
+                flags.contains(PutFlags::CLEANIT) && check_dirty(&mut state, offset, protected);
+
+            let (first, count, behind) = if needs_clean {
+                debug_assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
+                *was_clean = false;
+                if let Some(page) = state.cache_mut().lookup_mut(offset) {
+                    page.flags |= PageFlags::BUSY;
+                }
+                // The filesystem's bound on the cluster; asked without the object lock
+                // (the seed page is ours, busy, meanwhile).
+                drop(state);
+                let range = vnode.block_map().putrange(offset);
+                state = object.lock();
+                let behind = self.gather_cluster(&mut state, offset, range);
+                (self.pages[0].offset, self.pages.len(), behind)
+            } else {
+                (offset, 1, 0)
+            };
+
+            for at in (0..count).map(|i| first + (i * PAGE_SIZE) as u64) {
+                if needs_clean {
+                    state.cache_mut().set_writeback(at, true);
+                }
+                if !(self.start..self.end).contains(&at) {
+                    continue;
+                }
+                self.apply(&mut state, at, flags, free_flag, needs_clean);
+            }
+
+            if needs_clean {
+                end.wrote = true;
+                next = offset + ((count - behind) * PAGE_SIZE) as u64;
+                debug_assert_eq!(next, first + (count * PAGE_SIZE) as u64);
+                drop(state);
+                let written = if flags.contains(PutFlags::WRITE_RWMAP) {
+                    gop_write_rwmap(vnode, &self.pages, flags)
+                } else {
+                    gop_write(vnode, &self.pages, flags)
+                };
+                self.pages.clear();
+                state = object.lock();
+                streak = 0;
+                if let Err(error) = written {
+                    log::trace!("putpages: write failed: {error:?}");
+                    end.error = Some(error.into());
+                    end.write_failed = true;
+                    break;
+                }
+            }
+        }
+        (state, end)
+    }
+
+    /// Deactivates or frees the page at `at` (inside the range) per `flags`.
+    fn apply(
+        &self,
+        state: &mut ObjectState<V::Cache>,
+        at: u64,
+        flags: PutFlags,
+        free_flag: PageFlags,
+        needs_clean: bool,
+    ) {
+        let Some(page) = state.cache().lookup(at) else {
+            return;
+        };
+        let (wired, busy) = (page.wire_count != 0, page.is_busy());
+        if flags.contains(PutFlags::DEACTIVATE) && !wired {
+            state.cache_mut().set_queue(at, PageQueue::Inactive);
+        } else if flags.contains(PutFlags::FREE) {
+            state.cache_mut().protect(at, Protection::None);
+            if busy {
+                // Ours, about to be written: freed when the write completes.
+                if let Some(page) = state.cache_mut().lookup_mut(at) {
+                    page.flags |= free_flag;
+                }
+                if self.pagedaemon {
+                    state.cache_mut().set_queue(at, PageQueue::None);
+                }
+            } else {
+                debug_assert!(!needs_clean);
+                state.cache_mut().free(at);
+            }
+        }
+    }
+
+    /// Builds the write cluster around the busy, dirty seed page at `offset` into
+    /// `self.pages`: dirty, non-busy resident neighbours, backward then forward,
+    /// within the maximum transfer and the filesystem's `range`. Each page taken is
+    /// made busy (without waiting, so taking them out of order cannot deadlock).
+    /// Returns how many pages precede the seed.
+    fn gather_cluster(
+        &mut self,
+        state: &mut ObjectState<V::Cache>,
+        offset: u64,
+        range: Option<Range<u64>>,
+    ) -> usize {
+        let page = PAGE_SIZE as u64;
+        let (fs_low, fs_high) = match range {
+            Some(range) => {
+                debug_assert!(range.start <= offset && (range.end == 0 || offset < range.end));
+                let low = trunc_page(range.start).min(offset);
+                let high = (range.end != 0).then(|| round_page(range.end).max(offset + page));
+                (low, high)
+            }
+            None => (0, None),
+        };
+        let general_low = offset.saturating_sub((self.max_pages / 2) as u64 * page);
+        let low = fs_low.max(general_low);
+
+        self.pages.clear();
+        let most_behind = ((offset - low) >> PAGE_SHIFT) as usize;
+        for at in (1..=most_behind as u64).map(|i| offset - i * page) {
+            match take_dirty_neighbour(state, at) {
+                Some(found) => self.pages.push(found),
+                None => break,
+            }
+        }
+        self.pages.reverse();
+        let behind = self.pages.len();
+        let seed = state
+            .cache()
+            .lookup(offset)
+            .map(|p| p.frame())
+            .expect("the seed page is busy and resident");
+        self.pages.push(PageRef {
+            offset,
+            frame: seed,
+        });
+
+        let mut most_ahead = self.max_pages - behind - 1;
+        if let Some(high) = fs_high {
+            most_ahead = most_ahead.min(((high - offset - 1) >> PAGE_SHIFT) as usize);
+        }
+        for i in 1..=most_ahead as u64 {
+            let Some(at) = offset.checked_add(i * page) else {
+                break;
+            };
+            match take_dirty_neighbour(state, at) {
+                Some(found) => self.pages.push(found),
+                None => break,
+            }
+        }
+        log::trace!(
+            "putpages: cluster {:#x}+{} pages around {offset:#x}",
+            self.pages[0].offset,
+            self.pages.len()
+        );
+        behind
+    }
+}
+
+/// Takes the page at `at` for a write cluster if it is resident, not busy and needs
+/// writing (the reference's `uvn_findpages` with NOWAIT | NOALLOC | DIRTYONLY).
+fn take_dirty_neighbour<C: PageCache>(state: &mut ObjectState<C>, at: u64) -> Option<PageRef> {
+    let page = state.cache().lookup(at)?;
+    if page.is_busy() {
+        return None;
+    }
+    if !check_dirty(state, at, false) {
+        return None;
+    }
+    let page = state.cache_mut().lookup_mut(at)?;
+    page.flags |= PageFlags::BUSY;
+    Some(PageRef {
+        offset: at,
+        frame: page.frame(),
+    })
+}
+
+/// What [`do_io`] does when the transfer is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IoDone {
+    /// Settle the pages as written ([`settle_written`]): the normal completion of a
+    /// page write. For [`Direction::Write`] only.
+    SettleWrite,
+    /// Nothing beyond the in-flight accounting: the caller deals with its pages after
+    /// the call returns. For synchronous transfers ([`PutFlags::SYNCIO`]) only.
+    Caller,
+}
+
+/// Writes busy, consecutive `pages` (the reference's `genfs_gop_write`). Their
+/// completion settles them; see [`do_io`].
+pub(crate) fn gop_write<V: Vnode>(vnode: &Arc<V>, pages: &[PageRef], flags: PutFlags) -> Result {
+    write_pages(vnode, pages, flags - PutFlags::WRITE_RWMAP)
+}
+
+/// [`gop_write`] for a device that may change the written data in place (the
+/// reference's `genfs_gop_write_rwmap`).
+pub(crate) fn gop_write_rwmap<V: Vnode>(
+    vnode: &Arc<V>,
+    pages: &[PageRef],
+    flags: PutFlags,
+) -> Result {
+    write_pages(vnode, pages, flags | PutFlags::WRITE_RWMAP)
+}
+
+fn write_pages<V: Vnode>(vnode: &Arc<V>, pages: &[PageRef], flags: PutFlags) -> Result {
+    let Some(first) = pages.first() else {
+        return Ok(());
+    };
+    log::trace!(
+        "gop_write {:#x}+{} pages flags {flags:?}",
+        first.offset,
+        pages.len()
+    );
+    let len = pages.len() * PAGE_SIZE;
+    do_io(
+        vnode,
+        pages,
+        first.offset,
+        len,
+        Direction::Write,
+        flags,
+        IoDone::SettleWrite,
+    )
+}
+
+/// The device-priority hint of a transfer made with `flags`.
+fn priority<V: Vnode>(vnode: &V, flags: PutFlags) -> Priority {
+    if vnode.is_pagedaemon() {
+        Priority::TimeLimited
+    } else if !flags.contains(PutFlags::SYNCIO) || flags.contains(PutFlags::LAZY) {
+        Priority::TimeNonCritical
+    } else {
+        Priority::TimeCritical
+    }
+}
+
+/// The block geometry of the vnode's transfers: a block device addresses sectors.
+fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
+    match vnode.kind() {
+        VnodeKind::BlockDevice => Geometry::new(DEV_BSHIFT, DEV_BSHIFT),
+        _ => Geometry::new(vnode.fs_bshift(), vnode.dev_bshift()),
+    }
+}
+
+/// Transfers file bytes `offset .. offset + len` to or from busy, consecutive `pages`
+/// (the reference's `genfs_do_io`).
+///
+/// The transfer is clipped at the disk end of the write size; the block map is walked
+/// once, holes are skipped (a read zero-fills them), and each contiguous run becomes
+/// one device request (a single one when the run covers everything). A `bmap` error
+/// abandons the rest. Writes count as in flight on the object from here until their
+/// completion has settled the pages.
+///
+/// Without [`PutFlags::SYNCIO`] this returns `Ok` once the requests are submitted and
+/// `done` runs from the completion; with it, it waits, runs `done` on this thread and
+/// returns the transfer's result. Never call it with the object lock held.
+pub(crate) fn do_io<V: Vnode>(
+    vnode: &Arc<V>,
+    pages: &[PageRef],
+    offset: u64,
+    len: usize,
+    direction: Direction,
+    flags: PutFlags,
+    done: IoDone,
+) -> Result {
+    let asynchronous = !flags.contains(PutFlags::SYNCIO);
+    let writing = direction == Direction::Write;
+    if (asynchronous && done == IoDone::Caller) || (!writing && done == IoDone::SettleWrite) {
+        debug_assert!(
+            false,
+            "do_io: {done:?} does not fit {direction:?}, {flags:?}"
+        );
+        return Err(Error::Invalid);
+    }
+    let object = vnode.object();
+    let write_size = {
+        let mut state = object.lock();
+        if writing {
+            state.start_writes(1);
+        }
+        debug_assert!(state.size() <= state.write_size());
+        state.write_size()
+    };
+    let eof = vnode.block_map().size(write_size, SizeKind::Disk);
+    let bytes = usize::try_from(eof.saturating_sub(offset))
+        .unwrap_or(usize::MAX)
+        .min(len);
+    let priority = priority(&**vnode, flags);
+    log::trace!(
+        "do_io {direction:?} {offset:#x}+{bytes:#x} (of {len:#x}) {priority:?} in flight {}",
+        object.read().writes_in_flight()
+    );
+
+    let first = pages.first().map_or(offset, |page| page.offset);
+    let count = pages.len();
+    let (mut nest, waiter) = if asynchronous {
+        let owner = vnode.clone();
+        let nest = Nest::asynchronous(bytes, direction, priority, move |outcome| {
+            finish_io(&*owner, first, count, writing, done, outcome.result);
+        });
+        (nest, None)
+    } else {
+        let (nest, waiter) = Nest::synchronous(bytes, direction, priority);
+        (nest, Some(waiter))
+    };
+    if flags.contains(PutFlags::WRITE_RWMAP) {
+        nest.allow_device_modify();
+    }
+    let (skipped, built) = submit_runs(&**vnode, &mut nest, pages, offset, bytes, direction);
+    if skipped != 0 || built.is_err() {
+        log::trace!("do_io: skipped {skipped:#x} bytes, build {built:?}");
+    }
+    nest.finish(skipped, built);
+
+    let Some(waiter) = waiter else {
+        return Ok(());
+    };
+    let outcome = waiter.wait();
+    finish_io(&**vnode, first, count, writing, done, outcome.result);
+    log::trace!("do_io: done {:?}", outcome.result);
+    outcome.result
+}
+
+/// Builds and submits one request per mapped run of `offset .. offset + bytes`.
+/// Returns the bytes skipped (holes, and everything after an error) and the error
+/// that stopped the walk.
+fn submit_runs<V: Vnode>(
+    vnode: &V,
+    nest: &mut Nest,
+    pages: &[PageRef],
+    offset: u64,
+    bytes: usize,
+    direction: Direction,
+) -> (usize, Result) {
+    let end = offset + bytes as u64;
+    let covered = pages.first().is_some_and(|first| {
+        let span = (pages.len() * PAGE_SIZE) as u64;
+        first.offset <= offset && end <= first.offset + span
+    });
+    if bytes == 0 {
+        return (0, Ok(()));
+    }
+    if !covered {
+        debug_assert!(
+            false,
+            "do_io range {offset:#x}+{bytes:#x} outside its pages"
+        );
+        return (bytes, Err(Error::Invalid));
+    }
+    let geometry = match geometry(vnode) {
+        Ok(geometry) => geometry,
+        Err(error) => return (bytes, Err(error)),
+    };
+    let mut skipped = 0;
+    let mut at = offset;
+    for extent in extents(vnode.block_map(), geometry, offset, end) {
+        let extent = match extent {
+            Ok(extent) => extent,
+            Err(error) => return (skipped + (end - at) as usize, Err(error)),
+        };
+        at = extent.end();
+        let segments = match page_segments(pages, extent.offset, extent.len as usize) {
+            Ok(segments) => segments,
+            Err(error) => return (skipped + (end - extent.offset) as usize, Err(error)),
+        };
+        let Some(block) = extent.block else {
+            if direction == Direction::Read {
+                for segment in &segments {
+                    // SAFETY: the segment lies inside the frame of one of `pages`, which
+                    // are busy and owned by this transfer's caller, so nothing else
+                    // touches these bytes.
+                    unsafe { segment.as_ptr().as_ptr().write_bytes(0, segment.len()) };
+                }
+            }
+            skipped += extent.len as usize;
+            continue;
+        };
+        log::trace!(
+            "do_io: {direction:?} {:#x}+{:#x} at block {block:#x}",
+            extent.offset,
+            extent.len
+        );
+        let request = nest.request(block, extent.offset, segments);
+        vnode.device().submit(request);
+    }
+    (skipped, Ok(()))
+}
+
+/// The completion of a [`do_io`] transfer: runs `done`, then ends the write's
+/// in-flight count, and wakes whoever waits.
+fn finish_io<V: Vnode>(
+    vnode: &V,
+    first: u64,
+    count: usize,
+    writing: bool,
+    done: IoDone,
+    result: Result,
+) {
+    let object = vnode.object();
+    let mut state = object.lock();
+    let mut wake = false;
+    if done == IoDone::SettleWrite {
+        wake |= settle_written(&mut state, vnode, first, count, result);
+    }
+    if writing {
+        wake |= state.end_writes(1);
+    }
+    drop(state);
+    object.wake_if(wake);
+}
+
+/// Settles `count` busy pages from `first` after their write (the write half of the
+/// reference's `uvm_aio_aiodone`), under the object lock. Returns whether waiters must
+/// be woken.
+///
+/// On success each page leaves writeback and is unbusied; pages marked `RELEASED` (or
+/// `PAGEOUT`, by the page daemon) are freed. The dirty status is left as the flush set
+/// it, so a store through a mapping meanwhile still shows. On failure nothing is lost:
+/// each page stays resident and becomes dirty again, loses `RELEASED`/`PAGEOUT`, is
+/// requeued and unbusied; the error is latched for the next synchronous flush and the
+/// vnode goes back on the work list.
+pub(crate) fn settle_written<V: Vnode>(
+    state: &mut ObjectState<V::Cache>,
+    vnode: &V,
+    first: u64,
+    count: usize,
+    result: Result,
+) -> bool {
+    let mut wake = false;
+    for at in (0..count).map(|i| first + (i * PAGE_SIZE) as u64) {
+        let Some(page) = state.cache_mut().lookup_mut(at) else {
+            debug_assert!(false, "written page {at:#x} is not resident");
+            continue;
+        };
+        debug_assert!(page.is_busy());
+        match result {
+            Ok(()) => {
+                if page.flags.contains(PageFlags::PAGEOUT) {
+                    page.flags.remove(PageFlags::PAGEOUT);
+                    page.flags.insert(PageFlags::RELEASED);
+                }
+                state.cache_mut().set_writeback(at, false);
+                wake |= state.unbusy(at);
+            }
+            Err(_) => {
+                page.flags.remove(PageFlags::RELEASED | PageFlags::PAGEOUT);
+                state.cache_mut().set_writeback(at, false);
+                state.mark(at, DirtyStatus::Dirty);
+                wake |= state.settle(at);
+            }
+        }
+    }
+    if let Err(error) = result {
+        log::trace!("write of {first:#x}+{count} pages failed: {error:?}; kept dirty");
+        if count != 0 {
+            state.latch_write_error(error);
+            state.note_dirty(vnode);
+        }
+    }
+    wake
+}

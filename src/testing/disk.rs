@@ -1,0 +1,871 @@
+//! [`MemDisk`]: a RAM block device with a request log, fault injection, a latency
+//! model and optional completion on another thread.
+
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::Range;
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::buf::{Direction, IoRequest, Priority};
+use crate::error::{Error, Result};
+use crate::hooks::Strategy;
+
+/// The sector size of a [`MemDisk`], in bytes. Device block numbers count these.
+pub const SECTOR_SIZE: usize = 512;
+
+/// One request as the disk saw it when it was submitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// Which way the data moves.
+    pub direction: Direction,
+    /// The first sector.
+    pub block: u64,
+    /// Bytes to transfer.
+    pub len: usize,
+    /// The urgency hint.
+    pub priority: Priority,
+    /// The file offset of the first byte.
+    pub file_offset: u64,
+}
+
+/// What a [`MemDisk`] has done since it was made or since [`MemDisk::reset_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Requests submitted (counted at submission, failed ones included).
+    pub requests: u64,
+    /// Bytes read successfully (counted when transferred).
+    pub bytes_read: u64,
+    /// Bytes written successfully (counted when transferred).
+    pub bytes_written: u64,
+    /// Modelled device time of every submitted request, in nanoseconds
+    /// ([`LatencyModel::cost_ns`]); the disk never actually sleeps.
+    pub device_time_ns: u64,
+}
+
+/// How long a request would take on a real device: a fixed cost per request plus a
+/// cost per byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatencyModel {
+    /// Fixed cost of one request, in nanoseconds.
+    pub per_request_ns: u64,
+    /// Transfer bandwidth in bytes per second; zero means transfers cost nothing.
+    pub bytes_per_sec: u64,
+}
+
+impl Default for LatencyModel {
+    /// 10 µs per request and 3 GB/s: a fast NVMe device.
+    fn default() -> Self {
+        Self {
+            per_request_ns: 10_000,
+            bytes_per_sec: 3_000_000_000,
+        }
+    }
+}
+
+impl LatencyModel {
+    /// The modelled time of one request of `bytes` bytes, in nanoseconds (the
+    /// per-byte part rounded down).
+    pub fn cost_ns(&self, bytes: u64) -> u64 {
+        let transfer = match self.bytes_per_sec {
+            0 => 0,
+            rate => u128::from(bytes) * 1_000_000_000 / u128::from(rate),
+        };
+        self.per_request_ns
+            .saturating_add(u64::try_from(transfer).unwrap_or(u64::MAX))
+    }
+}
+
+/// A submitted request waiting for service, with the fault decided at submission.
+struct Entry {
+    request: IoRequest,
+    fault: Option<Error>,
+}
+
+struct State {
+    held: bool,
+    shutdown: bool,
+    queue: VecDeque<Entry>,
+    /// Requests taken off the queue (or never queued) whose completion has not returned.
+    in_service: usize,
+    /// Requests submitted so far (the sequence number of the last one).
+    submitted: u64,
+    /// `(sequence number, error)`: fail exactly that request.
+    nth_faults: Vec<(u64, Error)>,
+    /// Fail every request whose sectors overlap the range.
+    range_faults: Vec<(Range<u64>, Error)>,
+    log: Vec<LoggedRequest>,
+    stats: DiskStats,
+    latency: LatencyModel,
+    rng: u64,
+}
+
+/// What the disk and its completion thread share.
+struct Shared {
+    sectors: u64,
+    threaded: bool,
+    reorder: bool,
+    storage: Mutex<Vec<u8>>,
+    state: Mutex<State>,
+    /// Signalled when work arrives, the hold is released, a request completes or the
+    /// disk shuts down; the worker and `quiesce` wait on it.
+    changed: Condvar,
+}
+
+/// Owned by the handles only: when the last handle goes, the disk shuts down.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+/// A RAM block device of 512-byte sectors implementing [`Strategy`].
+///
+/// Cloning gives another handle to the same disk. Requests are logged and counted at
+/// submission, then serviced: inline inside [`Strategy::submit`] ([`MemDisk::new`]) or
+/// on a completion thread ([`MemDisk::threaded`]). While the disk is held
+/// ([`MemDisk::hold`]) requests stay pending in either mode.
+///
+/// A request reaching past the last sector completes with [`Error::Io`]; an injected
+/// fault ([`MemDisk::fail_nth`], [`MemDisk::fail_blocks`]) completes with its error.
+/// A failed request transfers nothing: a failed write leaves the disk unchanged and a
+/// failed read leaves the request's memory untouched.
+#[derive(Clone)]
+pub struct MemDisk {
+    handle: Arc<Handle>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// splitmix64: a small deterministic generator for shuffles.
+pub(super) fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl MemDisk {
+    fn build(sectors: u64, threaded: bool, reorder: bool) -> Self {
+        let bytes = sectors
+            .checked_mul(SECTOR_SIZE as u64)
+            .and_then(|bytes| usize::try_from(bytes).ok())
+            .expect("disk size fits in memory");
+        let shared = Arc::new(Shared {
+            sectors,
+            threaded,
+            reorder,
+            storage: Mutex::new(vec![0; bytes]),
+            state: Mutex::new(State {
+                held: false,
+                shutdown: false,
+                queue: VecDeque::new(),
+                in_service: 0,
+                submitted: 0,
+                nth_faults: Vec::new(),
+                range_faults: Vec::new(),
+                log: Vec::new(),
+                stats: DiskStats::default(),
+                latency: LatencyModel::default(),
+                rng: 0x5eed_d15c,
+            }),
+            changed: Condvar::new(),
+        });
+        if threaded {
+            let worker = shared.clone();
+            std::thread::Builder::new()
+                .name("memdisk-completion".into())
+                .spawn(move || worker.work())
+                .expect("spawn the MemDisk completion thread");
+        }
+        Self {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    /// A zeroed disk of `sectors` sectors that completes each request inside
+    /// [`Strategy::submit`], on the submitting thread (unless held).
+    pub fn new(sectors: u64) -> MemDisk {
+        Self::build(sectors, false, false)
+    }
+
+    /// A zeroed disk of `sectors` sectors whose requests complete on a completion
+    /// thread of their own. With `reorder`, the thread picks the next request among
+    /// those queued in a deterministic shuffled order instead of first come, first
+    /// served (hold the disk, submit, release, to get several queued at once).
+    ///
+    /// The thread exits when the last handle is dropped, after servicing whatever was
+    /// still queued.
+    pub fn threaded(sectors: u64, reorder: bool) -> MemDisk {
+        Self::build(sectors, true, reorder)
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// The disk size in sectors.
+    pub fn sectors(&self) -> u64 {
+        self.shared().sectors
+    }
+
+    /// Keeps every request submitted from now on pending until [`MemDisk::release`].
+    pub fn hold(&self) {
+        lock(&self.shared().state).held = true;
+    }
+
+    /// Lets pending requests complete. On an inline disk they complete on the calling
+    /// thread before this returns, in submission order; on a threaded disk the
+    /// completion thread takes them (use [`MemDisk::quiesce`] to wait).
+    pub fn release(&self) {
+        let shared = self.shared();
+        lock(&shared.state).held = false;
+        shared.changed.notify_all();
+        if !shared.threaded {
+            shared.run_ready();
+        }
+    }
+
+    /// How many requests have been submitted and not yet completed.
+    pub fn pending(&self) -> usize {
+        let state = lock(&self.shared().state);
+        state.queue.len() + state.in_service
+    }
+
+    /// Blocks until no request is pending and every completion has returned. Call it
+    /// after [`MemDisk::release`]: while the disk is held it waits for another thread
+    /// to release it.
+    pub fn quiesce(&self) {
+        let shared = self.shared();
+        let mut state = lock(&shared.state);
+        while !state.queue.is_empty() || state.in_service > 0 {
+            state = shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
+    /// Every request submitted since the disk was made or since
+    /// [`MemDisk::clear_log`], in submission order.
+    pub fn log(&self) -> Vec<LoggedRequest> {
+        lock(&self.shared().state).log.clone()
+    }
+
+    /// Empties the request log.
+    pub fn clear_log(&self) {
+        lock(&self.shared().state).log.clear();
+    }
+
+    /// Makes the `n`-th request submitted from now on (1 = the next one) fail with
+    /// `error`, transferring nothing. `n == 0` is taken as 1. Several such faults may
+    /// be armed at once.
+    pub fn fail_nth(&self, n: usize, error: Error) {
+        let mut state = lock(&self.shared().state);
+        let at = state.submitted + n.max(1) as u64;
+        state.nth_faults.push((at, error));
+    }
+
+    /// Makes every request whose sectors overlap `blocks` fail with `error`, until
+    /// [`MemDisk::clear_faults`].
+    pub fn fail_blocks(&self, blocks: Range<u64>, error: Error) {
+        lock(&self.shared().state)
+            .range_faults
+            .push((blocks, error));
+    }
+
+    /// Disarms every injected fault.
+    pub fn clear_faults(&self) {
+        let mut state = lock(&self.shared().state);
+        state.nth_faults.clear();
+        state.range_faults.clear();
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DiskStats {
+        lock(&self.shared().state).stats
+    }
+
+    /// Zeroes the counters.
+    pub fn reset_stats(&self) {
+        lock(&self.shared().state).stats = DiskStats::default();
+    }
+
+    /// Changes the latency model used for [`DiskStats::device_time_ns`] from the next
+    /// request on.
+    pub fn set_latency(&self, model: LatencyModel) {
+        lock(&self.shared().state).latency = model;
+    }
+
+    /// The current latency model.
+    pub fn latency(&self) -> LatencyModel {
+        lock(&self.shared().state).latency
+    }
+
+    /// Copies disk bytes from `byte_offset` into `buf`, bypassing the log, the
+    /// counters and the faults.
+    ///
+    /// # Panics
+    ///
+    /// If the range reaches past the end of the disk.
+    pub fn read_raw(&self, byte_offset: u64, buf: &mut [u8]) {
+        let storage = lock(&self.shared().storage);
+        let range = byte_range(byte_offset, buf.len(), storage.len())
+            .expect("read_raw past the end of the disk");
+        buf.copy_from_slice(&storage[range]);
+    }
+
+    /// Copies `data` onto the disk at `byte_offset`, bypassing the log, the counters
+    /// and the faults.
+    ///
+    /// # Panics
+    ///
+    /// If the range reaches past the end of the disk.
+    pub fn write_raw(&self, byte_offset: u64, data: &[u8]) {
+        let mut storage = lock(&self.shared().storage);
+        let range = byte_range(byte_offset, data.len(), storage.len())
+            .expect("write_raw past the end of the disk");
+        storage[range].copy_from_slice(data);
+    }
+
+    /// Zeroes `len` bytes of the disk at `byte_offset`, bypassing everything (what a
+    /// filesystem does to a newly allocated block).
+    pub(super) fn zero_raw(&self, byte_offset: u64, len: usize) {
+        let mut storage = lock(&self.shared().storage);
+        let range =
+            byte_range(byte_offset, len, storage.len()).expect("zero_raw past the end of the disk");
+        storage[range].fill(0);
+    }
+}
+
+/// `offset .. offset + len` as indices into a store of `size` bytes, if it fits.
+fn byte_range(offset: u64, len: usize, size: usize) -> Option<Range<usize>> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(len)?;
+    (end <= size).then_some(start..end)
+}
+
+impl Strategy for MemDisk {
+    fn submit(&self, request: IoRequest) {
+        let shared = self.shared();
+        let mut state = lock(&shared.state);
+        state.submitted += 1;
+        let sequence = state.submitted;
+        let len = request.len();
+        state.log.push(LoggedRequest {
+            direction: request.direction(),
+            block: request.block(),
+            len,
+            priority: request.priority(),
+            file_offset: request.file_offset(),
+        });
+        state.stats.requests += 1;
+        let cost = state.latency.cost_ns(len as u64);
+        state.stats.device_time_ns = state.stats.device_time_ns.saturating_add(cost);
+        let fault = state.fault_for(sequence, request.block(), len);
+        let entry = Entry { request, fault };
+        if state.held || shared.threaded {
+            state.queue.push_back(entry);
+            drop(state);
+            shared.changed.notify_all();
+        } else {
+            state.in_service += 1;
+            drop(state);
+            shared.service(entry);
+        }
+    }
+}
+
+impl State {
+    /// The injected error for request number `sequence` covering `len` bytes from
+    /// sector `block`, if any (consuming a matching one-shot fault).
+    fn fault_for(&mut self, sequence: u64, block: u64, len: usize) -> Option<Error> {
+        let mut fault = None;
+        if let Some(at) = self.nth_faults.iter().position(|&(n, _)| n == sequence) {
+            fault = Some(self.nth_faults.swap_remove(at).1);
+        }
+        let sectors = (len as u64).div_ceil(SECTOR_SIZE as u64).max(1);
+        let span = block..block.saturating_add(sectors);
+        fault.or_else(|| {
+            self.range_faults
+                .iter()
+                .find(|(range, _)| range.start < span.end && span.start < range.end)
+                .map(|&(_, error)| error)
+        })
+    }
+}
+
+impl Shared {
+    /// Transfers and completes one request, then retires it from `in_service` (which
+    /// the caller has already counted it in). Holds no lock while completing.
+    fn service(&self, entry: Entry) {
+        let Entry { mut request, fault } = entry;
+        let result = match fault {
+            Some(error) => Err(error),
+            None => self.transfer(&mut request),
+        };
+        request.complete(result);
+        lock(&self.state).in_service -= 1;
+        self.changed.notify_all();
+    }
+
+    /// Moves the data of `request` between the disk and its segments.
+    fn transfer(&self, request: &mut IoRequest) -> Result {
+        let len = request.len();
+        let direction = request.direction();
+        {
+            let mut storage = lock(&self.storage);
+            let range = request
+                .block()
+                .checked_mul(SECTOR_SIZE as u64)
+                .and_then(|offset| byte_range(offset, len, storage.len()))
+                .ok_or(Error::Io)?;
+            match direction {
+                Direction::Read => request.fill(&storage[range])?,
+                Direction::Write => request.gather(&mut storage[range])?,
+            }
+        }
+        let mut state = lock(&self.state);
+        match direction {
+            Direction::Read => state.stats.bytes_read += len as u64,
+            Direction::Write => state.stats.bytes_written += len as u64,
+        }
+        Ok(())
+    }
+
+    /// Takes the next serviceable request off the queue (counting it in service), or
+    /// `None` when the queue is empty or held (a shut-down disk ignores the hold).
+    fn next_ready(&self, state: &mut State) -> Option<Entry> {
+        if state.held && !state.shutdown {
+            return None;
+        }
+        let at = match state.queue.len() {
+            0 => return None,
+            len if self.reorder => (next_random(&mut state.rng) % len as u64) as usize,
+            _ => 0,
+        };
+        let entry = state.queue.remove(at)?;
+        state.in_service += 1;
+        Some(entry)
+    }
+
+    /// Services queued requests on this thread until none is ready.
+    fn run_ready(&self) {
+        loop {
+            let Some(entry) = self.next_ready(&mut lock(&self.state)) else {
+                return;
+            };
+            self.service(entry);
+        }
+    }
+
+    /// The completion thread: service what is ready, sleep until something changes,
+    /// exit once shut down with nothing queued.
+    fn work(&self) {
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(entry) = self.next_ready(&mut state) {
+                drop(state);
+                self.service(entry);
+                state = lock(&self.state);
+                continue;
+            }
+            if state.shutdown && state.queue.is_empty() {
+                return;
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        lock(&self.shared.state).shutdown = true;
+        self.shared.changed.notify_all();
+        if !self.shared.threaded {
+            self.shared.run_ready();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buf::{Nest, Outcome, Segment, raw_segment};
+    use core::ptr::NonNull;
+    use std::sync::mpsc;
+    use std::thread::{self, ThreadId};
+    use std::time::{Duration, Instant};
+
+    fn segment(buf: &mut [u8]) -> Segment {
+        raw_segment(NonNull::from(&mut *buf).cast(), buf.len())
+    }
+
+    /// One synchronous request over `buf`, as the pager would issue it.
+    fn sync_io(disk: &MemDisk, direction: Direction, block: u64, buf: &mut [u8]) -> Result {
+        let (mut nest, wait) = Nest::synchronous(buf.len(), direction, Priority::TimeCritical);
+        let request = nest.request(block, block.wrapping_mul(512), vec![segment(buf)]);
+        disk.submit(request);
+        nest.finish(0, Ok(()));
+        wait.wait().result
+    }
+
+    /// One asynchronous request over `buf`; `done` runs where the request completes.
+    /// The caller keeps `buf` alive until the disk is quiesced.
+    fn async_io(
+        disk: &MemDisk,
+        direction: Direction,
+        block: u64,
+        buf: &mut [u8],
+        done: impl FnOnce(Outcome) + Send + 'static,
+    ) {
+        let mut nest = Nest::asynchronous(buf.len(), direction, Priority::TimeNonCritical, done);
+        let request = nest.request(block, 0, vec![segment(buf)]);
+        disk.submit(request);
+        nest.finish(0, Ok(()));
+    }
+
+    #[test]
+    fn write_then_read_round_trips_and_is_logged() {
+        let disk = MemDisk::new(64);
+        let mut data: Vec<u8> = (0..2048u32).map(|i| i as u8).collect();
+        sync_io(&disk, Direction::Write, 8, &mut data).unwrap();
+        let mut raw = vec![0; 2048];
+        disk.read_raw(8 * 512, &mut raw);
+        assert_eq!(raw, data);
+
+        let mut back = vec![0; 1024];
+        sync_io(&disk, Direction::Read, 9, &mut back).unwrap();
+        assert_eq!(back, data[512..1536]);
+
+        assert_eq!(
+            disk.log(),
+            [
+                LoggedRequest {
+                    direction: Direction::Write,
+                    block: 8,
+                    len: 2048,
+                    priority: Priority::TimeCritical,
+                    file_offset: 8 * 512,
+                },
+                LoggedRequest {
+                    direction: Direction::Read,
+                    block: 9,
+                    len: 1024,
+                    priority: Priority::TimeCritical,
+                    file_offset: 9 * 512,
+                },
+            ]
+        );
+        let stats = disk.stats();
+        assert_eq!(
+            (stats.requests, stats.bytes_written, stats.bytes_read),
+            (2, 2048, 1024)
+        );
+        disk.clear_log();
+        disk.reset_stats();
+        assert!(disk.log().is_empty());
+        assert_eq!(disk.stats(), DiskStats::default());
+    }
+
+    #[test]
+    fn raw_access_bypasses_log_and_counters() {
+        let disk = MemDisk::new(4);
+        disk.write_raw(100, b"abc");
+        let mut out = [0; 3];
+        disk.read_raw(100, &mut out);
+        assert_eq!(&out, b"abc");
+        assert_eq!(disk.sectors(), 4);
+        assert!(disk.log().is_empty());
+        assert_eq!(disk.stats(), DiskStats::default());
+    }
+
+    #[test]
+    fn request_past_the_end_fails_with_eio() {
+        let disk = MemDisk::new(4);
+        let mut buf = vec![0x55; 1024];
+        assert_eq!(sync_io(&disk, Direction::Read, 3, &mut buf), Err(Error::Io));
+        assert!(buf.iter().all(|&b| b == 0x55), "failed read filled nothing");
+        assert_eq!(
+            sync_io(&disk, Direction::Write, u64::MAX, &mut buf),
+            Err(Error::Io)
+        );
+        assert_eq!(sync_io(&disk, Direction::Read, 2, &mut buf), Ok(()));
+        assert_eq!(disk.stats().bytes_read, 1024);
+    }
+
+    #[test]
+    fn fail_nth_fails_exactly_that_request_and_keeps_the_disk() {
+        let disk = MemDisk::new(16);
+        let mut old = vec![0x11; 512];
+        sync_io(&disk, Direction::Write, 0, &mut old).unwrap();
+
+        disk.fail_nth(2, Error::Host(77));
+        let mut new = vec![0x22; 512];
+        assert_eq!(sync_io(&disk, Direction::Write, 1, &mut new), Ok(()));
+        assert_eq!(
+            sync_io(&disk, Direction::Write, 0, &mut new),
+            Err(Error::Host(77))
+        );
+        let mut raw = vec![0; 512];
+        disk.read_raw(0, &mut raw);
+        assert_eq!(raw, old, "failed write changed nothing");
+        assert_eq!(
+            sync_io(&disk, Direction::Write, 0, &mut new),
+            Ok(()),
+            "one-shot"
+        );
+        assert_eq!(disk.stats().requests, 4);
+        assert_eq!(disk.stats().bytes_written, 3 * 512);
+
+        disk.fail_nth(1, Error::Io);
+        disk.fail_nth(3, Error::NoSpace);
+        let mut buf = vec![0; 512];
+        assert_eq!(sync_io(&disk, Direction::Read, 0, &mut buf), Err(Error::Io));
+        assert_eq!(sync_io(&disk, Direction::Read, 0, &mut buf), Ok(()));
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 0, &mut buf),
+            Err(Error::NoSpace)
+        );
+
+        disk.fail_nth(2, Error::Io);
+        disk.clear_faults();
+        for _ in 0..3 {
+            assert_eq!(sync_io(&disk, Direction::Read, 0, &mut buf), Ok(()));
+        }
+    }
+
+    #[test]
+    fn fail_blocks_fails_overlapping_requests_until_cleared() {
+        let disk = MemDisk::new(64);
+        disk.write_raw(10 * 512, &[0x33; 512]);
+        disk.fail_blocks(10..12, Error::Io);
+
+        let mut buf = vec![0xaa; 1024];
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 9, &mut buf),
+            Err(Error::Io),
+            "overlaps 10"
+        );
+        assert!(buf.iter().all(|&b| b == 0xaa), "failed read filled nothing");
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 11, &mut buf),
+            Err(Error::Io)
+        );
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 8, &mut buf),
+            Ok(()),
+            "8..10 is clear"
+        );
+        assert_eq!(sync_io(&disk, Direction::Read, 12, &mut buf), Ok(()));
+        // A partial sector still occupies its sector.
+        let mut tail = vec![0; 100];
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 11, &mut tail),
+            Err(Error::Io)
+        );
+
+        let mut new = vec![0x44; 512];
+        assert_eq!(
+            sync_io(&disk, Direction::Write, 10, &mut new),
+            Err(Error::Io)
+        );
+        let mut raw = vec![0; 512];
+        disk.read_raw(10 * 512, &mut raw);
+        assert!(
+            raw.iter().all(|&b| b == 0x33),
+            "failed write changed nothing"
+        );
+        assert_eq!(disk.stats().bytes_written, 0);
+
+        disk.clear_faults();
+        assert_eq!(sync_io(&disk, Direction::Write, 10, &mut new), Ok(()));
+        disk.read_raw(10 * 512, &mut raw);
+        assert_eq!(raw, new);
+    }
+
+    #[test]
+    fn latency_model_arithmetic() {
+        let model = LatencyModel::default();
+        assert_eq!(
+            model,
+            LatencyModel {
+                per_request_ns: 10_000,
+                bytes_per_sec: 3_000_000_000
+            }
+        );
+        assert_eq!(model.cost_ns(0), 10_000);
+        assert_eq!(model.cost_ns(3_000), 11_000);
+        assert_eq!(model.cost_ns(4096), 10_000 + 1365, "rounded down");
+        let free_transfer = LatencyModel {
+            per_request_ns: 7,
+            bytes_per_sec: 0,
+        };
+        assert_eq!(free_transfer.cost_ns(1 << 20), 7);
+
+        let disk = MemDisk::new(1024);
+        disk.set_latency(LatencyModel {
+            per_request_ns: 1_000,
+            bytes_per_sec: 1_000_000,
+        });
+        assert_eq!(disk.latency().bytes_per_sec, 1_000_000);
+        let mut buf = vec![0; 4096];
+        sync_io(&disk, Direction::Read, 0, &mut buf).unwrap();
+        sync_io(&disk, Direction::Write, 8, &mut buf[..512]).unwrap();
+        // 1 µs + 4096 µs, then 1 µs + 512 µs.
+        assert_eq!(
+            disk.stats().device_time_ns,
+            1_000 + 4_096_000 + 1_000 + 512_000
+        );
+        // Failed requests still occupy the device.
+        disk.fail_nth(1, Error::Io);
+        let _ = sync_io(&disk, Direction::Read, 0, &mut buf[..512]);
+        assert_eq!(disk.stats().device_time_ns, 4_610_000 + 513_000);
+    }
+
+    #[test]
+    fn inline_hold_keeps_requests_pending_until_release() {
+        let disk = MemDisk::new(16);
+        disk.write_raw(0, &[9; 512]);
+        disk.hold();
+        let (tx, rx) = mpsc::channel();
+        let mut buf = vec![0; 512];
+        async_io(&disk, Direction::Read, 0, &mut buf, move |outcome| {
+            tx.send((outcome, thread::current().id())).unwrap();
+        });
+        assert_eq!(disk.pending(), 1);
+        assert!(rx.try_recv().is_err(), "held request did not complete");
+        assert_eq!(disk.log().len(), 1, "logged at submission");
+        disk.release();
+        let (outcome, on) = rx.try_recv().expect("release completes inline");
+        assert_eq!(outcome.result, Ok(()));
+        assert_eq!(outcome.transferred, 512);
+        assert_eq!(on, thread::current().id());
+        assert_eq!(disk.pending(), 0);
+        disk.quiesce();
+        assert_eq!(buf, [9; 512]);
+    }
+
+    #[test]
+    fn threaded_disk_completes_on_its_own_thread() {
+        let disk = MemDisk::threaded(64, false);
+        let mut data = vec![0x5a; 1024];
+        sync_io(&disk, Direction::Write, 4, &mut data).unwrap();
+        let mut back = vec![0; 1024];
+        sync_io(&disk, Direction::Read, 4, &mut back).unwrap();
+        assert_eq!(back, data);
+
+        disk.hold();
+        let (tx, rx) = mpsc::channel::<(u64, ThreadId)>();
+        let mut bufs = vec![vec![0u8; 512]; 4];
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            let tx = tx.clone();
+            async_io(&disk, Direction::Read, i as u64, buf, move |outcome| {
+                assert_eq!(outcome.result, Ok(()));
+                tx.send((i as u64, thread::current().id())).unwrap();
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(disk.pending(), 4);
+        assert!(rx.try_recv().is_err(), "held requests stay pending");
+        disk.release();
+        disk.quiesce();
+        assert_eq!(disk.pending(), 0);
+        let done: Vec<_> = rx.try_iter().collect();
+        assert_eq!(
+            done.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "FIFO"
+        );
+        assert!(done.iter().all(|d| d.1 != thread::current().id()));
+    }
+
+    #[test]
+    fn reordering_disk_completes_in_a_shuffled_order() {
+        let disk = MemDisk::threaded(64, true);
+        disk.hold();
+        let (tx, rx) = mpsc::channel();
+        let mut bufs = vec![vec![0u8; 512]; 16];
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            buf.fill(i as u8);
+            let tx = tx.clone();
+            async_io(&disk, Direction::Write, i as u64, buf, move |outcome| {
+                assert_eq!(outcome.result, Ok(()));
+                tx.send(i).unwrap();
+            });
+        }
+        disk.release();
+        disk.quiesce();
+        let order: Vec<usize> = rx.try_iter().collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..16).collect::<Vec<_>>(), "each completed once");
+        assert_ne!(order, sorted, "completion order was shuffled");
+        for i in 0..16u64 {
+            let mut raw = [0; 512];
+            disk.read_raw(i * 512, &mut raw);
+            assert_eq!(raw, [i as u8; 512]);
+        }
+        // The log keeps submission order.
+        let blocks: Vec<u64> = disk.log().iter().map(|r| r.block).collect();
+        assert_eq!(blocks, (0..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn quiesce_waits_for_a_release_from_another_thread() {
+        let disk = MemDisk::threaded(8, false);
+        disk.hold();
+        let (tx, rx) = mpsc::channel();
+        let mut buf = vec![0; 512];
+        async_io(&disk, Direction::Read, 0, &mut buf, move |_| {
+            tx.send(()).unwrap()
+        });
+        let releaser = {
+            let disk = disk.clone();
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(20));
+                disk.release();
+            })
+        };
+        disk.quiesce();
+        assert!(rx.try_recv().is_ok());
+        releaser.join().unwrap();
+    }
+
+    #[test]
+    fn completion_thread_exits_when_the_last_handle_goes() {
+        let disk = MemDisk::threaded(8, false);
+        let other = disk.clone();
+        let shared = Arc::downgrade(&disk.handle.shared);
+        drop(disk);
+        let mut buf = vec![0; 512];
+        sync_io(&other, Direction::Read, 0, &mut buf).unwrap();
+        drop(other);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shared.upgrade().is_some() {
+            assert!(Instant::now() < deadline, "completion thread did not exit");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn dropping_a_held_disk_still_completes_its_requests() {
+        let (tx, rx) = mpsc::channel();
+        let mut buf = vec![0; 512];
+        for disk in [MemDisk::new(8), MemDisk::threaded(8, true)] {
+            disk.hold();
+            let tx = tx.clone();
+            async_io(&disk, Direction::Read, 0, &mut buf, move |o| {
+                tx.send(o.result).unwrap()
+            });
+            drop(disk);
+            let result = rx.recv_timeout(Duration::from_secs(5)).expect("completed");
+            assert_eq!(result, Ok(()));
+        }
+    }
+}

@@ -1,0 +1,1004 @@
+//! [`MemFs`] and [`MemFile`]: a toy filesystem on a [`MemDisk`] whose files are
+//! vnodes with settable knobs and counted hooks.
+
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use super::disk::{MemDisk, SECTOR_SIZE, next_random};
+use crate::cache::DefaultCache;
+use crate::error::{Error, Result};
+use crate::hooks::{
+    BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, Mapping, MountFlags, Update, Vnode, VnodeKind,
+};
+use crate::object::VmObject;
+use crate::sync::{AtomicU64, Mutex, Ordering};
+
+/// The longest run [`MemFile`]'s `bmap` reports.
+const MAX_RUN: u64 = 1024;
+
+/// How [`MemFs`] places the blocks of a new file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// One physically contiguous, ascending stretch (the first free one that fits).
+    #[default]
+    Contiguous,
+    /// Runs of `run` contiguous blocks (the last may be shorter), placed in free
+    /// slots separated by at least one block and assigned to the runs in a
+    /// deterministic shuffled order: `bmap` reports exactly one run per `run` blocks.
+    /// `run == 0` is taken as 1.
+    Fragmented {
+        /// Blocks per contiguous run.
+        run: u64,
+    },
+    /// Every block directly below the previous one: no two logical neighbours are
+    /// physically contiguous.
+    Reversed,
+}
+
+/// The free-block map of a [`MemFs`].
+struct Allocator {
+    used: Vec<bool>,
+    free: u64,
+    /// Seed of the next fragmented placement, so different files differ.
+    seed: u64,
+}
+
+impl Allocator {
+    fn blocks(&self) -> u64 {
+        self.used.len() as u64
+    }
+
+    fn is_free(&self, block: u64) -> bool {
+        self.used.get(block as usize).is_some_and(|used| !used)
+    }
+
+    fn take(&mut self, block: u64) {
+        debug_assert!(self.is_free(block));
+        self.used[block as usize] = true;
+        self.free -= 1;
+    }
+
+    /// The first block `>= from` starting `len` free blocks.
+    fn find_run(&self, from: u64, len: u64) -> Option<u64> {
+        let mut start = from;
+        let mut have = 0;
+        let mut block = from;
+        while block < self.blocks() {
+            if self.is_free(block) {
+                if have == 0 {
+                    start = block;
+                }
+                have += 1;
+                if have == len {
+                    return Some(start);
+                }
+            } else {
+                have = 0;
+            }
+            block += 1;
+        }
+        None
+    }
+
+    /// The first `n` free blocks in ascending order (the caller checked there are).
+    fn first_free(&self, n: u64) -> Vec<u64> {
+        (0..self.blocks())
+            .filter(|&b| self.is_free(b))
+            .take(n as usize)
+            .collect()
+    }
+
+    /// Chooses `n` blocks for a new file per `layout` and marks them used. Either all
+    /// are allocated or none ([`Error::NoSpace`]).
+    fn place(&mut self, n: u64, layout: Layout) -> Result<Vec<u64>> {
+        if n > self.free {
+            return Err(Error::NoSpace);
+        }
+        let blocks = match layout {
+            Layout::Contiguous => match self.find_run(0, n) {
+                Some(base) => (base..base + n).collect(),
+                None => self.first_free(n),
+            },
+            Layout::Reversed => {
+                let mut blocks = match self.find_run(0, n) {
+                    Some(base) => (base..base + n).collect(),
+                    None => self.first_free(n),
+                };
+                blocks.reverse();
+                blocks
+            }
+            Layout::Fragmented { run } => self.fragmented(n, run.max(1)),
+        };
+        debug_assert_eq!(blocks.len() as u64, n);
+        for &block in &blocks {
+            self.take(block);
+        }
+        Ok(blocks)
+    }
+
+    /// Runs of `run` blocks in shuffled slots with gaps, or the first free blocks
+    /// when there are not enough such slots.
+    fn fragmented(&mut self, n: u64, run: u64) -> Vec<u64> {
+        let chunks = n.div_ceil(run);
+        let mut slots = Vec::new();
+        let mut from = 0;
+        while (slots.len() as u64) < chunks {
+            let Some(slot) = self.find_run(from, run) else {
+                break;
+            };
+            slots.push(slot);
+            from = slot + run + 1;
+        }
+        if (slots.len() as u64) < chunks {
+            return self.first_free(n);
+        }
+        self.seed = self.seed.wrapping_add(1);
+        let mut rng = self.seed;
+        for i in (1..slots.len()).rev() {
+            let j = (next_random(&mut rng) % (i as u64 + 1)) as usize;
+            slots.swap(i, j);
+        }
+        (0..n)
+            .map(|i| slots[(i / run) as usize] + i % run)
+            .collect()
+    }
+
+    /// One free block for a hole, preferring `prefer` in order, else the lowest free.
+    fn take_near(&mut self, prefer: &[Option<u64>]) -> Option<u64> {
+        let block = prefer
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&b| self.is_free(b))
+            .or_else(|| (0..self.blocks()).find(|&b| self.is_free(b)))?;
+        self.take(block);
+        Some(block)
+    }
+}
+
+/// A toy filesystem: whole blocks of `1 << fs_bshift` bytes allocated out of a
+/// [`MemDisk`] (every block of the disk may hold data; no metadata lives on disk).
+pub struct MemFs {
+    disk: MemDisk,
+    fs_bshift: u32,
+    layout: Layout,
+    allocator: Mutex<Allocator>,
+}
+
+impl MemFs {
+    /// A filesystem of `1 << fs_bshift`-byte blocks over the whole of `disk`, placing
+    /// new files per `layout`.
+    ///
+    /// # Panics
+    ///
+    /// If `fs_bshift` is outside `9..=20` (512 B to 1 MiB; the pager is tested from
+    /// 512 B to 64 KiB).
+    pub fn new(disk: MemDisk, fs_bshift: u32, layout: Layout) -> Arc<MemFs> {
+        assert!(
+            (9..=20).contains(&fs_bshift),
+            "fs_bshift {fs_bshift} outside 9..=20"
+        );
+        let blocks = (disk.sectors() * SECTOR_SIZE as u64) >> fs_bshift;
+        Arc::new(MemFs {
+            disk,
+            fs_bshift,
+            layout,
+            allocator: Mutex::new(Allocator {
+                used: vec![false; blocks as usize],
+                free: blocks,
+                seed: 0,
+            }),
+        })
+    }
+
+    /// The disk under the filesystem.
+    pub fn disk(&self) -> &MemDisk {
+        &self.disk
+    }
+
+    /// `log2` of the block size.
+    pub fn fs_bshift(&self) -> u32 {
+        self.fs_bshift
+    }
+
+    /// The block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        1 << self.fs_bshift
+    }
+
+    /// How new files are laid out.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// How many blocks the filesystem has in all.
+    pub fn total_blocks(&self) -> u64 {
+        self.allocator.lock().blocks()
+    }
+
+    /// How many blocks are free.
+    pub fn free_blocks(&self) -> u64 {
+        self.allocator.lock().free
+    }
+
+    /// The first sector of filesystem block `block`.
+    fn sector_of(&self, block: u64) -> u64 {
+        block << (self.fs_bshift - DEV_BSHIFT)
+    }
+
+    /// The filesystem block starting at `sector`.
+    fn block_of(&self, sector: u64) -> u64 {
+        sector >> (self.fs_bshift - DEV_BSHIFT)
+    }
+
+    /// A new file holding `data`, every block allocated per the layout and written
+    /// straight to the disk (the last one zero-padded), bypassing the request log.
+    pub fn create(self: &Arc<Self>, data: &[u8]) -> Result<Arc<MemFile>> {
+        self.create_sparse(data.len() as u64, data, &[])
+    }
+
+    /// A new file of `size` bytes whose logical blocks listed in `holes` are left
+    /// unallocated: they read as zeroes and `bmap` reports them as holes (bytes of
+    /// `data` falling there are dropped). The other blocks are allocated per the
+    /// layout, in logical order, and hold `data` (zero-padded, or cut, to `size`).
+    /// Fails with [`Error::NoSpace`], allocating nothing, when the blocks do not fit.
+    pub fn create_sparse(
+        self: &Arc<Self>,
+        size: u64,
+        data: &[u8],
+        holes: &[u64],
+    ) -> Result<Arc<MemFile>> {
+        let bsize = self.block_size();
+        let nblocks = size.div_ceil(bsize);
+        let mapped: Vec<u64> = (0..nblocks).filter(|lbn| !holes.contains(lbn)).collect();
+        let placed = self
+            .allocator
+            .lock()
+            .place(mapped.len() as u64, self.layout)?;
+        let mut table = vec![None; nblocks as usize];
+        let mut block = vec![0; bsize as usize];
+        for (&lbn, &physical) in mapped.iter().zip(&placed) {
+            let start = (lbn * bsize).min(data.len() as u64) as usize;
+            let end = ((lbn + 1) * bsize).min(size).min(data.len() as u64) as usize;
+            let len = end.saturating_sub(start);
+            block[..len].copy_from_slice(&data[start..start + len]);
+            block[len..].fill(0);
+            let sector = self.sector_of(physical);
+            self.disk.write_raw(sector * SECTOR_SIZE as u64, &block);
+            table[lbn as usize] = Some(sector);
+        }
+        Ok(Arc::new(MemFile::new(self.clone(), size, table)))
+    }
+}
+
+/// How many times the pager called each counted hook of a [`MemFile`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookCounts {
+    /// `mark_update` calls asking for the access time.
+    pub mark_update_accessed: u64,
+    /// `mark_update` calls asking for the modification time.
+    pub mark_update_modified: u64,
+    /// Successful `trans_begin` calls (refusals are not counted, so a balanced pager
+    /// has `trans_begin == trans_end`).
+    pub trans_begin: u64,
+    /// `trans_end` calls.
+    pub trans_end: u64,
+    /// `journal_begin` calls.
+    pub journal_begin: u64,
+    /// `journal_end` calls.
+    pub journal_end: u64,
+    /// `worklist_add` calls.
+    pub worklist_add: u64,
+    /// `worklist_remove` calls.
+    pub worklist_remove: u64,
+    /// `preempt` calls.
+    pub preempt: u64,
+    /// `bmap` calls, failed ones included.
+    pub bmap_calls: u64,
+    /// `alloc` calls, failed ones included.
+    pub alloc_calls: u64,
+}
+
+/// The counters behind [`HookCounts`].
+#[derive(Default)]
+struct Counters {
+    mark_update_accessed: AtomicU64,
+    mark_update_modified: AtomicU64,
+    trans_begin: AtomicU64,
+    trans_end: AtomicU64,
+    journal_begin: AtomicU64,
+    journal_end: AtomicU64,
+    worklist_add: AtomicU64,
+    worklist_remove: AtomicU64,
+    preempt: AtomicU64,
+    bmap_calls: AtomicU64,
+    alloc_calls: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn each(&self) -> [&AtomicU64; 11] {
+        [
+            &self.mark_update_accessed,
+            &self.mark_update_modified,
+            &self.trans_begin,
+            &self.trans_end,
+            &self.journal_begin,
+            &self.journal_end,
+            &self.worklist_add,
+            &self.worklist_remove,
+            &self.preempt,
+            &self.bmap_calls,
+            &self.alloc_calls,
+        ]
+    }
+
+    fn snapshot(&self) -> HookCounts {
+        let [a, b, c, d, e, f, g, h, i, j, k] =
+            self.each().map(|counter| counter.load(Ordering::Relaxed));
+        HookCounts {
+            mark_update_accessed: a,
+            mark_update_modified: b,
+            trans_begin: c,
+            trans_end: d,
+            journal_begin: e,
+            journal_end: f,
+            worklist_add: g,
+            worklist_remove: h,
+            preempt: i,
+            bmap_calls: j,
+            alloc_calls: k,
+        }
+    }
+}
+
+/// The settable behaviour of a [`MemFile`].
+struct Knobs {
+    dead: bool,
+    pagedaemon: bool,
+    mount_flags: MountFlags,
+    max_transfer: usize,
+    kind: VnodeKind,
+    journal: bool,
+    trans_busy: bool,
+    putrange: Option<u64>,
+    fail_bmap: Option<u64>,
+}
+
+/// One file of a [`MemFs`]: a [`Vnode`] (and its own [`BlockMap`]) on the
+/// filesystem's [`MemDisk`], with a [`DefaultCache`] page cache.
+///
+/// The knobs (`set_*`) change what its hooks report; [`MemFile::hooks`] counts the
+/// calls the pager made.
+pub struct MemFile {
+    fs: Arc<MemFs>,
+    object: VmObject<DefaultCache>,
+    /// Logical block → first sector of its physical block, `None` for a hole.
+    table: Mutex<Vec<Option<u64>>>,
+    knobs: Mutex<Knobs>,
+    counts: Counters,
+}
+
+impl MemFile {
+    fn new(fs: Arc<MemFs>, size: u64, table: Vec<Option<u64>>) -> Self {
+        Self {
+            fs,
+            object: VmObject::new(DefaultCache::new(), size),
+            table: Mutex::new(table),
+            knobs: Mutex::new(Knobs {
+                dead: false,
+                pagedaemon: false,
+                mount_flags: MountFlags::empty(),
+                max_transfer: DEFAULT_MAX_TRANSFER,
+                kind: VnodeKind::Regular,
+                journal: false,
+                trans_busy: false,
+                putrange: None,
+                fail_bmap: None,
+            }),
+            counts: Counters::default(),
+        }
+    }
+
+    /// The filesystem holding the file.
+    pub fn fs(&self) -> &Arc<MemFs> {
+        &self.fs
+    }
+
+    /// Makes the vnode dead (reclaimed) or alive again.
+    pub fn set_dead(&self, dead: bool) {
+        self.knobs.lock().dead = dead;
+    }
+
+    /// Makes `is_pagedaemon` report `pagedaemon` (for every thread).
+    pub fn set_pagedaemon(&self, pagedaemon: bool) {
+        self.knobs.lock().pagedaemon = pagedaemon;
+    }
+
+    /// Sets the mount options reported by `mount_flags`.
+    pub fn set_mount_flags(&self, flags: MountFlags) {
+        self.knobs.lock().mount_flags = flags;
+    }
+
+    /// Sets the largest device transfer reported by `max_transfer` (a multiple of the
+    /// page size; the default is [`DEFAULT_MAX_TRANSFER`]).
+    pub fn set_max_transfer(&self, bytes: usize) {
+        self.knobs.lock().max_transfer = bytes;
+    }
+
+    /// Sets the kind of file reported by `kind`.
+    pub fn set_kind(&self, kind: VnodeKind) {
+        self.knobs.lock().kind = kind;
+    }
+
+    /// Makes the mount have a journal (`has_journal`) or not.
+    pub fn set_journal(&self, journal: bool) {
+        self.knobs.lock().journal = journal;
+    }
+
+    /// While `busy`, `trans_begin(false)` fails with [`Error::Busy`];
+    /// `trans_begin(true)` always succeeds.
+    pub fn set_trans_busy(&self, busy: bool) {
+        self.knobs.lock().trans_busy = busy;
+    }
+
+    /// With `Some(g)`, `putrange(offset)` is the aligned `g`-byte range around
+    /// `offset`; with `None` (or `Some(0)`) it reports no constraint.
+    pub fn set_putrange_granularity(&self, granularity: Option<u64>) {
+        self.knobs.lock().putrange = granularity;
+    }
+
+    /// With `Some(lbn)`, `bmap(lbn)` fails with [`Error::Io`]; `None` disarms it.
+    pub fn fail_bmap(&self, lbn: Option<u64>) {
+        self.knobs.lock().fail_bmap = lbn;
+    }
+
+    /// How many times each counted hook has been called.
+    pub fn hooks(&self) -> HookCounts {
+        self.counts.snapshot()
+    }
+
+    /// Zeroes the hook counters.
+    pub fn reset_hooks(&self) {
+        for counter in self.counts.each() {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The block table: for each logical block, the first sector of its physical
+    /// block, or `None` for a hole.
+    pub fn block_table(&self) -> Vec<Option<u64>> {
+        self.table.lock().clone()
+    }
+
+    /// Whether logical block `lbn` has no storage (blocks past the table are holes).
+    pub fn is_hole(&self, lbn: u64) -> bool {
+        self.table
+            .lock()
+            .get(lbn as usize)
+            .is_none_or(Option::is_none)
+    }
+
+    /// The file's bytes as the disk holds them now, through the block table (holes
+    /// and blocks past the table read as zeroes): `object().size()` bytes.
+    pub fn disk_contents(&self) -> Vec<u8> {
+        let size = self.object.size();
+        let bsize = self.fs.block_size();
+        let table = self.block_table();
+        let mut contents = vec![0; size as usize];
+        for (chunk, entry) in contents.chunks_mut(bsize as usize).zip(table) {
+            if let Some(sector) = entry {
+                self.fs.disk.read_raw(sector * SECTOR_SIZE as u64, chunk);
+            }
+        }
+        contents
+    }
+
+    /// The lowest and highest logical block touched by `offset..offset + len`.
+    fn block_span(&self, offset: u64, len: u64) -> Result<Range<u64>> {
+        let end = offset.checked_add(len).ok_or(Error::Invalid)?;
+        let shift = self.fs.fs_bshift;
+        Ok(offset >> shift..end.div_ceil(1 << shift))
+    }
+}
+
+impl BlockMap for MemFile {
+    fn bmap(&self, lbn: u64) -> Result<Mapping> {
+        bump(&self.counts.bmap_calls);
+        if self.knobs.lock().fail_bmap == Some(lbn) {
+            return Err(Error::Io);
+        }
+        let table = self.table.lock();
+        let Some(&entry) = table.get(lbn as usize) else {
+            return Ok(Mapping::hole(0));
+        };
+        let step = 1 << (self.fs.fs_bshift - DEV_BSHIFT);
+        let following = table[lbn as usize + 1..].iter().take(MAX_RUN as usize);
+        let run = match entry {
+            Some(sector) => following
+                .enumerate()
+                .take_while(|&(i, next)| *next == Some(sector + (i as u64 + 1) * step))
+                .count(),
+            None => following.take_while(|next| next.is_none()).count(),
+        };
+        Ok(Mapping {
+            block: entry,
+            run: run as u64,
+        })
+    }
+
+    fn alloc(&self, offset: u64, len: u64) -> Result {
+        bump(&self.counts.alloc_calls);
+        let span = self.block_span(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut table = self.table.lock();
+        let holes: Vec<u64> = span
+            .clone()
+            .filter(|&lbn| table.get(lbn as usize).is_none_or(Option::is_none))
+            .collect();
+        if holes.is_empty() {
+            return Ok(());
+        }
+        let mut allocator = self.fs.allocator.lock();
+        if (holes.len() as u64) > allocator.free {
+            return Err(Error::NoSpace);
+        }
+        if (table.len() as u64) < span.end {
+            table.resize(span.end as usize, None);
+        }
+        let mut fresh = Vec::with_capacity(holes.len());
+        for lbn in holes {
+            let at = lbn as usize;
+            let after_previous = at
+                .checked_sub(1)
+                .and_then(|p| table[p])
+                .map(|s| self.fs.block_of(s) + 1);
+            let before_next = table
+                .get(at + 1)
+                .copied()
+                .flatten()
+                .and_then(|s| self.fs.block_of(s).checked_sub(1));
+            let block = allocator
+                .take_near(&[after_previous, before_next])
+                .ok_or(Error::NoSpace)?;
+            let sector = self.fs.sector_of(block);
+            table[at] = Some(sector);
+            fresh.push(sector);
+        }
+        drop(allocator);
+        drop(table);
+        for sector in fresh {
+            self.fs
+                .disk
+                .zero_raw(sector * SECTOR_SIZE as u64, self.fs.block_size() as usize);
+        }
+        Ok(())
+    }
+
+    fn putrange(&self, offset: u64) -> Option<Range<u64>> {
+        let granularity = self.knobs.lock().putrange.filter(|&g| g > 0)?;
+        let start = offset - offset % granularity;
+        Some(start..start.saturating_add(granularity))
+    }
+}
+
+impl Vnode for MemFile {
+    type Cache = DefaultCache;
+    type Map = MemFile;
+    type Dev = MemDisk;
+
+    fn object(&self) -> &VmObject<DefaultCache> {
+        &self.object
+    }
+
+    fn block_map(&self) -> &MemFile {
+        self
+    }
+
+    fn device(&self) -> &MemDisk {
+        &self.fs.disk
+    }
+
+    fn fs_bshift(&self) -> u32 {
+        self.fs.fs_bshift
+    }
+
+    fn kind(&self) -> VnodeKind {
+        self.knobs.lock().kind
+    }
+
+    fn mount_flags(&self) -> MountFlags {
+        self.knobs.lock().mount_flags
+    }
+
+    fn max_transfer(&self) -> usize {
+        self.knobs.lock().max_transfer
+    }
+
+    fn is_dead(&self) -> bool {
+        self.knobs.lock().dead
+    }
+
+    fn mark_update(&self, what: Update) {
+        if what.contains(Update::ACCESSED) {
+            bump(&self.counts.mark_update_accessed);
+        }
+        if what.contains(Update::MODIFIED) {
+            bump(&self.counts.mark_update_modified);
+        }
+    }
+
+    fn trans_begin(&self, wait: bool) -> Result {
+        if !wait && self.knobs.lock().trans_busy {
+            return Err(Error::Busy);
+        }
+        bump(&self.counts.trans_begin);
+        Ok(())
+    }
+
+    fn trans_end(&self) {
+        bump(&self.counts.trans_end);
+    }
+
+    fn has_journal(&self) -> bool {
+        self.knobs.lock().journal
+    }
+
+    fn journal_begin(&self) -> Result {
+        bump(&self.counts.journal_begin);
+        Ok(())
+    }
+
+    fn journal_end(&self) {
+        bump(&self.counts.journal_end);
+    }
+
+    fn worklist_add(&self) {
+        bump(&self.counts.worklist_add);
+    }
+
+    fn worklist_remove(&self) {
+        bump(&self.counts.worklist_remove);
+    }
+
+    fn is_pagedaemon(&self) -> bool {
+        self.knobs.lock().pagedaemon
+    }
+
+    fn preempt(&self) {
+        bump(&self.counts.preempt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    /// The runs `bmap` reports walking the whole table: `(first lbn, run)`.
+    fn runs(file: &MemFile) -> Vec<(u64, u64)> {
+        let blocks = file.block_table().len() as u64;
+        let mut lbn = 0;
+        let mut out = Vec::new();
+        while lbn < blocks {
+            let mapping = file.bmap(lbn).unwrap();
+            out.push((lbn, mapping.run));
+            lbn += 1 + mapping.run;
+        }
+        out
+    }
+
+    #[test]
+    fn contiguous_file_is_one_run() {
+        let fs = MemFs::new(MemDisk::new(1024), 12, Layout::Contiguous);
+        assert_eq!(fs.total_blocks(), 128);
+        let data = pattern(10 * 4096 - 100);
+        let file = fs.create(&data).unwrap();
+        assert_eq!(fs.free_blocks(), 118);
+        assert_eq!(file.object().size(), data.len() as u64);
+        assert_eq!(file.bmap(0).unwrap(), Mapping::mapped(0, 9));
+        assert_eq!(file.bmap(3).unwrap(), Mapping::mapped(24, 6));
+        assert_eq!(runs(&file), [(0, 9)]);
+        assert_eq!(file.disk_contents(), data);
+        // The padding of the last block is zero on disk.
+        let mut tail = [0xff; 100];
+        fs.disk().read_raw(10 * 4096 - 100, &mut tail);
+        assert_eq!(tail, [0; 100]);
+        // The next file follows it.
+        let second = fs.create(&pattern(4096)).unwrap();
+        assert_eq!(second.block_table(), [Some(80)]);
+        assert!(
+            fs.disk().log().is_empty(),
+            "creation bypasses the request log"
+        );
+    }
+
+    #[test]
+    fn fragmented_file_has_one_run_per_k_blocks() {
+        let fs = MemFs::new(MemDisk::new(4096), 12, Layout::Fragmented { run: 3 });
+        let data = pattern(11 * 4096);
+        let file = fs.create(&data).unwrap();
+        assert_eq!(runs(&file), [(0, 2), (3, 2), (6, 2), (9, 1)]);
+        assert_eq!(file.bmap(2).unwrap().run, 0, "a run ends at its chunk");
+        let table = file.block_table();
+        let starts: Vec<u64> = [0, 3, 6, 9].iter().map(|&i| table[i].unwrap()).collect();
+        let mut sorted = starts.clone();
+        sorted.sort_unstable();
+        assert_ne!(starts, sorted, "chunks are shuffled");
+        assert_eq!(file.disk_contents(), data);
+        assert_eq!(fs.free_blocks(), fs.total_blocks() - 11);
+
+        let one = MemFs::new(MemDisk::new(4096), 9, Layout::Fragmented { run: 0 });
+        let file = one.create(&pattern(5 * 512)).unwrap();
+        assert_eq!(runs(&file), [(0, 0), (1, 0), (2, 0), (3, 0), (4, 0)]);
+    }
+
+    #[test]
+    fn reversed_file_has_no_runs() {
+        let fs = MemFs::new(MemDisk::new(1024), 10, Layout::Reversed);
+        let data = pattern(6 * 1024);
+        let file = fs.create(&data).unwrap();
+        assert_eq!(
+            file.block_table(),
+            [Some(10), Some(8), Some(6), Some(4), Some(2), Some(0)]
+        );
+        assert!(runs(&file).iter().all(|&(_, run)| run == 0));
+        assert_eq!(file.disk_contents(), data);
+    }
+
+    #[test]
+    fn large_blocks_count_sectors() {
+        let fs = MemFs::new(MemDisk::new(1024), 16, Layout::Contiguous);
+        assert_eq!(fs.total_blocks(), 8);
+        let data = pattern(3 * 65536 + 5);
+        let file = fs.create(&data).unwrap();
+        assert_eq!(
+            file.block_table(),
+            [Some(0), Some(128), Some(256), Some(384)]
+        );
+        assert_eq!(file.fs_bshift(), 16);
+        assert_eq!(file.disk_contents(), data);
+    }
+
+    #[test]
+    fn runs_are_capped() {
+        let fs = MemFs::new(MemDisk::new(4096), 9, Layout::Contiguous);
+        let file = fs.create(&pattern(2000 * 512)).unwrap();
+        assert_eq!(file.bmap(0).unwrap().run, MAX_RUN);
+        assert_eq!(file.bmap(1000).unwrap().run, 999);
+        let sparse = fs
+            .create_sparse(1500 * 512, &[], &(0..1500).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(sparse.bmap(0).unwrap(), Mapping::hole(MAX_RUN));
+    }
+
+    #[test]
+    fn holes_read_as_zero_and_map_as_holes() {
+        let fs = MemFs::new(MemDisk::new(1024), 12, Layout::Contiguous);
+        let data = pattern(6 * 4096);
+        let file = fs.create_sparse(6 * 4096, &data, &[1, 3, 4, 17]).unwrap();
+        assert_eq!(fs.free_blocks(), fs.total_blocks() - 3);
+        assert_eq!(file.bmap(0).unwrap(), Mapping::mapped(0, 0));
+        assert_eq!(file.bmap(1).unwrap(), Mapping::hole(0));
+        assert_eq!(file.bmap(2).unwrap(), Mapping::mapped(8, 0));
+        assert_eq!(file.bmap(3).unwrap(), Mapping::hole(1));
+        assert_eq!(file.bmap(5).unwrap(), Mapping::mapped(16, 0));
+        assert_eq!(file.bmap(6).unwrap(), Mapping::hole(0), "past the table");
+        assert_eq!(file.bmap(1 << 40).unwrap(), Mapping::hole(0));
+        assert!(file.is_hole(1) && file.is_hole(4) && file.is_hole(6));
+        assert!(!file.is_hole(0) && !file.is_hole(5));
+
+        let mut expect = data.clone();
+        for lbn in [1, 3, 4] {
+            expect[lbn * 4096..(lbn + 1) * 4096].fill(0);
+        }
+        assert_eq!(file.disk_contents(), expect);
+
+        // A size beyond the data is zero-filled; a size below it cuts it.
+        let longer = fs.create_sparse(3 * 4096, &data[..5000], &[]).unwrap();
+        let mut expect = data[..5000].to_vec();
+        expect.resize(3 * 4096, 0);
+        assert_eq!(longer.disk_contents(), expect);
+        let shorter = fs.create_sparse(100, &data, &[]).unwrap();
+        assert_eq!(shorter.disk_contents(), data[..100]);
+        let empty = fs.create(&[]).unwrap();
+        assert!(empty.block_table().is_empty());
+        assert!(empty.disk_contents().is_empty());
+    }
+
+    #[test]
+    fn alloc_fills_holes_near_their_neighbours() {
+        let fs = MemFs::new(MemDisk::new(1024), 12, Layout::Contiguous);
+        let file = fs
+            .create_sparse(4 * 4096, &pattern(4 * 4096), &[1, 2])
+            .unwrap();
+        let _other = fs.create(&pattern(4096)).unwrap();
+        assert_eq!(file.block_table(), [Some(0), None, None, Some(8)]);
+        // Garbage in the free blocks must not show through newly allocated ones.
+        fs.disk().write_raw(3 * 4096, &[0xee; 2 * 4096]);
+        let free = fs.free_blocks();
+
+        // Blocks 1 (after lbn 0) and 0 (before lbn 3) are taken: lbn 1 goes to the
+        // lowest free block, lbn 2 right after it.
+        file.alloc(4096 + 10, 4096).unwrap();
+        assert_eq!(file.block_table(), [Some(0), Some(24), Some(32), Some(8)]);
+        assert_eq!(fs.free_blocks(), free - 2);
+        assert_eq!(file.bmap(1).unwrap(), Mapping::mapped(24, 1));
+        let contents = file.disk_contents();
+        assert!(contents[4096..3 * 4096].iter().all(|&b| b == 0));
+        assert_eq!(contents[..4096], pattern(4096)[..]);
+        assert_eq!(file.hooks().alloc_calls, 1);
+
+        // Allocating over mapped blocks does nothing; a zero length does nothing.
+        file.alloc(0, 4 * 4096).unwrap();
+        file.alloc(10 * 4096, 0).unwrap();
+        assert_eq!(fs.free_blocks(), free - 2);
+
+        // Past the end of the table, the table grows (holes in between stay holes).
+        file.alloc(6 * 4096, 4096).unwrap();
+        let table = file.block_table();
+        assert_eq!(table.len(), 7);
+        assert_eq!(table[4..6], [None, None]);
+        assert!(table[6].is_some());
+        assert_eq!(fs.free_blocks(), free - 3);
+        assert_eq!(file.hooks().alloc_calls, 4);
+
+        // A hole after a mapped block takes the block after it when free (the
+        // fragmented layout leaves a free gap after each run).
+        let fs = MemFs::new(MemDisk::new(1024), 12, Layout::Fragmented { run: 1 });
+        let file = fs.create_sparse(3 * 4096, &[], &[1]).unwrap();
+        file.alloc(4096, 4096).unwrap();
+        let table = file.block_table();
+        assert_eq!(table[1], table[0].map(|sector| sector + 8));
+        assert!(file.bmap(0).unwrap().run >= 1);
+        assert_eq!(file.alloc(u64::MAX, 2), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn take_near_prefers_the_neighbours_in_order() {
+        let mut allocator = Allocator {
+            used: vec![false; 8],
+            free: 8,
+            seed: 0,
+        };
+        allocator.take(3);
+        assert_eq!(
+            allocator.take_near(&[Some(3), Some(5)]),
+            Some(5),
+            "3 is taken"
+        );
+        assert_eq!(allocator.take_near(&[Some(6), Some(7)]), Some(6));
+        assert_eq!(
+            allocator.take_near(&[None, Some(100)]),
+            Some(0),
+            "lowest free"
+        );
+        assert_eq!(allocator.free, 4);
+        for _ in 0..4 {
+            assert!(allocator.take_near(&[]).is_some());
+        }
+        assert_eq!(allocator.take_near(&[]), None);
+    }
+
+    #[test]
+    fn full_filesystem_reports_enospc_and_allocates_nothing() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        assert_eq!(fs.total_blocks(), 8);
+        let file = fs.create_sparse(7 * 4096, &[], &[1, 2, 3]).unwrap();
+        assert_eq!(fs.free_blocks(), 4);
+        assert!(matches!(fs.create(&pattern(5 * 4096)), Err(Error::NoSpace)));
+        assert_eq!(fs.free_blocks(), 4);
+
+        let _filler = fs.create(&pattern(2 * 4096)).unwrap();
+        assert_eq!(fs.free_blocks(), 2);
+        let before = file.block_table();
+        assert_eq!(file.alloc(4096, 3 * 4096), Err(Error::NoSpace));
+        assert_eq!(file.block_table(), before, "nothing half-allocated");
+        assert_eq!(fs.free_blocks(), 2);
+        file.alloc(4096, 2 * 4096).unwrap();
+        assert_eq!(fs.free_blocks(), 0);
+        assert_eq!(file.alloc(3 * 4096, 1), Err(Error::NoSpace));
+
+        // Fragmented and reversed placements fall back when no slot fits.
+        for layout in [Layout::Fragmented { run: 4 }, Layout::Reversed] {
+            let fs = MemFs::new(MemDisk::new(64), 12, layout);
+            let _a = fs.create(&pattern(4096)).unwrap();
+            let _b = fs.create_sparse(4096 * 2, &[], &[0]).unwrap();
+            let c = fs.create(&pattern(5 * 4096)).unwrap();
+            assert_eq!(fs.free_blocks(), 1);
+            assert_eq!(c.disk_contents(), pattern(5 * 4096));
+        }
+    }
+
+    #[test]
+    fn knobs_and_hook_counters() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        let file = fs.create(&pattern(8192)).unwrap();
+        assert!(!file.is_dead());
+        file.set_dead(true);
+        assert!(file.is_dead());
+        file.set_pagedaemon(true);
+        assert!(file.is_pagedaemon());
+        file.set_mount_flags(MountFlags::NO_ATIME);
+        assert_eq!(file.mount_flags(), MountFlags::NO_ATIME);
+        assert_eq!(file.max_transfer(), DEFAULT_MAX_TRANSFER);
+        file.set_max_transfer(16384);
+        assert_eq!(file.max_transfer(), 16384);
+        file.set_kind(VnodeKind::BlockDevice);
+        assert_eq!(file.kind(), VnodeKind::BlockDevice);
+        assert!(!file.has_journal());
+        file.set_journal(true);
+        assert!(file.has_journal());
+        assert_eq!(file.dev_bshift(), DEV_BSHIFT);
+        assert!(core::ptr::eq(file.block_map(), &*file));
+        assert_eq!(file.device().sectors(), 64);
+
+        assert_eq!(file.putrange(5000), None);
+        file.set_putrange_granularity(Some(16384));
+        assert_eq!(file.putrange(20000), Some(16384..32768));
+        file.set_putrange_granularity(Some(0));
+        assert_eq!(file.putrange(20000), None);
+        assert_eq!(file.size(100, crate::SizeKind::Disk), 100);
+
+        file.set_trans_busy(true);
+        assert_eq!(file.trans_begin(false), Err(Error::Busy));
+        assert_eq!(file.trans_begin(true), Ok(()));
+        file.set_trans_busy(false);
+        assert_eq!(file.trans_begin(false), Ok(()));
+        file.trans_end();
+        file.trans_end();
+        file.mark_update(Update::ACCESSED | Update::MODIFIED);
+        file.mark_update(Update::MODIFIED);
+        file.journal_begin().unwrap();
+        file.journal_end();
+        file.worklist_add();
+        file.worklist_remove();
+        file.worklist_remove();
+        file.preempt();
+
+        file.fail_bmap(Some(1));
+        assert_eq!(file.bmap(0).unwrap(), Mapping::mapped(0, 1));
+        assert_eq!(file.bmap(1), Err(Error::Io));
+        file.fail_bmap(None);
+        assert_eq!(file.bmap(1).unwrap(), Mapping::mapped(8, 0));
+
+        assert_eq!(
+            file.hooks(),
+            HookCounts {
+                mark_update_accessed: 1,
+                mark_update_modified: 2,
+                trans_begin: 2,
+                trans_end: 2,
+                journal_begin: 1,
+                journal_end: 1,
+                worklist_add: 1,
+                worklist_remove: 2,
+                preempt: 1,
+                bmap_calls: 3,
+                alloc_calls: 0,
+            }
+        );
+        file.reset_hooks();
+        assert_eq!(file.hooks(), HookCounts::default());
+    }
+
+    #[test]
+    fn page_cache_limit_is_reachable() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        let file = fs.create(&pattern(100)).unwrap();
+        file.object().lock().cache_mut().set_limit(0);
+        assert!(Arc::ptr_eq(file.fs(), &fs));
+        assert_eq!(fs.layout(), Layout::Contiguous);
+        assert_eq!(fs.block_size(), 4096);
+    }
+}

@@ -1,0 +1,162 @@
+//! What a kernel's write(2) and truncate(2) call: the buffered write helper, block
+//! allocation ahead of a write, and `setsize`.
+//!
+//! A write goes a batch of pages at a time. Ranges with holes, and ranges past the end
+//! of file, get their blocks first the way a filesystem's write path does (the
+//! reference's `ufs_balloc_range`): the whole filesystem blocks are faulted in without
+//! allocating, allocated, and their pages marked dirty, so zeroes around the written
+//! bytes reach the disk too. Pages the write covers whole are faulted with
+//! [`GetFlags::OVERWRITE`] and never read; partial pages are read first.
+
+use crate::bmap::{Geometry, is_allocated};
+use crate::error::{Error, Result};
+use crate::getpages::{Advice, GetFlags, geometry, getpages};
+use crate::hooks::{Access, BlockMap, PageCache, Vnode};
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
+use crate::putpages::{PutFlags, putpages};
+use crate::sync::Arc;
+
+/// Writes `data` at `offset` of `vnode` through the page cache and returns how many
+/// bytes were written (all of them, unless an error stops it part-way: then the error).
+/// The file grows when the write ends past its end. The pages are left dirty: a
+/// [`putpages`] with [`PutFlags::CLEANIT`] writes them back.
+///
+/// Errors: [`Error::TooBig`] when `offset + data.len()` overflows; the filesystem's
+/// [`Error::NoSpace`] when blocks cannot be allocated; any fault error.
+pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize> {
+    if data.is_empty() {
+        return Ok(0);
+    }
+    let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
+    round_page(end).checked_add(PAGE_SIZE as u64).ok_or(Error::TooBig)?;
+    let geometry = geometry(&**vnode)?;
+    let object = vnode.object();
+    let old_size = {
+        let mut state = object.lock();
+        let (size, write_size) = (state.size(), state.write_size());
+        // Faults may reach the new end while the write is under way.
+        state.set_sizes(size, write_size.max(end));
+        size
+    };
+    let block_mask = geometry.block_size() - 1;
+    if offset > old_size && old_size & block_mask != 0 {
+        // The old last block may hold stale bytes past the old end; once the file
+        // grows over them they must read as zero.
+        let gap_end = offset.min((old_size | block_mask) + 1);
+        let zeroes = [0u8; 512];
+        let mut at = old_size;
+        while at < gap_end {
+            let len = (gap_end - at).min(zeroes.len() as u64) as usize;
+            write_batch(vnode, geometry, at, &zeroes[..len])?;
+            at += len as u64;
+        }
+    }
+    let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16) as u64;
+    let mut done = 0usize;
+    while done < data.len() {
+        let pos = offset + done as u64;
+        let batch_end = (trunc_page(pos) + batch_pages * PAGE_SIZE as u64).min(end);
+        let len = (batch_end - pos) as usize;
+        write_batch(vnode, geometry, pos, &data[done..done + len])?;
+        done += len;
+    }
+    Ok(done)
+}
+
+/// Writes `bytes` at `pos`, all within one batch of pages.
+fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[u8]) -> Result {
+    let end = pos + bytes.len() as u64;
+    let first = trunc_page(pos);
+    let count = ((round_page(end) - first) >> PAGE_SHIFT) as usize;
+    let object = vnode.object();
+    let size = object.size();
+    let extending = end > size;
+    if extending || !is_allocated(vnode.block_map(), geometry, pos, end.min(size))? {
+        allocate_range(vnode, geometry, pos, end)?;
+    }
+    let whole_pages = pos == first && (end & PAGE_MASK == 0 || end >= size);
+    let mut flags = GetFlags::SYNCIO;
+    flags.set(GetFlags::PASTEOF, extending);
+    flags.set(GetFlags::OVERWRITE, whole_pages);
+    let mut pages = getpages(vnode, first, count, 0, Access::Write, Advice::Sequential, flags)?
+        .into_busy()
+        .ok_or(Error::Invalid)?;
+    for index in 0..pages.len() {
+        let page_start = pages.offset(index);
+        let from = pos.max(page_start);
+        let to = end.min(page_start + PAGE_SIZE as u64);
+        let frame = pages.bytes_mut(index);
+        let within = (from - page_start) as usize..(to - page_start) as usize;
+        frame[within.clone()].copy_from_slice(&bytes[(from - pos) as usize..(to - pos) as usize]);
+        if whole_pages {
+            // An overwritten page was never read: what the write does not cover lies
+            // past the end of file and must be zero.
+            frame[within.end..].fill(0);
+        }
+    }
+    drop(pages);
+    if extending {
+        let mut state = object.lock();
+        let (size, write_size) = (state.size().max(end), state.write_size().max(end));
+        state.set_sizes(size, write_size);
+    }
+    Ok(())
+}
+
+/// Gives `start..end` backing blocks before a write: faults in the whole filesystem
+/// blocks around it without allocating (holes come back zeroed), allocates, and marks
+/// every page of those blocks dirty so the zeroes are written too.
+fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end: u64) -> Result {
+    let block_mask = geometry.block_size() - 1;
+    let first = trunc_page(start & !block_mask);
+    let last = round_page((end + block_mask) & !block_mask);
+    let count = ((last - first) >> PAGE_SHIFT) as usize;
+    let _node = vnode.object().node_lock().write();
+    let flags = GetFlags::SYNCIO
+        | GetFlags::PASTEOF
+        | GetFlags::NOBLOCKALLOC
+        | GetFlags::NOTIMESTAMP
+        | GetFlags::GLOCKHELD;
+    let mut pages = getpages(vnode, first, count, 0, Access::Write, Advice::Normal, flags)?
+        .into_busy()
+        .ok_or(Error::Invalid)?;
+    vnode.block_map().alloc(start, end - start)?;
+    pages.mark_all_written();
+    Ok(())
+}
+
+/// Changes the file size (the reference's `uvm_vnp_setsize`, with the zeroing a
+/// filesystem's truncate does). Growing only records the size. Shrinking frees the
+/// cached pages wholly past the new end (discarding their dirty data), waits for
+/// busy ones, and zeroes the tail of the new last page if it is resident, so that
+/// growing the file again shows zeroes. Freeing the blocks is the filesystem's job.
+///
+/// Holds the node lock exclusively throughout, so faults and the fast path see
+/// either the old size with its pages or the new one.
+pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
+    let object = vnode.object();
+    let _node = object.node_lock().write();
+    let old = {
+        let mut state = object.lock();
+        let old = state.size();
+        let write_size = if size >= old { state.write_size().max(size) } else { size };
+        state.set_sizes(size, write_size);
+        old
+    };
+    if size >= old {
+        return Ok(());
+    }
+    if round_page(size) < round_page(old) {
+        putpages(vnode, round_page(size), 0, PutFlags::FREE | PutFlags::SYNCIO)?;
+    }
+    let tail = size & PAGE_MASK;
+    let resident = object.read().cache().lookup(trunc_page(size)).is_some();
+    if tail != 0 && resident {
+        let flags = GetFlags::SYNCIO | GetFlags::NOBLOCKALLOC | GetFlags::NOTIMESTAMP | GetFlags::GLOCKHELD;
+        let mut pages = getpages(vnode, trunc_page(size), 1, 0, Access::Write, Advice::Normal, flags)?
+            .into_busy()
+            .ok_or(Error::Invalid)?;
+        pages.bytes_mut(0)[tail as usize..].fill(0);
+    }
+    Ok(())
+}
