@@ -302,7 +302,7 @@ fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFlags) {
 }
 
 /// The fast path (G1).
-fn fast_path<'a, V: Vnode>(
+pub(crate) fn fast_path<'a, V: Vnode>(
     vnode: &'a Arc<V>,
     offset: u64,
     count: usize,
@@ -343,9 +343,8 @@ fn fast_path<'a, V: Vnode>(
     }
     // A truncation holds the node lock exclusively while it frees pages; if one is
     // under way, hand back nothing rather than pages that are about to go.
-    match object.node_lock().try_read() {
-        Some(node) => drop(node),
-        None => return Err(Error::Busy),
+    if object.node_lock().is_write_locked() {
+        return Err(Error::Busy);
     }
     if frames.as_slice()[center].is_none() {
         return Err(Error::Busy);
@@ -369,7 +368,7 @@ fn fast_path<'a, V: Vnode>(
 /// pages lose FAKE, pages outside the request (and all of them for read-ahead) are
 /// unbusied and queued, requested pages of a write fault start dirty tracking.
 #[allow(clippy::too_many_arguments)]
-fn finish<'a, V: Vnode>(
+pub(crate) fn finish<'a, V: Vnode>(
     vnode: &'a Arc<V>,
     mut state: crate::sync::WriteGuard<'a, ObjectState<V::Cache>>,
     pages: Vec<PageRef>,

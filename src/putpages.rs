@@ -49,8 +49,11 @@ bitflags! {
     pub struct PutFlags: u32 {
         /// Write dirty pages back.
         const CLEANIT = 1 << 0;
-        /// Wait for the writes (and for writes already in flight) to finish; report a
-        /// latched write error. Without it writes are started and the call returns.
+        /// Wait for the writes (and for writes already in flight) to finish; with
+        /// [`CLEANIT`](Self::CLEANIT), report a latched write error. Without it writes
+        /// are started and the call returns. Busy pages that are not being freed or
+        /// paged out are skipped, not waited for (as the reference does), unless
+        /// [`RECLAIM`](Self::RECLAIM) is given.
         const SYNCIO = 1 << 1;
         /// Free the pages of the range (busy ones when their write completes). Dirty
         /// pages are written first only with [`CLEANIT`](Self::CLEANIT).
@@ -129,8 +132,10 @@ pub fn putpages<V: Vnode>(vnode: &Arc<V>, start: u64, end: u64, flags: PutFlags)
 ///   ones once their write completes; [`PutFlags::DEACTIVATE`] moves them to the
 ///   inactive queue instead.
 /// - Without [`PutFlags::SYNCIO`] writes are started and the call returns; with it the
-///   call also waits for writes other threads have in flight, and returns the write
-///   error latched on the object since the last synchronous flush (once).
+///   call also waits for writes other threads have in flight, and a cleaning call
+///   ([`PutFlags::CLEANIT`] | [`PutFlags::SYNCIO`]: an fsync) returns the write error
+///   latched on the object since the last such call, once, even if its own writes
+///   succeeded. Asynchronous writes that fail latch their error there.
 ///
 /// The vnode leaves the work list when the flush leaves it with no dirty page and no
 /// write in flight. The page daemon (per [`Vnode::is_pagedaemon`]) never sleeps on the
@@ -237,6 +242,10 @@ enum Visit {
 
 /// The first page to visit at or after `from`, below `end`.
 fn next_page<C: PageCache>(cache: &C, from: u64, end: u64, visit: Visit) -> Option<u64> {
+    if from >= end {
+        // The last cluster written reached past the range.
+        return None;
+    }
     let next = match visit {
         Visit::All => cache.range(from..end).next().map(|page| page.offset()),
         Visit::Dirty => cache.next_tagged(Tag::Dirty, from),
@@ -273,6 +282,23 @@ fn check_dirty<C: PageCache>(state: &mut ObjectState<C>, offset: u64, protected:
     status == DirtyStatus::Dirty || modified
 }
 
+/// Write-protects a page that is not clean before it is written, so that a store
+/// through a mapping during or after the write faults and dirties it again; a page
+/// protected this way can be marked clean when its write is submitted. Returns whether
+/// the page was protected (clean pages are left alone).
+///
+/// The reference protects only the first page of the first cluster of a flush and
+/// leaves the other pages of a cluster "unknown", so a file needs a second flush to
+/// come out clean. Protecting each page written (as Linux's `page_mkclean` does) lets
+/// one synchronous flush leave the file clean and off the work list.
+fn protect_for_cleaning<C: PageCache>(state: &mut ObjectState<C>, offset: u64) -> bool {
+    let dirty = state.cache().lookup(offset).is_some_and(|page| page.dirty() != DirtyStatus::Clean);
+    if dirty {
+        state.cache_mut().protect(offset, Protection::ReadOnly);
+    }
+    dirty
+}
+
 /// Whether a vnode may leave the work list: nothing dirty, nothing being written, and
 /// (after a scan) nothing dirtied since the scan began.
 fn leave_worklist_if_clean<V: Vnode>(state: &mut Guard<'_, V>, vnode: &V, generation: Option<u64>) {
@@ -296,6 +322,9 @@ struct ScanEnd {
     write_failed: bool,
     /// Whether any page was written.
     wrote: bool,
+    /// Whether another pass could find things changed: the pass wrote, slept, or saw
+    /// pages dirtied meanwhile.
+    progressed: bool,
 }
 
 /// One putpages call in progress.
@@ -345,12 +374,16 @@ impl<'a, V: Vnode> Flush<'a, V> {
             let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
             if self.flags.contains(PutFlags::RECLAIM) && on_worklist && end.error.is_none() {
                 // A reclaim must leave the vnode clean, but not retry forever against a
-                // device that keeps failing.
+                // device that keeps failing, nor when another pass would find exactly
+                // what this one found (say, a wired page that cannot be protected).
                 if let Some(error) = state.take_write_error() {
                     log::trace!("putpages: reclaim stopped by write error {error:?}");
                     return Err(error.into());
                 }
-                continue;
+                if end.progressed {
+                    continue;
+                }
+                log::trace!("putpages: reclaim makes no progress; stopping");
             }
             let result = self.report(&mut state, end);
             drop(state);
@@ -368,14 +401,16 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 && (self.asynchronous() || !cache.any_tagged(Tag::Writeback)))
     }
 
-    /// The result of the call. A synchronous flush also collects the latched write
-    /// error, unless it fails for an unrelated reason (then the latch waits).
+    /// The result of the call. A synchronous cleaning flush also collects the latched
+    /// write error, unless it fails for an unrelated reason (then the latch waits);
+    /// freeing or deactivating without cleaning leaves it for the next flush.
     fn report(
         &self,
         state: &mut ObjectState<V::Cache>,
         end: ScanEnd,
     ) -> core::result::Result<(), PutError> {
-        let take = !self.asynchronous() && (end.error.is_none() || end.write_failed);
+        let flush = self.flags.contains(PutFlags::CLEANIT | PutFlags::SYNCIO);
+        let take = flush && (end.error.is_none() || end.write_failed);
         let latched = if take { state.take_write_error() } else { None };
         match (end.error, latched) {
             (Some(error), _) => Err(error),
@@ -410,12 +445,36 @@ impl<'a, V: Vnode> Flush<'a, V> {
             }
             leave_worklist_if_clean(&mut state, vnode, Some(generation));
         }
-        if !was_clean && !self.asynchronous() && state.writes_in_flight() != 0 {
-            log::trace!("putpages: waiting for {} writes", state.writes_in_flight());
-            state = object.wait_for_writes(state);
-            // Everything this flush waited for is settled: it may leave the list now.
-            leave_worklist_if_clean(&mut state, vnode, Some(generation));
+        if !was_clean && !self.asynchronous() {
+            // Another flush counts its write as in flight only once it has dropped the
+            // object lock: first wait for the pages of the range it tagged for
+            // writeback, then for every write in flight.
+            let mut waited = false;
+            loop {
+                let tagged = state
+                    .cache()
+                    .next_tagged(Tag::Writeback, self.start)
+                    .filter(|&at| at < self.end);
+                let busy = tagged.filter(|&at| state.cache().lookup(at).is_some_and(|p| p.is_busy()));
+                if let Some(at) = busy {
+                    log::trace!("putpages: waiting for the write of page {at:#x}");
+                    object.sleep_on_page(state, at);
+                    state = object.lock();
+                } else if state.writes_in_flight() != 0 {
+                    log::trace!("putpages: waiting for {} writes", state.writes_in_flight());
+                    state = object.wait_for_writes(state);
+                } else {
+                    break;
+                }
+                waited = true;
+            }
+            if waited {
+                end.progressed = true;
+                // Everything this flush waited for is settled: it may leave the list now.
+                leave_worklist_if_clean(&mut state, vnode, Some(generation));
+            }
         }
+        end.progressed |= state.dirty_generation() != generation;
         (state, end)
     }
 
@@ -488,6 +547,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 object.sleep_on_page(state, offset);
                 state = object.lock();
                 streak = 0;
+                end.progressed = true;
                 continue;
             }
             next = offset + PAGE_SIZE as u64;
@@ -496,13 +556,11 @@ impl<'a, V: Vnode> Flush<'a, V> {
             if flags.contains(PutFlags::FREE) {
                 state.cache_mut().protect(offset, Protection::None);
                 protected = true;
-            } else if flags.contains(PutFlags::CLEANIT) && clean_all && *was_clean {
-                // Still hoping to leave the work list: make the next store fault.
+            } else if flags.contains(PutFlags::CLEANIT) {
                 if wired {
                     clean_all = false;
                 } else {
-                    state.cache_mut().protect(offset, Protection::ReadOnly);
-                    protected = true;
+                    protected = protect_for_cleaning(&mut state, offset);
                 }
             }
             let needs_clean =
@@ -514,6 +572,10 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 if let Some(page) = state.cache_mut().lookup_mut(offset) {
                     page.flags |= PageFlags::BUSY;
                 }
+                // Tagged before the lock is dropped: its dirty status is already moved
+                // on, so a synchronous flush of another thread finds it (and waits for
+                // it) only through the writeback tag.
+                state.cache_mut().set_writeback(offset, true);
                 // The filesystem's bound on the cluster; asked without the object lock
                 // (the seed page is ours, busy, meanwhile).
                 drop(state);
@@ -537,6 +599,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
 
             if needs_clean {
                 end.wrote = true;
+                end.progressed = true;
                 next = offset + ((count - behind) * PAGE_SIZE) as u64;
                 debug_assert_eq!(next, first + (count * PAGE_SIZE) as u64);
                 drop(state);
@@ -664,7 +727,8 @@ fn take_dirty_neighbour<C: PageCache>(state: &mut ObjectState<C>, at: u64) -> Op
     if page.is_busy() {
         return None;
     }
-    if !check_dirty(state, at, false) {
+    let protected = page.wire_count == 0 && protect_for_cleaning(state, at);
+    if !check_dirty(state, at, protected) {
         return None;
     }
     let page = state.cache_mut().lookup_mut(at)?;
@@ -706,6 +770,9 @@ fn write_pages<V: Vnode>(vnode: &Arc<V>, pages: &[PageRef], flags: PutFlags) -> 
     let Some(first) = pages.first() else {
         return Ok(());
     };
+    if let Some(io) = vnode.byte_io() {
+        return crate::compat::gop_write(&**vnode, io, pages, flags);
+    }
     log::trace!(
         "gop_write {:#x}+{} pages flags {flags:?}",
         first.offset,
@@ -888,7 +955,7 @@ fn submit_runs<V: Vnode>(
 
 /// The completion of a [`do_io`] transfer: runs `done`, then ends the write's
 /// in-flight count, and wakes whoever waits.
-fn finish_io<V: Vnode>(
+pub(crate) fn finish_io<V: Vnode>(
     vnode: &V,
     first: u64,
     count: usize,

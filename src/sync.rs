@@ -284,13 +284,17 @@ impl WaitQueue {
 
 /// A sleeping reader-writer lock (the node lock): held across read I/O, so a thread
 /// that cannot take it sleeps on a [`WaitQueue`] rather than spinning.
+///
+/// The state is one atomic word (reader count, or the writer bit), so taking it shared
+/// and checking it ([`SleepRwLock::is_write_locked`]) costs one atomic operation; the
+/// wait queue is touched only when someone sleeps.
 pub struct SleepRwLock {
-    /// Readers holding the lock, or `WRITER` when a writer holds it.
-    holders: Mutex<usize>,
+    state: AtomicUsize,
+    sleepers: AtomicUsize,
     released: WaitQueue,
 }
 
-const WRITER: usize = usize::MAX;
+const WRITER: usize = 1 << (usize::BITS - 1);
 
 /// Proof of holding a [`SleepRwLock`], shared or exclusive; releases on drop.
 #[must_use = "dropping the guard releases the node lock"]
@@ -308,61 +312,65 @@ impl Default for SleepRwLock {
 impl SleepRwLock {
     /// A new unlocked node lock.
     pub fn new() -> Self {
-        Self {
-            holders: Mutex::new(0),
-            released: WaitQueue::new(),
-        }
+        Self { state: AtomicUsize::new(0), sleepers: AtomicUsize::new(0), released: WaitQueue::new() }
     }
 
-    fn acquire(&self, exclusive: bool, wait: bool) -> Option<SleepGuard<'_>> {
-        loop {
-            let mut holders = self.holders.lock();
-            let free = if exclusive {
-                *holders == 0
-            } else {
-                *holders != WRITER
-            };
-            if free {
-                *holders = if exclusive { WRITER } else { *holders + 1 };
-                return Some(SleepGuard {
-                    lock: self,
-                    exclusive,
-                });
-            }
-            if !wait {
-                return None;
-            }
-            let ticket = self.released.ticket();
-            drop(holders);
-            self.released.wait(ticket);
+    fn try_acquire(&self, exclusive: bool) -> bool {
+        if exclusive {
+            return self.state.compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst).is_ok();
         }
+        let mut current = self.state.load(Ordering::SeqCst);
+        while current & WRITER == 0 {
+            match self.state.compare_exchange_weak(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+        false
+    }
+
+    fn acquire(&self, exclusive: bool) -> SleepGuard<'_> {
+        while !self.try_acquire(exclusive) {
+            // Announce the sleep before the last look, so a release after that look
+            // sees a sleeper and wakes the queue after our ticket.
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let ticket = self.released.ticket();
+            let acquired = self.try_acquire(exclusive);
+            if !acquired {
+                self.released.wait(ticket);
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if acquired {
+                break;
+            }
+        }
+        SleepGuard { lock: self, exclusive }
     }
 
     /// Takes the lock shared, sleeping while a writer holds it.
     pub fn read(&self) -> SleepGuard<'_> {
-        self.acquire(false, true)
-            .expect("waiting acquisition always succeeds")
+        self.acquire(false)
     }
 
     /// Takes the lock exclusively, sleeping while anyone holds it.
     pub fn write(&self) -> SleepGuard<'_> {
-        self.acquire(true, true)
-            .expect("waiting acquisition always succeeds")
+        self.acquire(true)
     }
 
     /// Takes the lock shared if that needs no sleep.
     pub fn try_read(&self) -> Option<SleepGuard<'_>> {
-        self.acquire(false, false)
+        self.try_acquire(false).then_some(SleepGuard { lock: self, exclusive: false })
     }
 
     /// Takes the lock exclusively if that needs no sleep.
     pub fn try_write(&self) -> Option<SleepGuard<'_>> {
-        self.acquire(true, false)
+        self.try_acquire(true).then_some(SleepGuard { lock: self, exclusive: true })
     }
 
-    /// Whether some thread holds the lock exclusively (for assertions).
+    /// Whether some thread holds the lock exclusively right now: what a try-lock
+    /// followed at once by an unlock would tell, without writing the lock word.
     pub fn is_write_locked(&self) -> bool {
-        *self.holders.lock() == WRITER
+        self.state.load(Ordering::SeqCst) & WRITER != 0
     }
 }
 
@@ -375,11 +383,18 @@ impl SleepGuard<'_> {
 
 impl Drop for SleepGuard<'_> {
     fn drop(&mut self) {
-        {
-            let mut holders = self.lock.holders.lock();
-            *holders = if self.exclusive { 0 } else { *holders - 1 };
+        if self.exclusive {
+            self.lock.state.store(0, Ordering::SeqCst);
+        } else {
+            self.lock.state.fetch_sub(1, Ordering::SeqCst);
         }
-        self.lock.released.notify_all();
+        // A read-modify-write, not a load: it reads the latest count, and a sleeper's
+        // later increment reads from it and so sees the lock released. (With a plain
+        // load this is the store-buffering pattern, correct only under SeqCst's total
+        // order, which loom does not model: it reports a lost wakeup.)
+        if self.lock.sleepers.fetch_add(0, Ordering::SeqCst) > 0 {
+            self.lock.released.notify_all();
+        }
     }
 }
 

@@ -1,0 +1,78 @@
+//! Shared bench helpers: a counting allocator, segmented-memcpy limits, files.
+#![allow(dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts heap allocations, so a bench can show a path allocates nothing.
+pub struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; the counter is a
+// relaxed atomic with no effect on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Heap allocations so far.
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+/// The physical limit of moving `src` into page-sized destination buffers: one
+/// memcpy per 4 KiB segment, as a device's DMA into page frames would be.
+pub struct SegmentedCopy {
+    src: Vec<u8>,
+    dst: Vec<Box<[u8; 4096]>>,
+}
+
+impl SegmentedCopy {
+    pub fn new(bytes: usize) -> Self {
+        let src = (0..bytes).map(|i| i as u8).collect();
+        let dst = (0..bytes / 4096).map(|_| Box::new([1u8; 4096])).collect();
+        Self { src, dst }
+    }
+
+    /// Best of `rounds` timings of one full copy.
+    pub fn time(&mut self, rounds: usize) -> Duration {
+        (0..rounds)
+            .map(|_| {
+                let start = Instant::now();
+                for (chunk, dst) in self.src.chunks_exact(4096).zip(self.dst.iter_mut()) {
+                    dst.copy_from_slice(chunk);
+                }
+                black_box(&self.dst);
+                start.elapsed()
+            })
+            .min()
+            .unwrap()
+    }
+}
+
+/// Median of `rounds` runs of `f`, each timed by `f` itself.
+pub fn median(rounds: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..rounds).map(|_| f()).collect();
+    times.sort();
+    times[rounds / 2]
+}
