@@ -6,10 +6,13 @@
 //! defaulted method here, so a toy host implements only the required ones.
 
 use core::ops::Range;
+use core::ptr::NonNull;
 
 use bitflags::bitflags;
 
-use crate::buf::IoRequest;
+use crate::buf::{Direction, IoRequest};
+use crate::compat::ByteIo;
+use crate::directio::Wired;
 use crate::error::{Error, Result};
 use crate::object::VmObject;
 use crate::page::{DirtyStatus, Page, PageQueue, Tag};
@@ -241,6 +244,29 @@ pub trait Vnode: Send + Sync + 'static {
     }
     /// A point where a long flush may yield the CPU. Called without spin locks held.
     fn preempt(&self) {}
+    /// Wires `len` bytes of caller memory at `ptr` for a direct transfer in
+    /// `direction` (the reference's `uvm_vslock` plus its kernel mapping), so they stay
+    /// resident and addressable until [`Vnode::unwire`]. Returns where genpager and the
+    /// device reach that memory: [`Wired::IN_PLACE`] (the default, for hosts whose
+    /// caller memory needs no wiring) or an alias made with [`Wired::at`]. An error
+    /// ends the direct transfer with nothing done for this chunk. May sleep; called with
+    /// no genpager spin lock held.
+    fn wire(&self, ptr: NonNull<u8>, len: usize, direction: Direction) -> Result<Wired> {
+        let _ = (ptr, len, direction);
+        Ok(Wired::IN_PLACE)
+    }
+    /// Undoes the [`Vnode::wire`] that returned `wired`, once every request over that
+    /// memory has completed.
+    fn unwire(&self, ptr: NonNull<u8>, len: usize, direction: Direction, wired: Wired) {
+        let _ = (ptr, len, direction, wired);
+    }
+    /// Byte-addressed I/O for a filesystem without a block map (the reference's
+    /// `genfs_compat_gop_write` as its `GOP_WRITE`): when `Some`, putpages writes pages
+    /// through it instead of the block map and device. Use with
+    /// [`compat::getpages`](crate::compat::getpages) for faults.
+    fn byte_io(&self) -> Option<&dyn ByteIo> {
+        None
+    }
 }
 
 /// The resident pages of one object, keyed by byte offset.

@@ -118,6 +118,8 @@ pub mod bmap;
 pub mod buf;
 mod busy;
 pub mod cache;
+pub mod compat;
+pub mod directio;
 mod error;
 mod getpages;
 mod hooks;

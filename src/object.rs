@@ -5,12 +5,13 @@
 //! lock (a [`SleepRwLock`] held across read I/O and block allocation) and the wait
 //! queue on which busy-page and in-flight-write waiters sleep.
 
+use core::ops::Range;
 use core::ptr::NonNull;
 
 use bitflags::bitflags;
 
 use crate::error::{Error, Result};
-use crate::hooks::{PageCache, Vnode};
+use crate::hooks::{PageCache, Protection, Vnode};
 use crate::page::{DirtyStatus, PageFlags, PageQueue};
 use crate::sync::{ReadGuard, RwLock, SleepRwLock, WaitQueue, WriteGuard};
 
@@ -196,6 +197,31 @@ impl<C: PageCache> VmObject<C> {
             }
         }
         (state, Ok(()))
+    }
+
+    /// Frees every resident page in `range`, waiting for the busy ones, and discards
+    /// their data (dirty or not). For a truncate and a direct write: a synchronous
+    /// `putpages` skips pages another thread holds busy (a fault whose caller still
+    /// holds them, a read-ahead, someone else's write), which must not survive as stale
+    /// copies once released. The caller keeps new pages from appearing in `range`; the
+    /// threads holding pages busy release them without any lock but the object lock.
+    pub(crate) fn free_range_waiting(&self, range: Range<u64>) {
+        loop {
+            let mut state = self.state.write();
+            let next = state
+                .cache
+                .range(range.clone())
+                .next()
+                .map(|page| (page.offset(), page.is_busy()));
+            match next {
+                None => return,
+                Some((at, true)) => self.sleep_on_page(state, at),
+                Some((at, false)) => {
+                    state.cache.protect(at, Protection::None);
+                    state.cache.free(at);
+                }
+            }
+        }
     }
 
     pub(crate) fn wake_if(&self, wake: bool) {

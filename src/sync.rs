@@ -359,12 +359,12 @@ impl SleepRwLock {
 
     /// Takes the lock shared if that needs no sleep.
     pub fn try_read(&self) -> Option<SleepGuard<'_>> {
-        self.try_acquire(false).then_some(SleepGuard { lock: self, exclusive: false })
+        self.try_acquire(false).then(|| SleepGuard { lock: self, exclusive: false })
     }
 
     /// Takes the lock exclusively if that needs no sleep.
     pub fn try_write(&self) -> Option<SleepGuard<'_>> {
-        self.try_acquire(true).then_some(SleepGuard { lock: self, exclusive: true })
+        self.try_acquire(true).then(|| SleepGuard { lock: self, exclusive: true })
     }
 
     /// Whether some thread holds the lock exclusively right now: what a try-lock

@@ -148,6 +148,8 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
     }
     if round_page(size) < round_page(old) {
         putpages(vnode, round_page(size), 0, PutFlags::FREE | PutFlags::SYNCIO)?;
+        // It skips pages other threads hold busy: wait for those and free them too.
+        object.free_range_waiting(round_page(size)..u64::MAX);
     }
     let tail = size & PAGE_MASK;
     let resident = object.read().cache().lookup(trunc_page(size)).is_some();

@@ -1,0 +1,1042 @@
+//! [`Ext2Fs`]: an opened image — superblock, group descriptors, bitmaps, inodes,
+//! directories and block maps. Everything here is metadata, read and written
+//! directly on the image; file data only ever moves through genpager (see
+//! [`Ext2File`]).
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fs::OpenOptions as StdOpenOptions;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use crate::device::{Completion, ImageDevice};
+use crate::error::{Ext2Error, Result};
+use crate::file::Ext2File;
+use crate::layout::{
+    DirEntry, FileKind, GROUP_DESC_SIZE, GroupDesc, INODE_EXTENTS_FL, INODE_INLINE_DATA_FL, Inode,
+    NDIR, RO_COMPAT_LARGE_FILE, ROOT_INO, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock,
+    parse_dir_block, put16, put32,
+};
+
+/// The longest run of physically contiguous blocks `bmap` reports.
+pub const MAX_RUN: u64 = 1024;
+/// The longest run of hole blocks `bmap` reports.
+pub const MAX_HOLE_RUN: u64 = 1 << 16;
+/// Symbolic links followed while resolving one path before giving up.
+pub const MAX_SYMLINKS: u32 = 40;
+/// Bytes of indirect blocks kept cached before the cache is emptied.
+const INDIRECT_CACHE_BYTES: usize = 32 << 20;
+
+/// How to open an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OpenOptions {
+    /// Open the image for writing (block allocation, file writes).
+    pub writable: bool,
+    /// Where device requests complete.
+    pub completion: Completion,
+}
+
+impl OpenOptions {
+    /// Read-only, inline completion.
+    pub fn read_only() -> Self {
+        Self::default()
+    }
+
+    /// Read-write, inline completion.
+    pub fn read_write() -> Self {
+        Self {
+            writable: true,
+            ..Self::default()
+        }
+    }
+
+    /// The same options with requests completed per `completion`.
+    pub fn completion(self, completion: Completion) -> Self {
+        Self { completion, ..self }
+    }
+}
+
+/// A summary of the filesystem, from the superblock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsInfo {
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Blocks in all.
+    pub blocks: u32,
+    /// Free blocks.
+    pub free_blocks: u32,
+    /// Inodes in all.
+    pub inodes: u32,
+    /// Block groups.
+    pub groups: u32,
+    /// Revision (0 or 1).
+    pub revision: u32,
+}
+
+/// One file found by [`Ext2Fs::walk`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkEntry {
+    /// Its absolute path.
+    pub path: String,
+    /// Its inode.
+    pub ino: u32,
+    /// Its type.
+    pub kind: FileKind,
+}
+
+/// Where one run of logical blocks starts, as the block-map walk finds it.
+enum Stretch {
+    /// The pointers of consecutive logical blocks in one array (the inode's direct
+    /// pointers or one indirect block), the first wanted one at `index`.
+    Pointers { table: Arc<Vec<u32>>, index: usize },
+    /// `len` blocks of hole, under a missing indirect block.
+    Hole { len: u64 },
+}
+
+/// Where a block pointer being changed lives.
+#[derive(Clone, Copy)]
+enum Slot {
+    Inode(usize),
+    Table(u32, usize),
+}
+
+/// Mutable metadata, under one lock: free counts, bitmaps, the indirect-block
+/// cache, and what must be written back.
+pub(crate) struct Meta {
+    free_blocks: u32,
+    group_free: Vec<u16>,
+    feature_ro_compat: u32,
+    bitmaps: HashMap<u32, Vec<u8>>,
+    indirect: HashMap<u32, Arc<Vec<u32>>>,
+    indirect_bytes: usize,
+    dirty_bitmaps: BTreeSet<u32>,
+    dirty_groups: BTreeSet<u32>,
+    dirty_indirect: BTreeSet<u32>,
+    dirty_super: bool,
+}
+
+/// An opened ext2 image.
+///
+/// Opening reads and checks the superblock and the group descriptors; inodes,
+/// directories, bitmaps and indirect blocks are read on demand. Files are opened as
+/// [`Ext2File`]s, genpager vnodes; opening a file twice gives the same vnode while
+/// it is alive, so both share one page cache.
+pub struct Ext2Fs {
+    device: ImageDevice,
+    sb: Superblock,
+    groups: Vec<GroupDesc>,
+    read_only_reason: Option<String>,
+    meta: Mutex<Meta>,
+    vnodes: Mutex<HashMap<u32, Weak<Ext2File>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Ext2Fs {
+    /// Opens the image at `path`.
+    pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Arc<Ext2Fs>> {
+        let path = path.as_ref();
+        let file = StdOpenOptions::new()
+            .read(true)
+            .write(options.writable)
+            .open(path)
+            .map_err(|err| {
+                Ext2Error::Io(std::io::Error::new(
+                    err.kind(),
+                    format!("{}: {err}", path.display()),
+                ))
+            })?;
+        let device = ImageDevice::new(file, options.writable, options.completion)?;
+        Self::with_device(device)
+    }
+
+    /// Opens the filesystem on `device`.
+    pub fn with_device(device: ImageDevice) -> Result<Arc<Ext2Fs>> {
+        let image_len = device.len()?;
+        let mut raw = vec![0u8; SUPERBLOCK_SIZE];
+        if image_len < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
+            return Err(Ext2Error::Corrupt(format!(
+                "image is {image_len} bytes, too short to hold a superblock"
+            )));
+        }
+        device.read_meta(SUPERBLOCK_OFFSET, &mut raw)?;
+        let sb = Superblock::parse(&raw, image_len)?;
+        let mut table = vec![0u8; (sb.gdt_blocks() << sb.block_shift) as usize];
+        device.read_meta(
+            u64::from(sb.first_data_block + 1) << sb.block_shift,
+            &mut table,
+        )?;
+        let groups: Vec<GroupDesc> = (0..sb.groups())
+            .map(|g| GroupDesc::parse(&table[g as usize * GROUP_DESC_SIZE..]))
+            .collect();
+        for (g, desc) in groups.iter().enumerate() {
+            desc.check(g as u32, &sb)?;
+        }
+        let read_only_reason = if !device.is_writable() {
+            Some("the image was opened read-only".to_string())
+        } else {
+            sb.writable().err()
+        };
+        let meta = Meta {
+            free_blocks: sb.free_blocks,
+            group_free: groups.iter().map(|g| g.free_blocks).collect(),
+            feature_ro_compat: sb.feature_ro_compat,
+            bitmaps: HashMap::new(),
+            indirect: HashMap::new(),
+            indirect_bytes: 0,
+            dirty_bitmaps: BTreeSet::new(),
+            dirty_groups: BTreeSet::new(),
+            dirty_indirect: BTreeSet::new(),
+            dirty_super: false,
+        };
+        Ok(Arc::new(Ext2Fs {
+            device,
+            sb,
+            groups,
+            read_only_reason,
+            meta: Mutex::new(meta),
+            vnodes: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The device under the filesystem (its request counters, for one).
+    pub fn device(&self) -> &ImageDevice {
+        &self.device
+    }
+
+    /// The checked superblock as read at open.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+
+    /// Block size, counts and revision.
+    pub fn info(&self) -> FsInfo {
+        FsInfo {
+            block_size: self.sb.block_size(),
+            blocks: self.sb.blocks_count,
+            free_blocks: lock(&self.meta).free_blocks,
+            inodes: self.sb.inodes_count,
+            groups: self.sb.groups(),
+            revision: self.sb.rev_level,
+        }
+    }
+
+    /// `log2` of the block size.
+    pub fn block_shift(&self) -> u32 {
+        self.sb.block_shift
+    }
+
+    /// Whether files may be written, or why not.
+    pub fn check_writable(&self) -> Result {
+        match &self.read_only_reason {
+            None => Ok(()),
+            Some(why) => Err(Ext2Error::ReadOnly(why.clone())),
+        }
+    }
+
+    pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
+        lock(&self.meta)
+    }
+
+    // ---- inodes ----
+
+    /// Where inode `ino`'s record is in the image.
+    fn inode_offset(&self, ino: u32) -> Result<u64> {
+        if ino == 0 || ino > self.sb.inodes_count {
+            return Err(Ext2Error::Corrupt(format!(
+                "inode number {ino} out of range (1..={})",
+                self.sb.inodes_count
+            )));
+        }
+        let group = (ino - 1) / self.sb.inodes_per_group;
+        let index = (ino - 1) % self.sb.inodes_per_group;
+        let desc = self.groups.get(group as usize).ok_or_else(|| {
+            Ext2Error::Corrupt(format!(
+                "inode {ino} is in group {group}, past the last group"
+            ))
+        })?;
+        Ok((u64::from(desc.inode_table) << self.sb.block_shift)
+            + u64::from(index) * u64::from(self.sb.inode_size))
+    }
+
+    /// Reads inode `ino`, checking that it is in use and mapped by indirect blocks.
+    pub fn read_inode(&self, ino: u32) -> Result<Inode> {
+        let at = self.inode_offset(ino)?;
+        let mut raw = vec![0u8; self.sb.inode_size as usize];
+        self.device.read_meta(at, &mut raw)?;
+        let inode = Inode { ino, raw };
+        if inode.mode() == 0 || inode.links() == 0 {
+            return Err(Ext2Error::Corrupt(format!(
+                "inode {ino} is referenced but not in use"
+            )));
+        }
+        if inode.flags() & (INODE_EXTENTS_FL | INODE_INLINE_DATA_FL) != 0 {
+            return Err(Ext2Error::Unsupported(format!(
+                "inode {ino} uses extents or inline data"
+            )));
+        }
+        Ok(inode)
+    }
+
+    /// Writes `inode`'s record back.
+    pub(crate) fn write_inode(&self, inode: &Inode) -> Result {
+        self.check_writable()?;
+        let at = self.inode_offset(inode.ino)?;
+        self.device.write_meta(at, &inode.raw)?;
+        Ok(())
+    }
+
+    // ---- block maps ----
+
+    /// Blocks the inode's pointers can address (12 direct, then 1, 2, 3 levels).
+    pub fn max_blocks(&self) -> u64 {
+        let apb = self.sb.addrs_per_block();
+        NDIR as u64 + apb + apb * apb + apb * apb * apb
+    }
+
+    /// The largest file size the block map and the size fields allow.
+    pub fn max_file_size(&self) -> u64 {
+        let by_map = self.max_blocks() << self.sb.block_shift;
+        let by_fields = if self.sb.rev_level == 0 {
+            (1 << 31) - 1
+        } else {
+            u64::MAX
+        };
+        by_map.min(by_fields)
+    }
+
+    /// The pointer slot of `lbn`: (index in `i_block`, depth, indices per level).
+    fn path(&self, lbn: u64) -> Result<(usize, usize, [u64; 3])> {
+        let apb = self.sb.addrs_per_block();
+        if lbn < NDIR as u64 {
+            return Ok((lbn as usize, 0, [0; 3]));
+        }
+        let mut rest = lbn - NDIR as u64;
+        if rest < apb {
+            return Ok((NDIR, 1, [rest, 0, 0]));
+        }
+        rest -= apb;
+        if rest < apb * apb {
+            return Ok((NDIR + 1, 2, [rest / apb, rest % apb, 0]));
+        }
+        rest -= apb * apb;
+        if rest < apb * apb * apb {
+            return Ok((
+                NDIR + 2,
+                3,
+                [rest / (apb * apb), (rest / apb) % apb, rest % apb],
+            ));
+        }
+        Err(Ext2Error::TooBig)
+    }
+
+    /// Checks that a pointer of inode `ino` names a block of the filesystem.
+    fn check_block(&self, ino: u32, block: u32, what: &str) -> Result {
+        if block < self.sb.first_data_block || block >= self.sb.blocks_count {
+            return Err(Ext2Error::Corrupt(format!(
+                "inode {ino}: {what} pointer {block} out of range ({}..{})",
+                self.sb.first_data_block, self.sb.blocks_count
+            )));
+        }
+        Ok(())
+    }
+
+    /// The pointers of indirect block `block`, through the cache.
+    fn indirect(&self, meta: &mut Meta, block: u32) -> Result<Arc<Vec<u32>>> {
+        if let Some(table) = meta.indirect.get(&block) {
+            return Ok(table.clone());
+        }
+        let mut raw = vec![0u8; self.sb.block_size() as usize];
+        self.device
+            .read_meta(u64::from(block) << self.sb.block_shift, &mut raw)?;
+        let table: Arc<Vec<u32>> = Arc::new(
+            raw.chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+        if meta.indirect_bytes + raw.len() > INDIRECT_CACHE_BYTES && meta.dirty_indirect.is_empty()
+        {
+            meta.indirect.clear();
+            meta.indirect_bytes = 0;
+        }
+        meta.indirect_bytes += raw.len();
+        meta.indirect.insert(block, table.clone());
+        Ok(table)
+    }
+
+    /// The stretch of pointers (or hole) that logical block `lbn` starts in.
+    fn stretch(&self, meta: &mut Meta, inode: &Inode, lbn: u64) -> Result<Stretch> {
+        let (root, depth, idx) = self.path(lbn)?;
+        if depth == 0 {
+            let table = (0..NDIR).map(|i| inode.block(i)).collect();
+            return Ok(Stretch::Pointers {
+                table: Arc::new(table),
+                index: root,
+            });
+        }
+        let apb = self.sb.addrs_per_block();
+        let mut ptr = inode.block(root);
+        for level in 0..depth {
+            if ptr == 0 {
+                let span = apb.pow((depth - level) as u32);
+                let within = (level..depth).fold(0, |acc, l| acc * apb + idx[l]);
+                return Ok(Stretch::Hole { len: span - within });
+            }
+            self.check_block(inode.ino, ptr, "indirect block")?;
+            let table = self.indirect(meta, ptr)?;
+            let index = idx[level] as usize;
+            if level + 1 == depth {
+                return Ok(Stretch::Pointers { table, index });
+            }
+            ptr = table[index];
+        }
+        unreachable!("the loop returns at the last level")
+    }
+
+    /// Maps `lbn` of `inode` to a filesystem block (`None` for a hole) and counts the
+    /// following blocks that continue it: physically contiguous blocks, or holes.
+    pub(crate) fn map(
+        &self,
+        meta: &mut Meta,
+        inode: &Inode,
+        lbn: u64,
+    ) -> Result<(Option<u32>, u64)> {
+        let first = self.stretch(meta, inode, lbn)?;
+        let target = match &first {
+            Stretch::Hole { .. } => None,
+            Stretch::Pointers { table, index } => Some(table[*index]).filter(|&p| p != 0),
+        };
+        if let Some(block) = target {
+            self.check_block(inode.ino, block, "data block")?;
+        }
+        let cap = if target.is_some() {
+            MAX_RUN
+        } else {
+            MAX_HOLE_RUN
+        };
+        let max = self.max_blocks();
+        let mut run = 0u64;
+        let mut stretch = first;
+        let mut consumed = 1u64;
+        loop {
+            match &stretch {
+                Stretch::Hole { len } => {
+                    if target.is_some() {
+                        break;
+                    }
+                    let more = (len - consumed).min(cap - run);
+                    run += more;
+                    if run >= cap {
+                        break;
+                    }
+                }
+                Stretch::Pointers { table, index } => {
+                    for &next in &table[index + consumed as usize..] {
+                        if run >= cap {
+                            break;
+                        }
+                        let continues = match target {
+                            None => next == 0,
+                            Some(block) => {
+                                next != 0
+                                    && u64::from(next) == u64::from(block) + run + 1
+                                    && next < self.sb.blocks_count
+                            }
+                        };
+                        if !continues {
+                            return Ok((target, run));
+                        }
+                        run += 1;
+                    }
+                    if run >= cap {
+                        break;
+                    }
+                }
+            }
+            let next = lbn + run + 1;
+            if next >= max {
+                break;
+            }
+            // A corrupt pointer further on ends the run; mapping that block itself
+            // reports it.
+            stretch = match self.stretch(meta, inode, next) {
+                Ok(stretch) => stretch,
+                Err(_) => break,
+            };
+            consumed = 0;
+        }
+        Ok((target, run))
+    }
+
+    // ---- allocation ----
+
+    /// The block bitmap of `group`, loaded on first use.
+    fn bitmap<'m>(&self, meta: &'m mut Meta, group: u32) -> Result<&'m mut Vec<u8>> {
+        match meta.bitmaps.entry(group) {
+            Entry::Occupied(entry) => Ok(entry.into_mut()),
+            Entry::Vacant(entry) => {
+                let mut raw = vec![0u8; self.sb.block_size() as usize];
+                let block = self.groups[group as usize].block_bitmap;
+                self.device
+                    .read_meta(u64::from(block) << self.sb.block_shift, &mut raw)?;
+                Ok(entry.insert(raw))
+            }
+        }
+    }
+
+    /// Takes one free block, the first free at or after `goal` (wrapping around the
+    /// groups).
+    fn take_block(&self, meta: &mut Meta, goal: u32) -> Result<u32> {
+        let sb = &self.sb;
+        let goal = if goal < sb.first_data_block || goal >= sb.blocks_count {
+            sb.first_data_block
+        } else {
+            goal
+        };
+        let groups = sb.groups();
+        let g0 = (goal - sb.first_data_block) / sb.blocks_per_group;
+        let bit0 = (goal - sb.first_data_block) % sb.blocks_per_group;
+        for step in 0..=groups {
+            let group = (g0 + step) % groups;
+            if meta.group_free[group as usize] == 0 {
+                continue;
+            }
+            let (from, to) = match step {
+                0 => (bit0, sb.blocks_in_group(group)),
+                s if s == groups => (0, bit0),
+                _ => (0, sb.blocks_in_group(group)),
+            };
+            let bitmap = self.bitmap(meta, group)?;
+            if let Some(bit) = first_clear(bitmap, from, to) {
+                bitmap[(bit / 8) as usize] |= 1 << (bit % 8);
+                meta.group_free[group as usize] -= 1;
+                meta.free_blocks = meta.free_blocks.saturating_sub(1);
+                meta.dirty_bitmaps.insert(group);
+                meta.dirty_groups.insert(group);
+                meta.dirty_super = true;
+                return Ok(sb.first_data_block + group * sb.blocks_per_group + bit);
+            }
+        }
+        Err(Ext2Error::NoSpace)
+    }
+
+    /// Returns `block` to its group's bitmap.
+    fn free_block(&self, meta: &mut Meta, block: u32) -> Result {
+        let sb = &self.sb;
+        let group = (block - sb.first_data_block) / sb.blocks_per_group;
+        let bit = (block - sb.first_data_block) % sb.blocks_per_group;
+        let bitmap = self.bitmap(meta, group)?;
+        let (byte, mask) = ((bit / 8) as usize, 1u8 << (bit % 8));
+        if bitmap[byte] & mask == 0 {
+            return Err(Ext2Error::Corrupt(format!(
+                "freeing block {block}, which is already free"
+            )));
+        }
+        bitmap[byte] &= !mask;
+        meta.group_free[group as usize] += 1;
+        meta.free_blocks += 1;
+        meta.dirty_bitmaps.insert(group);
+        meta.dirty_groups.insert(group);
+        meta.dirty_super = true;
+        if meta.indirect.remove(&block).is_some() {
+            meta.indirect_bytes = meta.indirect_bytes.saturating_sub(sb.block_size() as usize);
+        }
+        meta.dirty_indirect.remove(&block);
+        Ok(())
+    }
+
+    /// Sets a block pointer.
+    fn set_slot(&self, meta: &mut Meta, inode: &mut Inode, slot: Slot, block: u32) -> Result {
+        match slot {
+            Slot::Inode(index) => inode.set_block(index, block),
+            Slot::Table(table, index) => {
+                let mut pointers = self.indirect(meta, table)?;
+                Arc::make_mut(&mut pointers)[index] = block;
+                meta.indirect.insert(table, pointers);
+                meta.dirty_indirect.insert(table);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds (or with a negative count removes) `blocks` blocks to `i_blocks`.
+    fn account(&self, inode: &mut Inode, blocks: i64) -> Result {
+        let per_block = i64::from(self.sb.block_size() >> 9);
+        let sectors = i64::from(inode.sectors()) + blocks * per_block;
+        let sectors = u32::try_from(sectors).map_err(|_| {
+            if sectors < 0 {
+                Ext2Error::Corrupt(format!(
+                    "inode {}: i_blocks below the blocks it holds",
+                    inode.ino
+                ))
+            } else {
+                Ext2Error::TooBig
+            }
+        })?;
+        inode.set_sectors(sectors);
+        Ok(())
+    }
+
+    /// Where a file with no neighbouring block to follow should start: its inode's
+    /// group.
+    fn home_goal(&self, ino: u32) -> u32 {
+        let group = (ino - 1) / self.sb.inodes_per_group;
+        self.sb.first_data_block + group * self.sb.blocks_per_group
+    }
+
+    /// Allocates the data block of `lbn` (and the indirect blocks leading to it) if
+    /// it is a hole. `goal` is where the next block should preferably go; it is
+    /// moved past whatever block `lbn` ends up in. Every block taken is pushed on
+    /// `taken` with the slot that now points to it, parents before children.
+    fn alloc_block(
+        &self,
+        meta: &mut Meta,
+        inode: &mut Inode,
+        lbn: u64,
+        goal: &mut u32,
+        taken: &mut Vec<(Slot, u32)>,
+    ) -> Result {
+        let (root, depth, idx) = self.path(lbn)?;
+        let mut slot = Slot::Inode(root);
+        let mut ptr = inode.block(root);
+        for level in 0..=depth {
+            // Below an indirect block, the index of the next pointer in it.
+            let next_index = idx[..depth].get(level).map(|&i| i as usize);
+            if ptr == 0 {
+                // Check i_blocks has room before taking the block.
+                self.account(inode, 1)?;
+                let block = match self.take_block(meta, *goal) {
+                    Ok(block) => block,
+                    Err(err) => {
+                        self.account(inode, -1)?;
+                        return Err(err);
+                    }
+                };
+                if next_index.is_some() {
+                    // A new indirect block: all holes.
+                    let zero = Arc::new(vec![0u32; self.sb.addrs_per_block() as usize]);
+                    meta.indirect_bytes += self.sb.block_size() as usize;
+                    meta.indirect.insert(block, zero);
+                    meta.dirty_indirect.insert(block);
+                }
+                self.set_slot(meta, inode, slot, block)?;
+                taken.push((slot, block));
+                ptr = block;
+            } else {
+                let what = if next_index.is_some() {
+                    "indirect block"
+                } else {
+                    "data block"
+                };
+                self.check_block(inode.ino, ptr, what)?;
+            }
+            *goal = ptr.saturating_add(1);
+            if let Some(index) = next_index {
+                let table = self.indirect(meta, ptr)?;
+                slot = Slot::Table(ptr, index);
+                ptr = table[index];
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates every hole among logical blocks `first..=last` of `inode`, then
+    /// writes back what changed (bitmaps, descriptors, superblock, indirect blocks,
+    /// the inode). All or nothing: on error every block this call took is given
+    /// back, so the block map reads as before.
+    pub(crate) fn alloc_blocks(&self, inode: &mut Inode, first: u64, last: u64) -> Result {
+        self.check_writable()?;
+        if last >= self.max_blocks() {
+            return Err(Ext2Error::TooBig);
+        }
+        let mut meta = self.meta();
+        let mut goal = self.home_goal(inode.ino);
+        if first > 0 {
+            if let Ok((Some(block), _)) = self.map(&mut meta, inode, first - 1) {
+                goal = block.saturating_add(1);
+            }
+        }
+        let before = inode.clone();
+        let mut taken = Vec::new();
+        let mut result = Ok(());
+        for lbn in first..=last {
+            if let Err(err) = self.alloc_block(&mut meta, inode, lbn, &mut goal, &mut taken) {
+                result = Err(err);
+                break;
+            }
+        }
+        if result.is_err() {
+            // Children were pushed after their parents: undo in reverse.
+            for &(slot, block) in taken.iter().rev() {
+                if let Err(err) = self.untake(&mut meta, inode, slot, block) {
+                    result = result.and(Err(err));
+                    break;
+                }
+            }
+        }
+        let written = self.commit(&mut meta, if *inode != before { Some(inode) } else { None });
+        result.and(written)
+    }
+
+    /// Gives back a block [`Ext2Fs::alloc_block`] took and clears its slot.
+    fn untake(&self, meta: &mut Meta, inode: &mut Inode, slot: Slot, block: u32) -> Result {
+        self.set_slot(meta, inode, slot, 0)?;
+        self.free_block(meta, block)?;
+        self.account(inode, -1)
+    }
+
+    /// Frees every block of `inode` at logical block `keep` and above (and the
+    /// indirect blocks left empty), then writes back what changed.
+    pub(crate) fn free_blocks_from(&self, inode: &mut Inode, keep: u64) -> Result {
+        self.check_writable()?;
+        let mut meta = self.meta();
+        let before = inode.clone();
+        let result = self.free_tail(&mut meta, inode, keep);
+        let written = self.commit(&mut meta, if *inode != before { Some(inode) } else { None });
+        result.and(written)
+    }
+
+    fn free_tail(&self, meta: &mut Meta, inode: &mut Inode, keep: u64) -> Result {
+        for index in (keep.min(NDIR as u64) as usize)..NDIR {
+            let block = inode.block(index);
+            if block != 0 {
+                self.check_block(inode.ino, block, "data block")?;
+                self.free_block(meta, block)?;
+                inode.set_block(index, 0);
+                self.account(inode, -1)?;
+            }
+        }
+        let apb = self.sb.addrs_per_block();
+        let mut base = NDIR as u64;
+        for depth in 1..=3u32 {
+            let span = apb.pow(depth);
+            let root = NDIR + depth as usize - 1;
+            let block = inode.block(root);
+            if keep < base + span && block != 0 {
+                self.check_block(inode.ino, block, "indirect block")?;
+                let from = keep.saturating_sub(base);
+                if self.free_subtree(meta, inode, block, depth, from)? {
+                    self.free_block(meta, block)?;
+                    inode.set_block(root, 0);
+                    self.account(inode, -1)?;
+                }
+            }
+            base += span;
+        }
+        Ok(())
+    }
+
+    /// Frees the blocks at index `from` and above under indirect block `block` of
+    /// `depth` levels; returns whether the block is now all holes.
+    fn free_subtree(
+        &self,
+        meta: &mut Meta,
+        inode: &mut Inode,
+        block: u32,
+        depth: u32,
+        from: u64,
+    ) -> Result<bool> {
+        let apb = self.sb.addrs_per_block();
+        let span = apb.pow(depth - 1);
+        let table = self.indirect(meta, block)?;
+        for index in (from / span) as usize..apb as usize {
+            let child = table[index];
+            if child == 0 {
+                continue;
+            }
+            let child_base = index as u64 * span;
+            let whole = child_base >= from;
+            let freed = if depth == 1 {
+                self.check_block(inode.ino, child, "data block")?;
+                whole
+            } else {
+                self.check_block(inode.ino, child, "indirect block")?;
+                self.free_subtree(
+                    meta,
+                    inode,
+                    child,
+                    depth - 1,
+                    from.saturating_sub(child_base),
+                )?
+            };
+            if freed {
+                self.free_block(meta, child)?;
+                self.account(inode, -1)?;
+                self.set_slot(meta, inode, Slot::Table(block, index), 0)?;
+            }
+        }
+        Ok(self.indirect(meta, block)?.iter().all(|&p| p == 0))
+    }
+
+    /// Notes that the filesystem now holds a file of `size` bytes (sets the
+    /// `large_file` feature when needed).
+    pub(crate) fn note_size(&self, size: u64) -> Result {
+        if size < 1 << 31 {
+            return Ok(());
+        }
+        if self.sb.rev_level == 0 {
+            return Err(Ext2Error::TooBig);
+        }
+        let mut meta = self.meta();
+        if meta.feature_ro_compat & RO_COMPAT_LARGE_FILE == 0 {
+            meta.feature_ro_compat |= RO_COMPAT_LARGE_FILE;
+            meta.dirty_super = true;
+            self.commit(&mut meta, None)?;
+        }
+        Ok(())
+    }
+
+    /// Writes back dirty bitmaps, group descriptor counts, superblock counts,
+    /// indirect blocks and `inode`.
+    fn commit(&self, meta: &mut Meta, inode: Option<&Inode>) -> Result {
+        let shift = self.sb.block_shift;
+        for group in std::mem::take(&mut meta.dirty_bitmaps) {
+            let block = self.groups[group as usize].block_bitmap;
+            self.device
+                .write_meta(u64::from(block) << shift, &meta.bitmaps[&group])?;
+        }
+        let table = u64::from(self.sb.first_data_block + 1) << shift;
+        for group in std::mem::take(&mut meta.dirty_groups) {
+            let mut count = [0u8; 2];
+            put16(&mut count, 0, meta.group_free[group as usize]);
+            self.device.write_meta(
+                table + u64::from(group) * GROUP_DESC_SIZE as u64 + 12,
+                &count,
+            )?;
+        }
+        if std::mem::take(&mut meta.dirty_super) {
+            let mut count = [0u8; 4];
+            put32(&mut count, 0, meta.free_blocks);
+            self.device.write_meta(SUPERBLOCK_OFFSET + 12, &count)?;
+            if self.sb.rev_level >= 1 {
+                put32(&mut count, 0, meta.feature_ro_compat);
+                self.device.write_meta(SUPERBLOCK_OFFSET + 100, &count)?;
+            }
+        }
+        for block in std::mem::take(&mut meta.dirty_indirect) {
+            let bytes: Vec<u8> = meta.indirect[&block]
+                .iter()
+                .flat_map(|p| p.to_le_bytes())
+                .collect();
+            self.device.write_meta(u64::from(block) << shift, &bytes)?;
+        }
+        if let Some(inode) = inode {
+            self.write_inode(inode)?;
+        }
+        Ok(())
+    }
+
+    // ---- directories and paths ----
+
+    /// The entries of directory inode `dir` (`.` and `..` included), read block by
+    /// block through its block map.
+    pub fn read_dir_inode(&self, dir: &Inode) -> Result<Vec<DirEntry>> {
+        if dir.kind() != FileKind::Directory {
+            return Err(Ext2Error::NotADirectory(format!("inode {}", dir.ino)));
+        }
+        let bsize = u64::from(self.sb.block_size());
+        let blocks = dir.size().div_ceil(bsize);
+        let mut entries = Vec::new();
+        let mut raw = vec![0u8; bsize as usize];
+        for lbn in 0..blocks {
+            let (block, _) = self.map(&mut self.meta(), dir, lbn)?;
+            let Some(block) = block else {
+                return Err(Ext2Error::Corrupt(format!(
+                    "directory inode {} has a hole at block {lbn}",
+                    dir.ino
+                )));
+            };
+            self.device
+                .read_meta(u64::from(block) << self.sb.block_shift, &mut raw)?;
+            let where_ = || format!("directory inode {} block {lbn}", dir.ino);
+            parse_dir_block(
+                &raw,
+                self.sb.has_filetype(),
+                self.sb.inodes_count,
+                &where_,
+                &mut entries,
+            )?;
+        }
+        Ok(entries)
+    }
+
+    /// The inode `path` names, following symbolic links (the last one too when
+    /// `follow_last`). Paths are taken from the root; `.` and `..` work as usual.
+    pub fn lookup(self: &Arc<Self>, path: &str, follow_last: bool) -> Result<Inode> {
+        let mut pending: VecDeque<Vec<u8>> = components(path.as_bytes());
+        let mut dir = self.read_inode(ROOT_INO)?;
+        let mut walked = String::new();
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            if dir.kind() != FileKind::Directory {
+                return Err(Ext2Error::NotADirectory(display_path(&walked)));
+            }
+            walked.push('/');
+            walked.push_str(&String::from_utf8_lossy(&name));
+            let entries = self.read_dir_inode(&dir)?;
+            let entry = entries
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| Ext2Error::NotFound(display_path(&walked)))?;
+            let child = self.read_inode(entry.ino)?;
+            if child.kind() == FileKind::Symlink && (follow_last || !pending.is_empty()) {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(Ext2Error::SymlinkLoop(display_path(path)));
+                }
+                let target = self.symlink_target(&child)?;
+                let mut parts = components(&target);
+                parts.extend(pending);
+                pending = parts;
+                pop_component(&mut walked);
+                if target.first() == Some(&b'/') {
+                    dir = self.read_inode(ROOT_INO)?;
+                    walked.clear();
+                }
+                continue;
+            }
+            if name == b".." {
+                pop_component(&mut walked);
+                pop_component(&mut walked);
+            }
+            dir = child;
+        }
+        Ok(dir)
+    }
+
+    /// The target of a symbolic link: in the inode for a fast link, otherwise its
+    /// data, read through genpager like any file data.
+    pub fn symlink_target(self: &Arc<Self>, link: &Inode) -> Result<Vec<u8>> {
+        let size = link.size();
+        let acl_sectors = if link.file_acl() != 0 {
+            self.sb.block_size() >> 9
+        } else {
+            0
+        };
+        if size < 60 && link.sectors().saturating_sub(acl_sectors) == 0 {
+            return Ok(link.block_bytes()[..size as usize].to_vec());
+        }
+        if size > u64::from(self.sb.block_size()) {
+            return Err(Ext2Error::Corrupt(format!(
+                "symbolic link inode {} is {size} bytes long",
+                link.ino
+            )));
+        }
+        self.vnode(link.clone())?.read_to_vec()
+    }
+
+    /// The entries of the directory at `path`, without `.` and `..`.
+    pub fn read_dir(self: &Arc<Self>, path: &str) -> Result<Vec<DirEntry>> {
+        let dir = self.lookup(path, true)?;
+        if dir.kind() != FileKind::Directory {
+            return Err(Ext2Error::NotADirectory(display_path(path)));
+        }
+        let mut entries = self.read_dir_inode(&dir)?;
+        entries.retain(|e| e.name != b"." && e.name != b"..");
+        Ok(entries)
+    }
+
+    /// Every file and directory under the directory at `path` (itself excluded),
+    /// depth first. A directory met twice is a loop: an error.
+    pub fn walk(self: &Arc<Self>, path: &str) -> Result<Vec<WalkEntry>> {
+        let top = self.lookup(path, true)?;
+        if top.kind() != FileKind::Directory {
+            return Err(Ext2Error::NotADirectory(display_path(path)));
+        }
+        let mut seen = HashSet::from([top.ino]);
+        let mut out = Vec::new();
+        let base = path.trim_end_matches('/').to_string();
+        let mut stack = vec![(base, top)];
+        while let Some((dir_path, dir)) = stack.pop() {
+            for entry in self.read_dir_inode(&dir)? {
+                if entry.name == b"." || entry.name == b".." {
+                    continue;
+                }
+                let child_path = format!("{dir_path}/{}", entry.name_lossy());
+                let child = self.read_inode(entry.ino)?;
+                let kind = child.kind();
+                if kind == FileKind::Directory {
+                    if !seen.insert(child.ino) {
+                        return Err(Ext2Error::Corrupt(format!(
+                            "directory loop: {child_path} is directory inode {}, met before",
+                            child.ino
+                        )));
+                    }
+                    stack.push((child_path.clone(), child));
+                }
+                out.push(WalkEntry {
+                    path: child_path,
+                    ino: entry.ino,
+                    kind,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the regular file at `path` (symbolic links followed) as a vnode.
+    pub fn open_file(self: &Arc<Self>, path: &str) -> Result<Arc<Ext2File>> {
+        let inode = self.lookup(path, true)?;
+        match inode.kind() {
+            FileKind::Regular => self.vnode(inode),
+            FileKind::Directory => Err(Ext2Error::IsADirectory(display_path(path))),
+            _ => Err(Ext2Error::NotAFile(display_path(path))),
+        }
+    }
+
+    /// The vnode of `inode`: the live one if the inode is already open.
+    pub(crate) fn vnode(self: &Arc<Self>, inode: Inode) -> Result<Arc<Ext2File>> {
+        let mut vnodes = lock(&self.vnodes);
+        if let Some(vnode) = vnodes.get(&inode.ino).and_then(Weak::upgrade) {
+            return Ok(vnode);
+        }
+        vnodes.retain(|_, v| v.strong_count() > 0);
+        let ino = inode.ino;
+        let vnode = Arc::new(Ext2File::new(self.clone(), inode));
+        vnodes.insert(ino, Arc::downgrade(&vnode));
+        Ok(vnode)
+    }
+}
+
+/// The first clear bit in `from..to` of `bitmap`.
+fn first_clear(bitmap: &[u8], from: u32, to: u32) -> Option<u32> {
+    let mut bit = from;
+    while bit < to {
+        let byte = bitmap[(bit / 8) as usize];
+        if bit % 8 == 0 && byte == 0xFF {
+            bit += 8;
+            continue;
+        }
+        if byte & (1 << (bit % 8)) == 0 {
+            return Some(bit);
+        }
+        bit += 1;
+    }
+    None
+}
+
+/// The non-empty, non-`.` components of `path`.
+fn components(path: &[u8]) -> VecDeque<Vec<u8>> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Drops the last `/name` of `path`.
+fn pop_component(path: &mut String) {
+    path.truncate(path.rfind('/').unwrap_or(0));
+}
+
+/// `path` as shown in messages: absolute, `/` for the root.
+fn display_path(path: &str) -> String {
+    if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    }
+}

@@ -1,0 +1,111 @@
+#![no_std]
+#![no_main]
+#![deny(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+//! A freestanding x86_64 kernel that hosts genpager and tests it at boot.
+//!
+//! The firmware (OVMF under QEMU) loads this UEFI application. It takes two regions
+//! of pages from the firmware — one for the heap behind `alloc`, one for the page
+//! frames of the page cache — leaves boot services for good, masks interrupts, and
+//! from then on owns the machine: COM1 for output, its own frame allocator, a RAM
+//! disk, a small filesystem, and genpager between them. It runs the self-test,
+//! prints `genpager kernel self-test: N passed, M failed` on COM1, and leaves QEMU
+//! through the `isa-debug-exit` device (status 33 for success, 35 for failure).
+
+extern crate alloc;
+
+mod arch;
+mod cache;
+mod frames;
+mod fs;
+mod heap;
+mod park;
+mod ramdisk;
+mod selftest;
+mod serial;
+
+use core::ptr::NonNull;
+
+use genpager::PAGE_SIZE;
+use uefi::boot::{AllocateType, MemoryType};
+use uefi::mem::memory_map::MemoryMap;
+
+use arch::ExitCode;
+
+/// Pages of the heap: 16 MiB.
+const HEAP_PAGES: usize = 4096;
+/// Page frames for the page cache: 8 MiB.
+const FRAME_PAGES: usize = 2048;
+
+#[uefi::entry]
+fn main() -> uefi::Status {
+    serial::init();
+    kprintln!();
+    kprintln!("genpager kernel: loaded by UEFI firmware");
+    let heap = take_pages(HEAP_PAGES);
+    let frames = take_pages(FRAME_PAGES);
+
+    // SAFETY: the kernel holds nothing of the firmware's: no protocol, no pool
+    // allocation, no console handle (output goes straight to COM1), so nothing can
+    // reach boot-services state once they are gone.
+    let map = unsafe { uefi::boot::exit_boot_services(None) };
+    arch::disable_interrupts();
+    let free_pages: u64 = map
+        .entries()
+        .filter(|entry| entry.ty == MemoryType::CONVENTIONAL)
+        .map(|entry| entry.page_count)
+        .sum();
+    let free_mib = (free_pages * PAGE_SIZE as u64) >> 20;
+    kprintln!("genpager kernel: left boot services ({free_mib} MiB free elsewhere)");
+
+    // SAFETY: `heap` is HEAP_PAGES pages of LOADER_DATA from the firmware, which after
+    // ExitBootServices is ours alone; handed to the heap once, before any allocation.
+    unsafe { heap::init(heap.as_ptr(), HEAP_PAGES * PAGE_SIZE) };
+    // SAFETY: as for the heap: FRAME_PAGES page-aligned pages used only by the frame
+    // allocator from now on.
+    unsafe { frames::init(frames, FRAME_PAGES) };
+    genpager::sync::set_park(&park::PARK);
+    kprintln!(
+        "genpager kernel: heap {} MiB at {:p}, {} page frames at {:p}",
+        (HEAP_PAGES * PAGE_SIZE) >> 20,
+        heap,
+        FRAME_PAGES,
+        frames
+    );
+
+    let (passed, failed) = selftest::run();
+    kprintln!(
+        "genpager kernel: {} KiB of heap in use after the tests",
+        heap::used() >> 10
+    );
+    kprintln!("genpager kernel self-test: {passed} passed, {failed} failed");
+    arch::exit_qemu(if failed == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    })
+}
+
+/// Takes `count` pages from the firmware (while boot services still run), or ends
+/// the run: without its memory the kernel cannot test anything.
+fn take_pages(count: usize) -> NonNull<u8> {
+    match uefi::boot::allocate_pages(AllocateType::AnyPages, MemoryType::LOADER_DATA, count) {
+        Ok(pages) => pages,
+        Err(err) => {
+            kprintln!("genpager kernel: cannot allocate {count} pages: {err:?}");
+            kprintln!("genpager kernel self-test: 0 passed, 1 failed");
+            arch::exit_qemu(ExitCode::Failure)
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    kprintln!();
+    kprintln!("genpager kernel: PANIC: {info}");
+    kprintln!("genpager kernel self-test: aborted by a panic");
+    arch::exit_qemu(ExitCode::Failure)
+}

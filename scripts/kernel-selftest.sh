@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Builds the genpager kernel host (hosts/kernel), boots it in QEMU on UEFI firmware
+# (OVMF) with software emulation, passes its serial output through, and fails unless
+# it prints "genpager kernel self-test: N passed, 0 failed" and exits with success.
+# Installs QEMU, OVMF and the x86_64-unknown-uefi target when they are missing.
+#
+# Environment: KERNEL_TIMEOUT (seconds, default 120), KERNEL_PROFILE (release|dev,
+# default release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+timeout_s="${KERNEL_TIMEOUT:-120}"
+profile="${KERNEL_PROFILE:-release}"
+say() { printf '==> %s\n' "$*" >&2; }
+
+# --- what it needs --------------------------------------------------------------
+find_ovmf() {
+  for f in /usr/share/ovmf/OVMF.fd /usr/share/OVMF/OVMF.fd /usr/share/qemu/OVMF.fd; do
+    [ -f "$f" ] && { echo "bios $f"; return 0; }
+  done
+  for code in /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_CODE.fd; do
+    vars="${code/CODE/VARS}"
+    [ -f "$code" ] && [ -f "$vars" ] && { echo "pflash $code $vars"; return 0; }
+  done
+  return 1
+}
+
+if ! command -v qemu-system-x86_64 >/dev/null || ! find_ovmf >/dev/null; then
+  say "installing qemu-system-x86 and ovmf"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq qemu-system-x86 ovmf >/dev/null
+fi
+firmware="$(find_ovmf)" || { say "no OVMF firmware found"; exit 1; }
+
+if ! rustup target list --installed | grep -qx x86_64-unknown-uefi; then
+  say "adding the x86_64-unknown-uefi target"
+  rustup target add x86_64-unknown-uefi
+fi
+
+# --- build ------------------------------------------------------------------------
+say "building hosts/kernel ($profile)"
+profile_flag=(--release)
+profile_dir=release
+if [ "$profile" = dev ]; then profile_flag=(); profile_dir=debug; fi
+(cd hosts/kernel && cargo build "${profile_flag[@]}")
+efi="hosts/kernel/target/x86_64-unknown-uefi/$profile_dir/genpager-kernel.efi"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/esp/EFI/BOOT"
+cp "$efi" "$work/esp/EFI/BOOT/BOOTX64.EFI"
+
+read -r kind code vars <<<"$firmware"
+if [ "$kind" = bios ]; then
+  fw_args=(-bios "$code")
+else
+  cp "$vars" "$work/vars.fd"
+  fw_args=(-drive "if=pflash,format=raw,readonly=on,file=$code"
+           -drive "if=pflash,format=raw,file=$work/vars.fd")
+fi
+
+# --- run ----------------------------------------------------------------------------
+say "booting in QEMU (timeout ${timeout_s}s)"
+set +e
+timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
+  -machine q35 -m 256M -smp 1 -nodefaults -no-reboot -display none -monitor none \
+  "${fw_args[@]}" \
+  -drive "format=raw,file=fat:rw:$work/esp" \
+  -serial stdio \
+  -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+  </dev/null | tee "$work/serial.log"
+status=${PIPESTATUS[0]}
+set -e
+
+line="$(tr -d '\r' <"$work/serial.log" | grep -E '^genpager kernel self-test: ' | tail -n 1 || true)"
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  say "FAILED: QEMU did not finish within ${timeout_s}s"
+  exit 1
+fi
+if [ -z "$line" ]; then
+  say "FAILED: no self-test line on the serial port (QEMU exit status $status)"
+  exit 1
+fi
+if ! grep -Eq '^genpager kernel self-test: [0-9]+ passed, 0 failed$' <<<"$line"; then
+  say "FAILED: $line"
+  exit 1
+fi
+# isa-debug-exit: status = (code << 1) | 1; the kernel writes 0x10 on success.
+if [ "$status" -ne 33 ]; then
+  say "FAILED: QEMU exit status $status, expected 33 (isa-debug-exit success)"
+  exit 1
+fi
+say "kernel self-test passed"

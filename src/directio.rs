@@ -1,0 +1,628 @@
+//! Direct I/O: moving file bytes straight between the device and the caller's
+//! memory, bypassing the page cache (the reference's `genfs_directio` and
+//! `genfs_do_directio`).
+//!
+//! The caller describes its buffer with a [`Uio`]: a file offset, a list of memory
+//! segments ([`IoVec`]), the bytes still to move, the direction and whether the memory
+//! belongs to a user address space. [`directio`] moves as much of it as it can in
+//! chunks and stops at the first part it cannot do directly, leaving the uio advanced
+//! by exactly what it transferred, so the caller finishes the rest through the page
+//! cache ([`read`](crate::read) / [`write`](crate::write)) and may try direct I/O
+//! again afterwards. [`Progress::fallback`] says why it stopped.
+//!
+//! Each chunk is at most [`Vnode::max_transfer`] bytes, rounded down to whole device
+//! sectors, and must start on a sector boundary in the file and in memory and end at
+//! or before the end of file. Before it moves, the cached pages of its range are
+//! flushed (so a read sees what buffered writes left) and, for a write, freed (so no
+//! stale page survives it); a write goes ahead only over fully allocated blocks. The
+//! caller's memory is wired through [`Vnode::wire`] for the transfer and unwired when
+//! every request over it has completed. With a journal, the whole call runs inside one
+//! journal transaction unless the caller already holds it.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+use bitflags::bitflags;
+
+use crate::bmap::{Geometry, extents, is_allocated};
+use crate::buf::{BioWait, Direction, Nest, Priority, raw_segment};
+use crate::error::{Error, Result};
+use crate::getpages::geometry;
+use crate::hooks::{Strategy, Vnode};
+use crate::object::ObjectFlags;
+use crate::page::{round_page, trunc_page};
+use crate::putpages::{PutFlags, putpages};
+use crate::sync::Arc;
+
+/// Whose memory a [`Uio`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AddressSpace {
+    /// A user process's memory: eligible for direct I/O.
+    User,
+    /// Kernel memory: [`directio`] leaves it to the buffered path, as the reference
+    /// does.
+    Kernel,
+}
+
+/// One segment of caller memory (an `iovec`): where it starts and how long it is.
+///
+/// The lifetime ties the segment to the memory it borrows, so safe code cannot hand
+/// genpager memory that goes away while a transfer uses it. Build one safely from a
+/// slice ([`IoVec::new`] for either direction, [`IoVec::readonly`] for the data of a
+/// write) or, for memory Rust does not own (a user address), with the unsafe
+/// [`IoVec::from_raw_parts`].
+pub struct IoVec<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    writable: bool,
+    _memory: PhantomData<&'a mut [u8]>,
+}
+
+impl fmt::Debug for IoVec<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IoVec({:p}+{}{})",
+            self.ptr,
+            self.len,
+            if self.writable { "" } else { " ro" }
+        )
+    }
+}
+
+impl<'a> IoVec<'a> {
+    /// A segment over `buf`, usable for reads (filled) and writes (read from).
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Self {
+            ptr: NonNull::from(&mut *buf).cast(),
+            len: buf.len(),
+            writable: true,
+            _memory: PhantomData,
+        }
+    }
+
+    /// A segment over `buf` that genpager only reads: valid in a [`Direction::Write`]
+    /// uio only ([`Uio::new`] refuses it for a read).
+    pub fn readonly(buf: &'a [u8]) -> Self {
+        Self {
+            ptr: NonNull::from(buf).cast(),
+            len: buf.len(),
+            writable: false,
+            _memory: PhantomData,
+        }
+    }
+
+    /// A segment over `len` bytes at `ptr` that Rust does not own, typically a user
+    /// address, usable for reads and writes.
+    ///
+    /// # Safety
+    ///
+    /// For all of `'a`, the `len` bytes at `ptr` must stay allocated to the caller and
+    /// must not be accessed by anything else while genpager uses the segment (during
+    /// [`directio`]), and `ptr + len` must not wrap around the address space. Kernel
+    /// memory ([`AddressSpace::Kernel`]) must be valid for reads and writes. User
+    /// memory ([`AddressSpace::User`]) must be valid for reads and writes from the
+    /// kernel once the host's [`Vnode::wire`] has wired it and returned
+    /// [`Wired::IN_PLACE`], until the matching [`Vnode::unwire`]; a host whose user
+    /// memory is reached through an alias returns that alias instead (see
+    /// [`Wired::at`]).
+    pub unsafe fn from_raw_parts(ptr: NonNull<u8>, len: usize) -> Self {
+        Self {
+            ptr,
+            len,
+            writable: true,
+            _memory: PhantomData,
+        }
+    }
+
+    /// The address of the segment's first byte.
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The segment's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the segment is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether genpager may write into the segment (a read's destination).
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Drops the first `n <= len` bytes.
+    fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len);
+        // `ptr + len` does not wrap (checked by `Uio::new`), so neither does this.
+        if let Some(ptr) = NonNull::new(self.ptr.as_ptr().wrapping_add(n)) {
+            self.ptr = ptr;
+        }
+        self.len -= n;
+    }
+}
+
+/// A transfer between a file and caller memory (the reference's `struct uio`): the
+/// file offset, the segments still to go, the residual byte count, the direction and
+/// the [`AddressSpace`].
+///
+/// [`directio`] advances it by what it moved; the caller moves the rest another way
+/// and records that with [`Uio::advance`].
+#[derive(Debug)]
+pub struct Uio<'a> {
+    offset: u64,
+    iov: Vec<IoVec<'a>>,
+    next: usize,
+    resid: usize,
+    direction: Direction,
+    space: AddressSpace,
+}
+
+impl<'a> Uio<'a> {
+    /// A transfer of the bytes of `iov`, in order, to ([`Direction::Write`]) or from
+    /// ([`Direction::Read`]) the file from `offset`.
+    ///
+    /// Errors: [`Error::Invalid`] when a read has a read-only segment or a segment
+    /// wraps around the address space; [`Error::TooBig`] when the total length
+    /// overflows or the transfer would end past `u64::MAX`.
+    pub fn new(
+        offset: u64,
+        direction: Direction,
+        space: AddressSpace,
+        iov: Vec<IoVec<'a>>,
+    ) -> Result<Self> {
+        let mut resid = 0usize;
+        for segment in &iov {
+            if direction == Direction::Read && !segment.writable {
+                return Err(Error::Invalid);
+            }
+            (segment.ptr.as_ptr() as usize)
+                .checked_add(segment.len)
+                .ok_or(Error::Invalid)?;
+            resid = resid.checked_add(segment.len).ok_or(Error::TooBig)?;
+        }
+        offset.checked_add(resid as u64).ok_or(Error::TooBig)?;
+        Ok(Self {
+            offset,
+            iov,
+            next: 0,
+            resid,
+            direction,
+            space,
+        })
+    }
+
+    /// The file offset of the next byte.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Bytes still to transfer (the reference's `uio_resid`).
+    pub fn resid(&self) -> usize {
+        self.resid
+    }
+
+    /// Which way the data moves: [`Direction::Read`] fills the segments.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Whose memory the segments are.
+    pub fn space(&self) -> AddressSpace {
+        self.space
+    }
+
+    /// The segments still to transfer, the first one trimmed to what is left of it.
+    pub fn segments(&self) -> &[IoVec<'a>] {
+        &self.iov[self.next..]
+    }
+
+    /// Records that the next `n` bytes were transferred (by the caller's buffered
+    /// path, say): the offset grows, the residual shrinks and the segments move on.
+    ///
+    /// Errors: [`Error::Invalid`] when `n` exceeds [`Uio::resid`]; nothing changes.
+    pub fn advance(&mut self, n: usize) -> Result {
+        if n > self.resid {
+            return Err(Error::Invalid);
+        }
+        let mut left = n;
+        while left > 0 {
+            let Some(segment) = self.iov.get_mut(self.next) else {
+                debug_assert!(false, "residual exceeds the segments");
+                break;
+            };
+            let take = left.min(segment.len);
+            segment.consume(take);
+            left -= take;
+            if segment.len == 0 {
+                self.next += 1;
+            }
+        }
+        self.offset += n as u64;
+        self.resid -= n;
+        Ok(())
+    }
+
+    /// The first segment with bytes left, skipping empty ones.
+    fn current(&mut self) -> Option<&IoVec<'a>> {
+        while self.iov.get(self.next).is_some_and(IoVec::is_empty) {
+            self.next += 1;
+        }
+        self.iov.get(self.next)
+    }
+}
+
+/// Where [`Vnode::wire`] left caller memory for a direct transfer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Wired(Option<NonNull<u8>>);
+
+impl Wired {
+    /// The memory is used at the address the caller gave (hosts whose caller memory
+    /// needs no remapping; the default).
+    pub const IN_PLACE: Wired = Wired(None);
+
+    /// The memory is reached at `alias` (a kernel mapping of wired user pages, as the
+    /// reference makes): genpager and the device use `alias` instead of the caller's
+    /// address.
+    ///
+    /// # Safety
+    ///
+    /// `alias` must address the same bytes as the memory being wired, valid for reads
+    /// and (for a [`Direction::Read`] transfer) writes of the wired length from the
+    /// kernel and acceptable to the host's [`Strategy`], from the return of
+    /// [`Vnode::wire`] until the matching [`Vnode::unwire`], with nothing else
+    /// accessing them meanwhile; `alias + len` must not wrap around.
+    pub unsafe fn at(alias: NonNull<u8>) -> Self {
+        Wired(Some(alias))
+    }
+
+    /// The alias, or `None` for [`Wired::IN_PLACE`].
+    pub fn alias(&self) -> Option<NonNull<u8>> {
+        self.0
+    }
+}
+
+bitflags! {
+    /// Options of a [`directio`] call.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+    pub struct DirectFlags: u32 {
+        /// The caller already holds the journal: do not begin a journal transaction
+        /// (the reference's `IO_JOURNALLOCKED`).
+        const JOURNALLOCKED = 1 << 0;
+        /// The caller already holds the node lock ([`VmObject::node_lock`](crate::VmObject::node_lock)),
+        /// so the transfer does not take it.
+        const GLOCKHELD = 1 << 1;
+    }
+}
+
+/// Why [`directio`] stopped before the end of the uio: the caller moves the rest
+/// through the page cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fallback {
+    /// The memory is kernel memory (D1).
+    KernelMemory,
+    /// The file is mapped into some address space (D2).
+    Mapped,
+    /// The next segment holds less than one device sector (D3).
+    ShortSegment,
+    /// The next chunk would end past the end of file (D3).
+    PastEof,
+    /// The file offset is not sector aligned (D4).
+    UnalignedOffset,
+    /// The memory address is not sector aligned (D4).
+    UnalignedMemory,
+    /// A write would cover a hole: blocks must be allocated by the buffered path (D5).
+    Hole,
+}
+
+/// What a [`directio`] call did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Progress {
+    /// Bytes moved directly; the uio was advanced by exactly this.
+    pub transferred: usize,
+    /// Why it stopped early, or `None` when the uio is done.
+    pub fallback: Option<Fallback>,
+}
+
+/// Ends the journal transaction on every way out.
+struct Journal<'a, V: Vnode> {
+    vnode: &'a V,
+    journal: bool,
+}
+
+impl<'a, V: Vnode> Journal<'a, V> {
+    /// Enters the mount transaction, then (when the mount has a journal the caller does
+    /// not hold) the journal, in the lock order of DESIGN.md §4.
+    fn begin(vnode: &'a V, flags: DirectFlags) -> Result<Self> {
+        vnode.trans_begin(true)?;
+        let mut guard = Self {
+            vnode,
+            journal: false,
+        };
+        if vnode.has_journal() && !flags.contains(DirectFlags::JOURNALLOCKED) {
+            vnode.journal_begin()?;
+            guard.journal = true;
+        }
+        Ok(guard)
+    }
+}
+
+impl<V: Vnode> Drop for Journal<'_, V> {
+    fn drop(&mut self) {
+        if self.journal {
+            self.vnode.journal_end();
+        }
+        self.vnode.trans_end();
+    }
+}
+
+/// Moves as much of `uio` as it can directly between `vnode`'s blocks and the
+/// caller's memory, and advances `uio` by exactly what it moved (the reference's
+/// `genfs_directio`).
+///
+/// It stops, returning `Ok` with the reason in [`Progress::fallback`], at the first
+/// part it cannot do directly (see [`Fallback`]): kernel memory and mapped files at
+/// once; otherwise at a segment shorter than a sector, a chunk reaching past the end of
+/// file, an unaligned file offset or memory address, or a write over a hole. The caller
+/// moves what is left through the page cache.
+///
+/// Each chunk (at most [`Vnode::max_transfer`] bytes, whole sectors) is preceded by a
+/// synchronous flush of the cached pages of its range ([`putpages`] with
+/// [`PutFlags::CLEANIT`], and [`PutFlags::FREE`] for a write), so direct reads see
+/// buffered writes and later cached reads see direct writes. The chunk then moves with
+/// the node lock held shared (unless [`DirectFlags::GLOCKHELD`]), so a truncation cannot
+/// free its blocks meanwhile; the end of file is checked again under it. Lock order:
+/// mount transaction, journal, node lock, as DESIGN.md §4 says; nothing is held across
+/// the flush but the first two, so the host's transaction hook must allow the nested
+/// entry the flush makes (as NetBSD's fstrans does).
+///
+/// Errors: [`Error::Dead`]; the transaction, journal, block map, flush and
+/// [`Vnode::wire`] errors; the device's error. On error `uio` still says exactly how
+/// far the transfer got: the chunks before, and within the failing chunk the requests
+/// up to the first that failed. Requests of that chunk after the failed one may have
+/// reached the device too (they were in flight together). No page is created and the
+/// file size never changes.
+pub fn directio<V: Vnode>(
+    vnode: &Arc<V>,
+    uio: &mut Uio<'_>,
+    flags: DirectFlags,
+) -> Result<Progress> {
+    let mut progress = Progress {
+        transferred: 0,
+        fallback: None,
+    };
+    if uio.resid == 0 {
+        return Ok(progress);
+    }
+    if uio.space == AddressSpace::Kernel {
+        progress.fallback = Some(Fallback::KernelMemory);
+        return Ok(progress);
+    }
+    if vnode.is_dead() {
+        return Err(Error::Dead);
+    }
+    // With the file mapped, a flush could not keep pages from reappearing through the
+    // mappings (and the fault path may hold pages of this very buffer): stay buffered.
+    if vnode.object().read().flags().contains(ObjectFlags::MAPPED) {
+        progress.fallback = Some(Fallback::Mapped);
+        return Ok(progress);
+    }
+    let geometry = geometry(&**vnode)?;
+    let sector_mask = (1u64 << geometry.dev_bshift) - 1;
+    let _journal = Journal::begin(&**vnode, flags)?;
+    log::trace!(
+        "directio {:?} {:#x}+{:#x}",
+        uio.direction,
+        uio.offset,
+        uio.resid
+    );
+
+    while uio.resid > 0 {
+        let Some(segment) = uio.current() else {
+            debug_assert!(false, "residual exceeds the segments");
+            break;
+        };
+        let (ptr, seg_len) = (segment.ptr, segment.len);
+        let len = seg_len.min(vnode.max_transfer()) & !(sector_mask as usize);
+        let offset = uio.offset;
+        let stop = if len == 0 {
+            Some(Fallback::ShortSegment)
+        } else if offset.saturating_add(len as u64) > vnode.object().size() {
+            Some(Fallback::PastEof)
+        } else if offset & sector_mask != 0 {
+            Some(Fallback::UnalignedOffset)
+        } else if ptr.as_ptr() as usize as u64 & sector_mask != 0 {
+            Some(Fallback::UnalignedMemory)
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
+            log::trace!("directio: {stop:?} at {offset:#x} (segment {seg_len:#x}), falling back");
+            progress.fallback = Some(stop);
+            return Ok(progress);
+        }
+        let chunk = Chunk {
+            vnode,
+            geometry,
+            ptr,
+            len,
+            offset,
+            direction: uio.direction,
+            flags,
+        };
+        let (done, result) = chunk.run();
+        let advanced = uio.advance(done);
+        debug_assert!(advanced.is_ok());
+        progress.transferred += done;
+        match result {
+            Ok(None) => {}
+            Ok(Some(stop)) => {
+                log::trace!("directio: {stop:?} at {offset:#x}, falling back");
+                progress.fallback = Some(stop);
+                return Ok(progress);
+            }
+            Err(error) => {
+                log::trace!("directio: chunk at {offset:#x} failed after {done:#x} bytes: {error}");
+                return Err(error);
+            }
+        }
+    }
+    Ok(progress)
+}
+
+/// One chunk of a direct transfer (the reference's `genfs_do_directio`).
+struct Chunk<'a, V: Vnode> {
+    vnode: &'a Arc<V>,
+    geometry: Geometry,
+    ptr: NonNull<u8>,
+    len: usize,
+    offset: u64,
+    direction: Direction,
+    flags: DirectFlags,
+}
+
+/// A piece of a chunk in flight: zero-filled at once (a hole read) or one request.
+enum Piece {
+    Zeroed(usize),
+    Request(usize, Arc<BioWait>),
+}
+
+impl<V: Vnode> Chunk<'_, V> {
+    /// Checks, flushes, wires, transfers and unwires. Returns the bytes moved (a
+    /// prefix of the chunk) and how it ended: `Ok(None)` when all of it moved.
+    fn run(&self) -> (usize, Result<Option<Fallback>>) {
+        let vnode = &**self.vnode;
+        let end = self.offset + self.len as u64;
+        let writing = self.direction == Direction::Write;
+        if writing {
+            match is_allocated(vnode.block_map(), self.geometry, self.offset, end) {
+                Ok(true) => {}
+                Ok(false) => return (0, Ok(Some(Fallback::Hole))),
+                Err(error) => return (0, Err(error)),
+            }
+        }
+        let mut flush = PutFlags::CLEANIT | PutFlags::SYNCIO | PutFlags::JOURNALLOCKED;
+        flush.set(PutFlags::FREE, writing);
+        if let Err(error) = putpages(self.vnode, trunc_page(self.offset), round_page(end), flush) {
+            return (0, Err(error));
+        }
+        if writing {
+            // The flush skips pages other threads hold busy (the syncer's write in
+            // flight, a fault): wait for them and free them, or they outlive the write
+            // as stale copies.
+            vnode.object().free_range_waiting(trunc_page(self.offset)..round_page(end));
+        }
+        let wired = match vnode.wire(self.ptr, self.len, self.direction) {
+            Ok(wired) => wired,
+            Err(error) => return (0, Err(error)),
+        };
+        let base = wired.alias().unwrap_or(self.ptr);
+        let (done, result) = self.transfer(base);
+        vnode.unwire(self.ptr, self.len, self.direction, wired);
+        (done, result)
+    }
+
+    /// Moves the chunk between the device and the memory at `base`: one request per
+    /// contiguous run of blocks, holes zero-filled for a read. Every request is waited
+    /// for before this returns, whatever happens, since they use the caller's memory.
+    ///
+    /// Holds the node lock shared throughout, so a truncation cannot free the blocks
+    /// under the transfer; what changed since the unlocked checks (the size, a hole
+    /// under a write) ends the chunk with a fallback.
+    fn transfer(&self, base: NonNull<u8>) -> (usize, Result<Option<Fallback>>) {
+        let vnode = &**self.vnode;
+        let object = vnode.object();
+        let end = self.offset + self.len as u64;
+        let writing = self.direction == Direction::Write;
+        let _node =
+            (!self.flags.contains(DirectFlags::GLOCKHELD)).then(|| object.node_lock().read());
+        if end > object.size() {
+            return (0, Ok(Some(Fallback::PastEof)));
+        }
+        if writing {
+            object.lock().start_writes(1);
+        }
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut built = Ok(None);
+        for extent in extents(vnode.block_map(), self.geometry, self.offset, end) {
+            let piece = extent.and_then(|extent| {
+                pieces.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                let within = (extent.offset - self.offset) as usize;
+                let len = extent.len as usize;
+                // Inside the wired range, which does not wrap: never null.
+                let at = NonNull::new(base.as_ptr().wrapping_add(within)).ok_or(Error::Invalid)?;
+                match extent.block {
+                    // A hole appeared since the allocation check: no request from here.
+                    None if writing => Ok(None),
+                    None => {
+                        // SAFETY: `at .. at + len` lies inside the `self.len` bytes at
+                        // `base`, which the uio's segment (or the host's alias, per
+                        // `Wired::at`) makes valid for writes in a read transfer (a read
+                        // uio holds only writable segments) and which nothing else
+                        // touches until `directio` returns.
+                        unsafe { at.as_ptr().write_bytes(0, len) };
+                        Ok(Some(Piece::Zeroed(len)))
+                    }
+                    Some(block) => {
+                        let mut segments = Vec::new();
+                        segments.try_reserve_exact(1).map_err(|_| Error::NoMemory)?;
+                        segments.push(raw_segment(at, len));
+                        let (mut nest, waiter) =
+                            Nest::synchronous(len, self.direction, Priority::TimeCritical);
+                        log::trace!(
+                            "directio: {:?} {:#x}+{len:#x} at block {block:#x}",
+                            self.direction,
+                            extent.offset
+                        );
+                        vnode
+                            .device()
+                            .submit(nest.request(block, extent.offset, segments));
+                        nest.finish(0, Ok(()));
+                        Ok(Some(Piece::Request(len, waiter)))
+                    }
+                }
+            });
+            match piece {
+                Ok(Some(piece)) => pieces.push(piece),
+                Ok(None) => {
+                    built = Ok(Some(Fallback::Hole));
+                    break;
+                }
+                Err(error) => {
+                    built = Err(error);
+                    break;
+                }
+            }
+        }
+
+        let mut done = 0;
+        let mut failed = None;
+        for piece in pieces {
+            let (len, result) = match piece {
+                Piece::Zeroed(len) => (len, Ok(())),
+                Piece::Request(len, waiter) => (len, waiter.wait().result),
+            };
+            match result {
+                Ok(()) if failed.is_none() => done += len,
+                Ok(()) => {}
+                Err(error) => {
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        if writing {
+            let wake = object.lock().end_writes(1);
+            object.wake_if(wake);
+        }
+        match failed {
+            Some(error) => (done, Err(error)),
+            None => (done, built),
+        }
+    }
+}

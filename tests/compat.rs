@@ -1,0 +1,458 @@
+//! Scenario tests for the compat pager (filesystems without a block map), catalogue rows
+//! C1 (getpages through `read_at`) and C2 (gop_write through `write_at`, then the normal
+//! write completion).
+
+use std::sync::{Arc, Mutex};
+
+use genpager::cache::DefaultCache;
+use genpager::compat::{ByteIo, NoBlocks, getpages};
+use genpager::{
+    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, ObjectFlags, PAGE_SIZE, PageCache,
+    PageFlags, PutFlags, VmObject, Vnode, putpages,
+};
+
+const P: u64 = PAGE_SIZE as u64;
+const SYNC: GetFlags = GetFlags::SYNCIO;
+
+/// One call the pager made into the filesystem: (`"read"` or `"write"`, offset, length).
+type Call = (&'static str, u64, usize);
+
+/// A file whose bytes live in a vector, reached only through [`ByteIo`].
+struct ByteFile {
+    object: VmObject<DefaultCache>,
+    data: Mutex<Vec<u8>>,
+    calls: Mutex<Vec<Call>>,
+    fail_read_at: Mutex<Option<u64>>,
+    fail_writes: Mutex<bool>,
+}
+
+impl ByteFile {
+    fn new(data: &[u8]) -> Arc<Self> {
+        Arc::new(Self {
+            object: VmObject::new(DefaultCache::new(), data.len() as u64),
+            data: Mutex::new(data.to_vec()),
+            calls: Mutex::new(Vec::new()),
+            fail_read_at: Mutex::new(None),
+            fail_writes: Mutex::new(false),
+        })
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    fn contents(&self) -> Vec<u8> {
+        self.data.lock().unwrap().clone()
+    }
+
+    fn page(&self, offset: u64) -> Option<(PageFlags, DirtyStatus)> {
+        let state = self.object.read();
+        state.cache().lookup(offset).map(|p| (p.flags, p.dirty()))
+    }
+
+    fn resident(&self) -> Vec<u64> {
+        let state = self.object.read();
+        state
+            .cache()
+            .range(0..u64::MAX)
+            .map(|p| p.offset())
+            .collect()
+    }
+}
+
+impl ByteIo for ByteFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> genpager::Result<usize> {
+        self.calls.lock().unwrap().push(("read", offset, buf.len()));
+        if *self.fail_read_at.lock().unwrap() == Some(offset) {
+            return Err(Error::Io);
+        }
+        // Scribble over the whole buffer first: the pager must zero what is not read.
+        buf.fill(0xAB);
+        let data = self.data.lock().unwrap();
+        let start = (offset as usize).min(data.len());
+        let n = (data.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> genpager::Result {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(("write", offset, data.len()));
+        if *self.fail_writes.lock().unwrap() {
+            return Err(Error::Io);
+        }
+        let mut file = self.data.lock().unwrap();
+        let end = offset as usize + data.len();
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn write_vectored_at(&self, offset: u64, data: &[&[u8]]) -> genpager::Result {
+        // One call for the whole cluster, like a VOP_WRITE with several iovecs.
+        let joined: Vec<u8> = data.concat();
+        self.write_at(offset, &joined)
+    }
+}
+
+impl Vnode for ByteFile {
+    type Cache = DefaultCache;
+    type Map = NoBlocks;
+    type Dev = NoBlocks;
+
+    fn object(&self) -> &VmObject<DefaultCache> {
+        &self.object
+    }
+    fn block_map(&self) -> &NoBlocks {
+        &NoBlocks
+    }
+    fn device(&self) -> &NoBlocks {
+        &NoBlocks
+    }
+    fn fs_bshift(&self) -> u32 {
+        12
+    }
+    fn byte_io(&self) -> Option<&dyn ByteIo> {
+        Some(self)
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| {
+            ((i / 7) as u8)
+                .wrapping_mul(31)
+                .wrapping_add(i as u8)
+                .wrapping_add(seed)
+                | 1
+        })
+        .collect()
+}
+
+fn fault(
+    file: &Arc<ByteFile>,
+    offset: u64,
+    count: usize,
+    center: usize,
+    access: Access,
+    flags: GetFlags,
+) -> genpager::Result<Fetched<'_, ByteFile>> {
+    getpages(file, offset, count, center, access, Advice::Normal, flags)
+}
+
+// ---- C1: getpages through read_at ----------------------------------------------------
+
+#[test]
+fn c01_reads_each_fake_page_and_zeroes_the_short_tail() {
+    let data = pattern(2 * PAGE_SIZE + 1000, 1);
+    let file = ByteFile::new(&data);
+    let pages = fault(&file, 0, 8, 0, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    assert_eq!(pages.len(), 3, "no page wholly past EOF");
+    assert_eq!(pages.bytes(0), &data[..PAGE_SIZE]);
+    assert_eq!(pages.bytes(1), &data[PAGE_SIZE..2 * PAGE_SIZE]);
+    assert_eq!(&pages.bytes(2)[..1000], &data[2 * PAGE_SIZE..]);
+    assert!(
+        pages.bytes(2)[1000..].iter().all(|&b| b == 0),
+        "the tail past EOF is zeroed"
+    );
+    drop(pages);
+    assert_eq!(
+        file.calls(),
+        [
+            ("read", 0, PAGE_SIZE),
+            ("read", P, PAGE_SIZE),
+            ("read", 2 * P, PAGE_SIZE)
+        ]
+    );
+    for offset in [0, P, 2 * P] {
+        let (flags, dirty) = file.page(offset).unwrap();
+        assert!(
+            !flags.intersects(PageFlags::BUSY | PageFlags::FAKE),
+            "{flags:?}"
+        );
+        assert_eq!(dirty, DirtyStatus::Clean, "a read fault leaves pages clean");
+    }
+}
+
+#[test]
+fn c01_valid_pages_are_not_read_again() {
+    let data = pattern(4 * PAGE_SIZE, 2);
+    let file = ByteFile::new(&data);
+    fault(&file, P, 1, 0, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
+    file.calls();
+    let pages = fault(&file, 0, 3, 1, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    assert_eq!(pages.bytes(1), &data[PAGE_SIZE..2 * PAGE_SIZE]);
+    drop(pages);
+    assert_eq!(
+        file.calls(),
+        [("read", 0, PAGE_SIZE), ("read", 2 * P, PAGE_SIZE)]
+    );
+}
+
+#[test]
+fn c01_locked_fast_path_serves_resident_pages_without_io() {
+    let data = pattern(4 * PAGE_SIZE, 3);
+    let file = ByteFile::new(&data);
+    fault(&file, 0, 2, 0, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
+    file.calls();
+    let pages = fault(&file, 0, 2, 1, Access::Read, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
+    assert!(pages.is_complete());
+    assert_eq!(pages.bytes(1).unwrap(), &data[PAGE_SIZE..2 * PAGE_SIZE]);
+    drop(pages);
+    assert!(
+        matches!(
+            fault(&file, 0, 4, 3, Access::Read, GetFlags::LOCKED),
+            Err(Error::Busy)
+        ),
+        "center missing"
+    );
+    assert!(file.calls().is_empty());
+    assert_eq!(file.resident(), [0, P], "the fast path allocates nothing");
+
+    // A locked write fault starts dirty tracking and puts the vnode on the work list.
+    let pages = fault(&file, 0, 2, 0, Access::Write, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
+    drop(pages);
+    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Unknown);
+    assert!(
+        file.object
+            .read()
+            .flags()
+            .contains(ObjectFlags::ON_WORKLIST)
+    );
+}
+
+#[test]
+fn c01_past_eof_is_invalid_and_async_answers_without_io() {
+    let data = pattern(2 * PAGE_SIZE, 4);
+    let file = ByteFile::new(&data);
+    for flags in [SYNC, GetFlags::empty(), GetFlags::LOCKED] {
+        assert!(
+            matches!(
+                fault(&file, 2 * P, 1, 0, Access::Read, flags),
+                Err(Error::Invalid)
+            ),
+            "{flags:?}"
+        );
+        assert!(
+            matches!(
+                fault(&file, 0, 3, 2, Access::Read, flags),
+                Err(Error::Invalid)
+            ),
+            "{flags:?}"
+        );
+    }
+    assert!(matches!(
+        fault(&file, 1, 1, 0, Access::Read, SYNC),
+        Err(Error::Invalid)
+    ));
+    assert!(matches!(
+        fault(&file, 0, 0, 0, Access::Read, SYNC),
+        Err(Error::Invalid)
+    ));
+    assert!(matches!(
+        fault(&file, 0, 2, 0, Access::Read, GetFlags::empty()),
+        Ok(Fetched::Started)
+    ));
+    assert!(file.calls().is_empty());
+    assert!(
+        file.resident().is_empty(),
+        "read-ahead is answered without I/O or pages"
+    );
+    // PASTEOF lets a writer extend the file.
+    let pages = fault(&file, 2 * P, 1, 0, Access::Write, SYNC | GetFlags::PASTEOF)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    assert!(pages.bytes(0).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn c01_read_error_releases_the_pages() {
+    let data = pattern(4 * PAGE_SIZE, 5);
+    let file = ByteFile::new(&data);
+    fault(&file, 0, 1, 0, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
+    *file.fail_read_at.lock().unwrap() = Some(2 * P);
+    let result = fault(&file, 0, 4, 0, Access::Read, SYNC);
+    assert!(matches!(result, Err(Error::Io)));
+    assert_eq!(
+        file.resident(),
+        [0],
+        "never-read pages are freed, the valid one stays"
+    );
+    assert!(!file.page(0).unwrap().0.contains(PageFlags::BUSY));
+    *file.fail_read_at.lock().unwrap() = None;
+    let pages = fault(&file, 0, 4, 0, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    assert_eq!(pages.bytes(3), &data[3 * PAGE_SIZE..]);
+}
+
+#[test]
+fn c01_write_fault_starts_dirty_tracking() {
+    let data = pattern(2 * PAGE_SIZE, 6);
+    let file = ByteFile::new(&data);
+    let pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    drop(pages);
+    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Unknown);
+    assert!(
+        file.object
+            .read()
+            .flags()
+            .contains(ObjectFlags::ON_WORKLIST)
+    );
+}
+
+// ---- C2: gop_write through write_at, then the normal completion ------------------------
+
+#[test]
+fn c02_flush_writes_through_write_at_up_to_the_write_size() {
+    let data = pattern(2 * PAGE_SIZE + 1000, 7);
+    let file = ByteFile::new(&data);
+    let mut pages = fault(&file, 0, 3, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    pages.bytes_mut(0)[10] = 0x11;
+    pages.bytes_mut(1)[20] = 0x55;
+    pages.bytes_mut(2)[999] = 0x22;
+    drop(pages);
+    file.calls();
+    assert_eq!(
+        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO),
+        Ok(())
+    );
+    assert_eq!(
+        file.calls(),
+        [("write", 0, 2 * PAGE_SIZE + 1000)],
+        "one cluster, clipped at the write size"
+    );
+    let mut expect = data.clone();
+    expect[10] = 0x11;
+    expect[PAGE_SIZE + 20] = 0x55;
+    expect[2 * PAGE_SIZE + 999] = 0x22;
+    assert_eq!(file.contents(), expect, "the file did not grow");
+    {
+        let state = file.object.read();
+        for offset in [0, P, 2 * P] {
+            let page = state.cache().lookup(offset).unwrap();
+            assert_ne!(page.dirty(), DirtyStatus::Dirty, "settled as written");
+            assert!(!page.is_busy() && !page.in_writeback());
+        }
+        assert_eq!(state.writes_in_flight(), 0);
+    }
+    assert_eq!(
+        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO),
+        Ok(())
+    );
+    assert!(file.calls().is_empty(), "nothing left to write");
+}
+
+#[test]
+fn c02_flush_and_free() {
+    let data = pattern(2 * PAGE_SIZE, 8);
+    let file = ByteFile::new(&data);
+    let mut pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    pages.bytes_mut(1)[0] = 0x33;
+    drop(pages);
+    assert_eq!(
+        putpages(
+            &file,
+            0,
+            0,
+            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO
+        ),
+        Ok(())
+    );
+    assert!(file.resident().is_empty());
+    assert_eq!(file.contents()[PAGE_SIZE], 0x33);
+}
+
+#[test]
+fn c02_failed_write_keeps_the_data_dirty_and_reports_once() {
+    let data = pattern(2 * PAGE_SIZE, 9);
+    let file = ByteFile::new(&data);
+    let mut pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
+    pages.bytes_mut(0)[0] = 0x44;
+    drop(pages);
+    *file.fail_writes.lock().unwrap() = true;
+
+    // An asynchronous flush (the syncer): the error is latched for the next fsync.
+    assert_eq!(putpages(&file, 0, 0, PutFlags::CLEANIT), Err(Error::Io));
+    {
+        let state = file.object.read();
+        assert_eq!(state.pending_write_error(), Some(Error::Io));
+        assert_eq!(state.writes_in_flight(), 0);
+        let page = state.cache().lookup(0).unwrap();
+        assert_eq!(
+            page.dirty(),
+            DirtyStatus::Dirty,
+            "no acknowledged write is lost"
+        );
+        assert!(!page.is_busy() && !page.in_writeback());
+        assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
+    }
+    assert_eq!(file.contents(), data);
+
+    // Freeing while the device keeps failing frees nothing dirty.
+    assert_eq!(
+        putpages(
+            &file,
+            0,
+            0,
+            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO
+        ),
+        Err(Error::Io)
+    );
+    assert_eq!(file.resident(), [0, P]);
+    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Dirty);
+
+    // That synchronous flush reported the error; once the device recovers the data
+    // reaches the file and nothing is reported again.
+    assert_eq!(file.object.read().pending_write_error(), None);
+    *file.fail_writes.lock().unwrap() = false;
+    assert_eq!(
+        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO),
+        Ok(())
+    );
+    assert_eq!(file.contents()[0], 0x44);
+    assert_ne!(file.page(0).unwrap().1, DirtyStatus::Dirty);
+    assert_eq!(file.object.read().pending_write_error(), None);
+}

@@ -1,0 +1,654 @@
+//! Loom models of the places where genpager drops a lock and re-checks, and of the
+//! lock order of DESIGN.md §4, with the device completing requests on a loom thread
+//! of its own.
+//!
+//! Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom -C debug_assertions" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test --release --test loom
+//! ```
+//!
+//! Each model is small (one or two pages, a tiny file) and ends by checking the state
+//! it leaves: no page busy or wanted, tags agreeing with page states, nothing in
+//! flight, no latched error, and the file's bytes (in the cache and on the disk)
+//! agreeing with a model. Each model was shown to fail when the protection it guards
+//! is removed from `src/` (see the report of issue #6).
+#![cfg(loom)]
+
+use std::collections::VecDeque;
+use std::sync::Mutex as StdMutex;
+
+use genpager::buf::{Direction, IoRequest};
+use genpager::cache::{DefaultCache, MapState};
+use genpager::{
+    Access, Advice, BlockMap, DirtyStatus, Error, Fetched, GetFlags, Mapping, PAGE_SIZE, PageCache,
+    PageFlags, PutFlags, Strategy, Tag, Vnode, VmObject, getpages, putpages, setsize, write,
+};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+
+const P: u64 = PAGE_SIZE as u64;
+const SECTOR: usize = 512;
+
+// ---- the loom rig: a device completing on its own thread, and a file over it ----
+
+/// Requests waiting for the device thread, and whether it should stop once idle.
+#[derive(Default)]
+struct Queue {
+    requests: VecDeque<IoRequest>,
+    closed: bool,
+}
+
+/// A RAM disk whose requests are completed by a loom thread ([`Device::run`]).
+///
+/// The queue is loom-modelled, so loom explores every point at which a completion can
+/// land. The bytes and the statistics are only touched by the device thread while the
+/// model runs (and by the main thread after joining it), so they need no modelling.
+struct Device {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+    bytes: StdMutex<Vec<u8>>,
+    /// How many times each sector was read.
+    sector_reads: StdMutex<Vec<u32>>,
+    /// (direction, file offset, length) of every request serviced.
+    log: StdMutex<Vec<(Direction, u64, usize)>>,
+}
+
+impl Device {
+    fn new(bytes: Vec<u8>) -> Self {
+        let sectors = bytes.len() / SECTOR;
+        Self {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+            bytes: StdMutex::new(bytes),
+            sector_reads: StdMutex::new(vec![0; sectors]),
+            log: StdMutex::new(Vec::new()),
+        }
+    }
+
+    /// The device thread: completes queued requests in order until closed and idle.
+    fn run(&self) {
+        loop {
+            let mut queue = self.queue.lock().unwrap();
+            while queue.requests.is_empty() && !queue.closed {
+                queue = self.ready.wait(queue).unwrap();
+            }
+            let Some(request) = queue.requests.pop_front() else {
+                return;
+            };
+            drop(queue);
+            self.service(request);
+        }
+    }
+
+    fn service(&self, mut request: IoRequest) {
+        let at = request.block() as usize * SECTOR;
+        let range = at..at + request.len();
+        let result = {
+            let mut bytes = self.bytes.lock().unwrap();
+            match request.direction() {
+                Direction::Read => {
+                    let mut reads = self.sector_reads.lock().unwrap();
+                    for sector in range.start / SECTOR..range.end.div_ceil(SECTOR) {
+                        reads[sector] += 1;
+                    }
+                    request.fill(&bytes[range])
+                }
+                Direction::Write => request.gather(&mut bytes[range]),
+            }
+        };
+        self.log
+            .lock()
+            .unwrap()
+            .push((request.direction(), request.file_offset(), request.len()));
+        request.complete(result);
+    }
+
+    fn close(&self) {
+        self.queue.lock().unwrap().closed = true;
+        self.ready.notify_all();
+    }
+
+    fn max_sector_reads(&self) -> u32 {
+        self.sector_reads
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn requests(&self, direction: Direction) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|r| r.0 == direction).count()
+    }
+}
+
+impl Strategy for Device {
+    fn submit(&self, request: IoRequest) {
+        self.queue.lock().unwrap().requests.push_back(request);
+        self.ready.notify_all();
+    }
+}
+
+/// A mount transaction that may sleep: one holder at a time (a deliberately strict
+/// model of fstrans, so that taking it under the object lock deadlocks in loom).
+#[derive(Default)]
+struct Transaction {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl Transaction {
+    fn begin(&self) {
+        let mut held = self.held.lock().unwrap();
+        while *held {
+            held = self.released.wait(held).unwrap();
+        }
+        *held = true;
+    }
+
+    fn end(&self) {
+        *self.held.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+}
+
+/// One file whose blocks lie contiguously from sector 0 of its [`Device`].
+struct File {
+    object: VmObject<DefaultCache>,
+    device: Device,
+    fs_bshift: u32,
+    transaction: Option<Transaction>,
+}
+
+impl BlockMap for File {
+    fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
+        let blocks = (self.device.bytes.lock().unwrap().len() as u64) >> self.fs_bshift;
+        if lbn >= blocks {
+            return Ok(Mapping::hole(0));
+        }
+        Ok(Mapping::mapped(lbn << (self.fs_bshift - 9), blocks - lbn - 1))
+    }
+
+    fn alloc(&self, offset: u64, len: u64) -> genpager::Result {
+        let capacity = self.device.bytes.lock().unwrap().len() as u64;
+        if offset + len > capacity {
+            return Err(Error::NoSpace);
+        }
+        Ok(())
+    }
+}
+
+impl Vnode for File {
+    type Cache = DefaultCache;
+    type Map = File;
+    type Dev = Device;
+
+    fn object(&self) -> &VmObject<DefaultCache> {
+        &self.object
+    }
+
+    fn block_map(&self) -> &File {
+        self
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn fs_bshift(&self) -> u32 {
+        self.fs_bshift
+    }
+
+    fn trans_begin(&self, wait: bool) -> genpager::Result {
+        if let Some(transaction) = &self.transaction {
+            assert!(wait, "only the page daemon asks not to wait");
+            transaction.begin();
+        }
+        Ok(())
+    }
+
+    fn trans_end(&self) {
+        if let Some(transaction) = &self.transaction {
+            transaction.end();
+        }
+    }
+}
+
+/// A running model: the file, the device thread, and the bytes the file should hold.
+struct Rig {
+    file: Arc<File>,
+    device: Option<thread::JoinHandle<()>>,
+}
+
+/// Options of a rig.
+struct Setup {
+    fs_bshift: u32,
+    /// The file's size and initial bytes (on the disk).
+    data: Vec<u8>,
+    /// Disk capacity in bytes (whole blocks; at least the file).
+    capacity: usize,
+    transaction: bool,
+}
+
+impl Setup {
+    fn new(fs_bshift: u32, data: Vec<u8>) -> Self {
+        let block = 1usize << fs_bshift;
+        let capacity = data.len().div_ceil(block).max(1) * block;
+        Self {
+            fs_bshift,
+            data,
+            capacity,
+            transaction: false,
+        }
+    }
+
+    fn start(self) -> Rig {
+        let mut bytes = self.data.clone();
+        bytes.resize(self.capacity, 0);
+        let file = Arc::new(File {
+            object: VmObject::new(DefaultCache::new(), self.data.len() as u64),
+            device: Device::new(bytes),
+            fs_bshift: self.fs_bshift,
+            transaction: self.transaction.then(Transaction::default),
+        });
+        let device = {
+            let file = file.clone();
+            thread::spawn(move || file.device.run())
+        };
+        Rig {
+            file,
+            device: Some(device),
+        }
+    }
+}
+
+impl Rig {
+    /// Flushes everything synchronously, stops the device once idle, and checks the
+    /// final state: invariants of every resident page, and the disk against `model`.
+    fn finish(mut self, model: &[u8]) -> Arc<File> {
+        putpages(&self.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
+            .expect("the final flush reports no error");
+        self.stop();
+        check_invariants(&self.file);
+        check_cache(&self.file, model);
+        assert!(disk_bytes(&self.file) == model, "the disk does not hold the model");
+        self.file.clone()
+    }
+
+    /// Stops the device thread after it has completed everything queued.
+    fn stop(&mut self) {
+        self.file.device.close();
+        if let Some(device) = self.device.take() {
+            device.join().unwrap();
+        }
+    }
+}
+
+/// The file's bytes on the disk, up to its size.
+fn disk_bytes(file: &File) -> Vec<u8> {
+    let size = file.object.size() as usize;
+    file.device.bytes.lock().unwrap()[..size].to_vec()
+}
+
+/// Position-dependent, never-zero bytes.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) | 1)
+        .collect()
+}
+
+/// With the device idle: no page busy, wanted, released, paged out or never read; no
+/// page wholly past EOF; tags agree with page states; nothing in flight or latched.
+fn check_invariants(file: &File) {
+    let state = file.object().read();
+    let cache = state.cache();
+    let eof = state.size().div_ceil(P) * P;
+    assert_eq!(state.writes_in_flight(), 0, "no write in flight");
+    assert_eq!(state.pending_write_error(), None, "no error swallowed or left latched");
+    for page in cache.range(0..u64::MAX) {
+        let at = page.offset();
+        assert!(
+            !page.flags.intersects(
+                PageFlags::BUSY
+                    | PageFlags::WANTED
+                    | PageFlags::RELEASED
+                    | PageFlags::PAGEOUT
+                    | PageFlags::FAKE
+            ),
+            "page {at:#x} left {:?}",
+            page.flags
+        );
+        assert!(at < eof, "page {at:#x} resident past EOF {eof:#x}");
+        assert!(!page.in_writeback(), "page {at:#x} still in writeback");
+        let tagged = cache.next_tagged(Tag::Dirty, at) == Some(at);
+        assert_eq!(
+            tagged,
+            page.dirty() != DirtyStatus::Clean,
+            "dirty tag of page {at:#x} disagrees with {:?}",
+            page.dirty()
+        );
+    }
+    assert!(!cache.any_tagged(Tag::Writeback), "a writeback tag outlived its write");
+    if let Some(at) = cache.next_tagged(Tag::Dirty, 0) {
+        assert!(cache.lookup(at).is_some(), "dirty tag on a page that is gone");
+    }
+}
+
+/// Every resident page holds the model's bytes, and zeroes past EOF.
+fn check_cache(file: &File, model: &[u8]) {
+    let state = file.object().read();
+    for page in state.cache().range(0..u64::MAX) {
+        let at = page.offset() as usize;
+        // SAFETY: the page is resident and not busy (checked by `check_invariants`),
+        // and this thread holds the object lock, so nothing writes its bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(page.frame().as_ptr(), PAGE_SIZE) };
+        let valid = model.len().saturating_sub(at).min(PAGE_SIZE);
+        assert!(bytes[..valid] == model[at..at + valid], "page {at:#x} does not hold the model");
+        assert!(bytes[valid..].iter().all(|&b| b == 0), "page {at:#x} is zero past EOF");
+    }
+}
+
+/// Runs `f` under loom with the preemption bound of the environment, or 2.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(2);
+    }
+    builder.max_branches = builder.max_branches.max(100_000);
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    builder.check(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f()
+    });
+    eprintln!("explored {} executions", runs.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+fn read_busy(file: &Arc<File>, offset: u64, count: usize) -> genpager::Result<Vec<Vec<u8>>> {
+    let fetched = getpages(
+        file,
+        offset,
+        count,
+        0,
+        Access::Read,
+        Advice::Normal,
+        GetFlags::SYNCIO,
+    )?;
+    let pages = fetched.into_busy().expect("a synchronous fault returns busy pages");
+    Ok((0..pages.len()).map(|i| pages.bytes(i).to_vec()).collect())
+}
+
+/// Spawns a loom thread running `f` on a clone of the rig's file.
+fn spawn<T: Send + 'static>(
+    rig: &Rig,
+    f: impl FnOnce(Arc<File>) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let file = rig.file.clone();
+    thread::spawn(move || f(file))
+}
+
+// ---- L1: read fault vs truncate ------------------------------------------------
+
+/// A synchronous read fault computes its range from the size, drops the object lock
+/// for the node lock, and must start over when a truncate shrank the file meanwhile
+/// (G5): no page past the new EOF may be left resident and valid, and the tail of the
+/// last page reads as zero.
+#[test]
+fn l1_read_fault_racing_truncate_starts_over_and_leaves_nothing_past_eof() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 1);
+        let rig = Setup::new(12, data.clone()).start();
+        let truncate = spawn(&rig, |file| setsize(&file, 100));
+        let pages = read_busy(&rig.file, 0, 2).expect("page 0 stays inside the file");
+        truncate.join().unwrap().expect("setsize");
+        let mut shrunk = data[..100].to_vec();
+        shrunk.resize(PAGE_SIZE, 0);
+        match pages.len() {
+            // Faulted before the truncate: both pages as they were.
+            2 => assert!(pages.concat() == data),
+            // After it: the page holds the new EOF, zero beyond it.
+            1 => assert!(pages[0] == data[..PAGE_SIZE] || pages[0] == shrunk),
+            n => panic!("{n} pages"),
+        }
+        rig.finish(&data[..100]);
+    });
+}
+
+// ---- L2: overlapping faults on a block larger than a page ----------------------
+
+/// Two faults on different pages of one 8 KiB block both widen to the whole block.
+/// Each must release what it holds and re-collect from the lowest offset (G9), so
+/// neither deadlocks against the other, and the block is read exactly once.
+#[test]
+fn l2_overlapping_faults_on_a_large_block_take_pages_in_order_and_read_once() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 2);
+        let rig = Setup::new(13, data.clone()).start();
+        let low = spawn(&rig, |file| read_busy(&file, 0, 1));
+        let high = read_busy(&rig.file, P, 1).expect("high fault");
+        assert!(high == [data[PAGE_SIZE..].to_vec()], "high page data");
+        let low = low.join().unwrap().expect("low fault");
+        assert!(low == [data[..PAGE_SIZE].to_vec()], "low page data");
+        let file = rig.finish(&data);
+        assert_eq!(file.device.requests(Direction::Read), 1, "one read of the block");
+        assert_eq!(file.device.max_sector_reads(), 1, "no sector read twice");
+    });
+}
+
+// ---- L3: fault vs putpages(FREE) -----------------------------------------------
+
+/// A flush that writes and frees pages while a fault holds (or waits for) them: the
+/// flush must leave busy pages alone (they are the fault's), the fault must see the
+/// newest data whether it comes from the cache or back from the disk, and nothing
+/// written may be lost.
+#[test]
+fn l3_fault_racing_putpages_free_sees_the_data_and_frees_only_idle_pages() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 3);
+        let rig = Setup::new(12, data.clone()).start();
+        let newer = pattern(2 * PAGE_SIZE, 33);
+        write(&rig.file, 0, &newer).expect("dirty both pages");
+        let free = spawn(&rig, |file| {
+            putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO)
+        });
+        let pages = read_busy(&rig.file, 0, 2).expect("fault");
+        assert!(pages.concat() == newer, "the fault does not see the newest bytes");
+        free.join().unwrap().expect("flush and free");
+        rig.finish(&newer);
+    });
+}
+
+// ---- L4: SYNCIO waits for another thread's writeback ---------------------------
+
+/// A synchronous flush that finds a page in writeback under someone else's
+/// asynchronous write must wait for it (P15: the WRITEBACK tag keeps it from quick
+/// exit, the in-flight count is waited for): when it returns, the data is on disk.
+#[test]
+fn l4_syncio_flush_waits_for_another_threads_async_writeback() {
+    model(|| {
+        let data = pattern(PAGE_SIZE, 4);
+        let rig = Setup::new(12, data).start();
+        let newer = pattern(PAGE_SIZE, 44);
+        write(&rig.file, 0, &newer).expect("dirty the page");
+        let lazy = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+        putpages(&rig.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO).expect("fsync");
+        assert!(disk_bytes(&rig.file) == newer, "fsync returned before the data was on disk");
+        lazy.join().unwrap().expect("async flush");
+        rig.finish(&newer);
+    });
+}
+
+// ---- L5: re-dirtied through a mapping while its write is in flight -------------
+
+/// A page mapped writable is flushed asynchronously while another thread stores into
+/// it through the mapping (or, when the store faults because the page is busy or
+/// write-protected, through a write fault). Whatever the order, the store is never
+/// lost: once the write has settled, the page is either clean with the store on the
+/// disk, or still dirty.
+#[test]
+fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
+    model(|| {
+        let data = pattern(PAGE_SIZE, 5);
+        let rig = Setup::new(12, data).start();
+        let older = pattern(PAGE_SIZE, 55);
+        write(&rig.file, 0, &older).expect("dirty the page");
+        rig.file.object().lock().cache_mut().map(0, MapState::Writable);
+        let flush = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+
+        let store = b"late";
+        let stored = rig.file.object().lock().cache_mut().write_through_mapping(0, 10, store);
+        if stored.is_err() {
+            // The store faulted: a write fault, then the store, as the kernel retries it.
+            let fetched = getpages(&rig.file, 0, 1, 0, Access::Write, Advice::Normal, GetFlags::SYNCIO);
+            let mut pages = fetched.expect("write fault").into_busy().expect("busy page");
+            pages.bytes_mut(0)[10..14].copy_from_slice(store);
+        }
+        flush.join().unwrap().expect("async flush");
+        let mut model_bytes = older.clone();
+        model_bytes[10..14].copy_from_slice(store);
+
+        // Once the write has settled (the page idle and out of writeback), the store
+        // is on the disk or the page is still dirty.
+        let settled = {
+            let state = rig.file.object().read();
+            let page = state.cache().lookup(0).expect("the page stays resident");
+            let idle = !page.is_busy() && !page.in_writeback();
+            let dirty = page.dirty() == DirtyStatus::Dirty
+                || (page.dirty() == DirtyStatus::Unknown && state.cache().is_modified(0));
+            idle.then_some((dirty, page.dirty()))
+        };
+        if let Some((dirty, status)) = settled {
+            let on_disk = disk_bytes(&rig.file) == model_bytes;
+            assert!(on_disk || dirty, "the store is neither on disk nor dirty: lost ({status:?})");
+        }
+        rig.finish(&model_bytes);
+    });
+}
+
+// ---- L6: putpages drops the object lock for its transaction --------------------
+
+/// A cleaning flush must enter the mount transaction without the object lock (lock
+/// order: transaction before object lock) and look again after re-taking it, while
+/// another thread, inside its own transactions, dirties one page by a write fault and
+/// flushes and frees the other.
+#[test]
+fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 6);
+        let mut setup = Setup::new(12, data);
+        setup.transaction = true;
+        let rig = setup.start();
+        let older = pattern(2 * PAGE_SIZE, 66);
+        write(&rig.file, 0, &older).expect("dirty both pages");
+        let flush = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO));
+
+        let fetched = getpages(&rig.file, P, 1, 0, Access::Write, Advice::Normal, GetFlags::SYNCIO);
+        let mut pages = fetched.expect("write fault").into_busy().expect("busy page");
+        pages.bytes_mut(0)[..4].copy_from_slice(b"new!");
+        drop(pages);
+        putpages(&rig.file, 0, P, PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO)
+            .expect("flush and free page 0");
+        flush.join().unwrap().expect("flush");
+
+        let mut model_bytes = older.clone();
+        model_bytes[PAGE_SIZE..PAGE_SIZE + 4].copy_from_slice(b"new!");
+        assert!(disk_bytes(&rig.file)[..PAGE_SIZE] == older[..PAGE_SIZE], "page 0 was not written");
+        rig.finish(&model_bytes);
+    });
+}
+
+// ---- L7: async completion vs a sleeper on a WANTED page ------------------------
+
+/// Read-ahead leaves a page busy until its completion runs on the device thread; a
+/// synchronous fault of the same page marks it WANTED and sleeps. The completion must
+/// wake it (no lost wakeup), the sleeper must see the data, and the page is read once.
+#[test]
+fn l7_async_completion_wakes_a_thread_sleeping_on_a_wanted_page() {
+    model(|| {
+        let data = pattern(PAGE_SIZE, 7);
+        let rig = Setup::new(12, data.clone()).start();
+        let ahead = spawn(&rig, |file| {
+            match getpages(&file, 0, 1, 0, Access::Read, Advice::Normal, GetFlags::empty()) {
+                Ok(Fetched::Started) | Err(Error::Busy) => {}
+                Ok(_) => panic!("read-ahead returned pages"),
+                Err(err) => panic!("read-ahead failed: {err}"),
+            }
+        });
+        let pages = read_busy(&rig.file, 0, 1).expect("fault");
+        assert!(pages == [data.clone()], "the sleeper sees the data");
+        ahead.join().unwrap();
+        let file = rig.finish(&data);
+        assert_eq!(file.device.max_sector_reads(), 1, "no sector read twice");
+    });
+}
+
+// ---- L8: directio vs a cached dirty page ---------------------------------------
+
+/// Sector-aligned memory for a direct transfer.
+#[repr(C, align(4096))]
+struct Aligned([u8; PAGE_SIZE]);
+
+/// A direct write over a page that is cached dirty while the syncer starts writing it
+/// back asynchronously. The direct write flushes and invalidates the cached page first
+/// (D6), which must include waiting for the syncer's write in flight: otherwise the
+/// stale page lands on the disk after the direct write, or stays cached over it.
+#[test]
+fn l8_directio_write_over_a_dirty_page_in_writeback_is_not_overwritten() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    model(|| {
+        let data = pattern(PAGE_SIZE, 8);
+        let rig = Setup::new(12, data).start();
+        write(&rig.file, 0, &pattern(PAGE_SIZE, 88)).expect("dirty the page");
+        let syncer = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+
+        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 188).try_into().unwrap()));
+        let iov = vec![IoVec::readonly(&direct.0)];
+        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
+        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
+        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
+        assert!(disk_bytes(&rig.file) == direct.0, "the direct write is on the disk");
+        syncer.join().unwrap().expect("syncer");
+        rig.finish(&direct.0);
+    });
+}
+
+// ---- L9: the locked fast path vs truncate --------------------------------------
+
+/// The fast path never sleeps, so it cannot wait for a truncate; it must back off
+/// (EBUSY) while one holds the node lock (G1). Otherwise it could hand out the new
+/// last page after the size shrank but before its tail was zeroed: bytes past EOF
+/// would show through a mapping.
+#[test]
+fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 9);
+        let rig = Setup::new(12, data.clone()).start();
+        read_busy(&rig.file, 0, 2).expect("make both pages resident");
+        let truncate = spawn(&rig, |file| setsize(&file, 100));
+        match getpages(&rig.file, 0, 2, 0, Access::Read, Advice::Normal, GetFlags::LOCKED) {
+            Ok(Fetched::Resident(pages)) => {
+                // The size cannot be read under the handle (loom's RwLock is not
+                // recursive), but the handle shows it: the fast path only looks below
+                // the memory EOF, and page 1 is resident and idle for as long as the
+                // size is 8 KiB (setsize shrinks the size before it frees page 1).
+                let size = if pages.bytes(1).is_some() { 2 * PAGE_SIZE } else { 100 };
+                let bytes = pages.bytes(0).expect("the center page");
+                let valid = size.min(PAGE_SIZE);
+                assert!(bytes[..valid] == data[..valid], "fast path data");
+                assert!(
+                    bytes[valid..].iter().all(|&b| b == 0),
+                    "the fast path handed out stale bytes past EOF {size}"
+                );
+            }
+            Ok(_) => panic!("the fast path returns resident pages"),
+            Err(Error::Busy) => {}
+            Err(err) => panic!("fast path: {err}"),
+        }
+        truncate.join().unwrap().expect("setsize");
+        rig.finish(&data[..100]);
+    });
+}
