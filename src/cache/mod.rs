@@ -1,11 +1,15 @@
 //! The default [`PageCache`]: what a host uses until it has a page allocator of its
 //! own.
 //!
-//! Resident pages live in a slab indexed by a `BTreeMap` from offset to slot, so a
-//! run of consecutive pages costs one descent and a walk. The DIRTY and WRITEBACK tags
-//! are ordered sets of offsets: "any tagged?" is `is_empty` (O(1)) and "next tagged at
-//! or after x" is one range query (O(log n)), so dirty-only scans never touch clean
-//! pages. The page queues are doubly linked lists threaded through the slab by slot
+//! Resident pages live in a slab indexed by a 64-way radix tree from page index to
+//! slot (`radix.rs`): a lookup is one step per level. The DIRTY and WRITEBACK tags
+//! are bitmaps in the tree's nodes: "any tagged?" reads the root (O(1)) and "next
+//! tagged at or after x" descends only into tagged subtrees (O(height)), so dirty-only
+//! scans never touch clean pages.
+//!
+//! Freed frames are kept for reuse, as a kernel keeps free pages on a list instead of
+//! handing them back: a cache never holds more frames than at its peak, and
+//! [`DefaultCache::trim_spare_frames`] returns the spare ones to the allocator. The page queues are doubly linked lists threaded through the slab by slot
 //! index: O(1) to move a page, and no `unsafe` — an intrusive list of heap nodes would
 //! need raw-pointer removal proofs for the same result, which is why this cache does
 //! not use `intrusive-collections` for them.
@@ -16,20 +20,30 @@
 //! mapping would.
 
 mod frame;
+mod radix;
 
-use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::ops::Range;
 
 use frame::Frame;
+use radix::Radix;
 
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
-use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::page::{DirtyStatus, PAGE_SHIFT, PAGE_SIZE, Page, PageQueue, Tag};
 
 const NIL: u32 = u32::MAX;
-/// Frames kept for reuse after their pages are freed.
-const SPARE_FRAMES: usize = 64;
+
+fn tag_index(tag: Tag) -> usize {
+    match tag {
+        Tag::Dirty => 0,
+        Tag::Writeback => 1,
+    }
+}
+
+fn page_index(offset: u64) -> u64 {
+    offset >> PAGE_SHIFT
+}
 
 /// How an emulated user mapping reaches a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -65,11 +79,9 @@ impl List {
 
 /// The crate's ready-made page cache. See the module docs.
 pub struct DefaultCache {
-    index: BTreeMap<u64, u32>,
+    index: Radix,
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
-    dirty: BTreeSet<u64>,
-    writeback: BTreeSet<u64>,
     active: List,
     inactive: List,
     spare: Vec<Frame>,
@@ -92,11 +104,9 @@ impl DefaultCache {
     /// fails with [`Error::NoMemory`] (how tests model memory pressure).
     pub fn with_limit(limit: usize) -> Self {
         Self {
-            index: BTreeMap::new(),
+            index: Radix::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            dirty: BTreeSet::new(),
-            writeback: BTreeSet::new(),
             active: List::EMPTY,
             inactive: List::EMPTY,
             spare: Vec::new(),
@@ -107,6 +117,16 @@ impl DefaultCache {
     /// Changes the resident-page limit.
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
+    }
+
+    /// Returns the frames kept for reuse to the allocator.
+    pub fn trim_spare_frames(&mut self) {
+        self.spare = Vec::new();
+    }
+
+    /// How many freed frames are kept for reuse.
+    pub fn spare_frames(&self) -> usize {
+        self.spare.len()
     }
 
     /// Pages on `queue`, from the head (most recently queued last).
@@ -180,11 +200,11 @@ impl DefaultCache {
     }
 
     fn slot_at(&self, offset: u64) -> Option<&Slot> {
-        self.slot(*self.index.get(&offset)?)
+        self.slot(self.index.get(page_index(offset))?)
     }
 
     fn slot_at_mut(&mut self, offset: u64) -> Option<&mut Slot> {
-        let index = *self.index.get(&offset)?;
+        let index = self.index.get(page_index(offset))?;
         self.slot_mut(index)
     }
 
@@ -261,13 +281,17 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn range(&self, range: Range<u64>) -> impl Iterator<Item = &Page> {
-        self.index
-            .range(range)
-            .filter_map(|(_, &index)| self.slot(index).map(|slot| &slot.page))
+        let mut next = page_index(range.start.saturating_add(PAGE_SIZE as u64 - 1));
+        let end = page_index(range.end.saturating_add(PAGE_SIZE as u64 - 1));
+        core::iter::from_fn(move || {
+            let (index, slot) = self.index.next_present(next).filter(|&(index, _)| index < end)?;
+            next = index + 1;
+            self.slot(slot).map(|slot| &slot.page)
+        })
     }
 
     fn alloc(&mut self, offset: u64) -> Result<&mut Page> {
-        debug_assert!(!self.index.contains_key(&offset));
+        debug_assert!(self.index.get(page_index(offset)).is_none());
         if self.index.len() >= self.limit {
             return Err(Error::NoMemory);
         }
@@ -288,21 +312,23 @@ unsafe impl PageCache for DefaultCache {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(offset, index);
+        if let Err(err) = self.index.insert(page_index(offset), index) {
+            if let Some(slot) = self.slots[index as usize].take() {
+                self.spare.push(slot.frame);
+            }
+            self.free_slots.push(index);
+            return Err(err);
+        }
         let slot = self.slot_mut(index).ok_or(Error::NoMemory)?;
         Ok(&mut slot.page)
     }
 
     fn free(&mut self, offset: u64) {
-        let Some(&index) = self.index.get(&offset) else { return };
+        let Some(index) = self.index.get(page_index(offset)) else { return };
         self.unlink(index);
-        self.index.remove(&offset);
-        self.dirty.remove(&offset);
-        self.writeback.remove(&offset);
+        self.index.remove(page_index(offset));
         if let Some(slot) = self.slots[index as usize].take() {
-            if self.spare.len() < SPARE_FRAMES {
-                self.spare.push(slot.frame);
-            }
+            self.spare.push(slot.frame);
         }
         self.free_slots.push(index);
     }
@@ -310,40 +336,26 @@ unsafe impl PageCache for DefaultCache {
     fn set_dirty(&mut self, offset: u64, status: DirtyStatus) {
         let Some(slot) = self.slot_at_mut(offset) else { return };
         slot.page.set_dirty_status(status);
-        if status == DirtyStatus::Clean {
-            self.dirty.remove(&offset);
-        } else {
-            self.dirty.insert(offset);
-        }
+        self.index.set_tag(page_index(offset), tag_index(Tag::Dirty), status != DirtyStatus::Clean);
     }
 
     fn set_writeback(&mut self, offset: u64, writeback: bool) {
         let Some(slot) = self.slot_at_mut(offset) else { return };
         slot.page.set_writeback_status(writeback);
-        if writeback {
-            self.writeback.insert(offset);
-        } else {
-            self.writeback.remove(&offset);
-        }
+        self.index.set_tag(page_index(offset), tag_index(Tag::Writeback), writeback);
     }
 
     fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64> {
-        let set = match tag {
-            Tag::Dirty => &self.dirty,
-            Tag::Writeback => &self.writeback,
-        };
-        set.range(from..).next().copied()
+        let from = page_index(from.checked_add(PAGE_SIZE as u64 - 1)?);
+        self.index.next_tagged(tag_index(tag), from).map(|index| index << PAGE_SHIFT)
     }
 
     fn any_tagged(&self, tag: Tag) -> bool {
-        match tag {
-            Tag::Dirty => !self.dirty.is_empty(),
-            Tag::Writeback => !self.writeback.is_empty(),
-        }
+        self.index.any_tagged(tag_index(tag))
     }
 
     fn set_queue(&mut self, offset: u64, queue: PageQueue) {
-        let Some(&index) = self.index.get(&offset) else { return };
+        let Some(index) = self.index.get(page_index(offset)) else { return };
         self.unlink(index);
         self.push_tail(index, queue);
     }
