@@ -200,8 +200,10 @@ pub struct Ticket(u64);
 /// (under the same lock) and then calls [`WaitQueue::notify_all`]. Because the ticket
 /// predates the change, the wait returns.
 pub struct WaitQueue {
+    /// The generation, and how many threads sleep on it: a wakeup with no sleeper
+    /// costs no system call.
     #[cfg(any(loom, feature = "std"))]
-    generation: CondMutex<u64>,
+    generation: CondMutex<(u64, usize)>,
     #[cfg(any(loom, feature = "std"))]
     cond: Condvar,
     #[cfg(not(any(loom, feature = "std")))]
@@ -224,7 +226,7 @@ impl WaitQueue {
     pub fn new() -> Self {
         Self {
             #[cfg(any(loom, feature = "std"))]
-            generation: CondMutex::new(0),
+            generation: CondMutex::new((0, 0)),
             #[cfg(any(loom, feature = "std"))]
             cond: Condvar::new(),
             #[cfg(not(any(loom, feature = "std")))]
@@ -236,7 +238,7 @@ impl WaitQueue {
     pub fn ticket(&self) -> Ticket {
         #[cfg(any(loom, feature = "std"))]
         {
-            Ticket(*self.generation.lock().unwrap_or_else(|p| p.into_inner()))
+            Ticket(self.generation.lock().unwrap_or_else(|p| p.into_inner()).0)
         }
         #[cfg(not(any(loom, feature = "std")))]
         {
@@ -249,12 +251,14 @@ impl WaitQueue {
         #[cfg(any(loom, feature = "std"))]
         {
             let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-            while *generation == ticket.0 {
+            generation.1 += 1;
+            while generation.0 == ticket.0 {
                 generation = self
                     .cond
                     .wait(generation)
                     .unwrap_or_else(|p| p.into_inner());
             }
+            generation.1 -= 1;
         }
         #[cfg(not(any(loom, feature = "std")))]
         while self.generation.load(Ordering::Acquire) == ticket.0 {
@@ -269,8 +273,11 @@ impl WaitQueue {
     pub fn notify_all(&self) {
         #[cfg(any(loom, feature = "std"))]
         {
-            *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-            self.cond.notify_all();
+            let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+            generation.0 += 1;
+            if generation.1 > 0 {
+                self.cond.notify_all();
+            }
         }
         #[cfg(not(any(loom, feature = "std")))]
         {

@@ -16,7 +16,7 @@ use crate::object::VmObject;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// The longest run [`MemFile`]'s `bmap` reports.
-const MAX_RUN: u64 = 1024;
+const MAX_RUN: u64 = 256;
 
 /// How [`MemFs`] places the blocks of a new file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -775,7 +775,7 @@ mod tests {
         let fs = MemFs::new(MemDisk::new(4096), 9, Layout::Contiguous);
         let file = fs.create(&pattern(2000 * 512)).unwrap();
         assert_eq!(file.bmap(0).unwrap().run, MAX_RUN);
-        assert_eq!(file.bmap(1000).unwrap().run, 999);
+        assert_eq!(file.bmap(1800).unwrap().run, 199);
         let sparse = fs
             .create_sparse(1500 * 512, &[], &(0..1500).collect::<Vec<_>>())
             .unwrap();
