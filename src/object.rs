@@ -358,12 +358,21 @@ impl<C: PageCache> ObjectState<C> {
 
     /// Unbusies a page that now holds valid data and puts it on a page queue.
     pub(crate) fn settle(&mut self, offset: u64) -> bool {
-        if let Some(page) = self.cache.lookup_mut(offset) {
-            if !page.flags.contains(PageFlags::RELEASED) && page.queue() == PageQueue::None {
-                self.cache.set_queue(offset, PageQueue::Active);
-            }
+        let Some(page) = self.cache.lookup_mut(offset) else {
+            debug_assert!(false, "settle of a page that is not resident");
+            return false;
+        };
+        debug_assert!(page.is_busy());
+        let wanted = page.flags.contains(PageFlags::WANTED);
+        if page.flags.contains(PageFlags::RELEASED) {
+            self.cache.free(offset);
+            return wanted;
         }
-        self.unbusy(offset)
+        page.flags.remove(PageFlags::BUSY | PageFlags::WANTED);
+        if page.queue() == PageQueue::None {
+            self.cache.set_queue(offset, PageQueue::Active);
+        }
+        wanted
     }
 
     /// Sets a page's dirty status, going through the cache so tags follow.
