@@ -352,6 +352,7 @@ impl Nest {
     }
 
     /// How many requests were built so far.
+    #[cfg(test)]
     pub(crate) fn submitted(&self) -> usize {
         self.submitted
     }

@@ -498,7 +498,6 @@ impl<'a, V: Vnode> Flush<'a, V> {
         } else {
             PageFlags::RELEASED
         };
-        let mut clean_all = true;
         let mut end = ScanEnd::default();
         let mut next = self.start;
         let mut streak = 0;
@@ -556,12 +555,9 @@ impl<'a, V: Vnode> Flush<'a, V> {
             if flags.contains(PutFlags::FREE) {
                 state.cache_mut().protect(offset, Protection::None);
                 protected = true;
-            } else if flags.contains(PutFlags::CLEANIT) {
-                if wired {
-                    clean_all = false;
-                } else {
-                    protected = protect_for_cleaning(&mut state, offset);
-                }
+            } else if flags.contains(PutFlags::CLEANIT) && !wired {
+                // A wired page stays mapped writable: it can only become "unknown".
+                protected = protect_for_cleaning(&mut state, offset);
             }
             let needs_clean =
                 flags.contains(PutFlags::CLEANIT) && check_dirty(&mut state, offset, protected);

@@ -217,6 +217,7 @@ impl Radix {
     }
 
     /// Whether the value at `index` carries `tag`.
+    #[cfg(test)]
     pub(crate) fn has_tag(&self, index: u64, tag: usize) -> bool {
         self.path(index)
             .is_some_and(|(path, depth)| self.nodes[path[depth - 1] as usize].tags[tag] & (1 << slot_of(index, 0)) != 0)
