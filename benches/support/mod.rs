@@ -54,19 +54,17 @@ impl SegmentedCopy {
         Self { src, dst }
     }
 
-    /// Best of `rounds` timings of one full copy.
+    /// Median of `rounds` timings of one full copy (the same statistic the benches
+    /// use for genpager, so the ratio compares like with like).
     pub fn time(&mut self, rounds: usize) -> Duration {
-        (0..rounds)
-            .map(|_| {
-                let start = Instant::now();
-                for (chunk, dst) in self.src.chunks_exact(4096).zip(self.dst.iter_mut()) {
-                    dst.copy_from_slice(chunk);
-                }
-                black_box(&self.dst);
-                start.elapsed()
-            })
-            .min()
-            .unwrap()
+        median(rounds, || {
+            let start = Instant::now();
+            for (chunk, dst) in self.src.chunks_exact(4096).zip(self.dst.iter_mut()) {
+                dst.copy_from_slice(chunk);
+            }
+            black_box(&self.dst);
+            start.elapsed()
+        })
     }
 }
 
