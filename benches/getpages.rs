@@ -32,17 +32,33 @@ fn cold_read(file: &Arc<MemFile>) -> Duration {
     putpages(file, 0, 0, PutFlags::FREE | PutFlags::SYNCIO).unwrap();
     let start = Instant::now();
     for offset in (0..FILE).step_by(BATCH * PAGE_SIZE) {
-        let pages = getpages(file, offset as u64, BATCH, 0, Access::Read, Advice::Sequential, GetFlags::SYNCIO)
-            .unwrap()
-            .into_busy()
-            .unwrap();
+        let pages = getpages(
+            file,
+            offset as u64,
+            BATCH,
+            0,
+            Access::Read,
+            Advice::Sequential,
+            GetFlags::SYNCIO,
+        )
+        .unwrap()
+        .into_busy()
+        .unwrap();
         black_box(pages.bytes(BATCH - 1)[0]);
     }
     start.elapsed()
 }
 
 fn cached_hit(file: &Arc<MemFile>, offset: u64) {
-    match getpages(file, offset, BATCH, 0, Access::Read, Advice::Normal, GetFlags::LOCKED) {
+    match getpages(
+        file,
+        offset,
+        BATCH,
+        0,
+        Access::Read,
+        Advice::Normal,
+        GetFlags::LOCKED,
+    ) {
         Ok(Fetched::Resident(pages)) => {
             black_box(pages.bytes(0));
         }
@@ -55,7 +71,9 @@ fn bench(c: &mut Criterion) {
 
     // Cold sequential read against the physical limit.
     let mut group = c.benchmark_group("getpages");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Bytes(FILE as u64));
     group.bench_function("cold_sequential_read_64MiB", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| cold_read(&big)).sum())
@@ -90,7 +108,9 @@ fn bench(c: &mut Criterion) {
     }
     let per_page = start.elapsed().as_nanos() as f64 / (calls * BATCH as u64) as f64;
     let allocs = (allocations() - before) as f64 / calls as f64;
-    println!("cached hit: {per_page:.1} ns per page (target <= 40), {allocs} heap allocations per call (target 0)");
+    println!(
+        "cached hit: {per_page:.1} ns per page (target <= 40), {allocs} heap allocations per call (target 0)"
+    );
 
     // Two threads on disjoint cached halves vs one.
     let run = |threads: usize, calls: u64| -> Duration {
@@ -101,7 +121,10 @@ fn bench(c: &mut Criterion) {
                 scope.spawn(move || {
                     let base = (t * FILE / 2) as u64;
                     for i in 0..calls {
-                        cached_hit(file, base + (i * (BATCH * PAGE_SIZE) as u64) % (FILE / 2) as u64);
+                        cached_hit(
+                            file,
+                            base + (i * (BATCH * PAGE_SIZE) as u64) % (FILE / 2) as u64,
+                        );
                     }
                 });
             }

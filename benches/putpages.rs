@@ -15,8 +15,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genpager::cache::DefaultCache;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    BlockMap, DirtyStatus, Mapping, PAGE_SIZE, PageCache, PageFlags, PageQueue, PutFlags, Result, VmObject, Vnode,
-    putpages, write,
+    BlockMap, DirtyStatus, Mapping, PAGE_SIZE, PageCache, PageFlags, PageQueue, PutFlags, Result,
+    VmObject, Vnode, putpages, write,
 };
 use support::{SegmentedCopy, median};
 
@@ -105,7 +105,9 @@ fn bench(c: &mut Criterion) {
     let (disk, file) = dirty_file();
     let data: Vec<u8> = (0..FILE).map(|i| (i * 13) as u8).collect();
     let mut group = c.benchmark_group("putpages");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Bytes(FILE as u64));
     group.bench_function("writeback_64MiB", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| writeback(&file, &data)).sum())
@@ -114,7 +116,11 @@ fn bench(c: &mut Criterion) {
     let through = median(5, || writeback(&file, &data));
     let requests = disk.stats().requests / 5;
     let limit = SegmentedCopy::new(FILE).time(5);
-    assert_eq!(requests, (FILE / file.max_transfer()) as u64, "one request per max transfer");
+    assert_eq!(
+        requests,
+        (FILE / file.max_transfer()) as u64,
+        "one request per max transfer"
+    );
     assert!(file.disk_contents() == data);
     println!(
         "writeback 64 MiB: {:.2} GB/s, efficiency vs segmented memcpy {:.2} (target >= 0.8), {} requests",

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use genpager::testing::{Direction, Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode, getpages,
-    putpages, read, write,
+    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode,
+    getpages, putpages, read, write,
 };
 
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
@@ -21,7 +21,10 @@ fn summary(what: &str, log: &[LoggedRequest]) {
     for request in log {
         *sizes.entry(request.len / 1024).or_default() += 1;
     }
-    let sizes: Vec<String> = sizes.iter().map(|(kib, n)| format!("{n} x {kib} KiB")).collect();
+    let sizes: Vec<String> = sizes
+        .iter()
+        .map(|(kib, n)| format!("{n} x {kib} KiB"))
+        .collect();
     println!(
         "  {what}: {} device requests, {} KiB, {:.1} pages per request ({})",
         log.len(),
@@ -58,22 +61,40 @@ fn main() -> Result<(), Error> {
     let new: Vec<u8> = (0..1 << 20).map(|i: usize| (i % 7) as u8).collect();
     write(&file, 512 * 1024, &new)?;
     putpages(&file, 0, 0, FLUSH)?;
-    let writes: Vec<LoggedRequest> = disk.log().into_iter().filter(|r| r.direction == Direction::Write).collect();
+    let writes: Vec<LoggedRequest> = disk
+        .log()
+        .into_iter()
+        .filter(|r| r.direction == Direction::Write)
+        .collect();
     summary("writeback", &writes);
     let mut expect = data.clone();
     expect[512 * 1024..512 * 1024 + new.len()].copy_from_slice(&new);
-    assert!(file.disk_contents() == expect, "the disk holds the new bytes");
+    assert!(
+        file.disk_contents() == expect,
+        "the disk holds the new bytes"
+    );
     disk.clear_log();
 
     println!("3. A hole: read faults map it read-only, a write fault allocates it");
     let sparse_data = vec![7u8; 4 * PAGE_SIZE];
     let sparse = fs.create_sparse(sparse_data.len() as u64, &sparse_data, &[2])?;
-    let pages = getpages(&sparse, 0, 4, 0, Access::Read, Advice::Normal, GetFlags::SYNCIO)?
-        .into_busy()
-        .expect("sync faults return busy pages");
+    let pages = getpages(
+        &sparse,
+        0,
+        4,
+        0,
+        Access::Read,
+        Advice::Normal,
+        GetFlags::SYNCIO,
+    )?
+    .into_busy()
+    .expect("sync faults return busy pages");
     assert!(pages.bytes(2).iter().all(|&b| b == 0));
     drop(pages);
-    println!("  after a read fault, page 2: {}", page_state(&sparse, 2 * PAGE_SIZE as u64));
+    println!(
+        "  after a read fault, page 2: {}",
+        page_state(&sparse, 2 * PAGE_SIZE as u64)
+    );
     summary("read around the hole", &disk.log());
     write(&sparse, 2 * PAGE_SIZE as u64 + 100, b"filled")?;
     println!(
@@ -88,13 +109,26 @@ fn main() -> Result<(), Error> {
     write(&file, 0, b"precious")?;
     disk.fail_nth(1, Error::Io);
     let first = putpages(&file, 0, 0, FLUSH);
-    println!("  flush with a failing device: {first:?}; page 0 is still {}", page_state(&file, 0));
+    println!(
+        "  flush with a failing device: {first:?}; page 0 is still {}",
+        page_state(&file, 0)
+    );
     assert!(first.is_err());
     let dirty = file.object().read().cache().lookup(0).map(|p| p.dirty());
     assert_eq!(dirty, Some(DirtyStatus::Dirty));
     putpages(&file, 0, 0, FLUSH)?;
-    println!("  next flush: Ok, the disk has it: {}", &file.disk_contents()[..8] == b"precious");
-    assert!(!file.object().read().cache().lookup(0).is_some_and(|p| p.flags.contains(PageFlags::BUSY)));
+    println!(
+        "  next flush: Ok, the disk has it: {}",
+        &file.disk_contents()[..8] == b"precious"
+    );
+    assert!(
+        !file
+            .object()
+            .read()
+            .cache()
+            .lookup(0)
+            .is_some_and(|p| p.flags.contains(PageFlags::BUSY))
+    );
 
     let stats = disk.stats();
     println!(

@@ -53,7 +53,10 @@ impl Geometry {
         if !(9..=20).contains(&fs_bshift) || dev_bshift > fs_bshift {
             return Err(Error::Invalid);
         }
-        Ok(Self { fs_bshift, dev_bshift })
+        Ok(Self {
+            fs_bshift,
+            dev_bshift,
+        })
     }
 
     /// The filesystem block size in bytes.
@@ -90,7 +93,11 @@ pub fn extent_at<M: BlockMap + ?Sized>(
         }
         None => None,
     };
-    log::trace!("bmap lbn {lbn:#x} -> {:?} run {} ({offset:#x}+{len:#x})", mapping.block, mapping.run);
+    log::trace!(
+        "bmap lbn {lbn:#x} -> {:?} run {} ({offset:#x}+{len:#x})",
+        mapping.block,
+        mapping.run
+    );
     Ok(Extent { offset, len, block })
 }
 
@@ -118,8 +125,18 @@ pub struct Extents<'a, M: ?Sized> {
 /// assert!(runs[1].is_hole());
 /// assert_eq!(runs[2].block, Some(16));
 /// ```
-pub fn extents<M: BlockMap + ?Sized>(map: &M, geometry: Geometry, start: u64, end: u64) -> Extents<'_, M> {
-    Extents { map, geometry, at: start, end }
+pub fn extents<M: BlockMap + ?Sized>(
+    map: &M,
+    geometry: Geometry,
+    start: u64,
+    end: u64,
+) -> Extents<'_, M> {
+    Extents {
+        map,
+        geometry,
+        at: start,
+        end,
+    }
 }
 
 impl<M: BlockMap + ?Sized> Iterator for Extents<'_, M> {
@@ -141,7 +158,12 @@ impl<M: BlockMap + ?Sized> Iterator for Extents<'_, M> {
 /// Whether every byte of `start..end` has backing blocks (no hole), walking the map
 /// once per run. Writes that must not meet a hole (an overwrite that reads nothing,
 /// direct I/O) ask this first.
-pub fn is_allocated<M: BlockMap + ?Sized>(map: &M, geometry: Geometry, start: u64, end: u64) -> Result<bool> {
+pub fn is_allocated<M: BlockMap + ?Sized>(
+    map: &M,
+    geometry: Geometry,
+    start: u64,
+    end: u64,
+) -> Result<bool> {
     for extent in extents(map, geometry, start, end) {
         if extent?.is_hole() {
             return Ok(false);
@@ -179,7 +201,10 @@ mod tests {
                 run += 1;
                 next += 1;
             }
-            Ok(Mapping { block: *blocks, run })
+            Ok(Mapping {
+                block: *blocks,
+                run,
+            })
         }
     }
 
@@ -191,13 +216,22 @@ mod tests {
     fn contiguous_file_is_one_extent() {
         let table = Table((0..16).map(|i| Some(100 + i * 8)).collect(), 8);
         let runs = walk(&table, 12, 0, 16 * 4096).unwrap();
-        assert_eq!(runs, [Extent { offset: 0, len: 16 * 4096, block: Some(100) }]);
+        assert_eq!(
+            runs,
+            [Extent {
+                offset: 0,
+                len: 16 * 4096,
+                block: Some(100)
+            }]
+        );
     }
 
     #[test]
     fn fragmented_file_gives_one_extent_per_fragment() {
         // Runs of two 4 KiB blocks, placed far apart and in reverse order.
-        let blocks = (0..8u64).map(|i| Some(1000 - (i / 2) * 100 + (i % 2) * 8)).collect();
+        let blocks = (0..8u64)
+            .map(|i| Some(1000 - (i / 2) * 100 + (i % 2) * 8))
+            .collect();
         let runs = walk(&Table(blocks, 8), 12, 0, 8 * 4096).unwrap();
         assert_eq!(runs.len(), 4);
         assert!(runs.iter().all(|e| e.len == 8192));
@@ -211,9 +245,21 @@ mod tests {
         assert_eq!(
             runs,
             [
-                Extent { offset: 0, len: 4096, block: Some(8) },
-                Extent { offset: 4096, len: 8192, block: None },
-                Extent { offset: 12288, len: 4096, block: Some(80) },
+                Extent {
+                    offset: 0,
+                    len: 4096,
+                    block: Some(8)
+                },
+                Extent {
+                    offset: 4096,
+                    len: 8192,
+                    block: None
+                },
+                Extent {
+                    offset: 12288,
+                    len: 4096,
+                    block: Some(80)
+                },
             ]
         );
     }
@@ -221,12 +267,35 @@ mod tests {
     #[test]
     fn small_blocks_inside_one_page() {
         // 512-byte blocks: one page = 8 blocks, the 4th a hole.
-        let blocks = (0..8u64).map(|i| if i == 3 { None } else { Some(50 + i) }).collect();
+        let blocks = (0..8u64)
+            .map(|i| if i == 3 { None } else { Some(50 + i) })
+            .collect();
         let runs = walk(&Table(blocks, 1), 9, 0, 4096).unwrap();
         assert_eq!(runs.len(), 3);
-        assert_eq!(runs[0], Extent { offset: 0, len: 1536, block: Some(50) });
-        assert_eq!(runs[1], Extent { offset: 1536, len: 512, block: None });
-        assert_eq!(runs[2], Extent { offset: 2048, len: 2048, block: Some(54) });
+        assert_eq!(
+            runs[0],
+            Extent {
+                offset: 0,
+                len: 1536,
+                block: Some(50)
+            }
+        );
+        assert_eq!(
+            runs[1],
+            Extent {
+                offset: 1536,
+                len: 512,
+                block: None
+            }
+        );
+        assert_eq!(
+            runs[2],
+            Extent {
+                offset: 2048,
+                len: 2048,
+                block: Some(54)
+            }
+        );
     }
 
     #[test]
@@ -234,8 +303,22 @@ mod tests {
         // 64 KiB blocks: a walk from the second page of block 1 starts 8 sectors in.
         let table = Table(vec![Some(0), Some(128), None], 128);
         let runs = walk(&table, 16, 65536 + 4096, 3 * 65536).unwrap();
-        assert_eq!(runs[0], Extent { offset: 65536 + 4096, len: 61440, block: Some(136) });
-        assert_eq!(runs[1], Extent { offset: 131072, len: 65536, block: None });
+        assert_eq!(
+            runs[0],
+            Extent {
+                offset: 65536 + 4096,
+                len: 61440,
+                block: Some(136)
+            }
+        );
+        assert_eq!(
+            runs[1],
+            Extent {
+                offset: 131072,
+                len: 65536,
+                block: None
+            }
+        );
     }
 
     #[test]
@@ -246,7 +329,14 @@ mod tests {
         assert_eq!(first.len, 4 * 4096);
         // The caller stopped after one page; asking again resumes at the right block.
         let again = extent_at(&table, geometry, 4096, 4096 * 4).unwrap();
-        assert_eq!(again, Extent { offset: 4096, len: 3 * 4096, block: Some(8) });
+        assert_eq!(
+            again,
+            Extent {
+                offset: 4096,
+                len: 3 * 4096,
+                block: Some(8)
+            }
+        );
     }
 
     #[test]
@@ -265,7 +355,10 @@ mod tests {
         assert!(is_allocated(&table, geometry, 0, 4096).unwrap());
         assert!(!is_allocated(&table, geometry, 0, 8192).unwrap());
         assert!(is_allocated(&table, geometry, 8192, 12288).unwrap());
-        assert_eq!(is_allocated(&table, geometry, 8192, 5 * 4096), Err(Error::Io));
+        assert_eq!(
+            is_allocated(&table, geometry, 8192, 5 * 4096),
+            Err(Error::Io)
+        );
     }
 
     #[test]
@@ -273,6 +366,9 @@ mod tests {
         assert_eq!(Geometry::new(8, 9), Err(Error::Invalid));
         assert_eq!(Geometry::new(12, 13), Err(Error::Invalid));
         let table = Table(vec![Some(0)], 8);
-        assert_eq!(extent_at(&table, Geometry::new(12, 9).unwrap(), 10, 10), Err(Error::Invalid));
+        assert_eq!(
+            extent_at(&table, Geometry::new(12, 9).unwrap(), 10, 10),
+            Err(Error::Invalid)
+        );
     }
 }

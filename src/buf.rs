@@ -322,7 +322,13 @@ impl Nest {
                 done: Some(done),
             }),
         });
-        Self { master: Some(master), direction, priority, device_may_modify: false, submitted: 0 }
+        Self {
+            master: Some(master),
+            direction,
+            priority,
+            device_may_modify: false,
+            submitted: 0,
+        }
     }
 
     /// A master for `total` bytes that a thread will wait for with the returned waiter.
@@ -331,8 +337,14 @@ impl Nest {
         direction: Direction,
         priority: Priority,
     ) -> (Self, Arc<BioWait>) {
-        let wait = Arc::new(BioWait { outcome: Mutex::new(None), posted: WaitQueue::new() });
-        (Self::with_done(total, direction, priority, Done::Wake(wait.clone())), wait)
+        let wait = Arc::new(BioWait {
+            outcome: Mutex::new(None),
+            posted: WaitQueue::new(),
+        });
+        (
+            Self::with_done(total, direction, priority, Done::Wake(wait.clone())),
+            wait,
+        )
     }
 
     /// A master for `total` bytes that runs `callback` when it completes, on whichever
@@ -358,8 +370,17 @@ impl Nest {
     }
 
     /// A request for `segments` at device `block`, counted against the master.
-    pub(crate) fn request(&mut self, block: u64, file_offset: u64, segments: Vec<Segment>) -> IoRequest {
-        let master = self.master.as_ref().expect("nest used after finish").clone();
+    pub(crate) fn request(
+        &mut self,
+        block: u64,
+        file_offset: u64,
+        segments: Vec<Segment>,
+    ) -> IoRequest {
+        let master = self
+            .master
+            .as_ref()
+            .expect("nest used after finish")
+            .clone();
         master.state.lock().pending += 1;
         self.submitted += 1;
         IoRequest {
@@ -398,7 +419,9 @@ pub(crate) fn page_segments(pages: &[PageRef], offset: u64, len: usize) -> Resul
     let mut segments = Vec::new();
     let first = ((offset - base) >> crate::page::PAGE_SHIFT) as usize;
     let span = ((offset & PAGE_MASK) as usize + len).div_ceil(PAGE_SIZE);
-    segments.try_reserve_exact(span).map_err(|_| Error::NoMemory)?;
+    segments
+        .try_reserve_exact(span)
+        .map_err(|_| Error::NoMemory)?;
     let mut at = offset;
     let end = offset + len as u64;
     for page in pages.get(first..first + span).ok_or(Error::Invalid)? {
@@ -427,7 +450,10 @@ mod tests {
     use std::thread;
 
     fn segment_over(buf: &mut [u8]) -> Vec<Segment> {
-        vec![raw_segment(NonNull::new(buf.as_mut_ptr()).unwrap(), buf.len())]
+        vec![raw_segment(
+            NonNull::new(buf.as_mut_ptr()).unwrap(),
+            buf.len(),
+        )]
     }
 
     #[test]
@@ -436,10 +462,15 @@ mod tests {
         let seen = Arc::new(Mutex::new(None));
         let mut nest = {
             let (calls, seen) = (calls.clone(), seen.clone());
-            Nest::asynchronous(3 * 512 + 100, Direction::Read, Priority::TimeLimited, move |outcome| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                *seen.lock() = Some(outcome);
-            })
+            Nest::asynchronous(
+                3 * 512 + 100,
+                Direction::Read,
+                Priority::TimeLimited,
+                move |outcome| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    *seen.lock() = Some(outcome);
+                },
+            )
         };
         let mut buffers = vec![vec![0u8; 512]; 3];
         let requests: Vec<IoRequest> = buffers
@@ -449,7 +480,11 @@ mod tests {
             .collect();
         assert_eq!(nest.submitted(), 3);
         nest.finish(100, Ok(()));
-        assert_eq!(calls.load(Ordering::SeqCst), 0, "requests still outstanding");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "requests still outstanding"
+        );
         let device = thread::spawn(move || {
             for mut request in requests {
                 request.fill(&[7u8; 512]).unwrap();
@@ -459,7 +494,14 @@ mod tests {
         device.join().unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let outcome = seen.lock().unwrap();
-        assert_eq!(outcome, Outcome { result: Ok(()), transferred: 1536, skipped: 100 });
+        assert_eq!(
+            outcome,
+            Outcome {
+                result: Ok(()),
+                transferred: 1536,
+                skipped: 100
+            }
+        );
         assert!(buffers.iter().all(|b| b.iter().all(|&x| x == 7)));
     }
 
@@ -490,7 +532,11 @@ mod tests {
         let mut a = vec![0u8; 512];
         nest.request(3, 0, segment_over(&mut a)).complete(Ok(()));
         nest.finish(0, Err(Error::Invalid));
-        assert_eq!(waiter.wait().result, Err(Error::Invalid), "a build error is reported");
+        assert_eq!(
+            waiter.wait().result,
+            Err(Error::Invalid),
+            "a build error is reported"
+        );
     }
 
     #[test]
@@ -528,7 +574,13 @@ mod tests {
         let segments = page_segments(&pages, 8192 + 3584, 4096 + 1024).unwrap();
         let lens: Vec<usize> = segments.iter().map(Segment::len).collect();
         assert_eq!(lens, [512, 4096, 512]);
-        assert_eq!(segments[0].as_ptr().as_ptr() as usize, frames[0].as_ptr() as usize + 3584);
-        assert_eq!(page_segments(&pages, 8192, 4 * PAGE_SIZE).err(), Some(Error::Invalid));
+        assert_eq!(
+            segments[0].as_ptr().as_ptr() as usize,
+            frames[0].as_ptr() as usize + 3584
+        );
+        assert_eq!(
+            page_segments(&pages, 8192, 4 * PAGE_SIZE).err(),
+            Some(Error::Invalid)
+        );
     }
 }

@@ -27,7 +27,10 @@ pub struct BusyPages<'a, V: Vnode> {
 
 impl<'a, V: Vnode> BusyPages<'a, V> {
     pub(crate) fn new(vnode: &'a V, pages: Vec<PageRef>) -> Self {
-        Self { vnode, pages: pages.into_iter().map(|page| (page, false)).collect() }
+        Self {
+            vnode,
+            pages: pages.into_iter().map(|page| (page, false)).collect(),
+        }
     }
 
     /// How many pages the handle holds.
@@ -117,7 +120,9 @@ impl Frames {
             return Ok(Frames::Inline([None; INLINE_PAGES], len));
         }
         let mut frames = Vec::new();
-        frames.try_reserve_exact(len).map_err(|_| crate::Error::NoMemory)?;
+        frames
+            .try_reserve_exact(len)
+            .map_err(|_| crate::Error::NoMemory)?;
         frames.resize(len, None);
         Ok(Frames::Heap(frames))
     }
@@ -190,7 +195,9 @@ impl<V: Vnode> ResidentPages<'_, V> {
     pub fn bytes_mut(&mut self, index: usize) -> Option<&mut [u8]> {
         let offset = self.offset(index);
         let frame = (*self.frames.as_slice().get(index)?)?;
-        let ObjectGuard::Exclusive(state) = &mut self.guard else { return None };
+        let ObjectGuard::Exclusive(state) = &mut self.guard else {
+            return None;
+        };
         state.mark(offset, DirtyStatus::Dirty);
         state.note_dirty(self.vnode);
         // SAFETY: as in `bytes`, and the lock is held exclusively, so no other thread

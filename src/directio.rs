@@ -516,7 +516,9 @@ impl<V: Vnode> Chunk<'_, V> {
             // The flush skips pages other threads hold busy (the syncer's write in
             // flight, a fault): wait for them and free them, or they outlive the write
             // as stale copies.
-            vnode.object().free_range_waiting(trunc_page(self.offset)..round_page(end));
+            vnode
+                .object()
+                .free_range_waiting(trunc_page(self.offset)..round_page(end));
         }
         let wired = match vnode.wire(self.ptr, self.len, self.direction) {
             Ok(wired) => wired,

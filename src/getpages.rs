@@ -22,9 +22,14 @@ use crate::bmap::{Geometry, extent_at};
 use crate::buf::{Direction, Nest, Outcome, Priority, page_segments};
 use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages};
 use crate::error::{Error, Result};
-use crate::hooks::{Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, SizeKind, Strategy, Update, Vnode, VnodeKind};
+use crate::hooks::{
+    Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, SizeKind, Strategy, Update, Vnode,
+    VnodeKind,
+};
 use crate::object::{ObjectState, PageRef};
-use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
+use crate::page::{
+    DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page,
+};
 use crate::sync::Arc;
 
 bitflags! {
@@ -137,8 +142,12 @@ pub fn getpages<'a, V: Vnode>(
     if offset & PAGE_MASK != 0 || count == 0 || center >= count {
         return Err(Error::Invalid);
     }
-    let span = u64::try_from(count).ok().and_then(|c| c.checked_mul(PAGE_SIZE as u64));
-    let request_end = span.and_then(|s| offset.checked_add(s)).ok_or(Error::Invalid)?;
+    let span = u64::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(PAGE_SIZE as u64));
+    let request_end = span
+        .and_then(|s| offset.checked_add(s))
+        .ok_or(Error::Invalid)?;
     let memwrite = access == Access::Write;
     let overwrite = flags.contains(GetFlags::OVERWRITE);
     if overwrite && !memwrite {
@@ -147,12 +156,17 @@ pub fn getpages<'a, V: Vnode>(
     if vnode.is_dead() {
         return Err(Error::Dead);
     }
-    log::trace!("getpages off {offset:#x} count {count} center {center} {access:?} {advice:?} {flags:?}");
+    log::trace!(
+        "getpages off {offset:#x} count {count} center {center} {access:?} {advice:?} {flags:?}"
+    );
     if flags.contains(GetFlags::LOCKED) {
         return fast_path(vnode, offset, count, center, memwrite, flags).map(Fetched::Resident);
     }
     let geometry = geometry(&**vnode)?;
-    let _transaction = Transaction { vnode: &**vnode, journal: false };
+    let _transaction = Transaction {
+        vnode: &**vnode,
+        journal: false,
+    };
     vnode.trans_begin(true)?;
     if vnode.is_dead() {
         return Err(Error::Dead);
@@ -192,7 +206,10 @@ pub fn getpages<'a, V: Vnode>(
         };
         let state = object.lock();
         if state.size() < original_size {
-            log::trace!("getpages: file shrank to {:#x} while unlocked, starting over", state.size());
+            log::trace!(
+                "getpages: file shrank to {:#x} while unlocked, starting over",
+                state.size()
+            );
             continue;
         }
         let mut pages = Vec::new();
@@ -208,18 +225,23 @@ pub fn getpages<'a, V: Vnode>(
                 }
                 state.mark(page.offset, DirtyStatus::Dirty);
             }
-            return Ok(finish(vnode, state, pages, 0, requested, async_io, memwrite, true));
+            return Ok(finish(
+                vnode, state, pages, 0, requested, async_io, memwrite, true,
+            ));
         }
 
         let needs_io = pages.iter().any(|page| {
             state.cache().lookup(page.offset).is_some_and(|p| {
-                p.flags.contains(PageFlags::FAKE) || (blockalloc && p.flags.contains(PageFlags::RDONLY))
+                p.flags.contains(PageFlags::FAKE)
+                    || (blockalloc && p.flags.contains(PageFlags::RDONLY))
             })
         });
         if !needs_io {
             drop(node_guard);
             log::trace!("getpages: all {requested} pages resident");
-            return Ok(finish(vnode, state, pages, 0, requested, async_io, memwrite, false));
+            return Ok(finish(
+                vnode, state, pages, 0, requested, async_io, memwrite, false,
+            ));
         }
 
         let total = ((end - start) >> PAGE_SHIFT) as usize;
@@ -239,8 +261,14 @@ pub fn getpages<'a, V: Vnode>(
         let status: Vec<(bool, bool)> = pages
             .iter()
             .map(|page| {
-                let flags = state.cache().lookup(page.offset).map_or(PageFlags::FAKE, |p| p.flags);
-                (flags.contains(PageFlags::FAKE), flags.contains(PageFlags::RDONLY))
+                let flags = state
+                    .cache()
+                    .lookup(page.offset)
+                    .map_or(PageFlags::FAKE, |p| p.flags);
+                (
+                    flags.contains(PageFlags::FAKE),
+                    flags.contains(PageFlags::RDONLY),
+                )
             })
             .collect();
         drop(state);
@@ -258,7 +286,16 @@ pub fn getpages<'a, V: Vnode>(
             Ok(None) => Ok(Fetched::Started),
             Ok(Some(pages)) => {
                 let state = object.lock();
-                Ok(finish(vnode, state, pages, ridx_in_pages, requested, false, memwrite, false))
+                Ok(finish(
+                    vnode,
+                    state,
+                    pages,
+                    ridx_in_pages,
+                    requested,
+                    false,
+                    memwrite,
+                    false,
+                ))
             }
             Err(err) => Err(err),
         };
@@ -285,7 +322,8 @@ impl Bounds {
 
 fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFlags) {
     if flags.contains(GetFlags::NOTIMESTAMP)
-        || (vnode.kind() == VnodeKind::BlockDevice && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME))
+        || (vnode.kind() == VnodeKind::BlockDevice
+            && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME))
     {
         return;
     }
@@ -334,7 +372,8 @@ pub(crate) fn fast_path<'a, V: Vnode>(
         let usable = !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE)
             && !(memwrite && page.flags.contains(PageFlags::RDONLY));
         if usable {
-            frames.as_mut_slice()[((page.offset() - offset) >> PAGE_SHIFT) as usize] = Some(page.frame());
+            frames.as_mut_slice()[((page.offset() - offset) >> PAGE_SHIFT) as usize] =
+                Some(page.frame());
             found += 1;
         }
     }
@@ -353,7 +392,10 @@ pub(crate) fn fast_path<'a, V: Vnode>(
         if let ObjectGuard::Exclusive(state) = &mut guard {
             for (index, frame) in frames.as_slice().iter().enumerate() {
                 let page_offset = offset + (index * PAGE_SIZE) as u64;
-                let clean = state.cache().lookup(page_offset).is_some_and(|p| p.dirty() == DirtyStatus::Clean);
+                let clean = state
+                    .cache()
+                    .lookup(page_offset)
+                    .is_some_and(|p| p.dirty() == DirtyStatus::Clean);
                 if frame.is_some() && clean {
                     state.mark(page_offset, DirtyStatus::Unknown);
                 }
@@ -361,7 +403,12 @@ pub(crate) fn fast_path<'a, V: Vnode>(
             state.note_dirty(&**vnode);
         }
     }
-    Ok(ResidentPages { vnode: &**vnode, guard, start: offset, frames })
+    Ok(ResidentPages {
+        vnode: &**vnode,
+        guard,
+        start: offset,
+        frames,
+    })
 }
 
 /// Settles the pages of a fault that succeeded (the reference's `out:` block): valid
@@ -382,7 +429,9 @@ pub(crate) fn finish<'a, V: Vnode>(
     let mut kept = Vec::new();
     let keep = ridx..ridx + requested;
     for (index, page) in pages.iter().enumerate() {
-        let Some(resident) = state.cache_mut().lookup_mut(page.offset) else { continue };
+        let Some(resident) = state.cache_mut().lookup_mut(page.offset) else {
+            continue;
+        };
         if !overwrite {
             resident.flags.remove(PageFlags::FAKE);
         }
@@ -405,7 +454,11 @@ pub(crate) fn finish<'a, V: Vnode>(
     }
     drop(state);
     vnode.object().wake_if(wake);
-    if async_io { Fetched::Started } else { Fetched::Busy(BusyPages::new(&**vnode, kept)) }
+    if async_io {
+        Fetched::Started
+    } else {
+        Fetched::Busy(BusyPages::new(&**vnode, kept))
+    }
 }
 
 /// Zeroes `len` bytes from byte `at` of a busy page this thread owns.
@@ -445,7 +498,12 @@ impl<V: Vnode> ReadJob<'_, V> {
     /// Reads the `FAKE` pages among `pages`. Synchronous: returns the pages once
     /// read, or frees them and returns the error. Asynchronous: returns `None` once
     /// the requests are started; their completion settles the pages.
-    fn run(&self, pages: Vec<PageRef>, status: &[(bool, bool)], async_io: bool) -> Result<Option<Vec<PageRef>>> {
+    fn run(
+        &self,
+        pages: Vec<PageRef>,
+        status: &[(bool, bool)],
+        async_io: bool,
+    ) -> Result<Option<Vec<PageRef>>> {
         let total = (pages.len() * PAGE_SIZE) as u64;
         let bytes = total.min(self.diskeof.saturating_sub(self.start));
         // Bytes past disk EOF are zero; pages already valid keep their contents.
@@ -454,7 +512,11 @@ impl<V: Vnode> ReadJob<'_, V> {
             let index = ((tail - self.start) >> PAGE_SHIFT) as usize;
             let page_end = trunc_page(tail) + PAGE_SIZE as u64;
             if status[index].0 {
-                zero(&pages[index], (tail & PAGE_MASK) as usize, (page_end - tail) as usize);
+                zero(
+                    &pages[index],
+                    (tail & PAGE_MASK) as usize,
+                    (page_end - tail) as usize,
+                );
             }
             tail = page_end;
         }
@@ -462,29 +524,37 @@ impl<V: Vnode> ReadJob<'_, V> {
         let (mut nest, waiter) = if async_io {
             let vnode = (*self.vnode).clone();
             let mut settled = Vec::new();
-            settled.try_reserve_exact(pages.len()).map_err(|_| Error::Busy)?;
+            settled
+                .try_reserve_exact(pages.len())
+                .map_err(|_| Error::Busy)?;
             settled.extend_from_slice(&pages);
-            let nest = Nest::asynchronous(bytes as usize, Direction::Read, Priority::TimeLimited, move |outcome: Outcome| {
-                let object = vnode.object();
-                let mut state = object.lock();
-                let wake = match outcome.result {
-                    Ok(()) => settled.iter().fold(false, |wake, page| {
-                        if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                            resident.flags.remove(PageFlags::FAKE);
+            let nest = Nest::asynchronous(
+                bytes as usize,
+                Direction::Read,
+                Priority::TimeLimited,
+                move |outcome: Outcome| {
+                    let object = vnode.object();
+                    let mut state = object.lock();
+                    let wake = match outcome.result {
+                        Ok(()) => settled.iter().fold(false, |wake, page| {
+                            if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
+                                resident.flags.remove(PageFlags::FAKE);
+                            }
+                            wake | state.settle(page.offset)
+                        }),
+                        Err(err) => {
+                            log::trace!("read-ahead failed: {err}");
+                            state.release_pages(&settled)
                         }
-                        wake | state.settle(page.offset)
-                    }),
-                    Err(err) => {
-                        log::trace!("read-ahead failed: {err}");
-                        state.release_pages(&settled)
-                    }
-                };
-                drop(state);
-                object.wake_if(wake);
-            });
+                    };
+                    drop(state);
+                    object.wake_if(wake);
+                },
+            );
             (nest, None)
         } else {
-            let (nest, waiter) = Nest::synchronous(bytes as usize, Direction::Read, Priority::TimeCritical);
+            let (nest, waiter) =
+                Nest::synchronous(bytes as usize, Direction::Read, Priority::TimeCritical);
             (nest, Some(waiter))
         };
 
@@ -561,8 +631,15 @@ impl<V: Vnode> ReadJob<'_, V> {
         let outcome = waiter.wait();
         let mut result = outcome.result;
         if result.is_ok() && saw_hole && self.blockalloc {
-            result = self.vnode.block_map().alloc(self.start, (pages.len() * PAGE_SIZE) as u64);
-            log::trace!("getpages: alloc {:#x}+{:#x} -> {result:?}", self.start, pages.len() * PAGE_SIZE);
+            result = self
+                .vnode
+                .block_map()
+                .alloc(self.start, (pages.len() * PAGE_SIZE) as u64);
+            log::trace!(
+                "getpages: alloc {:#x}+{:#x} -> {result:?}",
+                self.start,
+                pages.len() * PAGE_SIZE
+            );
             if result.is_ok() {
                 let mut state = self.vnode.object().lock();
                 for page in &pages {
@@ -604,17 +681,37 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
         let first = trunc_page(pos);
         let count = (((round_page(want_end) - first) >> PAGE_SHIFT) as usize).min(batch_pages);
         let batch_end = (first + (count * PAGE_SIZE) as u64).min(want_end);
-        let cached = match getpages(vnode, first, count, 0, Access::Read, Advice::Sequential, GetFlags::LOCKED) {
-            Ok(Fetched::Resident(pages)) if pages.is_complete() => {
-                Some(copy_out(|i| pages.bytes(i).unwrap_or(&[]), first, pos, batch_end, &mut buf[done..]))
-            }
+        let cached = match getpages(
+            vnode,
+            first,
+            count,
+            0,
+            Access::Read,
+            Advice::Sequential,
+            GetFlags::LOCKED,
+        ) {
+            Ok(Fetched::Resident(pages)) if pages.is_complete() => Some(copy_out(
+                |i| pages.bytes(i).unwrap_or(&[]),
+                first,
+                pos,
+                batch_end,
+                &mut buf[done..],
+            )),
             Ok(_) | Err(Error::Busy) => None,
             Err(Error::Invalid) => break,
             Err(err) => return Err(err),
         };
         let copied = match cached {
             Some(copied) => copied,
-            None => match getpages(vnode, first, count, 0, Access::Read, Advice::Sequential, GetFlags::SYNCIO) {
+            None => match getpages(
+                vnode,
+                first,
+                count,
+                0,
+                Access::Read,
+                Advice::Sequential,
+                GetFlags::SYNCIO,
+            ) {
                 Ok(Fetched::Busy(pages)) => {
                     let valid_end = batch_end.min(first + (pages.len() * PAGE_SIZE) as u64);
                     copy_out(|i| pages.bytes(i), first, pos, valid_end, &mut buf[done..])
@@ -634,13 +731,21 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
 }
 
 /// Copies file bytes `pos .. end` out of the pages starting at file offset `first`.
-fn copy_out<'p>(page: impl Fn(usize) -> &'p [u8], first: u64, pos: u64, end: u64, out: &mut [u8]) -> usize {
+fn copy_out<'p>(
+    page: impl Fn(usize) -> &'p [u8],
+    first: u64,
+    pos: u64,
+    end: u64,
+    out: &mut [u8],
+) -> usize {
     let mut at = pos;
     let mut written = 0;
     while at < end && written < out.len() {
         let bytes = page(((at - first) >> PAGE_SHIFT) as usize);
         let within = (at & PAGE_MASK) as usize;
-        let len = (PAGE_SIZE - within).min((end - at) as usize).min(out.len() - written);
+        let len = (PAGE_SIZE - within)
+            .min((end - at) as usize)
+            .min(out.len() - written);
         if bytes.len() < within + len {
             break;
         }
@@ -650,4 +755,3 @@ fn copy_out<'p>(page: impl Fn(usize) -> &'p [u8], first: u64, pos: u64, end: u64
     }
     written
 }
-

@@ -84,7 +84,10 @@ pub struct Mapping {
 impl Mapping {
     /// A mapped block at `block` with `run` contiguous successors.
     pub const fn mapped(block: u64, run: u64) -> Self {
-        Self { block: Some(block), run }
+        Self {
+            block: Some(block),
+            run,
+        }
     }
 
     /// A hole of `1 + run` blocks.

@@ -292,7 +292,10 @@ fn check_dirty<C: PageCache>(state: &mut ObjectState<C>, offset: u64, protected:
 /// come out clean. Protecting each page written (as Linux's `page_mkclean` does) lets
 /// one synchronous flush leave the file clean and off the work list.
 fn protect_for_cleaning<C: PageCache>(state: &mut ObjectState<C>, offset: u64) -> bool {
-    let dirty = state.cache().lookup(offset).is_some_and(|page| page.dirty() != DirtyStatus::Clean);
+    let dirty = state
+        .cache()
+        .lookup(offset)
+        .is_some_and(|page| page.dirty() != DirtyStatus::Clean);
     if dirty {
         state.cache_mut().protect(offset, Protection::ReadOnly);
     }
@@ -455,7 +458,8 @@ impl<'a, V: Vnode> Flush<'a, V> {
                     .cache()
                     .next_tagged(Tag::Writeback, self.start)
                     .filter(|&at| at < self.end);
-                let busy = tagged.filter(|&at| state.cache().lookup(at).is_some_and(|p| p.is_busy()));
+                let busy =
+                    tagged.filter(|&at| state.cache().lookup(at).is_some_and(|p| p.is_busy()));
                 if let Some(at) = busy {
                     log::trace!("putpages: waiting for the write of page {at:#x}");
                     object.sleep_on_page(state, at);

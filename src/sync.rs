@@ -319,16 +319,28 @@ impl Default for SleepRwLock {
 impl SleepRwLock {
     /// A new unlocked node lock.
     pub fn new() -> Self {
-        Self { state: AtomicUsize::new(0), sleepers: AtomicUsize::new(0), released: WaitQueue::new() }
+        Self {
+            state: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            released: WaitQueue::new(),
+        }
     }
 
     fn try_acquire(&self, exclusive: bool) -> bool {
         if exclusive {
-            return self.state.compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+            return self
+                .state
+                .compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
         }
         let mut current = self.state.load(Ordering::SeqCst);
         while current & WRITER == 0 {
-            match self.state.compare_exchange_weak(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            match self.state.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return true,
                 Err(actual) => current = actual,
             }
@@ -351,7 +363,10 @@ impl SleepRwLock {
                 break;
             }
         }
-        SleepGuard { lock: self, exclusive }
+        SleepGuard {
+            lock: self,
+            exclusive,
+        }
     }
 
     /// Takes the lock shared, sleeping while a writer holds it.
@@ -366,12 +381,18 @@ impl SleepRwLock {
 
     /// Takes the lock shared if that needs no sleep.
     pub fn try_read(&self) -> Option<SleepGuard<'_>> {
-        self.try_acquire(false).then(|| SleepGuard { lock: self, exclusive: false })
+        self.try_acquire(false).then(|| SleepGuard {
+            lock: self,
+            exclusive: false,
+        })
     }
 
     /// Takes the lock exclusively if that needs no sleep.
     pub fn try_write(&self) -> Option<SleepGuard<'_>> {
-        self.try_acquire(true).then(|| SleepGuard { lock: self, exclusive: true })
+        self.try_acquire(true).then(|| SleepGuard {
+            lock: self,
+            exclusive: true,
+        })
     }
 
     /// Whether some thread holds the lock exclusively right now: what a try-lock

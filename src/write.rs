@@ -28,7 +28,9 @@ pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize
         return Ok(0);
     }
     let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
-    round_page(end).checked_add(PAGE_SIZE as u64).ok_or(Error::TooBig)?;
+    round_page(end)
+        .checked_add(PAGE_SIZE as u64)
+        .ok_or(Error::TooBig)?;
     let geometry = geometry(&**vnode)?;
     let object = vnode.object();
     let old_size = {
@@ -78,9 +80,17 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
     let mut flags = GetFlags::SYNCIO;
     flags.set(GetFlags::PASTEOF, extending);
     flags.set(GetFlags::OVERWRITE, whole_pages);
-    let mut pages = getpages(vnode, first, count, 0, Access::Write, Advice::Sequential, flags)?
-        .into_busy()
-        .ok_or(Error::Invalid)?;
+    let mut pages = getpages(
+        vnode,
+        first,
+        count,
+        0,
+        Access::Write,
+        Advice::Sequential,
+        flags,
+    )?
+    .into_busy()
+    .ok_or(Error::Invalid)?;
     for index in 0..pages.len() {
         let page_start = pages.offset(index);
         let from = pos.max(page_start);
@@ -139,7 +149,11 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
     let old = {
         let mut state = object.lock();
         let old = state.size();
-        let write_size = if size >= old { state.write_size().max(size) } else { size };
+        let write_size = if size >= old {
+            state.write_size().max(size)
+        } else {
+            size
+        };
         state.set_sizes(size, write_size);
         old
     };
@@ -147,17 +161,31 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         return Ok(());
     }
     if round_page(size) < round_page(old) {
-        putpages(vnode, round_page(size), 0, PutFlags::FREE | PutFlags::SYNCIO)?;
+        putpages(
+            vnode,
+            round_page(size),
+            0,
+            PutFlags::FREE | PutFlags::SYNCIO,
+        )?;
         // It skips pages other threads hold busy: wait for those and free them too.
         object.free_range_waiting(round_page(size)..u64::MAX);
     }
     let tail = size & PAGE_MASK;
     let resident = object.read().cache().lookup(trunc_page(size)).is_some();
     if tail != 0 && resident {
-        let flags = GetFlags::SYNCIO | GetFlags::NOBLOCKALLOC | GetFlags::NOTIMESTAMP | GetFlags::GLOCKHELD;
-        let mut pages = getpages(vnode, trunc_page(size), 1, 0, Access::Write, Advice::Normal, flags)?
-            .into_busy()
-            .ok_or(Error::Invalid)?;
+        let flags =
+            GetFlags::SYNCIO | GetFlags::NOBLOCKALLOC | GetFlags::NOTIMESTAMP | GetFlags::GLOCKHELD;
+        let mut pages = getpages(
+            vnode,
+            trunc_page(size),
+            1,
+            0,
+            Access::Write,
+            Advice::Normal,
+            flags,
+        )?
+        .into_busy()
+        .ok_or(Error::Invalid)?;
         pages.bytes_mut(0)[tail as usize..].fill(0);
     }
     Ok(())

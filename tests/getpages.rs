@@ -10,19 +10,29 @@ use std::time::Duration;
 use common::*;
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache, PageFlags,
-    PageQueue, Vnode, VnodeKind, getpages, read,
+    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache,
+    PageFlags, PageQueue, Vnode, VnodeKind, getpages, read,
 };
 
 const P: u64 = PAGE_SIZE as u64;
 const SYNC: GetFlags = GetFlags::SYNCIO;
 
-fn fault(file: &Arc<MemFile>, offset: u64, count: usize, center: usize, access: Access, flags: GetFlags) -> genpager::Result<Fetched<'_, MemFile>> {
+fn fault(
+    file: &Arc<MemFile>,
+    offset: u64,
+    count: usize,
+    center: usize,
+    access: Access,
+    flags: GetFlags,
+) -> genpager::Result<Fetched<'_, MemFile>> {
     getpages(file, offset, count, center, access, Advice::Normal, flags)
 }
 
 fn read_fault(file: &Arc<MemFile>, offset: u64, count: usize) -> genpager::BusyPages<'_, MemFile> {
-    fault(file, offset, count, 0, Access::Read, SYNC).expect("fault").into_busy().expect("busy pages")
+    fault(file, offset, count, 0, Access::Read, SYNC)
+        .expect("fault")
+        .into_busy()
+        .expect("busy pages")
 }
 
 // ---- G1: the locked fast path -------------------------------------------------
@@ -33,7 +43,10 @@ fn g01_locked_fast_path_returns_resident_pages_without_io() {
     let (disk, file) = file_with(12, Layout::Contiguous, &data);
     read_fault(&file, 0, 4).release();
     disk.clear_log();
-    let pages = fault(&file, 0, 4, 1, Access::Read, GetFlags::LOCKED).unwrap().into_resident().unwrap();
+    let pages = fault(&file, 0, 4, 1, Access::Read, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
     assert!(pages.is_complete());
     assert_eq!(pages.bytes(2).unwrap(), &data[2 * PAGE_SIZE..3 * PAGE_SIZE]);
     drop(pages);
@@ -49,7 +62,10 @@ fn g01_locked_fast_path_missing_center_is_ebusy_and_allocates_nothing() {
     assert!(matches!(result, Err(Error::Busy)));
     assert_eq!(resident(&file), [0]);
     let result = fault(&file, 4 * P, 2, 0, Access::Read, GetFlags::LOCKED);
-    assert!(matches!(result, Err(Error::Busy)), "nothing resident at all");
+    assert!(
+        matches!(result, Err(Error::Busy)),
+        "nothing resident at all"
+    );
     assert_eq!(disk.log().len(), 1);
 }
 
@@ -58,12 +74,21 @@ fn g01_locked_fast_path_skips_busy_pages_and_never_sleeps() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 3));
     read_fault(&file, 0, 4).release();
     let held = read_fault(&file, P, 1);
-    let pages = fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED).unwrap().into_resident().unwrap();
+    let pages = fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
     assert!(pages.bytes(0).is_some());
-    assert!(pages.bytes(1).is_none(), "a busy page is left out, not waited for");
+    assert!(
+        pages.bytes(1).is_none(),
+        "a busy page is left out, not waited for"
+    );
     assert!(pages.bytes(3).is_some());
     drop(pages);
-    assert!(matches!(fault(&file, P, 1, 0, Access::Read, GetFlags::LOCKED), Err(Error::Busy)));
+    assert!(matches!(
+        fault(&file, P, 1, 0, Access::Read, GetFlags::LOCKED),
+        Err(Error::Busy)
+    ));
     held.release();
 }
 
@@ -72,7 +97,10 @@ fn g01_locked_fast_path_backs_off_while_a_truncation_holds_the_node_lock() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 4));
     read_fault(&file, 0, 4).release();
     let truncating = file.object().node_lock().write();
-    assert!(matches!(fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED), Err(Error::Busy)));
+    assert!(matches!(
+        fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED),
+        Err(Error::Busy)
+    ));
     drop(truncating);
     assert!(fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED).is_ok());
 }
@@ -84,12 +112,26 @@ fn g01_locked_write_fault_skips_read_only_pages_and_starts_dirty_tracking() {
     let (_disk, file) = sparse_file(12, &data, &[1]);
     read_fault(&file, 0, 4).release();
     assert!(page(&file, P).unwrap().0.contains(PageFlags::RDONLY));
-    let mut pages = fault(&file, 0, 4, 0, Access::Write, GetFlags::LOCKED).unwrap().into_resident().unwrap();
-    assert!(pages.bytes(1).is_none(), "a hole page must fault again for write");
+    let mut pages = fault(&file, 0, 4, 0, Access::Write, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
+    assert!(
+        pages.bytes(1).is_none(),
+        "a hole page must fault again for write"
+    );
     pages.bytes_mut(0).unwrap()[0] = 0xEE;
     drop(pages);
-    assert_eq!(page(&file, 0).unwrap().1, DirtyStatus::Dirty, "written page is dirty");
-    assert_eq!(page(&file, 2 * P).unwrap().1, DirtyStatus::Unknown, "others start dirty tracking");
+    assert_eq!(
+        page(&file, 0).unwrap().1,
+        DirtyStatus::Dirty,
+        "written page is dirty"
+    );
+    assert_eq!(
+        page(&file, 2 * P).unwrap().1,
+        DirtyStatus::Unknown,
+        "others start dirty tracking"
+    );
     assert_eq!(page(&file, P).unwrap().1, DirtyStatus::Clean);
     assert_eq!(file.hooks().worklist_add, 1);
 }
@@ -98,11 +140,17 @@ fn g01_locked_write_fault_skips_read_only_pages_and_starts_dirty_tracking() {
 fn g01_cached_reads_share_the_object_lock() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 6));
     read_fault(&file, 0, 4).release();
-    let first = fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED).unwrap().into_resident().unwrap();
+    let first = fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
     // A second reader gets in while the first still holds its pages.
     let other = file.clone();
     let second = thread::spawn(move || {
-        let pages = fault(&other, 0, 4, 0, Access::Read, GetFlags::LOCKED).unwrap().into_resident().unwrap();
+        let pages = fault(&other, 0, 4, 0, Access::Read, GetFlags::LOCKED)
+            .unwrap()
+            .into_resident()
+            .unwrap();
         pages.is_complete()
     });
     let (tx, rx) = mpsc::channel();
@@ -116,13 +164,26 @@ fn g01_cached_reads_share_the_object_lock() {
 #[test]
 fn g02_bad_arguments_are_invalid_and_leave_nothing_behind() {
     let (disk, file) = file_with(12, Layout::Contiguous, &pattern(3 * PAGE_SIZE, 7));
-    for (offset, count, center) in [(1, 1, 0), (0, 0, 0), (0, 2, 2), (3 * P, 1, 0), (2 * P, 2, 1), (u64::MAX & !(P - 1), 4, 0)] {
+    for (offset, count, center) in [
+        (1, 1, 0),
+        (0, 0, 0),
+        (0, 2, 2),
+        (3 * P, 1, 0),
+        (2 * P, 2, 1),
+        (u64::MAX & !(P - 1), 4, 0),
+    ] {
         for flags in [SYNC, GetFlags::empty(), GetFlags::LOCKED] {
             let result = fault(&file, offset, count, center, Access::Read, flags);
-            assert!(matches!(result, Err(Error::Invalid)), "{offset} {count} {center} {flags:?}");
+            assert!(
+                matches!(result, Err(Error::Invalid)),
+                "{offset} {count} {center} {flags:?}"
+            );
         }
     }
-    assert!(matches!(fault(&file, 0, 1, 0, Access::Read, SYNC | GetFlags::OVERWRITE), Err(Error::Invalid)));
+    assert!(matches!(
+        fault(&file, 0, 1, 0, Access::Read, SYNC | GetFlags::OVERWRITE),
+        Err(Error::Invalid)
+    ));
     assert!(resident(&file).is_empty());
     assert!(disk.log().is_empty());
 }
@@ -139,10 +200,17 @@ fn g02_request_straddling_eof_returns_only_pages_before_it() {
 #[test]
 fn g02_pasteof_creates_zeroed_pages_past_eof() {
     let (disk, file) = file_with(12, Layout::Contiguous, &pattern(PAGE_SIZE, 9));
-    let pages = fault(&file, 2 * P, 2, 0, Access::Write, SYNC | GetFlags::PASTEOF | GetFlags::NOBLOCKALLOC)
-        .unwrap()
-        .into_busy()
-        .unwrap();
+    let pages = fault(
+        &file,
+        2 * P,
+        2,
+        0,
+        Access::Write,
+        SYNC | GetFlags::PASTEOF | GetFlags::NOBLOCKALLOC,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap();
     assert_eq!(pages.len(), 2);
     assert!(pages.bytes(0).iter().all(|&b| b == 0));
     assert!(pages.bytes(1).iter().all(|&b| b == 0));
@@ -157,12 +225,30 @@ fn g03_faults_mark_access_and_modification_times() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 10));
     read_fault(&file, 0, 1).release();
     let hooks = file.hooks();
-    assert_eq!((hooks.mark_update_accessed, hooks.mark_update_modified), (1, 0));
-    fault(&file, 0, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap().release();
+    assert_eq!(
+        (hooks.mark_update_accessed, hooks.mark_update_modified),
+        (1, 0)
+    );
+    fault(&file, 0, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
     let hooks = file.hooks();
-    assert_eq!((hooks.mark_update_accessed, hooks.mark_update_modified), (2, 1));
-    fault(&file, 0, 1, 0, Access::Read, GetFlags::LOCKED).unwrap().into_resident().unwrap().release();
-    assert_eq!(file.hooks().mark_update_accessed, 3, "the fast path marks too");
+    assert_eq!(
+        (hooks.mark_update_accessed, hooks.mark_update_modified),
+        (2, 1)
+    );
+    fault(&file, 0, 1, 0, Access::Read, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap()
+        .release();
+    assert_eq!(
+        file.hooks().mark_update_accessed,
+        3,
+        "the fast path marks too"
+    );
 }
 
 #[test]
@@ -171,16 +257,36 @@ fn g03_mount_flags_and_notimestamp_suppress_updates() {
     file.set_mount_flags(MountFlags::NO_ATIME);
     read_fault(&file, 0, 1).release();
     assert_eq!(file.hooks().mark_update_accessed, 0);
-    fault(&file, 0, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap().release();
-    assert_eq!(file.hooks().mark_update_modified, 1, "NO_ATIME still updates mtime");
+    fault(&file, 0, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
+    assert_eq!(
+        file.hooks().mark_update_modified,
+        1,
+        "NO_ATIME still updates mtime"
+    );
     file.set_mount_flags(MountFlags::empty());
-    fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::NOTIMESTAMP).unwrap().into_busy().unwrap().release();
+    fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::NOTIMESTAMP)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
     assert_eq!(file.hooks().mark_update_modified, 1);
     assert_eq!(file.hooks().mark_update_accessed, 0);
     file.set_kind(VnodeKind::BlockDevice);
     file.set_mount_flags(MountFlags::NO_DEV_MTIME);
-    fault(&file, 0, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap().release();
-    assert_eq!(file.hooks().mark_update_modified, 1, "block devices on NO_DEV_MTIME mounts");
+    fault(&file, 0, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
+    assert_eq!(
+        file.hooks().mark_update_modified,
+        1,
+        "block devices on NO_DEV_MTIME mounts"
+    );
 }
 
 // ---- G4: dead vnode -------------------------------------------------------------
@@ -190,7 +296,10 @@ fn g04_dead_vnode_fails_every_way_through() {
     let (disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 12));
     file.set_dead(true);
     for flags in [SYNC, GetFlags::empty(), GetFlags::LOCKED] {
-        assert!(matches!(fault(&file, 0, 1, 0, Access::Read, flags), Err(Error::Dead)));
+        assert!(matches!(
+            fault(&file, 0, 1, 0, Access::Read, flags),
+            Err(Error::Dead)
+        ));
     }
     assert!(resident(&file).is_empty());
     assert!(disk.log().is_empty());
@@ -210,8 +319,13 @@ fn g05_file_shrinking_while_unlocked_makes_the_fault_start_over() {
     let faulting = {
         let file = file.clone();
         thread::spawn(move || {
-            let pages = fault(&file, 5 * P, 3, 0, Access::Read, SYNC).unwrap().into_busy().unwrap();
-            (0..pages.len()).map(|i| pages.offset(i)).collect::<Vec<_>>()
+            let pages = fault(&file, 5 * P, 3, 0, Access::Read, SYNC)
+                .unwrap()
+                .into_busy()
+                .unwrap();
+            (0..pages.len())
+                .map(|i| pages.offset(i))
+                .collect::<Vec<_>>()
         })
     };
     while file.hooks().trans_begin == 0 {
@@ -220,8 +334,16 @@ fn g05_file_shrinking_while_unlocked_makes_the_fault_start_over() {
     thread::sleep(Duration::from_millis(50));
     file.object().lock().set_sizes(6 * P + 100, 6 * P + 100);
     drop(truncate);
-    assert_eq!(faulting.join().unwrap(), [5 * P, 6 * P], "no page past the new EOF");
-    assert_eq!(file.hooks().mark_update_accessed, 2, "the bounds were computed twice");
+    assert_eq!(
+        faulting.join().unwrap(),
+        [5 * P, 6 * P],
+        "no page past the new EOF"
+    );
+    assert_eq!(
+        file.hooks().mark_update_accessed,
+        2,
+        "the bounds were computed twice"
+    );
     assert!(page(&file, 7 * P).is_none());
 }
 
@@ -234,7 +356,11 @@ fn g06_read_ahead_meeting_a_busy_page_fails_at_once() {
     disk.clear_log();
     let result = fault(&file, 0, 4, 0, Access::Read, GetFlags::empty());
     assert!(matches!(result, Err(Error::Busy)));
-    assert_eq!(resident(&file), [2 * P], "pages the read-ahead made are gone again");
+    assert_eq!(
+        resident(&file),
+        [2 * P],
+        "pages the read-ahead made are gone again"
+    );
     assert!(disk.log().is_empty());
     held.release();
     assert!(!any_busy(&file));
@@ -244,9 +370,15 @@ fn g06_read_ahead_meeting_a_busy_page_fails_at_once() {
 fn g06_read_ahead_out_of_memory_is_ebusy() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 15));
     file.object().lock().cache_mut().set_limit(2);
-    assert!(matches!(fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()), Err(Error::Busy | Error::NoMemory)));
+    assert!(matches!(
+        fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()),
+        Err(Error::Busy | Error::NoMemory)
+    ));
     assert!(resident(&file).is_empty());
-    assert!(matches!(fault(&file, 0, 4, 0, Access::Read, SYNC), Err(Error::NoMemory)));
+    assert!(matches!(
+        fault(&file, 0, 4, 0, Access::Read, SYNC),
+        Err(Error::NoMemory)
+    ));
     assert!(resident(&file).is_empty());
 }
 
@@ -255,7 +387,10 @@ fn g06_read_ahead_out_of_memory_is_ebusy() {
 #[test]
 fn g07_overwrite_reads_nothing_and_pages_start_dirty() {
     let (disk, file) = file_with(14, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 16));
-    let mut pages = fault(&file, P, 2, 0, Access::Write, SYNC | GetFlags::OVERWRITE).unwrap().into_busy().unwrap();
+    let mut pages = fault(&file, P, 2, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
+        .unwrap()
+        .into_busy()
+        .unwrap();
     assert_eq!(pages.len(), 2, "no widening to the 16 KiB block");
     assert!(disk.log().is_empty(), "overwrite reads nothing");
     pages.bytes_mut(0).fill(0xAB);
@@ -275,8 +410,15 @@ fn g07_overwrite_reads_nothing_and_pages_start_dirty() {
 #[test]
 fn g07_overwrite_page_left_unwritten_is_not_kept_as_valid() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 17));
-    fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE).unwrap().into_busy().unwrap().release();
-    assert!(resident(&file).is_empty(), "a never-filled page must not survive as valid");
+    fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
+    assert!(
+        resident(&file).is_empty(),
+        "a never-filled page must not survive as valid"
+    );
 }
 
 // ---- G8: all resident → no I/O ----------------------------------------------------------
@@ -289,7 +431,11 @@ fn g08_resident_pages_need_no_io() {
     let pages = read_fault(&file, 2 * P, 4);
     assert_eq!(pages.len(), 4);
     drop(pages);
-    fault(&file, 0, 8, 3, Access::Write, SYNC).unwrap().into_busy().unwrap().release();
+    fault(&file, 0, 8, 3, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
     assert!(disk.log().is_empty());
 }
 
@@ -300,13 +446,20 @@ fn g08_hole_page_under_write_fault_still_needs_work() {
     assert!(page(&file, 2 * P).unwrap().0.contains(PageFlags::RDONLY));
     disk.clear_log();
     let alloc_before = file.hooks().alloc_calls;
-    fault(&file, 2 * P, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap().release();
+    fault(&file, 2 * P, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
     assert_eq!(file.hooks().alloc_calls, alloc_before + 1);
     assert!(!file.is_hole(2));
     let (flags, dirty, _) = page(&file, 2 * P).unwrap();
     assert!(!flags.contains(PageFlags::RDONLY));
     assert_eq!(dirty, DirtyStatus::Dirty);
-    assert!(disk.log().is_empty(), "the page was resident: only allocation, no read");
+    assert!(
+        disk.log().is_empty(),
+        "the page was resident: only allocation, no read"
+    );
 }
 
 // ---- G9: widening to whole filesystem blocks ---------------------------------------------
@@ -320,13 +473,22 @@ fn g09_block_larger_than_page_reads_the_whole_block() {
         let pages = read_fault(&file, (bsize + PAGE_SIZE) as u64, 1);
         assert_eq!(pages.len(), 1);
         assert_eq!(pages.offset(0), (bsize + PAGE_SIZE) as u64);
-        assert_eq!(pages.bytes(0), &data[bsize + PAGE_SIZE..bsize + 2 * PAGE_SIZE]);
+        assert_eq!(
+            pages.bytes(0),
+            &data[bsize + PAGE_SIZE..bsize + 2 * PAGE_SIZE]
+        );
         let log = disk.log();
-        assert_eq!(blocks_and_lens(&log), [(sector_of(&file, bsize as u64).unwrap(), bsize)], "{bshift}");
+        assert_eq!(
+            blocks_and_lens(&log),
+            [(sector_of(&file, bsize as u64).unwrap(), bsize)],
+            "{bshift}"
+        );
         assert_eq!(log[0].direction, Direction::Read);
         drop(pages);
         let per_block = bsize / PAGE_SIZE;
-        let expected: Vec<u64> = (per_block..2 * per_block).map(|i| (i * PAGE_SIZE) as u64).collect();
+        let expected: Vec<u64> = (per_block..2 * per_block)
+            .map(|i| (i * PAGE_SIZE) as u64)
+            .collect();
         assert_eq!(resident(&file), expected);
         assert!(!any_busy(&file));
     }
@@ -337,7 +499,17 @@ fn g09_widened_read_skips_a_dirty_page_inside_the_block() {
     let data = pattern(2 * 16384, 21);
     let (disk, file) = file_with(14, Layout::Contiguous, &data);
     // Dirty page 2 of block 0 with new bytes.
-    let mut pages = fault(&file, 2 * P, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE).unwrap().into_busy().unwrap();
+    let mut pages = fault(
+        &file,
+        2 * P,
+        1,
+        0,
+        Access::Write,
+        SYNC | GetFlags::OVERWRITE,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap();
     pages.bytes_mut(0).fill(0x5A);
     drop(pages);
     disk.clear_log();
@@ -345,7 +517,10 @@ fn g09_widened_read_skips_a_dirty_page_inside_the_block() {
     drop(pages);
     // Pages 0–1 and page 3 are read; page 2 keeps its dirty bytes.
     let base = sector_of(&file, 0).unwrap();
-    assert_eq!(blocks_and_lens(&disk.log()), [(base, 2 * PAGE_SIZE), (base + 24, PAGE_SIZE)]);
+    assert_eq!(
+        blocks_and_lens(&disk.log()),
+        [(base, 2 * PAGE_SIZE), (base + 24, PAGE_SIZE)]
+    );
     let mut buf = vec![0u8; 16384];
     read(&file, 0, &mut buf).unwrap();
     assert_eq!(&buf[..2 * PAGE_SIZE], &data[..2 * PAGE_SIZE]);
@@ -358,16 +533,25 @@ fn g09_widened_read_skips_a_dirty_page_inside_the_block() {
 fn g09_widening_waits_for_a_busy_lower_page_in_ascending_order() {
     let data = pattern(16384, 22);
     let (_disk, file) = file_with(14, Layout::Contiguous, &data);
-    let held = fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE).unwrap().into_busy().unwrap();
+    let held = fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
+        .unwrap()
+        .into_busy()
+        .unwrap();
     let faulting = {
         let file = file.clone();
         thread::spawn(move || {
-            let pages = fault(&file, 3 * P, 1, 0, Access::Read, SYNC).unwrap().into_busy().unwrap();
+            let pages = fault(&file, 3 * P, 1, 0, Access::Read, SYNC)
+                .unwrap()
+                .into_busy()
+                .unwrap();
             pages.bytes(0).to_vec()
         })
     };
     thread::sleep(Duration::from_millis(30));
-    assert!(!faulting.is_finished(), "the fault waits for page 0, which it needs to widen");
+    assert!(
+        !faulting.is_finished(),
+        "the fault waits for page 0, which it needs to widen"
+    );
     let mut held = held;
     held.bytes_mut(0).fill(1);
     drop(held);
@@ -384,7 +568,9 @@ fn expected_runs(file: &MemFile, start: u64, end: u64, max: u64) -> Vec<(u64, us
         let step = (bsize - (at & (bsize - 1))).min(end - at);
         let sector = sector_of(file, at).expect("mapped");
         match runs.last_mut() {
-            Some((first, len)) if *first + (*len as u64 >> 9) == sector && (*len as u64) + step <= max => {
+            Some((first, len))
+                if *first + (*len as u64 >> 9) == sector && (*len as u64) + step <= max =>
+            {
                 *len += step as usize
             }
             _ => runs.push((sector, step as usize)),
@@ -397,7 +583,11 @@ fn expected_runs(file: &MemFile, start: u64, end: u64, max: u64) -> Vec<(u64, us
 #[test]
 fn g10_one_request_per_contiguous_run_for_every_block_size_and_layout() {
     for bshift in [9u32, 10, 12, 14, 16] {
-        for layout in [Layout::Contiguous, Layout::Fragmented { run: 3 }, Layout::Reversed] {
+        for layout in [
+            Layout::Contiguous,
+            Layout::Fragmented { run: 3 },
+            Layout::Reversed,
+        ] {
             let data = pattern(200_000, bshift as u8);
             let (disk, file) = file_with(bshift, layout, &data);
             let bsize = 1u64 << bshift;
@@ -405,7 +595,8 @@ fn g10_one_request_per_contiguous_run_for_every_block_size_and_layout() {
             let count = 16;
             let pages = read_fault(&file, start, count);
             let wstart = start & !(bsize - 1);
-            let wend = ((start + count as u64 * P + bsize - 1) & !(bsize - 1)).min(200_000u64.div_ceil(P) * P);
+            let wend = ((start + count as u64 * P + bsize - 1) & !(bsize - 1))
+                .min(200_000u64.div_ceil(P) * P);
             let log = disk.log();
             assert_eq!(
                 blocks_and_lens(&log),
@@ -415,7 +606,11 @@ fn g10_one_request_per_contiguous_run_for_every_block_size_and_layout() {
             assert!(log.iter().all(|r| r.direction == Direction::Read && r.priority == Priority::TimeCritical));
             for i in 0..count {
                 let at = start as usize + i * PAGE_SIZE;
-                assert_eq!(pages.bytes(i), &data[at..at + PAGE_SIZE], "bshift {bshift} {layout:?} page {i}");
+                assert_eq!(
+                    pages.bytes(i),
+                    &data[at..at + PAGE_SIZE],
+                    "bshift {bshift} {layout:?} page {i}"
+                );
             }
         }
     }
@@ -459,10 +654,17 @@ fn g11_eof_mid_page_and_mid_block_is_zero_filled() {
         disk.write_raw(after, &[0xFF; 2192]);
         let pages = read_fault(&file, 16384 + P, 1);
         data.resize(16384 + 2 * PAGE_SIZE, 0);
-        assert_eq!(pages.bytes(0), &data[16384 + PAGE_SIZE..16384 + 2 * PAGE_SIZE], "bshift {bshift}");
+        assert_eq!(
+            pages.bytes(0),
+            &data[16384 + PAGE_SIZE..16384 + 2 * PAGE_SIZE],
+            "bshift {bshift}"
+        );
         drop(pages);
         let read_bytes: usize = disk.log().iter().map(|r| r.len).sum();
-        assert!(read_bytes <= 6000usize.next_multiple_of(512) + 16384, "nothing past EOF is read");
+        assert!(
+            read_bytes <= 6000usize.next_multiple_of(512) + 16384,
+            "nothing past EOF is read"
+        );
     }
 }
 
@@ -479,10 +681,18 @@ fn g12_read_fault_on_hole_maps_page_read_only_and_reads_nothing_there() {
     drop(pages);
     let base0 = sector_of(&file, 0).unwrap();
     let base4 = sector_of(&file, 4 * P).unwrap();
-    assert_eq!(blocks_and_lens(&disk.log()), [(base0, 2 * PAGE_SIZE), (base4, 2 * PAGE_SIZE)], "a hole mid-cluster");
+    assert_eq!(
+        blocks_and_lens(&disk.log()),
+        [(base0, 2 * PAGE_SIZE), (base4, 2 * PAGE_SIZE)],
+        "a hole mid-cluster"
+    );
     for i in 0..6 {
         let (flags, dirty, _) = page(&file, i * P).unwrap();
-        assert_eq!(flags.contains(PageFlags::RDONLY), i == 2 || i == 3, "page {i}");
+        assert_eq!(
+            flags.contains(PageFlags::RDONLY),
+            i == 2 || i == 3,
+            "page {i}"
+        );
         assert_eq!(dirty, DirtyStatus::Clean);
     }
 }
@@ -491,7 +701,10 @@ fn g12_read_fault_on_hole_maps_page_read_only_and_reads_nothing_there() {
 fn g12_write_fault_on_hole_allocates_then_page_is_dirty_and_writable() {
     let data = pattern(4 * PAGE_SIZE, 26);
     let (disk, file) = sparse_file(12, &data, &[1]);
-    let pages = fault(&file, P, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap();
+    let pages = fault(&file, P, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
     assert!(pages.bytes(0).iter().all(|&b| b == 0));
     drop(pages);
     assert_eq!(file.hooks().alloc_calls, 1);
@@ -507,7 +720,10 @@ fn g12_write_fault_on_hole_in_sub_page_block_filesystem() {
     // 512-byte blocks; block 3 (bytes 1536..2048 of page 0) is a hole.
     let data = pattern(2 * PAGE_SIZE, 27);
     let (disk, file) = sparse_file(9, &data, &[3]);
-    let pages = fault(&file, 0, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap();
+    let pages = fault(&file, 0, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
     assert_eq!(&pages.bytes(0)[..1536], &data[..1536]);
     assert!(pages.bytes(0)[1536..2048].iter().all(|&b| b == 0));
     assert_eq!(&pages.bytes(0)[2048..], &data[2048..PAGE_SIZE]);
@@ -537,12 +753,19 @@ fn g12_write_fault_on_hole_with_full_filesystem_is_enospc_and_frees_pages() {
 
 #[test]
 fn g13_bmap_error_frees_the_pages_and_is_returned() {
-    let (disk, file) = file_with(12, Layout::Fragmented { run: 1 }, &pattern(8 * PAGE_SIZE, 29));
+    let (disk, file) = file_with(
+        12,
+        Layout::Fragmented { run: 1 },
+        &pattern(8 * PAGE_SIZE, 29),
+    );
     file.fail_bmap(Some(2));
     let result = fault(&file, 0, 4, 0, Access::Read, SYNC);
     assert!(matches!(result, Err(Error::Io)));
     assert!(resident(&file).is_empty());
-    assert!(!disk.log().is_empty(), "blocks before the failure were read (then discarded)");
+    assert!(
+        !disk.log().is_empty(),
+        "blocks before the failure were read (then discarded)"
+    );
     file.fail_bmap(None);
     assert_eq!(read_fault(&file, 0, 4).len(), 4);
 }
@@ -568,15 +791,26 @@ fn g14_device_error_keeps_previously_valid_pages() {
     let data = pattern(16384, 31);
     let (disk, file) = file_with(14, Layout::Contiguous, &data);
     read_fault(&file, 2 * P, 1).release();
-    assert_eq!(resident(&file), (0..4).map(|i| i * P).collect::<Vec<_>>(), "the whole block was read");
+    assert_eq!(
+        resident(&file),
+        (0..4).map(|i| i * P).collect::<Vec<_>>(),
+        "the whole block was read"
+    );
     disk.fail_nth(1, Error::Io);
     let mut state = file.object().lock();
     for i in [0, 1, 3] {
         state.cache_mut().free(i * P);
     }
     drop(state);
-    assert!(matches!(fault(&file, 0, 1, 0, Access::Read, SYNC), Err(Error::Io)));
-    assert_eq!(resident(&file), [2 * P], "valid page 2 survives the failed widened read");
+    assert!(matches!(
+        fault(&file, 0, 1, 0, Access::Read, SYNC),
+        Err(Error::Io)
+    ));
+    assert_eq!(
+        resident(&file),
+        [2 * P],
+        "valid page 2 survives the failed widened read"
+    );
 }
 
 // ---- G15: settle ------------------------------------------------------------------------------------
@@ -602,9 +836,17 @@ fn g15_extra_pages_are_unbusied_and_queued_requested_ones_returned_busy() {
 #[test]
 fn g15_write_fault_starts_dirty_tracking_and_joins_the_work_list() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 33));
-    let pages = fault(&file, 0, 2, 0, Access::Write, SYNC).unwrap().into_busy().unwrap();
+    let pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap();
     assert_eq!(page(&file, 0).unwrap().1, DirtyStatus::Unknown);
-    assert!(file.object().read().flags().contains(genpager::ObjectFlags::ON_WORKLIST));
+    assert!(
+        file.object()
+            .read()
+            .flags()
+            .contains(genpager::ObjectFlags::ON_WORKLIST)
+    );
     drop(pages);
     assert_eq!(file.hooks().worklist_add, 1);
     let hooks = file.hooks();
@@ -617,10 +859,25 @@ fn g15_journal_is_entered_for_allocating_faults_only() {
     file.set_journal(true);
     read_fault(&file, 0, 1).release();
     assert_eq!(file.hooks().journal_begin, 0);
-    fault(&file, P, 1, 0, Access::Write, SYNC).unwrap().into_busy().unwrap().release();
+    fault(&file, P, 1, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+        .release();
     let hooks = file.hooks();
     assert_eq!((hooks.journal_begin, hooks.journal_end), (1, 1));
-    fault(&file, 2 * P, 1, 0, Access::Write, SYNC | GetFlags::JOURNALLOCKED).unwrap().into_busy().unwrap().release();
+    fault(
+        &file,
+        2 * P,
+        1,
+        0,
+        Access::Write,
+        SYNC | GetFlags::JOURNALLOCKED,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap()
+    .release();
     assert_eq!(file.hooks().journal_begin, 1);
 }
 
@@ -636,8 +893,16 @@ fn g16_read_ahead_returns_at_once_and_completion_settles_pages() {
     let started = fault(&file, 0, 8, 0, Access::Read, GetFlags::empty()).unwrap();
     assert!(matches!(started, Fetched::Started));
     assert_eq!(disk.pending(), 4, "one request per run, still in flight");
-    assert!(resident(&file).iter().all(|&off| page(&file, off).unwrap().0.contains(PageFlags::BUSY)));
-    assert!(disk.log().iter().all(|r| r.priority == Priority::TimeLimited));
+    assert!(
+        resident(&file)
+            .iter()
+            .all(|&off| page(&file, off).unwrap().0.contains(PageFlags::BUSY))
+    );
+    assert!(
+        disk.log()
+            .iter()
+            .all(|r| r.priority == Priority::TimeLimited)
+    );
     disk.release();
     disk.quiesce();
     // The completion ran on the disk's thread; a sync fault now finds everything.
@@ -649,7 +914,10 @@ fn g16_read_ahead_returns_at_once_and_completion_settles_pages() {
         assert!(!flags.intersects(PageFlags::FAKE | PageFlags::BUSY));
         assert_eq!((dirty, queue), (DirtyStatus::Clean, PageQueue::Active));
     }
-    let pages = fault(&file, 0, 8, 0, Access::Read, GetFlags::LOCKED).unwrap().into_resident().unwrap();
+    let pages = fault(&file, 0, 8, 0, Access::Read, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
     assert_eq!(pages.bytes(7).unwrap(), &data[7 * PAGE_SIZE..]);
 }
 
@@ -659,7 +927,10 @@ fn g16_failed_read_ahead_frees_its_pages() {
     let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
     let file = fs.create(&pattern(4 * PAGE_SIZE, 36)).unwrap();
     disk.fail_nth(1, Error::Io);
-    assert!(matches!(fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()), Ok(Fetched::Started)));
+    assert!(matches!(
+        fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()),
+        Ok(Fetched::Started)
+    ));
     disk.quiesce();
     while !resident(&file).is_empty() {
         thread::yield_now();
@@ -674,7 +945,10 @@ fn g16_a_sync_fault_waits_for_read_ahead_in_flight() {
     let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
     let file = fs.create(&data).unwrap();
     disk.hold();
-    assert!(matches!(fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()), Ok(Fetched::Started)));
+    assert!(matches!(
+        fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()),
+        Ok(Fetched::Started)
+    ));
     let waiter = {
         let file = file.clone();
         thread::spawn(move || read_fault(&file, P, 1).bytes(0).to_vec())

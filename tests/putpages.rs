@@ -438,7 +438,10 @@ fn p08_cleaning_write_protects_and_free_unmaps() {
             assert_eq!(cache.lookup(offset).unwrap().dirty(), DirtyStatus::Clean);
             assert!(!cache.is_modified(offset));
             // A store through the read-only mapping faults.
-            assert_eq!(cache.write_through_mapping(offset, 0, b"x"), Err(Error::Busy));
+            assert_eq!(
+                cache.write_through_mapping(offset, 0, b"x"),
+                Err(Error::Busy)
+            );
         }
     });
     assert!(!object_flags(&file).contains(ObjectFlags::ON_WORKLIST));
@@ -488,12 +491,20 @@ fn p09_unknown_pages_are_written_only_when_modified() {
     // A store through the mapping into page 1 only: the MMU sets its modified bit.
     with_cache(&file, |cache| cache.write_through_mapping(PG, 7, b"late")).unwrap();
     putpages(&file, 0, 0, SYNC).unwrap();
-    assert_eq!(writes(&disk), [(sector(&file, 1), PAGE_SIZE)], "only the modified page");
+    assert_eq!(
+        writes(&disk),
+        [(sector(&file, 1), PAGE_SIZE)],
+        "only the modified page"
+    );
     let mut want = original(4);
     want[PAGE_SIZE..2 * PAGE_SIZE].fill(fill_of(1));
     want[PAGE_SIZE + 7..PAGE_SIZE + 11].copy_from_slice(b"late");
     assert_eq!(file.disk_contents(), want);
-    assert_eq!(status(&file, 0), DirtyStatus::Clean, "unmodified: clean without a write");
+    assert_eq!(
+        status(&file, 0),
+        DirtyStatus::Clean,
+        "unmodified: clean without a write"
+    );
     assert_eq!(status(&file, 1), DirtyStatus::Clean);
     assert!(!object_flags(&file).contains(ObjectFlags::ON_WORKLIST));
 }

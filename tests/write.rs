@@ -20,7 +20,13 @@ fn writes_read_back_and_reach_the_disk_for_every_block_size() {
     for bshift in [9u32, 10, 12, 14, 16] {
         let mut model = pattern(100_000, bshift as u8);
         let (_disk, file) = file_with(bshift, Layout::Fragmented { run: 2 }, &model);
-        for (offset, len) in [(0usize, 10usize), (4090, 20), (8192, 4096), (12_000, 30_000), (99_990, 10)] {
+        for (offset, len) in [
+            (0usize, 10usize),
+            (4090, 20),
+            (8192, 4096),
+            (12_000, 30_000),
+            (99_990, 10),
+        ] {
             let data = pattern(len, (offset as u8).wrapping_add(77));
             assert_eq!(write(&file, offset as u64, &data).unwrap(), len);
             model[offset..offset + len].copy_from_slice(&data);
@@ -98,13 +104,21 @@ fn setsize_shrink_frees_pages_and_zeroes_the_tail() {
     expect.resize(5 * PAGE_SIZE, 0);
     let got = read_all(&file);
     assert_eq!(&got[..3 * PAGE_SIZE + 10], &expect[..3 * PAGE_SIZE + 10]);
-    assert!(got[3 * PAGE_SIZE + 10..4 * PAGE_SIZE].iter().all(|&b| b == 0), "tail zeroed");
+    assert!(
+        got[3 * PAGE_SIZE + 10..4 * PAGE_SIZE]
+            .iter()
+            .all(|&b| b == 0),
+        "tail zeroed"
+    );
 }
 
 #[test]
 fn empty_and_overflowing_writes() {
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(100, 7));
     assert_eq!(write(&file, 5, &[]).unwrap(), 0);
-    assert_eq!(write(&file, u64::MAX - 3, b"abcdef"), Err(genpager::Error::TooBig));
+    assert_eq!(
+        write(&file, u64::MAX - 3, b"abcdef"),
+        Err(genpager::Error::TooBig)
+    );
     assert_eq!(file.object().size(), 100);
 }

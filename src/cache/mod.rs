@@ -74,7 +74,11 @@ struct List {
 }
 
 impl List {
-    const EMPTY: List = List { head: NIL, tail: NIL, len: 0 };
+    const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
 }
 
 /// The crate's ready-made page cache. See the module docs.
@@ -162,7 +166,8 @@ impl DefaultCache {
 
     /// The emulated mapping state of the page at `offset`.
     pub fn map_state(&self, offset: u64) -> MapState {
-        self.slot_at(offset).map_or(MapState::Unmapped, |slot| slot.map)
+        self.slot_at(offset)
+            .map_or(MapState::Unmapped, |slot| slot.map)
     }
 
     /// Stores `data` at byte `at` of the page at `offset` as a CPU store through a
@@ -249,7 +254,9 @@ impl DefaultCache {
     }
 
     fn push_tail(&mut self, index: u32, queue: PageQueue) {
-        let Some(list) = self.list_mut(queue) else { return };
+        let Some(list) = self.list_mut(queue) else {
+            return;
+        };
         let old_tail = list.tail;
         list.tail = index;
         if list.head == NIL {
@@ -284,7 +291,10 @@ unsafe impl PageCache for DefaultCache {
         let mut next = page_index(range.start.saturating_add(PAGE_SIZE as u64 - 1));
         let end = page_index(range.end.saturating_add(PAGE_SIZE as u64 - 1));
         core::iter::from_fn(move || {
-            let (index, slot) = self.index.next_present(next).filter(|&(index, _)| index < end)?;
+            let (index, slot) = self
+                .index
+                .next_present(next)
+                .filter(|&(index, _)| index < end)?;
             next = index + 1;
             self.slot(slot).map(|slot| &slot.page)
         })
@@ -300,7 +310,14 @@ unsafe impl PageCache for DefaultCache {
             None => Frame::new()?,
         };
         let page = Page::new(offset, frame.ptr());
-        let slot = Slot { page, frame, prev: NIL, next: NIL, map: MapState::Unmapped, modified: false };
+        let slot = Slot {
+            page,
+            frame,
+            prev: NIL,
+            next: NIL,
+            map: MapState::Unmapped,
+            modified: false,
+        };
         let index = match self.free_slots.pop() {
             Some(index) => {
                 self.slots[index as usize] = Some(slot);
@@ -324,7 +341,9 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn free(&mut self, offset: u64) {
-        let Some(index) = self.index.get(page_index(offset)) else { return };
+        let Some(index) = self.index.get(page_index(offset)) else {
+            return;
+        };
         self.unlink(index);
         self.index.remove(page_index(offset));
         if let Some(slot) = self.slots[index as usize].take() {
@@ -334,20 +353,31 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn set_dirty(&mut self, offset: u64, status: DirtyStatus) {
-        let Some(slot) = self.slot_at_mut(offset) else { return };
+        let Some(slot) = self.slot_at_mut(offset) else {
+            return;
+        };
         slot.page.set_dirty_status(status);
-        self.index.set_tag(page_index(offset), tag_index(Tag::Dirty), status != DirtyStatus::Clean);
+        self.index.set_tag(
+            page_index(offset),
+            tag_index(Tag::Dirty),
+            status != DirtyStatus::Clean,
+        );
     }
 
     fn set_writeback(&mut self, offset: u64, writeback: bool) {
-        let Some(slot) = self.slot_at_mut(offset) else { return };
+        let Some(slot) = self.slot_at_mut(offset) else {
+            return;
+        };
         slot.page.set_writeback_status(writeback);
-        self.index.set_tag(page_index(offset), tag_index(Tag::Writeback), writeback);
+        self.index
+            .set_tag(page_index(offset), tag_index(Tag::Writeback), writeback);
     }
 
     fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64> {
         let from = page_index(from.checked_add(PAGE_SIZE as u64 - 1)?);
-        self.index.next_tagged(tag_index(tag), from).map(|index| index << PAGE_SHIFT)
+        self.index
+            .next_tagged(tag_index(tag), from)
+            .map(|index| index << PAGE_SHIFT)
     }
 
     fn any_tagged(&self, tag: Tag) -> bool {
@@ -355,7 +385,9 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn set_queue(&mut self, offset: u64, queue: PageQueue) {
-        let Some(index) = self.index.get(page_index(offset)) else { return };
+        let Some(index) = self.index.get(page_index(offset)) else {
+            return;
+        };
         self.unlink(index);
         self.push_tail(index, queue);
     }
@@ -375,7 +407,8 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn clear_modified(&mut self, offset: u64) -> bool {
-        self.slot_at_mut(offset).is_some_and(|slot| core::mem::take(&mut slot.modified))
+        self.slot_at_mut(offset)
+            .is_some_and(|slot| core::mem::take(&mut slot.modified))
     }
 
     fn is_modified(&self, offset: u64) -> bool {
@@ -399,7 +432,10 @@ mod tests {
     #[test]
     fn frames_are_page_aligned_and_distinct() {
         let cache = cache_with(4);
-        let frames: Vec<usize> = cache.range(0..u64::MAX).map(|p| p.frame().as_ptr() as usize).collect();
+        let frames: Vec<usize> = cache
+            .range(0..u64::MAX)
+            .map(|p| p.frame().as_ptr() as usize)
+            .collect();
         assert_eq!(frames.len(), 4);
         assert!(frames.iter().all(|f| f % PAGE_SIZE == 0));
         let mut sorted = frames.clone();
@@ -442,7 +478,10 @@ mod tests {
         }
         cache.set_queue(2 * 4096, PageQueue::Inactive);
         cache.set_queue(0, PageQueue::Inactive);
-        assert_eq!(cache.queue_offsets(PageQueue::Active), [4096, 3 * 4096, 4 * 4096]);
+        assert_eq!(
+            cache.queue_offsets(PageQueue::Active),
+            [4096, 3 * 4096, 4 * 4096]
+        );
         assert_eq!(cache.queue_offsets(PageQueue::Inactive), [2 * 4096, 0]);
         cache.free(3 * 4096);
         assert_eq!(cache.queue_offsets(PageQueue::Active), [4096, 4 * 4096]);
@@ -467,9 +506,17 @@ mod tests {
     #[test]
     fn mapping_store_sets_modified_and_respects_protection() {
         let mut cache = cache_with(1);
-        assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy), "busy page faults");
+        assert_eq!(
+            cache.write_through_mapping(0, 0, b"x"),
+            Err(Error::Busy),
+            "busy page faults"
+        );
         cache.lookup_mut(0).unwrap().flags.remove(PageFlags::BUSY);
-        assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy), "unmapped page faults");
+        assert_eq!(
+            cache.write_through_mapping(0, 0, b"x"),
+            Err(Error::Busy),
+            "unmapped page faults"
+        );
         cache.map(0, MapState::Writable);
         cache.write_through_mapping(0, 10, b"hi").unwrap();
         assert!(cache.is_modified(0));
@@ -477,6 +524,9 @@ mod tests {
         assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy));
         assert!(cache.clear_modified(0));
         assert!(!cache.clear_modified(0));
-        assert_eq!(cache.write_through_mapping(0, 4095, b"xy"), Err(Error::Invalid));
+        assert_eq!(
+            cache.write_through_mapping(0, 4095, b"xy"),
+            Err(Error::Invalid)
+        );
     }
 }

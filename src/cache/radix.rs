@@ -31,7 +31,11 @@ struct Node {
 }
 
 impl Node {
-    const EMPTY: Node = Node { present: 0, tags: [0; TAGS], slots: [NONE; FANOUT] };
+    const EMPTY: Node = Node {
+        present: 0,
+        tags: [0; TAGS],
+        slots: [NONE; FANOUT],
+    };
 }
 
 /// The index. Heights count levels: a tree of height `h` holds indices below `64^h`.
@@ -53,7 +57,13 @@ fn capacity_bits(height: u32) -> u32 {
 
 impl Radix {
     pub(crate) fn new() -> Self {
-        Self { nodes: Vec::new(), free: Vec::new(), root: NONE, height: 0, len: 0 }
+        Self {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            root: NONE,
+            height: 0,
+            len: 0,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -96,7 +106,9 @@ impl Radix {
     /// Stores `value` at `index` (replacing any value there, with its tags).
     pub(crate) fn insert(&mut self, index: u64, value: u32) -> Result {
         // Reserve the worst case up front so a failure leaves the tree unchanged.
-        self.nodes.try_reserve(MAX_HEIGHT + 1).map_err(|_| Error::NoMemory)?;
+        self.nodes
+            .try_reserve(MAX_HEIGHT + 1)
+            .map_err(|_| Error::NoMemory)?;
         if self.root == NONE {
             self.root = self.new_node()?;
             self.height = 1;
@@ -202,7 +214,9 @@ impl Radix {
 
     /// Sets or clears `tag` on the value at `index` (nothing if absent).
     pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) {
-        let Some((path, depth)) = self.path(index) else { return };
+        let Some((path, depth)) = self.path(index) else {
+            return;
+        };
         let mut set = on;
         for (at, &node) in path[..depth].iter().enumerate().rev() {
             let bit = 1u64 << slot_of(index, (depth - 1 - at) as u32);
@@ -219,8 +233,9 @@ impl Radix {
     /// Whether the value at `index` carries `tag`.
     #[cfg(test)]
     pub(crate) fn has_tag(&self, index: u64, tag: usize) -> bool {
-        self.path(index)
-            .is_some_and(|(path, depth)| self.nodes[path[depth - 1] as usize].tags[tag] & (1 << slot_of(index, 0)) != 0)
+        self.path(index).is_some_and(|(path, depth)| {
+            self.nodes[path[depth - 1] as usize].tags[tag] & (1 << slot_of(index, 0)) != 0
+        })
     }
 
     /// Whether any value carries `tag`.
@@ -236,7 +251,14 @@ impl Radix {
         self.descend(self.root, self.height - 1, 0, from, bits)
     }
 
-    fn descend(&self, node: u32, level: u32, base: u64, from: u64, bits: impl Fn(&Node) -> u64 + Copy) -> Option<(u64, u32)> {
+    fn descend(
+        &self,
+        node: u32,
+        level: u32,
+        base: u64,
+        from: u64,
+        bits: impl Fn(&Node) -> u64 + Copy,
+    ) -> Option<(u64, u32)> {
         let n = &self.nodes[node as usize];
         let first = if from > base { slot_of(from, level) } else { 0 };
         let mut candidates = bits(n) & (u64::MAX << first);
@@ -262,7 +284,8 @@ impl Radix {
 
     /// The lowest index `>= from` carrying `tag`.
     pub(crate) fn next_tagged(&self, tag: usize, from: u64) -> Option<u64> {
-        self.next_by(from, move |n| n.tags[tag]).map(|(index, _)| index)
+        self.next_by(from, move |n| n.tags[tag])
+            .map(|(index, _)| index)
     }
 }
 
@@ -275,7 +298,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             self.0 >> 33
         }
     }
@@ -317,9 +343,15 @@ mod tests {
                 }
                 _ => {
                     assert_eq!(radix.get(index), values.get(&index).copied());
-                    assert_eq!(radix.next_present(index), values.range(index..).next().map(|(&k, &v)| (k, v)));
+                    assert_eq!(
+                        radix.next_present(index),
+                        values.range(index..).next().map(|(&k, &v)| (k, v))
+                    );
                     for tag in 0..2 {
-                        assert_eq!(radix.next_tagged(tag, index), tags[tag].range(index..).next().copied());
+                        assert_eq!(
+                            radix.next_tagged(tag, index),
+                            tags[tag].range(index..).next().copied()
+                        );
                         assert_eq!(radix.any_tagged(tag), !tags[tag].is_empty());
                         assert_eq!(radix.has_tag(index, tag), tags[tag].contains(&index));
                     }

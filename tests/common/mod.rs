@@ -8,7 +8,15 @@ use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode};
 
 /// Deterministic, position-dependent bytes, so a misplaced page shows.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| ((i / 7) as u8).wrapping_mul(31).wrapping_add(i as u8).wrapping_add(seed) | 1).collect()
+    (0..len)
+        .map(|i| {
+            ((i / 7) as u8)
+                .wrapping_mul(31)
+                .wrapping_add(i as u8)
+                .wrapping_add(seed)
+                | 1
+        })
+        .collect()
 }
 
 /// A disk big enough for a few files of `bytes` each.
@@ -28,14 +36,19 @@ pub fn file_with(fs_bshift: u32, layout: Layout, data: &[u8]) -> (MemDisk, Arc<M
 pub fn sparse_file(fs_bshift: u32, data: &[u8], holes: &[u64]) -> (MemDisk, Arc<MemFile>) {
     let disk = disk_for(data.len());
     let fs = MemFs::new(disk.clone(), fs_bshift, Layout::Contiguous);
-    let file = fs.create_sparse(data.len() as u64, data, holes).expect("file fits");
+    let file = fs
+        .create_sparse(data.len() as u64, data, holes)
+        .expect("file fits");
     (disk, file)
 }
 
 /// Flags, dirty status and queue of the resident page at `offset`.
 pub fn page(file: &MemFile, offset: u64) -> Option<(PageFlags, DirtyStatus, PageQueue)> {
     let state = file.object().read();
-    state.cache().lookup(offset).map(|p| (p.flags, p.dirty(), p.queue()))
+    state
+        .cache()
+        .lookup(offset)
+        .map(|p| (p.flags, p.dirty(), p.queue()))
 }
 
 /// Whether any resident page of the file is busy.
@@ -47,7 +60,11 @@ pub fn any_busy(file: &MemFile) -> bool {
 /// Resident page offsets.
 pub fn resident(file: &MemFile) -> Vec<u64> {
     let state = file.object().read();
-    state.cache().range(0..u64::MAX).map(|p| p.offset()).collect()
+    state
+        .cache()
+        .range(0..u64::MAX)
+        .map(|p| p.offset())
+        .collect()
 }
 
 /// The disk's log as (block, len) pairs.
