@@ -5,7 +5,7 @@
 //! A transfer of one byte range becomes one *master* and one [`IoRequest`] per
 //! contiguous device run. The master counts its outstanding requests plus one hold
 //! for the submitter; it completes exactly once, when the submitter has said it is
-//! done building ([`Nest::finish`], with the bytes it skipped over holes) and the last
+//! done building (`Nest::finish`, with the bytes it skipped over holes) and the last
 //! request has completed, carrying the first error any of them reported.
 
 use alloc::boxed::Box;

@@ -369,8 +369,8 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     let mut found = 0;
     let end = request_end.min(round_page(memeof));
     for page in state.cache().range(offset..end) {
-        let usable = !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE)
-            && !(memwrite && page.flags.contains(PageFlags::RDONLY));
+        let rdonly_for_write = memwrite && page.flags.contains(PageFlags::RDONLY);
+        let usable = !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE) || rdonly_for_write);
         if usable {
             frames.as_mut_slice()[((page.offset() - offset) >> PAGE_SHIFT) as usize] =
                 Some(page.frame());
