@@ -212,19 +212,23 @@ impl Radix {
         value
     }
 
-    /// Sets or clears `tag` on the value at `index` (nothing if absent).
+    /// Sets or clears `tag` on the value at `index` (nothing if absent). Walks up
+    /// only as far as a node's summary changes.
     pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) {
-        let Some((path, depth)) = self.path(index) else {
-            return;
-        };
+        let Some((path, depth)) = self.path(index) else { return };
         let mut set = on;
         for (at, &node) in path[..depth].iter().enumerate().rev() {
             let bit = 1u64 << slot_of(index, (depth - 1 - at) as u32);
             let tags = &mut self.nodes[node as usize].tags[tag];
+            let before = *tags;
             if set {
                 *tags |= bit;
             } else {
                 *tags &= !bit;
+            }
+            if before == *tags || (before != 0) == (*tags != 0) {
+                // Nothing changed here, or the parent's view (tagged or not) is the same.
+                return;
             }
             set = *tags != 0;
         }
