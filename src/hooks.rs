@@ -283,8 +283,9 @@ pub trait Vnode: Send + Sync + 'static {
 /// genpager reads and writes page bytes through [`Page::frame`] without the object
 /// lock while it owns the page busy, and hands those pointers to the [`Strategy`].
 /// An implementation must therefore guarantee:
-/// - a page's frame points to `PAGE_SIZE` writable bytes, aligned to `PAGE_SIZE`,
-///   used for nothing else while the page is resident;
+/// - a page's frame points to `PAGE_SIZE` writable, initialized bytes (any values: a
+///   recycled frame need not be zeroed), aligned to `PAGE_SIZE`, used for nothing
+///   else while the page is resident;
 /// - the frame stays valid, and the `Page` keeps the same frame, until
 ///   [`PageCache::free`] is called for that offset (genpager never frees a busy page
 ///   it does not own);
