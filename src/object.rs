@@ -380,3 +380,94 @@ impl<C: PageCache> ObjectState<C> {
         self.cache.set_dirty(offset, status);
     }
 }
+
+#[cfg(all(test, not(loom), feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::cache::DefaultCache;
+    use alloc::vec::Vec;
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    #[test]
+    fn busy_page_waiter_sleeps_and_is_woken_on_unbusy() {
+        let object = Arc::new(VmObject::new(DefaultCache::new(), 8 * 4096));
+        let mut held = Vec::new();
+        let (state, found) = object.find_pages(object.lock(), 4096, 2, true, &mut held);
+        found.unwrap();
+        drop(state);
+        let waiter = {
+            let object = object.clone();
+            thread::spawn(move || {
+                let mut pages = Vec::new();
+                let (mut state, found) = object.find_pages(object.lock(), 0, 3, true, &mut pages);
+                found.unwrap();
+                let offsets: Vec<u64> = pages.iter().map(|p| p.offset).collect();
+                let wake = state.release_pages(&pages);
+                drop(state);
+                object.wake_if(wake);
+                offsets
+            })
+        };
+        thread::sleep(Duration::from_millis(30));
+        assert!(!waiter.is_finished(), "the waiter sleeps on the busy page");
+        {
+            let state = object.read();
+            assert!(
+                state.cache().lookup(0).unwrap().is_busy(),
+                "it holds page 0, ascending"
+            );
+            assert!(
+                state
+                    .cache()
+                    .lookup(4096)
+                    .unwrap()
+                    .flags
+                    .contains(PageFlags::WANTED)
+            );
+        }
+        let mut state = object.lock();
+        for page in &held {
+            state
+                .cache_mut()
+                .lookup_mut(page.offset)
+                .unwrap()
+                .flags
+                .remove(PageFlags::FAKE);
+        }
+        let wake = held
+            .iter()
+            .fold(false, |wake, page| wake | state.settle(page.offset));
+        drop(state);
+        assert!(wake, "unbusying a WANTED page asks for a wakeup");
+        object.wake_if(wake);
+        assert_eq!(waiter.join().unwrap(), [0, 4096, 8192]);
+        assert_eq!(
+            object
+                .read()
+                .cache()
+                .range(0..u64::MAX)
+                .filter(|p| p.is_busy())
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn find_pages_without_waiting_gives_busy_and_releases_what_it_took() {
+        let object = VmObject::new(DefaultCache::new(), 8 * 4096);
+        let mut held = Vec::new();
+        let (state, found) = object.find_pages(object.lock(), 8192, 1, true, &mut held);
+        found.unwrap();
+        let mut pages = Vec::new();
+        let (state, found) = object.find_pages(state, 0, 4, false, &mut pages);
+        assert_eq!(found, Err(Error::Busy));
+        assert!(pages.is_empty());
+        assert_eq!(
+            state.cache().resident_pages(),
+            1,
+            "pages 0 and 1 were made and freed again"
+        );
+    }
+}
