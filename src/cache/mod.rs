@@ -9,7 +9,11 @@
 //!
 //! Freed frames are kept for reuse, as a kernel keeps free pages on a list instead of
 //! handing them back: a cache never holds more frames than at its peak, and
-//! [`DefaultCache::trim_spare_frames`] returns the spare ones to the allocator. The page queues are doubly linked lists threaded through the slab by slot
+//! [`DefaultCache::trim_spare_frames`] returns wholly unused chunks of them to the
+//! allocator. Frames are carved from 256 KiB chunks (`frame.rs`), so they are
+//! contiguous and cost no allocator header each.
+//!
+//! The page queues are doubly linked lists threaded through the slab by slot
 //! index: O(1) to move a page, and no `unsafe` — an intrusive list of heap nodes would
 //! need raw-pointer removal proofs for the same result, which is why this cache does
 //! not use `intrusive-collections` for them.
@@ -25,7 +29,7 @@ mod radix;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use frame::Frame;
+use frame::FramePool;
 use radix::Radix;
 
 use crate::error::{Error, Result};
@@ -59,7 +63,6 @@ pub enum MapState {
 
 struct Slot {
     page: Page,
-    frame: Frame,
     prev: u32,
     next: u32,
     map: MapState,
@@ -88,7 +91,7 @@ pub struct DefaultCache {
     free_slots: Vec<u32>,
     active: List,
     inactive: List,
-    spare: Vec<Frame>,
+    frames: FramePool,
     limit: usize,
 }
 
@@ -113,7 +116,7 @@ impl DefaultCache {
             free_slots: Vec::new(),
             active: List::EMPTY,
             inactive: List::EMPTY,
-            spare: Vec::new(),
+            frames: FramePool::default(),
             limit,
         }
     }
@@ -125,12 +128,12 @@ impl DefaultCache {
 
     /// Returns the frames kept for reuse to the allocator.
     pub fn trim_spare_frames(&mut self) {
-        self.spare = Vec::new();
+        self.frames.trim();
     }
 
     /// How many freed frames are kept for reuse.
     pub fn spare_frames(&self) -> usize {
-        self.spare.len()
+        self.frames.spare()
     }
 
     /// Pages on `queue`, from the head (most recently queued last).
@@ -188,7 +191,7 @@ impl DefaultCache {
         unsafe {
             core::ptr::copy_nonoverlapping(
                 data.as_ptr(),
-                slot.frame.ptr().as_ptr().add(at),
+                slot.page.frame().as_ptr().add(at),
                 data.len(),
             );
         }
@@ -274,10 +277,10 @@ impl DefaultCache {
     }
 }
 
-// SAFETY: every page's frame is a `Frame` owned by its slot: PAGE_SIZE bytes, page
-// aligned, used by nothing else, and freed (or recycled) only in `free`, which removes
-// the page first. Moving a `Slot` inside the slab moves the `Frame` handle, not the
-// memory it points to, so `Page::frame` stays valid while the page is resident.
+// SAFETY: every page's frame comes from the cache's `FramePool`: PAGE_SIZE initialized
+// bytes, page aligned, handed to one page at a time, and given back only in `free` (or
+// a failed `alloc`), after the page is gone from the index. The pool's chunks live as
+// long as the cache, so `Page::frame` stays valid while the page is resident.
 unsafe impl PageCache for DefaultCache {
     fn lookup(&self, offset: u64) -> Option<&Page> {
         self.slot_at(offset).map(|slot| &slot.page)
@@ -305,14 +308,10 @@ unsafe impl PageCache for DefaultCache {
         if self.index.len() >= self.limit {
             return Err(Error::NoMemory);
         }
-        let frame = match self.spare.pop() {
-            Some(frame) => frame,
-            None => Frame::new()?,
-        };
-        let page = Page::new(offset, frame.ptr());
+        let frame = self.frames.take()?;
+        let page = Page::new(offset, frame);
         let slot = Slot {
             page,
-            frame,
             prev: NIL,
             next: NIL,
             map: MapState::Unmapped,
@@ -324,14 +323,17 @@ unsafe impl PageCache for DefaultCache {
                 index
             }
             None => {
-                self.slots.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                if self.slots.try_reserve(1).is_err() {
+                    self.frames.give(frame);
+                    return Err(Error::NoMemory);
+                }
                 self.slots.push(Some(slot));
                 (self.slots.len() - 1) as u32
             }
         };
         if let Err(err) = self.index.insert(page_index(offset), index) {
             if let Some(slot) = self.slots[index as usize].take() {
-                self.spare.push(slot.frame);
+                self.frames.give(slot.page.frame());
             }
             self.free_slots.push(index);
             return Err(err);
@@ -347,7 +349,7 @@ unsafe impl PageCache for DefaultCache {
         self.unlink(index);
         self.index.remove(page_index(offset));
         if let Some(slot) = self.slots[index as usize].take() {
-            self.spare.push(slot.frame);
+            self.frames.give(slot.page.frame());
         }
         self.free_slots.push(index);
     }

@@ -215,7 +215,9 @@ impl Radix {
     /// Sets or clears `tag` on the value at `index` (nothing if absent). Walks up
     /// only as far as a node's summary changes.
     pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) {
-        let Some((path, depth)) = self.path(index) else { return };
+        let Some((path, depth)) = self.path(index) else {
+            return;
+        };
         let mut set = on;
         for (at, &node) in path[..depth].iter().enumerate().rev() {
             let bit = 1u64 << slot_of(index, (depth - 1 - at) as u32);
