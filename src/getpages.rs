@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 
 use bitflags::bitflags;
 
-use crate::bmap::{Geometry, extent_at};
+use crate::bmap::{Geometry, extent_at, is_allocated};
 use crate::buf::{Direction, Nest, Outcome, Priority, page_segments};
 use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages};
 use crate::error::{Error, Result};
@@ -205,9 +205,12 @@ pub fn getpages<'a, V: Vnode>(
             (false, false) => Some(node.read()),
         };
         let state = object.lock();
-        if state.size() < original_size {
+        // A shrink would leave pages past the new end; a growth would zero-fill, as
+        // past the old disk end, bytes a writer has meanwhile put there (and that a
+        // flush may have written and evicted). The reference checks only the former.
+        if state.size() != original_size {
             log::trace!(
-                "getpages: file shrank to {:#x} while unlocked, starting over",
+                "getpages: size changed to {:#x} while unlocked, starting over",
                 state.size()
             );
             continue;
@@ -370,7 +373,8 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     let end = request_end.min(round_page(memeof));
     for page in state.cache().range(offset..end) {
         let rdonly_for_write = memwrite && page.flags.contains(PageFlags::RDONLY);
-        let usable = !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE) || rdonly_for_write);
+        let usable =
+            !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE) || rdonly_for_write);
         if usable {
             frames.as_mut_slice()[((page.offset() - offset) >> PAGE_SHIFT) as usize] =
                 Some(page.frame());
@@ -622,6 +626,29 @@ impl<V: Vnode> ReadJob<'_, V> {
             log::trace!("getpages: read {len:#x} bytes at {offset:#x} from block {block:#x}");
             device.submit(nest.request(block, offset, segments));
             offset += len;
+        }
+        // Nothing is read past the disk end, but the blocks there under these pages may
+        // be holes too (blocks smaller than a page, or pages past the end of file): such
+        // a page must not become writable without allocating them, or what is stored
+        // there later is never written.
+        let (past, span_end) = (self.start + bytes, self.start + total);
+        if error.is_ok()
+            && past < span_end
+            && matches!(is_allocated(map, self.geometry, past, span_end), Ok(false))
+        {
+            saw_hole = true;
+            if !self.blockalloc {
+                let mut state = self.vnode.object().lock();
+                for (page, _) in pages
+                    .iter()
+                    .zip(status)
+                    .filter(|(p, s)| s.0 && p.offset + PAGE_SIZE as u64 > past)
+                {
+                    if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
+                        resident.flags |= PageFlags::RDONLY;
+                    }
+                }
+            }
         }
         nest.finish(skipped as usize, error);
 

@@ -433,7 +433,8 @@ impl<'a, V: Vnode> Flush<'a, V> {
         let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
         let generation = state.dirty_generation();
         if !on_worklist {
-            // Known to have no dirty page: nothing to clean.
+            // Known to have no dirty page: nothing to clean (the scan cleans again if a
+            // page is dirtied while it has the lock dropped).
             flags.remove(PutFlags::CLEANIT);
         }
         if on_worklist || !self.dirty_only {
@@ -555,16 +556,21 @@ impl<'a, V: Vnode> Flush<'a, V> {
             }
             next = offset + PAGE_SIZE as u64;
 
+            // Off the work list at the start, the scan does not clean; but a page dirtied
+            // while it had the lock dropped (waiting on a busy page) put the vnode back
+            // on the list, and must be written rather than freed with its data.
+            let cleanit = flags.contains(PutFlags::CLEANIT)
+                || (self.flags.contains(PutFlags::CLEANIT)
+                    && state.flags().contains(ObjectFlags::ON_WORKLIST));
             let mut protected = false;
             if flags.contains(PutFlags::FREE) {
                 state.cache_mut().protect(offset, Protection::None);
                 protected = true;
-            } else if flags.contains(PutFlags::CLEANIT) && !wired {
+            } else if cleanit && !wired {
                 // A wired page stays mapped writable: it can only become "unknown".
                 protected = protect_for_cleaning(&mut state, offset);
             }
-            let needs_clean =
-                flags.contains(PutFlags::CLEANIT) && check_dirty(&mut state, offset, protected);
+            let needs_clean = cleanit && check_dirty(&mut state, offset, protected);
 
             let (first, count, behind) = if needs_clean {
                 debug_assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));

@@ -33,26 +33,33 @@ pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize
         .ok_or(Error::TooBig)?;
     let geometry = geometry(&**vnode)?;
     let object = vnode.object();
-    let old_size = {
+    let (old_size, old_write_size) = {
         let mut state = object.lock();
         let (size, write_size) = (state.size(), state.write_size());
         // Faults may reach the new end while the write is under way.
         state.set_sizes(size, write_size.max(end));
-        size
+        (size, write_size)
     };
-    let block_mask = geometry.block_size() - 1;
-    if offset > old_size && old_size & block_mask != 0 {
-        // The old last block may hold stale bytes past the old end; once the file
-        // grows over them they must read as zero.
-        let gap_end = offset.min((old_size | block_mask) + 1);
-        let zeroes = [0u8; 512];
-        let mut at = old_size;
-        while at < gap_end {
-            let len = (gap_end - at).min(zeroes.len() as u64) as usize;
-            write_batch(vnode, geometry, at, &zeroes[..len])?;
-            at += len as u64;
-        }
+    let written = write_batches(vnode, geometry, old_size, offset, data);
+    if written.is_err() {
+        // The end the write announced was never reached: take it back, or later
+        // flushes would write past the end of file.
+        let mut state = object.lock();
+        let size = state.size();
+        state.set_sizes(size, old_write_size.max(size));
     }
+    written
+}
+
+fn write_batches<V: Vnode>(
+    vnode: &Arc<V>,
+    geometry: Geometry,
+    old_size: u64,
+    offset: u64,
+    data: &[u8],
+) -> Result<usize> {
+    let end = offset + data.len() as u64;
+    zero_old_tail(vnode, geometry, old_size, offset)?;
     let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16) as u64;
     let mut done = 0usize;
     while done < data.len() {
@@ -63,6 +70,26 @@ pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize
         done += len;
     }
     Ok(done)
+}
+
+/// Before the file grows from `old_size` to past `upto`: the old last block may hold
+/// stale bytes past the old end (a truncation's zeroes are never written past the new
+/// end); once the file grows over them they must read as zero, so zeroes are written
+/// over them, up to `upto`. Grows the size as it goes.
+fn zero_old_tail<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, old_size: u64, upto: u64) -> Result {
+    let block_mask = geometry.block_size() - 1;
+    if upto <= old_size || old_size & block_mask == 0 {
+        return Ok(());
+    }
+    let gap_end = upto.min((old_size | block_mask) + 1);
+    let zeroes = [0u8; 512];
+    let mut at = old_size;
+    while at < gap_end {
+        let len = (gap_end - at).min(zeroes.len() as u64) as usize;
+        write_batch(vnode, geometry, at, &zeroes[..len])?;
+        at += len as u64;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` at `pos`, all within one batch of pages.
@@ -130,21 +157,34 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
     let mut pages = getpages(vnode, first, count, 0, Access::Write, Advice::Normal, flags)?
         .into_busy()
         .ok_or(Error::Invalid)?;
-    vnode.block_map().alloc(start, end - start)?;
+    // Every block under the pages, not only under `start..end`: the pages become
+    // writable (no longer `RDONLY`) as a whole, so with blocks smaller than a page no
+    // hole may stay under them, or later stores there would never be written.
+    vnode.block_map().alloc(first, last - first)?;
     pages.mark_all_written();
     Ok(())
 }
 
 /// Changes the file size (the reference's `uvm_vnp_setsize`, with the zeroing a
-/// filesystem's truncate does). Growing only records the size. Shrinking frees the
-/// cached pages wholly past the new end (discarding their dirty data), waits for
-/// busy ones, and zeroes the tail of the new last page if it is resident, so that
-/// growing the file again shows zeroes. Freeing the blocks is the filesystem's job.
+/// filesystem's truncate does). Growing records the size, after writing zeroes over
+/// the rest of the old last block (as [`write`] does when it extends a file), so that
+/// bytes a truncation left on the disk past the old end read as zero; for a vnode with
+/// a block map only ([`Vnode::byte_io`] hosts extend their own files). Shrinking frees
+/// the cached pages wholly past the new end (discarding their dirty data), waits for
+/// busy ones, and zeroes the tail of the new last page if it is resident. Freeing the
+/// blocks is the filesystem's job.
 ///
-/// Holds the node lock exclusively throughout, so faults and the fast path see
-/// either the old size with its pages or the new one.
+/// Holds the node lock exclusively throughout (after the zeroing of a grow), so faults
+/// and the fast path see either the old size with its pages or the new one.
+///
+/// Errors: growing can fail as [`write`] does (the size then stays where the zeroing
+/// got to).
 pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
     let object = vnode.object();
+    let old_size = object.size();
+    if size > old_size && vnode.byte_io().is_none() {
+        zero_old_tail(vnode, geometry(&**vnode)?, old_size, size)?;
+    }
     let _node = object.node_lock().write();
     let old = {
         let mut state = object.lock();

@@ -23,7 +23,7 @@ use genpager::buf::{Direction, IoRequest};
 use genpager::cache::{DefaultCache, MapState};
 use genpager::{
     Access, Advice, BlockMap, DirtyStatus, Error, Fetched, GetFlags, Mapping, PAGE_SIZE, PageCache,
-    PageFlags, PutFlags, Strategy, Tag, Vnode, VmObject, getpages, putpages, setsize, write,
+    PageFlags, PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize, write,
 };
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
@@ -170,7 +170,10 @@ impl BlockMap for File {
         if lbn >= blocks {
             return Ok(Mapping::hole(0));
         }
-        Ok(Mapping::mapped(lbn << (self.fs_bshift - 9), blocks - lbn - 1))
+        Ok(Mapping::mapped(
+            lbn << (self.fs_bshift - 9),
+            blocks - lbn - 1,
+        ))
     }
 
     fn alloc(&self, offset: u64, len: u64) -> genpager::Result {
@@ -275,7 +278,10 @@ impl Rig {
         self.stop();
         check_invariants(&self.file);
         check_cache(&self.file, model);
-        assert!(disk_bytes(&self.file) == model, "the disk does not hold the model");
+        assert!(
+            disk_bytes(&self.file) == model,
+            "the disk does not hold the model"
+        );
         self.file.clone()
     }
 
@@ -308,7 +314,11 @@ fn check_invariants(file: &File) {
     let cache = state.cache();
     let eof = state.size().div_ceil(P) * P;
     assert_eq!(state.writes_in_flight(), 0, "no write in flight");
-    assert_eq!(state.pending_write_error(), None, "no error swallowed or left latched");
+    assert_eq!(
+        state.pending_write_error(),
+        None,
+        "no error swallowed or left latched"
+    );
     for page in cache.range(0..u64::MAX) {
         let at = page.offset();
         assert!(
@@ -332,9 +342,15 @@ fn check_invariants(file: &File) {
             page.dirty()
         );
     }
-    assert!(!cache.any_tagged(Tag::Writeback), "a writeback tag outlived its write");
+    assert!(
+        !cache.any_tagged(Tag::Writeback),
+        "a writeback tag outlived its write"
+    );
     if let Some(at) = cache.next_tagged(Tag::Dirty, 0) {
-        assert!(cache.lookup(at).is_some(), "dirty tag on a page that is gone");
+        assert!(
+            cache.lookup(at).is_some(),
+            "dirty tag on a page that is gone"
+        );
     }
 }
 
@@ -347,8 +363,14 @@ fn check_cache(file: &File, model: &[u8]) {
         // and this thread holds the object lock, so nothing writes its bytes.
         let bytes = unsafe { std::slice::from_raw_parts(page.frame().as_ptr(), PAGE_SIZE) };
         let valid = model.len().saturating_sub(at).min(PAGE_SIZE);
-        assert!(bytes[..valid] == model[at..at + valid], "page {at:#x} does not hold the model");
-        assert!(bytes[valid..].iter().all(|&b| b == 0), "page {at:#x} is zero past EOF");
+        assert!(
+            bytes[..valid] == model[at..at + valid],
+            "page {at:#x} does not hold the model"
+        );
+        assert!(
+            bytes[valid..].iter().all(|&b| b == 0),
+            "page {at:#x} is zero past EOF"
+        );
     }
 }
 
@@ -365,7 +387,10 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
         counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f()
     });
-    eprintln!("explored {} executions", runs.load(std::sync::atomic::Ordering::Relaxed));
+    eprintln!(
+        "explored {} executions",
+        runs.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 fn read_busy(file: &Arc<File>, offset: u64, count: usize) -> genpager::Result<Vec<Vec<u8>>> {
@@ -378,7 +403,9 @@ fn read_busy(file: &Arc<File>, offset: u64, count: usize) -> genpager::Result<Ve
         Advice::Normal,
         GetFlags::SYNCIO,
     )?;
-    let pages = fetched.into_busy().expect("a synchronous fault returns busy pages");
+    let pages = fetched
+        .into_busy()
+        .expect("a synchronous fault returns busy pages");
     Ok((0..pages.len()).map(|i| pages.bytes(i).to_vec()).collect())
 }
 
@@ -420,22 +447,36 @@ fn l1_read_fault_racing_truncate_starts_over_and_leaves_nothing_past_eof() {
 
 // ---- L2: overlapping faults on a block larger than a page ----------------------
 
-/// Two faults on different pages of one 8 KiB block both widen to the whole block.
-/// Each must release what it holds and re-collect from the lowest offset (G9), so
-/// neither deadlocks against the other, and the block is read exactly once.
+/// Two faults on one 8 KiB block while the syncer writes its first page back: a fault
+/// of the second page widens to the whole block, which needs the first page, busy under
+/// the write. It must let go of the second page before it waits and re-collect from the
+/// lowest offset (G9): holding it while waiting deadlocks against the other fault,
+/// which takes both pages in ascending order. Each page is read at most once.
 #[test]
 fn l2_overlapping_faults_on_a_large_block_take_pages_in_order_and_read_once() {
     model(|| {
         let data = pattern(2 * PAGE_SIZE, 2);
         let rig = Setup::new(13, data.clone()).start();
-        let low = spawn(&rig, |file| read_busy(&file, 0, 1));
-        let high = read_busy(&rig.file, P, 1).expect("high fault");
-        assert!(high == [data[PAGE_SIZE..].to_vec()], "high page data");
-        let low = low.join().unwrap().expect("low fault");
-        assert!(low == [data[..PAGE_SIZE].to_vec()], "low page data");
-        let file = rig.finish(&data);
-        assert_eq!(file.device.requests(Direction::Read), 1, "one read of the block");
-        assert_eq!(file.device.max_sector_reads(), 1, "no sector read twice");
+        let newer = pattern(PAGE_SIZE, 22);
+        write(&rig.file, 0, &newer).expect("dirty page 0 only");
+        let mut model_bytes = newer.clone();
+        model_bytes.extend_from_slice(&data[PAGE_SIZE..]);
+        let syncer = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+        let whole = spawn(&rig, |file| read_busy(&file, 0, 2));
+        let high = read_busy(&rig.file, P, 1).expect("fault of the second page");
+        assert!(high == [data[PAGE_SIZE..].to_vec()], "second page data");
+        let whole = whole.join().unwrap().expect("fault of the block");
+        assert!(whole.concat() == model_bytes, "block data");
+        syncer.join().unwrap().expect("syncer");
+        let file = rig.finish(&model_bytes);
+        assert!(
+            file.device.max_sector_reads() <= 1,
+            "a sector was read twice"
+        );
+        assert!(
+            file.device.requests(Direction::Read) <= 1,
+            "the second page was read twice"
+        );
     });
 }
 
@@ -453,10 +494,18 @@ fn l3_fault_racing_putpages_free_sees_the_data_and_frees_only_idle_pages() {
         let newer = pattern(2 * PAGE_SIZE, 33);
         write(&rig.file, 0, &newer).expect("dirty both pages");
         let free = spawn(&rig, |file| {
-            putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO)
+            putpages(
+                &file,
+                0,
+                0,
+                PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
+            )
         });
         let pages = read_busy(&rig.file, 0, 2).expect("fault");
-        assert!(pages.concat() == newer, "the fault does not see the newest bytes");
+        assert!(
+            pages.concat() == newer,
+            "the fault does not see the newest bytes"
+        );
         free.join().unwrap().expect("flush and free");
         rig.finish(&newer);
     });
@@ -476,7 +525,10 @@ fn l4_syncio_flush_waits_for_another_threads_async_writeback() {
         write(&rig.file, 0, &newer).expect("dirty the page");
         let lazy = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
         putpages(&rig.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO).expect("fsync");
-        assert!(disk_bytes(&rig.file) == newer, "fsync returned before the data was on disk");
+        assert!(
+            disk_bytes(&rig.file) == newer,
+            "fsync returned before the data was on disk"
+        );
         lazy.join().unwrap().expect("async flush");
         rig.finish(&newer);
     });
@@ -496,15 +548,35 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
         let rig = Setup::new(12, data).start();
         let older = pattern(PAGE_SIZE, 55);
         write(&rig.file, 0, &older).expect("dirty the page");
-        rig.file.object().lock().cache_mut().map(0, MapState::Writable);
+        rig.file
+            .object()
+            .lock()
+            .cache_mut()
+            .map(0, MapState::Writable);
         let flush = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
 
         let store = b"late";
-        let stored = rig.file.object().lock().cache_mut().write_through_mapping(0, 10, store);
+        let stored = rig
+            .file
+            .object()
+            .lock()
+            .cache_mut()
+            .write_through_mapping(0, 10, store);
         if stored.is_err() {
             // The store faulted: a write fault, then the store, as the kernel retries it.
-            let fetched = getpages(&rig.file, 0, 1, 0, Access::Write, Advice::Normal, GetFlags::SYNCIO);
-            let mut pages = fetched.expect("write fault").into_busy().expect("busy page");
+            let fetched = getpages(
+                &rig.file,
+                0,
+                1,
+                0,
+                Access::Write,
+                Advice::Normal,
+                GetFlags::SYNCIO,
+            );
+            let mut pages = fetched
+                .expect("write fault")
+                .into_busy()
+                .expect("busy page");
             pages.bytes_mut(0)[10..14].copy_from_slice(store);
         }
         flush.join().unwrap().expect("async flush");
@@ -523,7 +595,10 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
         };
         if let Some((dirty, status)) = settled {
             let on_disk = disk_bytes(&rig.file) == model_bytes;
-            assert!(on_disk || dirty, "the store is neither on disk nor dirty: lost ({status:?})");
+            assert!(
+                on_disk || dirty,
+                "the store is neither on disk nor dirty: lost ({status:?})"
+            );
         }
         rig.finish(&model_bytes);
     });
@@ -544,19 +619,40 @@ fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
         let rig = setup.start();
         let older = pattern(2 * PAGE_SIZE, 66);
         write(&rig.file, 0, &older).expect("dirty both pages");
-        let flush = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO));
+        let flush = spawn(&rig, |file| {
+            putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
+        });
 
-        let fetched = getpages(&rig.file, P, 1, 0, Access::Write, Advice::Normal, GetFlags::SYNCIO);
-        let mut pages = fetched.expect("write fault").into_busy().expect("busy page");
+        let fetched = getpages(
+            &rig.file,
+            P,
+            1,
+            0,
+            Access::Write,
+            Advice::Normal,
+            GetFlags::SYNCIO,
+        );
+        let mut pages = fetched
+            .expect("write fault")
+            .into_busy()
+            .expect("busy page");
         pages.bytes_mut(0)[..4].copy_from_slice(b"new!");
         drop(pages);
-        putpages(&rig.file, 0, P, PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO)
-            .expect("flush and free page 0");
+        putpages(
+            &rig.file,
+            0,
+            P,
+            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
+        )
+        .expect("flush and free page 0");
         flush.join().unwrap().expect("flush");
 
         let mut model_bytes = older.clone();
         model_bytes[PAGE_SIZE..PAGE_SIZE + 4].copy_from_slice(b"new!");
-        assert!(disk_bytes(&rig.file)[..PAGE_SIZE] == older[..PAGE_SIZE], "page 0 was not written");
+        assert!(
+            disk_bytes(&rig.file)[..PAGE_SIZE] == older[..PAGE_SIZE],
+            "page 0 was not written"
+        );
         rig.finish(&model_bytes);
     });
 }
@@ -572,7 +668,15 @@ fn l7_async_completion_wakes_a_thread_sleeping_on_a_wanted_page() {
         let data = pattern(PAGE_SIZE, 7);
         let rig = Setup::new(12, data.clone()).start();
         let ahead = spawn(&rig, |file| {
-            match getpages(&file, 0, 1, 0, Access::Read, Advice::Normal, GetFlags::empty()) {
+            match getpages(
+                &file,
+                0,
+                1,
+                0,
+                Access::Read,
+                Advice::Normal,
+                GetFlags::empty(),
+            ) {
                 Ok(Fetched::Started) | Err(Error::Busy) => {}
                 Ok(_) => panic!("read-ahead returned pages"),
                 Err(err) => panic!("read-ahead failed: {err}"),
@@ -610,9 +714,45 @@ fn l8_directio_write_over_a_dirty_page_in_writeback_is_not_overwritten() {
         let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
         let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
         assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
-        assert!(disk_bytes(&rig.file) == direct.0, "the direct write is on the disk");
+        assert!(
+            disk_bytes(&rig.file) == direct.0,
+            "the direct write is on the disk"
+        );
         syncer.join().unwrap().expect("syncer");
         rig.finish(&direct.0);
+    });
+}
+
+/// A direct read over a page that is cached dirty while the syncer writes it back:
+/// the direct read flushes the range first, which must wait for the syncer's write in
+/// flight (P15), or the read returns the disk's old bytes.
+#[test]
+fn l8_directio_read_waits_for_a_writeback_in_flight() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    model(|| {
+        let data = pattern(PAGE_SIZE, 18);
+        let rig = Setup::new(12, data).start();
+        let newer = pattern(PAGE_SIZE, 118);
+        write(&rig.file, 0, &newer).expect("dirty the page");
+        let syncer = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+
+        let mut buffer = Box::new(Aligned([0; PAGE_SIZE]));
+        let mut uio = Uio::new(
+            0,
+            Direction::Read,
+            AddressSpace::User,
+            vec![IoVec::new(&mut buffer.0)],
+        )
+        .expect("uio");
+        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
+        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
+        drop(uio);
+        assert!(
+            buffer.0[..] == newer[..],
+            "the direct read missed the cached write"
+        );
+        syncer.join().unwrap().expect("syncer");
+        rig.finish(&newer);
     });
 }
 
@@ -629,13 +769,25 @@ fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
         let rig = Setup::new(12, data.clone()).start();
         read_busy(&rig.file, 0, 2).expect("make both pages resident");
         let truncate = spawn(&rig, |file| setsize(&file, 100));
-        match getpages(&rig.file, 0, 2, 0, Access::Read, Advice::Normal, GetFlags::LOCKED) {
+        match getpages(
+            &rig.file,
+            0,
+            2,
+            0,
+            Access::Read,
+            Advice::Normal,
+            GetFlags::LOCKED,
+        ) {
             Ok(Fetched::Resident(pages)) => {
                 // The size cannot be read under the handle (loom's RwLock is not
                 // recursive), but the handle shows it: the fast path only looks below
                 // the memory EOF, and page 1 is resident and idle for as long as the
                 // size is 8 KiB (setsize shrinks the size before it frees page 1).
-                let size = if pages.bytes(1).is_some() { 2 * PAGE_SIZE } else { 100 };
+                let size = if pages.bytes(1).is_some() {
+                    2 * PAGE_SIZE
+                } else {
+                    100
+                };
                 let bytes = pages.bytes(0).expect("the center page");
                 let valid = size.min(PAGE_SIZE);
                 assert!(bytes[..valid] == data[..valid], "fast path data");

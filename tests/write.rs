@@ -122,3 +122,139 @@ fn empty_and_overflowing_writes() {
     );
     assert_eq!(file.object().size(), 100);
 }
+
+/// Bug found by the model tests: truncating into a block and growing the file again
+/// with `setsize` showed the old bytes past the truncation point. The truncation zeroes
+/// the tail of the resident last page, but its writeback stops at the new (smaller)
+/// size, so the disk keeps the old bytes; once the page is gone and the file grows, a
+/// read finds them. Growing now writes zeroes over the rest of the old last block, as
+/// `write` does when it extends a file.
+#[test]
+fn setsize_grow_after_truncate_reads_zeroes_past_the_old_end() {
+    for bshift in [12u32, 14, 16] {
+        let data = pattern(3 * PAGE_SIZE, 1);
+        let (_disk, file) = file_with(bshift, Layout::Contiguous, &data);
+        let cut = PAGE_SIZE + 100;
+        // Resident first (the tail is zeroed in memory), then not.
+        let mut buf = vec![0u8; 3 * PAGE_SIZE];
+        read(&file, 0, &mut buf).unwrap();
+        setsize(&file, cut as u64).unwrap();
+        putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
+        // Extend within the old last block (or up to it, for blocks of one page).
+        let grown = if bshift == 12 {
+            2 * PAGE_SIZE
+        } else {
+            3 * PAGE_SIZE
+        };
+        setsize(&file, grown as u64).unwrap();
+        assert_eq!(read(&file, 0, &mut buf).unwrap(), grown);
+        assert!(buf[..cut] == data[..cut], "bshift {bshift}: kept bytes");
+        assert!(
+            buf[cut..grown].iter().all(|&b| b == 0),
+            "bshift {bshift}: stale bytes after the truncation point"
+        );
+        putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
+        let disk = file.disk_contents();
+        assert!(
+            disk[cut..grown].iter().all(|&b| b == 0),
+            "bshift {bshift}: stale bytes on disk"
+        );
+    }
+}
+
+/// Bug found by the model tests: a `write` that failed (here ENOSPC) left the write size
+/// at the end it announced, past the end of file, for good; later flushes could then
+/// write past the end of file. It now takes the announced end back.
+#[test]
+fn failed_write_restores_the_write_size() {
+    let disk = MemDisk::new(8); // 4 KiB: one block of 4 KiB, and the file has it.
+    let fs = MemFs::new(disk, 12, Layout::Contiguous);
+    let file = fs.create(&pattern(100, 2)).unwrap();
+    assert_eq!(
+        write(&file, 10_000, &pattern(5000, 3)),
+        Err(genpager::Error::NoSpace)
+    );
+    let state = file.object().read();
+    assert_eq!(
+        state.write_size(),
+        state.size(),
+        "write size past the end of file after a failed write"
+    );
+}
+
+/// Bug found by the model tests: with blocks smaller than a page, a write that extended
+/// the file allocated only the blocks under its bytes, yet left the whole page writable
+/// (not `RDONLY`) over the page's other blocks, still holes. A later write fault on the
+/// page then allocated nothing, and bytes stored there were skipped by the writeback
+/// (holes are not written): a lost write. The write now allocates every block under
+/// the pages it makes writable.
+#[test]
+fn sub_page_block_write_leaves_no_hole_under_a_writable_page() {
+    let data = pattern(2 * PAGE_SIZE + 1, 4);
+    let (_disk, file) = file_with(9, Layout::Contiguous, &data);
+    // Extends by one byte: block 16 only; blocks 17..24 of page 2 stay holes.
+    write(&file, 2 * PAGE_SIZE as u64 + 1, &[0x5a]).unwrap();
+    setsize(&file, 3 * PAGE_SIZE as u64).unwrap();
+    let flags = genpager::GetFlags::SYNCIO;
+    let mut pages = genpager::getpages(
+        &file,
+        2 * PAGE_SIZE as u64,
+        1,
+        0,
+        genpager::Access::Write,
+        genpager::Advice::Normal,
+        flags,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap();
+    pages.bytes_mut(0)[2048..2058].copy_from_slice(&[0xa5; 10]);
+    drop(pages);
+    putpages(&file, 0, 0, FLUSH).unwrap();
+    let disk = file.disk_contents();
+    assert_eq!(disk[2 * PAGE_SIZE + 1], 0x5a);
+    assert_eq!(
+        &disk[2 * PAGE_SIZE + 2048..2 * PAGE_SIZE + 2058],
+        &[0xa5; 10],
+        "store over a hole lost"
+    );
+}
+
+/// Bug found by the model tests: a read stops walking the block map at the disk end of
+/// file, so with blocks smaller than a page the page straddling the end of file (or a
+/// page past it, faulted for an extending write that then failed with ENOSPC) never
+/// learnt that blocks under it past the end are holes: it was not marked `RDONLY`, a
+/// later write fault on it allocated nothing once the file had grown, and what was
+/// stored there was never written. Holes past the disk end now count too.
+#[test]
+fn holes_past_eof_under_a_page_are_allocated_by_a_write_fault() {
+    // 30 blocks of 512 bytes: page 3 holds blocks 24..=29 and two holes past EOF.
+    let data = pattern(30 * 512, 5);
+    let (_disk, file) = file_with(9, Layout::Contiguous, &data);
+    let mut buf = vec![0u8; data.len()];
+    read(&file, 0, &mut buf).unwrap();
+    setsize(&file, 4 * PAGE_SIZE as u64).unwrap();
+    let flags = genpager::GetFlags::SYNCIO;
+    let mut pages = genpager::getpages(
+        &file,
+        3 * PAGE_SIZE as u64,
+        1,
+        0,
+        genpager::Access::Write,
+        genpager::Advice::Normal,
+        flags,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap();
+    pages.bytes_mut(0)[PAGE_SIZE - 10..].copy_from_slice(&[0xa5; 10]);
+    drop(pages);
+    putpages(&file, 0, 0, FLUSH).unwrap();
+    let disk = file.disk_contents();
+    assert_eq!(
+        &disk[4 * PAGE_SIZE - 10..],
+        &[0xa5; 10],
+        "store over a hole past the old EOF lost"
+    );
+    assert!(disk[..data.len()] == data[..]);
+}
