@@ -261,6 +261,15 @@ pub fn getpages<'a, V: Vnode>(
         } else {
             0
         };
+        if state.size() != original_size {
+            // Waiting for a busy page let an extending write publish its size: bytes
+            // past the old end may be on the disk now, so the old disk end is stale.
+            log::trace!("getpages: size changed while waiting for pages, starting over");
+            let wake = state.release_pages(&pages);
+            drop(state);
+            object.wake_if(wake);
+            continue;
+        }
         let status: Vec<(bool, bool)> = pages
             .iter()
             .map(|page| {

@@ -12,7 +12,7 @@ use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
 use crate::getpages::{Advice, GetFlags, geometry, getpages};
 use crate::hooks::{Access, BlockMap, PageCache, Vnode};
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::putpages::{PutFlags, putpages};
 use crate::sync::Arc;
 
@@ -131,12 +131,15 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
             frame[within.end..].fill(0);
         }
     }
-    drop(pages);
     if extending {
+        // Grown before the pages are released: once a flush may write and free them, a
+        // fault of the old last page must read the written bytes back from the disk,
+        // not zero-fill them as lying past the old end.
         let mut state = object.lock();
         let (size, write_size) = (state.size().max(end), state.write_size().max(end));
         state.set_sizes(size, write_size);
     }
+    drop(pages);
     Ok(())
 }
 
@@ -227,6 +230,19 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         .into_busy()
         .ok_or(Error::Invalid)?;
         pages.bytes_mut(0)[tail as usize..].fill(0);
+        // Releasing a written page makes it writable, but this fault allocated nothing:
+        // a page over a hole must stay read-only, so that a store faults and allocates.
+        let rdonly = object
+            .read()
+            .cache()
+            .lookup(trunc_page(size))
+            .is_some_and(|page| page.flags.contains(PageFlags::RDONLY));
+        drop(pages);
+        if rdonly {
+            if let Some(page) = object.lock().cache_mut().lookup_mut(trunc_page(size)) {
+                page.flags |= PageFlags::RDONLY;
+            }
+        }
     }
     Ok(())
 }

@@ -804,3 +804,93 @@ fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
         rig.finish(&data[..100]);
     });
 }
+
+// ---- L10: a fault of the old last page vs an extending write -------------------
+
+/// Issue #6: a write that extends the file fills the old last page past the old end,
+/// releases it dirty, and only then raised the size. In that window a flush could
+/// write the page and free it, and a fault of it (still inside the old size) read it
+/// back from the disk only up to the old end, zero-filling the rest as past the disk
+/// end: the write's bytes were lost from the cache (and from the disk once the page
+/// was dirtied again). The size must grow before the written pages are released, and
+/// a fault that slept for a page must look at the size again before reading.
+#[test]
+fn l10_fault_racing_an_extending_write_sees_the_written_bytes_past_the_old_end() {
+    model(|| {
+        let data = pattern(100, 10);
+        let mut setup = Setup::new(12, data.clone());
+        setup.capacity = PAGE_SIZE;
+        let rig = setup.start();
+        let newer = pattern(200, 110);
+        let other = spawn(&rig, |file| {
+            putpages(
+                &file,
+                0,
+                0,
+                PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
+            )
+            .expect("flush and free");
+            read_busy(&file, 0, 1).expect("page 0 is inside the file")
+        });
+        write(&rig.file, 100, &newer).expect("extending write");
+        let page = other.join().unwrap().remove(0);
+        let mut model_bytes = data.clone();
+        model_bytes.extend_from_slice(&newer);
+        let before = {
+            let mut old = data.clone();
+            old.resize(PAGE_SIZE, 0);
+            old
+        };
+        let mut after = model_bytes.clone();
+        after.resize(PAGE_SIZE, 0);
+        assert!(
+            page == before || page == after,
+            "the fault saw neither the old nor the new end of file"
+        );
+        rig.finish(&model_bytes);
+    });
+}
+
+/// The other half of L10: a fault that computed its bounds from the old size and then
+/// slept on the old last page while the extending write held it, must not read that
+/// page with the old disk end once it wakes: a flush may have written and freed the
+/// page in between, and the write's bytes are then on the disk past the old end.
+#[test]
+fn l10_fault_waking_after_an_extending_write_looks_at_the_size_again() {
+    model(|| {
+        let data = pattern(100, 11);
+        let mut setup = Setup::new(12, data.clone());
+        setup.capacity = PAGE_SIZE;
+        let rig = setup.start();
+        let newer = pattern(200, 111);
+        let flush = spawn(&rig, |file| {
+            putpages(
+                &file,
+                0,
+                0,
+                PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
+            )
+            .expect("flush and free")
+        });
+        let fault = spawn(&rig, |file| {
+            read_busy(&file, 0, 1).expect("page 0 is inside the file")
+        });
+        write(&rig.file, 100, &newer).expect("extending write");
+        let page = fault.join().unwrap().remove(0);
+        flush.join().unwrap();
+        let mut model_bytes = data.clone();
+        model_bytes.extend_from_slice(&newer);
+        let before = {
+            let mut old = data.clone();
+            old.resize(PAGE_SIZE, 0);
+            old
+        };
+        let mut after = model_bytes.clone();
+        after.resize(PAGE_SIZE, 0);
+        assert!(
+            page == before || page == after,
+            "the fault saw neither the old nor the new end of file"
+        );
+        rig.finish(&model_bytes);
+    });
+}

@@ -258,3 +258,37 @@ fn holes_past_eof_under_a_page_are_allocated_by_a_write_fault() {
     );
     assert!(disk[..data.len()] == data[..]);
 }
+
+/// Bug found by the model tests: a truncation into a page over a hole (blocks smaller
+/// than a page) zeroed the page's tail through a non-allocating write fault, and
+/// releasing it cleared `RDONLY`: the page looked writable with a hole under it, so a
+/// later write fault allocated nothing and bytes stored over the hole were lost.
+#[test]
+fn truncate_into_a_page_over_a_hole_keeps_it_read_only() {
+    let data = pattern(0x5b15, 6);
+    let (_disk, file) = sparse_file(9, &data, &[21]);
+    let mut buf = vec![0u8; data.len()];
+    read(&file, 0, &mut buf).unwrap();
+    setsize(&file, 0x2a22).unwrap();
+    let flags = genpager::GetFlags::SYNCIO;
+    let mut pages = genpager::getpages(
+        &file,
+        0x2000,
+        1,
+        0,
+        genpager::Access::Write,
+        genpager::Advice::Normal,
+        flags,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap();
+    pages.bytes_mut(0)[0xa00..0xa10].copy_from_slice(&[0xa5; 16]);
+    drop(pages);
+    putpages(&file, 0, 0, FLUSH).unwrap();
+    assert_eq!(
+        &file.disk_contents()[0x2a00..0x2a10],
+        &[0xa5; 16],
+        "store over the hole lost"
+    );
+}
