@@ -870,9 +870,9 @@ fn print(report: &Report, elapsed: Duration) {
         "\nNotes:\n- The naive pager cannot build genpager IoRequests (crate-private), so it moves each page with \
          MemDisk::read_raw/write_raw and counts one request per page with MemDisk's own LatencyModel::cost_ns. \
          Its CPU time therefore leaves out MemDisk's per-request overhead that genpager pays in Strategy::submit \
-         (request log, state locks, a Condvar::notify_all futex wake per request): the wall-time \"vs naive\" of \
+         (request log, state locks): the wall-time \"vs naive\" of \
          request-heavy rows (random faults) is conservative for genpager.\n- The naive pager calls MemFile::bmap \
-         for every page, and MemFile's bmap computes the contiguous run (up to 1024 blocks scanned) on every call: \
+         for every page, and MemFile's bmap computes the contiguous run (up to 256 blocks scanned) on every call: \
          on the contiguous file that is part of the naive pager's CPU time (less so on the fragmented file, runs of 8)."
     );
     for note in &report.notes {
