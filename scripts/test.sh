@@ -46,6 +46,21 @@ if [ "${SKIP_MIRI:-0}" != 1 ]; then
   fi
   MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
     cargo +nightly miri test --all-features --lib -- --skip threaded
+  # Scenario tests that reach each unsafe path (BusyPages and fast-path page bytes,
+  # request segments filled and gathered, zero-filled holes, direct I/O buffers and host
+  # aliases, ByteIo slices), chosen by name: whole files take many minutes under Miri
+  # (tests/directio.rs alone ~7). ~1.5 min.
+  MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
+    cargo +nightly miri test -p genpager --all-features \
+      --test getpages --test putpages --test write --test directio --test compat -- \
+      c0 g07_overwrite_reads_nothing g08_resident_pages_need_no_io g11_eof_mid_page \
+      g12_read_fault_on_hole g12_write_fault_on_hole g14 p09_unknown_pages p11_free_frees \
+      p12_a_failed_synchronous_write d05_read_over_a_hole d07_device_error_mid_read \
+      d07_an_alias holes_past_eof truncate_into setsize_shrink
+  # A reduced model suite: one case per property (~4 min).
+  MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance} -Zmiri-env-forward=PROPTEST_CASES" \
+    PROPTEST_CASES="${MIRI_PROPTEST_CASES:-1}" \
+    cargo +nightly miri test -p genpager --all-features --test model -- match_the_model
   if [ -f tests/miri_paths.rs ]; then
     MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
       cargo +nightly miri test --all-features --test miri_paths

@@ -27,6 +27,8 @@
 
 mod disk;
 mod fs;
+#[cfg(not(loom))]
+pub mod model;
 
 pub use crate::buf::{Direction, Priority};
 pub use disk::{DiskStats, LatencyModel, LoggedRequest, MemDisk, SECTOR_SIZE};
