@@ -23,7 +23,7 @@ step "cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
 
 step "no_std build for x86_64-unknown-none"
-cargo build --lib --no-default-features --target x86_64-unknown-none
+cargo build -p genpager --lib --no-default-features --target x86_64-unknown-none
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features

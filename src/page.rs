@@ -200,6 +200,6 @@ mod tests {
         assert!(page.flags.contains(PageFlags::FAKE));
         assert_eq!(page.dirty(), DirtyStatus::Clean);
         assert_eq!(page.queue(), PageQueue::None);
-        assert!(PAGE_METADATA_BYTES <= 64);
+        const { assert!(PAGE_METADATA_BYTES <= 64) };
     }
 }

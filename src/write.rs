@@ -170,7 +170,7 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
 
 /// Changes the file size (the reference's `uvm_vnp_setsize`, with the zeroing a
 /// filesystem's truncate does). Growing records the size, after writing zeroes over
-/// the rest of the old last block (as [`write`] does when it extends a file), so that
+/// the rest of the old last block (as [`write()`] does when it extends a file), so that
 /// bytes a truncation left on the disk past the old end read as zero; for a vnode with
 /// a block map only ([`Vnode::byte_io`] hosts extend their own files). Shrinking frees
 /// the cached pages wholly past the new end (discarding their dirty data), waits for
@@ -180,7 +180,7 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
 /// Holds the node lock exclusively throughout (after the zeroing of a grow), so faults
 /// and the fast path see either the old size with its pages or the new one.
 ///
-/// Errors: growing can fail as [`write`] does (the size then stays where the zeroing
+/// Errors: growing can fail as [`write()`] does (the size then stays where the zeroing
 /// got to).
 pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
     let object = vnode.object();

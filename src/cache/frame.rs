@@ -108,20 +108,17 @@ impl FramePool {
 
     /// Returns to the allocator every chunk none of whose frames is in use.
     pub(crate) fn trim(&mut self) {
-        let mut free_in = alloc::vec![0usize; self.chunks.len()];
-        let mut owner = |frame: NonNull<u8>| self.chunks.iter().position(|c| c.contains(frame));
+        let chunks = &self.chunks;
+        let owner = |frame: NonNull<u8>| chunks.iter().position(|c| c.contains(frame));
+        let mut free_in = alloc::vec![0usize; chunks.len()];
         for &frame in &self.spare {
             if let Some(chunk) = owner(frame) {
                 free_in[chunk] += 1;
             }
         }
         let idle: Vec<bool> = free_in.iter().map(|&n| n == CHUNK_FRAMES).collect();
-        self.spare.retain(|&frame| {
-            self.chunks
-                .iter()
-                .position(|c| c.contains(frame))
-                .is_none_or(|i| !idle[i])
-        });
+        self.spare
+            .retain(|&frame| owner(frame).is_none_or(|i| !idle[i]));
         let mut index = 0;
         self.chunks.retain(|_| {
             index += 1;

@@ -353,13 +353,13 @@ mod tests {
                         radix.next_present(index),
                         values.range(index..).next().map(|(&k, &v)| (k, v))
                     );
-                    for tag in 0..2 {
+                    for (tag, tagged) in tags.iter().enumerate() {
                         assert_eq!(
                             radix.next_tagged(tag, index),
-                            tags[tag].range(index..).next().copied()
+                            tagged.range(index..).next().copied()
                         );
-                        assert_eq!(radix.any_tagged(tag), !tags[tag].is_empty());
-                        assert_eq!(radix.has_tag(index, tag), tags[tag].contains(&index));
+                        assert_eq!(radix.any_tagged(tag), !tagged.is_empty());
+                        assert_eq!(radix.has_tag(index, tag), tagged.contains(&index));
                     }
                 }
             }

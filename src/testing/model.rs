@@ -20,7 +20,7 @@
 //!
 //! What a failed operation may change, precisely:
 //! - a failed fault (read or write, any flags) changes no byte of the file;
-//! - a failed [`write`] leaves a prefix of its work done, at its batch boundaries (the
+//! - a failed [`write()`] leaves a prefix of its work done, at its batch boundaries (the
 //!   zeroing of the old last block in 512-byte pieces, then batches of up to 16 pages):
 //!   the size and the bytes are those of one such prefix;
 //! - a failed [`directio`] write has moved exactly what its uio says, except that later
@@ -173,7 +173,7 @@ pub enum Op {
         /// The new size, modulo [`MAX_SIZE`] + 1.
         size: u32,
     },
-    /// The buffered write helper [`write`].
+    /// The buffered write helper [`write()`].
     Write {
         /// Where (modulo a little past the end of file).
         offset: u32,
