@@ -40,7 +40,10 @@ bitflags! {
         const LOCKED = 1 << 0;
         /// Wait for the pages; without it the call is asynchronous read-ahead.
         const SYNCIO = 1 << 1;
-        /// The caller will overwrite the pages whole: do not read them.
+        /// The caller will overwrite the pages whole: do not read them. The caller
+        /// must have allocated their blocks first (as [`write()`](crate::write) does):
+        /// an overwrite fault neither reads nor allocates, and one that meets a page
+        /// known to back a hole fails with [`Error::Invalid`].
         const OVERWRITE = 1 << 2;
         /// Pages past the end of file may be created (the caller is extending it).
         const PASTEOF = 1 << 3;
@@ -221,9 +224,22 @@ pub fn getpages<'a, V: Vnode>(
 
         if overwrite {
             drop(node_guard);
+            let over_hole = pages.iter().any(|page| {
+                state
+                    .cache()
+                    .lookup(page.offset)
+                    .is_some_and(|p| p.flags.contains(PageFlags::RDONLY))
+            });
+            if over_hole && blockalloc {
+                // The caller must allocate before overwriting; a page known to back a
+                // hole proves it did not, and its data would never be written.
+                let wake = state.release_pages(&pages);
+                drop(state);
+                object.wake_if(wake);
+                return Err(Error::Invalid);
+            }
             for page in &pages {
                 if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                    debug_assert!(!resident.flags.contains(PageFlags::RDONLY) || !blockalloc);
                     resident.flags.remove(PageFlags::RDONLY);
                 }
                 state.mark(page.offset, DirtyStatus::Dirty);

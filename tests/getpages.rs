@@ -421,6 +421,22 @@ fn g07_overwrite_page_left_unwritten_is_not_kept_as_valid() {
     );
 }
 
+#[test]
+fn g07_overwrite_over_a_known_hole_is_invalid() {
+    let (_disk, file) = sparse_file(12, &pattern(4 * PAGE_SIZE, 38), &[1]);
+    read_fault(&file, 0, 4).release();
+    assert!(page(&file, P).unwrap().0.contains(PageFlags::RDONLY));
+    let result = fault(&file, P, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE);
+    assert!(
+        matches!(result, Err(Error::Invalid)),
+        "the caller did not allocate first"
+    );
+    assert!(!any_busy(&file));
+    let (flags, dirty, _) = page(&file, P).unwrap();
+    assert!(flags.contains(PageFlags::RDONLY));
+    assert_eq!(dirty, DirtyStatus::Clean);
+}
+
 // ---- G8: all resident → no I/O ----------------------------------------------------------
 
 #[test]
