@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::getpages::{Advice, Fetched, GetFlags, fast_path, finish};
 use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
 use crate::object::{ObjectState, PageRef};
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
 use crate::putpages::{IoDone, PutFlags, finish_io};
 use crate::sync::Arc;
 
@@ -98,14 +98,7 @@ pub fn getpages<'a, V: Vnode>(
     advice: Advice,
     flags: GetFlags,
 ) -> Result<Fetched<'a, V>> {
-    if offset & PAGE_MASK != 0 || count == 0 || center >= count {
-        return Err(Error::Invalid);
-    }
-    let request_end = u64::try_from(count)
-        .ok()
-        .and_then(|c| c.checked_mul(PAGE_SIZE as u64))
-        .and_then(|span| offset.checked_add(span))
-        .ok_or(Error::Invalid)?;
+    let request_end = crate::getpages::request_end(offset, count, center)?;
     if vnode.is_dead() {
         return Err(Error::Dead);
     }

@@ -142,15 +142,7 @@ pub fn getpages<'a, V: Vnode>(
     advice: Advice,
     flags: GetFlags,
 ) -> Result<Fetched<'a, V>> {
-    if offset & PAGE_MASK != 0 || count == 0 || center >= count {
-        return Err(Error::Invalid);
-    }
-    let span = u64::try_from(count)
-        .ok()
-        .and_then(|c| c.checked_mul(PAGE_SIZE as u64));
-    let request_end = span
-        .and_then(|s| offset.checked_add(s))
-        .ok_or(Error::Invalid)?;
+    let request_end = request_end(offset, count, center)?;
     let memwrite = access == Access::Write;
     let overwrite = flags.contains(GetFlags::OVERWRITE);
     if overwrite && !memwrite {
@@ -328,6 +320,19 @@ pub fn getpages<'a, V: Vnode>(
             Err(err) => Err(err),
         };
     }
+}
+
+/// Checks a fault's arguments (page-aligned offset, at least one page, the center
+/// inside the range, no overflow) and returns the end of the requested range.
+pub(crate) fn request_end(offset: u64, count: usize, center: usize) -> Result<u64> {
+    if offset & PAGE_MASK != 0 || count == 0 || center >= count {
+        return Err(Error::Invalid);
+    }
+    u64::try_from(count)
+        .ok()
+        .and_then(|c| c.checked_mul(PAGE_SIZE as u64))
+        .and_then(|span| offset.checked_add(span))
+        .ok_or(Error::Invalid)
 }
 
 /// Memory EOF and disk EOF of one attempt.

@@ -26,12 +26,12 @@ use core::ops::Range;
 
 use bitflags::bitflags;
 
-use crate::bmap::{Geometry, extents};
+use crate::bmap::extents;
 use crate::buf::{Direction, Nest, Priority, page_segments};
 use crate::error::{Error, Result};
+use crate::getpages::geometry;
 use crate::hooks::{
-    BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode,
-    VnodeKind,
+    BlockMap, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode, VnodeKind,
 };
 use crate::object::{ObjectFlags, ObjectState, PageRef};
 use crate::page::{
@@ -804,14 +804,6 @@ fn priority<V: Vnode>(vnode: &V, flags: PutFlags) -> Priority {
         Priority::TimeNonCritical
     } else {
         Priority::TimeCritical
-    }
-}
-
-/// The block geometry of the vnode's transfers: a block device addresses sectors.
-fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
-    match vnode.kind() {
-        VnodeKind::BlockDevice => Geometry::new(DEV_BSHIFT, DEV_BSHIFT),
-        _ => Geometry::new(vnode.fs_bshift(), vnode.dev_bshift()),
     }
 }
 
