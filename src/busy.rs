@@ -86,7 +86,9 @@ impl<V: Vnode> Drop for BusyPages<'_, V> {
         for &(page, written) in &self.pages {
             if written {
                 if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                    resident.flags.remove(PageFlags::FAKE | PageFlags::RDONLY);
+                    // Written bytes are valid; whether the page may be stored to
+                    // (`RDONLY`) is the fault's business, not the writer's.
+                    resident.flags.remove(PageFlags::FAKE);
                 }
                 state.mark(page.offset, DirtyStatus::Dirty);
                 dirtied = true;

@@ -11,8 +11,8 @@
 use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
 use crate::getpages::{Advice, GetFlags, geometry, getpages};
-use crate::hooks::{Access, BlockMap, PageCache, Vnode};
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
+use crate::hooks::{Access, PageCache, Vnode};
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
 use crate::putpages::{PutFlags, putpages};
 use crate::sync::Arc;
 
@@ -143,28 +143,20 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
     Ok(())
 }
 
-/// Gives `start..end` backing blocks before a write: faults in the whole filesystem
-/// blocks around it without allocating (holes come back zeroed), allocates, and marks
-/// every page of those blocks dirty so the zeroes are written too.
+/// Gives `start..end` backing blocks before a write (the reference's
+/// `ufs_balloc_range`): a write fault over the whole filesystem blocks around it, which
+/// zero-fills holes and bytes past the end, allocates every block under its pages and
+/// leaves them dirty, so the zeroes around the written bytes reach the disk too.
 fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end: u64) -> Result {
     let block_mask = geometry.block_size() - 1;
     let first = trunc_page(start & !block_mask);
     let last = round_page((end + block_mask) & !block_mask);
     let count = ((last - first) >> PAGE_SHIFT) as usize;
-    let _node = vnode.object().node_lock().write();
-    let flags = GetFlags::SYNCIO
-        | GetFlags::PASTEOF
-        | GetFlags::NOBLOCKALLOC
-        | GetFlags::NOTIMESTAMP
-        | GetFlags::GLOCKHELD;
-    let mut pages = getpages(vnode, first, count, 0, Access::Write, Advice::Normal, flags)?
+    let flags = GetFlags::SYNCIO | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP;
+    getpages(vnode, first, count, 0, Access::Write, Advice::Normal, flags)?
         .into_busy()
-        .ok_or(Error::Invalid)?;
-    // Every block under the pages, not only under `start..end`: the pages become
-    // writable (no longer `RDONLY`) as a whole, so with blocks smaller than a page no
-    // hole may stay under them, or later stores there would never be written.
-    vnode.block_map().alloc(first, last - first)?;
-    pages.mark_all_written();
+        .ok_or(Error::Invalid)?
+        .release();
     Ok(())
 }
 
@@ -229,20 +221,8 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         )?
         .into_busy()
         .ok_or(Error::Invalid)?;
+        // Stays read-only if it backs a hole: this fault allocated nothing.
         pages.bytes_mut(0)[tail as usize..].fill(0);
-        // Releasing a written page makes it writable, but this fault allocated nothing:
-        // a page over a hole must stay read-only, so that a store faults and allocates.
-        let rdonly = object
-            .read()
-            .cache()
-            .lookup(trunc_page(size))
-            .is_some_and(|page| page.flags.contains(PageFlags::RDONLY));
-        drop(pages);
-        if rdonly {
-            if let Some(page) = object.lock().cache_mut().lookup_mut(trunc_page(size)) {
-                page.flags |= PageFlags::RDONLY;
-            }
-        }
     }
     Ok(())
 }
