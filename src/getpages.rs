@@ -529,6 +529,17 @@ struct ReadJob<'a, V: Vnode> {
 }
 
 impl<V: Vnode> ReadJob<'_, V> {
+    /// Marks the resident pages at `offsets` read-only: they back holes this fault
+    /// does not allocate, so a store must fault again.
+    fn mark_read_only(&self, offsets: impl Iterator<Item = u64>) {
+        let mut state = self.vnode.object().lock();
+        for offset in offsets {
+            if let Some(page) = state.cache_mut().lookup_mut(offset) {
+                page.flags |= PageFlags::RDONLY;
+            }
+        }
+    }
+
     /// Reads the `FAKE` pages among `pages`. Synchronous: returns the pages once
     /// read, or frees them and returns the error. Asynchronous: returns `None` once
     /// the requests are started; their completion settles the pages.
@@ -631,15 +642,8 @@ impl<V: Vnode> ReadJob<'_, V> {
                 zero_file_range(&pages, offset, offset + len);
                 skipped += len;
                 if !self.blockalloc {
-                    let mut state = self.vnode.object().lock();
-                    let first = trunc_page(offset);
-                    let mut at = first;
-                    while at < round_page(offset + len) {
-                        if let Some(page) = state.cache_mut().lookup_mut(at) {
-                            page.flags |= PageFlags::RDONLY;
-                        }
-                        at += PAGE_SIZE as u64;
-                    }
+                    let span = trunc_page(offset)..round_page(offset + len);
+                    self.mark_read_only(span.step_by(PAGE_SIZE));
                 }
                 offset += len;
                 continue;
@@ -668,16 +672,12 @@ impl<V: Vnode> ReadJob<'_, V> {
         {
             saw_hole = true;
             if !self.blockalloc {
-                let mut state = self.vnode.object().lock();
-                for (page, _) in pages
-                    .iter()
-                    .zip(status)
-                    .filter(|(p, s)| s.0 && p.offset + PAGE_SIZE as u64 > past)
-                {
-                    if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                        resident.flags |= PageFlags::RDONLY;
-                    }
-                }
+                let fresh = pages.iter().zip(status);
+                self.mark_read_only(
+                    fresh
+                        .filter(|(page, s)| s.0 && page.offset + PAGE_SIZE as u64 > past)
+                        .map(|(page, _)| page.offset),
+                );
             }
         }
         nest.finish(skipped as usize, error);

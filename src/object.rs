@@ -326,6 +326,11 @@ impl<C: PageCache> ObjectState<C> {
     /// released, otherwise clears `BUSY` and `WANTED`. Returns whether a waiter must
     /// be woken.
     pub(crate) fn unbusy(&mut self, offset: u64) -> bool {
+        self.unbusy_onto(offset, None)
+    }
+
+    /// [`Self::unbusy`], putting a kept page that is on no queue onto `queue`.
+    fn unbusy_onto(&mut self, offset: u64, queue: Option<PageQueue>) -> bool {
         let Some(page) = self.cache.lookup_mut(offset) else {
             debug_assert!(false, "unbusy of a page that is not resident");
             return false;
@@ -334,8 +339,11 @@ impl<C: PageCache> ObjectState<C> {
         let wanted = page.flags.contains(PageFlags::WANTED);
         if page.flags.contains(PageFlags::RELEASED) {
             self.cache.free(offset);
-        } else {
-            page.flags.remove(PageFlags::BUSY | PageFlags::WANTED);
+            return wanted;
+        }
+        page.flags.remove(PageFlags::BUSY | PageFlags::WANTED);
+        if let Some(queue) = queue.filter(|_| page.queue() == PageQueue::None) {
+            self.cache.set_queue(offset, queue);
         }
         wanted
     }
@@ -358,21 +366,7 @@ impl<C: PageCache> ObjectState<C> {
 
     /// Unbusies a page that now holds valid data and puts it on a page queue.
     pub(crate) fn settle(&mut self, offset: u64) -> bool {
-        let Some(page) = self.cache.lookup_mut(offset) else {
-            debug_assert!(false, "settle of a page that is not resident");
-            return false;
-        };
-        debug_assert!(page.is_busy());
-        let wanted = page.flags.contains(PageFlags::WANTED);
-        if page.flags.contains(PageFlags::RELEASED) {
-            self.cache.free(offset);
-            return wanted;
-        }
-        page.flags.remove(PageFlags::BUSY | PageFlags::WANTED);
-        if page.queue() == PageQueue::None {
-            self.cache.set_queue(offset, PageQueue::Active);
-        }
-        wanted
+        self.unbusy_onto(offset, Some(PageQueue::Active))
     }
 
     /// Sets a page's dirty status, going through the cache so tags follow.
