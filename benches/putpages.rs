@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench putpages`
 
+#[path = "support/resident.rs"]
+mod resident;
 mod support;
 
 use std::hint::black_box;
@@ -12,12 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use genpager::cache::DefaultCache;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
-use genpager::{
-    BlockMap, DirtyStatus, Mapping, PAGE_SIZE, PageCache, PageFlags, PageQueue, PutFlags, Result,
-    VmObject, Vnode, putpages, write,
-};
+use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PutFlags, Vnode, putpages, write};
+use resident::{Resident, resident};
 use support::{SegmentedCopy, median};
 
 const FILE: usize = 64 << 20;
@@ -36,54 +35,6 @@ fn writeback(file: &Arc<MemFile>, data: &[u8]) -> Duration {
     let start = Instant::now();
     putpages(file, 0, 0, FLUSH).unwrap();
     start.elapsed()
-}
-
-/// A file of `pages` resident clean pages over a device that is never read: the
-/// setting of a dirty-only flush, where only the one dirty page may be touched.
-struct Resident {
-    object: VmObject<DefaultCache>,
-    disk: MemDisk,
-}
-
-impl BlockMap for Resident {
-    fn bmap(&self, lbn: u64) -> Result<Mapping> {
-        Ok(Mapping::mapped((lbn % 1024) * 8, 0))
-    }
-}
-
-impl Vnode for Resident {
-    type Cache = DefaultCache;
-    type Map = Self;
-    type Dev = MemDisk;
-    fn object(&self) -> &VmObject<DefaultCache> {
-        &self.object
-    }
-    fn block_map(&self) -> &Self {
-        self
-    }
-    fn device(&self) -> &MemDisk {
-        &self.disk
-    }
-    fn fs_bshift(&self) -> u32 {
-        12
-    }
-}
-
-fn resident(pages: u64) -> Arc<Resident> {
-    let file = Arc::new(Resident {
-        object: VmObject::new(DefaultCache::new(), pages * PAGE_SIZE as u64),
-        disk: MemDisk::new(8192 + 64),
-    });
-    {
-        let mut state = file.object.lock();
-        let cache = state.cache_mut();
-        for i in 0..pages {
-            let page = cache.alloc(i * PAGE_SIZE as u64).unwrap();
-            page.flags.remove(PageFlags::BUSY | PageFlags::FAKE);
-            cache.set_queue(i * PAGE_SIZE as u64, PageQueue::Active);
-        }
-    }
-    file
 }
 
 /// Dirties one page in the middle (untimed) and times a whole-file dirty-only flush.

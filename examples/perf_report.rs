@@ -17,22 +17,23 @@
 
 #[path = "../benches/support/naive.rs"]
 mod naive;
+#[path = "../benches/support/resident.rs"]
+mod resident;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, DiskStats, Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, BlockMap, DEFAULT_MAX_TRANSFER, DirtyStatus, Fetched, GetFlags, Mapping,
-    ObjectFlags, PAGE_SIZE, PageCache, PageFlags, PageQueue, PutFlags, Result, VmObject, Vnode,
-    getpages, putpages, read, write,
+    Access, Advice, BlockMap, DEFAULT_MAX_TRANSFER, DirtyStatus, Fetched, GetFlags, ObjectFlags,
+    PAGE_SIZE, PageCache, PutFlags, Vnode, getpages, putpages, read, write,
 };
 use naive::{NaivePager, NaiveStats};
+use resident::{Resident, resident};
 
 /// The big file of the sequential, cached and random rows.
 const FILE: usize = 64 << 20;
@@ -561,60 +562,6 @@ fn big_rows(report: &mut Report) {
     ));
 }
 
-/// A file of resident clean pages over a device that is never read (as in
-/// benches/putpages.rs): the setting of a dirty-only flush.
-struct Resident {
-    object: VmObject<DefaultCache>,
-    disk: MemDisk,
-    max_transfer: AtomicUsize,
-}
-
-impl BlockMap for Resident {
-    fn bmap(&self, lbn: u64) -> Result<Mapping> {
-        Ok(Mapping::mapped((lbn % 1024) * 8, 0))
-    }
-}
-
-impl Vnode for Resident {
-    type Cache = DefaultCache;
-    type Map = Self;
-    type Dev = MemDisk;
-    fn object(&self) -> &VmObject<DefaultCache> {
-        &self.object
-    }
-    fn block_map(&self) -> &Self {
-        self
-    }
-    fn device(&self) -> &MemDisk {
-        &self.disk
-    }
-    fn fs_bshift(&self) -> u32 {
-        12
-    }
-    fn max_transfer(&self) -> usize {
-        self.max_transfer.load(Ordering::Relaxed)
-    }
-}
-
-fn resident(pages: u64) -> Arc<Resident> {
-    let file = Arc::new(Resident {
-        object: VmObject::new(DefaultCache::new(), pages * PAGE_SIZE as u64),
-        disk: MemDisk::new(8192 + 64),
-        max_transfer: AtomicUsize::new(DEFAULT_MAX_TRANSFER),
-    });
-    {
-        let mut state = file.object.lock();
-        let cache = state.cache_mut();
-        for i in 0..pages {
-            let offset = i * PAGE_SIZE as u64;
-            let page = cache.alloc(offset).unwrap();
-            page.flags.remove(PageFlags::BUSY | PageFlags::FAKE);
-            cache.set_queue(offset, PageQueue::Active);
-        }
-    }
-    file
-}
-
 /// Dirties the middle page (untimed) and times a whole-file dirty-only flush.
 fn genpager_flush_one(file: &Arc<Resident>) -> Duration {
     let offset = (RESIDENT / 2) * PAGE_SIZE as u64;
@@ -661,11 +608,7 @@ fn flush_row(report: &mut Report) {
     drop(file);
     let rss_after_genpager = status_mib("VmRSS");
 
-    let map = Resident {
-        object: VmObject::new(DefaultCache::new(), 0),
-        disk: MemDisk::new(8192 + 64),
-        max_transfer: AtomicUsize::new(DEFAULT_MAX_TRANSFER),
-    };
+    let map = Resident::new(0);
     let naive_setup = Instant::now();
     let mut naive = NaivePager::new(&map, map.disk.clone(), 12, RESIDENT * PAGE_SIZE as u64);
     for index in 0..RESIDENT {
