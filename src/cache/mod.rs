@@ -212,7 +212,7 @@ impl DefaultCache {
     }
 
     fn slot_at_mut(&mut self, offset: u64) -> Option<&mut Slot> {
-        let index = self.index.get(page_index(offset))?;
+        let index = self.index.get_remembered(page_index(offset))?;
         self.slot_mut(index)
     }
 

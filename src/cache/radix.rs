@@ -7,6 +7,12 @@
 //! after x" descends only into tagged subtrees: O(height), never a walk over untagged
 //! pages. Nodes live in an arena grown with `try_reserve`, so running out of memory is
 //! an error, not an abort.
+//!
+//! The tree remembers the leaf its last mutating access went through. Pagers work on
+//! runs of neighbouring pages (a cluster, a read-ahead window), which share a leaf, so
+//! after the first page of a run every lookup and tag change starts at that leaf
+//! instead of walking down from the root. Only `&mut` methods move the hint: readers
+//! sharing the tree never write to it.
 
 use alloc::vec::Vec;
 
@@ -38,6 +44,20 @@ impl Node {
     };
 }
 
+/// The leaf holding the indices `prefix << BITS ..` (`leaf == NONE`: nothing remembered).
+#[derive(Clone, Copy)]
+struct LeafHint {
+    prefix: u64,
+    leaf: u32,
+}
+
+impl LeafHint {
+    const NONE: LeafHint = LeafHint {
+        prefix: 0,
+        leaf: NONE,
+    };
+}
+
 /// The index. Heights count levels: a tree of height `h` holds indices below `64^h`.
 pub(crate) struct Radix {
     nodes: Vec<Node>,
@@ -45,6 +65,9 @@ pub(crate) struct Radix {
     root: u32,
     height: u32,
     len: usize,
+    /// The leaf of the last mutating access; a leaf stays the leaf of its prefix until
+    /// it is freed, which forgets it.
+    hint: LeafHint,
 }
 
 fn slot_of(index: u64, level: u32) -> usize {
@@ -63,6 +86,7 @@ impl Radix {
             root: NONE,
             height: 0,
             len: 0,
+            hint: LeafHint::NONE,
         }
     }
 
@@ -84,27 +108,77 @@ impl Radix {
         Ok((self.nodes.len() - 1) as u32)
     }
 
-    /// The value at `index`.
-    pub(crate) fn get(&self, index: u64) -> Option<u32> {
+    /// The leaf node that holds (or would hold) `index`, if it exists.
+    fn leaf(&self, index: u64) -> Option<u32> {
+        if self.hint.leaf != NONE && self.hint.prefix == index >> BITS {
+            return Some(self.hint.leaf);
+        }
         if self.root == NONE || !self.fits(index) {
             return None;
         }
-        let mut node = &self.nodes[self.root as usize];
-        for level in (0..self.height).rev() {
+        let mut node = self.root;
+        for level in (1..self.height).rev() {
+            let inner = &self.nodes[node as usize];
             let slot = slot_of(index, level);
-            if node.present & (1 << slot) == 0 {
+            if inner.present & (1 << slot) == 0 {
                 return None;
             }
-            if level == 0 {
-                return Some(node.slots[slot]);
-            }
-            node = &self.nodes[node.slots[slot] as usize];
+            node = inner.slots[slot];
         }
-        None
+        Some(node)
+    }
+
+    /// [`Self::leaf`], remembering the leaf for the next access.
+    fn leaf_remembered(&mut self, index: u64) -> Option<u32> {
+        let leaf = self.leaf(index)?;
+        self.hint = LeafHint {
+            prefix: index >> BITS,
+            leaf,
+        };
+        Some(leaf)
+    }
+
+    /// The value at `index`.
+    pub(crate) fn get(&self, index: u64) -> Option<u32> {
+        let leaf = &self.nodes[self.leaf(index)? as usize];
+        let slot = slot_of(index, 0);
+        (leaf.present & (1 << slot) != 0).then(|| leaf.slots[slot])
+    }
+
+    /// [`Self::get`] by a caller about to change the entry or its neighbours: their
+    /// accesses then start at its leaf.
+    pub(crate) fn get_remembered(&mut self, index: u64) -> Option<u32> {
+        let leaf = self.leaf_remembered(index)?;
+        let leaf = &self.nodes[leaf as usize];
+        let slot = slot_of(index, 0);
+        (leaf.present & (1 << slot) != 0).then(|| leaf.slots[slot])
     }
 
     /// Stores `value` at `index` (replacing any value there, with its tags).
     pub(crate) fn insert(&mut self, index: u64, value: u32) -> Result {
+        let leaf = match self.leaf_remembered(index) {
+            Some(leaf) => leaf,
+            None => self.insert_path(index)?,
+        };
+        let slot = slot_of(index, 0);
+        let leaf = &mut self.nodes[leaf as usize];
+        if leaf.present & (1 << slot) == 0 {
+            self.len += 1;
+        }
+        leaf.present |= 1 << slot;
+        leaf.slots[slot] = value;
+        let stale = leaf.tags.map(|tags| tags & (1 << slot) != 0);
+        for (tag, stale) in stale.into_iter().enumerate() {
+            if stale {
+                self.set_tag(index, tag, false);
+            }
+        }
+        Ok(())
+    }
+
+    /// Grows the tree and creates the nodes down to the leaf for `index`; returns the
+    /// leaf, remembered. On failure the tree holds the same values as before.
+    fn insert_path(&mut self, index: u64) -> Result<u32> {
         // Reserve the worst case up front so a failure leaves the tree unchanged.
         self.nodes
             .try_reserve(MAX_HEIGHT + 1)
@@ -135,20 +209,11 @@ impl Radix {
             }
             node = self.nodes[node as usize].slots[slot];
         }
-        let slot = slot_of(index, 0);
-        let leaf = &mut self.nodes[node as usize];
-        if leaf.present & (1 << slot) == 0 {
-            self.len += 1;
-        }
-        leaf.present |= 1 << slot;
-        leaf.slots[slot] = value;
-        let stale = leaf.tags.map(|tags| tags & (1 << slot) != 0);
-        for (tag, stale) in stale.into_iter().enumerate() {
-            if stale {
-                self.set_tag(index, tag, false);
-            }
-        }
-        Ok(())
+        self.hint = LeafHint {
+            prefix: index >> BITS,
+            leaf: node,
+        };
+        Ok(node)
     }
 
     /// The nodes from the root down to the leaf holding `index` (if present).
@@ -202,6 +267,9 @@ impl Radix {
             child_empty = n.present == 0;
             if child_empty {
                 self.free.push(node);
+                if node == self.hint.leaf {
+                    self.hint = LeafHint::NONE;
+                }
             }
         }
         if child_empty {
@@ -213,13 +281,33 @@ impl Radix {
     }
 
     /// Sets or clears `tag` on the value at `index` (nothing if absent). Walks up
-    /// only as far as a node's summary changes.
+    /// only as far as a node's summary changes, which for a run of neighbours is once
+    /// per 64 entries: the rest change a bit in the remembered leaf.
     pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) {
+        let Some(leaf) = self.leaf_remembered(index) else {
+            return;
+        };
+        let bit = 1u64 << slot_of(index, 0);
+        let node = &mut self.nodes[leaf as usize];
+        if node.present & bit == 0 {
+            return;
+        }
+        let before = node.tags[tag];
+        let after = if on { before | bit } else { before & !bit };
+        node.tags[tag] = after;
+        if (before != 0) != (after != 0) {
+            self.propagate_tag(index, tag, after != 0);
+        }
+    }
+
+    /// Carries a leaf's change between tagged and untagged for `tag` up the path to
+    /// `index`, as far as a node's summary changes.
+    fn propagate_tag(&mut self, index: u64, tag: usize, on: bool) {
         let Some((path, depth)) = self.path(index) else {
             return;
         };
         let mut set = on;
-        for (at, &node) in path[..depth].iter().enumerate().rev() {
+        for (at, &node) in path[..depth - 1].iter().enumerate().rev() {
             let bit = 1u64 << slot_of(index, (depth - 1 - at) as u32);
             let tags = &mut self.nodes[node as usize].tags[tag];
             let before = *tags;
@@ -350,7 +438,12 @@ mod tests {
                     }
                 }
                 _ => {
-                    assert_eq!(radix.get(index), values.get(&index).copied());
+                    let found = if step % 2 == 0 {
+                        radix.get(index)
+                    } else {
+                        radix.get_remembered(index)
+                    };
+                    assert_eq!(found, values.get(&index).copied());
                     assert_eq!(
                         radix.next_present(index),
                         values.range(index..).next().map(|(&k, &v)| (k, v))
@@ -373,6 +466,28 @@ mod tests {
         assert_eq!(radix.len(), 0);
         assert!(!radix.any_tagged(0));
         assert_eq!(radix.next_present(0), None);
+    }
+
+    #[test]
+    fn a_freed_leaf_is_forgotten() {
+        let mut radix = Radix::new();
+        for i in 0..64 {
+            radix.insert(i, i as u32).unwrap();
+        }
+        radix.insert(64 * 64 * 5, 1).unwrap();
+        assert_eq!(radix.get_remembered(3), Some(3));
+        for i in 0..64 {
+            radix.remove(i);
+        }
+        assert_eq!(radix.get(3), None);
+        // The freed leaf is reused for another prefix; the old one must not find it.
+        radix.insert(64 * 7 + 3, 9).unwrap();
+        assert_eq!(radix.get(3), None);
+        assert_eq!(radix.get_remembered(64 * 7 + 3), Some(9));
+        radix.set_tag(3, 0, true);
+        assert!(!radix.any_tagged(0));
+        radix.set_tag(64 * 7 + 3, 0, true);
+        assert_eq!(radix.next_tagged(0, 0), Some(64 * 7 + 3));
     }
 
     #[test]
