@@ -258,15 +258,18 @@ fn next_page<C: PageCache>(cache: &C, from: u64, end: u64, visit: Visit) -> Opti
     next.filter(|&offset| offset < end)
 }
 
-/// Decides whether the page at `offset` must be written and moves its dirty status on
-/// (the reference's `uvm_pagecheckdirty`): a page that is now write-protected becomes
-/// clean, any other non-clean page becomes [`DirtyStatus::Unknown`] with its modified
-/// bit cleared, so that a store through a mapping during the write is seen next time.
-/// An `Unknown` page needs writing only if its modified bit was set.
-fn check_dirty<C: PageCache>(state: &mut ObjectState<C>, offset: u64, protected: bool) -> bool {
-    let Some(status) = state.cache().lookup(offset).map(|page| page.dirty()) else {
-        return false;
-    };
+/// Decides whether the page at `offset`, whose dirty status is `status`, must be
+/// written and moves that status on (the reference's `uvm_pagecheckdirty`): a page
+/// that is now write-protected becomes clean, any other non-clean page becomes
+/// [`DirtyStatus::Unknown`] with its modified bit cleared, so that a store through a
+/// mapping during the write is seen next time. An `Unknown` page needs writing only if
+/// its modified bit was set.
+fn check_dirty<C: PageCache>(
+    state: &mut ObjectState<C>,
+    offset: u64,
+    status: DirtyStatus,
+    protected: bool,
+) -> bool {
     if status == DirtyStatus::Clean {
         return false;
     }
@@ -282,20 +285,21 @@ fn check_dirty<C: PageCache>(state: &mut ObjectState<C>, offset: u64, protected:
     status == DirtyStatus::Dirty || modified
 }
 
-/// Write-protects a page that is not clean before it is written, so that a store
-/// through a mapping during or after the write faults and dirties it again; a page
-/// protected this way can be marked clean when its write is submitted. Returns whether
-/// the page was protected (clean pages are left alone).
+/// Write-protects the page at `offset`, whose dirty status is `status`, if it is not
+/// clean, so that a store through a mapping during or after its write faults and
+/// dirties it again; a page protected this way can be marked clean when its write is
+/// submitted. Returns whether the page was protected (clean pages are left alone).
 ///
 /// The reference protects only the first page of the first cluster of a flush and
 /// leaves the other pages of a cluster "unknown", so a file needs a second flush to
 /// come out clean. Protecting each page written (as Linux's `page_mkclean` does) lets
 /// one synchronous flush leave the file clean and off the work list.
-fn protect_for_cleaning<C: PageCache>(state: &mut ObjectState<C>, offset: u64) -> bool {
-    let dirty = state
-        .cache()
-        .lookup(offset)
-        .is_some_and(|page| page.dirty() != DirtyStatus::Clean);
+fn protect_for_cleaning<C: PageCache>(
+    state: &mut ObjectState<C>,
+    offset: u64,
+    status: DirtyStatus,
+) -> bool {
+    let dirty = status != DirtyStatus::Clean;
     if dirty {
         state.cache_mut().protect(offset, Protection::ReadOnly);
     }
@@ -520,7 +524,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 debug_assert!(false, "visited page {offset:#x} is not resident");
                 break;
             };
-            let (page_flags, wired) = (page.flags, page.wire_count != 0);
+            let (page_flags, wired, status) = (page.flags, page.wire_count != 0, page.dirty());
             debug_assert!(
                 !page_flags.intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
                     || page_flags.contains(PageFlags::BUSY)
@@ -568,9 +572,9 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 protected = true;
             } else if cleanit && !wired {
                 // A wired page stays mapped writable: it can only become "unknown".
-                protected = protect_for_cleaning(&mut state, offset);
+                protected = protect_for_cleaning(&mut state, offset, status);
             }
-            let needs_clean = cleanit && check_dirty(&mut state, offset, protected);
+            let needs_clean = cleanit && check_dirty(&mut state, offset, status, protected);
 
             let (first, count, behind) = if needs_clean {
                 debug_assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
@@ -593,14 +597,14 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 (offset, 1, 0)
             };
 
+            let frees = flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE);
             for at in (0..count).map(|i| first + (i * PAGE_SIZE) as u64) {
-                if needs_clean {
+                if needs_clean && at != offset {
                     state.cache_mut().set_writeback(at, true);
                 }
-                if !(self.start..self.end).contains(&at) {
-                    continue;
+                if frees && (self.start..self.end).contains(&at) {
+                    self.apply(&mut state, at, flags, free_flag, needs_clean);
                 }
-                self.apply(&mut state, at, flags, free_flag, needs_clean);
             }
 
             if needs_clean {
@@ -733,8 +737,9 @@ fn take_dirty_neighbour<C: PageCache>(state: &mut ObjectState<C>, at: u64) -> Op
     if page.is_busy() {
         return None;
     }
-    let protected = page.wire_count == 0 && protect_for_cleaning(state, at);
-    if !check_dirty(state, at, protected) {
+    let (status, wired) = (page.dirty(), page.wire_count != 0);
+    let protected = !wired && protect_for_cleaning(state, at, status);
+    if !check_dirty(state, at, status, protected) {
         return None;
     }
     let page = state.cache_mut().lookup_mut(at)?;
