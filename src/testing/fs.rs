@@ -15,7 +15,7 @@ use crate::hooks::{
 use crate::object::VmObject;
 use crate::sync::{AtomicU64, Mutex, Ordering};
 
-/// The longest run [`MemFile`]'s `bmap` reports.
+/// The longest run [`MemFile`]'s `bmap` reports, whatever the maximum transfer.
 const MAX_RUN: u64 = 256;
 
 /// How [`MemFs`] places the blocks of a new file.
@@ -510,15 +510,23 @@ impl MemFile {
 impl BlockMap for MemFile {
     fn bmap(&self, lbn: u64) -> Result<Mapping> {
         bump(&self.counts.bmap_calls);
-        if self.knobs.lock().fail_bmap == Some(lbn) {
-            return Err(Error::Io);
-        }
+        let max_run = {
+            let knobs = self.knobs.lock();
+            if knobs.fail_bmap == Some(lbn) {
+                return Err(Error::Io);
+            }
+            // Like a real filesystem (ufs: `mnt_maxphys / block size - 1`), look no
+            // further than one transfer can use.
+            ((knobs.max_transfer >> self.fs.fs_bshift) as u64)
+                .saturating_sub(1)
+                .min(MAX_RUN)
+        };
         let table = self.table.lock();
         let Some(&entry) = table.get(lbn as usize) else {
             return Ok(Mapping::hole(0));
         };
         let step = 1 << (self.fs.fs_bshift - DEV_BSHIFT);
-        let following = table[lbn as usize + 1..].iter().take(MAX_RUN as usize);
+        let following = table[lbn as usize + 1..].iter().take(max_run as usize);
         let run = match entry {
             Some(sector) => following
                 .enumerate()
@@ -774,11 +782,15 @@ mod tests {
     fn runs_are_capped() {
         let fs = MemFs::new(MemDisk::new(4096), 9, Layout::Contiguous);
         let file = fs.create(&pattern(2000 * 512)).unwrap();
+        // One 64 KiB transfer is 128 blocks of 512 bytes: the first and 127 more.
+        assert_eq!(file.bmap(0).unwrap().run, 127);
+        file.set_max_transfer(1 << 20);
         assert_eq!(file.bmap(0).unwrap().run, MAX_RUN);
         assert_eq!(file.bmap(1800).unwrap().run, 199);
         let sparse = fs
             .create_sparse(1500 * 512, &[], &(0..1500).collect::<Vec<_>>())
             .unwrap();
+        sparse.set_max_transfer(1 << 20);
         assert_eq!(sparse.bmap(0).unwrap(), Mapping::hole(MAX_RUN));
     }
 
