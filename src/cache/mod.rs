@@ -355,24 +355,22 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn set_dirty(&mut self, offset: u64, status: DirtyStatus) {
-        let Some(slot) = self.slot_at_mut(offset) else {
-            return;
-        };
-        slot.page.set_dirty_status(status);
-        self.index.set_tag(
-            page_index(offset),
-            tag_index(Tag::Dirty),
-            status != DirtyStatus::Clean,
-        );
+        let dirty = status != DirtyStatus::Clean;
+        let tagged = self
+            .index
+            .set_tag(page_index(offset), tag_index(Tag::Dirty), dirty);
+        if let Some(slot) = tagged.and_then(|index| self.slot_mut(index)) {
+            slot.page.set_dirty_status(status);
+        }
     }
 
     fn set_writeback(&mut self, offset: u64, writeback: bool) {
-        let Some(slot) = self.slot_at_mut(offset) else {
-            return;
-        };
-        slot.page.set_writeback_status(writeback);
-        self.index
+        let tagged = self
+            .index
             .set_tag(page_index(offset), tag_index(Tag::Writeback), writeback);
+        if let Some(slot) = tagged.and_then(|index| self.slot_mut(index)) {
+            slot.page.set_writeback_status(writeback);
+        }
     }
 
     fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64> {

@@ -280,24 +280,26 @@ impl Radix {
         value
     }
 
-    /// Sets or clears `tag` on the value at `index` (nothing if absent). Walks up
-    /// only as far as a node's summary changes, which for a run of neighbours is once
-    /// per 64 entries: the rest change a bit in the remembered leaf.
-    pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) {
-        let Some(leaf) = self.leaf_remembered(index) else {
-            return;
-        };
-        let bit = 1u64 << slot_of(index, 0);
+    /// Sets or clears `tag` on the value at `index` and returns that value (`None`,
+    /// changing nothing, if absent). Walks up only as far as a node's summary changes,
+    /// which for a run of neighbours is rare: the rest change a bit in the remembered
+    /// leaf.
+    pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) -> Option<u32> {
+        let leaf = self.leaf_remembered(index)?;
+        let slot = slot_of(index, 0);
+        let bit = 1u64 << slot;
         let node = &mut self.nodes[leaf as usize];
         if node.present & bit == 0 {
-            return;
+            return None;
         }
+        let value = node.slots[slot];
         let before = node.tags[tag];
         let after = if on { before | bit } else { before & !bit };
         node.tags[tag] = after;
         if (before != 0) != (after != 0) {
             self.propagate_tag(index, tag, after != 0);
         }
+        Some(value)
     }
 
     /// Carries a leaf's change between tagged and untagged for `tag` up the path to
