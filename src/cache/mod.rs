@@ -29,7 +29,7 @@ mod radix;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use frame::FramePool;
+use frame::{FrameId, FramePool};
 use radix::Radix;
 
 use crate::error::{Error, Result};
@@ -63,6 +63,7 @@ pub enum MapState {
 
 struct Slot {
     page: Page,
+    frame: FrameId,
     prev: u32,
     next: u32,
     map: MapState,
@@ -308,10 +309,11 @@ unsafe impl PageCache for DefaultCache {
         if self.index.len() >= self.limit {
             return Err(Error::NoMemory);
         }
-        let frame = self.frames.take()?;
-        let page = Page::new(offset, frame);
+        let (frame, bytes) = self.frames.take()?;
+        let page = Page::new(offset, bytes);
         let slot = Slot {
             page,
+            frame,
             prev: NIL,
             next: NIL,
             map: MapState::Unmapped,
@@ -333,7 +335,7 @@ unsafe impl PageCache for DefaultCache {
         };
         if let Err(err) = self.index.insert(page_index(offset), index) {
             if let Some(slot) = self.slots[index as usize].take() {
-                self.frames.give(slot.page.frame());
+                self.frames.give(slot.frame);
             }
             self.free_slots.push(index);
             return Err(err);
@@ -349,7 +351,7 @@ unsafe impl PageCache for DefaultCache {
         self.unlink(index);
         self.index.remove(page_index(offset));
         if let Some(slot) = self.slots[index as usize].take() {
-            self.frames.give(slot.page.frame());
+            self.frames.give(slot.frame);
         }
         self.free_slots.push(index);
     }
