@@ -326,18 +326,25 @@ impl<C: PageCache> ObjectState<C> {
     /// released, otherwise clears `BUSY` and `WANTED`. Returns whether a waiter must
     /// be woken.
     pub(crate) fn unbusy(&mut self, offset: u64) -> bool {
-        self.unbusy_onto(offset, None)
+        self.unbusy_onto(offset, None, PageFlags::RELEASED)
     }
 
-    /// [`Self::unbusy`], putting a kept page that is on no queue onto `queue`.
-    fn unbusy_onto(&mut self, offset: u64, queue: Option<PageQueue>) -> bool {
+    /// [`Self::unbusy`] for a page whose write succeeded: one the page daemon was
+    /// paging out (`PAGEOUT`) is freed too.
+    pub(crate) fn unbusy_written(&mut self, offset: u64) -> bool {
+        self.unbusy_onto(offset, None, PageFlags::RELEASED | PageFlags::PAGEOUT)
+    }
+
+    /// [`Self::unbusy`], putting a kept page that is on no queue onto `queue`, and
+    /// freeing it if it carries any of `free_if`.
+    fn unbusy_onto(&mut self, offset: u64, queue: Option<PageQueue>, free_if: PageFlags) -> bool {
         let Some(page) = self.cache.lookup_mut(offset) else {
             debug_assert!(false, "unbusy of a page that is not resident");
             return false;
         };
         debug_assert!(page.is_busy());
         let wanted = page.flags.contains(PageFlags::WANTED);
-        if page.flags.contains(PageFlags::RELEASED) {
+        if page.flags.intersects(free_if) {
             self.cache.free(offset);
             return wanted;
         }
@@ -366,7 +373,7 @@ impl<C: PageCache> ObjectState<C> {
 
     /// Unbusies a page that now holds valid data and puts it on a page queue.
     pub(crate) fn settle(&mut self, offset: u64) -> bool {
-        self.unbusy_onto(offset, Some(PageQueue::Active))
+        self.unbusy_onto(offset, Some(PageQueue::Active), PageFlags::RELEASED)
     }
 
     /// Sets a page's dirty status, going through the cache so tags follow.

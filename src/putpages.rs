@@ -597,13 +597,15 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 (offset, 1, 0)
             };
 
-            let frees = flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE);
-            for at in (0..count).map(|i| first + (i * PAGE_SIZE) as u64) {
-                if needs_clean && at != offset {
-                    state.cache_mut().set_writeback(at, true);
-                }
-                if frees && (self.start..self.end).contains(&at) {
-                    self.apply(&mut state, at, flags, free_flag, needs_clean);
+            let cluster = first..first + (count * PAGE_SIZE) as u64;
+            if needs_clean {
+                state.cache_mut().set_writeback_range(cluster.clone(), true);
+            }
+            if flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE) {
+                for at in cluster.step_by(PAGE_SIZE) {
+                    if (self.start..self.end).contains(&at) {
+                        self.apply(&mut state, at, flags, free_flag, needs_clean);
+                    }
                 }
             }
 
@@ -733,21 +735,22 @@ impl<'a, V: Vnode> Flush<'a, V> {
 /// Takes the page at `at` for a write cluster if it is resident, not busy and needs
 /// writing (the reference's `uvn_findpages` with NOWAIT | NOALLOC | DIRTYONLY).
 fn take_dirty_neighbour<C: PageCache>(state: &mut ObjectState<C>, at: u64) -> Option<PageRef> {
-    let page = state.cache().lookup(at)?;
-    if page.is_busy() {
+    let page = state.cache_mut().lookup_mut(at)?;
+    if page.is_busy() || page.dirty() == DirtyStatus::Clean {
         return None;
     }
-    let (status, wired) = (page.dirty(), page.wire_count != 0);
+    let (status, wired, frame) = (page.dirty(), page.wire_count != 0, page.frame());
+    // Taken at once, the common case, and given back if its write turns out needless
+    // (an "unknown" page whose modified bit is clear); nobody sees it in between.
+    page.flags |= PageFlags::BUSY;
     let protected = !wired && protect_for_cleaning(state, at, status);
     if !check_dirty(state, at, status, protected) {
+        if let Some(page) = state.cache_mut().lookup_mut(at) {
+            page.flags.remove(PageFlags::BUSY);
+        }
         return None;
     }
-    let page = state.cache_mut().lookup_mut(at)?;
-    page.flags |= PageFlags::BUSY;
-    Some(PageRef {
-        offset: at,
-        frame: page.frame(),
-    })
+    Some(PageRef { offset: at, frame })
 }
 
 /// What [`do_io`] does when the transfer is over.
@@ -997,24 +1000,20 @@ pub(crate) fn settle_written<V: Vnode>(
     result: Result,
 ) -> bool {
     let mut wake = false;
-    for at in (0..count).map(|i| first + (i * PAGE_SIZE) as u64) {
-        let Some(page) = state.cache_mut().lookup_mut(at) else {
-            debug_assert!(false, "written page {at:#x} is not resident");
-            continue;
-        };
-        debug_assert!(page.is_busy());
+    let cluster = first..first + (count * PAGE_SIZE) as u64;
+    state
+        .cache_mut()
+        .set_writeback_range(cluster.clone(), false);
+    for at in cluster.step_by(PAGE_SIZE) {
         match result {
-            Ok(()) => {
-                if page.flags.contains(PageFlags::PAGEOUT) {
-                    page.flags.remove(PageFlags::PAGEOUT);
-                    page.flags.insert(PageFlags::RELEASED);
-                }
-                state.cache_mut().set_writeback(at, false);
-                wake |= state.unbusy(at);
-            }
+            // Paged out or released: freed now that the data is on disk.
+            Ok(()) => wake |= state.unbusy_written(at),
             Err(_) => {
+                let Some(page) = state.cache_mut().lookup_mut(at) else {
+                    debug_assert!(false, "written page {at:#x} is not resident");
+                    continue;
+                };
                 page.flags.remove(PageFlags::RELEASED | PageFlags::PAGEOUT);
-                state.cache_mut().set_writeback(at, false);
                 state.mark(at, DirtyStatus::Dirty);
                 wake |= state.settle(at);
             }
