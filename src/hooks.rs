@@ -15,7 +15,7 @@ use crate::compat::ByteIo;
 use crate::directio::Wired;
 use crate::error::{Error, Result};
 use crate::object::VmObject;
-use crate::page::{DirtyStatus, Page, PageQueue, Tag};
+use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
 
 /// The reference's MAXPHYS: the default largest single device transfer, 64 KiB.
 pub const DEFAULT_MAX_TRANSFER: usize = 64 * 1024;
@@ -308,6 +308,16 @@ pub unsafe trait PageCache: Send + Sync {
     fn set_dirty(&mut self, offset: u64, status: DirtyStatus);
     /// Sets or clears the [`Tag::Writeback`] tag of the page at `offset`.
     fn set_writeback(&mut self, offset: u64, writeback: bool);
+    /// Sets or clears the [`Tag::Writeback`] tag of every resident page in `range`
+    /// (page aligned): the pages of one write cluster as it starts and completes.
+    ///
+    /// The default calls [`PageCache::set_writeback`] for each page; a cache that keeps
+    /// tags in bitmaps can change many pages with one word.
+    fn set_writeback_range(&mut self, range: Range<u64>, writeback: bool) {
+        for offset in range.step_by(PAGE_SIZE) {
+            self.set_writeback(offset, writeback);
+        }
+    }
     /// The lowest offset `>= from` of a page carrying `tag`, in O(log n) or better.
     fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64>;
     /// Whether any page carries `tag`, in O(1).

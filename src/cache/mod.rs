@@ -375,6 +375,16 @@ unsafe impl PageCache for DefaultCache {
         }
     }
 
+    fn set_writeback_range(&mut self, range: Range<u64>, writeback: bool) {
+        let pages = page_index(range.start)..page_index(range.end);
+        let Self { index, slots, .. } = self;
+        index.set_tag_range(pages, tag_index(Tag::Writeback), writeback, |slot| {
+            if let Some(Some(slot)) = slots.get_mut(slot as usize) {
+                slot.page.set_writeback_status(writeback);
+            }
+        });
+    }
+
     fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64> {
         let from = page_index(from.checked_add(PAGE_SIZE as u64 - 1)?);
         self.index
@@ -470,6 +480,31 @@ mod tests {
         assert_eq!(cache.next_tagged(Tag::Writeback, 0), Some(3 * 4096));
         cache.set_writeback(3 * 4096, false);
         assert!(!cache.any_tagged(Tag::Writeback));
+    }
+
+    #[test]
+    fn writeback_range_tags_exactly_the_resident_pages_of_the_range() {
+        let mut cache = cache_with(300);
+        for hole in [70u64, 128, 200] {
+            cache.free(hole * 4096);
+        }
+        // Crosses three leaves of the index, and starts and ends mid-leaf.
+        let range = 60 * 4096..210 * 4096;
+        cache.set_writeback_range(range.clone(), true);
+        let mut tagged = Vec::new();
+        let mut from = 0;
+        while let Some(at) = cache.next_tagged(Tag::Writeback, from) {
+            tagged.push(at / 4096);
+            from = at + 4096;
+        }
+        let expected: Vec<u64> = (60..210).filter(|i| ![70, 128, 200].contains(i)).collect();
+        assert_eq!(tagged, expected);
+        for page in cache.range(0..300 * 4096) {
+            assert_eq!(page.in_writeback(), range.contains(&page.offset()));
+        }
+        cache.set_writeback_range(range, false);
+        assert!(!cache.any_tagged(Tag::Writeback));
+        assert!(cache.range(0..300 * 4096).all(|page| !page.in_writeback()));
     }
 
     #[test]

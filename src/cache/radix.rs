@@ -15,6 +15,7 @@
 //! sharing the tree never write to it.
 
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::error::{Error, Result};
 
@@ -302,6 +303,47 @@ impl Radix {
         Some(value)
     }
 
+    /// Sets or clears `tag` on every value at `range` (indices), a leaf word at a time,
+    /// calling `changed` with each value present there.
+    pub(crate) fn set_tag_range(
+        &mut self,
+        range: Range<u64>,
+        tag: usize,
+        on: bool,
+        mut changed: impl FnMut(u32),
+    ) {
+        let mut at = range.start;
+        while at < range.end {
+            let leaf_end = ((at >> BITS) + 1) << BITS;
+            let end = leaf_end.min(range.end);
+            let span = end - at;
+            let low = slot_of(at, 0) as u32;
+            let mask = if span == FANOUT as u64 {
+                u64::MAX
+            } else {
+                ((1u64 << span) - 1) << low
+            };
+            if let Some(leaf) = self.leaf_remembered(at) {
+                let node = &mut self.nodes[leaf as usize];
+                let bits = node.present & mask;
+                let before = node.tags[tag];
+                let after = if on { before | bits } else { before & !bits };
+                node.tags[tag] = after;
+                let mut each = bits;
+                while each != 0 {
+                    changed(node.slots[each.trailing_zeros() as usize]);
+                    each &= each - 1;
+                }
+                if (before != 0) != (after != 0) {
+                    // Through a present index: the walk up starts from one.
+                    let present = (at & !MASK) | u64::from(bits.trailing_zeros());
+                    self.propagate_tag(present, tag, after != 0);
+                }
+            }
+            at = end;
+        }
+    }
+
     /// Carries a leaf's change between tagged and untagged for `tag` up the path to
     /// `index`, as far as a node's summary changes.
     fn propagate_tag(&mut self, index: u64, tag: usize, on: bool) {
@@ -426,6 +468,22 @@ mod tests {
                     tags.iter_mut().for_each(|t| {
                         t.remove(&index);
                     });
+                }
+                3 if step % 3 == 0 => {
+                    let tag = (rng.next() % 2) as usize;
+                    let on = rng.next() % 3 != 0;
+                    let end = index.saturating_add(rng.next() % 200);
+                    let mut seen = Vec::new();
+                    radix.set_tag_range(index..end, tag, on, |value| seen.push(value));
+                    let expected: Vec<u32> = values.range(index..end).map(|(_, &v)| v).collect();
+                    assert_eq!(seen, expected, "each present value, in order");
+                    for (&key, _) in values.range(index..end) {
+                        if on {
+                            tags[tag].insert(key);
+                        } else {
+                            tags[tag].remove(&key);
+                        }
+                    }
                 }
                 3 | 4 => {
                     let tag = (rng.next() % 2) as usize;
