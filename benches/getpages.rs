@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{Access, Advice, Fetched, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages};
-use support::{Counting, SegmentedCopy, allocations, median};
+use support::{Counting, SegmentedCopy, allocations, interleaved, median};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -79,9 +79,9 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| (0..iters).map(|_| cold_read(&big)).sum())
     });
     disk.reset_stats();
-    let through = median(5, || cold_read(&big));
-    let requests = disk.stats().requests / 5;
-    let limit = SegmentedCopy::new(FILE).time(5);
+    let mut copy = SegmentedCopy::new(FILE);
+    let (through, limit) = interleaved(9, || cold_read(&big), || copy.time(1));
+    let requests = disk.stats().requests / 9;
     let expected = (FILE / big.max_transfer()) as u64;
     assert_eq!(requests, expected, "one device request per max transfer");
     println!(

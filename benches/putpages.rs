@@ -17,7 +17,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PutFlags, Vnode, putpages, write};
 use resident::{Resident, resident};
-use support::{SegmentedCopy, median};
+use support::{SegmentedCopy, interleaved, median};
 
 const FILE: usize = 64 << 20;
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
@@ -64,9 +64,9 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| (0..iters).map(|_| writeback(&file, &data)).sum())
     });
     disk.reset_stats();
-    let through = median(5, || writeback(&file, &data));
-    let requests = disk.stats().requests / 5;
-    let limit = SegmentedCopy::new(FILE).time(5);
+    let mut copy = SegmentedCopy::new(FILE);
+    let (through, limit) = interleaved(9, || writeback(&file, &data), || copy.time_gather(1));
+    let requests = disk.stats().requests / 9;
     assert_eq!(
         requests,
         (FILE / file.max_transfer()) as u64,

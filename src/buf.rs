@@ -83,7 +83,8 @@ pub struct Outcome {
 type Callback = Box<dyn FnOnce(Outcome) + Send>;
 
 enum Done {
-    Wake(Arc<BioWait>),
+    /// Post the outcome for the [`BioWait`] of a synchronous transfer.
+    Wake,
     Call(Callback),
 }
 
@@ -94,14 +95,34 @@ struct MasterState {
     transferred: usize,
     skipped: usize,
     done: Option<Done>,
+    /// The outcome, once complete, of a master whose submitter waits for it.
+    posted: Option<Outcome>,
 }
 
 struct Master {
     total: usize,
     state: Mutex<MasterState>,
+    /// Where a synchronous submitter sleeps until `posted` is set.
+    waiters: WaitQueue,
 }
 
 impl Master {
+    /// A master for `total` bytes, held once for its submitter.
+    fn new(total: usize, done: Done) -> Arc<Self> {
+        Arc::new(Master {
+            total,
+            state: Mutex::new(MasterState {
+                pending: 1,
+                result: Ok(()),
+                transferred: 0,
+                skipped: 0,
+                done: Some(done),
+                posted: None,
+            }),
+            waiters: WaitQueue::new(),
+        })
+    }
+
     fn put(&self, bytes_done: usize, skipped: usize, result: Result) {
         let finished = {
             let mut state = self.state.lock();
@@ -124,13 +145,17 @@ impl Master {
                     outcome.skipped,
                     self.total
                 );
-                state.done.take().map(|done| (done, outcome))
+                let done = state.done.take();
+                if let Some(Done::Wake) = done {
+                    state.posted = Some(outcome);
+                }
+                done.map(|done| (done, outcome))
             } else {
                 None
             }
         };
         match finished {
-            Some((Done::Wake(wait), outcome)) => wait.post(outcome),
+            Some((Done::Wake, _)) => self.waiters.notify_all(),
             Some((Done::Call(callback), outcome)) => callback(outcome),
             None => {}
         }
@@ -274,28 +299,21 @@ impl Drop for IoRequest {
 }
 
 /// A synchronous waiter for a master (the reference's `biowait`).
-pub(crate) struct BioWait {
-    outcome: Mutex<Option<Outcome>>,
-    posted: WaitQueue,
-}
+pub(crate) struct BioWait(Arc<Master>);
 
 impl BioWait {
-    fn post(&self, outcome: Outcome) {
-        *self.outcome.lock() = Some(outcome);
-        self.posted.notify_all();
-    }
-
     /// Sleeps until the master completes and returns its outcome.
     pub(crate) fn wait(&self) -> Outcome {
+        let master = &self.0;
         loop {
             let ticket = {
-                let outcome = self.outcome.lock();
-                if let Some(outcome) = *outcome {
+                let state = master.state.lock();
+                if let Some(outcome) = state.posted {
                     return outcome;
                 }
-                self.posted.ticket()
+                master.waiters.ticket()
             };
-            self.posted.wait(ticket);
+            master.waiters.wait(ticket);
         }
     }
 }
@@ -311,17 +329,7 @@ pub(crate) struct Nest {
 }
 
 impl Nest {
-    fn with_done(total: usize, direction: Direction, priority: Priority, done: Done) -> Self {
-        let master = Arc::new(Master {
-            total,
-            state: Mutex::new(MasterState {
-                pending: 1,
-                result: Ok(()),
-                transferred: 0,
-                skipped: 0,
-                done: Some(done),
-            }),
-        });
+    fn over(master: Arc<Master>, direction: Direction, priority: Priority) -> Self {
         Self {
             master: Some(master),
             direction,
@@ -336,14 +344,11 @@ impl Nest {
         total: usize,
         direction: Direction,
         priority: Priority,
-    ) -> (Self, Arc<BioWait>) {
-        let wait = Arc::new(BioWait {
-            outcome: Mutex::new(None),
-            posted: WaitQueue::new(),
-        });
+    ) -> (Self, BioWait) {
+        let master = Master::new(total, Done::Wake);
         (
-            Self::with_done(total, direction, priority, Done::Wake(wait.clone())),
-            wait,
+            Self::over(master.clone(), direction, priority),
+            BioWait(master),
         )
     }
 
@@ -355,7 +360,8 @@ impl Nest {
         priority: Priority,
         callback: impl FnOnce(Outcome) + Send + 'static,
     ) -> Self {
-        Self::with_done(total, direction, priority, Done::Call(Box::new(callback)))
+        let master = Master::new(total, Done::Call(Box::new(callback)));
+        Self::over(master, direction, priority)
     }
 
     /// Lets the device change written data in place (`gop_write_rwmap`).

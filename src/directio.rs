@@ -490,7 +490,7 @@ struct Chunk<'a, V: Vnode> {
 /// A piece of a chunk in flight: zero-filled at once (a hole read) or one request.
 enum Piece {
     Zeroed(usize),
-    Request(usize, Arc<BioWait>),
+    Request(usize, BioWait),
 }
 
 impl<V: Vnode> Chunk<'_, V> {

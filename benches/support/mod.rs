@@ -40,8 +40,8 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
-/// The physical limit of moving `src` into page-sized destination buffers: one
-/// memcpy per 4 KiB segment, as a device's DMA into page frames would be.
+/// The physical limit of moving bytes between a device image and page-sized buffers:
+/// one memcpy per 4 KiB segment, as a device's DMA into or out of page frames would be.
 pub struct SegmentedCopy {
     src: Vec<u8>,
     dst: Vec<Box<[u8; 4096]>>,
@@ -54,8 +54,9 @@ impl SegmentedCopy {
         Self { src, dst }
     }
 
-    /// Median of `rounds` timings of one full copy (the same statistic the benches
-    /// use for genpager, so the ratio compares like with like).
+    /// Median of `rounds` timings of one full copy from the image into the buffers,
+    /// the direction of a read (the same statistic the benches use for genpager, so
+    /// the ratio compares like with like).
     pub fn time(&mut self, rounds: usize) -> Duration {
         median(rounds, || {
             let start = Instant::now();
@@ -66,6 +67,35 @@ impl SegmentedCopy {
             start.elapsed()
         })
     }
+}
+
+impl SegmentedCopy {
+    /// [`SegmentedCopy::time`] the other way, buffers into the image: the direction
+    /// of a writeback.
+    pub fn time_gather(&mut self, rounds: usize) -> Duration {
+        median(rounds, || {
+            let start = Instant::now();
+            for (chunk, src) in self.src.chunks_exact_mut(4096).zip(self.dst.iter()) {
+                chunk.copy_from_slice(&src[..]);
+            }
+            black_box(&self.src);
+            start.elapsed()
+        })
+    }
+}
+
+/// Medians of `rounds` interleaved runs of `a` and `b`, each timed by itself: both
+/// see the same machine state, so their ratio is steadier than two separate medians.
+pub fn interleaved(
+    rounds: usize,
+    mut a: impl FnMut() -> Duration,
+    mut b: impl FnMut() -> Duration,
+) -> (Duration, Duration) {
+    let (mut first, mut second): (Vec<Duration>, Vec<Duration>) =
+        (0..rounds).map(|_| (a(), b())).unzip();
+    first.sort();
+    second.sort();
+    (first[rounds / 2], second[rounds / 2])
 }
 
 /// Median of `rounds` runs of `f`, each timed by `f` itself.
