@@ -460,29 +460,33 @@ pub(crate) fn finish<'a, V: Vnode>(
     overwrite: bool,
 ) -> Fetched<'a, V> {
     let mut wake = false;
-    let mut kept = Vec::new();
     let keep = ridx..ridx + requested;
-    for (index, page) in pages.iter().enumerate() {
+    let mut index = 0;
+    // The caller's pages are kept in place: no allocation on the way out.
+    let mut kept = pages;
+    kept.retain(|page| {
+        index += 1;
         let Some(resident) = state.cache_mut().lookup_mut(page.offset) else {
-            continue;
+            return false;
         };
         if !overwrite {
             resident.flags.remove(PageFlags::FAKE);
         }
-        if !keep.contains(&index) || async_io {
+        if !keep.contains(&(index - 1)) || async_io {
             if resident.flags.contains(PageFlags::FAKE) {
                 // An overwrite fault's extra page was never read: it holds nothing.
                 zero(page, 0, PAGE_SIZE);
                 resident.flags.remove(PageFlags::FAKE);
             }
             wake |= state.settle(page.offset);
+            false
         } else {
             if memwrite && !overwrite && resident.dirty() == DirtyStatus::Clean {
                 state.mark(page.offset, DirtyStatus::Unknown);
             }
-            kept.push(*page);
+            true
         }
-    }
+    });
     if memwrite {
         state.note_dirty(&**vnode);
     }

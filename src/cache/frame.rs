@@ -124,15 +124,23 @@ impl FramePool {
             .as_ref()
             .ok_or(Error::NoMemory)?
             .frame(frame);
-        let id = FrameId::new(chunk, frame);
-        self.set_free(id, false);
-        Ok((id, bytes))
+        let free = &mut self.free[chunk];
+        *free &= *free - 1;
+        if *free == 0 {
+            self.with_free[chunk / 64] &= !(1 << (chunk % 64));
+        }
+        self.spare -= 1;
+        Ok((FrameId::new(chunk, frame), bytes))
     }
 
     /// Takes back frame `id` from [`FramePool::take`], whose page is gone.
     pub(crate) fn give(&mut self, id: FrameId) {
-        debug_assert!(self.free[id.chunk()] & id.bit() == 0, "frame given twice");
-        self.set_free(id, true);
+        let chunk = id.chunk();
+        debug_assert!(self.free[chunk] & id.bit() == 0, "frame given twice");
+        self.free[chunk] |= id.bit();
+        self.spare += 1;
+        self.with_free[chunk / 64] |= 1 << (chunk % 64);
+        self.search_from = self.search_from.min(chunk / 64);
     }
 
     /// How many frames are free for reuse.
@@ -154,34 +162,15 @@ impl FramePool {
         }
     }
 
-    fn set_free(&mut self, id: FrameId, free: bool) {
-        let chunk = id.chunk();
-        if free {
-            self.free[chunk] |= id.bit();
-            self.spare += 1;
-        } else {
-            self.free[chunk] &= !id.bit();
-            self.spare -= 1;
-        }
-        let (word, bit) = (chunk / 64, 1u64 << (chunk % 64));
-        if self.free[chunk] != 0 {
-            self.with_free[word] |= bit;
-            self.search_from = self.search_from.min(word);
-        } else {
-            self.with_free[word] &= !bit;
-        }
-    }
-
     /// The lowest chunk with a free frame.
     fn lowest_with_free(&mut self) -> Option<usize> {
-        let words = self.with_free.get(self.search_from..).unwrap_or_default();
-        let Some(at) = words.iter().position(|&word| word != 0) else {
-            self.search_from = self.with_free.len();
-            return None;
-        };
-        self.search_from += at;
-        let word = self.with_free[self.search_from];
-        Some(self.search_from * 64 + word.trailing_zeros() as usize)
+        while let Some(&word) = self.with_free.get(self.search_from) {
+            if word != 0 {
+                return Some(self.search_from * 64 + word.trailing_zeros() as usize);
+            }
+            self.search_from += 1;
+        }
+        None
     }
 
     /// Allocates a chunk, all its frames free; returns its index.
