@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| (0..iters).map(|_| cold_read(&big)).sum())
     });
     disk.reset_stats();
-    let mut copy = SegmentedCopy::new(FILE);
+    let mut copy = SegmentedCopy::new(&big);
     let (through, limit) = interleaved(9, || cold_read(&big), || copy.time(1));
     let requests = disk.stats().requests / 9;
     let expected = (FILE / big.max_transfer()) as u64;

@@ -6,6 +6,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use genpager::testing::{MemDisk, MemFile};
+
 /// Counts heap allocations, so a bench can show a path allocates nothing.
 pub struct Counting;
 
@@ -40,46 +42,62 @@ pub fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
-/// The physical limit of moving bytes between a device image and page-sized buffers:
-/// one memcpy per 4 KiB segment, as a device's DMA into or out of page frames would be.
+/// The physical limit of moving a file's bytes between its disk and page-sized
+/// buffers: one memcpy per 4 KiB segment, as a device's DMA into or out of page frames
+/// would be, through the disk's own memory (so that where the allocator placed a
+/// buffer does not count against the pager).
 pub struct SegmentedCopy {
-    src: Vec<u8>,
-    dst: Vec<Box<[u8; 4096]>>,
+    disk: MemDisk,
+    /// Disk byte offset of each page of the file.
+    plan: Vec<usize>,
+    frames: Vec<Box<[u8; 4096]>>,
 }
 
 impl SegmentedCopy {
-    pub fn new(bytes: usize) -> Self {
-        let src = (0..bytes).map(|i| i as u8).collect();
-        let dst = (0..bytes / 4096).map(|_| Box::new([1u8; 4096])).collect();
-        Self { src, dst }
+    pub fn new(file: &MemFile) -> Self {
+        let plan: Vec<usize> = file
+            .block_table()
+            .iter()
+            .map(|sector| sector.expect("no holes") as usize * 512)
+            .collect();
+        let frames = plan.iter().map(|_| Box::new([1u8; 4096])).collect();
+        Self {
+            disk: file.fs().disk().clone(),
+            plan,
+            frames,
+        }
     }
 
-    /// Median of `rounds` timings of one full copy from the image into the buffers,
+    /// Median of `rounds` timings of one full copy from the disk into the buffers,
     /// the direction of a read (the same statistic the benches use for genpager, so
     /// the ratio compares like with like).
     pub fn time(&mut self, rounds: usize) -> Duration {
-        median(rounds, || {
-            let start = Instant::now();
-            for (chunk, dst) in self.src.chunks_exact(4096).zip(self.dst.iter_mut()) {
-                dst.copy_from_slice(chunk);
-            }
-            black_box(&self.dst);
-            start.elapsed()
+        let Self { disk, plan, frames } = self;
+        disk.with_image(|image| {
+            median(rounds, || {
+                let start = Instant::now();
+                for (frame, &at) in frames.iter_mut().zip(plan.iter()) {
+                    frame.copy_from_slice(&image[at..at + 4096]);
+                }
+                black_box(&frames);
+                start.elapsed()
+            })
         })
     }
-}
 
-impl SegmentedCopy {
-    /// [`SegmentedCopy::time`] the other way, buffers into the image: the direction
-    /// of a writeback.
+    /// [`SegmentedCopy::time`] the other way, buffers into the disk: the direction
+    /// of a writeback. Leaves the buffers' bytes on the disk.
     pub fn time_gather(&mut self, rounds: usize) -> Duration {
-        median(rounds, || {
-            let start = Instant::now();
-            for (chunk, src) in self.src.chunks_exact_mut(4096).zip(self.dst.iter()) {
-                chunk.copy_from_slice(&src[..]);
-            }
-            black_box(&self.src);
-            start.elapsed()
+        let Self { disk, plan, frames } = self;
+        disk.with_image(|image| {
+            median(rounds, || {
+                let start = Instant::now();
+                for (frame, &at) in frames.iter().zip(plan.iter()) {
+                    image[at..at + 4096].copy_from_slice(&frame[..]);
+                }
+                black_box(&image);
+                start.elapsed()
+            })
         })
     }
 }

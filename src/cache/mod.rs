@@ -200,18 +200,22 @@ impl DefaultCache {
         Ok(())
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> Option<&Slot> {
         self.slots.get(index as usize)?.as_ref()
     }
 
+    #[inline]
     fn slot_mut(&mut self, index: u32) -> Option<&mut Slot> {
         self.slots.get_mut(index as usize)?.as_mut()
     }
 
+    #[inline]
     fn slot_at(&self, offset: u64) -> Option<&Slot> {
         self.slot(self.index.get(page_index(offset))?)
     }
 
+    #[inline]
     fn slot_at_mut(&mut self, offset: u64) -> Option<&mut Slot> {
         let index = self.index.get_remembered(page_index(offset))?;
         self.slot_mut(index)
@@ -283,10 +287,12 @@ impl DefaultCache {
 // a failed `alloc`), after the page is gone from the index. The pool's chunks live as
 // long as the cache, so `Page::frame` stays valid while the page is resident.
 unsafe impl PageCache for DefaultCache {
+    #[inline]
     fn lookup(&self, offset: u64) -> Option<&Page> {
         self.slot_at(offset).map(|slot| &slot.page)
     }
 
+    #[inline]
     fn lookup_mut(&mut self, offset: u64) -> Option<&mut Page> {
         self.slot_at_mut(offset).map(|slot| &mut slot.page)
     }
@@ -356,6 +362,7 @@ unsafe impl PageCache for DefaultCache {
         self.free_slots.push(index);
     }
 
+    #[inline]
     fn set_dirty(&mut self, offset: u64, status: DirtyStatus) {
         let dirty = status != DirtyStatus::Clean;
         let tagged = self
@@ -366,6 +373,7 @@ unsafe impl PageCache for DefaultCache {
         }
     }
 
+    #[inline]
     fn set_writeback(&mut self, offset: u64, writeback: bool) {
         let tagged = self
             .index
@@ -408,6 +416,7 @@ unsafe impl PageCache for DefaultCache {
         self.index.len()
     }
 
+    #[inline]
     fn protect(&mut self, offset: u64, protection: Protection) {
         if let Some(slot) = self.slot_at_mut(offset) {
             slot.map = match (protection, slot.map) {
@@ -418,6 +427,7 @@ unsafe impl PageCache for DefaultCache {
         }
     }
 
+    #[inline]
     fn clear_modified(&mut self, offset: u64) -> bool {
         self.slot_at_mut(offset)
             .is_some_and(|slot| core::mem::take(&mut slot.modified))

@@ -110,6 +110,7 @@ impl Radix {
     }
 
     /// The leaf node that holds (or would hold) `index`, if it exists.
+    #[inline]
     fn leaf(&self, index: u64) -> Option<u32> {
         if self.hint.leaf != NONE && self.hint.prefix == index >> BITS {
             return Some(self.hint.leaf);
@@ -130,6 +131,7 @@ impl Radix {
     }
 
     /// [`Self::leaf`], remembering the leaf for the next access.
+    #[inline]
     fn leaf_remembered(&mut self, index: u64) -> Option<u32> {
         let leaf = self.leaf(index)?;
         self.hint = LeafHint {
@@ -140,6 +142,7 @@ impl Radix {
     }
 
     /// The value at `index`.
+    #[inline]
     pub(crate) fn get(&self, index: u64) -> Option<u32> {
         let leaf = &self.nodes[self.leaf(index)? as usize];
         let slot = slot_of(index, 0);
@@ -148,6 +151,7 @@ impl Radix {
 
     /// [`Self::get`] by a caller about to change the entry or its neighbours: their
     /// accesses then start at its leaf.
+    #[inline]
     pub(crate) fn get_remembered(&mut self, index: u64) -> Option<u32> {
         let leaf = self.leaf_remembered(index)?;
         let leaf = &self.nodes[leaf as usize];
@@ -285,6 +289,7 @@ impl Radix {
     /// changing nothing, if absent). Walks up only as far as a node's summary changes,
     /// which for a run of neighbours is rare: the rest change a bit in the remembered
     /// leaf.
+    #[inline]
     pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) -> Option<u32> {
         let leaf = self.leaf_remembered(index)?;
         let slot = slot_of(index, 0);
