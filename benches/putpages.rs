@@ -66,7 +66,8 @@ fn bench(c: &mut Criterion) {
     disk.reset_stats();
     let mut copy = SegmentedCopy::new(&file);
     // The copy first in each round, so the data genpager wrote is what stays on disk.
-    let (limit, through) = interleaved(9, || copy.time_gather(1), || writeback(&file, &data));
+    let (limit, through) =
+        interleaved(9, || copy.time_gather(1, &data), || writeback(&file, &data));
     let requests = disk.stats().requests / 9;
     assert_eq!(
         requests,

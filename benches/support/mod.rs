@@ -86,11 +86,16 @@ impl SegmentedCopy {
     }
 
     /// [`SegmentedCopy::time`] the other way, buffers into the disk: the direction
-    /// of a writeback. Leaves the buffers' bytes on the disk.
-    pub fn time_gather(&mut self, rounds: usize) -> Duration {
+    /// of a writeback. Like a writeback of data just written, each round starts from
+    /// buffers just filled with `data` (untimed), so both pay for moving freshly
+    /// written cache lines. Leaves those bytes on the disk.
+    pub fn time_gather(&mut self, rounds: usize, data: &[u8]) -> Duration {
         let Self { disk, plan, frames } = self;
         disk.with_image(|image| {
             median(rounds, || {
+                for (frame, bytes) in frames.iter_mut().zip(data.chunks_exact(4096)) {
+                    frame.copy_from_slice(bytes);
+                }
                 let start = Instant::now();
                 for (frame, &at) in frames.iter().zip(plan.iter()) {
                     image[at..at + 4096].copy_from_slice(&frame[..]);

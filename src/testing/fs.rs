@@ -13,7 +13,7 @@ use crate::hooks::{
     BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, Mapping, MountFlags, Update, Vnode, VnodeKind,
 };
 use crate::object::VmObject;
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The longest run [`MemFile`]'s `bmap` reports, whatever the maximum transfer.
 const MAX_RUN: u64 = 256;
@@ -357,17 +357,70 @@ impl Counters {
     }
 }
 
-/// The settable behaviour of a [`MemFile`].
+/// The settable behaviour of a [`MemFile`]. Atomics rather than one locked struct:
+/// the pager reads several of them per cluster, where a real filesystem reads plain
+/// fields, and a lock each time would be the rig's cost showing up in benchmarks.
 struct Knobs {
-    dead: bool,
-    pagedaemon: bool,
-    mount_flags: MountFlags,
-    max_transfer: usize,
-    kind: VnodeKind,
-    journal: bool,
-    trans_busy: bool,
-    putrange: Option<u64>,
-    fail_bmap: Option<u64>,
+    dead: AtomicBool,
+    pagedaemon: AtomicBool,
+    mount_flags: AtomicU64,
+    max_transfer: AtomicUsize,
+    /// A [`VnodeKind`] by [`kind_code`].
+    kind: AtomicU64,
+    journal: AtomicBool,
+    trans_busy: AtomicBool,
+    /// [`NONE`] for no constraint.
+    putrange: AtomicU64,
+    /// [`NONE`] when disarmed.
+    fail_bmap: AtomicU64,
+}
+
+/// An unset optional knob.
+const NONE: u64 = u64::MAX;
+
+const KINDS: [VnodeKind; 4] = [
+    VnodeKind::Regular,
+    VnodeKind::Directory,
+    VnodeKind::Symlink,
+    VnodeKind::BlockDevice,
+];
+
+fn kind_code(kind: VnodeKind) -> u64 {
+    KINDS.iter().position(|&k| k == kind).unwrap_or(0) as u64
+}
+
+/// One knob's relaxed load and store: knobs are set before the behaviour they change
+/// is exercised, never raced against it.
+trait Knob<T> {
+    fn get(&self) -> T;
+    fn set(&self, value: T);
+}
+
+impl Knob<bool> for AtomicBool {
+    fn get(&self) -> bool {
+        self.load(Ordering::Relaxed)
+    }
+    fn set(&self, value: bool) {
+        self.store(value, Ordering::Relaxed);
+    }
+}
+
+impl Knob<usize> for AtomicUsize {
+    fn get(&self) -> usize {
+        self.load(Ordering::Relaxed)
+    }
+    fn set(&self, value: usize) {
+        self.store(value, Ordering::Relaxed);
+    }
+}
+
+impl Knob<Option<u64>> for AtomicU64 {
+    fn get(&self) -> Option<u64> {
+        Some(self.load(Ordering::Relaxed)).filter(|&value| value != NONE)
+    }
+    fn set(&self, value: Option<u64>) {
+        self.store(value.unwrap_or(NONE), Ordering::Relaxed);
+    }
 }
 
 /// One file of a [`MemFs`]: a [`Vnode`] (and its own [`BlockMap`]) on the
@@ -380,7 +433,7 @@ pub struct MemFile {
     object: VmObject<DefaultCache>,
     /// Logical block → first sector of its physical block, `None` for a hole.
     table: Mutex<Vec<Option<u64>>>,
-    knobs: Mutex<Knobs>,
+    knobs: Knobs,
     counts: Counters,
 }
 
@@ -390,17 +443,17 @@ impl MemFile {
             fs,
             object: VmObject::new(DefaultCache::new(), size),
             table: Mutex::new(table),
-            knobs: Mutex::new(Knobs {
-                dead: false,
-                pagedaemon: false,
-                mount_flags: MountFlags::empty(),
-                max_transfer: DEFAULT_MAX_TRANSFER,
-                kind: VnodeKind::Regular,
-                journal: false,
-                trans_busy: false,
-                putrange: None,
-                fail_bmap: None,
-            }),
+            knobs: Knobs {
+                dead: AtomicBool::new(false),
+                pagedaemon: AtomicBool::new(false),
+                mount_flags: AtomicU64::new(0),
+                max_transfer: AtomicUsize::new(DEFAULT_MAX_TRANSFER),
+                kind: AtomicU64::new(kind_code(VnodeKind::Regular)),
+                journal: AtomicBool::new(false),
+                trans_busy: AtomicBool::new(false),
+                putrange: AtomicU64::new(NONE),
+                fail_bmap: AtomicU64::new(NONE),
+            },
             counts: Counters::default(),
         }
     }
@@ -412,50 +465,52 @@ impl MemFile {
 
     /// Makes the vnode dead (reclaimed) or alive again.
     pub fn set_dead(&self, dead: bool) {
-        self.knobs.lock().dead = dead;
+        self.knobs.dead.set(dead);
     }
 
     /// Makes `is_pagedaemon` report `pagedaemon` (for every thread).
     pub fn set_pagedaemon(&self, pagedaemon: bool) {
-        self.knobs.lock().pagedaemon = pagedaemon;
+        self.knobs.pagedaemon.set(pagedaemon);
     }
 
     /// Sets the mount options reported by `mount_flags`.
     pub fn set_mount_flags(&self, flags: MountFlags) {
-        self.knobs.lock().mount_flags = flags;
+        self.knobs
+            .mount_flags
+            .store(u64::from(flags.bits()), Ordering::Relaxed);
     }
 
     /// Sets the largest device transfer reported by `max_transfer` (a multiple of the
     /// page size; the default is [`DEFAULT_MAX_TRANSFER`]).
     pub fn set_max_transfer(&self, bytes: usize) {
-        self.knobs.lock().max_transfer = bytes;
+        self.knobs.max_transfer.set(bytes);
     }
 
     /// Sets the kind of file reported by `kind`.
     pub fn set_kind(&self, kind: VnodeKind) {
-        self.knobs.lock().kind = kind;
+        self.knobs.kind.store(kind_code(kind), Ordering::Relaxed);
     }
 
     /// Makes the mount have a journal (`has_journal`) or not.
     pub fn set_journal(&self, journal: bool) {
-        self.knobs.lock().journal = journal;
+        self.knobs.journal.set(journal);
     }
 
     /// While `busy`, `trans_begin(false)` fails with [`Error::Busy`];
     /// `trans_begin(true)` always succeeds.
     pub fn set_trans_busy(&self, busy: bool) {
-        self.knobs.lock().trans_busy = busy;
+        self.knobs.trans_busy.set(busy);
     }
 
     /// With `Some(g)`, `putrange(offset)` is the aligned `g`-byte range around
     /// `offset`; with `None` (or `Some(0)`) it reports no constraint.
     pub fn set_putrange_granularity(&self, granularity: Option<u64>) {
-        self.knobs.lock().putrange = granularity;
+        self.knobs.putrange.set(granularity);
     }
 
     /// With `Some(lbn)`, `bmap(lbn)` fails with [`Error::Io`]; `None` disarms it.
     pub fn fail_bmap(&self, lbn: Option<u64>) {
-        self.knobs.lock().fail_bmap = lbn;
+        self.knobs.fail_bmap.set(lbn);
     }
 
     /// How many times each counted hook has been called.
@@ -510,17 +565,14 @@ impl MemFile {
 impl BlockMap for MemFile {
     fn bmap(&self, lbn: u64) -> Result<Mapping> {
         bump(&self.counts.bmap_calls);
-        let max_run = {
-            let knobs = self.knobs.lock();
-            if knobs.fail_bmap == Some(lbn) {
-                return Err(Error::Io);
-            }
-            // Like a real filesystem (ufs: `mnt_maxphys / block size - 1`), look no
-            // further than one transfer can use.
-            ((knobs.max_transfer >> self.fs.fs_bshift) as u64)
-                .saturating_sub(1)
-                .min(MAX_RUN)
-        };
+        if self.knobs.fail_bmap.get() == Some(lbn) {
+            return Err(Error::Io);
+        }
+        // Like a real filesystem (ufs: `mnt_maxphys / block size - 1`), look no
+        // further than one transfer can use.
+        let max_run = ((self.knobs.max_transfer.get() >> self.fs.fs_bshift) as u64)
+            .saturating_sub(1)
+            .min(MAX_RUN);
         let table = self.table.lock();
         let Some(&entry) = table.get(lbn as usize) else {
             return Ok(Mapping::hole(0));
@@ -591,7 +643,7 @@ impl BlockMap for MemFile {
     }
 
     fn putrange(&self, offset: u64) -> Option<Range<u64>> {
-        let granularity = self.knobs.lock().putrange.filter(|&g| g > 0)?;
+        let granularity = self.knobs.putrange.get().filter(|&g| g > 0)?;
         let start = offset - offset % granularity;
         Some(start..start.saturating_add(granularity))
     }
@@ -619,19 +671,19 @@ impl Vnode for MemFile {
     }
 
     fn kind(&self) -> VnodeKind {
-        self.knobs.lock().kind
+        KINDS[self.knobs.kind.load(Ordering::Relaxed) as usize % KINDS.len()]
     }
 
     fn mount_flags(&self) -> MountFlags {
-        self.knobs.lock().mount_flags
+        MountFlags::from_bits_truncate(self.knobs.mount_flags.load(Ordering::Relaxed) as u32)
     }
 
     fn max_transfer(&self) -> usize {
-        self.knobs.lock().max_transfer
+        self.knobs.max_transfer.get()
     }
 
     fn is_dead(&self) -> bool {
-        self.knobs.lock().dead
+        self.knobs.dead.get()
     }
 
     fn mark_update(&self, what: Update) {
@@ -644,7 +696,7 @@ impl Vnode for MemFile {
     }
 
     fn trans_begin(&self, wait: bool) -> Result {
-        if !wait && self.knobs.lock().trans_busy {
+        if !wait && self.knobs.trans_busy.get() {
             return Err(Error::Busy);
         }
         bump(&self.counts.trans_begin);
@@ -656,7 +708,7 @@ impl Vnode for MemFile {
     }
 
     fn has_journal(&self) -> bool {
-        self.knobs.lock().journal
+        self.knobs.journal.get()
     }
 
     fn journal_begin(&self) -> Result {
@@ -677,7 +729,7 @@ impl Vnode for MemFile {
     }
 
     fn is_pagedaemon(&self) -> bool {
-        self.knobs.lock().pagedaemon
+        self.knobs.pagedaemon.get()
     }
 
     fn preempt(&self) {
