@@ -31,7 +31,11 @@ use core::ops::{Deref, DerefMut};
 /// A kernel registers one with [`set_park`]: `park` blocks the current CPU or thread
 /// until some `unpark_all` (for example: halt until the next interrupt, or yield to the
 /// scheduler), and `unpark_all` wakes every parked waiter. Spurious returns from `park`
-/// are fine: the caller re-checks its condition. Without a registered hook, waiting
+/// are fine: the caller re-checks its condition. `park` must not wait for an
+/// `unpark_all` that may already have happened (a wakeup can land between the caller's
+/// check and its `park`): halting until the next interrupt or yielding once both
+/// qualify. `unpark_all` is called only when some thread is inside a wait. Without a
+/// registered hook, waiting
 /// spins with [`core::hint::spin_loop`], which is correct on a single CPU whose device
 /// completes requests inline (nothing ever really waits there).
 pub trait Park: Sync {
@@ -200,14 +204,32 @@ pub struct Ticket(u64);
 /// (under the same lock) and then calls [`WaitQueue::notify_all`]. Because the ticket
 /// predates the change, the wait returns.
 pub struct WaitQueue {
-    /// The generation, and how many threads sleep on it: a wakeup with no sleeper
-    /// costs no system call.
+    /// The generation (bumped by every wakeup; a ticket is its value) in the high
+    /// bits and, in the low [`SLEEPER_BITS`], how many threads are inside
+    /// [`WaitQueue::wait`]. One word, so that a waker's bump and a sleeper's count are
+    /// ordered by the word itself: whichever comes second sees the first. With no
+    /// sleeper a wakeup is one atomic add: no lock, no system call (the common case,
+    /// an I/O completion that nobody waits for).
+    state: AtomicU64,
+    /// Held by a sleeper from counting itself to sleeping, so a waker that saw it
+    /// counted cannot signal before it sleeps.
     #[cfg(any(loom, feature = "std"))]
-    generation: CondMutex<(u64, usize)>,
+    lock: CondMutex<()>,
     #[cfg(any(loom, feature = "std"))]
     cond: Condvar,
-    #[cfg(not(any(loom, feature = "std")))]
-    generation: AtomicU64,
+}
+
+/// Low bits of [`WaitQueue`]'s word that count sleepers (about a million at once).
+const SLEEPER_BITS: u32 = 20;
+const ONE_SLEEPER: u64 = 1;
+const ONE_GENERATION: u64 = 1 << SLEEPER_BITS;
+
+fn generation(state: u64) -> u64 {
+    state >> SLEEPER_BITS
+}
+
+fn sleepers(state: u64) -> u64 {
+    state & (ONE_GENERATION - 1)
 }
 
 #[cfg(loom)]
@@ -225,66 +247,61 @@ impl WaitQueue {
     /// A new wait queue with no waiters.
     pub fn new() -> Self {
         Self {
+            state: AtomicU64::new(0),
             #[cfg(any(loom, feature = "std"))]
-            generation: CondMutex::new((0, 0)),
+            lock: CondMutex::new(()),
             #[cfg(any(loom, feature = "std"))]
             cond: Condvar::new(),
-            #[cfg(not(any(loom, feature = "std")))]
-            generation: AtomicU64::new(0),
         }
     }
 
     /// Takes a ticket: call while holding the lock that guards the awaited condition.
     pub fn ticket(&self) -> Ticket {
-        #[cfg(any(loom, feature = "std"))]
-        {
-            Ticket(self.generation.lock().unwrap_or_else(|p| p.into_inner()).0)
-        }
-        #[cfg(not(any(loom, feature = "std")))]
-        {
-            Ticket(self.generation.load(Ordering::Acquire))
-        }
+        Ticket(generation(self.state.load(Ordering::Acquire)))
     }
 
     /// Sleeps until some [`WaitQueue::notify_all`] later than `ticket`.
     pub fn wait(&self, ticket: Ticket) {
         #[cfg(any(loom, feature = "std"))]
         {
-            let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-            generation.1 += 1;
-            while generation.0 == ticket.0 {
-                generation = self
-                    .cond
-                    .wait(generation)
-                    .unwrap_or_else(|p| p.into_inner());
+            let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.fetch_add(ONE_SLEEPER, Ordering::AcqRel);
+            debug_assert!(sleepers(state) < ONE_GENERATION - 1, "too many sleepers");
+            while generation(state) == ticket.0 {
+                guard = self.cond.wait(guard).unwrap_or_else(|p| p.into_inner());
+                state = self.state.load(Ordering::Acquire);
             }
-            generation.1 -= 1;
+            self.state.fetch_sub(ONE_SLEEPER, Ordering::Release);
         }
         #[cfg(not(any(loom, feature = "std")))]
-        while self.generation.load(Ordering::Acquire) == ticket.0 {
-            match PARK.get() {
-                Some(park) => park.park(),
-                None => core::hint::spin_loop(),
+        {
+            let mut state = self.state.fetch_add(ONE_SLEEPER, Ordering::AcqRel);
+            while generation(state) == ticket.0 {
+                match PARK.get() {
+                    Some(park) => park.park(),
+                    None => core::hint::spin_loop(),
+                }
+                state = self.state.load(Ordering::Acquire);
             }
+            self.state.fetch_sub(ONE_SLEEPER, Ordering::Release);
         }
     }
 
     /// Wakes every waiter whose ticket predates this call.
     pub fn notify_all(&self) {
+        let state = self.state.fetch_add(ONE_GENERATION, Ordering::AcqRel);
+        if sleepers(state) == 0 {
+            return;
+        }
         #[cfg(any(loom, feature = "std"))]
         {
-            let mut generation = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-            generation.0 += 1;
-            if generation.1 > 0 {
-                self.cond.notify_all();
-            }
+            // Taking the lock waits for a sleeper between counting itself and sleeping.
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.cond.notify_all();
         }
         #[cfg(not(any(loom, feature = "std")))]
-        {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            if let Some(park) = PARK.get() {
-                park.unpark_all();
-            }
+        if let Some(park) = PARK.get() {
+            park.unpark_all();
         }
     }
 }
