@@ -107,18 +107,25 @@ impl SegmentedCopy {
     }
 }
 
-/// Medians of `rounds` interleaved runs of `a` and `b`, each timed by itself: both
-/// see the same machine state, so their ratio is steadier than two separate medians.
+/// `rounds` interleaved runs of `a` and `b`, each timed by itself: both medians, and
+/// the median of the per-round ratios `a / b`. Each round compares runs made next to
+/// each other, so a slow spell of the machine weighs on both sides of the ratio.
 pub fn interleaved(
     rounds: usize,
     mut a: impl FnMut() -> Duration,
     mut b: impl FnMut() -> Duration,
-) -> (Duration, Duration) {
+) -> (Duration, Duration, f64) {
     let (mut first, mut second): (Vec<Duration>, Vec<Duration>) =
         (0..rounds).map(|_| (a(), b())).unzip();
+    let mut ratios: Vec<f64> = first
+        .iter()
+        .zip(&second)
+        .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+        .collect();
     first.sort();
     second.sort();
-    (first[rounds / 2], second[rounds / 2])
+    ratios.sort_by(f64::total_cmp);
+    (first[rounds / 2], second[rounds / 2], ratios[rounds / 2])
 }
 
 /// Median of `rounds` runs of `f`, each timed by `f` itself.
