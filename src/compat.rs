@@ -19,10 +19,12 @@ use crate::buf::IoRequest;
 use crate::error::{Error, Result};
 use crate::getpages::{Advice, Fetched, GetFlags, fast_path, finish};
 use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
-use crate::object::{ObjectState, PageRef};
+use crate::object::{InFlight, ObjectState, PageRef};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
-use crate::putpages::{IoDone, PutFlags, finish_io};
+
+use crate::putpages::{PutFlags, complete_write};
 use crate::sync::Arc;
+use crate::sync::WriteGuard;
 
 /// Byte-addressed file I/O for a filesystem without a block map.
 ///
@@ -196,42 +198,31 @@ fn fill(io: &dyn ByteIo, page: &PageRef) -> Result {
 /// Writes busy, consecutive `pages` through `io` and completes them exactly as a
 /// device write completes (the reference's `genfs_compat_gop_write`): clean on
 /// success; on failure kept resident and dirty, with the error latched for the next
-/// synchronous flush. Nothing past the write size is written. Synchronous whatever
-/// `flags` say; returns the write's result.
-pub(crate) fn gop_write<V: Vnode>(
-    vnode: &V,
+/// synchronous flush. The caller has counted the write in flight (`write`); nothing
+/// past the write size seen then is written. Synchronous whatever `flags` say; returns
+/// the write's result with the object lock held, the pages settled.
+pub(crate) fn gop_write<'a, V: Vnode>(
+    vnode: &'a V,
     io: &dyn ByteIo,
     pages: &[PageRef],
     flags: PutFlags,
-) -> Result {
-    let Some(first) = pages.first() else {
-        return Ok(());
-    };
+    write: InFlight,
+) -> (WriteGuard<'a, ObjectState<V::Cache>>, Result) {
     let object = vnode.object();
-    let write_size = {
-        let mut state = object.lock();
-        state.start_writes(1);
-        state.write_size()
-    };
-    let eof = vnode.block_map().size(write_size, SizeKind::Disk);
-    let bytes = usize::try_from(eof.saturating_sub(first.offset))
+    let first = pages.first().map_or(0, |page| page.offset);
+    let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
+    let bytes = usize::try_from(eof.saturating_sub(first))
         .unwrap_or(usize::MAX)
         .min(pages.len() * PAGE_SIZE);
     log::trace!(
-        "compat gop_write {:#x}+{} pages ({bytes:#x} bytes) {flags:?}",
-        first.offset,
+        "compat gop_write {first:#x}+{} pages ({bytes:#x} bytes) {flags:?}",
         pages.len()
     );
-    let result = write_pages(io, pages, first.offset, bytes);
-    finish_io(
-        vnode,
-        first.offset,
-        pages.len(),
-        true,
-        IoDone::SettleWrite,
-        result,
-    );
-    result
+    let result = write_pages(io, pages, first, bytes);
+    let mut state = object.lock();
+    let wake = complete_write(&mut state, vnode, first, pages.len(), write, result);
+    object.wake_if(wake);
+    (state, result)
 }
 
 /// Hands the first `bytes` of `pages` to `io` as one vectored write.

@@ -57,6 +57,22 @@ pub struct VmObject<C> {
     waiters: WaitQueue,
 }
 
+/// A page write counted in flight on its object ([`ObjectState::start_write`]), with
+/// the write size when it was counted. Whoever completes the write ends the count
+/// ([`ObjectState::end_write`]); until then a synchronous flush waits for it.
+#[must_use = "a counted write must be ended, or synchronous flushes wait for it forever"]
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    write_size: u64,
+}
+
+impl InFlight {
+    /// The write size when the write was counted: nothing past it is written.
+    pub(crate) fn write_size(&self) -> u64 {
+        self.write_size
+    }
+}
+
 /// A page made busy by the crate: its offset and its frame, captured under the object
 /// lock so that the owner can reach its bytes without it.
 #[derive(Clone, Copy, Debug)]
@@ -293,6 +309,22 @@ impl<C: PageCache> ObjectState<C> {
 
     pub(crate) fn start_writes(&mut self, count: u32) {
         self.writes_in_flight += count;
+    }
+
+    /// Counts one page write in flight, from before the lock is dropped for it, and
+    /// notes the write size it must not write past.
+    pub(crate) fn start_write(&mut self) -> InFlight {
+        self.start_writes(1);
+        debug_assert!(self.size <= self.write_size);
+        InFlight {
+            write_size: self.write_size,
+        }
+    }
+
+    /// Ends the count of `write`; returns whether waiters must be woken.
+    pub(crate) fn end_write(&mut self, write: InFlight) -> bool {
+        let InFlight { .. } = write;
+        self.end_writes(1)
     }
 
     /// Ends `count` in-flight writes; returns whether waiters must be woken.

@@ -1,7 +1,7 @@
 //! putpages: cleaning and freeing an object's pages (the reference's
-//! `genfs_putpages` / `genfs_do_putpages`), the write path under it (`gop_write`,
-//! `gop_write_rwmap`, `do_io`) and the write half of the I/O completion (the
-//! reference's `uvm_aio_aiodone`).
+//! `genfs_putpages` / `genfs_do_putpages`), the write path under it (`gop_write`, which
+//! is also `genfs_gop_write_rwmap`, and `do_io`) and the write half of the I/O
+//! completion (the reference's `uvm_aio_aiodone`).
 //!
 //! A flush walks the pages of a byte range in offset order. When it only cleans
 //! ([`PutFlags::CLEANIT`] without [`PutFlags::FREE`] or [`PutFlags::DEACTIVATE`]) it
@@ -33,7 +33,7 @@ use crate::getpages::geometry;
 use crate::hooks::{
     BlockMap, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode, VnodeKind,
 };
-use crate::object::{ObjectFlags, ObjectState, PageRef};
+use crate::object::{InFlight, ObjectFlags, ObjectState, PageRef};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageQueue, Tag, round_page,
     trunc_page,
@@ -72,8 +72,9 @@ bitflags! {
         const LAZY = 1 << 7;
         /// The caller already holds the journal: do not begin a journal transaction.
         const JOURNALLOCKED = 1 << 8;
-        /// Write with [`gop_write_rwmap`] semantics: the device may change the data of
-        /// the write in place (filesystems whose strategy rewrites buffers).
+        /// Write with the reference's `genfs_gop_write_rwmap` semantics: the device may
+        /// change the data of the write in place (filesystems whose strategy rewrites
+        /// buffers).
         const WRITE_RWMAP = 1 << 9;
     }
 }
@@ -454,9 +455,10 @@ impl<'a, V: Vnode> Flush<'a, V> {
             leave_worklist_if_clean(&mut state, vnode, Some(generation));
         }
         if !was_clean && !self.asynchronous() {
-            // Another flush counts its write as in flight only once it has dropped the
-            // object lock: first wait for the pages of the range it tagged for
-            // writeback, then for every write in flight.
+            // Another flush tags its seed page for writeback before it counts the write
+            // in flight (it asks the filesystem for the cluster's bounds in between,
+            // without the object lock): first wait for the pages of the range tagged
+            // for writeback, then for every write in flight.
             let mut waited = false;
             loop {
                 let tagged = state
@@ -614,14 +616,13 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 end.progressed = true;
                 next = offset + ((count - behind) * PAGE_SIZE) as u64;
                 debug_assert_eq!(next, first + (count * PAGE_SIZE) as u64);
+                // Counted before the lock is dropped, so a synchronous flush that takes
+                // it next waits for this write.
+                let write = state.start_write();
                 drop(state);
-                let written = if flags.contains(PutFlags::WRITE_RWMAP) {
-                    gop_write_rwmap(vnode, &self.pages, flags)
-                } else {
-                    gop_write(vnode, &self.pages, flags)
-                };
+                let (relocked, written) = gop_write(vnode, &self.pages, flags, write);
                 self.pages.clear();
-                state = object.lock();
+                state = relocked;
                 streak = 0;
                 if let Err(error) = written {
                     log::trace!("putpages: write failed: {error:?}");
@@ -753,55 +754,21 @@ fn take_dirty_neighbour<C: PageCache>(state: &mut ObjectState<C>, at: u64) -> Op
     Some(PageRef { offset: at, frame })
 }
 
-/// What [`do_io`] does when the transfer is over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum IoDone {
-    /// Settle the pages as written ([`settle_written`]): the normal completion of a
-    /// page write. For [`Direction::Write`] only.
-    SettleWrite,
-    /// Nothing beyond the in-flight accounting: the caller deals with its pages after
-    /// the call returns. For synchronous transfers ([`PutFlags::SYNCIO`]) only.
-    Caller,
-}
-
-/// Writes busy, consecutive `pages` (the reference's `genfs_gop_write`). Their
-/// completion settles them; see [`do_io`].
-pub(crate) fn gop_write<V: Vnode>(vnode: &Arc<V>, pages: &[PageRef], flags: PutFlags) -> Result {
-    write_pages(vnode, pages, flags - PutFlags::WRITE_RWMAP)
-}
-
-/// [`gop_write`] for a device that may change the written data in place (the
-/// reference's `genfs_gop_write_rwmap`).
-pub(crate) fn gop_write_rwmap<V: Vnode>(
-    vnode: &Arc<V>,
+/// Writes busy, consecutive `pages` (the reference's `genfs_gop_write`, or with
+/// [`PutFlags::WRITE_RWMAP`] its `genfs_gop_write_rwmap`, for a device that may change
+/// the written data in place), whose write the caller has counted in flight; see
+/// [`do_io`]. Returns with the object lock held.
+pub(crate) fn gop_write<'a, V: Vnode>(
+    vnode: &'a Arc<V>,
     pages: &[PageRef],
     flags: PutFlags,
-) -> Result {
-    write_pages(vnode, pages, flags | PutFlags::WRITE_RWMAP)
-}
-
-fn write_pages<V: Vnode>(vnode: &Arc<V>, pages: &[PageRef], flags: PutFlags) -> Result {
-    let Some(first) = pages.first() else {
-        return Ok(());
-    };
+    write: InFlight,
+) -> (Guard<'a, V>, Result) {
     if let Some(io) = vnode.byte_io() {
-        return crate::compat::gop_write(&**vnode, io, pages, flags);
+        return crate::compat::gop_write(&**vnode, io, pages, flags, write);
     }
-    log::trace!(
-        "gop_write {:#x}+{} pages flags {flags:?}",
-        first.offset,
-        pages.len()
-    );
-    let len = pages.len() * PAGE_SIZE;
-    do_io(
-        vnode,
-        pages,
-        first.offset,
-        len,
-        Direction::Write,
-        flags,
-        IoDone::SettleWrite,
-    )
+    log::trace!("gop_write {} pages flags {flags:?}", pages.len());
+    do_io(vnode, pages, flags, write)
 }
 
 /// The device-priority hint of a transfer made with `flags`.
@@ -815,86 +782,75 @@ fn priority<V: Vnode>(vnode: &V, flags: PutFlags) -> Priority {
     }
 }
 
-/// Transfers file bytes `offset .. offset + len` to or from busy, consecutive `pages`
-/// (the reference's `genfs_do_io`).
+/// Writes busy, consecutive `pages` (the reference's `genfs_do_io`) and returns with
+/// the object lock held.
 ///
-/// The transfer is clipped at the disk end of the write size; the block map is walked
-/// once, holes are skipped (a read zero-fills them), and each contiguous run becomes
-/// one device request (a single one when the run covers everything). A `bmap` error
-/// abandons the rest. Writes count as in flight on the object from here until their
-/// completion has settled the pages.
+/// The caller has counted the write in flight (`write`), under the object lock, and
+/// dropped the lock. The transfer is clipped at the disk end of the write size seen
+/// then; the block map is walked once, holes are skipped, and each contiguous run
+/// becomes one device request (a single one when the run covers everything). A `bmap`
+/// error abandons the rest. The completion settles the pages and ends the count.
 ///
 /// Without [`PutFlags::SYNCIO`] this returns `Ok` once the requests are submitted and
-/// `done` runs from the completion; with it, it waits, runs `done` on this thread and
-/// returns the transfer's result. Never call it with the object lock held.
-pub(crate) fn do_io<V: Vnode>(
-    vnode: &Arc<V>,
+/// the completion runs from the device's; with it, it waits, settles the pages on this
+/// thread, under the lock it returns, and returns the write's result.
+pub(crate) fn do_io<'a, V: Vnode>(
+    vnode: &'a Arc<V>,
     pages: &[PageRef],
-    offset: u64,
-    len: usize,
-    direction: Direction,
     flags: PutFlags,
-    done: IoDone,
-) -> Result {
-    let asynchronous = !flags.contains(PutFlags::SYNCIO);
-    let writing = direction == Direction::Write;
-    if (asynchronous && done == IoDone::Caller) || (!writing && done == IoDone::SettleWrite) {
-        debug_assert!(
-            false,
-            "do_io: {done:?} does not fit {direction:?}, {flags:?}"
-        );
-        return Err(Error::Invalid);
-    }
+    write: InFlight,
+) -> (Guard<'a, V>, Result) {
     let object = vnode.object();
-    let write_size = {
+    let Some(first) = pages.first().map(|page| page.offset) else {
         let mut state = object.lock();
-        if writing {
-            state.start_writes(1);
-        }
-        debug_assert!(state.size() <= state.write_size());
-        state.write_size()
+        let wake = state.end_write(write);
+        object.wake_if(wake);
+        return (state, Ok(()));
     };
-    let eof = vnode.block_map().size(write_size, SizeKind::Disk);
-    let bytes = usize::try_from(eof.saturating_sub(offset))
+    let count = pages.len();
+    let len = count * PAGE_SIZE;
+    let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
+    let bytes = usize::try_from(eof.saturating_sub(first))
         .unwrap_or(usize::MAX)
         .min(len);
     let priority = priority(&**vnode, flags);
-    log::trace!(
-        "do_io {direction:?} {offset:#x}+{bytes:#x} (of {len:#x}) {priority:?} in flight {}",
-        object.read().writes_in_flight()
-    );
+    log::trace!("do_io {first:#x}+{bytes:#x} (of {len:#x}) {priority:?}");
 
-    let first = pages.first().map_or(offset, |page| page.offset);
-    let count = pages.len();
-    let (mut nest, waiter) = if asynchronous {
+    let (mut nest, waiter) = if flags.contains(PutFlags::SYNCIO) {
+        let (nest, waiter) = Nest::synchronous(bytes, Direction::Write, priority);
+        (nest, Some((waiter, write)))
+    } else {
         let owner = vnode.clone();
-        let nest = Nest::asynchronous(bytes, direction, priority, move |outcome| {
-            finish_io(&*owner, first, count, writing, done, outcome.result);
+        let nest = Nest::asynchronous(bytes, Direction::Write, priority, move |outcome| {
+            let object = owner.object();
+            let mut state = object.lock();
+            let wake = complete_write(&mut state, &*owner, first, count, write, outcome.result);
+            drop(state);
+            object.wake_if(wake);
         });
         (nest, None)
-    } else {
-        let (nest, waiter) = Nest::synchronous(bytes, direction, priority);
-        (nest, Some(waiter))
     };
     if flags.contains(PutFlags::WRITE_RWMAP) {
         nest.allow_device_modify();
     }
-    let (skipped, built) = submit_runs(&**vnode, &mut nest, pages, offset, bytes, direction);
+    let (skipped, built) = submit_runs(&**vnode, &mut nest, pages, first, bytes);
     if skipped != 0 || built.is_err() {
         log::trace!("do_io: skipped {skipped:#x} bytes, build {built:?}");
     }
     nest.finish(skipped, built);
 
-    let Some(waiter) = waiter else {
-        return Ok(());
+    let Some((waiter, write)) = waiter else {
+        return (object.lock(), Ok(()));
     };
-    let outcome = waiter.wait();
-    finish_io(&**vnode, first, count, writing, done, outcome.result);
-    log::trace!("do_io: done {:?}", outcome.result);
-    outcome.result
+    let result = waiter.wait().result;
+    log::trace!("do_io: done {result:?}");
+    let mut state = object.lock();
+    let wake = complete_write(&mut state, &**vnode, first, count, write, result);
+    object.wake_if(wake);
+    (state, result)
 }
 
-/// Builds and submits one request per mapped run of `offset .. offset + bytes`.
+/// Builds and submits one write request per mapped run of `offset .. offset + bytes`.
 /// Returns the bytes skipped (holes, and everything after an error) and the error
 /// that stopped the walk.
 fn submit_runs<V: Vnode>(
@@ -903,22 +859,10 @@ fn submit_runs<V: Vnode>(
     pages: &[PageRef],
     offset: u64,
     bytes: usize,
-    direction: Direction,
 ) -> (usize, Result) {
     let end = offset + bytes as u64;
-    let covered = pages.first().is_some_and(|first| {
-        let span = (pages.len() * PAGE_SIZE) as u64;
-        first.offset <= offset && end <= first.offset + span
-    });
     if bytes == 0 {
         return (0, Ok(()));
-    }
-    if !covered {
-        debug_assert!(
-            false,
-            "do_io range {offset:#x}+{bytes:#x} outside its pages"
-        );
-        return (bytes, Err(Error::Invalid));
     }
     let geometry = match geometry(vnode) {
         Ok(geometry) => geometry,
@@ -932,24 +876,16 @@ fn submit_runs<V: Vnode>(
             Err(error) => return (skipped + (end - at) as usize, Err(error)),
         };
         at = extent.end();
+        let Some(block) = extent.block else {
+            skipped += extent.len as usize;
+            continue;
+        };
         let segments = match page_segments(pages, extent.offset, extent.len as usize) {
             Ok(segments) => segments,
             Err(error) => return (skipped + (end - extent.offset) as usize, Err(error)),
         };
-        let Some(block) = extent.block else {
-            if direction == Direction::Read {
-                for segment in &segments {
-                    // SAFETY: the segment lies inside the frame of one of `pages`, which
-                    // are busy and owned by this transfer's caller, so nothing else
-                    // touches these bytes.
-                    unsafe { segment.as_ptr().as_ptr().write_bytes(0, segment.len()) };
-                }
-            }
-            skipped += extent.len as usize;
-            continue;
-        };
         log::trace!(
-            "do_io: {direction:?} {:#x}+{:#x} at block {block:#x}",
+            "do_io: write {:#x}+{:#x} at block {block:#x}",
             extent.offset,
             extent.len
         );
@@ -959,27 +895,19 @@ fn submit_runs<V: Vnode>(
     (skipped, Ok(()))
 }
 
-/// The completion of a [`do_io`] transfer: runs `done`, then ends the write's
-/// in-flight count, and wakes whoever waits.
-pub(crate) fn finish_io<V: Vnode>(
+/// Completes a page write under the object lock: settles its `count` pages from
+/// `first` ([`settle_written`]) and ends its in-flight count. Returns whether waiters
+/// must be woken.
+pub(crate) fn complete_write<V: Vnode>(
+    state: &mut ObjectState<V::Cache>,
     vnode: &V,
     first: u64,
     count: usize,
-    writing: bool,
-    done: IoDone,
+    write: InFlight,
     result: Result,
-) {
-    let object = vnode.object();
-    let mut state = object.lock();
-    let mut wake = false;
-    if done == IoDone::SettleWrite {
-        wake |= settle_written(&mut state, vnode, first, count, result);
-    }
-    if writing {
-        wake |= state.end_writes(1);
-    }
-    drop(state);
-    object.wake_if(wake);
+) -> bool {
+    let wake = settle_written(state, vnode, first, count, result);
+    state.end_write(write) | wake
 }
 
 /// Settles `count` busy pages from `first` after their write (the write half of the
