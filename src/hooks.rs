@@ -338,6 +338,16 @@ pub unsafe trait PageCache: Send + Sync {
         let _ = offset;
         false
     }
+    /// Write-protects the page's mappings and clears its modified bit, returning
+    /// whether the bit was set: what a flush does to each mapped page it is about to
+    /// write (the reference's `pmap_page_protect(VM_PROT_READ)` then
+    /// `pmap_clear_modify`; Linux's `page_mkclean`). The default calls
+    /// [`PageCache::protect`] and [`PageCache::clear_modified`]; a pmap that can do both
+    /// in one walk over the page's mappings should.
+    fn write_protect_and_clear_modified(&mut self, offset: u64) -> bool {
+        self.protect(offset, Protection::ReadOnly);
+        self.clear_modified(offset)
+    }
     /// Whether the MMU modified bit of the page is set (`pmap_is_modified`).
     fn is_modified(&self, offset: u64) -> bool {
         let _ = offset;

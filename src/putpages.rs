@@ -259,52 +259,51 @@ fn next_page<C: PageCache>(cache: &C, from: u64, end: u64, visit: Visit) -> Opti
     next.filter(|&offset| offset < end)
 }
 
+/// How a page about to be written is kept from changing unseen through a mapping.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mappings {
+    /// Write-protect it now: a store during or after the write faults and dirties it
+    /// again, so it can be marked clean as its write starts.
+    WriteProtect,
+    /// Already unmapped (it is being freed): it too can be marked clean.
+    Unmapped,
+    /// Wired: it stays mapped writable and can only become "unknown", its modified
+    /// bit telling the next flush whether it changed.
+    Wired,
+}
+
 /// Decides whether the page at `offset`, whose dirty status is `status`, must be
-/// written and moves that status on (the reference's `uvm_pagecheckdirty`): a page
-/// that is now write-protected becomes clean, any other non-clean page becomes
-/// [`DirtyStatus::Unknown`] with its modified bit cleared, so that a store through a
-/// mapping during the write is seen next time. An `Unknown` page needs writing only if
-/// its modified bit was set.
-fn check_dirty<C: PageCache>(
+/// written, and moves that status on (the reference's `uvm_pagecheckdirty`, with the
+/// page protected per `mappings`): a protected page becomes clean, a wired one
+/// [`DirtyStatus::Unknown`], and either way its modified bit is cleared. A clean page
+/// is left alone; an `Unknown` one needs writing only if its modified bit was set.
+///
+/// The reference write-protects only the first page of the first cluster of a flush
+/// and leaves the other pages of a cluster "unknown", so a file needs a second flush
+/// to come out clean. Protecting each page written (as Linux's `page_mkclean` does)
+/// lets one synchronous flush leave the file clean and off the work list.
+fn prepare_for_write<C: PageCache>(
     state: &mut ObjectState<C>,
     offset: u64,
     status: DirtyStatus,
-    protected: bool,
+    mappings: Mappings,
 ) -> bool {
     if status == DirtyStatus::Clean {
         return false;
     }
-    let modified = state.cache_mut().clear_modified(offset);
-    let next = if protected {
-        DirtyStatus::Clean
-    } else {
-        DirtyStatus::Unknown
+    let cache = state.cache_mut();
+    let (modified, next) = match mappings {
+        Mappings::WriteProtect => (
+            cache.write_protect_and_clear_modified(offset),
+            DirtyStatus::Clean,
+        ),
+        Mappings::Unmapped => (cache.clear_modified(offset), DirtyStatus::Clean),
+        Mappings::Wired => (cache.clear_modified(offset), DirtyStatus::Unknown),
     };
     if next != status {
         state.mark(offset, next);
     }
     status == DirtyStatus::Dirty || modified
-}
-
-/// Write-protects the page at `offset`, whose dirty status is `status`, if it is not
-/// clean, so that a store through a mapping during or after its write faults and
-/// dirties it again; a page protected this way can be marked clean when its write is
-/// submitted. Returns whether the page was protected (clean pages are left alone).
-///
-/// The reference protects only the first page of the first cluster of a flush and
-/// leaves the other pages of a cluster "unknown", so a file needs a second flush to
-/// come out clean. Protecting each page written (as Linux's `page_mkclean` does) lets
-/// one synchronous flush leave the file clean and off the work list.
-fn protect_for_cleaning<C: PageCache>(
-    state: &mut ObjectState<C>,
-    offset: u64,
-    status: DirtyStatus,
-) -> bool {
-    let dirty = status != DirtyStatus::Clean;
-    if dirty {
-        state.cache_mut().protect(offset, Protection::ReadOnly);
-    }
-    dirty
 }
 
 /// Whether a vnode may leave the work list: nothing dirty, nothing being written, and
@@ -568,15 +567,15 @@ impl<'a, V: Vnode> Flush<'a, V> {
             let cleanit = flags.contains(PutFlags::CLEANIT)
                 || (self.flags.contains(PutFlags::CLEANIT)
                     && state.flags().contains(ObjectFlags::ON_WORKLIST));
-            let mut protected = false;
-            if flags.contains(PutFlags::FREE) {
+            let mappings = if flags.contains(PutFlags::FREE) {
                 state.cache_mut().protect(offset, Protection::None);
-                protected = true;
-            } else if cleanit && !wired {
-                // A wired page stays mapped writable: it can only become "unknown".
-                protected = protect_for_cleaning(&mut state, offset, status);
-            }
-            let needs_clean = cleanit && check_dirty(&mut state, offset, status, protected);
+                Mappings::Unmapped
+            } else if wired {
+                Mappings::Wired
+            } else {
+                Mappings::WriteProtect
+            };
+            let needs_clean = cleanit && prepare_for_write(&mut state, offset, status, mappings);
 
             let (first, count, behind) = if needs_clean {
                 debug_assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
@@ -744,8 +743,12 @@ fn take_dirty_neighbour<C: PageCache>(state: &mut ObjectState<C>, at: u64) -> Op
     // Taken at once, the common case, and given back if its write turns out needless
     // (an "unknown" page whose modified bit is clear); nobody sees it in between.
     page.flags |= PageFlags::BUSY;
-    let protected = !wired && protect_for_cleaning(state, at, status);
-    if !check_dirty(state, at, status, protected) {
+    let mappings = if wired {
+        Mappings::Wired
+    } else {
+        Mappings::WriteProtect
+    };
+    if !prepare_for_write(state, at, status, mappings) {
         if let Some(page) = state.cache_mut().lookup_mut(at) {
             page.flags.remove(PageFlags::BUSY);
         }

@@ -428,6 +428,16 @@ unsafe impl PageCache for DefaultCache {
     }
 
     #[inline]
+    fn write_protect_and_clear_modified(&mut self, offset: u64) -> bool {
+        self.slot_at_mut(offset).is_some_and(|slot| {
+            if slot.map == MapState::Writable {
+                slot.map = MapState::ReadOnly;
+            }
+            core::mem::take(&mut slot.modified)
+        })
+    }
+
+    #[inline]
     fn clear_modified(&mut self, offset: u64) -> bool {
         self.slot_at_mut(offset)
             .is_some_and(|slot| core::mem::take(&mut slot.modified))
@@ -575,5 +585,24 @@ mod tests {
             cache.write_through_mapping(0, 4095, b"xy"),
             Err(Error::Invalid)
         );
+    }
+
+    #[test]
+    fn write_protect_and_clear_modified_is_protect_then_clear() {
+        let mut cache = cache_with(3);
+        for offset in [0, 4096, 8192] {
+            cache.lookup_mut(offset).unwrap().flags.remove(PageFlags::BUSY);
+        }
+        cache.map(0, MapState::Writable);
+        cache.write_through_mapping(0, 0, b"x").unwrap();
+        cache.map(4096, MapState::Writable);
+        assert!(cache.write_protect_and_clear_modified(0));
+        assert!(!cache.write_protect_and_clear_modified(4096));
+        assert!(!cache.write_protect_and_clear_modified(8192));
+        assert_eq!(cache.map_state(0), MapState::ReadOnly);
+        assert_eq!(cache.map_state(4096), MapState::ReadOnly);
+        assert_eq!(cache.map_state(8192), MapState::Unmapped, "not mapped by it");
+        assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy));
+        assert!(!cache.write_protect_and_clear_modified(0));
     }
 }
