@@ -19,6 +19,8 @@
 mod naive;
 #[path = "../benches/support/resident.rs"]
 mod resident;
+#[path = "../benches/support/mod.rs"]
+mod support;
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -34,6 +36,7 @@ use genpager::{
 };
 use naive::{NaivePager, NaiveStats};
 use resident::{Resident, resident};
+use support::{PageFrame, page_frames};
 
 /// The big file of the sequential, cached and random rows.
 const FILE: usize = 64 << 20;
@@ -52,8 +55,6 @@ const SHORT_REPS: usize = 101;
 const MAX_TRANSFERS: [usize; 2] = [DEFAULT_MAX_TRANSFER, 1 << 20];
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 const EVICT: PutFlags = PutFlags::FREE.union(PutFlags::SYNCIO);
-
-type Frame = Box<[u8; PAGE_SIZE]>;
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -108,14 +109,14 @@ fn status_mib(field: &str) -> u64 {
 /// The limit: memcpy of the same bytes in the same 4 KiB segments, between an image
 /// of the disk and page frames that are already touched.
 struct Limit {
-    frames: Vec<Frame>,
+    frames: Vec<PageFrame>,
     user: Vec<u8>,
 }
 
 impl Limit {
     fn new() -> Self {
         Self {
-            frames: (0..PAGES).map(|_| Box::new([2; PAGE_SIZE])).collect(),
+            frames: page_frames(PAGES, 2),
             user: vec![3; 1 << 20],
         }
     }
@@ -127,7 +128,7 @@ impl Limit {
         let t = disk.with_image(|image| {
             time(|| {
                 for (frame, &at) in self.frames.iter_mut().zip(plan) {
-                    frame.copy_from_slice(&image[at..at + PAGE_SIZE]);
+                    frame.0.copy_from_slice(&image[at..at + PAGE_SIZE]);
                 }
             })
         });
@@ -140,12 +141,12 @@ impl Limit {
     /// bytes also pays for their dirty cache lines, and both sides should.
     fn write(&mut self, disk: &MemDisk, plan: &[usize], data: &[u8]) -> Duration {
         for (frame, bytes) in self.frames.iter_mut().zip(data.chunks_exact(PAGE_SIZE)) {
-            frame.copy_from_slice(bytes);
+            frame.0.copy_from_slice(bytes);
         }
         disk.with_image(|image| {
             let t = time(|| {
                 for (frame, &at) in self.frames.iter().zip(plan) {
-                    image[at..at + PAGE_SIZE].copy_from_slice(&frame[..]);
+                    image[at..at + PAGE_SIZE].copy_from_slice(&frame.0);
                 }
             });
             black_box(&image);
@@ -159,7 +160,7 @@ impl Limit {
         time(|| {
             for chunk in self.frames.chunks(per_buffer) {
                 for (frame, out) in chunk.iter().zip(self.user.chunks_exact_mut(PAGE_SIZE)) {
-                    out.copy_from_slice(&frame[..]);
+                    out.copy_from_slice(&frame.0);
                 }
                 black_box(&self.user);
             }
@@ -656,11 +657,11 @@ fn naive_flush_one(naive: &mut NaivePager<'_, Resident>) -> Duration {
 
 /// Writeback of one dirty page among a million resident clean ones.
 fn flush_row(report: &mut Report) {
-    let mut limit_frame: Frame = Box::new([7; PAGE_SIZE]);
+    let mut limit_frame = Box::new(PageFrame([7; PAGE_SIZE]));
     let mut limit_disk = vec![0u8; 1 << 20];
     let l: Vec<Duration> = (0..SHORT_REPS)
         .map(|_| {
-            let t = time(|| limit_disk[4096..8192].copy_from_slice(&limit_frame[..]));
+            let t = time(|| limit_disk[4096..8192].copy_from_slice(&limit_frame.0));
             black_box(&mut limit_disk);
             black_box(&mut limit_frame);
             t
