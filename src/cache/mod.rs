@@ -591,7 +591,11 @@ mod tests {
     fn write_protect_and_clear_modified_is_protect_then_clear() {
         let mut cache = cache_with(3);
         for offset in [0, 4096, 8192] {
-            cache.lookup_mut(offset).unwrap().flags.remove(PageFlags::BUSY);
+            cache
+                .lookup_mut(offset)
+                .unwrap()
+                .flags
+                .remove(PageFlags::BUSY);
         }
         cache.map(0, MapState::Writable);
         cache.write_through_mapping(0, 0, b"x").unwrap();
@@ -601,7 +605,11 @@ mod tests {
         assert!(!cache.write_protect_and_clear_modified(8192));
         assert_eq!(cache.map_state(0), MapState::ReadOnly);
         assert_eq!(cache.map_state(4096), MapState::ReadOnly);
-        assert_eq!(cache.map_state(8192), MapState::Unmapped, "not mapped by it");
+        assert_eq!(
+            cache.map_state(8192),
+            MapState::Unmapped,
+            "not mapped by it"
+        );
         assert_eq!(cache.write_through_mapping(0, 0, b"x"), Err(Error::Busy));
         assert!(!cache.write_protect_and_clear_modified(0));
     }
