@@ -547,9 +547,7 @@ impl<V: Vnode> Chunk<'_, V> {
         if end > object.size() {
             return (0, Ok(Some(Fallback::PastEof)));
         }
-        if writing {
-            object.lock().start_writes(1);
-        }
+        let write = writing.then(|| object.lock().start_write());
         let mut pieces: Vec<Piece> = Vec::new();
         let mut built = Ok(None);
         for extent in extents(vnode.block_map(), self.geometry, self.offset, end) {
@@ -618,8 +616,8 @@ impl<V: Vnode> Chunk<'_, V> {
                 }
             }
         }
-        if writing {
-            let wake = object.lock().end_writes(1);
+        if let Some(write) = write {
+            let wake = object.lock().end_write(write);
             object.wake_if(wake);
         }
         match failed {

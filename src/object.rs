@@ -57,8 +57,8 @@ pub struct VmObject<C> {
     waiters: WaitQueue,
 }
 
-/// A page write counted in flight on its object ([`ObjectState::start_write`]), with
-/// the write size when it was counted. Whoever completes the write ends the count
+/// A write counted in flight on its object ([`ObjectState::start_write`]), with the
+/// write size when it was counted. Whoever completes the write ends the count
 /// ([`ObjectState::end_write`]); until then a synchronous flush waits for it.
 #[must_use = "a counted write must be ended, or synchronous flushes wait for it forever"]
 #[derive(Debug)]
@@ -307,30 +307,22 @@ impl<C: PageCache> ObjectState<C> {
         self.dirty_generation
     }
 
-    pub(crate) fn start_writes(&mut self, count: u32) {
-        self.writes_in_flight += count;
-    }
-
-    /// Counts one page write in flight, from before the lock is dropped for it, and
-    /// notes the write size it must not write past.
+    /// Counts one write in flight, from before the lock is dropped for it, and notes
+    /// the write size it must not write past.
     pub(crate) fn start_write(&mut self) -> InFlight {
-        self.start_writes(1);
+        self.writes_in_flight += 1;
         debug_assert!(self.size <= self.write_size);
         InFlight {
             write_size: self.write_size,
         }
     }
 
-    /// Ends the count of `write`; returns whether waiters must be woken.
+    /// Ends the count of `write`; returns whether waiters must be woken (the last
+    /// write in flight is done).
     pub(crate) fn end_write(&mut self, write: InFlight) -> bool {
         let InFlight { .. } = write;
-        self.end_writes(1)
-    }
-
-    /// Ends `count` in-flight writes; returns whether waiters must be woken.
-    pub(crate) fn end_writes(&mut self, count: u32) -> bool {
-        debug_assert!(self.writes_in_flight >= count);
-        self.writes_in_flight -= count;
+        debug_assert!(self.writes_in_flight > 0);
+        self.writes_in_flight -= 1;
         self.writes_in_flight == 0
     }
 
