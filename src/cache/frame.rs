@@ -179,7 +179,11 @@ impl FramePool {
         self.chunks.try_reserve(1).map_err(|_| Error::NoMemory)?;
         self.free.try_reserve(1).map_err(|_| Error::NoMemory)?;
         self.with_free.try_reserve(1).map_err(|_| Error::NoMemory)?;
-        self.vacant.try_reserve(1).map_err(|_| Error::NoMemory)?;
+        // Room for every chunk index, so that `trim` never allocates.
+        let vacant_room = (self.chunks.len() + 1).saturating_sub(self.vacant.len());
+        self.vacant
+            .try_reserve(vacant_room)
+            .map_err(|_| Error::NoMemory)?;
         let chunk = Chunk::new()?;
         let index = match self.vacant.pop() {
             Some(index) => {
