@@ -153,10 +153,8 @@ impl Radix {
     /// accesses then start at its leaf.
     #[inline]
     pub(crate) fn get_remembered(&mut self, index: u64) -> Option<u32> {
-        let leaf = self.leaf_remembered(index)?;
-        let leaf = &self.nodes[leaf as usize];
-        let slot = slot_of(index, 0);
-        (leaf.present & (1 << slot) != 0).then(|| leaf.slots[slot])
+        self.leaf_remembered(index)?;
+        self.get(index)
     }
 
     /// Stores `value` at `index` (replacing any value there, with its tags).
@@ -299,12 +297,7 @@ impl Radix {
             return None;
         }
         let value = node.slots[slot];
-        let before = node.tags[tag];
-        let after = if on { before | bit } else { before & !bit };
-        node.tags[tag] = after;
-        if (before != 0) != (after != 0) {
-            self.propagate_tag(index, tag, after != 0);
-        }
+        self.tag_in_leaf(leaf, bit, index, tag, on);
         Some(value)
     }
 
@@ -329,23 +322,33 @@ impl Radix {
                 ((1u64 << span) - 1) << low
             };
             if let Some(leaf) = self.leaf_remembered(at) {
-                let node = &mut self.nodes[leaf as usize];
+                let node = &self.nodes[leaf as usize];
                 let bits = node.present & mask;
-                let before = node.tags[tag];
-                let after = if on { before | bits } else { before & !bits };
-                node.tags[tag] = after;
                 let mut each = bits;
                 while each != 0 {
                     changed(node.slots[each.trailing_zeros() as usize]);
                     each &= each - 1;
                 }
-                if (before != 0) != (after != 0) {
-                    // Through a present index: the walk up starts from one.
+                if bits != 0 {
                     let present = (at & !MASK) | u64::from(bits.trailing_zeros());
-                    self.propagate_tag(present, tag, after != 0);
+                    self.tag_in_leaf(leaf, bits, present, tag, on);
                 }
             }
             at = end;
+        }
+    }
+
+    /// Sets or clears `tag` for the present entries `bits` of `leaf`, whose entry
+    /// `index` is one of them, and carries a change of the leaf between tagged and
+    /// untagged up the tree (the walk up starts from a present index).
+    #[inline]
+    fn tag_in_leaf(&mut self, leaf: u32, bits: u64, index: u64, tag: usize, on: bool) {
+        let tags = &mut self.nodes[leaf as usize].tags[tag];
+        let before = *tags;
+        let after = if on { before | bits } else { before & !bits };
+        *tags = after;
+        if (before != 0) != (after != 0) {
+            self.propagate_tag(index, tag, after != 0);
         }
     }
 
