@@ -61,6 +61,17 @@ pub enum MapState {
     Writable,
 }
 
+impl MapState {
+    /// The mapping left after `protection` is applied to this one.
+    fn protected(self, protection: Protection) -> Self {
+        match (protection, self) {
+            (Protection::None, _) => MapState::Unmapped,
+            (Protection::ReadOnly, MapState::Writable) => MapState::ReadOnly,
+            (Protection::ReadOnly, other) => other,
+        }
+    }
+}
+
 struct Slot {
     page: Page,
     frame: FrameId,
@@ -419,20 +430,14 @@ unsafe impl PageCache for DefaultCache {
     #[inline]
     fn protect(&mut self, offset: u64, protection: Protection) {
         if let Some(slot) = self.slot_at_mut(offset) {
-            slot.map = match (protection, slot.map) {
-                (Protection::None, _) => MapState::Unmapped,
-                (Protection::ReadOnly, MapState::Writable) => MapState::ReadOnly,
-                (Protection::ReadOnly, other) => other,
-            };
+            slot.map = slot.map.protected(protection);
         }
     }
 
     #[inline]
     fn write_protect_and_clear_modified(&mut self, offset: u64) -> bool {
         self.slot_at_mut(offset).is_some_and(|slot| {
-            if slot.map == MapState::Writable {
-                slot.map = MapState::ReadOnly;
-            }
+            slot.map = slot.map.protected(Protection::ReadOnly);
             core::mem::take(&mut slot.modified)
         })
     }
