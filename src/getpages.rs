@@ -461,18 +461,19 @@ pub(crate) fn finish<'a, V: Vnode>(
 ) -> Fetched<'a, V> {
     let mut wake = false;
     let keep = ridx..ridx + requested;
-    let mut index = 0;
+    let mut next_index = 0;
     // The caller's pages are kept in place: no allocation on the way out.
     let mut kept = pages;
     kept.retain(|page| {
-        index += 1;
+        let index = next_index;
+        next_index += 1;
         let Some(resident) = state.cache_mut().lookup_mut(page.offset) else {
             return false;
         };
         if !overwrite {
             resident.flags.remove(PageFlags::FAKE);
         }
-        if !keep.contains(&(index - 1)) || async_io {
+        if !keep.contains(&index) || async_io {
             if resident.flags.contains(PageFlags::FAKE) {
                 // An overwrite fault's extra page was never read: it holds nothing.
                 zero(page, 0, PAGE_SIZE);
