@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
-use crate::getpages::{Advice, Fetched, GetFlags, fast_path, finish};
+use crate::getpages::{Advice, Bounds, Fetched, GetFlags, fast_path, finish};
 use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
 use crate::object::{InFlight, ObjectState, PageRef};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
@@ -118,13 +118,7 @@ pub fn getpages<'a, V: Vnode>(
     // shared keeps the size from shrinking under the read.
     let _node = (!flags.contains(GetFlags::GLOCKHELD)).then(|| object.node_lock().read());
     let state = object.lock();
-    let size = state.size();
-    let memeof = if flags.contains(GetFlags::PASTEOF) {
-        size.max(request_end)
-    } else {
-        size
-    };
-    let memeof = vnode.block_map().size(memeof, SizeKind::Memory);
+    let memeof = Bounds::new(vnode.block_map(), state.size(), request_end, flags).memeof;
     if offset + (center * PAGE_SIZE) as u64 >= memeof {
         return Err(Error::Invalid);
     }

@@ -335,14 +335,14 @@ pub(crate) fn request_end(offset: u64, count: usize, center: usize) -> Result<u6
         .ok_or(Error::Invalid)
 }
 
-/// Memory EOF and disk EOF of one attempt.
-struct Bounds {
-    diskeof: u64,
-    memeof: u64,
+/// Memory EOF and disk EOF of one fault attempt (the reference's `GOP_SIZE` pair).
+pub(crate) struct Bounds {
+    pub(crate) diskeof: u64,
+    pub(crate) memeof: u64,
 }
 
 impl Bounds {
-    fn new<M: BlockMap>(map: &M, size: u64, request_end: u64, flags: GetFlags) -> Self {
+    pub(crate) fn new<M: BlockMap>(map: &M, size: u64, request_end: u64, flags: GetFlags) -> Self {
         let diskeof = map.size(size, SizeKind::Disk);
         let memeof = if flags.contains(GetFlags::PASTEOF) {
             map.size(size.max(request_end), SizeKind::Memory)
