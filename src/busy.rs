@@ -1,11 +1,13 @@
 //! Handles for pages handed to a caller: [`BusyPages`] (owned busy, from a sleeping
-//! fault) and [`ResidentPages`] (borrowed under the object lock, from the fast path).
+//! read fault), [`WritablePages`] (the same from a write fault, whose bytes may
+//! change) and [`ResidentPages`] (borrowed under the object lock, from the fast path).
 //!
-//! Both carry an obligation — busy pages block every other thread until released,
-//! and resident pages hold the object lock — so both are `#[must_use]` and release on
-//! drop. Bytes written through either handle mark the page dirty when it is released,
+//! Each carries an obligation — busy pages block every other thread until released,
+//! and resident pages hold the object lock — so each is `#[must_use]` and releases on
+//! drop. Bytes written through a handle mark the page dirty as they are handed out,
 //! so a kernel that writes through the handle cannot lose the write even if its MMU
-//! has no modified bit for kernel stores.
+//! has no modified bit for kernel stores. Whether a handle can write is its type: a
+//! read fault's pages may back holes, and a store there would never reach the disk.
 
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -15,22 +17,29 @@ use crate::object::{ObjectState, PageRef};
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags};
 use crate::sync::{ReadGuard, WriteGuard};
 
-/// Pages returned busy by a fault, in ascending offset order. Dropping the handle
-/// releases them (the reference's `uvm_page_unbusy` of the caller's pages).
+/// Pages returned busy by a fault, in ascending offset order, to read. Dropping the
+/// handle releases them (the reference's `uvm_page_unbusy` of the caller's pages).
 ///
-/// The bytes of every page are the holder's alone while the handle lives.
+/// The bytes of every page are the holder's alone while the handle lives: the pages
+/// are busy, and none is mapped writable (the fault write-protected any that was).
+/// A read fault's handle offers no way to change the bytes: over a hole a page is
+/// read-only (its blocks are not allocated), so a store through it would never reach
+/// the disk. Take a write fault for a [`WritablePages`].
+///
+/// ```compile_fail
+/// # fn store<V: genpager::Vnode>(pages: &mut genpager::BusyPages<'_, V>) {
+/// pages.bytes_mut(0)[0] = 1; // a read fault's pages cannot be written
+/// # }
+/// ```
 #[must_use = "busy pages block every other thread until released"]
 pub struct BusyPages<'a, V: Vnode> {
     vnode: &'a V,
-    pages: Vec<(PageRef, bool)>,
+    pages: Vec<PageRef>,
 }
 
 impl<'a, V: Vnode> BusyPages<'a, V> {
     pub(crate) fn new(vnode: &'a V, pages: Vec<PageRef>) -> Self {
-        Self {
-            vnode,
-            pages: pages.into_iter().map(|page| (page, false)).collect(),
-        }
+        Self { vnode, pages }
     }
 
     /// How many pages the handle holds.
@@ -45,35 +54,40 @@ impl<'a, V: Vnode> BusyPages<'a, V> {
 
     /// The byte offset of page `index`.
     pub fn offset(&self, index: usize) -> u64 {
-        self.pages[index].0.offset
+        self.pages[index].offset
     }
 
     /// The bytes of page `index`.
     pub fn bytes(&self, index: usize) -> &[u8] {
-        let frame = self.pages[index].0.frame;
-        // SAFETY: the page is busy and this handle owns it: no device request, no
-        // other thread and no mapping store touches a busy page's bytes, and the cache
-        // keeps the frame (PAGE_SIZE bytes) until the page is freed, which cannot
-        // happen while it is busy. The borrow of `self` bounds the slice's life.
+        let frame = self.pages[index].frame;
+        // SAFETY: the page is busy and this handle owns it: no device request and no
+        // other thread touches a busy page's bytes, and no mapping can store to it (the
+        // fault write-protected it; a host maps it writable again only from a write
+        // fault's pages or under the object lock exclusively, and a busy page is never
+        // mapped by another fault). The cache keeps the frame (PAGE_SIZE bytes) until
+        // the page is freed, which cannot happen while it is busy. The borrow of
+        // `self` bounds the slice's life.
         unsafe { core::slice::from_raw_parts(frame.as_ptr(), PAGE_SIZE) }
-    }
-
-    /// The bytes of page `index`, to change. The page is marked dirty when released.
-    pub fn bytes_mut(&mut self, index: usize) -> &mut [u8] {
-        let (page, written) = &mut self.pages[index];
-        *written = true;
-        // SAFETY: as in `bytes`; `&mut self` makes this the only live slice.
-        unsafe { core::slice::from_raw_parts_mut(page.frame.as_ptr(), PAGE_SIZE) }
     }
 
     /// Releases the pages now (the same as dropping the handle).
     pub fn release(self) {}
 
-    /// Marks every page written: each is dirty (and valid) once released.
-    pub fn mark_all_written(&mut self) {
-        for (_, written) in &mut self.pages {
-            *written = true;
+    /// Marks the pages at `indexes` dirty (and valid: a written page holds data even
+    /// if it was never read) under one hold of the object lock.
+    fn mark_written(&self, indexes: impl Iterator<Item = usize>) {
+        let object = self.vnode.object();
+        let mut state = object.lock();
+        for index in indexes {
+            let offset = self.pages[index].offset;
+            if let Some(resident) = state.cache_mut().lookup_mut(offset) {
+                // Whether the page may be stored to through a mapping (`RDONLY`) is
+                // the fault's business, not the writer's.
+                resident.flags.remove(PageFlags::FAKE);
+            }
+            state.mark(offset, DirtyStatus::Dirty);
         }
+        state.note_dirty(self.vnode);
     }
 }
 
@@ -82,28 +96,64 @@ impl<V: Vnode> Drop for BusyPages<'_, V> {
         let object = self.vnode.object();
         let mut state = object.lock();
         let mut wake = false;
-        let mut dirtied = false;
-        for &(page, written) in &self.pages {
-            if written {
-                if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                    // Written bytes are valid; whether the page may be stored to
-                    // (`RDONLY`) is the fault's business, not the writer's.
-                    resident.flags.remove(PageFlags::FAKE);
-                }
-                state.mark(page.offset, DirtyStatus::Dirty);
-                dirtied = true;
-            } else if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
+        for page in &self.pages {
+            if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
                 if resident.flags.contains(PageFlags::FAKE) {
+                    // Never read nor written (an overwrite fault's page left alone).
                     resident.flags |= PageFlags::RELEASED;
                 }
             }
             wake |= state.settle(page.offset);
         }
-        if dirtied {
-            state.note_dirty(self.vnode);
-        }
         drop(state);
         object.wake_if(wake);
+    }
+}
+
+/// Pages returned busy by a write fault: a [`BusyPages`] whose bytes may also be
+/// changed. Their blocks are allocated, so what is stored reaches the disk.
+///
+/// [`WritablePages::bytes_mut`] marks the page dirty at once (a kernel whose MMU keeps
+/// no modified bit for its own stores cannot lose the write); a flush that finds it
+/// dirty waits for the handle to be released before writing it.
+#[must_use = "busy pages block every other thread until released"]
+pub struct WritablePages<'a, V: Vnode> {
+    pages: BusyPages<'a, V>,
+}
+
+impl<'a, V: Vnode> WritablePages<'a, V> {
+    pub(crate) fn new(pages: BusyPages<'a, V>) -> Self {
+        Self { pages }
+    }
+
+    /// The bytes of page `index`, to change. The page is dirty from now on.
+    pub fn bytes_mut(&mut self, index: usize) -> &mut [u8] {
+        self.pages.mark_written(core::iter::once(index));
+        let frame = self.pages.pages[index].frame;
+        // SAFETY: as in `BusyPages::bytes`; `&mut self` makes this the only live
+        // slice over the handle's pages.
+        unsafe { core::slice::from_raw_parts_mut(frame.as_ptr(), PAGE_SIZE) }
+    }
+
+    /// Marks every page written: each is dirty (and valid) from now on.
+    pub fn mark_all_written(&mut self) {
+        self.pages.mark_written(0..self.pages.len());
+    }
+
+    /// The pages, to read only (releasing them when dropped, as this handle does).
+    pub fn into_read_only(self) -> BusyPages<'a, V> {
+        self.pages
+    }
+
+    /// Releases the pages now (the same as dropping the handle).
+    pub fn release(self) {}
+}
+
+impl<'a, V: Vnode> core::ops::Deref for WritablePages<'a, V> {
+    type Target = BusyPages<'a, V>;
+
+    fn deref(&self) -> &BusyPages<'a, V> {
+        &self.pages
     }
 }
 
@@ -187,8 +237,10 @@ impl<V: Vnode> ResidentPages<'_, V> {
         let frame = (*self.frames.as_slice().get(index)?)?;
         // SAFETY: the page is resident, valid and not busy, and this handle holds the
         // object lock (shared or exclusive) for its whole life: no device or busy owner
-        // touches a non-busy page, mapping stores need the lock exclusively, and the
-        // page cannot be freed without it. The slice borrows `self`.
+        // touches a non-busy page, the page cannot be freed without the lock, and no
+        // mapping can store to it (the fast path leaves out pages that are mapped
+        // writable, or write-protects them under the exclusive lock, and a host maps a
+        // page writable again only under the exclusive lock). The slice borrows `self`.
         Some(unsafe { core::slice::from_raw_parts(frame.as_ptr(), PAGE_SIZE) })
     }
 

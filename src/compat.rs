@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
-use crate::getpages::{Advice, Bounds, Fetched, GetFlags, fast_path, finish};
+use crate::getpages::{Advice, Bounds, Fetched, GetFlags, Handout, Settle, fast_path, finish};
 use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
 use crate::object::{InFlight, ObjectState, PageRef};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
@@ -79,7 +79,7 @@ impl Strategy for NoBlocks {
 /// - [`GetFlags::LOCKED`]: the fast path of [`crate::getpages`] (resident, valid,
 ///   non-busy pages; never sleeps; [`Error::Busy`] when the center page is missing).
 /// - without [`GetFlags::SYNCIO`]: nothing is read; `Ok(Fetched::Started)` at once, as
-///   the reference answers read-ahead.
+///   the reference answers read-ahead (a write fault without it is [`Error::Invalid`]).
 /// - synchronous: the pages up to the end of file come back busy; each one not yet
 ///   valid is filled by one [`ByteIo::read_at`], its tail past a short read zeroed. A
 ///   write access starts dirty tracking of the returned pages.
@@ -105,6 +105,10 @@ pub fn getpages<'a, V: Vnode>(
         return Err(Error::Dead);
     }
     let memwrite = access == Access::Write;
+    if memwrite && !flags.intersects(GetFlags::LOCKED | GetFlags::SYNCIO) {
+        // As for `crate::getpages`: a write fault hands back its pages before it returns.
+        return Err(Error::Invalid);
+    }
     log::trace!(
         "compat getpages off {offset:#x} count {count} center {center} {access:?} {advice:?} {flags:?}"
     );
@@ -141,9 +145,20 @@ pub fn getpages<'a, V: Vnode>(
     let result = fake_pages.iter().try_for_each(|page| fill(io, page));
     let state = object.lock();
     match result {
-        Ok(()) => Ok(finish(
-            vnode, state, pages, 0, wanted, false, memwrite, false,
-        )),
+        Ok(()) => {
+            let handout = if memwrite {
+                Handout::Writable
+            } else {
+                Handout::ReadOnly
+            };
+            let settle = Settle {
+                keep: 0..wanted,
+                handout,
+                dirty_tracking: memwrite,
+                overwrite: false,
+            };
+            Ok(finish(vnode, state, pages, settle))
+        }
         Err(error) => {
             log::trace!("compat getpages: read_at failed: {error}");
             release(&**vnode, state, &pages);

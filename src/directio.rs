@@ -13,8 +13,9 @@
 //! Each chunk is at most [`Vnode::max_transfer`] bytes, rounded down to whole device
 //! sectors, and must start on a sector boundary in the file and in memory and end at
 //! or before the end of file. Before it moves, the cached pages of its range are
-//! flushed (so a read sees what buffered writes left) and, for a write, freed (so no
-//! stale page survives it); a write goes ahead only over fully allocated blocks. The
+//! flushed (so a read sees what buffered writes left) and, for a write, freed, with
+//! the node lock held exclusively until the transfer ends (so no stale page survives
+//! it); a write goes ahead only over fully allocated blocks. The
 //! caller's memory is wired through [`Vnode::wire`] for the transfer and unwired when
 //! every request over it has completed. With a journal, the whole call runs inside one
 //! journal transaction unless the caller already holds it.
@@ -33,8 +34,9 @@ use crate::getpages::geometry;
 use crate::hooks::{Strategy, Vnode};
 use crate::object::ObjectFlags;
 use crate::page::{round_page, trunc_page};
-use crate::putpages::{PutFlags, putpages};
+use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::Arc;
+use crate::transaction::{Transaction, Wait};
 
 /// Whose memory a [`Uio`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -296,7 +298,8 @@ bitflags! {
         /// (the reference's `IO_JOURNALLOCKED`).
         const JOURNALLOCKED = 1 << 0;
         /// The caller already holds the node lock ([`VmObject::node_lock`](crate::VmObject::node_lock)),
-        /// so the transfer does not take it.
+        /// exclusively for a write, and so the mount transaction before it: the
+        /// transfer takes neither.
         const GLOCKHELD = 1 << 1;
     }
 }
@@ -330,38 +333,6 @@ pub struct Progress {
     pub fallback: Option<Fallback>,
 }
 
-/// Ends the journal transaction on every way out.
-struct Journal<'a, V: Vnode> {
-    vnode: &'a V,
-    journal: bool,
-}
-
-impl<'a, V: Vnode> Journal<'a, V> {
-    /// Enters the mount transaction, then (when the mount has a journal the caller does
-    /// not hold) the journal, in the lock order of DESIGN.md §4.
-    fn begin(vnode: &'a V, flags: DirectFlags) -> Result<Self> {
-        vnode.trans_begin(true)?;
-        let mut guard = Self {
-            vnode,
-            journal: false,
-        };
-        if vnode.has_journal() && !flags.contains(DirectFlags::JOURNALLOCKED) {
-            vnode.journal_begin()?;
-            guard.journal = true;
-        }
-        Ok(guard)
-    }
-}
-
-impl<V: Vnode> Drop for Journal<'_, V> {
-    fn drop(&mut self) {
-        if self.journal {
-            self.vnode.journal_end();
-        }
-        self.vnode.trans_end();
-    }
-}
-
 /// Moves as much of `uio` as it can directly between `vnode`'s blocks and the
 /// caller's memory, and advances `uio` by exactly what it moved (the reference's
 /// `genfs_directio`).
@@ -373,14 +344,16 @@ impl<V: Vnode> Drop for Journal<'_, V> {
 /// moves what is left through the page cache.
 ///
 /// Each chunk (at most [`Vnode::max_transfer`] bytes, whole sectors) is preceded by a
-/// synchronous flush of the cached pages of its range ([`putpages`] with
-/// [`PutFlags::CLEANIT`], and [`PutFlags::FREE`] for a write), so direct reads see
-/// buffered writes and later cached reads see direct writes. The chunk then moves with
-/// the node lock held shared (unless [`DirectFlags::GLOCKHELD`]), so a truncation cannot
-/// free its blocks meanwhile; the end of file is checked again under it. Lock order:
-/// mount transaction, journal, node lock, as DESIGN.md §4 says; nothing is held across
-/// the flush but the first two, so the host's transaction hook must allow the nested
-/// entry the flush makes (as NetBSD's fstrans does).
+/// synchronous flush of the cached pages of its range ([`PutFlags::CLEANIT`], and
+/// [`PutFlags::FREE`] for a write), so direct reads see buffered writes and later
+/// cached reads see direct writes. A read chunk moves with the node lock held shared,
+/// so a truncation cannot free its blocks meanwhile; a write chunk holds it
+/// exclusively from before its flush to the end of its transfer, so no fault caches
+/// the range's old bytes and no buffered write dirties a page of it in between (either
+/// would outlive the direct write). Both are skipped with [`DirectFlags::GLOCKHELD`];
+/// the end of file is checked again under the lock. Lock order: mount transaction,
+/// journal, node lock, as DESIGN.md §4 says; the flushes run inside this call's
+/// transaction and do not enter it again.
 ///
 /// Errors: [`Error::Dead`]; the transaction, journal, block map, flush and
 /// [`Vnode::wire`] errors; the device's error. On error `uio` still says exactly how
@@ -415,7 +388,16 @@ pub fn directio<V: Vnode>(
     }
     let geometry = geometry(&**vnode)?;
     let sector_mask = (1u64 << geometry.dev_bshift) - 1;
-    let _journal = Journal::begin(&**vnode, flags)?;
+    // A caller holding the node lock holds the transaction too (it comes first).
+    let _transaction = if flags.contains(DirectFlags::GLOCKHELD) {
+        None
+    } else {
+        let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
+        if !flags.contains(DirectFlags::JOURNALLOCKED) {
+            transaction.begin_journal()?;
+        }
+        Some(transaction)
+    };
     log::trace!(
         "directio {:?} {:#x}+{:#x}",
         uio.direction,
@@ -498,8 +480,16 @@ impl<V: Vnode> Chunk<'_, V> {
     /// prefix of the chunk) and how it ended: `Ok(None)` when all of it moved.
     fn run(&self) -> (usize, Result<Option<Fallback>>) {
         let vnode = &**self.vnode;
+        let object = vnode.object();
         let end = self.offset + self.len as u64;
         let writing = self.direction == Direction::Write;
+        let range = trunc_page(self.offset)..round_page(end);
+        // A write holds the node lock exclusively from before its flush until its
+        // transfer is done: no fault can cache the old bytes of the range meanwhile,
+        // and no buffered write can dirty a page of it that the invalidation below
+        // would discard or a later flush would write over the direct write's bytes.
+        let _node = (writing && !self.flags.contains(DirectFlags::GLOCKHELD))
+            .then(|| object.node_lock().write());
         if writing {
             match is_allocated(vnode.block_map(), self.geometry, self.offset, end) {
                 Ok(true) => {}
@@ -507,18 +497,17 @@ impl<V: Vnode> Chunk<'_, V> {
                 Err(error) => return (0, Err(error)),
             }
         }
-        let mut flush = PutFlags::CLEANIT | PutFlags::SYNCIO | PutFlags::JOURNALLOCKED;
-        flush.set(PutFlags::FREE, writing);
-        if let Err(error) = putpages(self.vnode, trunc_page(self.offset), round_page(end), flush) {
-            return (0, Err(error));
+        let mut flags = PutFlags::CLEANIT | PutFlags::SYNCIO;
+        flags.set(PutFlags::FREE, writing);
+        let held = TransactionHeld::ByCaller;
+        if let Err(error) = flush(self.vnode, range.start, range.end, flags, held) {
+            return (0, Err(error.into()));
         }
         if writing {
             // The flush skips pages other threads hold busy (the syncer's write in
-            // flight, a fault): wait for them and free them, or they outlive the write
-            // as stale copies.
-            vnode
-                .object()
-                .free_range_waiting(trunc_page(self.offset)..round_page(end));
+            // flight, a read-ahead): wait for them and free them, or they outlive the
+            // write as stale copies.
+            object.free_range_waiting(range);
         }
         let wired = match vnode.wire(self.ptr, self.len, self.direction) {
             Ok(wired) => wired,
@@ -534,16 +523,17 @@ impl<V: Vnode> Chunk<'_, V> {
     /// contiguous run of blocks, holes zero-filled for a read. Every request is waited
     /// for before this returns, whatever happens, since they use the caller's memory.
     ///
-    /// Holds the node lock shared throughout, so a truncation cannot free the blocks
-    /// under the transfer; what changed since the unlocked checks (the size, a hole
-    /// under a write) ends the chunk with a fallback.
+    /// A read holds the node lock shared throughout (a write already holds it
+    /// exclusively), so a truncation cannot free the blocks under the transfer; what
+    /// changed since the unlocked checks (the size, a hole under a write) ends the
+    /// chunk with a fallback.
     fn transfer(&self, base: NonNull<u8>) -> (usize, Result<Option<Fallback>>) {
         let vnode = &**self.vnode;
         let object = vnode.object();
         let end = self.offset + self.len as u64;
         let writing = self.direction == Direction::Write;
-        let _node =
-            (!self.flags.contains(DirectFlags::GLOCKHELD)).then(|| object.node_lock().read());
+        let _node = (!writing && !self.flags.contains(DirectFlags::GLOCKHELD))
+            .then(|| object.node_lock().read());
         if end > object.size() {
             return (0, Ok(Some(Fallback::PastEof)));
         }

@@ -15,22 +15,24 @@
 //!   settles the pages.
 
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use bitflags::bitflags;
 
 use crate::bmap::{Geometry, extent_at, is_allocated};
 use crate::buf::{Direction, Nest, Outcome, Priority, page_segments};
-use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages};
+use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages, WritablePages};
 use crate::error::{Error, Result};
 use crate::hooks::{
-    Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, SizeKind, Strategy, Update, Vnode,
-    VnodeKind,
+    Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update,
+    Vnode, VnodeKind, max_file_size,
 };
 use crate::object::{ObjectState, PageRef};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page,
 };
-use crate::sync::Arc;
+use crate::sync::{Arc, WriteGuard};
+use crate::transaction::{Transaction, Wait};
 
 bitflags! {
     /// Options of a [`getpages`] call (the reference's `PGO_*` flags).
@@ -49,7 +51,9 @@ bitflags! {
         const PASTEOF = 1 << 3;
         /// Do not update timestamps.
         const NOTIMESTAMP = 1 << 4;
-        /// The caller already holds the node lock exclusively.
+        /// The caller already holds the node lock exclusively, and with it the mount
+        /// transaction (and, for a write fault on a journalled mount, the journal),
+        /// which come before it in the lock order: the fault takes none of them.
         const GLOCKHELD = 1 << 5;
         /// The caller is already inside a journal transaction.
         const JOURNALLOCKED = 1 << 6;
@@ -74,8 +78,11 @@ pub enum Advice {
 /// What [`getpages`] hands back.
 #[must_use = "the pages are busy or the object lock is held until this is dropped"]
 pub enum Fetched<'a, V: Vnode> {
-    /// Synchronous fault: the requested pages, busy.
+    /// Synchronous read fault (or a write fault with [`GetFlags::NOBLOCKALLOC`], whose
+    /// pages may back holes): the requested pages, busy, to read.
     Busy(BusyPages<'a, V>),
+    /// Synchronous write fault: the requested pages, busy, their blocks allocated.
+    Writable(WritablePages<'a, V>),
     /// Fast path: resident pages under the object lock.
     Resident(ResidentPages<'a, V>),
     /// Asynchronous read-ahead started (or nothing needed reading); the pages will be
@@ -84,10 +91,19 @@ pub enum Fetched<'a, V: Vnode> {
 }
 
 impl<'a, V: Vnode> Fetched<'a, V> {
-    /// The busy pages of a synchronous fault.
+    /// The busy pages of a synchronous fault (a write fault's, to read only).
     pub fn into_busy(self) -> Option<BusyPages<'a, V>> {
         match self {
             Fetched::Busy(pages) => Some(pages),
+            Fetched::Writable(pages) => Some(pages.into_read_only()),
+            _ => None,
+        }
+    }
+
+    /// The busy, writable pages of a synchronous write fault.
+    pub fn into_writable(self) -> Option<WritablePages<'a, V>> {
+        match self {
+            Fetched::Writable(pages) => Some(pages),
             _ => None,
         }
     }
@@ -98,21 +114,6 @@ impl<'a, V: Vnode> Fetched<'a, V> {
             Fetched::Resident(pages) => Some(pages),
             _ => None,
         }
-    }
-}
-
-/// Leaves the mount transaction and journal on every way out.
-struct Transaction<'a, V: Vnode> {
-    vnode: &'a V,
-    journal: bool,
-}
-
-impl<V: Vnode> Drop for Transaction<'_, V> {
-    fn drop(&mut self) {
-        if self.journal {
-            self.vnode.journal_end();
-        }
-        self.vnode.trans_end();
     }
 }
 
@@ -127,12 +128,22 @@ pub(crate) fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
 /// Faults in `count` pages from `offset` (page aligned) of `vnode`; `center` indexes
 /// the page the caller needs. See the module docs for the three ways through.
 ///
+/// A synchronous write fault allocates the blocks under its pages (unless
+/// [`GetFlags::NOBLOCKALLOC`]) whatever state the pages are in, and hands them back
+/// writable ([`Fetched::Writable`]); a read fault's pages ([`Fetched::Busy`]) cannot be
+/// written through the handle. Pages handed out are write-protected first if some
+/// mapping could store to them.
+///
 /// Errors: [`Error::Invalid`] for an unaligned offset, a zero count, a center outside
-/// the range, or a center page past the end of file without [`GetFlags::PASTEOF`];
-/// [`Error::Dead`] for a reclaimed vnode; [`Error::Busy`] from the fast path when the
-/// center page is not resident and from read-ahead when it would have to sleep; the
-/// host's error from `bmap`, `alloc` or the device. On error no page is left busy and
-/// no page this call allocated stays resident.
+/// the range, a center page past the end of file without [`GetFlags::PASTEOF`], an
+/// [`GetFlags::OVERWRITE`] read fault, or an asynchronous write fault (only reads are
+/// started ahead; a write fault must allocate before it returns);
+/// [`Error::TooBig`] for a range reaching past the file's
+/// [`BlockMap::max_size`](crate::BlockMap::max_size); [`Error::Dead`] for a reclaimed
+/// vnode; [`Error::Busy`] from the fast path when the center page is not resident and
+/// from read-ahead when it would have to sleep; [`Error::NoMemory`]; the host's error
+/// from the transaction hooks, `bmap`, `alloc` or the device. On error no page is left
+/// busy, no page this call allocated stays resident, and the transaction is left.
 pub fn getpages<'a, V: Vnode>(
     vnode: &'a Arc<V>,
     offset: u64,
@@ -144,9 +155,16 @@ pub fn getpages<'a, V: Vnode>(
 ) -> Result<Fetched<'a, V>> {
     let request_end = request_end(offset, count, center)?;
     let memwrite = access == Access::Write;
-    let overwrite = flags.contains(GetFlags::OVERWRITE);
-    if overwrite && !memwrite {
+    if memwrite && !flags.intersects(GetFlags::LOCKED | GetFlags::SYNCIO) {
+        // A write fault must allocate and hand back writable pages before it returns;
+        // UVM, too, only reads ahead asynchronously.
         return Err(Error::Invalid);
+    }
+    if flags.contains(GetFlags::OVERWRITE) && !memwrite {
+        return Err(Error::Invalid);
+    }
+    if request_end > max_file_size(vnode.block_map()) {
+        return Err(Error::TooBig);
     }
     if vnode.is_dead() {
         return Err(Error::Dead);
@@ -157,168 +175,35 @@ pub fn getpages<'a, V: Vnode>(
     if flags.contains(GetFlags::LOCKED) {
         return fast_path(vnode, offset, count, center, memwrite, flags).map(Fetched::Resident);
     }
-    let geometry = geometry(&**vnode)?;
-    let _transaction = Transaction {
-        vnode: &**vnode,
-        journal: false,
+    let fault = Fault {
+        vnode,
+        geometry: geometry(&**vnode)?,
+        offset,
+        count,
+        center,
+        request_end,
+        memwrite,
+        blockalloc: memwrite && !flags.contains(GetFlags::NOBLOCKALLOC),
+        flags,
     };
-    vnode.trans_begin(true)?;
+    // The caller that holds the node lock holds the transaction and journal too: they
+    // come before it in the lock order.
+    let _transaction = if flags.contains(GetFlags::GLOCKHELD) {
+        None
+    } else {
+        let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
+        if fault.blockalloc && !flags.contains(GetFlags::JOURNALLOCKED) {
+            transaction.begin_journal()?;
+        }
+        Some(transaction)
+    };
     if vnode.is_dead() {
         return Err(Error::Dead);
     }
-    let blockalloc = memwrite && !flags.contains(GetFlags::NOBLOCKALLOC);
-    let mut transaction = _transaction;
-    if blockalloc && vnode.has_journal() && !flags.contains(GetFlags::JOURNALLOCKED) {
-        vnode.journal_begin()?;
-        transaction.journal = true;
-    }
-    let object = vnode.object();
-    let map = vnode.block_map();
     loop {
-        let state = object.lock();
-        let original_size = state.size();
-        let bounds = Bounds::new(map, original_size, request_end, flags);
-        if offset + (center * PAGE_SIZE) as u64 >= bounds.memeof {
-            log::trace!("getpages {offset:#x}+{count} past EOF {:#x}", bounds.memeof);
-            return Err(Error::Invalid);
+        if let Attempt::Done(result) = fault.attempt() {
+            return result;
         }
-        mark_timestamps(&**vnode, memwrite, flags);
-        drop(state);
-
-        let async_io = !flags.contains(GetFlags::SYNCIO);
-        let requested = ((round_page(bounds.memeof - offset) >> PAGE_SHIFT) as usize).min(count);
-        let block_mask = geometry.block_size() - 1;
-        let start = offset & !block_mask;
-        let end = round_page((offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
-            .min(round_page(bounds.memeof));
-        let ridx = ((offset - start) >> PAGE_SHIFT) as usize;
-
-        let node = object.node_lock();
-        let node_guard = match (flags.contains(GetFlags::GLOCKHELD), blockalloc) {
-            (true, _) => None,
-            (false, true) => Some(node.write()),
-            (false, false) => Some(node.read()),
-        };
-        let state = object.lock();
-        // A shrink would leave pages past the new end; a growth would zero-fill, as
-        // past the old disk end, bytes a writer has meanwhile put there (and that a
-        // flush may have written and evicted). The reference checks only the former.
-        if state.size() != original_size {
-            log::trace!(
-                "getpages: size changed to {:#x} while unlocked, starting over",
-                state.size()
-            );
-            continue;
-        }
-        let mut pages = Vec::new();
-        let (mut state, found) = object.find_pages(state, offset, requested, !async_io, &mut pages);
-        found?;
-
-        if overwrite {
-            drop(node_guard);
-            let over_hole = pages.iter().any(|page| {
-                state
-                    .cache()
-                    .lookup(page.offset)
-                    .is_some_and(|p| p.flags.contains(PageFlags::RDONLY))
-            });
-            if over_hole && blockalloc {
-                // The caller must allocate before overwriting; a page known to back a
-                // hole proves it did not, and its data would never be written.
-                let wake = state.release_pages(&pages);
-                drop(state);
-                object.wake_if(wake);
-                return Err(Error::Invalid);
-            }
-            for page in &pages {
-                if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                    resident.flags.remove(PageFlags::RDONLY);
-                }
-                state.mark(page.offset, DirtyStatus::Dirty);
-            }
-            return Ok(finish(
-                vnode, state, pages, 0, requested, async_io, memwrite, true,
-            ));
-        }
-
-        let needs_io = pages.iter().any(|page| {
-            state.cache().lookup(page.offset).is_some_and(|p| {
-                p.flags.contains(PageFlags::FAKE)
-                    || (blockalloc && p.flags.contains(PageFlags::RDONLY))
-            })
-        });
-        if !needs_io {
-            drop(node_guard);
-            log::trace!("getpages: all {requested} pages resident");
-            return Ok(finish(
-                vnode, state, pages, 0, requested, async_io, memwrite, false,
-            ));
-        }
-
-        let total = ((end - start) >> PAGE_SHIFT) as usize;
-        let ridx_in_pages = if start != offset || total != requested {
-            // Pages below `offset` are needed: taking them while holding higher ones
-            // could deadlock against another fault, so let go and collect afresh.
-            let wake = state.release_pages(&pages);
-            object.wake_if(wake);
-            pages.clear();
-            let (again, found) = object.find_pages(state, start, total, !async_io, &mut pages);
-            state = again;
-            found?;
-            ridx
-        } else {
-            0
-        };
-        if state.size() != original_size {
-            // Waiting for a busy page let an extending write publish its size: bytes
-            // past the old end may be on the disk now, so the old disk end is stale.
-            log::trace!("getpages: size changed while waiting for pages, starting over");
-            let wake = state.release_pages(&pages);
-            drop(state);
-            object.wake_if(wake);
-            continue;
-        }
-        let status: Vec<(bool, bool)> = pages
-            .iter()
-            .map(|page| {
-                let flags = state
-                    .cache()
-                    .lookup(page.offset)
-                    .map_or(PageFlags::FAKE, |p| p.flags);
-                (
-                    flags.contains(PageFlags::FAKE),
-                    flags.contains(PageFlags::RDONLY),
-                )
-            })
-            .collect();
-        drop(state);
-
-        let read = ReadJob {
-            vnode,
-            geometry,
-            start,
-            diskeof: bounds.diskeof,
-            blockalloc,
-        };
-        let result = read.run(pages, &status, async_io);
-        drop(node_guard);
-        return match result {
-            Ok(None) => Ok(Fetched::Started),
-            Ok(Some(pages)) => {
-                let state = object.lock();
-                Ok(finish(
-                    vnode,
-                    state,
-                    pages,
-                    ridx_in_pages,
-                    requested,
-                    false,
-                    memwrite,
-                    false,
-                ))
-            }
-            Err(err) => Err(err),
-        };
     }
 }
 
@@ -332,7 +217,7 @@ pub(crate) fn request_end(offset: u64, count: usize, center: usize) -> Result<u6
         .ok()
         .and_then(|c| c.checked_mul(PAGE_SIZE as u64))
         .and_then(|span| offset.checked_add(span))
-        .ok_or(Error::Invalid)
+        .ok_or(Error::TooBig)
 }
 
 /// Memory EOF and disk EOF of one fault attempt (the reference's `GOP_SIZE` pair).
@@ -372,6 +257,307 @@ fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFlags) {
     }
 }
 
+/// A sleeping fault's checked arguments (the synchronous and read-ahead ways through).
+struct Fault<'a, V: Vnode> {
+    vnode: &'a Arc<V>,
+    geometry: Geometry,
+    offset: u64,
+    count: usize,
+    center: usize,
+    request_end: u64,
+    memwrite: bool,
+    /// A write fault that allocates the blocks under its pages.
+    blockalloc: bool,
+    flags: GetFlags,
+}
+
+/// How one attempt at a fault ended.
+enum Attempt<'a, V: Vnode> {
+    /// The size changed while the object lock was dropped: start over.
+    Retry,
+    Done(Result<Fetched<'a, V>>),
+}
+
+/// The byte ranges one attempt works on, fixed by the size it saw.
+struct Span {
+    bounds: Bounds,
+    /// Pages asked for that lie before memory EOF.
+    requested: usize,
+    /// The whole filesystem blocks around them, clipped to memory EOF's page:
+    /// `start .. end`.
+    start: u64,
+    end: u64,
+}
+
+impl<'a, V: Vnode> Fault<'a, V> {
+    fn async_io(&self) -> bool {
+        !self.flags.contains(GetFlags::SYNCIO)
+    }
+
+    /// Works out the attempt's span from the size now (`None`: the center page is past
+    /// memory EOF).
+    fn span(&self, size: u64) -> Option<Span> {
+        let map = self.vnode.block_map();
+        let bounds = Bounds::new(map, size, self.request_end, self.flags);
+        let memeof = bounds.memeof.min(max_file_size(map));
+        let center = self.offset + (self.center * PAGE_SIZE) as u64;
+        if center >= memeof {
+            log::trace!(
+                "getpages {:#x}+{} past EOF {memeof:#x}",
+                self.offset,
+                self.count
+            );
+            return None;
+        }
+        // Every offset here is below `max_file_size` (at most 2^63), so a block or a
+        // page more cannot overflow.
+        let requested = ((round_page(memeof - self.offset) >> PAGE_SHIFT) as usize).min(self.count);
+        let block_mask = self.geometry.block_size() - 1;
+        let start = self.offset & !block_mask;
+        let end =
+            round_page((self.offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
+                .min(round_page(memeof));
+        Some(Span {
+            bounds,
+            requested,
+            start,
+            end,
+        })
+    }
+
+    /// One pass: collect the pages, read and allocate what they need, settle them.
+    fn attempt(&self) -> Attempt<'a, V> {
+        let vnode = self.vnode;
+        let object = vnode.object();
+        let state = object.lock();
+        let original_size = state.size();
+        let Some(span) = self.span(original_size) else {
+            return Attempt::Done(Err(Error::Invalid));
+        };
+        mark_timestamps(&**vnode, self.memwrite, self.flags);
+        drop(state);
+
+        let node = object.node_lock();
+        let node_guard = match (self.flags.contains(GetFlags::GLOCKHELD), self.blockalloc) {
+            (true, _) => None,
+            (false, true) => Some(node.write()),
+            (false, false) => Some(node.read()),
+        };
+        let state = object.lock();
+        // A shrink would leave pages past the new end; a growth would zero-fill, as
+        // past the old disk end, bytes a writer has meanwhile put there (and that a
+        // flush may have written and evicted). The reference checks only the former.
+        if state.size() != original_size {
+            log::trace!(
+                "getpages: size changed to {:#x} while unlocked, starting over",
+                state.size()
+            );
+            return Attempt::Retry;
+        }
+        let mut pages = Vec::new();
+        let (state, found) = object.find_pages(
+            state,
+            self.offset,
+            span.requested,
+            !self.async_io(),
+            &mut pages,
+        );
+        if let Err(error) = found {
+            return Attempt::Done(Err(error));
+        }
+        if self.flags.contains(GetFlags::OVERWRITE) {
+            drop(node_guard);
+            return Attempt::Done(self.overwrite(state, pages, span.requested));
+        }
+        let mut needs_io = pages.iter().any(|page| {
+            state.cache().lookup(page.offset).is_some_and(|p| {
+                p.flags.contains(PageFlags::FAKE)
+                    || (self.blockalloc && p.flags.contains(PageFlags::RDONLY))
+            })
+        });
+        let mut state = state;
+        let mut allocated = true;
+        if self.blockalloc && !needs_io {
+            // Valid, writable pages can still lie over holes (blocks smaller than a
+            // page past an old end of file, blocks a truncation freed): a write fault
+            // makes sure every block under the bytes it hands out exists, whatever the
+            // state of the pages (as `ufs_balloc_range` always calls `GOP_ALLOC`).
+            drop(state);
+            let block_mask = self.geometry.block_size() - 1;
+            let data_end = span
+                .end
+                .min((span.bounds.memeof + block_mask) & !block_mask);
+            let checked = is_allocated(vnode.block_map(), self.geometry, span.start, data_end);
+            state = object.lock();
+            match checked {
+                Ok(all) => allocated = all,
+                Err(error) => {
+                    let wake = state.release_pages(&pages);
+                    drop(state);
+                    object.wake_if(wake);
+                    return Attempt::Done(Err(error));
+                }
+            }
+            needs_io = !allocated;
+        }
+        if !needs_io {
+            drop(node_guard);
+            log::trace!("getpages: all {} pages resident", span.requested);
+            return Attempt::Done(Ok(self.settle(state, pages, 0..span.requested)));
+        }
+
+        let total = ((span.end - span.start) >> PAGE_SHIFT) as usize;
+        let first_requested = ((self.offset - span.start) >> PAGE_SHIFT) as usize;
+        if span.start != self.offset || total != span.requested {
+            // Pages below `offset` are needed: taking them while holding higher ones
+            // could deadlock against another fault, so let go and collect afresh.
+            let wake = state.release_pages(&pages);
+            object.wake_if(wake);
+            pages.clear();
+            let (again, found) =
+                object.find_pages(state, span.start, total, !self.async_io(), &mut pages);
+            state = again;
+            if let Err(error) = found {
+                return Attempt::Done(Err(error));
+            }
+        }
+        if state.size() != original_size {
+            // Waiting for a busy page let an extending write publish its size: bytes
+            // past the old end may be on the disk now, so the old disk end is stale.
+            log::trace!("getpages: size changed while waiting for pages, starting over");
+            let wake = state.release_pages(&pages);
+            drop(state);
+            object.wake_if(wake);
+            return Attempt::Retry;
+        }
+        let status = match PageStatus::of(&state, &pages) {
+            Ok(status) => status,
+            Err(error) => {
+                let wake = state.release_pages(&pages);
+                drop(state);
+                object.wake_if(wake);
+                return Attempt::Done(Err(error));
+            }
+        };
+        drop(state);
+
+        let read = ReadJob {
+            vnode,
+            geometry: self.geometry,
+            start: span.start,
+            diskeof: span.bounds.diskeof,
+            blockalloc: self.blockalloc,
+            must_allocate: !allocated,
+        };
+        let result = read.run(pages, &status, self.async_io());
+        drop(node_guard);
+        Attempt::Done(match result {
+            Ok(None) => Ok(Fetched::Started),
+            Ok(Some(pages)) => {
+                let keep = first_requested..first_requested + span.requested;
+                Ok(self.settle(object.lock(), pages, keep))
+            }
+            Err(err) => Err(err),
+        })
+    }
+
+    /// An overwrite fault: the caller allocated the blocks and will fill the pages
+    /// whole, so nothing is read; the pages start dirty.
+    fn overwrite(
+        &self,
+        mut state: WriteGuard<'a, ObjectState<V::Cache>>,
+        pages: Vec<PageRef>,
+        requested: usize,
+    ) -> Result<Fetched<'a, V>> {
+        let object = self.vnode.object();
+        let over_hole = pages.iter().any(|page| {
+            state
+                .cache()
+                .lookup(page.offset)
+                .is_some_and(|p| p.flags.contains(PageFlags::RDONLY))
+        });
+        if over_hole && self.blockalloc {
+            // The caller must allocate before overwriting; a page known to back a
+            // hole proves it did not, and its data would never be written.
+            let wake = state.release_pages(&pages);
+            drop(state);
+            object.wake_if(wake);
+            return Err(Error::Invalid);
+        }
+        for page in &pages {
+            if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
+                resident.flags.remove(PageFlags::RDONLY);
+            }
+            state.mark(page.offset, DirtyStatus::Dirty);
+        }
+        Ok(finish(
+            self.vnode,
+            state,
+            pages,
+            Settle {
+                keep: 0..requested,
+                handout: self.handout(),
+                dirty_tracking: true,
+                overwrite: true,
+            },
+        ))
+    }
+
+    /// Settles the pages of a successful attempt; `keep` indexes the requested ones.
+    fn settle(
+        &self,
+        state: WriteGuard<'a, ObjectState<V::Cache>>,
+        pages: Vec<PageRef>,
+        keep: Range<usize>,
+    ) -> Fetched<'a, V> {
+        let settle = Settle {
+            keep,
+            handout: self.handout(),
+            dirty_tracking: self.memwrite,
+            overwrite: false,
+        };
+        finish(self.vnode, state, pages, settle)
+    }
+
+    fn handout(&self) -> Handout {
+        if self.async_io() {
+            Handout::Started
+        } else if self.blockalloc {
+            Handout::Writable
+        } else {
+            Handout::ReadOnly
+        }
+    }
+}
+
+/// Whether each collected page still needs reading (`FAKE`) and whether it backs a
+/// hole (`RDONLY`), read once under the object lock.
+#[derive(Clone, Copy)]
+struct PageStatus {
+    fake: bool,
+    read_only: bool,
+}
+
+impl PageStatus {
+    fn of<C: PageCache>(state: &ObjectState<C>, pages: &[PageRef]) -> Result<Vec<PageStatus>> {
+        let mut status = Vec::new();
+        status
+            .try_reserve_exact(pages.len())
+            .map_err(|_| Error::NoMemory)?;
+        status.extend(pages.iter().map(|page| {
+            let flags = state
+                .cache()
+                .lookup(page.offset)
+                .map_or(PageFlags::FAKE, |p| p.flags);
+            PageStatus {
+                fake: flags.contains(PageFlags::FAKE),
+                read_only: flags.contains(PageFlags::RDONLY),
+            }
+        }));
+        Ok(status)
+    }
+}
+
 /// The fast path (G1).
 pub(crate) fn fast_path<'a, V: Vnode>(
     vnode: &'a Arc<V>,
@@ -381,6 +567,7 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     memwrite: bool,
     flags: GetFlags,
 ) -> Result<ResidentPages<'a, V>> {
+    let request_end = request_end(offset, count, center)?;
     let object = vnode.object();
     let mut guard = if memwrite {
         ObjectGuard::Exclusive(object.lock())
@@ -392,7 +579,6 @@ pub(crate) fn fast_path<'a, V: Vnode>(
         ObjectGuard::Exclusive(state) => state,
     };
     let map = vnode.block_map();
-    let request_end = offset + (count * PAGE_SIZE) as u64;
     let memeof = Bounds::new(map, state.size(), request_end, flags).memeof;
     if offset + (center * PAGE_SIZE) as u64 >= memeof {
         return Err(Error::Invalid);
@@ -403,8 +589,12 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     let end = request_end.min(round_page(memeof));
     for page in state.cache().range(offset..end) {
         let rdonly_for_write = memwrite && page.flags.contains(PageFlags::RDONLY);
-        let usable =
-            !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE) || rdonly_for_write);
+        // Under the shared lock a page some mapping can store to cannot be
+        // write-protected, so its bytes cannot be handed out (PageCache's safety).
+        let stored_to = !memwrite && state.cache().is_writable_mapped(page.offset());
+        let usable = !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE)
+            || rdonly_for_write
+            || stored_to);
         if usable {
             frames.as_mut_slice()[((page.offset() - offset) >> PAGE_SHIFT) as usize] =
                 Some(page.frame());
@@ -425,12 +615,16 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     if memwrite {
         if let ObjectGuard::Exclusive(state) = &mut guard {
             for (index, frame) in frames.as_slice().iter().enumerate() {
+                if frame.is_none() {
+                    continue;
+                }
                 let page_offset = offset + (index * PAGE_SIZE) as u64;
+                write_protect_for_handout(state, page_offset);
                 let clean = state
                     .cache()
                     .lookup(page_offset)
                     .is_some_and(|p| p.dirty() == DirtyStatus::Clean);
-                if frame.is_some() && clean {
+                if clean {
                     state.mark(page_offset, DirtyStatus::Unknown);
                 }
             }
@@ -445,70 +639,89 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     })
 }
 
+/// Takes away the write permission of every mapping of the page at `offset` before
+/// its bytes are handed out, so no CPU can store to them while a slice over them
+/// lives. The modified bit is kept: what was stored before still counts.
+fn write_protect_for_handout<C: PageCache>(state: &mut ObjectState<C>, offset: u64) {
+    if state.cache().is_writable_mapped(offset) {
+        state.cache_mut().protect(offset, Protection::ReadOnly);
+    }
+}
+
+/// What a settled fault hands back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handout {
+    /// Nothing: read-ahead; every page is unbusied.
+    Started,
+    /// The requested pages, busy, to read.
+    ReadOnly,
+    /// The requested pages, busy, their blocks allocated, to write.
+    Writable,
+}
+
+/// How [`finish`] settles a fault's pages.
+pub(crate) struct Settle {
+    /// Indexes of the requested pages among those collected.
+    pub(crate) keep: Range<usize>,
+    pub(crate) handout: Handout,
+    /// A write fault: clean requested pages become "unknown", to be checked for
+    /// stores by the next flush.
+    pub(crate) dirty_tracking: bool,
+    /// An overwrite fault: pages were not read, and stay `FAKE` until written.
+    pub(crate) overwrite: bool,
+}
+
 /// Settles the pages of a fault that succeeded (the reference's `out:` block): valid
 /// pages lose FAKE, pages outside the request (and all of them for read-ahead) are
-/// unbusied and queued, requested pages of a write fault start dirty tracking.
-#[allow(clippy::too_many_arguments)]
+/// unbusied and queued, requested pages of a write fault start dirty tracking, and
+/// pages handed out are write-protected if some mapping could store to them.
 pub(crate) fn finish<'a, V: Vnode>(
     vnode: &'a Arc<V>,
-    mut state: crate::sync::WriteGuard<'a, ObjectState<V::Cache>>,
+    mut state: WriteGuard<'a, ObjectState<V::Cache>>,
     pages: Vec<PageRef>,
-    ridx: usize,
-    requested: usize,
-    async_io: bool,
-    memwrite: bool,
-    overwrite: bool,
+    settle: Settle,
 ) -> Fetched<'a, V> {
     let mut wake = false;
-    let keep = ridx..ridx + requested;
-    let mut next_index = 0;
+    let handing_out = settle.handout != Handout::Started;
     // The caller's pages are kept in place: no allocation on the way out.
     let mut kept = pages;
+    let mut index = 0..;
     kept.retain(|page| {
-        let index = next_index;
-        next_index += 1;
+        let index = index.next().unwrap_or(usize::MAX);
         let Some(resident) = state.cache_mut().lookup_mut(page.offset) else {
             return false;
         };
-        if !overwrite {
+        if !settle.overwrite {
             resident.flags.remove(PageFlags::FAKE);
         }
-        if !keep.contains(&index) || async_io {
+        if !settle.keep.contains(&index) || !handing_out {
             if resident.flags.contains(PageFlags::FAKE) {
                 // An overwrite fault's extra page was never read: it holds nothing.
-                zero(page, 0, PAGE_SIZE);
+                page.zero(0, PAGE_SIZE);
                 resident.flags.remove(PageFlags::FAKE);
             }
             wake |= state.settle(page.offset);
             false
         } else {
-            if memwrite && !overwrite && resident.dirty() == DirtyStatus::Clean {
+            if settle.dirty_tracking && !settle.overwrite && resident.dirty() == DirtyStatus::Clean
+            {
                 state.mark(page.offset, DirtyStatus::Unknown);
             }
+            write_protect_for_handout(&mut state, page.offset);
             true
         }
     });
-    if memwrite {
+    if settle.dirty_tracking {
         state.note_dirty(&**vnode);
     }
     drop(state);
     vnode.object().wake_if(wake);
-    if async_io {
-        Fetched::Started
-    } else {
-        Fetched::Busy(BusyPages::new(&**vnode, kept))
+    let pages = BusyPages::new(&**vnode, kept);
+    match settle.handout {
+        Handout::Started => Fetched::Started,
+        Handout::ReadOnly => Fetched::Busy(pages),
+        Handout::Writable => Fetched::Writable(WritablePages::new(pages)),
     }
-}
-
-/// Zeroes `len` bytes from byte `at` of a busy page this thread owns.
-fn zero(page: &PageRef, at: usize, len: usize) {
-    debug_assert!(at + len <= PAGE_SIZE);
-    // SAFETY: the page is busy and owned by this call, so no other thread reads or
-    // writes these bytes (a device request of this call may be filling *other* bytes
-    // of the same page, which is why this writes the exact range through a raw
-    // pointer instead of forming a slice over the whole page); `at + len <= PAGE_SIZE`
-    // keeps the write inside the frame.
-    unsafe { core::ptr::write_bytes(page.frame.as_ptr().add(at), 0, len) }
 }
 
 /// Zeroes file bytes `from .. to` in `pages` (consecutive from `pages[0]`).
@@ -519,7 +732,7 @@ fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
         let page = &pages[((at - base) >> PAGE_SHIFT) as usize];
         let within = (at & PAGE_MASK) as usize;
         let len = (PAGE_SIZE - within).min((to - at) as usize);
-        zero(page, within, len);
+        page.zero(within, len);
         at += len as u64;
     }
 }
@@ -531,6 +744,25 @@ struct ReadJob<'a, V: Vnode> {
     start: u64,
     diskeof: u64,
     blockalloc: bool,
+    /// Some block under the pages is a hole that a write fault must allocate, even if
+    /// no page needs reading.
+    must_allocate: bool,
+}
+
+/// The bytes of the page holding the disk end of file that a whole-sector read
+/// brings in from past it: they are zeroed once the read lands, since what the disk
+/// holds there (a truncation's leftovers) is not file data.
+#[derive(Clone, Copy)]
+struct PastEofTail {
+    page: PageRef,
+    at: usize,
+    len: usize,
+}
+
+impl PastEofTail {
+    fn zero(self) {
+        self.page.zero(self.at, self.len);
+    }
 }
 
 impl<V: Vnode> ReadJob<'_, V> {
@@ -545,28 +777,50 @@ impl<V: Vnode> ReadJob<'_, V> {
         }
     }
 
+    /// Releases the pages of a read that did not happen; returns `error`.
+    fn abandon(&self, pages: &[PageRef], error: Error) -> Error {
+        let object = self.vnode.object();
+        let mut state = object.lock();
+        let wake = state.release_pages(pages);
+        drop(state);
+        object.wake_if(wake);
+        error
+    }
+
     /// Reads the `FAKE` pages among `pages`. Synchronous: returns the pages once
     /// read, or frees them and returns the error. Asynchronous: returns `None` once
     /// the requests are started; their completion settles the pages.
+    ///
+    /// Requests cover whole device sectors: the read of the last one runs past the
+    /// disk end of file, and what it brings from there is zeroed when it lands.
     fn run(
         &self,
         pages: Vec<PageRef>,
-        status: &[(bool, bool)],
+        status: &[PageStatus],
         async_io: bool,
     ) -> Result<Option<Vec<PageRef>>> {
         let total = (pages.len() * PAGE_SIZE) as u64;
-        let bytes = total.min(self.diskeof.saturating_sub(self.start));
-        // Bytes past disk EOF are zero; pages already valid keep their contents.
+        let to_eof = total.min(self.diskeof.saturating_sub(self.start));
+        let sector_mask = (1u64 << self.geometry.dev_bshift) - 1;
+        let bytes = ((to_eof + sector_mask) & !sector_mask).min(total);
+        let past_eof_tail = (to_eof < bytes)
+            .then(|| {
+                let index = (to_eof >> PAGE_SHIFT) as usize;
+                status[index].fake.then(|| PastEofTail {
+                    page: pages[index],
+                    at: (to_eof & PAGE_MASK) as usize,
+                    len: (bytes - to_eof) as usize,
+                })
+            })
+            .flatten();
+        // Bytes past the last sector read are zero; pages already valid keep their
+        // contents.
         let mut tail = self.start + bytes;
         while tail < self.start + total {
             let index = ((tail - self.start) >> PAGE_SHIFT) as usize;
             let page_end = trunc_page(tail) + PAGE_SIZE as u64;
-            if status[index].0 {
-                zero(
-                    &pages[index],
-                    (tail & PAGE_MASK) as usize,
-                    (page_end - tail) as usize,
-                );
+            if status[index].fake {
+                pages[index].zero((tail & PAGE_MASK) as usize, (page_end - tail) as usize);
             }
             tail = page_end;
         }
@@ -574,9 +828,11 @@ impl<V: Vnode> ReadJob<'_, V> {
         let (mut nest, waiter) = if async_io {
             let vnode = (*self.vnode).clone();
             let mut settled = Vec::new();
-            settled
-                .try_reserve_exact(pages.len())
-                .map_err(|_| Error::Busy)?;
+            if settled.try_reserve_exact(pages.len()).is_err() {
+                // Read-ahead that cannot be had is no error, but its pages must not
+                // stay busy.
+                return Err(self.abandon(&pages, Error::Busy));
+            }
             settled.extend_from_slice(&pages);
             let nest = Nest::asynchronous(
                 bytes as usize,
@@ -584,6 +840,11 @@ impl<V: Vnode> ReadJob<'_, V> {
                 Priority::TimeLimited,
                 move |outcome: Outcome| {
                     let object = vnode.object();
+                    if outcome.result.is_ok() {
+                        if let Some(tail) = past_eof_tail {
+                            tail.zero();
+                        }
+                    }
                     let mut state = object.lock();
                     let wake = match outcome.result {
                         Ok(()) => settled.iter().fold(false, |wake, page| {
@@ -617,8 +878,8 @@ impl<V: Vnode> ReadJob<'_, V> {
         let mut error = Ok(());
         'walk: while offset < end {
             let mut index = ((offset - self.start) >> PAGE_SHIFT) as usize;
-            while !status[index].0 {
-                saw_hole |= status[index].1;
+            while !status[index].fake {
+                saw_hole |= status[index].read_only;
                 let step = (PAGE_SIZE as u64).min(end - offset);
                 offset += step;
                 skipped += step;
@@ -638,7 +899,7 @@ impl<V: Vnode> ReadJob<'_, V> {
             };
             let mut len = extent.len.min(self.vnode.max_transfer() as u64);
             if offset + len > round_page(offset + 1) {
-                let fake_run = status[index..].iter().take_while(|s| s.0).count() as u64;
+                let fake_run = status[index..].iter().take_while(|s| s.fake).count() as u64;
                 len = len.min(fake_run * PAGE_SIZE as u64 - (offset & PAGE_MASK));
             }
             let Some(block) = extent.block else {
@@ -670,7 +931,7 @@ impl<V: Vnode> ReadJob<'_, V> {
         // be holes too (blocks smaller than a page, or pages past the end of file): such
         // a page must not become writable without allocating them, or what is stored
         // there later is never written.
-        let (past, span_end) = (self.start + bytes, self.start + total);
+        let (past, span_end) = (self.start + to_eof, self.start + total);
         if error.is_ok()
             && past < span_end
             && matches!(is_allocated(map, self.geometry, past, span_end), Ok(false))
@@ -680,7 +941,7 @@ impl<V: Vnode> ReadJob<'_, V> {
                 let fresh = pages.iter().zip(status);
                 self.mark_read_only(
                     fresh
-                        .filter(|(page, s)| s.0 && page.offset + PAGE_SIZE as u64 > past)
+                        .filter(|(page, s)| s.fake && page.offset + PAGE_SIZE as u64 > past)
                         .map(|(page, _)| page.offset),
                 );
             }
@@ -692,37 +953,37 @@ impl<V: Vnode> ReadJob<'_, V> {
         };
         let outcome = waiter.wait();
         let mut result = outcome.result;
-        if result.is_ok() && saw_hole && self.blockalloc {
-            result = self
-                .vnode
-                .block_map()
-                .alloc(self.start, (pages.len() * PAGE_SIZE) as u64);
-            log::trace!(
-                "getpages: alloc {:#x}+{:#x} -> {result:?}",
-                self.start,
-                pages.len() * PAGE_SIZE
-            );
-            if result.is_ok() {
-                let mut state = self.vnode.object().lock();
-                for page in &pages {
-                    if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                        resident.flags.remove(PageFlags::RDONLY);
-                    }
-                    state.mark(page.offset, DirtyStatus::Dirty);
-                }
+        if result.is_ok() {
+            if let Some(tail) = past_eof_tail {
+                tail.zero();
             }
+        }
+        if result.is_ok() && (saw_hole || self.must_allocate) && self.blockalloc {
+            result = self.allocate(&pages);
         }
         match result {
             Ok(()) => Ok(Some(pages)),
-            Err(err) => {
-                let object = self.vnode.object();
-                let mut state = object.lock();
-                let wake = state.release_pages(&pages);
-                drop(state);
-                object.wake_if(wake);
-                Err(err)
-            }
+            Err(err) => Err(self.abandon(&pages, err)),
         }
+    }
+
+    /// Allocates the blocks under `pages` (read, holes zero-filled) for a write fault
+    /// and marks the pages dirty and writable, so the zeroes around the bytes the
+    /// caller writes reach the disk too.
+    fn allocate(&self, pages: &[PageRef]) -> Result {
+        let len = (pages.len() * PAGE_SIZE) as u64;
+        let result = self.vnode.block_map().alloc(self.start, len);
+        log::trace!("getpages: alloc {:#x}+{len:#x} -> {result:?}", self.start);
+        result?;
+        let mut state = self.vnode.object().lock();
+        for page in pages {
+            if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
+                resident.flags.remove(PageFlags::RDONLY);
+            }
+            state.mark(page.offset, DirtyStatus::Dirty);
+        }
+        state.note_dirty(&**self.vnode);
+        Ok(())
     }
 }
 

@@ -17,12 +17,24 @@ use crate::error::{Error, Result};
 use crate::object::VmObject;
 use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
 
+/// The largest file size `map` allows: its [`BlockMap::max_size`], at most
+/// [`MAX_FILE_SIZE`].
+pub(crate) fn max_file_size<M: BlockMap + ?Sized>(map: &M) -> u64 {
+    map.max_size().min(MAX_FILE_SIZE)
+}
+
 /// The reference's MAXPHYS: the default largest single device transfer, 64 KiB.
 pub const DEFAULT_MAX_TRANSFER: usize = 64 * 1024;
 
 /// The device block size genpager counts device addresses in (the reference's
 /// DEV_BSIZE), as a shift: 512-byte sectors.
 pub const DEV_BSHIFT: u32 = 9;
+
+/// No file is larger than this (the largest `off_t`, rounded down to a 1 MiB block so
+/// that whole blocks and pages around any offset below it are addressable). Offsets,
+/// sizes and request ends beyond a file's [`BlockMap::max_size`], which is at most
+/// this, are refused with [`Error::TooBig`].
+pub const MAX_FILE_SIZE: u64 = (i64::MAX as u64) & !((1 << 20) - 1);
 
 /// What kind of file a vnode is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -143,6 +155,13 @@ pub trait BlockMap: Send + Sync {
     fn putrange(&self, offset: u64) -> Option<Range<u64>> {
         let _ = offset;
         None
+    }
+
+    /// The largest size the file can have: the end of the last byte the block map can
+    /// address. Writes, faults and `setsize` past it fail with [`Error::TooBig`]. The
+    /// default is [`MAX_FILE_SIZE`]; a smaller value than that is used as given.
+    fn max_size(&self) -> u64 {
+        MAX_FILE_SIZE
     }
 
     /// Where the end of file `size` falls for `kind` (the reference's `GOP_SIZE`).
@@ -289,7 +308,16 @@ pub trait Vnode: Send + Sync + 'static {
 /// - the frame stays valid, and the `Page` keeps the same frame, until
 ///   [`PageCache::free`] is called for that offset (genpager never frees a busy page
 ///   it does not own);
-/// - lookups return the page stored at exactly that offset.
+/// - lookups return the page stored at exactly that offset;
+/// - [`PageCache::is_writable_mapped`] is `true` for every page some mapping can store
+///   to without faulting, and [`PageCache::protect`] with [`Protection::ReadOnly`]
+///   (or [`Protection::None`]) makes it `false` until the host maps the page writable
+///   again, which a host does only from a write fault's pages or under the object
+///   lock held exclusively. genpager forms `&[u8]`/`&mut [u8]` over a page's bytes
+///   (in [`BusyPages`](crate::BusyPages), [`ResidentPages`](crate::ResidentPages) and
+///   its own copies) only while no mapping can store to them: on real hardware
+///   another CPU can store through a writable mapping at any time, whatever locks
+///   genpager holds, so it write-protects a page before handing out its bytes.
 pub unsafe trait PageCache: Send + Sync {
     /// The page at `offset`, if resident.
     fn lookup(&self, offset: u64) -> Option<&Page>;
@@ -350,6 +378,14 @@ pub unsafe trait PageCache: Send + Sync {
     }
     /// Whether the MMU modified bit of the page is set (`pmap_is_modified`).
     fn is_modified(&self, offset: u64) -> bool {
+        let _ = offset;
+        false
+    }
+    /// Whether some mapping lets a CPU store to the page without faulting. genpager
+    /// never hands out a slice of such a page: a fault write-protects it first (see
+    /// "Implementation safety"), and the shared fast path leaves it out. The default,
+    /// `false`, suits a kernel that never maps file pages writable.
+    fn is_writable_mapped(&self, offset: u64) -> bool {
         let _ = offset;
         false
     }

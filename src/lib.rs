@@ -129,14 +129,15 @@ mod putpages;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod transaction;
 mod write;
 
-pub use busy::{BusyPages, ResidentPages};
+pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
 pub use getpages::{Advice, Fetched, GetFlags, getpages, read};
 pub use hooks::{
-    Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, Mapping, MountFlags, PageCache, Protection,
-    SizeKind, Strategy, Update, Vnode, VnodeKind,
+    Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags,
+    PageCache, Protection, SizeKind, Strategy, Update, Vnode, VnodeKind,
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};

@@ -12,7 +12,7 @@ use bitflags::bitflags;
 
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection, Vnode};
-use crate::page::{DirtyStatus, PageFlags, PageQueue};
+use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags, PageQueue};
 use crate::sync::{ReadGuard, RwLock, SleepRwLock, WaitQueue, WriteGuard};
 
 bitflags! {
@@ -79,6 +79,24 @@ impl InFlight {
 pub(crate) struct PageRef {
     pub(crate) offset: u64,
     pub(crate) frame: NonNull<u8>,
+}
+
+impl PageRef {
+    /// Zeroes `len` bytes from byte `at` of the page, which the caller owns busy (and
+    /// which no mapping can store to: a fault write-protects pages before handing
+    /// them out, and a page being read was never handed out).
+    pub(crate) fn zero(&self, at: usize, len: usize) {
+        assert!(
+            at <= PAGE_SIZE && len <= PAGE_SIZE - at,
+            "zeroing past the frame"
+        );
+        // SAFETY: the page is busy and owned by the caller, so no other thread reads or
+        // writes these bytes (a device request of the caller may be filling *other*
+        // bytes of the same page, which is why this writes the exact range through a
+        // raw pointer instead of forming a slice over the whole page); the assertion
+        // keeps the write inside the frame of PAGE_SIZE bytes.
+        unsafe { core::ptr::write_bytes(self.frame.as_ptr().add(at), 0, len) }
+    }
 }
 
 // SAFETY: a `PageRef` is a capability to a busy page's frame; the busy protocol makes

@@ -31,7 +31,8 @@ use crate::buf::{Direction, Nest, Priority, page_segments};
 use crate::error::{Error, Result};
 use crate::getpages::geometry;
 use crate::hooks::{
-    BlockMap, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode, VnodeKind,
+    BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode,
+    VnodeKind,
 };
 use crate::object::{InFlight, ObjectFlags, ObjectState, PageRef};
 use crate::page::{
@@ -39,6 +40,7 @@ use crate::page::{
     trunc_page,
 };
 use crate::sync::{Arc, WriteGuard};
+use crate::transaction::{Transaction, Wait};
 
 bitflags! {
     /// Options of a [`putpages`] call (the reference's `PGO_*` flags).
@@ -50,13 +52,17 @@ bitflags! {
         /// Write dirty pages back.
         const CLEANIT = 1 << 0;
         /// Wait for the writes (and for writes already in flight) to finish; with
-        /// [`CLEANIT`](Self::CLEANIT), report a latched write error. Without it writes
-        /// are started and the call returns. Busy pages that are not being freed or
-        /// paged out are skipped, not waited for (as the reference does), unless
-        /// [`RECLAIM`](Self::RECLAIM) is given.
+        /// [`CLEANIT`](Self::CLEANIT), report a latched write error and wait for
+        /// dirty pages of the range that other threads hold busy, so that every page
+        /// dirty when the call began is on the device when it returns `Ok` (a thread
+        /// must release the pages of its own faults before it flushes). Without it
+        /// writes are started and the call returns. Clean busy pages are skipped, not
+        /// waited for, unless [`RECLAIM`](Self::RECLAIM) is given.
         const SYNCIO = 1 << 1;
         /// Free the pages of the range (busy ones when their write completes). Dirty
-        /// pages are written first only with [`CLEANIT`](Self::CLEANIT).
+        /// pages are written first only with [`CLEANIT`](Self::CLEANIT): without it
+        /// their data is discarded (what a truncation wants). A page daemon reclaiming
+        /// memory passes `CLEANIT | FREE`, as NetBSD's does.
         const FREE = 1 << 2;
         /// Move the unwired pages of the range to the inactive queue.
         const DEACTIVATE = 1 << 3;
@@ -153,6 +159,27 @@ pub fn putpages_busy<V: Vnode>(
     end: u64,
     flags: PutFlags,
 ) -> core::result::Result<(), PutError> {
+    flush(vnode, start, end, flags, TransactionHeld::No)
+}
+
+/// Whether the caller of a flush is already inside the mount transaction (and
+/// journal): then it holds the node lock too, and the flush must not enter them again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TransactionHeld {
+    /// The flush enters the transaction itself when it cleans.
+    No,
+    /// The caller holds it (and may hold the node lock).
+    ByCaller,
+}
+
+/// [`putpages_busy`] for a caller that may already be inside the transaction.
+pub(crate) fn flush<V: Vnode>(
+    vnode: &Arc<V>,
+    start: u64,
+    end: u64,
+    flags: PutFlags,
+    held: TransactionHeld,
+) -> core::result::Result<(), PutError> {
     let actions = PutFlags::CLEANIT | PutFlags::FREE | PutFlags::DEACTIVATE;
     if start & PAGE_MASK != 0
         || end & PAGE_MASK != 0
@@ -188,6 +215,7 @@ pub fn putpages_busy<V: Vnode>(
         max_pages,
         pages,
         transaction: None,
+        caller_in_transaction: held == TransactionHeld::ByCaller,
     }
     .run()
 }
@@ -197,38 +225,6 @@ pub fn putpages_busy<V: Vnode>(
 const PREEMPT_INTERVAL: u32 = 64;
 
 type Guard<'a, V> = WriteGuard<'a, ObjectState<<V as Vnode>::Cache>>;
-
-/// The mount transaction (and journal) a cleaning flush runs inside; left on drop.
-struct Transaction<'a, V: Vnode> {
-    vnode: &'a V,
-    journal: bool,
-}
-
-impl<'a, V: Vnode> Transaction<'a, V> {
-    /// Enters the transaction. The page daemon does not wait for it and takes no
-    /// journal; everyone else waits, and begins the journal unless the caller holds it.
-    fn begin(vnode: &'a V, pagedaemon: bool, flags: PutFlags) -> Result<Self> {
-        vnode.trans_begin(!pagedaemon)?;
-        let journal =
-            !pagedaemon && vnode.has_journal() && !flags.contains(PutFlags::JOURNALLOCKED);
-        if journal {
-            if let Err(error) = vnode.journal_begin() {
-                vnode.trans_end();
-                return Err(error);
-            }
-        }
-        Ok(Self { vnode, journal })
-    }
-}
-
-impl<V: Vnode> Drop for Transaction<'_, V> {
-    fn drop(&mut self) {
-        if self.journal {
-            self.vnode.journal_end();
-        }
-        self.vnode.trans_end();
-    }
-}
 
 /// Which pages a scan visits.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -347,11 +343,35 @@ struct Flush<'a, V: Vnode> {
     /// The cluster being built; reserved up front so the scan never allocates.
     pages: Vec<PageRef>,
     transaction: Option<Transaction<'a, V>>,
+    /// The caller entered the transaction (and journal) before taking the node lock:
+    /// entering it here, under that lock, would invert the lock order.
+    caller_in_transaction: bool,
 }
 
 impl<'a, V: Vnode> Flush<'a, V> {
     fn asynchronous(&self) -> bool {
         !self.flags.contains(PutFlags::SYNCIO)
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.transaction.is_some() || self.caller_in_transaction
+    }
+
+    /// Enters the transaction a cleaning flush writes inside. The page daemon does not
+    /// wait for it and takes no journal; everyone else waits, and begins the journal
+    /// unless the caller holds it.
+    fn enter_transaction(&self) -> Result<Transaction<'a, V>> {
+        let vnode: &'a V = self.vnode;
+        let wait = if self.pagedaemon {
+            Wait::DontSleep
+        } else {
+            Wait::Sleep
+        };
+        let mut transaction = Transaction::begin(vnode, wait)?;
+        if !self.pagedaemon && !self.flags.contains(PutFlags::JOURNALLOCKED) {
+            transaction.begin_journal()?;
+        }
+        Ok(transaction)
     }
 
     fn run(mut self) -> core::result::Result<(), PutError> {
@@ -369,9 +389,9 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 drop(state);
                 return result;
             }
-            if self.transaction.is_none() && self.flags.contains(PutFlags::CLEANIT) {
+            if !self.in_transaction() && self.flags.contains(PutFlags::CLEANIT) {
                 drop(state);
-                self.transaction = Some(Transaction::begin(vnode, self.pagedaemon, self.flags)?);
+                self.transaction = Some(self.enter_transaction()?);
                 state = object.lock();
                 continue;
             }
@@ -546,8 +566,15 @@ impl<'a, V: Vnode> Flush<'a, V> {
                     // Taken by someone else while the lock was dropped; never sleep.
                     break;
                 }
-                if !asynchronous && !flags.contains(PutFlags::RECLAIM) {
-                    // Not waited for here; the wait for writes in flight covers it.
+                // A dirty page busy in someone else's hands (a fault reading around it,
+                // read-ahead, a caller holding a fault's pages) holds data a synchronous
+                // clean must write: wait for it. The reference skips it, reasoning that a
+                // page busy for a read cannot be dirty; here a read busies valid pages
+                // too. A page being written has had its dirty status moved on and is
+                // covered by the wait for writes in flight.
+                let dirty_data =
+                    self.flags.contains(PutFlags::CLEANIT) && status != DirtyStatus::Clean;
+                if !asynchronous && !flags.contains(PutFlags::RECLAIM) && !dirty_data {
                     *was_clean = false;
                     next = offset + PAGE_SIZE as u64;
                     continue;
@@ -813,9 +840,13 @@ pub(crate) fn do_io<'a, V: Vnode>(
     let count = pages.len();
     let len = count * PAGE_SIZE;
     let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
-    let bytes = usize::try_from(eof.saturating_sub(first))
-        .unwrap_or(usize::MAX)
-        .min(len);
+    // Whole device sectors: the last one is written up to its end, past the end of
+    // file, with zeroes there.
+    let dev_bshift = geometry(&**vnode).map_or(DEV_BSHIFT, |geometry| geometry.dev_bshift);
+    let sector_mask = (1u64 << dev_bshift) - 1;
+    let to_eof = eof.saturating_sub(first).min(len as u64);
+    let bytes = (((to_eof + sector_mask) & !sector_mask) as usize).min(len);
+    zero_past_eof(pages, to_eof as usize, bytes);
     let priority = priority(&**vnode, flags);
     log::trace!("do_io {first:#x}+{bytes:#x} (of {len:#x}) {priority:?}");
 
@@ -851,6 +882,21 @@ pub(crate) fn do_io<'a, V: Vnode>(
     let wake = complete_write(&mut state, &**vnode, first, count, write, result);
     object.wake_if(wake);
     (state, result)
+}
+
+/// Zeroes bytes `from .. to` of the consecutive, busy `pages` (counted from the first
+/// page's start): the end of the last sector a write sends past the end of file. A
+/// store through a mapping past the end of file may have left bytes there, and they
+/// must not reach the disk, where a later growth of the file would find them (as
+/// Linux zeroes the page straddling the size on every writeback).
+fn zero_past_eof(pages: &[PageRef], from: usize, to: usize) {
+    let mut at = from;
+    while at < to {
+        let within = at % PAGE_SIZE;
+        let len = (PAGE_SIZE - within).min(to - at);
+        pages[at / PAGE_SIZE].zero(within, len);
+        at += len;
+    }
 }
 
 /// Builds and submits one write request per mapped run of `offset .. offset + bytes`.

@@ -1,38 +1,66 @@
 //! What a kernel's write(2) and truncate(2) call: the buffered write helper, block
 //! allocation ahead of a write, and `setsize`.
 //!
+//! Both run inside the mount transaction (and journal) and hold the node lock
+//! exclusively from start to end, in that order (DESIGN.md §4): writes and size
+//! changes of one file happen one at a time, as a kernel's vnode lock makes them, so
+//! an extending write never zeroes past an end of file another write has moved, and
+//! no fault reads a block while it is being allocated. Faults they make themselves
+//! pass [`GetFlags::GLOCKHELD`] and [`GetFlags::JOURNALLOCKED`].
+//!
 //! A write goes a batch of pages at a time. Ranges with holes, and ranges past the end
 //! of file, get their blocks first the way a filesystem's write path does (the
-//! reference's `ufs_balloc_range`): the whole filesystem blocks are faulted in without
-//! allocating, allocated, and their pages marked dirty, so zeroes around the written
-//! bytes reach the disk too. Pages the write covers whole are faulted with
-//! [`GetFlags::OVERWRITE`] and never read; partial pages are read first.
+//! reference's `ufs_balloc_range`): the whole filesystem blocks are faulted in with a
+//! write fault, which allocates every block under them, and their pages marked dirty,
+//! so zeroes around the written bytes reach the disk too. Pages the write covers whole
+//! are faulted with [`GetFlags::OVERWRITE`] and never read; partial pages are read
+//! first.
 
 use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
 use crate::getpages::{Advice, GetFlags, geometry, getpages};
-use crate::hooks::{Access, PageCache, Vnode};
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
-use crate::putpages::{PutFlags, putpages};
+use crate::hooks::{Access, PageCache, Protection, Vnode, max_file_size};
+use crate::object::PageRef;
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
+use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::Arc;
+use crate::transaction::{Transaction, Wait};
+
+/// Flags of every fault made under the write's own transaction and node lock.
+const HELD: GetFlags = GetFlags::GLOCKHELD.union(GetFlags::JOURNALLOCKED);
 
 /// Writes `data` at `offset` of `vnode` through the page cache and returns how many
-/// bytes were written (all of them, unless an error stops it part-way: then the error).
-/// The file grows when the write ends past its end. The pages are left dirty: a
-/// [`putpages`] with [`PutFlags::CLEANIT`] writes them back.
+/// bytes were written. The file grows when the write ends past its end. The pages are
+/// left dirty: a [`putpages`](crate::putpages) with [`PutFlags::CLEANIT`] writes them
+/// back.
 ///
-/// Errors: [`Error::TooBig`] when `offset + data.len()` overflows; the filesystem's
-/// [`Error::NoSpace`] when blocks cannot be allocated; any fault error.
+/// A write that fails part-way returns the bytes it wrote before the failure (a short
+/// write: `Ok(n)` with `n < data.len()`), and the file has grown by exactly those. A
+/// write that fails before writing anything returns the error and leaves the size as
+/// it was. Writes, [`setsize`] and faults that allocate on one file run one at a time
+/// (each holds the node lock exclusively); writes that do not overlap never lose each
+/// other's bytes, and overlapping ones land in some serial order.
+///
+/// Errors: [`Error::TooBig`] when the write would end past the file's
+/// [`BlockMap::max_size`](crate::BlockMap::max_size); the filesystem's
+/// [`Error::NoSpace`] when blocks cannot be allocated; the transaction hooks' errors;
+/// any fault error.
 pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize> {
     if data.is_empty() {
         return Ok(0);
     }
-    let end = offset.checked_add(data.len() as u64).ok_or(Error::TooBig)?;
-    round_page(end)
-        .checked_add(PAGE_SIZE as u64)
+    let end = u64::try_from(data.len())
+        .ok()
+        .and_then(|len| offset.checked_add(len))
         .ok_or(Error::TooBig)?;
+    if end > max_file_size(vnode.block_map()) {
+        return Err(Error::TooBig);
+    }
     let geometry = geometry(&**vnode)?;
+    let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
+    transaction.begin_journal()?;
     let object = vnode.object();
+    let _node = object.node_lock().write();
     let (old_size, old_write_size) = {
         let mut state = object.lock();
         let (size, write_size) = (state.size(), state.write_size());
@@ -40,48 +68,79 @@ pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize
         state.set_sizes(size, write_size.max(end));
         (size, write_size)
     };
-    let written = write_batches(vnode, geometry, old_size, offset, data);
-    if written.is_err() {
-        // The end the write announced was never reached: take it back, or later
-        // flushes would write past the end of file.
-        let mut state = object.lock();
-        let size = state.size();
-        state.set_sizes(size, old_write_size.max(size));
+    let (written, result) = write_batches(vnode, geometry, old_size, offset, data);
+    match result {
+        Ok(()) => Ok(written),
+        Err(error) if written > 0 => {
+            log::trace!("write: short write of {written:#x} bytes at {offset:#x}: {error}");
+            // The size already covers what was written; the rest was never reached.
+            let mut state = object.lock();
+            let size = state.size();
+            state.set_sizes(size, old_write_size.max(size));
+            Ok(written)
+        }
+        Err(error) => {
+            log::trace!("write at {offset:#x} failed: {error}");
+            undo_growth(vnode, old_size, old_write_size);
+            Err(error)
+        }
     }
-    written
 }
 
+/// Takes a failed write's growth back: the size and write size it found, and no page
+/// wholly past that end (what the write zeroed or faulted there is not file data).
+fn undo_growth<V: Vnode>(vnode: &Arc<V>, old_size: u64, old_write_size: u64) {
+    let object = vnode.object();
+    let grew = {
+        let mut state = object.lock();
+        let grew = state.size() > old_size;
+        state.set_sizes(old_size, old_write_size);
+        grew
+    };
+    if grew {
+        object.free_range_waiting(round_page(old_size)..u64::MAX);
+    }
+}
+
+/// Writes `data` at `offset` a batch at a time; returns how many bytes were written
+/// and the error that stopped it.
 fn write_batches<V: Vnode>(
     vnode: &Arc<V>,
     geometry: Geometry,
     old_size: u64,
     offset: u64,
     data: &[u8],
-) -> Result<usize> {
+) -> (usize, Result) {
+    if let Err(error) = zero_old_tail(vnode, geometry, old_size, offset) {
+        return (0, Err(error));
+    }
     let end = offset + data.len() as u64;
-    zero_old_tail(vnode, geometry, old_size, offset)?;
     let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16) as u64;
     let mut done = 0usize;
     while done < data.len() {
         let pos = offset + done as u64;
         let batch_end = (trunc_page(pos) + batch_pages * PAGE_SIZE as u64).min(end);
         let len = (batch_end - pos) as usize;
-        write_batch(vnode, geometry, pos, &data[done..done + len])?;
+        if let Err(error) = write_batch(vnode, geometry, pos, &data[done..done + len]) {
+            return (done, Err(error));
+        }
         done += len;
     }
-    Ok(done)
+    (done, Ok(()))
 }
 
 /// Before the file grows from `old_size` to past `upto`: the old last block may hold
-/// stale bytes past the old end (a truncation's zeroes are never written past the new
-/// end); once the file grows over them they must read as zero, so zeroes are written
-/// over them, up to `upto`. Grows the size as it goes.
+/// stale bytes past the old end on the disk (a truncation's zeroes are never written
+/// past the new end), and the old last page stale bytes in memory (a store through a
+/// mapping past the end); once the file grows over them they must read as zero, so
+/// zeroes are written over them, up to `upto`. Grows the size as it goes.
 fn zero_old_tail<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, old_size: u64, upto: u64) -> Result {
     let block_mask = geometry.block_size() - 1;
-    if upto <= old_size || old_size & block_mask == 0 {
+    let tail_end = ((old_size | block_mask) + 1).max(round_page(old_size));
+    if upto <= old_size || old_size & block_mask == 0 && old_size & PAGE_MASK == 0 {
         return Ok(());
     }
-    let gap_end = upto.min((old_size | block_mask) + 1);
+    let gap_end = upto.min(tail_end);
     let zeroes = [0u8; 512];
     let mut at = old_size;
     while at < gap_end {
@@ -100,11 +159,13 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
     let object = vnode.object();
     let size = object.size();
     let extending = end > size;
-    if extending || !is_allocated(vnode.block_map(), geometry, pos, end.min(size))? {
+    if extending || !is_allocated(vnode.block_map(), geometry, pos, end)? {
         allocate_range(vnode, geometry, pos, end)?;
     }
-    let whole_pages = pos == first && (end & PAGE_MASK == 0 || end >= size);
-    let mut flags = GetFlags::SYNCIO;
+    // A page the write ends inside is read first even at the end of file: the blocks
+    // past the end under it may be holes, which an overwrite fault refuses.
+    let whole_pages = pos == first && end & PAGE_MASK == 0;
+    let mut flags = GetFlags::SYNCIO | HELD;
     flags.set(GetFlags::PASTEOF, extending);
     flags.set(GetFlags::OVERWRITE, whole_pages);
     let mut pages = getpages(
@@ -116,7 +177,7 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
         Advice::Sequential,
         flags,
     )?
-    .into_busy()
+    .into_writable()
     .ok_or(Error::Invalid)?;
     for index in 0..pages.len() {
         let page_start = pages.offset(index);
@@ -152,9 +213,9 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
     let first = trunc_page(start & !block_mask);
     let last = round_page((end + block_mask) & !block_mask);
     let count = ((last - first) >> PAGE_SHIFT) as usize;
-    let flags = GetFlags::SYNCIO | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP;
+    let flags = GetFlags::SYNCIO | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP | HELD;
     getpages(vnode, first, count, 0, Access::Write, Advice::Normal, flags)?
-        .into_busy()
+        .into_writable()
         .ok_or(Error::Invalid)?
         .release();
     Ok(())
@@ -162,25 +223,39 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
 
 /// Changes the file size (the reference's `uvm_vnp_setsize`, with the zeroing a
 /// filesystem's truncate does). Growing records the size, after writing zeroes over
-/// the rest of the old last block (as [`write()`] does when it extends a file), so that
-/// bytes a truncation left on the disk past the old end read as zero; for a vnode with
-/// a block map only ([`Vnode::byte_io`] hosts extend their own files). Shrinking frees
-/// the cached pages wholly past the new end (discarding their dirty data), waits for
-/// busy ones, and zeroes the tail of the new last page if it is resident. Freeing the
-/// blocks is the filesystem's job.
+/// the rest of the old last block and page (as [`write()`] does when it extends a
+/// file), so that bytes a truncation left past the old end read as zero; for a vnode
+/// with a block map only ([`Vnode::byte_io`] hosts extend their own files). Shrinking
+/// frees the cached pages wholly past the new end (discarding their dirty data),
+/// waits for busy ones, and zeroes the tail of the new last page if it is resident.
+/// Freeing the blocks is the filesystem's job, after `setsize` returns; a later write
+/// or write fault allocates again whatever it needs, whatever pages are cached.
 ///
-/// Holds the node lock exclusively throughout (after the zeroing of a grow), so faults
-/// and the fast path see either the old size with its pages or the new one.
+/// Runs inside the mount transaction and journal, and holds the node lock exclusively
+/// throughout, so faults and the fast path see either the old size with its pages or
+/// the new one.
 ///
-/// Errors: growing can fail as [`write()`] does (the size then stays where the zeroing
-/// got to).
+/// Errors: [`Error::TooBig`] for a size past the file's
+/// [`BlockMap::max_size`](crate::BlockMap::max_size); the transaction hooks' errors;
+/// growing can fail as [`write()`] does, and then the size stays as it was.
 pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
-    let object = vnode.object();
-    let old_size = object.size();
-    if size > old_size && vnode.byte_io().is_none() {
-        zero_old_tail(vnode, geometry(&**vnode)?, old_size, size)?;
+    if size > max_file_size(vnode.block_map()) {
+        return Err(Error::TooBig);
     }
+    let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
+    transaction.begin_journal()?;
+    let object = vnode.object();
     let _node = object.node_lock().write();
+    let (old_size, old_write_size) = {
+        let state = object.lock();
+        (state.size(), state.write_size())
+    };
+    if size > old_size && vnode.byte_io().is_none() {
+        if let Err(error) = zero_old_tail(vnode, geometry(&**vnode)?, old_size, size) {
+            undo_growth(vnode, old_size, old_write_size);
+            return Err(error);
+        }
+    }
     let old = {
         let mut state = object.lock();
         let old = state.size();
@@ -196,33 +271,45 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         return Ok(());
     }
     if round_page(size) < round_page(old) {
-        putpages(
-            vnode,
-            round_page(size),
-            0,
-            PutFlags::FREE | PutFlags::SYNCIO,
-        )?;
+        let free = PutFlags::FREE | PutFlags::SYNCIO;
+        flush(vnode, round_page(size), 0, free, TransactionHeld::ByCaller)?;
         // It skips pages other threads hold busy: wait for those and free them too.
         object.free_range_waiting(round_page(size)..u64::MAX);
     }
-    let tail = size & PAGE_MASK;
-    let resident = object.read().cache().lookup(trunc_page(size)).is_some();
-    if tail != 0 && resident {
-        let flags =
-            GetFlags::SYNCIO | GetFlags::NOBLOCKALLOC | GetFlags::NOTIMESTAMP | GetFlags::GLOCKHELD;
-        let mut pages = getpages(
-            vnode,
-            trunc_page(size),
-            1,
-            0,
-            Access::Write,
-            Advice::Normal,
-            flags,
-        )?
-        .into_busy()
-        .ok_or(Error::Invalid)?;
-        // Stays read-only if it backs a hole: this fault allocated nothing.
-        pages.bytes_mut(0)[tail as usize..].fill(0);
+    zero_resident_tail(vnode, size)
+}
+
+/// Zeroes the bytes past `size` of the resident page holding it (a shrink's new last
+/// page), waiting for it if it is busy. They are past the end of file, but a later
+/// growth must find them zero, and a write of the page covers them up to the end of
+/// its last sector.
+fn zero_resident_tail<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
+    let within = (size & PAGE_MASK) as usize;
+    let at = trunc_page(size);
+    let object = vnode.object();
+    let state = object.lock();
+    if within == 0 || state.cache().lookup(at).is_none() {
+        return Ok(());
     }
+    let mut page = alloc::vec::Vec::new();
+    let (mut state, found) = object.find_pages(state, at, 1, true, &mut page);
+    found?;
+    let page: &PageRef = &page[0];
+    let valid = state
+        .cache()
+        .lookup(at)
+        .is_some_and(|p| !p.flags.contains(PageFlags::FAKE));
+    if valid {
+        if state.cache().is_writable_mapped(at) {
+            state.cache_mut().protect(at, Protection::ReadOnly);
+        }
+        page.zero(within, PAGE_SIZE - within);
+        // Dirty, so the zeroes reach the disk with the rest of the last sector.
+        state.mark(at, crate::page::DirtyStatus::Dirty);
+        state.note_dirty(&**vnode);
+    }
+    let wake = state.release_pages(core::slice::from_ref(page));
+    drop(state);
+    object.wake_if(wake);
     Ok(())
 }

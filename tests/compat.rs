@@ -322,7 +322,7 @@ fn c01_write_fault_starts_dirty_tracking() {
     let file = ByteFile::new(&data);
     let pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
         .unwrap()
-        .into_busy()
+        .into_writable()
         .unwrap();
     drop(pages);
     assert_eq!(file.page(0).unwrap().1, DirtyStatus::Unknown);
@@ -342,7 +342,7 @@ fn c02_flush_writes_through_write_at_up_to_the_write_size() {
     let file = ByteFile::new(&data);
     let mut pages = fault(&file, 0, 3, 0, Access::Write, SYNC)
         .unwrap()
-        .into_busy()
+        .into_writable()
         .unwrap();
     pages.bytes_mut(0)[10] = 0x11;
     pages.bytes_mut(1)[20] = 0x55;
@@ -385,7 +385,7 @@ fn c02_flush_and_free() {
     let file = ByteFile::new(&data);
     let mut pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
         .unwrap()
-        .into_busy()
+        .into_writable()
         .unwrap();
     pages.bytes_mut(1)[0] = 0x33;
     drop(pages);
@@ -408,7 +408,7 @@ fn c02_failed_write_keeps_the_data_dirty_and_reports_once() {
     let file = ByteFile::new(&data);
     let mut pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
         .unwrap()
-        .into_busy()
+        .into_writable()
         .unwrap();
     pages.bytes_mut(0)[0] = 0x44;
     drop(pages);

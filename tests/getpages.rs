@@ -170,13 +170,22 @@ fn g02_bad_arguments_are_invalid_and_leave_nothing_behind() {
         (0, 2, 2),
         (3 * P, 1, 0),
         (2 * P, 2, 1),
-        (!(P - 1), 4, 0),
     ] {
         for flags in [SYNC, GetFlags::empty(), GetFlags::LOCKED] {
             let result = fault(&file, offset, count, center, Access::Read, flags);
             assert!(
                 matches!(result, Err(Error::Invalid)),
                 "{offset} {count} {center} {flags:?}"
+            );
+        }
+    }
+    // A range past the largest file is too big, whichever way through.
+    for (offset, count) in [(!(P - 1), 4), (genpager::MAX_FILE_SIZE, 1)] {
+        for flags in [SYNC, GetFlags::empty(), GetFlags::LOCKED] {
+            let result = fault(&file, offset, count, 0, Access::Read, flags);
+            assert!(
+                matches!(result, Err(Error::TooBig)),
+                "{offset:#x} {flags:?}"
             );
         }
     }
@@ -389,7 +398,7 @@ fn g07_overwrite_reads_nothing_and_pages_start_dirty() {
     let (disk, file) = file_with(14, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 16));
     let mut pages = fault(&file, P, 2, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
         .unwrap()
-        .into_busy()
+        .into_writable()
         .unwrap();
     assert_eq!(pages.len(), 2, "no widening to the 16 KiB block");
     assert!(disk.log().is_empty(), "overwrite reads nothing");
@@ -524,7 +533,7 @@ fn g09_widened_read_skips_a_dirty_page_inside_the_block() {
         SYNC | GetFlags::OVERWRITE,
     )
     .unwrap()
-    .into_busy()
+    .into_writable()
     .unwrap();
     pages.bytes_mut(0).fill(0x5A);
     drop(pages);
@@ -551,7 +560,7 @@ fn g09_widening_waits_for_a_busy_lower_page_in_ascending_order() {
     let (_disk, file) = file_with(14, Layout::Contiguous, &data);
     let held = fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
         .unwrap()
-        .into_busy()
+        .into_writable()
         .unwrap();
     let faulting = {
         let file = file.clone();

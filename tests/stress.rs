@@ -200,7 +200,7 @@ fn change_own(world: &World, thread: usize, rng: &mut Rng) {
                 GetFlags::SYNCIO,
             )
             .expect("write fault");
-            let mut pages = fetched.into_busy().expect("busy page");
+            let mut pages = fetched.into_writable().expect("busy page");
             let within = (at - page) as usize;
             pages.bytes_mut(0)[within..within + len].copy_from_slice(&data);
             true

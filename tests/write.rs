@@ -206,7 +206,7 @@ fn sub_page_block_write_leaves_no_hole_under_a_writable_page() {
         flags,
     )
     .unwrap()
-    .into_busy()
+    .into_writable()
     .unwrap();
     pages.bytes_mut(0)[2048..2058].copy_from_slice(&[0xa5; 10]);
     drop(pages);
@@ -245,7 +245,7 @@ fn holes_past_eof_under_a_page_are_allocated_by_a_write_fault() {
         flags,
     )
     .unwrap()
-    .into_busy()
+    .into_writable()
     .unwrap();
     pages.bytes_mut(0)[PAGE_SIZE - 10..].copy_from_slice(&[0xa5; 10]);
     drop(pages);
@@ -281,7 +281,7 @@ fn truncate_into_a_page_over_a_hole_keeps_it_read_only() {
         flags,
     )
     .unwrap()
-    .into_busy()
+    .into_writable()
     .unwrap();
     pages.bytes_mut(0)[0xa00..0xa10].copy_from_slice(&[0xa5; 16]);
     drop(pages);

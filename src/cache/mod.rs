@@ -211,6 +211,23 @@ impl DefaultCache {
         Ok(())
     }
 
+    /// The bytes of the resident, valid page at `offset` as a user mapping would read
+    /// them, or `None` if it is absent, busy or not valid. Unlike the fast path, this
+    /// sees pages mapped writable too: in this cache a store through a mapping
+    /// ([`DefaultCache::write_through_mapping`]) needs `&mut self`, so none can land
+    /// while the returned slice lives.
+    pub fn mapped_bytes(&self, offset: u64) -> Option<&[u8]> {
+        let slot = self.slot_at(offset)?;
+        if slot.page.is_busy() || slot.page.flags.contains(crate::page::PageFlags::FAKE) {
+            return None;
+        }
+        // SAFETY: the page is resident, valid and not busy: no device request and no
+        // busy owner touches its bytes, and stores through this cache's emulated
+        // mappings take `&mut self`, which the borrow of `self` excludes for the
+        // slice's life; the frame holds PAGE_SIZE bytes while the page is resident.
+        Some(unsafe { core::slice::from_raw_parts(slot.page.frame().as_ptr(), PAGE_SIZE) })
+    }
+
     #[inline]
     fn slot(&self, index: u32) -> Option<&Slot> {
         self.slots.get(index as usize)?.as_ref()
@@ -425,6 +442,11 @@ unsafe impl PageCache for DefaultCache {
 
     fn resident_pages(&self) -> usize {
         self.index.len()
+    }
+
+    #[inline]
+    fn is_writable_mapped(&self, offset: u64) -> bool {
+        self.map_state(offset) == MapState::Writable
     }
 
     #[inline]

@@ -916,8 +916,18 @@ impl<B: Backend> Harness<B> {
     fn page_bytes(&self, offset: u64) -> Option<Vec<u8>> {
         let flags = GetFlags::LOCKED | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP;
         match getpages(self.v(), offset, 1, 0, Access::Read, Advice::Normal, flags) {
-            Ok(Fetched::Resident(pages)) => pages.bytes(0).map(<[u8]>::to_vec),
-            _ => None,
+            Ok(Fetched::Resident(pages)) if pages.bytes(0).is_some() => {
+                pages.bytes(0).map(<[u8]>::to_vec)
+            }
+            // The fast path leaves out pages mapped writable: read them as the mapping
+            // would.
+            _ => {
+                let state = self.v().object().read();
+                let writable = state.cache().map_state(offset) == MapState::Writable;
+                writable
+                    .then(|| state.cache().mapped_bytes(offset).map(<[u8]>::to_vec))
+                    .flatten()
+            }
         }
     }
 
@@ -1178,6 +1188,9 @@ impl<B: Backend> Harness<B> {
                         Ok(())
                     }
                     Ok(Fetched::Started) => Ok(()),
+                    Ok(Fetched::Writable(_)) => {
+                        return Err("a read fault handed out writable pages".into());
+                    }
                     Err(e) => Err(e),
                 };
                 let (reads, writes) = self.settle(before);
@@ -1227,7 +1240,7 @@ impl<B: Backend> Harness<B> {
                 }
                 let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
                 let result = match self.fault(offset, count, 0, Access::Write, flags) {
-                    Ok(Fetched::Busy(mut pages)) => {
+                    Ok(Fetched::Writable(mut pages)) => {
                         let want = count.min((npages - first) as usize);
                         ensure!(pages.len() == want, "{} pages, want {want}", pages.len());
                         for i in 0..pages.len() {
@@ -1265,6 +1278,9 @@ impl<B: Backend> Harness<B> {
                         Ok(())
                     }
                     Ok(Fetched::Started) => Err(Error::Invalid),
+                    Ok(Fetched::Busy(_)) => {
+                        return Err("a write fault handed out read-only pages".into());
+                    }
                     Err(e) => Err(e),
                 };
                 let (reads, w) = self.settle(before);
@@ -1314,7 +1330,7 @@ impl<B: Backend> Harness<B> {
                             // The store faults: a write fault, then the fault handler
                             // maps the page writable before releasing it.
                             match self.fault(offset, 1, 0, Access::Write, GetFlags::SYNCIO) {
-                                Ok(Fetched::Busy(pages)) => {
+                                Ok(Fetched::Writable(pages)) => {
                                     let mut state = self.v().object().lock();
                                     state.cache_mut().map(offset, MapState::Writable);
                                     state.set_flags(
@@ -1578,7 +1594,6 @@ impl<B: Backend> Harness<B> {
     ) -> core::result::Result<bool, String> {
         let old = self.model.clone();
         let old_size = old.len() as u64;
-        let end = offset + data.len() as u64;
         let result = write(self.v(), offset, data);
         self.settle(before);
         ensure!(
@@ -1596,44 +1611,33 @@ impl<B: Backend> Harness<B> {
         };
         match result {
             Ok(n) => {
-                ensure!(n == data.len(), "write returned {n} of {}", data.len());
-                self.model = complete(end);
-                Ok(false)
+                // A short write (something failed part-way) wrote exactly its prefix.
+                ensure!(
+                    n > 0 && n <= data.len(),
+                    "write returned {n} of {}",
+                    data.len()
+                );
+                self.model = complete(offset + n as u64);
+                ensure!(
+                    self.size() == self.model.len() as u64,
+                    "write of {n} bytes left size {:#x}, want {:#x}",
+                    self.size(),
+                    self.model.len()
+                );
+                Ok(n < data.len())
             }
             Err(e) => {
                 ensure!(
                     matches!(e, Error::Io | Error::NoMemory | Error::NoSpace),
                     "write failed with {e:?}"
                 );
-                let mut candidates = vec![old.clone()];
-                let mask = (1u64 << self.b.block_shift()) - 1;
-                if offset > old_size && old_size & mask != 0 {
-                    let gap_end = offset.min((old_size | mask) + 1);
-                    let mut at = old_size;
-                    while at < gap_end {
-                        at = (at + 512).min(gap_end);
-                        let mut m = old.clone();
-                        m.resize(at as usize, 0);
-                        candidates.push(m);
-                    }
-                }
-                let batch =
-                    WRITE_BATCH_PAGES.min((self.v().max_transfer() / PAGE_SIZE).max(1) as u64);
-                let mut pos = offset;
-                while pos < end {
-                    pos = (trunc_page(pos) + batch * PAGE).min(end);
-                    candidates.push(complete(pos));
-                }
+                // A write that fails before writing anything leaves the file as it was.
                 let seen = self.observed();
-                match candidates.into_iter().find(|c| *c == seen) {
-                    Some(m) => self.model = m,
-                    None => {
-                        return Err(format!(
-                            "failed write ({e:?}) left the file ({:#x} bytes) matching no prefix of the write",
-                            seen.len()
-                        ));
-                    }
-                }
+                ensure!(
+                    seen == old && self.size() == old_size,
+                    "failed write ({e:?}) changed the file ({:#x} bytes, was {old_size:#x})",
+                    seen.len()
+                );
                 Ok(true)
             }
         }
@@ -1656,7 +1660,7 @@ impl<B: Backend> Harness<B> {
             let batch_end = (first + WRITE_BATCH_PAGES * PAGE).min(end);
             let count = page_count(batch_end - first) as usize;
             match self.fault(first, count, 0, Access::Write, GetFlags::SYNCIO) {
-                Ok(Fetched::Busy(mut pages)) => {
+                Ok(Fetched::Writable(mut pages)) => {
                     for i in 0..pages.len() {
                         let page_at = pages.offset(i);
                         let from = pos.max(page_at);

@@ -427,7 +427,7 @@ fn hole_write_fault() -> Outcome {
         GetFlags::SYNCIO,
     )
     .context("write fault")?;
-    let mut pages = fetched.into_busy().ok_or("no busy pages")?;
+    let mut pages = fetched.into_writable().ok_or("no writable pages")?;
     ensure_eq!(file.alloc_calls(), 1);
     for block in lbn..lbn + 4 {
         ensure!(
