@@ -200,7 +200,7 @@ impl MemDisk {
         if threaded {
             let worker = shared.clone();
             std::thread::Builder::new()
-                .name("memdisk-completion".into())
+                .name(super::COMPLETION_THREAD.into())
                 .spawn(move || worker.work())
                 .expect("spawn the MemDisk completion thread");
         }
@@ -548,14 +548,13 @@ impl Drop for Handle {
             self.shared.run_ready();
         }
         // Checked here, at the last handle, so that every test using the disk checks
-        // it without saying so; not while panicking, where a second panic aborts and
-        // hides the first.
-        if malformed > 0 && !expected && !std::thread::panicking() {
-            panic!(
+        // it without saying so.
+        if malformed > 0 && !expected {
+            super::fail_at_drop(format_args!(
                 "MemDisk saw {malformed} request(s) that were not a whole, non-zero \
                  number of {SECTOR_SIZE}-byte sectors (see the request log; call \
                  MemDisk::expect_malformed_requests if the test means to)"
-            );
+            ));
         }
     }
 }

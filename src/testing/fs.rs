@@ -1,10 +1,14 @@
 //! [`MemFs`] and [`MemFile`]: a toy filesystem on a [`MemDisk`] whose files are
 //! vnodes with settable knobs and counted hooks.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
+use std::collections::HashMap;
+use std::thread::ThreadId;
 
 use super::disk::{MemDisk, SECTOR_SIZE, next_random};
 use crate::cache::DefaultCache;
@@ -357,6 +361,149 @@ impl Counters {
     }
 }
 
+/// What a [`MemFile`]'s mount-transaction and journal hooks saw, checked against the
+/// lock order (mount transaction, then journal, then node lock): see
+/// [`MemFile::ledger`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// `trans_begin` calls that entered a transaction (refusals are not entries).
+    pub trans_begins: u64,
+    /// `trans_end` calls.
+    pub trans_ends: u64,
+    /// `journal_begin` calls that entered the journal.
+    pub journal_begins: u64,
+    /// `journal_end` calls.
+    pub journal_ends: u64,
+    /// One line per thread still inside a transaction or the journal now.
+    pub open: Vec<String>,
+    /// One line per broken rule, in the order they happened: an end with nothing to
+    /// end on that thread, a transaction begun inside the journal, or a transaction
+    /// or the journal begun while the thread held a node lock.
+    pub violations: Vec<String>,
+}
+
+impl Ledger {
+    /// Whether no thread is inside a transaction or the journal and no rule was
+    /// broken: what dropping a [`MemFile`] checks.
+    pub fn is_clean(&self) -> bool {
+        self.open.is_empty() && self.violations.is_empty()
+    }
+}
+
+/// How deep one thread is in a file's mount transaction and journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Depth {
+    transaction: u64,
+    journal: u64,
+}
+
+/// The state behind [`Ledger`]: depths per thread, since each thread enters and
+/// leaves on its own.
+#[derive(Default)]
+struct LedgerState {
+    depths: HashMap<ThreadId, Depth>,
+    trans_begins: u64,
+    trans_ends: u64,
+    journal_begins: u64,
+    journal_ends: u64,
+    violations: Vec<String>,
+}
+
+/// The calling thread, as violation reports name it.
+fn this_thread() -> String {
+    let thread = std::thread::current();
+    match thread.name() {
+        Some(name) => format!("thread {name:?}"),
+        None => format!("{:?}", thread.id()),
+    }
+}
+
+/// Node-lock guards the calling thread holds (not tracked under loom, whose threads
+/// share one OS thread).
+fn node_locks_held() -> usize {
+    #[cfg(not(loom))]
+    return crate::sync::sleep_locks_held_by_this_thread();
+    #[cfg(loom)]
+    return 0;
+}
+
+impl LedgerState {
+    fn depth(&mut self) -> &mut Depth {
+        self.depths.entry(std::thread::current().id()).or_default()
+    }
+
+    /// Records a begin of `what` that succeeded, after checking the locks held.
+    fn begin(&mut self, what: &str, journal: bool) {
+        let held = node_locks_held();
+        if held > 0 {
+            self.violations.push(format!(
+                "{what} on {} while it held {held} node lock(s)",
+                this_thread()
+            ));
+        }
+        let depth = *self.depth();
+        if !journal && depth.journal > 0 {
+            self.violations.push(format!(
+                "{what} on {} inside the journal (depth {})",
+                this_thread(),
+                depth.journal
+            ));
+        }
+        let depth = self.depth();
+        if journal {
+            depth.journal += 1;
+            self.journal_begins += 1;
+        } else {
+            depth.transaction += 1;
+            self.trans_begins += 1;
+        }
+    }
+
+    /// Records an end of `what`, which must close a begin of the same thread.
+    fn end(&mut self, what: &str, journal: bool) {
+        let depth = self.depth();
+        let level = if journal {
+            &mut depth.journal
+        } else {
+            &mut depth.transaction
+        };
+        let was = *level;
+        *level = was.saturating_sub(1);
+        if journal {
+            self.journal_ends += 1;
+        } else {
+            self.trans_ends += 1;
+        }
+        if was == 0 {
+            self.violations
+                .push(format!("{what} on {} with nothing begun", this_thread()));
+        }
+    }
+
+    fn snapshot(&self) -> Ledger {
+        let mut open: Vec<String> = self
+            .depths
+            .iter()
+            .filter(|(_, depth)| **depth != Depth::default())
+            .map(|(thread, depth)| {
+                format!(
+                    "{thread:?}: transaction depth {}, journal depth {}",
+                    depth.transaction, depth.journal
+                )
+            })
+            .collect();
+        open.sort();
+        Ledger {
+            trans_begins: self.trans_begins,
+            trans_ends: self.trans_ends,
+            journal_begins: self.journal_begins,
+            journal_ends: self.journal_ends,
+            open,
+            violations: self.violations.clone(),
+        }
+    }
+}
+
 /// The settable behaviour of a [`MemFile`]. Atomics rather than one locked struct:
 /// the pager reads several of them per cluster, where a real filesystem reads plain
 /// fields, and a lock each time would be the rig's cost showing up in benchmarks.
@@ -428,6 +575,11 @@ impl Knob<Option<u64>> for AtomicU64 {
 ///
 /// The knobs (`set_*`) change what its hooks report; [`MemFile::hooks`] counts the
 /// calls the pager made.
+///
+/// [`MemFile::ledger`] follows the mount transaction and the journal per thread.
+/// Dropping the file checks the ledger, so every test using one checks that the
+/// pager left no transaction or journal open and kept the lock order; a test failure
+/// (a panic) names what went wrong.
 pub struct MemFile {
     fs: Arc<MemFs>,
     object: VmObject<DefaultCache>,
@@ -435,6 +587,7 @@ pub struct MemFile {
     table: Mutex<Vec<Option<u64>>>,
     knobs: Knobs,
     counts: Counters,
+    ledger: Mutex<LedgerState>,
 }
 
 impl MemFile {
@@ -455,6 +608,7 @@ impl MemFile {
                 fail_bmap: AtomicU64::new(NONE),
             },
             counts: Counters::default(),
+            ledger: Mutex::new(LedgerState::default()),
         }
     }
 
@@ -518,6 +672,12 @@ impl MemFile {
         self.counts.snapshot()
     }
 
+    /// What the transaction and journal hooks saw so far (not reset by
+    /// [`MemFile::reset_hooks`]).
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.lock().snapshot()
+    }
+
     /// Zeroes the hook counters.
     pub fn reset_hooks(&self) {
         for counter in self.counts.each() {
@@ -559,6 +719,18 @@ impl MemFile {
         let end = offset.checked_add(len).ok_or(Error::Invalid)?;
         let shift = self.fs.fs_bshift;
         Ok(offset >> shift..end.div_ceil(1 << shift))
+    }
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        let ledger = self.ledger.lock().snapshot();
+        if !ledger.is_clean() {
+            super::fail_at_drop(format_args!(
+                "MemFile dropped with its transaction/journal ledger unbalanced or \
+                 a lock-order violation: {ledger:#?}"
+            ));
+        }
     }
 }
 
@@ -700,11 +872,13 @@ impl Vnode for MemFile {
             return Err(Error::Busy);
         }
         bump(&self.counts.trans_begin);
+        self.ledger.lock().begin("trans_begin", false);
         Ok(())
     }
 
     fn trans_end(&self) {
         bump(&self.counts.trans_end);
+        self.ledger.lock().end("trans_end", false);
     }
 
     fn has_journal(&self) -> bool {
@@ -713,11 +887,13 @@ impl Vnode for MemFile {
 
     fn journal_begin(&self) -> Result {
         bump(&self.counts.journal_begin);
+        self.ledger.lock().begin("journal_begin", true);
         Ok(())
     }
 
     fn journal_end(&self) {
         bump(&self.counts.journal_end);
+        self.ledger.lock().end("journal_end", true);
     }
 
     fn worklist_add(&self) {
@@ -1054,6 +1230,85 @@ mod tests {
         );
         file.reset_hooks();
         assert_eq!(file.hooks(), HookCounts::default());
+    }
+
+    #[test]
+    fn ledger_balances_per_thread_and_ignores_refused_begins() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        let file = fs.create(&pattern(100)).unwrap();
+        file.set_trans_busy(true);
+        assert_eq!(file.trans_begin(false), Err(Error::Busy));
+        assert_eq!(file.ledger(), Ledger::default(), "a refusal enters nothing");
+        file.set_trans_busy(false);
+
+        file.trans_begin(true).unwrap();
+        file.journal_begin().unwrap();
+        let ledger = file.ledger();
+        assert_eq!(ledger.open.len(), 1, "{ledger:?}");
+        assert!(ledger.open[0].contains("transaction depth 1, journal depth 1"));
+        // Another thread has depths of its own: it cannot end this thread's.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                file.trans_begin(true).unwrap();
+                file.trans_end();
+            });
+        });
+        file.journal_end();
+        file.trans_end();
+        let ledger = file.ledger();
+        assert!(ledger.is_clean(), "{ledger:?}");
+        assert_eq!(
+            (ledger.trans_begins, ledger.trans_ends),
+            (2, 2),
+            "both threads counted"
+        );
+        assert_eq!((ledger.journal_begins, ledger.journal_ends), (1, 1));
+    }
+
+    #[test]
+    fn ledger_reports_unmatched_ends_and_lock_order_violations() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        let file = fs.create(&pattern(100)).unwrap();
+        file.trans_end();
+        file.journal_end();
+        {
+            let _node = file.object().node_lock().read();
+            file.trans_begin(true).unwrap();
+            file.journal_begin().unwrap();
+            file.journal_end();
+            file.trans_end();
+        }
+        file.journal_begin().unwrap();
+        file.trans_begin(true).unwrap();
+        file.trans_end();
+        file.journal_end();
+        let ledger = file.ledger();
+        assert!(ledger.open.is_empty(), "{ledger:?}");
+        let violations = ledger.violations.join("\n");
+        assert_eq!(ledger.violations.len(), 5, "{violations}");
+        assert!(
+            ledger.violations[0].starts_with("trans_end on ")
+                && violations.contains("nothing begun")
+        );
+        assert!(ledger.violations[1].starts_with("journal_end on "));
+        assert!(
+            ledger.violations[2].starts_with("trans_begin on ")
+                && ledger.violations[2].ends_with("held 1 node lock(s)")
+        );
+        assert!(
+            ledger.violations[3].starts_with("journal_begin on ")
+                && ledger.violations[3].ends_with("held 1 node lock(s)")
+        );
+        assert!(ledger.violations[4].contains("inside the journal (depth 1)"));
+        assert!(!ledger.is_clean());
+
+        // Dropping a file with an unclean ledger fails the test that dropped it.
+        let dropped = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| drop(file)));
+        let message = dropped.expect_err("the drop checks the ledger");
+        let message = message
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(message.contains("lock-order violation"), "{message}");
     }
 
     #[test]
