@@ -574,7 +574,8 @@ mod tests {
 
     /// One synchronous request over `buf`, as the pager would issue it.
     fn sync_io(disk: &MemDisk, direction: Direction, block: u64, buf: &mut [u8]) -> Result {
-        let (mut nest, wait) = Nest::synchronous(buf.len(), direction, Priority::TimeCritical);
+        let (mut nest, wait) =
+            Nest::synchronous(buf.len(), direction, Priority::TimeCritical).unwrap();
         let request = nest.request(block, block.wrapping_mul(512), vec![segment(buf)]);
         disk.submit(request);
         nest.finish(0, Ok(()));
@@ -590,7 +591,8 @@ mod tests {
         buf: &mut [u8],
         done: impl FnOnce(Outcome) + Send + 'static,
     ) {
-        let mut nest = Nest::asynchronous(buf.len(), direction, Priority::TimeNonCritical, done);
+        let mut nest =
+            Nest::asynchronous(buf.len(), direction, Priority::TimeNonCritical, done).unwrap();
         let request = nest.request(block, 0, vec![segment(buf)]);
         disk.submit(request);
         nest.finish(0, Ok(()));
