@@ -377,8 +377,8 @@ pub struct Ledger {
     /// One line per thread still inside a transaction or the journal now.
     pub open: Vec<String>,
     /// One line per broken rule, in the order they happened: an end with nothing to
-    /// end on that thread, a transaction begun inside the journal, or a transaction
-    /// or the journal begun while the thread held a node lock.
+    /// end on that thread, a transaction first entered inside the journal, or a
+    /// transaction or the journal begun while the thread held a node lock.
     pub violations: Vec<String>,
 }
 
@@ -442,9 +442,12 @@ impl LedgerState {
             ));
         }
         let depth = *self.depth();
-        if !journal && depth.journal > 0 {
+        // Entering the journal first and the transaction second inverts the order. A
+        // thread already in a transaction that enters it again only nests (as
+        // NetBSD's fstrans does), so that is not counted here.
+        if !journal && depth.journal > 0 && depth.transaction == 0 {
             self.violations.push(format!(
-                "{what} on {} inside the journal (depth {})",
+                "{what} on {} inside the journal (depth {}) and outside any transaction",
                 this_thread(),
                 depth.journal
             ));
@@ -1300,6 +1303,14 @@ mod tests {
                 && ledger.violations[3].ends_with("held 1 node lock(s)")
         );
         assert!(ledger.violations[4].contains("inside the journal (depth 1)"));
+        // Re-entering a transaction the thread is already in only nests.
+        file.trans_begin(true).unwrap();
+        file.journal_begin().unwrap();
+        file.trans_begin(true).unwrap();
+        file.trans_end();
+        file.journal_end();
+        file.trans_end();
+        assert_eq!(file.ledger().violations.len(), 5);
         assert!(!ledger.is_clean());
 
         // Dropping a file with an unclean ledger fails the test that dropped it.
