@@ -397,24 +397,56 @@ struct Depth {
     journal: u64,
 }
 
+/// A broken rule, kept without allocating: the pager may be running with the heap
+/// exhausted (the allocation-failure sweep), and the ledger must not abort it.
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    /// This hook ended what the thread had not begun.
+    EndWithoutBegin(&'static str),
+    /// This hook began while the thread held so many node locks.
+    UnderNodeLock(&'static str, usize),
+    /// A transaction first entered inside the journal, at this journal depth.
+    TransactionInsideJournal(u64),
+}
+
+/// How many broken rules the ledger keeps (room reserved up front); more are counted.
+const VIOLATIONS_KEPT: usize = 32;
+/// Threads the ledger has room for without allocating.
+const THREADS_KEPT: usize = 64;
+
 /// The state behind [`Ledger`]: depths per thread, since each thread enters and
-/// leaves on its own.
-#[derive(Default)]
+/// leaves on its own. Nothing here allocates on the pager's path once made.
 struct LedgerState {
     depths: HashMap<ThreadId, Depth>,
     trans_begins: u64,
     trans_ends: u64,
     journal_begins: u64,
     journal_ends: u64,
-    violations: Vec<String>,
+    violations: Vec<(ThreadId, Broken)>,
+    /// Violations beyond [`VIOLATIONS_KEPT`].
+    violations_dropped: u64,
 }
 
-/// The calling thread, as violation reports name it.
-fn this_thread() -> String {
-    let thread = std::thread::current();
-    match thread.name() {
-        Some(name) => format!("thread {name:?}"),
-        None => format!("{:?}", thread.id()),
+impl Default for LedgerState {
+    fn default() -> Self {
+        Self {
+            depths: HashMap::with_capacity(THREADS_KEPT),
+            trans_begins: 0,
+            trans_ends: 0,
+            journal_begins: 0,
+            journal_ends: 0,
+            violations: Vec::with_capacity(VIOLATIONS_KEPT),
+            violations_dropped: 0,
+        }
+    }
+}
+
+/// `thread` as violation reports name it: by name when it is the calling thread.
+fn describe_thread(thread: ThreadId) -> String {
+    let current = std::thread::current();
+    match current.name() {
+        Some(name) if current.id() == thread => format!("thread {name:?}"),
+        _ => format!("{thread:?}"),
     }
 }
 
@@ -432,25 +464,26 @@ impl LedgerState {
         self.depths.entry(std::thread::current().id()).or_default()
     }
 
+    fn broke(&mut self, broken: Broken) {
+        if self.violations.len() < self.violations.capacity() {
+            self.violations.push((std::thread::current().id(), broken));
+        } else {
+            self.violations_dropped += 1;
+        }
+    }
+
     /// Records a begin of `what` that succeeded, after checking the locks held.
-    fn begin(&mut self, what: &str, journal: bool) {
+    fn begin(&mut self, what: &'static str, journal: bool) {
         let held = node_locks_held();
         if held > 0 {
-            self.violations.push(format!(
-                "{what} on {} while it held {held} node lock(s)",
-                this_thread()
-            ));
+            self.broke(Broken::UnderNodeLock(what, held));
         }
         let depth = *self.depth();
         // Entering the journal first and the transaction second inverts the order. A
         // thread already in a transaction that enters it again only nests (as
         // NetBSD's fstrans does), so that is not counted here.
         if !journal && depth.journal > 0 && depth.transaction == 0 {
-            self.violations.push(format!(
-                "{what} on {} inside the journal (depth {}) and outside any transaction",
-                this_thread(),
-                depth.journal
-            ));
+            self.broke(Broken::TransactionInsideJournal(depth.journal));
         }
         let depth = self.depth();
         if journal {
@@ -463,7 +496,7 @@ impl LedgerState {
     }
 
     /// Records an end of `what`, which must close a begin of the same thread.
-    fn end(&mut self, what: &str, journal: bool) {
+    fn end(&mut self, what: &'static str, journal: bool) {
         let depth = self.depth();
         let level = if journal {
             &mut depth.journal
@@ -478,8 +511,7 @@ impl LedgerState {
             self.trans_ends += 1;
         }
         if was == 0 {
-            self.violations
-                .push(format!("{what} on {} with nothing begun", this_thread()));
+            self.broke(Broken::EndWithoutBegin(what));
         }
     }
 
@@ -496,13 +528,33 @@ impl LedgerState {
             })
             .collect();
         open.sort();
+        let mut violations: Vec<String> = self
+            .violations
+            .iter()
+            .map(|&(thread, broken)| {
+                let on = describe_thread(thread);
+                match broken {
+                    Broken::EndWithoutBegin(what) => format!("{what} on {on} with nothing begun"),
+                    Broken::UnderNodeLock(what, held) => {
+                        format!("{what} on {on} while it held {held} node lock(s)")
+                    }
+                    Broken::TransactionInsideJournal(depth) => format!(
+                        "trans_begin on {on} inside the journal (depth {depth}) and outside \
+                         any transaction"
+                    ),
+                }
+            })
+            .collect();
+        if self.violations_dropped > 0 {
+            violations.push(format!("… and {} more", self.violations_dropped));
+        }
         Ledger {
             trans_begins: self.trans_begins,
             trans_ends: self.trans_ends,
             journal_begins: self.journal_begins,
             journal_ends: self.journal_ends,
             open,
-            violations: self.violations.clone(),
+            violations,
         }
     }
 }
@@ -773,11 +825,15 @@ impl BlockMap for MemFile {
         if len == 0 {
             return Ok(());
         }
+        // Like a kernel filesystem, this hook reports a full heap as NoMemory rather
+        // than aborting (the allocation-failure sweep runs the pager with one).
         let mut table = self.table.lock();
-        let holes: Vec<u64> = span
-            .clone()
-            .filter(|&lbn| table.get(lbn as usize).is_none_or(Option::is_none))
-            .collect();
+        let is_hole = |lbn: &u64| table.get(*lbn as usize).is_none_or(Option::is_none);
+        let mut holes = Vec::new();
+        holes
+            .try_reserve_exact(span.clone().filter(is_hole).count())
+            .map_err(|_| Error::NoMemory)?;
+        holes.extend(span.clone().filter(is_hole));
         if holes.is_empty() {
             return Ok(());
         }
@@ -785,10 +841,15 @@ impl BlockMap for MemFile {
         if (holes.len() as u64) > allocator.free {
             return Err(Error::NoSpace);
         }
-        if (table.len() as u64) < span.end {
+        let mut fresh = Vec::new();
+        fresh
+            .try_reserve_exact(holes.len())
+            .map_err(|_| Error::NoMemory)?;
+        let grow = (span.end as usize).saturating_sub(table.len());
+        table.try_reserve(grow).map_err(|_| Error::NoMemory)?;
+        if grow > 0 {
             table.resize(span.end as usize, None);
         }
-        let mut fresh = Vec::with_capacity(holes.len());
         for lbn in holes {
             let at = lbn as usize;
             let after_previous = at
