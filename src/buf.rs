@@ -8,15 +8,17 @@
 //! done building (`Nest::finish`, with the bytes it skipped over holes) and the last
 //! request has completed, carrying the first error any of them reported.
 
+use alloc::alloc::Layout;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Deref;
 use core::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::object::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SIZE};
-use crate::sync::{Arc, Mutex, WaitQueue};
+use crate::sync::{AtomicUsize, Mutex, Ordering, WaitQueue};
 
 /// Which way data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +82,17 @@ pub struct Outcome {
     pub skipped: usize,
 }
 
+impl Outcome {
+    /// A transfer that failed with `error` before anything moved.
+    fn failed(error: Error) -> Self {
+        Self {
+            result: Err(error),
+            transferred: 0,
+            skipped: 0,
+        }
+    }
+}
+
 type Callback = Box<dyn FnOnce(Outcome) + Send>;
 
 enum Done {
@@ -106,23 +119,118 @@ struct Master {
     waiters: WaitQueue,
 }
 
-impl Master {
-    /// A master for `total` bytes, held once for its submitter.
-    fn new(total: usize, done: Done) -> Arc<Self> {
-        Arc::new(Master {
-            total,
-            state: Mutex::new(MasterState {
-                pending: 1,
-                result: Ok(()),
-                transferred: 0,
-                skipped: 0,
-                done: Some(done),
-                posted: None,
-            }),
-            waiters: WaitQueue::new(),
+/// `value` in a box, or `value` given back when the heap has no room for it:
+/// `Box::new` aborts instead, which a kernel cannot afford, and `Box::try_new` is not
+/// stable.
+fn try_box<T>(value: T) -> core::result::Result<Box<T>, T> {
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        // A zero-sized box allocates nothing, so it cannot fail.
+        return Ok(Box::new(value));
+    }
+    // SAFETY: the layout's size is not zero.
+    let raw = unsafe { alloc::alloc::alloc(layout) }.cast::<T>();
+    let Some(raw) = NonNull::new(raw) else {
+        return Err(value);
+    };
+    // SAFETY: `raw` was just allocated with `T`'s layout: aligned, valid for a write
+    // of one `T`, and not yet initialised (`write` drops nothing there).
+    unsafe { raw.as_ptr().write(value) };
+    // SAFETY: the global allocator gave the memory for `Layout::new::<T>()` and it
+    // holds an initialised `T`: exactly what a `Box<T>` owns and later frees.
+    Ok(unsafe { Box::from_raw(raw.as_ptr()) })
+}
+
+/// A master and the count of the references to it.
+struct Counted {
+    references: AtomicUsize,
+    master: Master,
+}
+
+/// A counted reference to a [`Master`] that is shared by its submitter, its waiter
+/// and its requests (which complete on any thread): an `Arc` whose allocation can
+/// fail. `Arc::new` aborts when the heap is out of room and `Arc::try_new` is not
+/// stable; the count uses the lock facade's atomics, so loom models it.
+struct MasterRef {
+    counted: NonNull<Counted>,
+}
+
+// SAFETY: a `MasterRef` hands out only `&Master` (Sync: a lock, a wait queue and a
+// `Send` callback), and the last one, on whatever thread, frees it; like
+// `Arc<Master>`, it may be sent and shared between threads.
+unsafe impl Send for MasterRef {}
+// SAFETY: as for `Send`: shared access reaches only the `Sync` master and the atomic
+// count.
+unsafe impl Sync for MasterRef {}
+
+static_assertions::assert_impl_all!(Master: Send, Sync);
+
+impl MasterRef {
+    /// A master for `total` bytes, held once for its submitter; or, when the heap has
+    /// no room for it, `done` given back.
+    fn try_new(total: usize, done: Done) -> core::result::Result<Self, Done> {
+        let Ok(counted) = try_box(Counted {
+            references: AtomicUsize::new(1),
+            master: Master {
+                total,
+                state: Mutex::new(MasterState {
+                    pending: 1,
+                    result: Ok(()),
+                    transferred: 0,
+                    skipped: 0,
+                    // Set once the master exists, so a refusal can give `done` back.
+                    done: None,
+                    posted: None,
+                }),
+                waiters: WaitQueue::new(),
+            },
+        }) else {
+            return Err(done);
+        };
+        counted.master.state.lock().done = Some(done);
+        Ok(Self {
+            counted: NonNull::from(Box::leak(counted)),
         })
     }
 
+    fn counted(&self) -> &Counted {
+        // SAFETY: the allocation lives while any reference does, and this is one.
+        unsafe { self.counted.as_ref() }
+    }
+}
+
+impl Clone for MasterRef {
+    fn clone(&self) -> Self {
+        // Relaxed, as in `Arc`: a new reference is made from an existing one, which
+        // already keeps the master alive; no other memory is published by it.
+        self.counted().references.fetch_add(1, Ordering::Relaxed);
+        Self {
+            counted: self.counted,
+        }
+    }
+}
+
+impl Deref for MasterRef {
+    type Target = Master;
+    fn deref(&self) -> &Master {
+        &self.counted().master
+    }
+}
+
+impl Drop for MasterRef {
+    fn drop(&mut self) {
+        // AcqRel: every other holder's use of the master happens before its
+        // decrement (release), and the last holder sees them all (acquire) before
+        // it frees the master.
+        if self.counted().references.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: that was the last reference: nothing else can reach the
+            // allocation, which `try_new` made from a `Box<Counted>`.
+            drop(unsafe { Box::from_raw(self.counted.as_ptr()) });
+        }
+    }
+}
+
+impl Master {
     fn put(&self, bytes_done: usize, skipped: usize, result: Result) {
         let finished = {
             let mut state = self.state.lock();
@@ -172,7 +280,7 @@ pub struct IoRequest {
     priority: Priority,
     device_may_modify: bool,
     segments: Vec<Segment>,
-    master: Option<Arc<Master>>,
+    master: Option<MasterRef>,
 }
 
 // SAFETY: the segments point at busy pages or wired buffers that the request owns
@@ -299,7 +407,7 @@ impl Drop for IoRequest {
 }
 
 /// A synchronous waiter for a master (the reference's `biowait`).
-pub(crate) struct BioWait(Arc<Master>);
+pub(crate) struct BioWait(MasterRef);
 
 impl BioWait {
     /// Sleeps until the master completes and returns its outcome.
@@ -321,7 +429,7 @@ impl BioWait {
 /// The submitter's side of a master: builds its requests, then finishes it.
 #[must_use = "a nest must be finished, or its master never completes"]
 pub(crate) struct Nest {
-    master: Option<Arc<Master>>,
+    master: Option<MasterRef>,
     direction: Direction,
     priority: Priority,
     device_may_modify: bool,
@@ -329,7 +437,7 @@ pub(crate) struct Nest {
 }
 
 impl Nest {
-    fn over(master: Arc<Master>, direction: Direction, priority: Priority) -> Self {
+    fn over(master: MasterRef, direction: Direction, priority: Priority) -> Self {
         Self {
             master: Some(master),
             direction,
@@ -339,29 +447,55 @@ impl Nest {
         }
     }
 
-    /// A master for `total` bytes that a thread will wait for with the returned waiter.
+    /// A master for `total` bytes that a thread will wait for with the returned waiter,
+    /// or [`Error::NoMemory`] when the heap has no room for it.
     pub(crate) fn synchronous(
         total: usize,
         direction: Direction,
         priority: Priority,
-    ) -> (Self, BioWait) {
-        let master = Master::new(total, Done::Wake);
-        (
+    ) -> Result<(Self, BioWait)> {
+        let master = MasterRef::try_new(total, Done::Wake).map_err(|_| Error::NoMemory)?;
+        Ok((
             Self::over(master.clone(), direction, priority),
             BioWait(master),
-        )
+        ))
     }
 
     /// A master for `total` bytes that runs `callback` when it completes, on whichever
     /// thread completes the last request (possibly the submitter's).
-    pub(crate) fn asynchronous(
+    ///
+    /// When the heap has no room for the master, `callback` runs at once, on this
+    /// thread, with [`Error::NoMemory`] and nothing transferred — as if every request
+    /// had failed — and this returns that error. The callback is where an
+    /// asynchronous transfer settles its pages and ends its counts, so it is run
+    /// rather than dropped: its owner needs no second failure path, and nothing it
+    /// holds is left busy or counted forever. (A device may complete inline, so the
+    /// callback already runs on the submitter's thread before the call returns.)
+    pub(crate) fn asynchronous<F>(
         total: usize,
         direction: Direction,
         priority: Priority,
-        callback: impl FnOnce(Outcome) + Send + 'static,
-    ) -> Self {
-        let master = Master::new(total, Done::Call(Box::new(callback)));
-        Self::over(master, direction, priority)
+        callback: F,
+    ) -> Result<Self>
+    where
+        F: FnOnce(Outcome) + Send + 'static,
+    {
+        let boxed = match try_box(callback) {
+            Ok(boxed) => boxed,
+            Err(callback) => {
+                callback(Outcome::failed(Error::NoMemory));
+                return Err(Error::NoMemory);
+            }
+        };
+        match MasterRef::try_new(total, Done::Call(boxed)) {
+            Ok(master) => Ok(Self::over(master, direction, priority)),
+            Err(done) => {
+                if let Done::Call(callback) = done {
+                    callback(Outcome::failed(Error::NoMemory));
+                }
+                Err(Error::NoMemory)
+            }
+        }
     }
 
     /// Lets the device change written data in place (`gop_write_rwmap`).
@@ -451,9 +585,66 @@ pub(crate) fn raw_segment(ptr: NonNull<u8>, len: usize) -> Segment {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use alloc::sync::Arc;
     use alloc::vec;
+    use core::cell::Cell;
     use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::alloc::{GlobalAlloc, System};
     use std::thread;
+
+    /// The test binary's allocator: `System`, except that a thread can make one of its
+    /// own coming allocations fail, and it counts each thread's live allocations.
+    struct FailingAllocator;
+
+    std::thread_local! {
+        /// Allocations to let through before failing one; 0 = disarmed.
+        static FAIL_IN: Cell<usize> = const { Cell::new(0) };
+        /// Allocations minus deallocations made by this thread.
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: every call is forwarded to `System` unchanged, except that an armed
+    // thread may get null from `alloc`, which `GlobalAlloc` allows.
+    unsafe impl GlobalAlloc for FailingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let fail = FAIL_IN.with(|fail_in| match fail_in.get() {
+                0 => false,
+                1 => {
+                    fail_in.set(0);
+                    true
+                }
+                n => {
+                    fail_in.set(n - 1);
+                    false
+                }
+            });
+            if fail {
+                return core::ptr::null_mut();
+            }
+            LIVE.with(|live| live.set(live.get() + 1));
+            // SAFETY: forwarded with the caller's own guarantees.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            LIVE.with(|live| live.set(live.get() - 1));
+            // SAFETY: `ptr` came from `System` via `alloc` with this layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: FailingAllocator = FailingAllocator;
+
+    /// Runs `f` with the `n`-th allocation this thread makes failing, and returns
+    /// what it returned and how many allocations it left live.
+    fn failing_nth<R>(n: usize, f: impl FnOnce() -> R) -> (R, isize) {
+        let before = LIVE.with(Cell::get);
+        FAIL_IN.with(|fail_in| fail_in.set(n));
+        let result = f();
+        FAIL_IN.with(|fail_in| fail_in.set(0));
+        (result, LIVE.with(Cell::get) - before)
+    }
 
     fn segment_over(buf: &mut [u8]) -> Vec<Segment> {
         vec![raw_segment(
@@ -477,6 +668,7 @@ mod tests {
                     *seen.lock() = Some(outcome);
                 },
             )
+            .unwrap()
         };
         let mut buffers = vec![vec![0u8; 512]; 3];
         let requests: Vec<IoRequest> = buffers
@@ -513,7 +705,8 @@ mod tests {
 
     #[test]
     fn first_error_wins_and_waiter_is_woken() {
-        let (mut nest, waiter) = Nest::synchronous(1024, Direction::Write, Priority::TimeCritical);
+        let (mut nest, waiter) =
+            Nest::synchronous(1024, Direction::Write, Priority::TimeCritical).unwrap();
         let mut a = vec![1u8; 512];
         let mut b = vec![2u8; 512];
         let first = nest.request(0, 0, segment_over(&mut a));
@@ -534,7 +727,8 @@ mod tests {
 
     #[test]
     fn completion_before_finish_waits_for_the_submitter() {
-        let (mut nest, waiter) = Nest::synchronous(512, Direction::Read, Priority::TimeCritical);
+        let (mut nest, waiter) =
+            Nest::synchronous(512, Direction::Read, Priority::TimeCritical).unwrap();
         let mut a = vec![0u8; 512];
         nest.request(3, 0, segment_over(&mut a)).complete(Ok(()));
         nest.finish(0, Err(Error::Invalid));
@@ -547,7 +741,8 @@ mod tests {
 
     #[test]
     fn dropped_request_completes_with_io_error() {
-        let (mut nest, waiter) = Nest::synchronous(512, Direction::Read, Priority::TimeCritical);
+        let (mut nest, waiter) =
+            Nest::synchronous(512, Direction::Read, Priority::TimeCritical).unwrap();
         let mut a = vec![0u8; 512];
         drop(nest.request(0, 0, segment_over(&mut a)));
         nest.finish(0, Ok(()));
@@ -555,8 +750,64 @@ mod tests {
     }
 
     #[test]
+    fn a_master_the_heap_cannot_hold_is_no_memory_and_leaks_nothing() {
+        for n in 1..=3 {
+            // Room for the one outcome made beforehand, so recording it allocates nothing.
+            let seen = Arc::new(Mutex::new(Vec::with_capacity(1)));
+            let captured = seen.clone();
+            let (nest, live) = failing_nth(n, move || {
+                Nest::asynchronous(
+                    512,
+                    Direction::Write,
+                    Priority::TimeNonCritical,
+                    move |outcome| {
+                        captured.lock().push(outcome);
+                    },
+                )
+            });
+            match n {
+                // The callback's box, then the master's: the callback runs with the
+                // error, so whatever it settles is settled.
+                1 | 2 => {
+                    assert_eq!(nest.err(), Some(Error::NoMemory), "failing allocation {n}");
+                    assert_eq!(live, 0, "nothing leaked when allocation {n} failed");
+                    assert_eq!(*seen.lock(), [Outcome::failed(Error::NoMemory)]);
+                }
+                // Two allocations in all: the third is never made.
+                _ => {
+                    assert_eq!(live, 2);
+                    nest.unwrap().finish(512, Ok(()));
+                    assert_eq!(
+                        *seen.lock(),
+                        [Outcome {
+                            result: Ok(()),
+                            transferred: 0,
+                            skipped: 512
+                        }]
+                    );
+                }
+            }
+            assert_eq!(Arc::strong_count(&seen), 1, "the callback is gone");
+        }
+
+        let (sync, live) = failing_nth(1, || {
+            Nest::synchronous(512, Direction::Read, Priority::TimeCritical)
+        });
+        assert_eq!(sync.err(), Some(Error::NoMemory));
+        assert_eq!(live, 0);
+        let (sync, live) = failing_nth(2, || {
+            Nest::synchronous(512, Direction::Read, Priority::TimeCritical)
+        });
+        let (nest, waiter) = sync.expect("one allocation is all a synchronous master needs");
+        assert_eq!(live, 1);
+        nest.finish(512, Ok(()));
+        assert_eq!(waiter.wait().result, Ok(()));
+    }
+
+    #[test]
     fn fill_and_gather_check_lengths() {
-        let (mut nest, _waiter) = Nest::synchronous(8, Direction::Read, Priority::TimeCritical);
+        let (mut nest, _waiter) =
+            Nest::synchronous(8, Direction::Read, Priority::TimeCritical).unwrap();
         let mut a = vec![0u8; 8];
         let mut request = nest.request(0, 0, segment_over(&mut a));
         assert_eq!(request.fill(&[0u8; 4]), Err(Error::Invalid));

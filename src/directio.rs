@@ -564,7 +564,7 @@ impl<V: Vnode> Chunk<'_, V> {
                         segments.try_reserve_exact(1).map_err(|_| Error::NoMemory)?;
                         segments.push(raw_segment(at, len));
                         let (mut nest, waiter) =
-                            Nest::synchronous(len, self.direction, Priority::TimeCritical);
+                            Nest::synchronous(len, self.direction, Priority::TimeCritical)?;
                         log::trace!(
                             "directio: {:?} {:#x}+{len:#x} at block {block:#x}",
                             self.direction,

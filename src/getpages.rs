@@ -825,7 +825,7 @@ impl<V: Vnode> ReadJob<'_, V> {
             tail = page_end;
         }
 
-        let (mut nest, waiter) = if async_io {
+        let built = if async_io {
             let vnode = (*self.vnode).clone();
             let mut settled = Vec::new();
             if settled.try_reserve_exact(pages.len()).is_err() {
@@ -834,7 +834,7 @@ impl<V: Vnode> ReadJob<'_, V> {
                 return Err(self.abandon(&pages, Error::Busy));
             }
             settled.extend_from_slice(&pages);
-            let nest = Nest::asynchronous(
+            Nest::asynchronous(
                 bytes as usize,
                 Direction::Read,
                 Priority::TimeLimited,
@@ -861,12 +861,25 @@ impl<V: Vnode> ReadJob<'_, V> {
                     drop(state);
                     object.wake_if(wake);
                 },
-            );
-            (nest, None)
+            )
+            .map(|nest| (nest, None))
         } else {
-            let (nest, waiter) =
-                Nest::synchronous(bytes as usize, Direction::Read, Priority::TimeCritical);
-            (nest, Some(waiter))
+            Nest::synchronous(bytes as usize, Direction::Read, Priority::TimeCritical)
+                .map(|(nest, waiter)| (nest, Some(waiter)))
+        };
+        let (mut nest, waiter) = match built {
+            Ok(built) => built,
+            // The read-ahead's completion has already run with the error and released
+            // the pages.
+            Err(err) if async_io => return Err(err),
+            Err(err) => {
+                let object = self.vnode.object();
+                let mut state = object.lock();
+                let wake = state.release_pages(&pages);
+                drop(state);
+                object.wake_if(wake);
+                return Err(err);
+            }
         };
 
         let map = self.vnode.block_map();

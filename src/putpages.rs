@@ -851,8 +851,15 @@ pub(crate) fn do_io<'a, V: Vnode>(
     log::trace!("do_io {first:#x}+{bytes:#x} (of {len:#x}) {priority:?}");
 
     let (mut nest, waiter) = if flags.contains(PutFlags::SYNCIO) {
-        let (nest, waiter) = Nest::synchronous(bytes, Direction::Write, priority);
-        (nest, Some((waiter, write)))
+        match Nest::synchronous(bytes, Direction::Write, priority) {
+            Ok((nest, waiter)) => (nest, Some((waiter, write))),
+            Err(error) => {
+                let mut state = object.lock();
+                let wake = complete_write(&mut state, &**vnode, first, count, write, Err(error));
+                object.wake_if(wake);
+                return (state, Err(error));
+            }
+        }
     } else {
         let owner = vnode.clone();
         let nest = Nest::asynchronous(bytes, Direction::Write, priority, move |outcome| {
@@ -862,6 +869,10 @@ pub(crate) fn do_io<'a, V: Vnode>(
             drop(state);
             object.wake_if(wake);
         });
+        // On failure the completion above has already run with the error.
+        let Ok(nest) = nest else {
+            return (object.lock(), Ok(()));
+        };
         (nest, None)
     };
     if flags.contains(PutFlags::WRITE_RWMAP) {

@@ -380,10 +380,7 @@ impl SleepRwLock {
                 break;
             }
         }
-        SleepGuard {
-            lock: self,
-            exclusive,
-        }
+        SleepGuard::held(self, exclusive)
     }
 
     /// Takes the lock shared, sleeping while a writer holds it.
@@ -398,24 +395,48 @@ impl SleepRwLock {
 
     /// Takes the lock shared if that needs no sleep.
     pub fn try_read(&self) -> Option<SleepGuard<'_>> {
-        self.try_acquire(false).then(|| SleepGuard {
-            lock: self,
-            exclusive: false,
-        })
+        self.try_acquire(false)
+            .then(|| SleepGuard::held(self, false))
     }
 
     /// Takes the lock exclusively if that needs no sleep.
     pub fn try_write(&self) -> Option<SleepGuard<'_>> {
-        self.try_acquire(true).then(|| SleepGuard {
-            lock: self,
-            exclusive: true,
-        })
+        self.try_acquire(true).then(|| SleepGuard::held(self, true))
     }
 
     /// Whether some thread holds the lock exclusively right now: what a try-lock
     /// followed at once by an unlock would tell, without writing the lock word.
     pub fn is_write_locked(&self) -> bool {
         self.state.load(Ordering::SeqCst) & WRITER != 0
+    }
+}
+
+#[cfg(all(feature = "std", not(loom)))]
+std::thread_local! {
+    /// [`SleepGuard`]s alive on this thread: what
+    /// [`sleep_locks_held_by_this_thread`] reports.
+    static SLEEP_GUARDS_HELD: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// How many node-lock ([`SleepRwLock`]) guards the calling thread holds right now,
+/// shared and exclusive alike.
+///
+/// For test rigs checking the lock order: a hook that must not be entered under the
+/// node lock (a mount transaction, the journal) asks this. Only with `std` and not
+/// under loom; a guard dropped on another thread than the one that took it (genpager
+/// never does that) is counted against the dropping thread.
+#[cfg(all(feature = "std", not(loom)))]
+pub fn sleep_locks_held_by_this_thread() -> usize {
+    SLEEP_GUARDS_HELD.with(core::cell::Cell::get)
+}
+
+impl<'a> SleepGuard<'a> {
+    /// The guard of a lock `lock` just taken, counted for
+    /// [`sleep_locks_held_by_this_thread`].
+    fn held(lock: &'a SleepRwLock, exclusive: bool) -> Self {
+        #[cfg(all(feature = "std", not(loom)))]
+        SLEEP_GUARDS_HELD.with(|held| held.set(held.get() + 1));
+        Self { lock, exclusive }
     }
 }
 
@@ -428,6 +449,8 @@ impl SleepGuard<'_> {
 
 impl Drop for SleepGuard<'_> {
     fn drop(&mut self) {
+        #[cfg(all(feature = "std", not(loom)))]
+        SLEEP_GUARDS_HELD.with(|held| held.set(held.get().saturating_sub(1)));
         if self.exclusive {
             self.lock.state.store(0, Ordering::SeqCst);
         } else {
@@ -477,6 +500,34 @@ mod tests {
         assert!(lock.try_read().is_none());
         drop(writer);
         assert!(!lock.is_write_locked());
+    }
+
+    #[test]
+    fn sleep_guards_are_counted_per_thread() {
+        let lock = Arc::new(SleepRwLock::new());
+        let other = SleepRwLock::new();
+        assert_eq!(sleep_locks_held_by_this_thread(), 0);
+        let shared = lock.read();
+        let again = lock.try_read().expect("readers share");
+        let exclusive = other.try_write().expect("free");
+        assert_eq!(sleep_locks_held_by_this_thread(), 3);
+        let elsewhere = {
+            let lock = lock.clone();
+            thread::spawn(move || {
+                let _guard = lock.read();
+                sleep_locks_held_by_this_thread()
+            })
+        };
+        assert_eq!(
+            elsewhere.join().unwrap(),
+            1,
+            "another thread counts its own"
+        );
+        drop((shared, exclusive));
+        assert_eq!(sleep_locks_held_by_this_thread(), 1);
+        drop(again);
+        let _writer = lock.write();
+        assert_eq!(sleep_locks_held_by_this_thread(), 1);
     }
 
     #[test]

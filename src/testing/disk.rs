@@ -42,6 +42,10 @@ pub struct DiskStats {
     /// Modelled device time of every submitted request, in nanoseconds
     /// ([`LatencyModel::cost_ns`]); the disk never actually sleeps.
     pub device_time_ns: u64,
+    /// Requests that were not a whole, non-zero number of sectors: completed with
+    /// [`Error::Invalid`] without touching the disk (see
+    /// [`MemDisk::expect_malformed_requests`]).
+    pub malformed_requests: u64,
 }
 
 /// How long a request would take on a real device: a fixed cost per request plus a
@@ -102,6 +106,12 @@ struct State {
     /// Threads waiting on `changed`: with none, a change signals nobody (and costs no
     /// system call, which would otherwise dominate the per-request cost).
     sleepers: usize,
+    /// Set by [`MemDisk::expect_malformed_requests`]: dropping the disk after a
+    /// malformed request is then not a test failure.
+    malformed_expected: bool,
+    /// Malformed requests ever submitted: unlike the stats, never reset, so a test
+    /// cannot hide one from the check at drop by resetting the counters.
+    malformed_seen: u64,
 }
 
 /// What the disk and its completion thread share.
@@ -132,6 +142,14 @@ struct Handle {
 /// fault ([`MemDisk::fail_nth`], [`MemDisk::fail_blocks`]) completes with its error.
 /// A failed request transfers nothing: a failed write leaves the disk unchanged and a
 /// failed read leaves the request's memory untouched.
+///
+/// Like a real block device, the disk moves whole sectors only: a request whose
+/// length is zero or not a multiple of [`SECTOR_SIZE`] is malformed. It is logged,
+/// completes with [`Error::Invalid`] and is counted in
+/// [`DiskStats::malformed_requests`]; and, so that every test checks the pager never
+/// issues one, dropping the last handle of a disk that saw one panics (unless the
+/// thread is already panicking, or the test called
+/// [`MemDisk::expect_malformed_requests`]).
 #[derive(Clone)]
 pub struct MemDisk {
     handle: Arc<Handle>,
@@ -174,13 +192,15 @@ impl MemDisk {
                 latency: LatencyModel::default(),
                 rng: 0x5eed_d15c,
                 sleepers: 0,
+                malformed_expected: false,
+                malformed_seen: 0,
             }),
             changed: Condvar::new(),
         });
         if threaded {
             let worker = shared.clone();
             std::thread::Builder::new()
-                .name("memdisk-completion".into())
+                .name(super::COMPLETION_THREAD.into())
                 .spawn(move || worker.work())
                 .expect("spawn the MemDisk completion thread");
         }
@@ -208,6 +228,13 @@ impl MemDisk {
 
     fn shared(&self) -> &Shared {
         &self.handle.shared
+    }
+
+    /// Declares that this test submits malformed requests on purpose (to check how
+    /// they fail): dropping the disk then does not panic over them. They still
+    /// complete with [`Error::Invalid`] and are still counted.
+    pub fn expect_malformed_requests(&self) {
+        lock(&self.shared().state).malformed_expected = true;
     }
 
     /// The disk size in sectors.
@@ -377,7 +404,12 @@ impl Strategy for MemDisk {
         state.stats.requests += 1;
         let cost = state.latency.cost_ns(len as u64);
         state.stats.device_time_ns = state.stats.device_time_ns.saturating_add(cost);
-        let fault = state.fault_for(sequence, request.block(), len);
+        let mut fault = state.fault_for(sequence, request.block(), len);
+        if len == 0 || len % SECTOR_SIZE != 0 {
+            state.stats.malformed_requests += 1;
+            state.malformed_seen += 1;
+            fault = Some(Error::Invalid);
+        }
         let entry = Entry { request, fault };
         if state.held || shared.threaded {
             state.queue.push_back(entry);
@@ -506,10 +538,23 @@ impl Shared {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        lock(&self.shared.state).shutdown = true;
+        let (malformed, expected) = {
+            let mut state = lock(&self.shared.state);
+            state.shutdown = true;
+            (state.malformed_seen, state.malformed_expected)
+        };
         self.shared.changed.notify_all();
         if !self.shared.threaded {
             self.shared.run_ready();
+        }
+        // Checked here, at the last handle, so that every test using the disk checks
+        // it without saying so.
+        if malformed > 0 && !expected {
+            super::fail_at_drop(format_args!(
+                "MemDisk saw {malformed} request(s) that were not a whole, non-zero \
+                 number of {SECTOR_SIZE}-byte sectors (see the request log; call \
+                 MemDisk::expect_malformed_requests if the test means to)"
+            ));
         }
     }
 }
@@ -529,7 +574,8 @@ mod tests {
 
     /// One synchronous request over `buf`, as the pager would issue it.
     fn sync_io(disk: &MemDisk, direction: Direction, block: u64, buf: &mut [u8]) -> Result {
-        let (mut nest, wait) = Nest::synchronous(buf.len(), direction, Priority::TimeCritical);
+        let (mut nest, wait) =
+            Nest::synchronous(buf.len(), direction, Priority::TimeCritical).unwrap();
         let request = nest.request(block, block.wrapping_mul(512), vec![segment(buf)]);
         disk.submit(request);
         nest.finish(0, Ok(()));
@@ -545,7 +591,8 @@ mod tests {
         buf: &mut [u8],
         done: impl FnOnce(Outcome) + Send + 'static,
     ) {
-        let mut nest = Nest::asynchronous(buf.len(), direction, Priority::TimeNonCritical, done);
+        let mut nest =
+            Nest::asynchronous(buf.len(), direction, Priority::TimeNonCritical, done).unwrap();
         let request = nest.request(block, 0, vec![segment(buf)]);
         disk.submit(request);
         nest.finish(0, Ok(()));
@@ -684,12 +731,6 @@ mod tests {
             "8..10 is clear"
         );
         assert_eq!(sync_io(&disk, Direction::Read, 12, &mut buf), Ok(()));
-        // A partial sector still occupies its sector.
-        let mut tail = vec![0; 100];
-        assert_eq!(
-            sync_io(&disk, Direction::Read, 11, &mut tail),
-            Err(Error::Io)
-        );
 
         let mut new = vec![0x44; 512];
         assert_eq!(
@@ -708,6 +749,53 @@ mod tests {
         assert_eq!(sync_io(&disk, Direction::Write, 10, &mut new), Ok(()));
         disk.read_raw(10 * 512, &mut raw);
         assert_eq!(raw, new);
+    }
+
+    #[test]
+    fn partial_and_empty_requests_fail_as_invalid_and_touch_nothing() {
+        let disk = MemDisk::new(16);
+        disk.expect_malformed_requests();
+        disk.write_raw(0, &[0x66; 1024]);
+        let mut short = vec![0x77; 100];
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 0, &mut short),
+            Err(Error::Invalid)
+        );
+        assert!(short.iter().all(|&b| b == 0x77), "nothing was read");
+        let mut ragged = vec![0x88; 700];
+        assert_eq!(
+            sync_io(&disk, Direction::Write, 0, &mut ragged),
+            Err(Error::Invalid)
+        );
+        assert_eq!(
+            sync_io(&disk, Direction::Write, 0, &mut []),
+            Err(Error::Invalid)
+        );
+        let mut raw = vec![0; 1024];
+        disk.read_raw(0, &mut raw);
+        assert!(raw.iter().all(|&b| b == 0x66), "nothing was written");
+        let stats = disk.stats();
+        assert_eq!((stats.requests, stats.malformed_requests), (3, 3));
+        assert_eq!((stats.bytes_read, stats.bytes_written), (0, 0));
+        assert_eq!(disk.log().len(), 3, "malformed requests are logged");
+        // Whole sectors still work.
+        assert_eq!(sync_io(&disk, Direction::Read, 0, &mut raw), Ok(()));
+    }
+
+    #[test]
+    #[should_panic(expected = "not a whole, non-zero number of 512-byte sectors")]
+    fn dropping_a_disk_that_saw_a_malformed_request_panics() {
+        let disk = MemDisk::threaded(16, false);
+        let other = disk.clone();
+        let mut short = vec![0; 513];
+        assert_eq!(
+            sync_io(&disk, Direction::Read, 0, &mut short),
+            Err(Error::Invalid)
+        );
+        disk.reset_stats();
+        drop(disk);
+        // The last handle is the one that checks, even after the stats were reset.
+        drop(other);
     }
 
     #[test]

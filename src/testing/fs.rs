@@ -1,10 +1,14 @@
 //! [`MemFs`] and [`MemFile`]: a toy filesystem on a [`MemDisk`] whose files are
 //! vnodes with settable knobs and counted hooks.
 
+use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
+use std::collections::HashMap;
+use std::thread::ThreadId;
 
 use super::disk::{MemDisk, SECTOR_SIZE, next_random};
 use crate::cache::DefaultCache;
@@ -357,6 +361,204 @@ impl Counters {
     }
 }
 
+/// What a [`MemFile`]'s mount-transaction and journal hooks saw, checked against the
+/// lock order (mount transaction, then journal, then node lock): see
+/// [`MemFile::ledger`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// `trans_begin` calls that entered a transaction (refusals are not entries).
+    pub trans_begins: u64,
+    /// `trans_end` calls.
+    pub trans_ends: u64,
+    /// `journal_begin` calls that entered the journal.
+    pub journal_begins: u64,
+    /// `journal_end` calls.
+    pub journal_ends: u64,
+    /// One line per thread still inside a transaction or the journal now.
+    pub open: Vec<String>,
+    /// One line per broken rule, in the order they happened: an end with nothing to
+    /// end on that thread, a transaction first entered inside the journal, or a
+    /// transaction or the journal begun while the thread held a node lock.
+    pub violations: Vec<String>,
+}
+
+impl Ledger {
+    /// Whether no thread is inside a transaction or the journal and no rule was
+    /// broken: what dropping a [`MemFile`] checks.
+    pub fn is_clean(&self) -> bool {
+        self.open.is_empty() && self.violations.is_empty()
+    }
+}
+
+/// How deep one thread is in a file's mount transaction and journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Depth {
+    transaction: u64,
+    journal: u64,
+}
+
+/// A broken rule, kept without allocating: the pager may be running with the heap
+/// exhausted (the allocation-failure sweep), and the ledger must not abort it.
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    /// This hook ended what the thread had not begun.
+    EndWithoutBegin(&'static str),
+    /// This hook began while the thread held so many node locks.
+    UnderNodeLock(&'static str, usize),
+    /// A transaction first entered inside the journal, at this journal depth.
+    TransactionInsideJournal(u64),
+}
+
+/// How many broken rules the ledger keeps (room reserved up front); more are counted.
+const VIOLATIONS_KEPT: usize = 32;
+/// Threads the ledger has room for without allocating.
+const THREADS_KEPT: usize = 64;
+
+/// The state behind [`Ledger`]: depths per thread, since each thread enters and
+/// leaves on its own. Nothing here allocates on the pager's path once made.
+struct LedgerState {
+    depths: HashMap<ThreadId, Depth>,
+    trans_begins: u64,
+    trans_ends: u64,
+    journal_begins: u64,
+    journal_ends: u64,
+    violations: Vec<(ThreadId, Broken)>,
+    /// Violations beyond [`VIOLATIONS_KEPT`].
+    violations_dropped: u64,
+}
+
+impl Default for LedgerState {
+    fn default() -> Self {
+        Self {
+            depths: HashMap::with_capacity(THREADS_KEPT),
+            trans_begins: 0,
+            trans_ends: 0,
+            journal_begins: 0,
+            journal_ends: 0,
+            violations: Vec::with_capacity(VIOLATIONS_KEPT),
+            violations_dropped: 0,
+        }
+    }
+}
+
+/// `thread` as violation reports name it: by name when it is the calling thread.
+fn describe_thread(thread: ThreadId) -> String {
+    let current = std::thread::current();
+    match current.name() {
+        Some(name) if current.id() == thread => format!("thread {name:?}"),
+        _ => format!("{thread:?}"),
+    }
+}
+
+/// Node-lock guards the calling thread holds (not tracked under loom, whose threads
+/// share one OS thread).
+fn node_locks_held() -> usize {
+    #[cfg(not(loom))]
+    return crate::sync::sleep_locks_held_by_this_thread();
+    #[cfg(loom)]
+    return 0;
+}
+
+impl LedgerState {
+    fn depth(&mut self) -> &mut Depth {
+        self.depths.entry(std::thread::current().id()).or_default()
+    }
+
+    fn broke(&mut self, broken: Broken) {
+        if self.violations.len() < self.violations.capacity() {
+            self.violations.push((std::thread::current().id(), broken));
+        } else {
+            self.violations_dropped += 1;
+        }
+    }
+
+    /// Records a begin of `what` that succeeded, after checking the locks held.
+    fn begin(&mut self, what: &'static str, journal: bool) {
+        let held = node_locks_held();
+        if held > 0 {
+            self.broke(Broken::UnderNodeLock(what, held));
+        }
+        let depth = *self.depth();
+        // Entering the journal first and the transaction second inverts the order. A
+        // thread already in a transaction that enters it again only nests (as
+        // NetBSD's fstrans does), so that is not counted here.
+        if !journal && depth.journal > 0 && depth.transaction == 0 {
+            self.broke(Broken::TransactionInsideJournal(depth.journal));
+        }
+        let depth = self.depth();
+        if journal {
+            depth.journal += 1;
+            self.journal_begins += 1;
+        } else {
+            depth.transaction += 1;
+            self.trans_begins += 1;
+        }
+    }
+
+    /// Records an end of `what`, which must close a begin of the same thread.
+    fn end(&mut self, what: &'static str, journal: bool) {
+        let depth = self.depth();
+        let level = if journal {
+            &mut depth.journal
+        } else {
+            &mut depth.transaction
+        };
+        let was = *level;
+        *level = was.saturating_sub(1);
+        if journal {
+            self.journal_ends += 1;
+        } else {
+            self.trans_ends += 1;
+        }
+        if was == 0 {
+            self.broke(Broken::EndWithoutBegin(what));
+        }
+    }
+
+    fn snapshot(&self) -> Ledger {
+        let mut open: Vec<String> = self
+            .depths
+            .iter()
+            .filter(|(_, depth)| **depth != Depth::default())
+            .map(|(thread, depth)| {
+                format!(
+                    "{thread:?}: transaction depth {}, journal depth {}",
+                    depth.transaction, depth.journal
+                )
+            })
+            .collect();
+        open.sort();
+        let mut violations: Vec<String> = self
+            .violations
+            .iter()
+            .map(|&(thread, broken)| {
+                let on = describe_thread(thread);
+                match broken {
+                    Broken::EndWithoutBegin(what) => format!("{what} on {on} with nothing begun"),
+                    Broken::UnderNodeLock(what, held) => {
+                        format!("{what} on {on} while it held {held} node lock(s)")
+                    }
+                    Broken::TransactionInsideJournal(depth) => format!(
+                        "trans_begin on {on} inside the journal (depth {depth}) and outside \
+                         any transaction"
+                    ),
+                }
+            })
+            .collect();
+        if self.violations_dropped > 0 {
+            violations.push(format!("… and {} more", self.violations_dropped));
+        }
+        Ledger {
+            trans_begins: self.trans_begins,
+            trans_ends: self.trans_ends,
+            journal_begins: self.journal_begins,
+            journal_ends: self.journal_ends,
+            open,
+            violations,
+        }
+    }
+}
+
 /// The settable behaviour of a [`MemFile`]. Atomics rather than one locked struct:
 /// the pager reads several of them per cluster, where a real filesystem reads plain
 /// fields, and a lock each time would be the rig's cost showing up in benchmarks.
@@ -428,6 +630,11 @@ impl Knob<Option<u64>> for AtomicU64 {
 ///
 /// The knobs (`set_*`) change what its hooks report; [`MemFile::hooks`] counts the
 /// calls the pager made.
+///
+/// [`MemFile::ledger`] follows the mount transaction and the journal per thread.
+/// Dropping the file checks the ledger, so every test using one checks that the
+/// pager left no transaction or journal open and kept the lock order; a test failure
+/// (a panic) names what went wrong.
 pub struct MemFile {
     fs: Arc<MemFs>,
     object: VmObject<DefaultCache>,
@@ -435,6 +642,7 @@ pub struct MemFile {
     table: Mutex<Vec<Option<u64>>>,
     knobs: Knobs,
     counts: Counters,
+    ledger: Mutex<LedgerState>,
 }
 
 impl MemFile {
@@ -455,6 +663,7 @@ impl MemFile {
                 fail_bmap: AtomicU64::new(NONE),
             },
             counts: Counters::default(),
+            ledger: Mutex::new(LedgerState::default()),
         }
     }
 
@@ -518,6 +727,12 @@ impl MemFile {
         self.counts.snapshot()
     }
 
+    /// What the transaction and journal hooks saw so far (not reset by
+    /// [`MemFile::reset_hooks`]).
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.lock().snapshot()
+    }
+
     /// Zeroes the hook counters.
     pub fn reset_hooks(&self) {
         for counter in self.counts.each() {
@@ -562,6 +777,18 @@ impl MemFile {
     }
 }
 
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        let ledger = self.ledger.lock().snapshot();
+        if !ledger.is_clean() {
+            super::fail_at_drop(format_args!(
+                "MemFile dropped with its transaction/journal ledger unbalanced or \
+                 a lock-order violation: {ledger:#?}"
+            ));
+        }
+    }
+}
+
 impl BlockMap for MemFile {
     fn bmap(&self, lbn: u64) -> Result<Mapping> {
         bump(&self.counts.bmap_calls);
@@ -598,11 +825,15 @@ impl BlockMap for MemFile {
         if len == 0 {
             return Ok(());
         }
+        // Like a kernel filesystem, this hook reports a full heap as NoMemory rather
+        // than aborting (the allocation-failure sweep runs the pager with one).
         let mut table = self.table.lock();
-        let holes: Vec<u64> = span
-            .clone()
-            .filter(|&lbn| table.get(lbn as usize).is_none_or(Option::is_none))
-            .collect();
+        let is_hole = |lbn: &u64| table.get(*lbn as usize).is_none_or(Option::is_none);
+        let mut holes = Vec::new();
+        holes
+            .try_reserve_exact(span.clone().filter(is_hole).count())
+            .map_err(|_| Error::NoMemory)?;
+        holes.extend(span.clone().filter(is_hole));
         if holes.is_empty() {
             return Ok(());
         }
@@ -610,10 +841,15 @@ impl BlockMap for MemFile {
         if (holes.len() as u64) > allocator.free {
             return Err(Error::NoSpace);
         }
-        if (table.len() as u64) < span.end {
+        let mut fresh = Vec::new();
+        fresh
+            .try_reserve_exact(holes.len())
+            .map_err(|_| Error::NoMemory)?;
+        let grow = (span.end as usize).saturating_sub(table.len());
+        table.try_reserve(grow).map_err(|_| Error::NoMemory)?;
+        if grow > 0 {
             table.resize(span.end as usize, None);
         }
-        let mut fresh = Vec::with_capacity(holes.len());
         for lbn in holes {
             let at = lbn as usize;
             let after_previous = at
@@ -700,11 +936,13 @@ impl Vnode for MemFile {
             return Err(Error::Busy);
         }
         bump(&self.counts.trans_begin);
+        self.ledger.lock().begin("trans_begin", false);
         Ok(())
     }
 
     fn trans_end(&self) {
         bump(&self.counts.trans_end);
+        self.ledger.lock().end("trans_end", false);
     }
 
     fn has_journal(&self) -> bool {
@@ -713,11 +951,13 @@ impl Vnode for MemFile {
 
     fn journal_begin(&self) -> Result {
         bump(&self.counts.journal_begin);
+        self.ledger.lock().begin("journal_begin", true);
         Ok(())
     }
 
     fn journal_end(&self) {
         bump(&self.counts.journal_end);
+        self.ledger.lock().end("journal_end", true);
     }
 
     fn worklist_add(&self) {
@@ -1054,6 +1294,93 @@ mod tests {
         );
         file.reset_hooks();
         assert_eq!(file.hooks(), HookCounts::default());
+    }
+
+    #[test]
+    fn ledger_balances_per_thread_and_ignores_refused_begins() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        let file = fs.create(&pattern(100)).unwrap();
+        file.set_trans_busy(true);
+        assert_eq!(file.trans_begin(false), Err(Error::Busy));
+        assert_eq!(file.ledger(), Ledger::default(), "a refusal enters nothing");
+        file.set_trans_busy(false);
+
+        file.trans_begin(true).unwrap();
+        file.journal_begin().unwrap();
+        let ledger = file.ledger();
+        assert_eq!(ledger.open.len(), 1, "{ledger:?}");
+        assert!(ledger.open[0].contains("transaction depth 1, journal depth 1"));
+        // Another thread has depths of its own: it cannot end this thread's.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                file.trans_begin(true).unwrap();
+                file.trans_end();
+            });
+        });
+        file.journal_end();
+        file.trans_end();
+        let ledger = file.ledger();
+        assert!(ledger.is_clean(), "{ledger:?}");
+        assert_eq!(
+            (ledger.trans_begins, ledger.trans_ends),
+            (2, 2),
+            "both threads counted"
+        );
+        assert_eq!((ledger.journal_begins, ledger.journal_ends), (1, 1));
+    }
+
+    #[test]
+    fn ledger_reports_unmatched_ends_and_lock_order_violations() {
+        let fs = MemFs::new(MemDisk::new(64), 12, Layout::Contiguous);
+        let file = fs.create(&pattern(100)).unwrap();
+        file.trans_end();
+        file.journal_end();
+        {
+            let _node = file.object().node_lock().read();
+            file.trans_begin(true).unwrap();
+            file.journal_begin().unwrap();
+            file.journal_end();
+            file.trans_end();
+        }
+        file.journal_begin().unwrap();
+        file.trans_begin(true).unwrap();
+        file.trans_end();
+        file.journal_end();
+        let ledger = file.ledger();
+        assert!(ledger.open.is_empty(), "{ledger:?}");
+        let violations = ledger.violations.join("\n");
+        assert_eq!(ledger.violations.len(), 5, "{violations}");
+        assert!(
+            ledger.violations[0].starts_with("trans_end on ")
+                && violations.contains("nothing begun")
+        );
+        assert!(ledger.violations[1].starts_with("journal_end on "));
+        assert!(
+            ledger.violations[2].starts_with("trans_begin on ")
+                && ledger.violations[2].ends_with("held 1 node lock(s)")
+        );
+        assert!(
+            ledger.violations[3].starts_with("journal_begin on ")
+                && ledger.violations[3].ends_with("held 1 node lock(s)")
+        );
+        assert!(ledger.violations[4].contains("inside the journal (depth 1)"));
+        // Re-entering a transaction the thread is already in only nests.
+        file.trans_begin(true).unwrap();
+        file.journal_begin().unwrap();
+        file.trans_begin(true).unwrap();
+        file.trans_end();
+        file.journal_end();
+        file.trans_end();
+        assert_eq!(file.ledger().violations.len(), 5);
+        assert!(!ledger.is_clean());
+
+        // Dropping a file with an unclean ledger fails the test that dropped it.
+        let dropped = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| drop(file)));
+        let message = dropped.expect_err("the drop checks the ledger");
+        let message = message
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(message.contains("lock-order violation"), "{message}");
     }
 
     #[test]

@@ -32,4 +32,26 @@ pub mod model;
 
 pub use crate::buf::{Direction, Priority};
 pub use disk::{DiskStats, LatencyModel, LoggedRequest, MemDisk, SECTOR_SIZE};
-pub use fs::{HookCounts, Layout, MemFile, MemFs};
+pub use fs::{HookCounts, Layout, Ledger, MemFile, MemFs};
+
+/// The name of [`MemDisk::threaded`]'s completion thread.
+const COMPLETION_THREAD: &str = "memdisk-completion";
+
+/// Fails a check the rig makes when a disk or file is dropped (unless the thread is
+/// already panicking, where a second panic would abort and hide the first).
+///
+/// On the test's threads this panics. An asynchronous completion can drop the last
+/// reference to a file or disk on the completion thread; a panic there would kill
+/// the thread in the middle of a request and leave the test hanging in
+/// [`MemDisk::quiesce`] instead of failing, so there the message is printed and the
+/// process aborts.
+fn fail_at_drop(message: core::fmt::Arguments<'_>) {
+    if std::thread::panicking() {
+        return;
+    }
+    if std::thread::current().name() == Some(COMPLETION_THREAD) {
+        std::eprintln!("{message}");
+        std::process::abort();
+    }
+    panic!("{message}");
+}
