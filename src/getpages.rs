@@ -11,7 +11,8 @@
 //!   the read widens to whole blocks, releasing what it holds and re-collecting from
 //!   the lowest offset so pages are always taken in ascending order.
 //! - asynchronous (no `SYNCIO`): read-ahead. Returns at once without sleeping (a busy
-//!   page or an allocation failure is [`Error::Busy`]); the request's completion
+//!   page is [`Error::Busy`], memory that cannot be had [`Error::NoMemory`], and
+//!   either way no page is left behind); the request's completion
 //!   settles the pages.
 
 use alloc::vec::Vec;
@@ -831,7 +832,7 @@ impl<V: Vnode> ReadJob<'_, V> {
             if settled.try_reserve_exact(pages.len()).is_err() {
                 // Read-ahead that cannot be had is no error, but its pages must not
                 // stay busy.
-                return Err(self.abandon(&pages, Error::Busy));
+                return Err(self.abandon(&pages, Error::NoMemory));
             }
             settled.extend_from_slice(&pages);
             Nest::asynchronous(
@@ -872,14 +873,7 @@ impl<V: Vnode> ReadJob<'_, V> {
             // The read-ahead's completion has already run with the error and released
             // the pages.
             Err(err) if async_io => return Err(err),
-            Err(err) => {
-                let object = self.vnode.object();
-                let mut state = object.lock();
-                let wake = state.release_pages(&pages);
-                drop(state);
-                object.wake_if(wake);
-                return Err(err);
-            }
+            Err(err) => return Err(self.abandon(&pages, err)),
         };
 
         let map = self.vnode.block_map();
@@ -1003,8 +997,15 @@ impl<V: Vnode> ReadJob<'_, V> {
 /// Reads file bytes from `offset` into `buf` through the page cache — what a kernel's
 /// read(2) calls. Faults pages in a batch at a time (the fast path first, a
 /// synchronous fault for what is missing), stops at end of file, and returns how many
-/// bytes it copied.
+/// bytes it copied (0 at or past the end of file).
+///
+/// Errors: [`Error::Invalid`] for an offset past the file's
+/// [`BlockMap::max_size`](crate::BlockMap::max_size) (a negative `off_t` to a kernel);
+/// any fault error.
 pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    if offset > max_file_size(vnode.block_map()) {
+        return Err(Error::Invalid);
+    }
     let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16);
     let mut done = 0;
     while done < buf.len() {
@@ -1013,7 +1014,8 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
         if pos >= size {
             break;
         }
-        let want_end = (pos + (buf.len() - done) as u64).min(size);
+        // `pos < size <= max_file_size`, 2^63 at most: one buffer more cannot wrap.
+        let want_end = pos.saturating_add((buf.len() - done) as u64).min(size);
         let first = trunc_page(pos);
         let count = (((round_page(want_end) - first) >> PAGE_SHIFT) as usize).min(batch_pages);
         let batch_end = (first + (count * PAGE_SIZE) as u64).min(want_end);

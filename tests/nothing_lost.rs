@@ -20,22 +20,9 @@ use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
 use genpager::{
-    Access, Advice, BlockMap, BusyPages, Error, Fetched, GetFlags, Mapping, PAGE_SIZE, PutFlags,
-    SizeKind, VmObject, Vnode, getpages, putpages, read, setsize, write,
+    Access, Advice, BlockMap, Error, Fetched, GetFlags, Mapping, PAGE_SIZE, PutFlags, SizeKind,
+    VmObject, Vnode, getpages, putpages, read, setsize, write,
 };
-
-// ---- API shim ---------------------------------------------------------------------
-
-/// Until `Fetched::into_writable` lands on main: a write fault's busy pages.
-trait IntoWritable<'a, V: Vnode> {
-    fn into_writable(self) -> Option<BusyPages<'a, V>>;
-}
-
-impl<'a, V: Vnode> IntoWritable<'a, V> for Fetched<'a, V> {
-    fn into_writable(self) -> Option<BusyPages<'a, V>> {
-        self.into_busy()
-    }
-}
 
 // ---- helpers ----------------------------------------------------------------------
 
@@ -469,10 +456,10 @@ fn read_ahead_without_memory_fails_and_loses_nothing() {
     }
 }
 
-/// Defect 3, the error: getpages' docs say of read-ahead that "a busy page or an
-/// allocation failure is [`Error::Busy`]".
+/// Defect 3, the error: read-ahead without memory says so (`NoMemory`, as getpages'
+/// docs say) and leaves nothing behind.
 #[test]
-fn read_ahead_without_memory_is_busy_as_documented() {
+fn read_ahead_without_memory_is_no_memory_as_documented() {
     let (_disk, file) = small_file(12, &pattern(8 * PAGE_SIZE, 32));
     file.object().lock().cache_mut().set_limit(0);
     let result = getpages(
@@ -485,7 +472,7 @@ fn read_ahead_without_memory_is_busy_as_documented() {
         GetFlags::empty(),
     )
     .map(|_| ());
-    assert_eq!(result, Err(Error::Busy));
+    assert_eq!(result, Err(Error::NoMemory));
     assert!(resident(&file).is_empty());
 }
 

@@ -359,7 +359,12 @@ unsafe impl PageCache for DefaultCache {
                 index
             }
             None => {
-                if self.slots.try_reserve(1).is_err() {
+                // Room in the free-slot list for every slot, so that `free` (the page
+                // daemon's step, when memory is short) never allocates; the list is
+                // empty here (`pop` found nothing).
+                let room = self.slots.len() + 1;
+                if self.slots.try_reserve(1).is_err() || self.free_slots.try_reserve(room).is_err()
+                {
                     self.frames.give(frame);
                     return Err(Error::NoMemory);
                 }

@@ -105,6 +105,12 @@ impl Radix {
             return Ok(node);
         }
         self.nodes.try_reserve(1).map_err(|_| Error::NoMemory)?;
+        // Room in the free list for every node, reserved while allocating may fail:
+        // `remove` runs when pages are freed (by the page daemon, when memory is short)
+        // and must not allocate. The list is empty here (`pop` found nothing).
+        self.free
+            .try_reserve(self.nodes.len() + 1)
+            .map_err(|_| Error::NoMemory)?;
         self.nodes.push(Node::EMPTY);
         Ok((self.nodes.len() - 1) as u32)
     }
