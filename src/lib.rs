@@ -41,7 +41,22 @@
 //! Outer to inner: mount transaction, journal, the node lock ([`sync::SleepRwLock`],
 //! held across read I/O, so it sleeps), the object lock (a short spin lock never held
 //! across a hook that may sleep or a device submission), page busy bits in ascending
-//! offset order. Without `std`, register a [`sync::Park`] hook so waiting sleeps.
+//! offset order. Nothing enters the transaction or journal while holding the node lock:
+//! [`GetFlags::GLOCKHELD`] means the caller holds all three. Without `std`, register a
+//! [`sync::Park`] hook so waiting sleeps.
+//!
+//! ## Concurrency
+//!
+//! Every entry point may run at the same time as every other on one file, from any
+//! number of threads: faults, [`read`], [`write()`], [`setsize`], [`putpages`] and
+//! [`directio`](directio::directio). Writes, size changes, allocating faults and direct
+//! writes take the node lock exclusively, so they run one at a time: writes that do not
+//! overlap never lose each other's bytes, and overlapping ones land in some serial
+//! order. A read racing a write sees the bytes before or after it, page by page. A
+//! `CLEANIT | SYNCIO` flush returns `Ok` only once every page dirty when it began is on
+//! the device. A thread holding a fault's pages ([`BusyPages`], [`WritablePages`]) must
+//! release them before it flushes, writes or truncates the same file (those wait for
+//! busy pages).
 //!
 //! ## A whole host in one page
 //!
