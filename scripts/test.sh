@@ -31,6 +31,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "cargo test (the library and the ext2 host: both are default members)"
 cargo test --all-features
 
+step "allocation-failure sweep (each entry point, the N-th allocation failing, every N)"
+cargo test --all-features --test alloc_sweep every_operation -- --nocapture 2>&1 \
+  | grep -E "cases ran|test result"
+
 if [ -f tests/loom.rs ]; then
   step "loom (bounded)"
   # ~70 s to build, ~5 s to explore (10 models). RUST_BACKTRACE=0: a failing model

@@ -116,6 +116,12 @@ impl<V: Vnode> Drop for BusyPages<'_, V> {
 /// [`WritablePages::bytes_mut`] marks the page dirty at once (a kernel whose MMU keeps
 /// no modified bit for its own stores cannot lose the write); a flush that finds it
 /// dirty waits for the handle to be released before writing it.
+///
+/// ```
+/// # fn store<V: genpager::Vnode>(pages: &mut genpager::WritablePages<'_, V>) {
+/// pages.bytes_mut(0)[0] = 1; // a write fault's pages can be written
+/// # }
+/// ```
 #[must_use = "busy pages block every other thread until released"]
 pub struct WritablePages<'a, V: Vnode> {
     pages: BusyPages<'a, V>,

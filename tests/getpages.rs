@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use genpager::cache::MapState;
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
     Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache,
@@ -983,4 +984,76 @@ fn g16_a_sync_fault_waits_for_read_ahead_in_flight() {
     disk.release();
     assert_eq!(waiter.join().unwrap(), &data[PAGE_SIZE..2 * PAGE_SIZE]);
     assert_eq!(disk.log().len(), 1, "the waiting fault did not read again");
+}
+
+// ---- Page bytes and real MMUs: no slice over a page some mapping can store to ------
+
+/// Maps the resident page at `offset` as a user mapping would (the emulated MMU).
+fn map_page(file: &MemFile, offset: u64, state: MapState) {
+    file.object().lock().cache_mut().map(offset, state);
+}
+
+fn map_state(file: &MemFile, offset: u64) -> MapState {
+    file.object().read().cache().map_state(offset)
+}
+
+#[test]
+fn a_fault_write_protects_a_writable_mapped_page_before_handing_out_its_bytes() {
+    let data = pattern(4 * PAGE_SIZE, 41);
+    let (_disk, file) = file_with(12, Layout::Contiguous, &data);
+    for access in [Access::Read, Access::Write] {
+        read_fault(&file, 0, 2).release();
+        map_page(&file, 0, MapState::Writable);
+        map_page(&file, P, MapState::Writable);
+        let pages = fault(&file, 0, 1, 0, access, SYNC).unwrap();
+        assert_eq!(
+            map_state(&file, 0),
+            MapState::ReadOnly,
+            "{access:?}: handed out"
+        );
+        assert_eq!(
+            map_state(&file, P),
+            MapState::Writable,
+            "{access:?}: a page not handed out keeps its mapping"
+        );
+        // While the handle lives, a store through the old mapping faults instead.
+        let stored = file
+            .object()
+            .lock()
+            .cache_mut()
+            .write_through_mapping(0, 0, &[1]);
+        assert_eq!(stored, Err(Error::Busy), "{access:?}");
+        drop(pages);
+    }
+}
+
+#[test]
+fn the_shared_fast_path_leaves_out_pages_mapped_writable_and_the_exclusive_one_protects_them() {
+    let data = pattern(4 * PAGE_SIZE, 42);
+    let (_disk, file) = file_with(12, Layout::Contiguous, &data);
+    read_fault(&file, 0, 2).release();
+    map_page(&file, P, MapState::Writable);
+    {
+        let pages = fault(&file, 0, 2, 0, Access::Read, GetFlags::LOCKED)
+            .unwrap()
+            .into_resident()
+            .unwrap();
+        assert!(pages.bytes(0).is_some());
+        assert!(
+            pages.bytes(1).is_none(),
+            "a page another CPU may store to is not handed out under the shared lock"
+        );
+    }
+    assert_eq!(map_state(&file, P), MapState::Writable);
+    let mut pages = fault(&file, 0, 2, 0, Access::Write, GetFlags::LOCKED)
+        .unwrap()
+        .into_resident()
+        .unwrap();
+    assert!(pages.bytes_mut(1).is_some());
+    drop(pages);
+    assert_eq!(
+        map_state(&file, P),
+        MapState::ReadOnly,
+        "the write fast path write-protects what it hands out"
+    );
 }
