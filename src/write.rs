@@ -74,32 +74,25 @@ pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize
         Err(error) if written > 0 => {
             log::trace!("write: short write of {written:#x} bytes at {offset:#x}: {error}");
             // The size already covers what was written; the rest was never reached.
-            let mut state = object.lock();
-            let size = state.size();
-            state.set_sizes(size, old_write_size.max(size));
+            let size = object.size();
+            end_growth_at(vnode, size, old_write_size.max(size));
             Ok(written)
         }
         Err(error) => {
             log::trace!("write at {offset:#x} failed: {error}");
-            undo_growth(vnode, old_size, old_write_size);
+            end_growth_at(vnode, old_size, old_write_size);
             Err(error)
         }
     }
 }
 
-/// Takes a failed write's growth back: the size and write size it found, and no page
-/// wholly past that end (what the write zeroed or faulted there is not file data).
-fn undo_growth<V: Vnode>(vnode: &Arc<V>, old_size: u64, old_write_size: u64) {
+/// Ends a failed write's growth at `size` (and `write_size`): what it zeroed or
+/// faulted past that end is not file data, so no page wholly past it stays (blocks
+/// allocated there stay allocated, as a truncation leaves them to the filesystem).
+fn end_growth_at<V: Vnode>(vnode: &Arc<V>, size: u64, write_size: u64) {
     let object = vnode.object();
-    let grew = {
-        let mut state = object.lock();
-        let grew = state.size() > old_size;
-        state.set_sizes(old_size, old_write_size);
-        grew
-    };
-    if grew {
-        object.free_range_waiting(round_page(old_size)..u64::MAX);
-    }
+    object.lock().set_sizes(size, write_size);
+    object.free_range_waiting(round_page(size)..u64::MAX);
 }
 
 /// Writes `data` at `offset` a batch at a time; returns how many bytes were written
@@ -252,7 +245,7 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
     };
     if size > old_size && vnode.byte_io().is_none() {
         if let Err(error) = zero_old_tail(vnode, geometry(&**vnode)?, old_size, size) {
-            undo_growth(vnode, old_size, old_write_size);
+            end_growth_at(vnode, old_size, old_write_size);
             return Err(error);
         }
     }

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use genpager::testing::{Layout, MemDisk, MemFs};
-use genpager::{PAGE_SIZE, PutFlags, Vnode, putpages, read, setsize, write};
+use genpager::{PAGE_SIZE, PageCache, PutFlags, Vnode, putpages, read, setsize, write};
 
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 
@@ -291,4 +291,45 @@ fn truncate_into_a_page_over_a_hole_keeps_it_read_only() {
         &[0xa5; 16],
         "store over the hole lost"
     );
+}
+
+#[test]
+fn a_short_write_grows_the_file_by_what_it_wrote_and_leaves_no_page_past_it() {
+    for bshift in [9u32, 10, 12] {
+        // Room for the file's block and 20 KiB more; the write wants 100 KiB.
+        let block = 1u64 << bshift;
+        let disk = MemDisk::new((block + 20 * 1024) / 512);
+        let fs = MemFs::new(disk, bshift, Layout::Contiguous);
+        let mut model = pattern(block as usize, 31);
+        let file = fs.create(&model).unwrap();
+        // One page a batch, so the write gets part of the way before space runs out.
+        file.set_max_transfer(PAGE_SIZE);
+        let data = pattern(100 * 1024, 32);
+        let written = write(&file, block, &data).unwrap();
+        assert!(
+            written > 0 && written < data.len(),
+            "bshift {bshift}: {written} of {} bytes",
+            data.len()
+        );
+        let size = file.object().size();
+        assert_eq!(size, block + written as u64, "bshift {bshift}");
+        assert_eq!(file.object().read().write_size(), size);
+        let past: Vec<u64> = {
+            let state = file.object().read();
+            state
+                .cache()
+                .range(round_page(size)..u64::MAX)
+                .map(|page| page.offset())
+                .collect()
+        };
+        assert!(past.is_empty(), "bshift {bshift}: pages past EOF {past:x?}");
+        model.extend_from_slice(&data[..written]);
+        putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
+        assert!(read_all(&file) == model, "bshift {bshift}: read back");
+        assert!(file.disk_contents() == model, "bshift {bshift}: disk");
+    }
+}
+
+fn round_page(offset: u64) -> u64 {
+    offset.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
 }
