@@ -56,8 +56,10 @@ if [ "${SKIP_MIRI:-0}" != 1 ]; then
   # (tests/directio.rs alone ~7). ~1.5 min.
   MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" \
     cargo +nightly miri test -p genpager --all-features \
-      --test getpages --test putpages --test write --test directio --test compat -- \
+      --test getpages --test putpages --test write --test directio --test compat \
+      --test nothing_lost -- \
       c0 g07_overwrite_reads_nothing g08_resident_pages_need_no_io g11_eof_mid_page \
+      a_fault_write_protects requests_are_whole_sectors_and_the_tail \
       g12_read_fault_on_hole g12_write_fault_on_hole g14 p09_unknown_pages p11_free_frees \
       p12_a_failed_synchronous_write d05_read_over_a_hole d07_device_error_mid_read \
       d07_an_alias holes_past_eof truncate_into setsize_shrink
