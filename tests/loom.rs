@@ -156,12 +156,57 @@ impl Transaction {
     }
 }
 
+/// How deep the calling loom thread is in the mount transaction and the journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Depth {
+    transaction: u32,
+    journal: u32,
+}
+
+loom::thread_local! {
+    static DEPTH: std::cell::Cell<Depth> = std::cell::Cell::new(Depth::default());
+}
+
+fn depth() -> Depth {
+    DEPTH.with(std::cell::Cell::get)
+}
+
+fn set_depth(depth: Depth) {
+    DEPTH.with(|cell| cell.set(depth));
+}
+
+/// The lock order (README "Lock order"): the transaction and the journal come before
+/// the node lock, so neither may be begun by a thread holding it.
+fn check_no_node_lock(hook: &str) {
+    let held = genpager::sync::sleep_locks_held_by_this_thread();
+    assert!(
+        held == 0,
+        "lock order: {hook} on a thread holding {held} node lock(s)"
+    );
+}
+
+/// Every transaction and journal the calling thread began, it ended.
+fn check_left_everything(who: &str) {
+    assert_eq!(
+        depth(),
+        Depth::default(),
+        "{who} left a transaction or the journal open"
+    );
+}
+
 /// One file whose blocks lie contiguously from sector 0 of its [`Device`].
+///
+/// Its transaction and journal hooks check the lock order on every call, whether or
+/// not the transaction is modelled: no node lock held by the calling thread, the
+/// journal only inside a transaction, and each end matching a begin of the same
+/// thread (the depths are per loom thread; [`spawn`] and [`Rig::finish`] check that
+/// each thread ends with nothing open).
 struct File {
     object: VmObject<DefaultCache>,
     device: Device,
     fs_bshift: u32,
     transaction: Option<Transaction>,
+    journal: bool,
 }
 
 impl BlockMap for File {
@@ -207,17 +252,62 @@ impl Vnode for File {
     }
 
     fn trans_begin(&self, wait: bool) -> genpager::Result {
+        check_no_node_lock("trans_begin");
+        let mut depth = depth();
+        assert!(
+            depth.journal == 0 || depth.transaction > 0,
+            "lock order: trans_begin inside the journal"
+        );
         if let Some(transaction) = &self.transaction {
             assert!(wait, "only the page daemon asks not to wait");
-            transaction.begin();
+            // Nested entry by the same thread does not wait (as fstrans).
+            if depth.transaction == 0 {
+                transaction.begin();
+            }
         }
+        depth.transaction += 1;
+        set_depth(depth);
         Ok(())
     }
 
     fn trans_end(&self) {
+        let mut depth = depth();
+        assert!(depth.transaction > 0, "trans_end without a trans_begin");
+        assert!(
+            depth.transaction > 1 || depth.journal == 0,
+            "the last trans_end before the journal's end"
+        );
+        depth.transaction -= 1;
+        set_depth(depth);
         if let Some(transaction) = &self.transaction {
-            transaction.end();
+            if depth.transaction == 0 {
+                transaction.end();
+            }
         }
+    }
+
+    fn has_journal(&self) -> bool {
+        self.journal
+    }
+
+    fn journal_begin(&self) -> genpager::Result {
+        check_no_node_lock("journal_begin");
+        let mut depth = depth();
+        assert!(depth.transaction > 0, "journal_begin outside a transaction");
+        assert!(
+            depth.journal == 0,
+            "journal_begin inside the journal (JOURNALLOCKED not passed on)"
+        );
+        depth.journal += 1;
+        set_depth(depth);
+        Ok(())
+    }
+
+    fn journal_end(&self) {
+        let mut depth = depth();
+        assert!(depth.journal > 0, "journal_end without a journal_begin");
+        depth.journal -= 1;
+        set_depth(depth);
     }
 }
 
@@ -234,7 +324,10 @@ struct Setup {
     data: Vec<u8>,
     /// Disk capacity in bytes (whole blocks; at least the file).
     capacity: usize,
+    /// Model the mount transaction as one holder at a time.
     transaction: bool,
+    /// The mount has a journal (begun by writes, truncations and direct I/O).
+    journal: bool,
 }
 
 impl Setup {
@@ -246,6 +339,7 @@ impl Setup {
             data,
             capacity,
             transaction: false,
+            journal: false,
         }
     }
 
@@ -257,6 +351,7 @@ impl Setup {
             device: Device::new(bytes),
             fs_bshift: self.fs_bshift,
             transaction: self.transaction.then(Transaction::default),
+            journal: self.journal,
         });
         let device = {
             let file = file.clone();
@@ -275,6 +370,7 @@ impl Rig {
     fn finish(mut self, model: &[u8]) -> Arc<File> {
         putpages(&self.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
             .expect("the final flush reports no error");
+        check_left_everything("the model's main thread");
         self.stop();
         check_invariants(&self.file);
         check_cache(&self.file, model);
@@ -415,7 +511,11 @@ fn spawn<T: Send + 'static>(
     f: impl FnOnce(Arc<File>) -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
     let file = rig.file.clone();
-    thread::spawn(move || f(file))
+    thread::spawn(move || {
+        let result = f(file);
+        check_left_everything("a model thread");
+        result
+    })
 }
 
 // ---- L1: read fault vs truncate ------------------------------------------------
@@ -575,8 +675,8 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
             );
             let mut pages = fetched
                 .expect("write fault")
-                .into_busy()
-                .expect("busy page");
+                .into_writable()
+                .expect("writable page");
             pages.bytes_mut(0)[10..14].copy_from_slice(store);
         }
         flush.join().unwrap().expect("async flush");
@@ -634,8 +734,8 @@ fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
         );
         let mut pages = fetched
             .expect("write fault")
-            .into_busy()
-            .expect("busy page");
+            .into_writable()
+            .expect("writable page");
         pages.bytes_mut(0)[..4].copy_from_slice(b"new!");
         drop(pages);
         putpages(
