@@ -856,6 +856,126 @@ fn l8_directio_read_waits_for_a_writeback_in_flight() {
     });
 }
 
+/// The bytes of the resident, idle page at `at`, if there is one.
+fn cached_page(file: &File, at: u64) -> Option<Vec<u8>> {
+    let state = file.object().read();
+    let page = state.cache().lookup(at)?;
+    assert!(
+        !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE),
+        "page {at:#x} left {:?}",
+        page.flags
+    );
+    // SAFETY: the page is resident and neither busy nor unread, and this thread holds
+    // the object lock, so nothing writes its bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(page.frame().as_ptr(), PAGE_SIZE) };
+    Some(bytes.to_vec())
+}
+
+/// The device's requests so far, for a failure message: the order in which the
+/// reads and writes reached the disk.
+fn device_log(file: &File) -> Vec<(Direction, u64, usize)> {
+    file.device.log.lock().unwrap().clone()
+}
+
+/// A buffered read of a page racing a direct write of it. The direct write holds the
+/// node lock exclusively from before its flush until its transfer is done, so the
+/// read either finishes first (and its page is then flushed and freed) or reads after
+/// the transfer. With the lock taken only around the transfer (shared), a fault
+/// between the invalidation and the transfer caches the old bytes, and the cache
+/// keeps serving them after the direct write has returned.
+#[test]
+fn l8_read_racing_a_direct_write_caches_no_stale_bytes() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    model(|| {
+        let data = pattern(PAGE_SIZE, 28);
+        let rig = Setup::new(12, data.clone()).start();
+        let reader = spawn(&rig, |file| {
+            let mut buf = vec![0; PAGE_SIZE];
+            let n = genpager::read(&file, 0, &mut buf).expect("buffered read");
+            assert_eq!(n, PAGE_SIZE, "a whole page inside the file");
+            buf
+        });
+
+        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 128).try_into().unwrap()));
+        let iov = vec![IoVec::readonly(&direct.0)];
+        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
+        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
+        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
+        let seen = reader.join().unwrap();
+        assert!(
+            seen == data || seen == direct.0,
+            "the read saw neither the old bytes nor the direct write's"
+        );
+
+        // The direct write has returned: neither the cache nor a new read may show
+        // the bytes it replaced.
+        if let Some(cached) = cached_page(&rig.file, 0) {
+            assert!(
+                cached == direct.0,
+                "a stale page outlived the direct write (read saw {}; device: {:?})",
+                if seen == data { "old" } else { "new" },
+                device_log(&rig.file)
+            );
+        }
+        let mut again = vec![0; PAGE_SIZE];
+        genpager::read(&rig.file, 0, &mut again).expect("read again");
+        assert!(
+            again == direct.0,
+            "a read after the direct write returned old bytes (device: {:?})",
+            device_log(&rig.file)
+        );
+        rig.finish(&direct.0);
+    });
+}
+
+/// A buffered write of a few bytes of a page racing a direct write of another part
+/// (the first sector) of the same page. Both hold the node lock exclusively, so they
+/// run one after the other: the write's page is flushed before the direct write, or
+/// read back after it. With the direct write holding it only around its transfer, the
+/// buffered write can fault the page between the invalidation and the transfer
+/// (reading the old first sector), dirty it, and its later write-back puts the old
+/// first sector over the direct write's.
+#[test]
+fn l8_buffered_write_racing_a_direct_write_of_the_same_page_keeps_both() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    model(|| {
+        let data = pattern(PAGE_SIZE, 38);
+        let rig = Setup::new(12, data.clone()).start();
+        let buffered = b"buff";
+        let writer = spawn(&rig, move |file| write(&file, 1000, buffered));
+
+        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 138).try_into().unwrap()));
+        let iov = vec![IoVec::readonly(&direct.0[..SECTOR])];
+        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
+        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
+        assert_eq!(progress.transferred, SECTOR, "{:?}", progress.fallback);
+        assert_eq!(writer.join().unwrap().expect("buffered write"), 4);
+
+        putpages(
+            &rig.file,
+            0,
+            0,
+            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
+        )
+        .expect("flush and evict");
+        let mut model_bytes = data.clone();
+        model_bytes[..SECTOR].copy_from_slice(&direct.0[..SECTOR]);
+        model_bytes[1000..1004].copy_from_slice(buffered);
+        let disk = disk_bytes(&rig.file);
+        assert!(
+            disk[..SECTOR] == model_bytes[..SECTOR],
+            "the direct write was overwritten by the old sector (device: {:?})",
+            device_log(&rig.file)
+        );
+        assert!(
+            disk[1000..1004] == buffered[..],
+            "the buffered write was lost (device: {:?})",
+            device_log(&rig.file)
+        );
+        rig.finish(&model_bytes);
+    });
+}
+
 // ---- L9: the locked fast path vs truncate --------------------------------------
 
 /// The fast path never sleeps, so it cannot wait for a truncate; it must back off
