@@ -1114,3 +1114,34 @@ fn l10_fault_waking_after_an_extending_write_looks_at_the_size_again() {
         rig.finish(&model_bytes);
     });
 }
+
+// ---- L11: the lock order of a truncate racing a fault -------------------------
+
+/// A shrink to the middle of a resident page (setsize zeroes the page's tail) racing
+/// a read fault of it, on a mount with a journal. The rig's hooks check the lock
+/// order in every interleaving: setsize enters the transaction and the journal before
+/// it takes the node lock exclusively, and nothing it calls under that lock (the tail
+/// zeroing, a fault with `GLOCKHELD`) enters them again; the fault enters the
+/// transaction before it takes the node lock shared; every begin has one end on the
+/// same thread. The transaction itself is not modelled as exclusive here, so the two
+/// really race on the node lock.
+#[test]
+fn l11_truncate_to_mid_page_racing_a_read_fault_keeps_the_lock_order() {
+    model(|| {
+        let data = pattern(PAGE_SIZE, 12);
+        let mut setup = Setup::new(12, data.clone());
+        setup.journal = true;
+        let rig = setup.start();
+        read_busy(&rig.file, 0, 1).expect("make the page resident");
+        let truncate = spawn(&rig, |file| setsize(&file, 100));
+        let pages = read_busy(&rig.file, 0, 1).expect("page 0 stays inside the file");
+        truncate.join().unwrap().expect("setsize");
+        let mut shrunk = data[..100].to_vec();
+        shrunk.resize(PAGE_SIZE, 0);
+        assert!(
+            pages[0] == data || pages[0] == shrunk,
+            "the fault saw a half-zeroed page"
+        );
+        rig.finish(&data[..100]);
+    });
+}
