@@ -418,14 +418,20 @@ std::thread_local! {
     static SLEEP_GUARDS_HELD: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
+// Under loom every modelled thread runs on one OS thread: count per loom thread.
+#[cfg(loom)]
+loom::thread_local! {
+    static SLEEP_GUARDS_HELD: core::cell::Cell<usize> = core::cell::Cell::new(0);
+}
+
 /// How many node-lock ([`SleepRwLock`]) guards the calling thread holds right now,
 /// shared and exclusive alike.
 ///
 /// For test rigs checking the lock order: a hook that must not be entered under the
-/// node lock (a mount transaction, the journal) asks this. Only with `std` and not
-/// under loom; a guard dropped on another thread than the one that took it (genpager
-/// never does that) is counted against the dropping thread.
-#[cfg(all(feature = "std", not(loom)))]
+/// node lock (a mount transaction, the journal) asks this. With `std`, or under loom
+/// (per loom thread); a guard dropped on another thread than the one that took it
+/// (genpager never does that) is counted against the dropping thread.
+#[cfg(any(feature = "std", loom))]
 pub fn sleep_locks_held_by_this_thread() -> usize {
     SLEEP_GUARDS_HELD.with(core::cell::Cell::get)
 }
@@ -434,7 +440,7 @@ impl<'a> SleepGuard<'a> {
     /// The guard of a lock `lock` just taken, counted for
     /// [`sleep_locks_held_by_this_thread`].
     fn held(lock: &'a SleepRwLock, exclusive: bool) -> Self {
-        #[cfg(all(feature = "std", not(loom)))]
+        #[cfg(any(feature = "std", loom))]
         SLEEP_GUARDS_HELD.with(|held| held.set(held.get() + 1));
         Self { lock, exclusive }
     }
@@ -449,7 +455,7 @@ impl SleepGuard<'_> {
 
 impl Drop for SleepGuard<'_> {
     fn drop(&mut self) {
-        #[cfg(all(feature = "std", not(loom)))]
+        #[cfg(any(feature = "std", loom))]
         SLEEP_GUARDS_HELD.with(|held| held.set(held.get().saturating_sub(1)));
         if self.exclusive {
             self.lock.state.store(0, Ordering::SeqCst);

@@ -14,6 +14,11 @@
 //! flight, no latched error, and the file's bytes (in the cache and on the disk)
 //! agreeing with a model. Each model was shown to fail when the protection it guards
 //! is removed from `src/` (see the report of issue #6).
+//!
+//! In every model the file's transaction and journal hooks also check the lock order
+//! (no node lock held by the calling thread, the journal inside a transaction, each
+//! begin ended once on its own thread), counting node-lock guards per loom thread with
+//! `genpager::sync::sleep_locks_held_by_this_thread`.
 #![cfg(loom)]
 
 use std::collections::VecDeque;
@@ -156,12 +161,73 @@ impl Transaction {
     }
 }
 
+/// How deep the calling loom thread is in the mount transaction and the journal.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Depth {
+    transaction: u32,
+    journal: u32,
+}
+
+loom::thread_local! {
+    static DEPTH: std::cell::Cell<Depth> = std::cell::Cell::new(Depth::default());
+}
+
+fn depth() -> Depth {
+    DEPTH.with(std::cell::Cell::get)
+}
+
+fn set_depth(depth: Depth) {
+    DEPTH.with(|cell| cell.set(depth));
+}
+
+/// Every transaction and journal the calling thread began, it ended.
+fn check_left_everything(who: &str) {
+    assert_eq!(
+        depth(),
+        Depth::default(),
+        "{who} left a transaction or the journal open"
+    );
+}
+
 /// One file whose blocks lie contiguously from sector 0 of its [`Device`].
+///
+/// Its transaction and journal hooks check the lock order on every call, whether or
+/// not the transaction is modelled: no node lock held by the calling thread, the
+/// journal only inside a transaction, and each end matching a begin of the same
+/// thread (the depths are per loom thread; [`spawn`] and [`Rig::finish`] check that
+/// each thread ends with nothing open).
 struct File {
     object: VmObject<DefaultCache>,
     device: Device,
     fs_bshift: u32,
     transaction: Option<Transaction>,
+    journal: bool,
+    /// Broken lock-order rules, asserted empty by [`Rig::finish`]. Recorded rather
+    /// than panicked on in the hook: a panic there unwinds through the node-lock guard
+    /// the caller holds, whose drop then runs outside the model and aborts the run.
+    violations: StdMutex<Vec<String>>,
+}
+
+impl File {
+    fn violated(&self, rule: impl Into<String>) {
+        let rule = rule.into();
+        eprintln!("lock order: {rule} ({:?})", thread::current().id());
+        self.violations.lock().unwrap().push(rule);
+    }
+
+    /// The lock order (README "Lock order"): the transaction and the journal come
+    /// before the node lock, so neither may be begun by a thread holding it.
+    fn check_no_node_lock(&self, hook: &str) {
+        let held = genpager::sync::sleep_locks_held_by_this_thread();
+        if held > 0 {
+            self.violated(format!("{hook} on a thread holding {held} node lock(s)"));
+        }
+    }
+
+    fn check_lock_order(&self) {
+        let violations = self.violations.lock().unwrap();
+        assert!(violations.is_empty(), "lock order broken: {violations:?}");
+    }
 }
 
 impl BlockMap for File {
@@ -207,17 +273,67 @@ impl Vnode for File {
     }
 
     fn trans_begin(&self, wait: bool) -> genpager::Result {
+        self.check_no_node_lock("trans_begin");
+        let mut depth = depth();
+        if depth.journal > 0 && depth.transaction == 0 {
+            self.violated("trans_begin inside the journal");
+        }
         if let Some(transaction) = &self.transaction {
             assert!(wait, "only the page daemon asks not to wait");
-            transaction.begin();
+            // Nested entry by the same thread does not wait (as fstrans).
+            if depth.transaction == 0 {
+                transaction.begin();
+            }
         }
+        depth.transaction += 1;
+        set_depth(depth);
         Ok(())
     }
 
     fn trans_end(&self) {
-        if let Some(transaction) = &self.transaction {
-            transaction.end();
+        let mut depth = depth();
+        if depth.transaction == 0 {
+            self.violated("trans_end without a trans_begin");
+            return;
         }
+        if depth.transaction == 1 && depth.journal > 0 {
+            self.violated("the last trans_end before the journal's end");
+        }
+        depth.transaction -= 1;
+        set_depth(depth);
+        if let Some(transaction) = &self.transaction {
+            if depth.transaction == 0 {
+                transaction.end();
+            }
+        }
+    }
+
+    fn has_journal(&self) -> bool {
+        self.journal
+    }
+
+    fn journal_begin(&self) -> genpager::Result {
+        self.check_no_node_lock("journal_begin");
+        let mut depth = depth();
+        if depth.transaction == 0 {
+            self.violated("journal_begin outside a transaction");
+        }
+        if depth.journal > 0 {
+            self.violated("journal_begin inside the journal (JOURNALLOCKED not passed on)");
+        }
+        depth.journal += 1;
+        set_depth(depth);
+        Ok(())
+    }
+
+    fn journal_end(&self) {
+        let mut depth = depth();
+        if depth.journal == 0 {
+            self.violated("journal_end without a journal_begin");
+            return;
+        }
+        depth.journal -= 1;
+        set_depth(depth);
     }
 }
 
@@ -234,7 +350,10 @@ struct Setup {
     data: Vec<u8>,
     /// Disk capacity in bytes (whole blocks; at least the file).
     capacity: usize,
+    /// Model the mount transaction as one holder at a time.
     transaction: bool,
+    /// The mount has a journal (begun by writes, truncations and direct I/O).
+    journal: bool,
 }
 
 impl Setup {
@@ -246,6 +365,7 @@ impl Setup {
             data,
             capacity,
             transaction: false,
+            journal: false,
         }
     }
 
@@ -257,6 +377,8 @@ impl Setup {
             device: Device::new(bytes),
             fs_bshift: self.fs_bshift,
             transaction: self.transaction.then(Transaction::default),
+            journal: self.journal,
+            violations: StdMutex::new(Vec::new()),
         });
         let device = {
             let file = file.clone();
@@ -275,6 +397,8 @@ impl Rig {
     fn finish(mut self, model: &[u8]) -> Arc<File> {
         putpages(&self.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
             .expect("the final flush reports no error");
+        check_left_everything("the model's main thread");
+        self.file.check_lock_order();
         self.stop();
         check_invariants(&self.file);
         check_cache(&self.file, model);
@@ -415,7 +539,11 @@ fn spawn<T: Send + 'static>(
     f: impl FnOnce(Arc<File>) -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
     let file = rig.file.clone();
-    thread::spawn(move || f(file))
+    thread::spawn(move || {
+        let result = f(file);
+        check_left_everything("a model thread");
+        result
+    })
 }
 
 // ---- L1: read fault vs truncate ------------------------------------------------
@@ -575,8 +703,8 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
             );
             let mut pages = fetched
                 .expect("write fault")
-                .into_busy()
-                .expect("busy page");
+                .into_writable()
+                .expect("writable page");
             pages.bytes_mut(0)[10..14].copy_from_slice(store);
         }
         flush.join().unwrap().expect("async flush");
@@ -634,8 +762,8 @@ fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
         );
         let mut pages = fetched
             .expect("write fault")
-            .into_busy()
-            .expect("busy page");
+            .into_writable()
+            .expect("writable page");
         pages.bytes_mut(0)[..4].copy_from_slice(b"new!");
         drop(pages);
         putpages(
@@ -753,6 +881,126 @@ fn l8_directio_read_waits_for_a_writeback_in_flight() {
         );
         syncer.join().unwrap().expect("syncer");
         rig.finish(&newer);
+    });
+}
+
+/// The bytes of the resident, idle page at `at`, if there is one.
+fn cached_page(file: &File, at: u64) -> Option<Vec<u8>> {
+    let state = file.object().read();
+    let page = state.cache().lookup(at)?;
+    assert!(
+        !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE),
+        "page {at:#x} left {:?}",
+        page.flags
+    );
+    // SAFETY: the page is resident and neither busy nor unread, and this thread holds
+    // the object lock, so nothing writes its bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(page.frame().as_ptr(), PAGE_SIZE) };
+    Some(bytes.to_vec())
+}
+
+/// The device's requests so far, for a failure message: the order in which the
+/// reads and writes reached the disk.
+fn device_log(file: &File) -> Vec<(Direction, u64, usize)> {
+    file.device.log.lock().unwrap().clone()
+}
+
+/// A buffered read of a page racing a direct write of it. The direct write holds the
+/// node lock exclusively from before its flush until its transfer is done, so the
+/// read either finishes first (and its page is then flushed and freed) or reads after
+/// the transfer. With the lock taken only around the transfer (shared), a fault
+/// between the invalidation and the transfer caches the old bytes, and the cache
+/// keeps serving them after the direct write has returned.
+#[test]
+fn l8_read_racing_a_direct_write_caches_no_stale_bytes() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    model(|| {
+        let data = pattern(PAGE_SIZE, 28);
+        let rig = Setup::new(12, data.clone()).start();
+        let reader = spawn(&rig, |file| {
+            let mut buf = vec![0; PAGE_SIZE];
+            let n = genpager::read(&file, 0, &mut buf).expect("buffered read");
+            assert_eq!(n, PAGE_SIZE, "a whole page inside the file");
+            buf
+        });
+
+        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 128).try_into().unwrap()));
+        let iov = vec![IoVec::readonly(&direct.0)];
+        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
+        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
+        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
+        let seen = reader.join().unwrap();
+        assert!(
+            seen == data || seen == direct.0,
+            "the read saw neither the old bytes nor the direct write's"
+        );
+
+        // The direct write has returned: neither the cache nor a new read may show
+        // the bytes it replaced.
+        if let Some(cached) = cached_page(&rig.file, 0) {
+            assert!(
+                cached == direct.0,
+                "a stale page outlived the direct write (read saw {}; device: {:?})",
+                if seen == data { "old" } else { "new" },
+                device_log(&rig.file)
+            );
+        }
+        let mut again = vec![0; PAGE_SIZE];
+        genpager::read(&rig.file, 0, &mut again).expect("read again");
+        assert!(
+            again == direct.0,
+            "a read after the direct write returned old bytes (device: {:?})",
+            device_log(&rig.file)
+        );
+        rig.finish(&direct.0);
+    });
+}
+
+/// A buffered write of a few bytes of a page racing a direct write of another part
+/// (the first sector) of the same page. Both hold the node lock exclusively, so they
+/// run one after the other: the write's page is flushed before the direct write, or
+/// read back after it. With the direct write holding it only around its transfer, the
+/// buffered write can fault the page between the invalidation and the transfer
+/// (reading the old first sector), dirty it, and its later write-back puts the old
+/// first sector over the direct write's.
+#[test]
+fn l8_buffered_write_racing_a_direct_write_of_the_same_page_keeps_both() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    model(|| {
+        let data = pattern(PAGE_SIZE, 38);
+        let rig = Setup::new(12, data.clone()).start();
+        let buffered = b"buff";
+        let writer = spawn(&rig, move |file| write(&file, 1000, buffered));
+
+        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 138).try_into().unwrap()));
+        let iov = vec![IoVec::readonly(&direct.0[..SECTOR])];
+        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
+        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
+        assert_eq!(progress.transferred, SECTOR, "{:?}", progress.fallback);
+        assert_eq!(writer.join().unwrap().expect("buffered write"), 4);
+
+        putpages(
+            &rig.file,
+            0,
+            0,
+            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
+        )
+        .expect("flush and evict");
+        let mut model_bytes = data.clone();
+        model_bytes[..SECTOR].copy_from_slice(&direct.0[..SECTOR]);
+        model_bytes[1000..1004].copy_from_slice(buffered);
+        let disk = disk_bytes(&rig.file);
+        assert!(
+            disk[..SECTOR] == model_bytes[..SECTOR],
+            "the direct write was overwritten by the old sector (device: {:?})",
+            device_log(&rig.file)
+        );
+        assert!(
+            disk[1000..1004] == buffered[..],
+            "the buffered write was lost (device: {:?})",
+            device_log(&rig.file)
+        );
+        rig.finish(&model_bytes);
     });
 }
 
@@ -892,5 +1140,36 @@ fn l10_fault_waking_after_an_extending_write_looks_at_the_size_again() {
             "the fault saw neither the old nor the new end of file"
         );
         rig.finish(&model_bytes);
+    });
+}
+
+// ---- L11: the lock order of a truncate racing a fault -------------------------
+
+/// A shrink to the middle of a resident page (setsize zeroes the page's tail) racing
+/// a read fault of it, on a mount with a journal. The rig's hooks check the lock
+/// order in every interleaving: setsize enters the transaction and the journal before
+/// it takes the node lock exclusively, and nothing it calls under that lock (the tail
+/// zeroing, a fault with `GLOCKHELD`) enters them again; the fault enters the
+/// transaction before it takes the node lock shared; every begin has one end on the
+/// same thread. The transaction itself is not modelled as exclusive here, so the two
+/// really race on the node lock.
+#[test]
+fn l11_truncate_to_mid_page_racing_a_read_fault_keeps_the_lock_order() {
+    model(|| {
+        let data = pattern(PAGE_SIZE, 12);
+        let mut setup = Setup::new(12, data.clone());
+        setup.journal = true;
+        let rig = setup.start();
+        read_busy(&rig.file, 0, 1).expect("make the page resident");
+        let truncate = spawn(&rig, |file| setsize(&file, 100));
+        let pages = read_busy(&rig.file, 0, 1).expect("page 0 stays inside the file");
+        truncate.join().unwrap().expect("setsize");
+        let mut shrunk = data[..100].to_vec();
+        shrunk.resize(PAGE_SIZE, 0);
+        assert!(
+            pages[0] == data || pages[0] == shrunk,
+            "the fault saw a half-zeroed page"
+        );
+        rig.finish(&data[..100]);
     });
 }
