@@ -450,13 +450,9 @@ fn describe_thread(thread: ThreadId) -> String {
     }
 }
 
-/// Node-lock guards the calling thread holds (not tracked under loom, whose threads
-/// share one OS thread).
+/// Node-lock guards the calling thread (a loom thread, under loom) holds.
 fn node_locks_held() -> usize {
-    #[cfg(not(loom))]
-    return crate::sync::sleep_locks_held_by_this_thread();
-    #[cfg(loom)]
-    return 0;
+    crate::sync::sleep_locks_held_by_this_thread()
 }
 
 impl LedgerState {
