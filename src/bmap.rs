@@ -28,7 +28,9 @@ pub struct Extent {
 impl Extent {
     /// The file offset just past the extent.
     pub fn end(&self) -> u64 {
-        self.offset + self.len
+        // The walker's extents end at most at the end of the walk; saturating keeps a
+        // hand-made one from wrapping.
+        self.offset.saturating_add(self.len)
     }
 
     /// Whether the extent is a hole.
@@ -85,10 +87,11 @@ pub fn extent_at<M: BlockMap + ?Sized>(
         .checked_shl(shift)
         .filter(|e| e >> shift == lbn.saturating_add(1).saturating_add(mapping.run))
         .unwrap_or(u64::MAX);
-    let len = run_end.min(end) - offset;
+    // `run_end > offset`: it is `u64::MAX` or the end of block `lbn` or a later one.
+    let len = run_end.min(end).checked_sub(offset).ok_or(Error::Invalid)?;
     let block = match mapping.block {
         Some(block) => {
-            let within = (offset - (lbn << shift)) >> geometry.dev_bshift;
+            let within = (offset & !(u64::MAX << shift)) >> geometry.dev_bshift;
             Some(block.checked_add(within).ok_or(Error::Invalid)?)
         }
         None => None,

@@ -231,6 +231,9 @@ impl Drop for MasterRef {
 }
 
 impl Master {
+    // Cannot overflow: the bytes reported are disjoint parts of `total` (a `usize`), and
+    // `pending` counts requests built and not yet put, each put once.
+    #[allow(clippy::arithmetic_side_effects)]
     fn put(&self, bytes_done: usize, skipped: usize, result: Result) {
         let finished = {
             let mut state = self.state.lock();
@@ -360,7 +363,11 @@ impl IoRequest {
                     segment.len,
                 );
             }
-            at += segment.len;
+            // Cannot overflow: the segments' lengths sum to `self.len`.
+            #[allow(clippy::arithmetic_side_effects)]
+            {
+                at += segment.len;
+            }
         }
         Ok(())
     }
@@ -381,7 +388,11 @@ impl IoRequest {
                     segment.len,
                 );
             }
-            at += segment.len;
+            // Cannot overflow: the segments' lengths sum to `self.len`.
+            #[allow(clippy::arithmetic_side_effects)]
+            {
+                at += segment.len;
+            }
         }
         Ok(())
     }
@@ -521,8 +532,13 @@ impl Nest {
             .as_ref()
             .expect("nest used after finish")
             .clone();
-        master.state.lock().pending += 1;
-        self.submitted += 1;
+        // Cannot overflow: each request built covers at least one byte of the nest's
+        // `total` (a `usize`).
+        #[allow(clippy::arithmetic_side_effects)]
+        {
+            master.state.lock().pending += 1;
+            self.submitted += 1;
+        }
         IoRequest {
             direction: self.direction,
             block,
@@ -556,21 +572,38 @@ impl Drop for Nest {
 /// consecutive pages starting at `pages[0].offset`.
 pub(crate) fn page_segments(pages: &[PageRef], offset: u64, len: usize) -> Result<Vec<Segment>> {
     let base = pages.first().ok_or(Error::Invalid)?.offset;
+    let first = offset
+        .checked_sub(base)
+        .and_then(|from| usize::try_from(from >> crate::page::PAGE_SHIFT).ok())
+        .ok_or(Error::Invalid)?;
+    let span = ((offset & PAGE_MASK) as usize)
+        .checked_add(len)
+        .ok_or(Error::Invalid)?
+        .div_ceil(PAGE_SIZE);
+    let end = u64::try_from(len)
+        .ok()
+        .and_then(|len| offset.checked_add(len))
+        .ok_or(Error::Invalid)?;
+    let covered = first
+        .checked_add(span)
+        .and_then(|last| pages.get(first..last))
+        .ok_or(Error::Invalid)?;
     let mut segments = Vec::new();
-    let first = ((offset - base) >> crate::page::PAGE_SHIFT) as usize;
-    let span = ((offset & PAGE_MASK) as usize + len).div_ceil(PAGE_SIZE);
     segments
         .try_reserve_exact(span)
         .map_err(|_| Error::NoMemory)?;
     let mut at = offset;
-    let end = offset + len as u64;
-    for page in pages.get(first..first + span).ok_or(Error::Invalid)? {
+    for page in covered {
         let within = (at & PAGE_MASK) as usize;
+        // Cannot overflow: `within < PAGE_SIZE`, and `at <= end` (the `span` pages
+        // cover `offset .. end` exactly).
+        #[allow(clippy::arithmetic_side_effects)]
         let take = (PAGE_SIZE - within).min((end - at) as usize);
         // SAFETY: `within < PAGE_SIZE`, so the pointer stays inside the frame.
         let ptr = unsafe { page.frame.add(within) };
         segments.push(Segment { ptr, len: take });
-        at += take as u64;
+        // Never saturates: `at + take <= end`.
+        at = at.saturating_add(take as u64);
     }
     debug_assert_eq!(at, end);
     Ok(segments)

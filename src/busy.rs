@@ -233,9 +233,14 @@ impl<V: Vnode> ResidentPages<'_, V> {
         self.frames.as_slice().iter().all(Option::is_some)
     }
 
-    /// The byte offset of slot `index`.
+    /// The byte offset of slot `index` (for a slot past [`ResidentPages::len`], where
+    /// it would be, saturating at `u64::MAX`).
     pub fn offset(&self, index: usize) -> u64 {
-        self.start + (index * PAGE_SIZE) as u64
+        u64::try_from(index)
+            .ok()
+            .and_then(|index| index.checked_mul(PAGE_SIZE as u64))
+            .and_then(|from| self.start.checked_add(from))
+            .unwrap_or(u64::MAX)
     }
 
     /// The bytes of the page in slot `index`, if one was found.

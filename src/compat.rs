@@ -18,7 +18,9 @@ use alloc::vec::Vec;
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
 use crate::getpages::{Advice, Bounds, Fetched, GetFlags, Handout, Settle, fast_path, finish};
-use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
+use crate::hooks::{
+    Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode, max_file_size,
+};
 use crate::object::{InFlight, ObjectState, PageRef};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
 
@@ -45,8 +47,12 @@ pub trait ByteIo: Send + Sync {
     fn write_vectored_at(&self, offset: u64, data: &[&[u8]]) -> Result {
         let mut at = offset;
         for piece in data {
+            let next = u64::try_from(piece.len())
+                .ok()
+                .and_then(|len| at.checked_add(len))
+                .ok_or(Error::TooBig)?;
             self.write_at(at, piece)?;
-            at += piece.len() as u64;
+            at = next;
         }
         Ok(())
     }
@@ -89,8 +95,9 @@ impl Strategy for NoBlocks {
 ///
 /// Errors: [`Error::Invalid`] for an unaligned offset, a zero count, a center outside
 /// the range, a center page past the end of file, or (unless `LOCKED`) a vnode whose
-/// [`Vnode::byte_io`] is `None`; [`Error::Dead`]; the error of
-/// `read_at`, after which no page it was filling stays resident.
+/// [`Vnode::byte_io`] is `None`; [`Error::TooBig`] for a range reaching past the file's
+/// [`BlockMap::max_size`]; [`Error::Dead`]; the error of `read_at`, after which no page
+/// it was filling stays resident.
 pub fn getpages<'a, V: Vnode>(
     vnode: &'a Arc<V>,
     offset: u64,
@@ -101,6 +108,9 @@ pub fn getpages<'a, V: Vnode>(
     flags: GetFlags,
 ) -> Result<Fetched<'a, V>> {
     let request_end = crate::getpages::request_end(offset, count, center)?;
+    if request_end > max_file_size(vnode.block_map()) {
+        return Err(Error::TooBig);
+    }
     if vnode.is_dead() {
         return Err(Error::Dead);
     }
@@ -123,12 +133,18 @@ pub fn getpages<'a, V: Vnode>(
     let _node = (!flags.contains(GetFlags::GLOCKHELD)).then(|| object.node_lock().read());
     let state = object.lock();
     let memeof = Bounds::new(vnode.block_map(), state.size(), request_end, flags).memeof;
-    if offset + (center * PAGE_SIZE) as u64 >= memeof {
+    // Cannot overflow: the center page lies before `request_end` (checked).
+    #[allow(clippy::arithmetic_side_effects)]
+    let center_offset = offset + (center * PAGE_SIZE) as u64;
+    if center_offset >= memeof {
         return Err(Error::Invalid);
     }
     if !flags.contains(GetFlags::SYNCIO) {
         return Ok(Fetched::Started);
     }
+    // Cannot overflow: `offset` is page aligned and below `memeof`, so at most
+    // `round_page(memeof)` (which saturates at `trunc_page(u64::MAX)`).
+    #[allow(clippy::arithmetic_side_effects)]
     let wanted = ((round_page(memeof) - offset) >> PAGE_SHIFT).min(count as u64) as usize;
     let mut pages = Vec::new();
     let (state, found) = object.find_pages(state, offset, wanted, true, &mut pages);
@@ -222,7 +238,7 @@ pub(crate) fn gop_write<'a, V: Vnode>(
     let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
     let bytes = usize::try_from(eof.saturating_sub(first))
         .unwrap_or(usize::MAX)
-        .min(pages.len() * PAGE_SIZE);
+        .min(pages.len().saturating_mul(PAGE_SIZE));
     log::trace!(
         "compat gop_write {first:#x}+{} pages ({bytes:#x} bytes) {flags:?}",
         pages.len()
@@ -250,7 +266,7 @@ fn write_pages(io: &dyn ByteIo, pages: &[PageRef], offset: u64, bytes: usize) ->
         // until the page is freed, which waits for the write's completion; the slices
         // do not outlive this call.
         data.push(unsafe { core::slice::from_raw_parts(page.frame.as_ptr(), len) });
-        left -= len;
+        left = left.saturating_sub(len); // `len <= left`: never saturates.
     }
     if data.is_empty() {
         return Ok(());

@@ -146,7 +146,7 @@ impl<'a> IoVec<'a> {
         if let Some(ptr) = NonNull::new(self.ptr.as_ptr().wrapping_add(n)) {
             self.ptr = ptr;
         }
-        self.len -= n;
+        self.len = self.len.saturating_sub(n);
     }
 }
 
@@ -229,6 +229,9 @@ impl<'a> Uio<'a> {
     /// path, say): the offset grows, the residual shrinks and the segments move on.
     ///
     /// Errors: [`Error::Invalid`] when `n` exceeds [`Uio::resid`]; nothing changes.
+    // Cannot overflow: `n <= resid` (checked), `offset + resid` fits (`Uio::new`),
+    // `take <= left`, and `next` indexes a segment.
+    #[allow(clippy::arithmetic_side_effects)]
     pub fn advance(&mut self, n: usize) -> Result {
         if n > self.resid {
             return Err(Error::Invalid);
@@ -254,7 +257,10 @@ impl<'a> Uio<'a> {
     /// The first segment with bytes left, skipping empty ones.
     fn current(&mut self) -> Option<&IoVec<'a>> {
         while self.iov.get(self.next).is_some_and(IoVec::is_empty) {
-            self.next += 1;
+            #[allow(clippy::arithmetic_side_effects)] // Cannot overflow: `next` indexes a segment.
+            {
+                self.next += 1;
+            }
         }
         self.iov.get(self.next)
     }
@@ -387,7 +393,7 @@ pub fn directio<V: Vnode>(
         return Ok(progress);
     }
     let geometry = geometry(&**vnode)?;
-    let sector_mask = (1u64 << geometry.dev_bshift) - 1;
+    let sector_mask = !(u64::MAX << geometry.dev_bshift);
     // A caller holding the node lock holds the transaction too (it comes first).
     let _transaction = if flags.contains(DirectFlags::GLOCKHELD) {
         None
@@ -441,7 +447,8 @@ pub fn directio<V: Vnode>(
         let (done, result) = chunk.run();
         let advanced = uio.advance(done);
         debug_assert!(advanced.is_ok());
-        progress.transferred += done;
+        // Never saturates: what moved is at most the uio's residual, a `usize`.
+        progress.transferred = progress.transferred.saturating_add(done);
         match result {
             Ok(None) => {}
             Ok(Some(stop)) => {
@@ -476,12 +483,21 @@ enum Piece {
 }
 
 impl<V: Vnode> Chunk<'_, V> {
+    /// The file offset just past the chunk.
+    fn end(&self) -> u64 {
+        // Cannot overflow: the chunk is a prefix of the uio's residual, and `Uio::new`
+        // checked that `offset + resid` fits.
+        #[allow(clippy::arithmetic_side_effects)]
+        let end = self.offset + self.len as u64;
+        end
+    }
+
     /// Checks, flushes, wires, transfers and unwires. Returns the bytes moved (a
     /// prefix of the chunk) and how it ended: `Ok(None)` when all of it moved.
     fn run(&self) -> (usize, Result<Option<Fallback>>) {
         let vnode = &**self.vnode;
         let object = vnode.object();
-        let end = self.offset + self.len as u64;
+        let end = self.end();
         let writing = self.direction == Direction::Write;
         let range = trunc_page(self.offset)..round_page(end);
         // A write holds the node lock exclusively from before its flush until its
@@ -530,7 +546,7 @@ impl<V: Vnode> Chunk<'_, V> {
     fn transfer(&self, base: NonNull<u8>) -> (usize, Result<Option<Fallback>>) {
         let vnode = &**self.vnode;
         let object = vnode.object();
-        let end = self.offset + self.len as u64;
+        let end = self.end();
         let writing = self.direction == Direction::Write;
         let _node = (!writing && !self.flags.contains(DirectFlags::GLOCKHELD))
             .then(|| object.node_lock().read());
@@ -543,6 +559,8 @@ impl<V: Vnode> Chunk<'_, V> {
         for extent in extents(vnode.block_map(), self.geometry, self.offset, end) {
             let piece = extent.and_then(|extent| {
                 pieces.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                // Cannot overflow: the walk's extents start at or after `self.offset`.
+                #[allow(clippy::arithmetic_side_effects)]
                 let within = (extent.offset - self.offset) as usize;
                 let len = extent.len as usize;
                 // Inside the wired range, which does not wrap: never null.
@@ -599,6 +617,8 @@ impl<V: Vnode> Chunk<'_, V> {
                 Piece::Request(len, waiter) => (len, waiter.wait().result),
             };
             match result {
+                // Cannot overflow: the pieces are disjoint parts of the chunk.
+                #[allow(clippy::arithmetic_side_effects)]
                 Ok(()) if failed.is_none() => done += len,
                 Ok(()) => {}
                 Err(error) => {

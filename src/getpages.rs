@@ -26,7 +26,7 @@ use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages, WritablePages};
 use crate::error::{Error, Result};
 use crate::hooks::{
     Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update,
-    Vnode, VnodeKind, max_file_size,
+    Vnode, VnodeKind, max_file_size, max_transfer,
 };
 use crate::object::{ObjectState, PageRef};
 use crate::page::{
@@ -214,9 +214,11 @@ pub(crate) fn request_end(offset: u64, count: usize, center: usize) -> Result<u6
     if offset & PAGE_MASK != 0 || count == 0 || center >= count {
         return Err(Error::Invalid);
     }
-    u64::try_from(count)
-        .ok()
-        .and_then(|c| c.checked_mul(PAGE_SIZE as u64))
+    // In `usize` too: callers turn page counts and indexes below `count` into byte
+    // lengths with plain arithmetic.
+    count
+        .checked_mul(PAGE_SIZE)
+        .and_then(|span| u64::try_from(span).ok())
         .and_then(|span| offset.checked_add(span))
         .ok_or(Error::TooBig)
 }
@@ -281,7 +283,10 @@ enum Attempt<'a, V: Vnode> {
 
 /// The byte ranges one attempt works on, fixed by the size it saw.
 struct Span {
-    bounds: Bounds,
+    /// Memory EOF, at most `max_file_size`.
+    memeof: u64,
+    /// Disk EOF, as the block map gave it.
+    diskeof: u64,
     /// Pages asked for that lie before memory EOF.
     requested: usize,
     /// The whole filesystem blocks around them, clipped to memory EOF's page:
@@ -297,6 +302,9 @@ impl<'a, V: Vnode> Fault<'a, V> {
 
     /// Works out the attempt's span from the size now (`None`: the center page is past
     /// memory EOF).
+    // Cannot overflow: `offset + count` pages is `request_end` (checked), `memeof` is
+    // clipped to `max_file_size` (< 2^63), and a block (<= 1 MiB) more fits.
+    #[allow(clippy::arithmetic_side_effects)]
     fn span(&self, size: u64) -> Option<Span> {
         let map = self.vnode.block_map();
         let bounds = Bounds::new(map, size, self.request_end, self.flags);
@@ -310,8 +318,6 @@ impl<'a, V: Vnode> Fault<'a, V> {
             );
             return None;
         }
-        // Every offset here is below `max_file_size` (at most 2^63), so a block or a
-        // page more cannot overflow.
         let requested = ((round_page(memeof - self.offset) >> PAGE_SHIFT) as usize).min(self.count);
         let block_mask = self.geometry.block_size() - 1;
         let start = self.offset & !block_mask;
@@ -319,7 +325,8 @@ impl<'a, V: Vnode> Fault<'a, V> {
             round_page((self.offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
                 .min(round_page(memeof));
         Some(Span {
-            bounds,
+            memeof,
+            diskeof: bounds.diskeof,
             requested,
             start,
             end,
@@ -384,10 +391,14 @@ impl<'a, V: Vnode> Fault<'a, V> {
             // makes sure every block under the bytes it hands out exists, whatever the
             // state of the pages (as `ufs_balloc_range` always calls `GOP_ALLOC`).
             drop(state);
-            let block_mask = self.geometry.block_size() - 1;
-            let data_end = span
-                .end
-                .min((span.bounds.memeof + block_mask) & !block_mask);
+            // The memory EOF as clipped (a host's `size` may be anything up to
+            // `u64::MAX`), rounded up to its block.
+            let block_mask = !(u64::MAX << self.geometry.fs_bshift);
+            let data_end = span.end.min(
+                span.memeof
+                    .checked_add(block_mask)
+                    .map_or(u64::MAX, |end| end & !block_mask),
+            );
             let checked = is_allocated(vnode.block_map(), self.geometry, span.start, data_end);
             state = object.lock();
             match checked {
@@ -407,8 +418,13 @@ impl<'a, V: Vnode> Fault<'a, V> {
             return Attempt::Done(Ok(self.settle(state, pages, 0..span.requested)));
         }
 
-        let total = ((span.end - span.start) >> PAGE_SHIFT) as usize;
-        let first_requested = ((self.offset - span.start) >> PAGE_SHIFT) as usize;
+        // Cannot overflow: `span.start <= offset < span.end` (`span` clips the end no
+        // lower than the center page's end).
+        #[allow(clippy::arithmetic_side_effects)]
+        let (total, first_requested) = (
+            ((span.end - span.start) >> PAGE_SHIFT) as usize,
+            ((self.offset - span.start) >> PAGE_SHIFT) as usize,
+        );
         if span.start != self.offset || total != span.requested {
             // Pages below `offset` are needed: taking them while holding higher ones
             // could deadlock against another fault, so let go and collect afresh.
@@ -446,7 +462,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
             vnode,
             geometry: self.geometry,
             start: span.start,
-            diskeof: span.bounds.diskeof,
+            diskeof: span.diskeof,
             blockalloc: self.blockalloc,
             must_allocate: !allocated,
         };
@@ -455,6 +471,8 @@ impl<'a, V: Vnode> Fault<'a, V> {
         Attempt::Done(match result {
             Ok(None) => Ok(Fetched::Started),
             Ok(Some(pages)) => {
+                // Cannot overflow: both index the `total` pages collected.
+                #[allow(clippy::arithmetic_side_effects)]
                 let keep = first_requested..first_requested + span.requested;
                 Ok(self.settle(object.lock(), pages, keep))
             }
@@ -581,12 +599,15 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     };
     let map = vnode.block_map();
     let memeof = Bounds::new(map, state.size(), request_end, flags).memeof;
-    if offset + (center * PAGE_SIZE) as u64 >= memeof {
+    // Cannot overflow: the center page lies before `request_end` (checked).
+    #[allow(clippy::arithmetic_side_effects)]
+    let center_offset = offset + (center * PAGE_SIZE) as u64;
+    if center_offset >= memeof {
         return Err(Error::Invalid);
     }
     mark_timestamps(&**vnode, memwrite, flags);
     let mut frames = Frames::with_len(count)?;
-    let mut found = 0;
+    let mut found = false;
     let end = request_end.min(round_page(memeof));
     for page in state.cache().range(offset..end) {
         let rdonly_for_write = memwrite && page.flags.contains(PageFlags::RDONLY);
@@ -596,13 +617,17 @@ pub(crate) fn fast_path<'a, V: Vnode>(
         let usable = !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE)
             || rdonly_for_write
             || stored_to);
-        if usable {
-            frames.as_mut_slice()[((page.offset() - offset) >> PAGE_SHIFT) as usize] =
-                Some(page.frame());
-            found += 1;
+        // The cache returns pages inside `offset..end` only; one outside is skipped.
+        let slot = page
+            .offset()
+            .checked_sub(offset)
+            .and_then(|from| frames.as_mut_slice().get_mut((from >> PAGE_SHIFT) as usize));
+        if let (true, Some(slot)) = (usable, slot) {
+            *slot = Some(page.frame());
+            found = true;
         }
     }
-    if found == 0 {
+    if !found {
         return Err(Error::Busy);
     }
     // A truncation holds the node lock exclusively while it frees pages; if one is
@@ -619,6 +644,8 @@ pub(crate) fn fast_path<'a, V: Vnode>(
                 if frame.is_none() {
                     continue;
                 }
+                // Cannot overflow: slot `index < count` lies before `request_end`.
+                #[allow(clippy::arithmetic_side_effects)]
                 let page_offset = offset + (index * PAGE_SIZE) as u64;
                 write_protect_for_handout(state, page_offset);
                 let clean = state
@@ -726,6 +753,8 @@ pub(crate) fn finish<'a, V: Vnode>(
 }
 
 /// Zeroes file bytes `from .. to` in `pages` (consecutive from `pages[0]`).
+// Cannot overflow: `pages[0].offset <= from <= to <= ` the pages' end, a fault's range.
+#[allow(clippy::arithmetic_side_effects)]
 fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
     let base = pages[0].offset;
     let mut at = from;
@@ -794,6 +823,10 @@ impl<V: Vnode> ReadJob<'_, V> {
     ///
     /// Requests cover whole device sectors: the read of the last one runs past the
     /// disk end of file, and what it brings from there is zeroed when it lands.
+    // Cannot overflow: every offset lies in `start .. start + total`, the fault's span,
+    // which ends at most at `round_page(max_file_size)` (< 2^63); lengths and counts are
+    // bounded by `total`, sectors by `Geometry` (<= 1 MiB).
+    #[allow(clippy::arithmetic_side_effects)]
     fn run(
         &self,
         pages: Vec<PageRef>,
@@ -904,7 +937,7 @@ impl<V: Vnode> ReadJob<'_, V> {
                     break;
                 }
             };
-            let mut len = extent.len.min(self.vnode.max_transfer() as u64);
+            let mut len = extent.len.min(max_transfer(&**self.vnode) as u64);
             if offset + len > round_page(offset + 1) {
                 let fake_run = status[index..].iter().take_while(|s| s.fake).count() as u64;
                 len = len.min(fake_run * PAGE_SIZE as u64 - (offset & PAGE_MASK));
@@ -978,6 +1011,8 @@ impl<V: Vnode> ReadJob<'_, V> {
     /// and marks the pages dirty and writable, so the zeroes around the bytes the
     /// caller writes reach the disk too.
     fn allocate(&self, pages: &[PageRef]) -> Result {
+        // Cannot overflow: the pages are a fault's, `request_end` checked their span.
+        #[allow(clippy::arithmetic_side_effects)]
         let len = (pages.len() * PAGE_SIZE) as u64;
         let result = self.vnode.block_map().alloc(self.start, len);
         log::trace!("getpages: alloc {:#x}+{len:#x} -> {result:?}", self.start);
@@ -1002,6 +1037,9 @@ impl<V: Vnode> ReadJob<'_, V> {
 /// Errors: [`Error::Invalid`] for an offset past the file's
 /// [`BlockMap::max_size`](crate::BlockMap::max_size) (a negative `off_t` to a kernel);
 /// any fault error.
+// Cannot overflow: `offset <= max_file_size` (< 2^63, checked) and `done <= buf.len()`
+// (< 2^63), so `pos` fits; pages and batches end at most at `round_page(want_end)`.
+#[allow(clippy::arithmetic_side_effects)]
 pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
     if offset > max_file_size(vnode.block_map()) {
         return Err(Error::Invalid);
@@ -1069,6 +1107,9 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
 }
 
 /// Copies file bytes `pos .. end` out of the pages starting at file offset `first`.
+// Cannot overflow: `first <= pos <= at < end` and `written <= out.len()`; `within + len`
+// is at most `PAGE_SIZE`.
+#[allow(clippy::arithmetic_side_effects)]
 fn copy_out<'p>(
     page: impl Fn(usize) -> &'p [u8],
     first: u64,

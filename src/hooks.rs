@@ -15,12 +15,19 @@ use crate::compat::ByteIo;
 use crate::directio::Wired;
 use crate::error::{Error, Result};
 use crate::object::VmObject;
-use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SIZE, Page, PageQueue, Tag};
 
 /// The largest file size `map` allows: its [`BlockMap::max_size`], at most
 /// [`MAX_FILE_SIZE`].
 pub(crate) fn max_file_size<M: BlockMap + ?Sized>(map: &M) -> u64 {
     map.max_size().min(MAX_FILE_SIZE)
+}
+
+/// The vnode's [`Vnode::max_transfer`] made usable: rounded down to whole pages, and at
+/// least one page (a host's 0 or unaligned value would otherwise stall a read or place
+/// a request's bytes off their sectors).
+pub(crate) fn max_transfer<V: Vnode + ?Sized>(vnode: &V) -> usize {
+    (vnode.max_transfer() & !(PAGE_MASK as usize)).max(PAGE_SIZE)
 }
 
 /// The reference's MAXPHYS: the default largest single device transfer, 64 KiB.
@@ -221,7 +228,8 @@ pub trait Vnode: Send + Sync + 'static {
         MountFlags::empty()
     }
     /// The largest single device transfer, in bytes (the reference's MAXPHYS).
-    /// Must be a multiple of the page size.
+    /// Must be a multiple of the page size: genpager rounds it down to one, and uses
+    /// one page if it is smaller.
     fn max_transfer(&self) -> usize {
         DEFAULT_MAX_TRANSFER
     }

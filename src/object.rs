@@ -87,7 +87,7 @@ impl PageRef {
     /// them out, and a page being read was never handed out).
     pub(crate) fn zero(&self, at: usize, len: usize) {
         assert!(
-            at <= PAGE_SIZE && len <= PAGE_SIZE - at,
+            at.checked_add(len).is_some_and(|end| end <= PAGE_SIZE),
             "zeroing past the frame"
         );
         // SAFETY: the page is busy and owned by the caller, so no other thread reads or
@@ -196,6 +196,8 @@ impl<C: PageCache> VmObject<C> {
             return (state, Err(Error::NoMemory));
         }
         let mut offset = start;
+        // Cannot overflow: `pages` only grows past `first` (or is truncated back to it).
+        #[allow(clippy::arithmetic_side_effects)]
         while pages.len() - first < count {
             let found = match state.cache.lookup_mut(offset) {
                 Some(page) if page.is_busy() => None,
@@ -216,7 +218,12 @@ impl<C: PageCache> VmObject<C> {
             match found {
                 Some(frame) => {
                     pages.push(PageRef { offset, frame });
-                    offset += crate::page::PAGE_SIZE as u64;
+                    // Cannot overflow: callers' ranges end at a checked `request_end`
+                    // (or are one page below `max_file_size`).
+                    #[allow(clippy::arithmetic_side_effects)]
+                    {
+                        offset += crate::page::PAGE_SIZE as u64;
+                    }
                 }
                 None if wait => {
                     self.sleep_on_page(state, offset);
@@ -328,7 +335,12 @@ impl<C: PageCache> ObjectState<C> {
     /// Counts one write in flight, from before the lock is dropped for it, and notes
     /// the write size it must not write past.
     pub(crate) fn start_write(&mut self) -> InFlight {
-        self.writes_in_flight += 1;
+        // Cannot overflow: each write in flight holds a busy page (a flush's) or a
+        // waiting thread (direct I/O), far fewer than 2^32.
+        #[allow(clippy::arithmetic_side_effects)]
+        {
+            self.writes_in_flight += 1;
+        }
         debug_assert!(self.size <= self.write_size);
         InFlight {
             write_size: self.write_size,
@@ -340,7 +352,11 @@ impl<C: PageCache> ObjectState<C> {
     pub(crate) fn end_write(&mut self, write: InFlight) -> bool {
         let InFlight { .. } = write;
         debug_assert!(self.writes_in_flight > 0);
-        self.writes_in_flight -= 1;
+        // Cannot underflow: `write` is the token of a `start_write`, consumed here.
+        #[allow(clippy::arithmetic_side_effects)]
+        {
+            self.writes_in_flight -= 1;
+        }
         self.writes_in_flight == 0
     }
 
@@ -352,7 +368,8 @@ impl<C: PageCache> ObjectState<C> {
     /// `genfs_markdirty`): bumps the dirty generation, joins the work list, and notes
     /// a write through a writable mapping.
     pub(crate) fn note_dirty<V: Vnode + ?Sized>(&mut self, vnode: &V) {
-        self.dirty_generation += 1;
+        // A generation, only compared for change: wrapping is harmless.
+        self.dirty_generation = self.dirty_generation.wrapping_add(1);
         if !self.flags.contains(ObjectFlags::ON_WORKLIST) {
             self.flags |= ObjectFlags::ON_WORKLIST;
             vnode.worklist_add();

@@ -532,7 +532,11 @@ impl<'a, V: Vnode> Flush<'a, V> {
         let mut next = self.start;
         let mut streak = 0;
         while let Some(offset) = next_page(state.cache(), next, self.end, visit) {
-            streak += 1;
+            // Cannot overflow: reset to 0 past `PREEMPT_INTERVAL`.
+            #[allow(clippy::arithmetic_side_effects)]
+            {
+                streak += 1;
+            }
             if streak > PREEMPT_INTERVAL {
                 drop(state);
                 vnode.preempt();
@@ -576,7 +580,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
                     self.flags.contains(PutFlags::CLEANIT) && status != DirtyStatus::Clean;
                 if !asynchronous && !flags.contains(PutFlags::RECLAIM) && !dirty_data {
                     *was_clean = false;
-                    next = offset + PAGE_SIZE as u64;
+                    next = offset.saturating_add(PAGE_SIZE as u64);
                     continue;
                 }
                 next = offset;
@@ -586,7 +590,8 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 end.progressed = true;
                 continue;
             }
-            next = offset + PAGE_SIZE as u64;
+            // `offset < self.end <= trunc_page(u64::MAX)`: never saturates.
+            next = offset.saturating_add(PAGE_SIZE as u64);
 
             // Off the work list at the start, the scan does not clean; but a page dirtied
             // while it had the lock dropped (waiting on a busy page) put the vnode back
@@ -625,6 +630,9 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 (offset, 1, 0)
             };
 
+            // Cannot overflow: a cluster ends at most at `trunc_page(u64::MAX)`
+            // (`gather_cluster`), and holds at most `max_transfer` bytes.
+            #[allow(clippy::arithmetic_side_effects)]
             let cluster = first..first + (count * PAGE_SIZE) as u64;
             if needs_clean {
                 state.cache_mut().set_writeback_range(cluster.clone(), true);
@@ -640,8 +648,13 @@ impl<'a, V: Vnode> Flush<'a, V> {
             if needs_clean {
                 end.wrote = true;
                 end.progressed = true;
-                next = offset + ((count - behind) * PAGE_SIZE) as u64;
-                debug_assert_eq!(next, first + (count * PAGE_SIZE) as u64);
+                // Cannot overflow: the cluster's end (`behind < count` pages precede the
+                // seed).
+                #[allow(clippy::arithmetic_side_effects)]
+                {
+                    next = offset + ((count - behind) * PAGE_SIZE) as u64;
+                    debug_assert_eq!(next, first + (count * PAGE_SIZE) as u64);
+                }
                 // Counted before the lock is dropped, so a synchronous flush that takes
                 // it next waits for this write.
                 let write = state.start_write();
@@ -697,7 +710,12 @@ impl<'a, V: Vnode> Flush<'a, V> {
     /// `self.pages`: dirty, non-busy resident neighbours, backward then forward,
     /// within the maximum transfer and the filesystem's `range`. Each page taken is
     /// made busy (without waiting, so taking them out of order cannot deadlock).
-    /// Returns how many pages precede the seed.
+    /// Returns how many pages precede the seed. The cluster ends at most at
+    /// `trunc_page(u64::MAX)` (a page there, which no fault makes, is left out).
+    // Cannot overflow: `low <= offset < high` and `offset < trunc_page(u64::MAX)` (the
+    // seed is inside a flush range); `behind <= max_pages / 2 < max_pages`, and
+    // `max_pages` pages (`max_transfer` bytes, a `usize`) fit in a `u64`.
+    #[allow(clippy::arithmetic_side_effects)]
     fn gather_cluster(
         &mut self,
         state: &mut ObjectState<V::Cache>,
@@ -742,7 +760,10 @@ impl<'a, V: Vnode> Flush<'a, V> {
             most_ahead = most_ahead.min(((high - offset - 1) >> PAGE_SHIFT) as usize);
         }
         for i in 1..=most_ahead as u64 {
-            let Some(at) = offset.checked_add(i * page) else {
+            let Some(at) = offset
+                .checked_add(i * page)
+                .filter(|&at| at < trunc_page(u64::MAX))
+            else {
                 break;
             };
             match take_dirty_neighbour(state, at) {
@@ -838,13 +859,17 @@ pub(crate) fn do_io<'a, V: Vnode>(
         return (state, Ok(()));
     };
     let count = pages.len();
+    // Cannot overflow: a cluster is at most `max_transfer` bytes (`gather_cluster`).
+    #[allow(clippy::arithmetic_side_effects)]
     let len = count * PAGE_SIZE;
     let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
     // Whole device sectors: the last one is written up to its end, past the end of
     // file, with zeroes there.
     let dev_bshift = geometry(&**vnode).map_or(DEV_BSHIFT, |geometry| geometry.dev_bshift);
-    let sector_mask = (1u64 << dev_bshift) - 1;
+    let sector_mask = !(u64::MAX << dev_bshift);
     let to_eof = eof.saturating_sub(first).min(len as u64);
+    // Cannot overflow: `to_eof <= len` (a `usize`), and a sector (<= 1 MiB) more fits.
+    #[allow(clippy::arithmetic_side_effects)]
     let bytes = (((to_eof + sector_mask) & !sector_mask) as usize).min(len);
     zero_past_eof(pages, to_eof as usize, bytes);
     let priority = priority(&**vnode, flags);
@@ -900,6 +925,8 @@ pub(crate) fn do_io<'a, V: Vnode>(
 /// store through a mapping past the end of file may have left bytes there, and they
 /// must not reach the disk, where a later growth of the file would find them (as
 /// Linux zeroes the page straddling the size on every writeback).
+// Cannot overflow: `from <= at < to <= ` the pages' bytes, and `within < PAGE_SIZE`.
+#[allow(clippy::arithmetic_side_effects)]
 fn zero_past_eof(pages: &[PageRef], from: usize, to: usize) {
     let mut at = from;
     while at < to {
@@ -913,6 +940,9 @@ fn zero_past_eof(pages: &[PageRef], from: usize, to: usize) {
 /// Builds and submits one write request per mapped run of `offset .. offset + bytes`.
 /// Returns the bytes skipped (holes, and everything after an error) and the error
 /// that stopped the walk.
+// Cannot overflow: `offset + bytes` is the cluster's end (at most
+// `trunc_page(u64::MAX)`), and the extents and what is skipped lie inside it.
+#[allow(clippy::arithmetic_side_effects)]
 fn submit_runs<V: Vnode>(
     vnode: &V,
     nest: &mut Nest,
@@ -988,6 +1018,9 @@ pub(crate) fn settle_written<V: Vnode>(
     result: Result,
 ) -> bool {
     let mut wake = false;
+    // Cannot overflow: the pages of a written cluster (`gather_cluster`), consecutive
+    // from `first`, which ends at most at `trunc_page(u64::MAX)`.
+    #[allow(clippy::arithmetic_side_effects)]
     let cluster = first..first + (count * PAGE_SIZE) as u64;
     state
         .cache_mut()

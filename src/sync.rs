@@ -352,9 +352,12 @@ impl SleepRwLock {
         }
         let mut current = self.state.load(Ordering::SeqCst);
         while current & WRITER == 0 {
+            // Cannot overflow: without the `WRITER` bit the count is below it.
+            #[allow(clippy::arithmetic_side_effects)]
+            let more = current + 1;
             match self.state.compare_exchange_weak(
                 current,
-                current + 1,
+                more,
                 Ordering::SeqCst,
                 Ordering::SeqCst,
             ) {
@@ -441,7 +444,7 @@ impl<'a> SleepGuard<'a> {
     /// [`sleep_locks_held_by_this_thread`].
     fn held(lock: &'a SleepRwLock, exclusive: bool) -> Self {
         #[cfg(any(feature = "std", loom))]
-        SLEEP_GUARDS_HELD.with(|held| held.set(held.get() + 1));
+        SLEEP_GUARDS_HELD.with(|held| held.set(held.get().saturating_add(1)));
         Self { lock, exclusive }
     }
 }

@@ -97,6 +97,8 @@ fn end_growth_at<V: Vnode>(vnode: &Arc<V>, size: u64, write_size: u64) {
 
 /// Writes `data` at `offset` a batch at a time; returns how many bytes were written
 /// and the error that stopped it.
+// Cannot overflow: `offset + data.len() <= max_file_size` (< 2^63), checked by `write`.
+#[allow(clippy::arithmetic_side_effects)]
 fn write_batches<V: Vnode>(
     vnode: &Arc<V>,
     geometry: Geometry,
@@ -127,12 +129,18 @@ fn write_batches<V: Vnode>(
 /// past the new end), and the old last page stale bytes in memory (a store through a
 /// mapping past the end); once the file grows over them they must read as zero, so
 /// zeroes are written over them, up to `upto`. Grows the size as it goes.
+///
+/// `upto` is at most `max_file_size`; `old_size` may be anything the host set (up to
+/// `u64::MAX`), and then there is nothing to zero.
+// Cannot overflow: past the early return `old_size < upto <= max_file_size` (< 2^63),
+// so the end of its block fits, and `old_size <= at < gap_end`.
+#[allow(clippy::arithmetic_side_effects)]
 fn zero_old_tail<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, old_size: u64, upto: u64) -> Result {
-    let block_mask = geometry.block_size() - 1;
-    let tail_end = ((old_size | block_mask) + 1).max(round_page(old_size));
+    let block_mask = !(u64::MAX << geometry.fs_bshift);
     if upto <= old_size || old_size & block_mask == 0 && old_size & PAGE_MASK == 0 {
         return Ok(());
     }
+    let tail_end = ((old_size | block_mask) + 1).max(round_page(old_size));
     let gap_end = upto.min(tail_end);
     let zeroes = [0u8; 512];
     let mut at = old_size;
@@ -145,6 +153,9 @@ fn zero_old_tail<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, old_size: u64, up
 }
 
 /// Writes `bytes` at `pos`, all within one batch of pages.
+// Cannot overflow: `pos + bytes.len()` is inside a write or a zeroing that ends at most
+// at `max_file_size` (< 2^63); `from..to` lies in both the page and `bytes`.
+#[allow(clippy::arithmetic_side_effects)]
 fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[u8]) -> Result {
     let end = pos + bytes.len() as u64;
     let first = trunc_page(pos);
@@ -201,6 +212,9 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
 /// `ufs_balloc_range`): a write fault over the whole filesystem blocks around it, which
 /// zero-fills holes and bytes past the end, allocates every block under its pages and
 /// leaves them dirty, so the zeroes around the written bytes reach the disk too.
+// Cannot overflow: `start <= end <= max_file_size` (< 2^63), and a block (<= 1 MiB)
+// more fits.
+#[allow(clippy::arithmetic_side_effects)]
 fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end: u64) -> Result {
     let block_mask = geometry.block_size() - 1;
     let first = trunc_page(start & !block_mask);
@@ -296,6 +310,7 @@ fn zero_resident_tail<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         if state.cache().is_writable_mapped(at) {
             state.cache_mut().protect(at, Protection::ReadOnly);
         }
+        #[allow(clippy::arithmetic_side_effects)] // Cannot overflow: `within < PAGE_SIZE`.
         page.zero(within, PAGE_SIZE - within);
         // Dirty, so the zeroes reach the disk with the rest of the last sector.
         state.mark(at, crate::page::DirtyStatus::Dirty);

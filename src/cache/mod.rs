@@ -34,7 +34,7 @@ use radix::Radix;
 
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
-use crate::page::{DirtyStatus, PAGE_SHIFT, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, Page, PageQueue, Tag};
 
 const NIL: u32 = u32::MAX;
 
@@ -151,6 +151,8 @@ impl DefaultCache {
     /// Pages on `queue`, from the head (most recently queued last).
     pub fn queue_len(&self, queue: PageQueue) -> usize {
         match queue {
+            // Cannot overflow: the queues hold distinct resident pages.
+            #[allow(clippy::arithmetic_side_effects)]
             PageQueue::None => self.index.len() - self.active.len - self.inactive.len,
             PageQueue::Active => self.active.len,
             PageQueue::Inactive => self.inactive.len,
@@ -280,7 +282,8 @@ impl DefaultCache {
             }
         }
         if let Some(list) = self.list_mut(queue) {
-            list.len -= 1;
+            // Never saturates: the page was on this list.
+            list.len = list.len.saturating_sub(1);
         }
         if let Some(slot) = self.slot_mut(index) {
             slot.prev = NIL;
@@ -298,7 +301,8 @@ impl DefaultCache {
         if list.head == NIL {
             list.head = index;
         }
-        list.len += 1;
+        // Never saturates: the list holds distinct resident pages.
+        list.len = list.len.saturating_add(1);
         if let Some(tail) = self.slot_mut(old_tail) {
             tail.next = index;
         }
@@ -326,14 +330,18 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn range(&self, range: Range<u64>) -> impl Iterator<Item = &Page> {
-        let mut next = page_index(range.start.saturating_add(PAGE_SIZE as u64 - 1));
-        let end = page_index(range.end.saturating_add(PAGE_SIZE as u64 - 1));
+        let mut next = page_index(range.start.saturating_add(PAGE_MASK));
+        let end = page_index(range.end.saturating_add(PAGE_MASK));
         core::iter::from_fn(move || {
             let (index, slot) = self
                 .index
                 .next_present(next)
                 .filter(|&(index, _)| index < end)?;
-            next = index + 1;
+            // Cannot overflow: a page index (below 2^52).
+            #[allow(clippy::arithmetic_side_effects)]
+            {
+                next = index + 1;
+            }
             self.slot(slot).map(|slot| &slot.page)
         })
     }
@@ -362,6 +370,8 @@ unsafe impl PageCache for DefaultCache {
                 // Room in the free-slot list for every slot, so that `free` (the page
                 // daemon's step, when memory is short) never allocates; the list is
                 // empty here (`pop` found nothing).
+                // Cannot overflow: a `Vec`'s length is below `isize::MAX`.
+                #[allow(clippy::arithmetic_side_effects)]
                 let room = self.slots.len() + 1;
                 if self.slots.try_reserve(1).is_err() || self.free_slots.try_reserve(room).is_err()
                 {
@@ -369,7 +379,10 @@ unsafe impl PageCache for DefaultCache {
                     return Err(Error::NoMemory);
                 }
                 self.slots.push(Some(slot));
-                (self.slots.len() - 1) as u32
+                // Cannot overflow: just pushed, so not empty.
+                #[allow(clippy::arithmetic_side_effects)]
+                let last = (self.slots.len() - 1) as u32;
+                last
             }
         };
         if let Err(err) = self.index.insert(page_index(offset), index) {
@@ -427,7 +440,7 @@ unsafe impl PageCache for DefaultCache {
     }
 
     fn next_tagged(&self, tag: Tag, from: u64) -> Option<u64> {
-        let from = page_index(from.checked_add(PAGE_SIZE as u64 - 1)?);
+        let from = page_index(from.checked_add(PAGE_MASK)?);
         self.index
             .next_tagged(tag_index(tag), from)
             .map(|index| index << PAGE_SHIFT)

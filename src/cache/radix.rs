@@ -13,6 +13,14 @@
 //! after the first page of a run every lookup and tag change starts at that leaf
 //! instead of walking down from the root. Only `&mut` methods move the hint: readers
 //! sharing the tree never write to it.
+//!
+//! Arithmetic here cannot overflow (hence the module's `allow`): indices are page
+//! indices (`offset >> PAGE_SHIFT`, below 2^52), so a leaf's end fits; levels and
+//! depths are at most `MAX_HEIGHT` and at least 1 where one is subtracted (a tree with
+//! a root has height >= 1, a found path holds the root, a child is one level below a
+//! level > 0); `len` and the node counts count values and nodes in memory; and a bit
+//! is cleared from a bitmap (`x & (x - 1)`) only while it is non-zero.
+#![allow(clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;
 use core::ops::Range;
