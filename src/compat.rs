@@ -17,10 +17,10 @@ use alloc::vec::Vec;
 
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
-use crate::getpages::{Advice, Bounds, Fetched, GetFlags, Handout, Settle, fast_path, finish};
-use crate::hooks::{
-    Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode, max_file_size,
+use crate::getpages::{
+    Advice, Bounds, Fetched, GetFlags, Handout, Settle, fast_path, fault_limit, finish,
 };
+use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
 use crate::object::{InFlight, ObjectState, PageRef};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
 
@@ -95,8 +95,8 @@ impl Strategy for NoBlocks {
 ///
 /// Errors: [`Error::Invalid`] for an unaligned offset, a zero count, a center outside
 /// the range, a center page past the end of file, or (unless `LOCKED`) a vnode whose
-/// [`Vnode::byte_io`] is `None`; [`Error::TooBig`] for a range reaching past the file's
-/// [`BlockMap::max_size`]; [`Error::Dead`]; the error of `read_at`, after which no page
+/// [`Vnode::byte_io`] is `None`; [`Error::TooBig`] for a range reaching past the page
+/// holding the file's last addressable byte ([`BlockMap::max_size`]); [`Error::Dead`]; the error of `read_at`, after which no page
 /// it was filling stays resident.
 pub fn getpages<'a, V: Vnode>(
     vnode: &'a Arc<V>,
@@ -108,7 +108,7 @@ pub fn getpages<'a, V: Vnode>(
     flags: GetFlags,
 ) -> Result<Fetched<'a, V>> {
     let request_end = crate::getpages::request_end(offset, count, center)?;
-    if request_end > max_file_size(vnode.block_map()) {
+    if request_end > fault_limit(&**vnode) {
         return Err(Error::TooBig);
     }
     if vnode.is_dead() {

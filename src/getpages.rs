@@ -139,8 +139,9 @@ pub(crate) fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
 /// the range, a center page past the end of file without [`GetFlags::PASTEOF`], an
 /// [`GetFlags::OVERWRITE`] read fault, or an asynchronous write fault (only reads are
 /// started ahead; a write fault must allocate before it returns);
-/// [`Error::TooBig`] for a range reaching past the file's
-/// [`BlockMap::max_size`](crate::BlockMap::max_size); [`Error::Dead`] for a reclaimed
+/// [`Error::TooBig`] for a range reaching past the page (or filesystem block, if
+/// larger) holding the file's last addressable byte
+/// ([`BlockMap::max_size`](crate::BlockMap::max_size)); [`Error::Dead`] for a reclaimed
 /// vnode; [`Error::Busy`] from the fast path when the center page is not resident and
 /// from read-ahead when it would have to sleep; [`Error::NoMemory`]; the host's error
 /// from the transaction hooks, `bmap`, `alloc` or the device. On error no page is left
@@ -164,7 +165,7 @@ pub fn getpages<'a, V: Vnode>(
     if flags.contains(GetFlags::OVERWRITE) && !memwrite {
         return Err(Error::Invalid);
     }
-    if request_end > max_file_size(vnode.block_map()) {
+    if request_end > fault_limit(&**vnode) {
         return Err(Error::TooBig);
     }
     if vnode.is_dead() {
@@ -206,6 +207,18 @@ pub fn getpages<'a, V: Vnode>(
             return result;
         }
     }
+}
+
+/// How far a fault's range may reach: the file's largest size rounded up to a whole
+/// page and filesystem block, so that the page (and block) holding its last byte can
+/// be faulted whole. At most `MAX_FILE_SIZE` plus a 1 MiB block: below 2^63.
+pub(crate) fn fault_limit<V: Vnode>(vnode: &V) -> u64 {
+    let block = geometry(vnode).map_or(PAGE_SIZE as u64, |geometry| geometry.block_size());
+    let unit = block.max(PAGE_SIZE as u64);
+    // Cannot overflow: `max_file_size` is below 2^63 - 2^20 and `unit` at most 2^20.
+    #[allow(clippy::arithmetic_side_effects)]
+    let limit = max_file_size(vnode.block_map()).div_ceil(unit) * unit;
+    limit
 }
 
 /// Checks a fault's arguments (page-aligned offset, at least one page, the center
@@ -283,8 +296,6 @@ enum Attempt<'a, V: Vnode> {
 
 /// The byte ranges one attempt works on, fixed by the size it saw.
 struct Span {
-    /// Memory EOF, at most `max_file_size`.
-    memeof: u64,
     /// Disk EOF, as the block map gave it.
     diskeof: u64,
     /// Pages asked for that lie before memory EOF.
@@ -293,6 +304,12 @@ struct Span {
     /// `start .. end`.
     start: u64,
     end: u64,
+    /// Where file data ends within `start .. end`: the size, or the write size a
+    /// write in progress announced, rounded up to its block. A write fault allocates
+    /// the blocks up to here; blocks past it (under the last page, with blocks
+    /// smaller than a page) are not data, and stay holes until the file grows over
+    /// them, which allocates them then.
+    data_end: u64,
 }
 
 impl<'a, V: Vnode> Fault<'a, V> {
@@ -305,7 +322,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
     // Cannot overflow: `offset + count` pages is `request_end` (checked), `memeof` is
     // clipped to `max_file_size` (< 2^63), and a block (<= 1 MiB) more fits.
     #[allow(clippy::arithmetic_side_effects)]
-    fn span(&self, size: u64) -> Option<Span> {
+    fn span(&self, size: u64, write_size: u64) -> Option<Span> {
         let map = self.vnode.block_map();
         let bounds = Bounds::new(map, size, self.request_end, self.flags);
         let memeof = bounds.memeof.min(max_file_size(map));
@@ -324,12 +341,14 @@ impl<'a, V: Vnode> Fault<'a, V> {
         let end =
             round_page((self.offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
                 .min(round_page(memeof));
+        let data_eof = size.max(write_size).min(max_file_size(map));
+        let data_end = ((data_eof + block_mask) & !block_mask).clamp(start, end);
         Some(Span {
-            memeof,
             diskeof: bounds.diskeof,
             requested,
             start,
             end,
+            data_end,
         })
     }
 
@@ -339,7 +358,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
         let object = vnode.object();
         let state = object.lock();
         let original_size = state.size();
-        let Some(span) = self.span(original_size) else {
+        let Some(span) = self.span(original_size, state.write_size()) else {
             return Attempt::Done(Err(Error::Invalid));
         };
         mark_timestamps(&**vnode, self.memwrite, self.flags);
@@ -391,15 +410,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
             // makes sure every block under the bytes it hands out exists, whatever the
             // state of the pages (as `ufs_balloc_range` always calls `GOP_ALLOC`).
             drop(state);
-            // The memory EOF as clipped (a host's `size` may be anything up to
-            // `u64::MAX`), rounded up to its block.
-            let block_mask = !(u64::MAX << self.geometry.fs_bshift);
-            let data_end = span.end.min(
-                span.memeof
-                    .checked_add(block_mask)
-                    .map_or(u64::MAX, |end| end & !block_mask),
-            );
-            let checked = is_allocated(vnode.block_map(), self.geometry, span.start, data_end);
+            let checked = is_allocated(vnode.block_map(), self.geometry, span.start, span.data_end);
             state = object.lock();
             match checked {
                 Ok(all) => allocated = all,
@@ -465,6 +476,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
             diskeof: span.diskeof,
             blockalloc: self.blockalloc,
             must_allocate: !allocated,
+            alloc_end: span.data_end,
         };
         let result = read.run(pages, &status, self.async_io());
         drop(node_guard);
@@ -777,6 +789,9 @@ struct ReadJob<'a, V: Vnode> {
     /// Some block under the pages is a hole that a write fault must allocate, even if
     /// no page needs reading.
     must_allocate: bool,
+    /// The end of the blocks a write fault allocates (from `start`): where the file's
+    /// data ends.
+    alloc_end: u64,
 }
 
 /// The bytes of the page holding the disk end of file that a whole-sector read
@@ -1007,16 +1022,16 @@ impl<V: Vnode> ReadJob<'_, V> {
         }
     }
 
-    /// Allocates the blocks under `pages` (read, holes zero-filled) for a write fault
-    /// and marks the pages dirty and writable, so the zeroes around the bytes the
-    /// caller writes reach the disk too.
+    /// Allocates the blocks under `pages` (read, holes zero-filled) up to where the
+    /// file's data ends, for a write fault, and marks the pages dirty and writable, so
+    /// the zeroes around the bytes the caller writes reach the disk too.
     fn allocate(&self, pages: &[PageRef]) -> Result {
-        // Cannot overflow: the pages are a fault's, `request_end` checked their span.
-        #[allow(clippy::arithmetic_side_effects)]
-        let len = (pages.len() * PAGE_SIZE) as u64;
-        let result = self.vnode.block_map().alloc(self.start, len);
-        log::trace!("getpages: alloc {:#x}+{len:#x} -> {result:?}", self.start);
-        result?;
+        let len = self.alloc_end.saturating_sub(self.start);
+        if len != 0 {
+            let result = self.vnode.block_map().alloc(self.start, len);
+            log::trace!("getpages: alloc {:#x}+{len:#x} -> {result:?}", self.start);
+            result?;
+        }
         let mut state = self.vnode.object().lock();
         for page in pages {
             if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {

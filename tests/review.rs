@@ -1,8 +1,9 @@
 //! Adversarial review of the "nothing acknowledged is ever lost" change.
 //!
-//! Every test states the documented promise it probes. Tests under "FINDINGS" fail
-//! against the reviewed commit (each comment says what happens); tests under "PASSING
-//! PROBES" pass and are kept as regression tests.
+//! Every test states the documented promise it probes. Tests under "FINDINGS" failed
+//! against the reviewed commit (each comment says what happened then) and pass since
+//! the fixes that followed; tests under "PASSING PROBES" passed from the start and
+//! are kept as regression tests.
 //!
 //! Multi-thread scenarios run under [`within`], so a hang fails the test.
 
@@ -309,7 +310,7 @@ fn store_through_mapping<V: Vnode<Cache = DefaultCache>>(
 /// TooBig, for every block size (the write's page fault reaches past max_size).
 /// Deterministic.
 #[test]
-fn finding_write_ending_at_unaligned_max_size_is_refused() {
+fn finding_1_a_write_ending_at_an_unaligned_max_size_succeeds() {
     let mut failures = Vec::new();
     for bshift in BSHIFTS {
         let max = 3 * P + 1000;
@@ -327,7 +328,7 @@ fn finding_write_ending_at_unaligned_max_size_is_refused() {
 /// not a block multiple (5 pages): `setsize(max_size)` and a write ending at it both
 /// fail with TooBig (the whole-block widening reaches past it). Deterministic.
 #[test]
-fn finding_setsize_to_max_size_inside_a_big_block_is_refused() {
+fn finding_2_setsize_to_a_max_size_inside_a_big_block_succeeds() {
     let max = 5 * P;
     let (_disk, file) = small_file(16, &pattern(1000, 3));
     let host = Host::new(file, max);
@@ -349,7 +350,7 @@ fn finding_setsize_to_max_size_inside_a_big_block_is_refused() {
 /// 1-byte write (leaked space a small-file workload multiplies by 8).
 /// Deterministic.
 #[test]
-fn finding_growth_inside_the_last_allocated_block_needs_no_space() {
+fn finding_3_growth_inside_the_last_allocated_block_needs_no_space() {
     for bshift in [9u32, 10, 11] {
         let model = pattern(100, 7);
         let (_disk, file) = tight_file(bshift, 1, &model);

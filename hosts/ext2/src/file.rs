@@ -320,6 +320,12 @@ impl Ext2File {
 }
 
 impl BlockMap for Ext2File {
+    /// What the inode's block tree and size fields can address: genpager refuses
+    /// writes, faults and sizes past it.
+    fn max_size(&self) -> u64 {
+        self.fs.max_file_size()
+    }
+
     fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
         self.counters.bmap_calls.fetch_add(1, Ordering::Relaxed);
         let inode = self.inode();

@@ -236,7 +236,8 @@ fn truncate_and_grow() {
     }
 }
 
-/// Running out of space fails the write with NoSpace, and leaves a consistent image.
+/// Running out of space makes the write short (what fitted, as write(2) returns), the
+/// next write fails with NoSpace, and the image stays consistent.
 #[test]
 fn out_of_space() {
     let files = vec![
@@ -247,8 +248,17 @@ fn out_of_space() {
     let image = image_of(&files, 1024, 512, &tmp);
     let fs = Ext2Fs::open(&image, OpenOptions::read_write()).unwrap();
     let file = fs.open_file("/big").unwrap();
-    let err = file.write_at(0, &random_bytes(1 << 20, 2)).unwrap_err();
+    let data = random_bytes(1 << 20, 2);
+    let written = file.write_at(0, &data).unwrap();
+    assert!(written > 0 && written < data.len(), "{written}");
+    assert_eq!(file.size(), written as u64);
+    let err = file.write_at(written as u64, &data[written..]).unwrap_err();
     assert!(matches!(err, Ext2Error::NoSpace), "{err}");
+    assert_eq!(
+        file.size(),
+        written as u64,
+        "a failed write leaves the size"
+    );
     file.sync().unwrap();
     let size = file.size();
     assert!(size > 0 && size < 1 << 20);
