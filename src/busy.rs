@@ -270,6 +270,14 @@ impl<V: Vnode> ResidentPages<'_, V> {
         Some(unsafe { core::slice::from_raw_parts_mut(frame.as_ptr(), PAGE_SIZE) })
     }
 
+    /// The file size, under the lock this handle holds.
+    pub(crate) fn size(&self) -> u64 {
+        match &self.guard {
+            ObjectGuard::Shared(state) => state.size(),
+            ObjectGuard::Exclusive(state) => state.size(),
+        }
+    }
+
     /// Releases the lock now (the same as dropping the handle).
     pub fn release(self) {}
 }

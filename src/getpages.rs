@@ -1081,11 +1081,14 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
             Advice::Sequential,
             GetFlags::LOCKED,
         ) {
+            // The size is read again with the pages in hand: a truncation may have
+            // shrunk the file (and zeroed the new last page's tail) since it was read
+            // above, and bytes past the end it set are not data.
             Ok(Fetched::Resident(pages)) if pages.is_complete() => Some(copy_out(
                 |i| pages.bytes(i).unwrap_or(&[]),
                 first,
                 pos,
-                batch_end,
+                batch_end.min(pages.size()),
                 &mut buf[done..],
             )),
             Ok(_) | Err(Error::Busy) => None,
@@ -1104,7 +1107,12 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
                 GetFlags::SYNCIO,
             ) {
                 Ok(Fetched::Busy(pages)) => {
-                    let valid_end = batch_end.min(first + (pages.len() * PAGE_SIZE) as u64);
+                    // As above; the pages are busy, so a truncation waits for them
+                    // before it frees or zeroes any, and the size now tells whether it
+                    // has begun (then what it leaves is what the pages hold up to it).
+                    let valid_end = batch_end
+                        .min(first + (pages.len() * PAGE_SIZE) as u64)
+                        .min(vnode.object().size());
                     copy_out(|i| pages.bytes(i), first, pos, valid_end, &mut buf[done..])
                 }
                 Ok(_) => 0,

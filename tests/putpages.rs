@@ -364,11 +364,14 @@ fn p07_busyfail_reports_the_busy_page() {
 }
 
 #[test]
-fn p07_synchronous_flush_skips_busy_pages_cluster_stops_there() {
+fn p07_synchronous_flush_skips_clean_busy_pages_cluster_stops_there() {
     let (disk, file) = rig(8);
-    dirty(&file, 0..7);
+    dirty(&file, 0..3);
+    clean(&file, 3..4);
+    dirty(&file, 4..7);
     set_page_flags(&file, 3, PageFlags::BUSY, true);
-    // Not RELEASED: BUSYFAIL does not apply; a synchronous flush skips it.
+    // Not RELEASED: BUSYFAIL does not apply; a clean busy page holds nothing to write,
+    // and a synchronous flush skips it.
     putpages(&file, 0, 0, SYNC | PutFlags::BUSYFAIL).unwrap();
     assert_eq!(
         writes(&disk),
@@ -379,8 +382,40 @@ fn p07_synchronous_flush_skips_busy_pages_cluster_stops_there() {
     );
     let busy = page(&file, 3).unwrap();
     assert_eq!(busy.flags, PageFlags::BUSY);
-    assert_eq!(busy.dirty, DirtyStatus::Dirty);
-    assert!(object_flags(&file).contains(ObjectFlags::ON_WORKLIST));
+    assert_eq!(busy.dirty, DirtyStatus::Clean);
+}
+
+/// Departure from the reference, which skips every busy page: a dirty page another
+/// thread holds busy (here a read fault's caller) holds data the flush must write, so
+/// a synchronous clean waits for it instead of returning `Ok` without it.
+#[test]
+fn p07_synchronous_flush_waits_for_a_dirty_page_busy_elsewhere() {
+    let (disk, file) = rig(8);
+    dirty(&file, 0..7);
+    let held = genpager::getpages(
+        &file,
+        3 * PG,
+        1,
+        0,
+        genpager::Access::Read,
+        genpager::Advice::Normal,
+        genpager::GetFlags::SYNCIO,
+    )
+    .unwrap()
+    .into_busy()
+    .unwrap();
+    let flush = {
+        let file = file.clone();
+        thread::spawn(move || putpages(&file, 0, 0, SYNC))
+    };
+    thread::sleep(Duration::from_millis(50));
+    assert!(!flush.is_finished(), "the flush waits for the dirty busy page");
+    drop(held);
+    flush.join().unwrap().unwrap();
+    assert_eq!(status(&file, 3), DirtyStatus::Clean);
+    let written: usize = writes(&disk).iter().map(|&(_, len)| len).sum();
+    assert_eq!(written, 7 * PAGE_SIZE, "every dirty page written once");
+    assert_eq!(file.disk_contents(), expected(8, 0..7));
 }
 
 #[test]
