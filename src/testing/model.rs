@@ -145,9 +145,10 @@ pub struct Setup {
 pub enum WriteMode {
     /// [`GetFlags::SYNCIO`]: allocates, hands back [`Fetched::Writable`].
     Sync,
-    /// `SYNCIO | OVERWRITE`, the pages filled whole. Over a hole the caller broke the
-    /// contract (it must allocate first): the fault may refuse with `Invalid`, and
-    /// what it hands out is filled with what the file holds (so nothing changes).
+    /// `SYNCIO | OVERWRITE`, the pages filled whole. Over a page known to back a hole
+    /// (resident, read-only) it must fail with `Invalid`; over a hole no page shows it
+    /// is taken without `OVERWRITE` (the caller must allocate first, and a fault that
+    /// cannot tell would hand out pages whose stores are lost).
     Overwrite,
     /// `SYNCIO | NOBLOCKALLOC`: read-only pages ([`Fetched::Busy`]), nothing stored.
     NoBlockAlloc,
@@ -1510,9 +1511,20 @@ impl<B: Backend> Harness<B> {
                 // OVERWRITE neither reads nor allocates: as in the reference, the
                 // caller must have given the pages' blocks storage first (write does).
                 let allocated = self.b.allocated(offset..last);
+                // A page known to back a hole: resident and read-only.
+                let known_hole = {
+                    let state = self.v().object().read();
+                    state
+                        .cache()
+                        .range(self.base + offset..self.base + last)
+                        .any(|p| p.flags.contains(PageFlags::RDONLY))
+                };
                 let too_big = offset + count as u64 * PAGE > self.limit;
                 let flags = match mode {
                     WriteMode::Sync => GetFlags::SYNCIO,
+                    // Over a hole no page shows, the caller breaking the contract would
+                    // leave pages writable over it (their stores lost): not modelled.
+                    WriteMode::Overwrite if !allocated && !known_hole => GetFlags::SYNCIO,
                     WriteMode::Overwrite => GetFlags::SYNCIO | GetFlags::OVERWRITE,
                     WriteMode::NoBlockAlloc => GetFlags::SYNCIO | GetFlags::NOBLOCKALLOC,
                     WriteMode::Locked => GetFlags::LOCKED,
@@ -1542,14 +1554,7 @@ impl<B: Backend> Harness<B> {
                                 } else {
                                     (at.min(room), (at + len).min(room))
                                 };
-                                let data = if overwrite && !allocated {
-                                    // Over a hole, against the contract: store what the
-                                    // file holds, which the hole keeps.
-                                    let at = page_at as usize;
-                                    self.model[at + from..at + to].to_vec()
-                                } else {
-                                    pattern(to - from, seed.wrapping_add(i as u8))
-                                };
+                                let data = pattern(to - from, seed.wrapping_add(i as u8));
                                 let bytes = pages.bytes_mut(i);
                                 bytes[from..to].copy_from_slice(&data);
                                 if overwrite {
@@ -1618,13 +1623,15 @@ impl<B: Backend> Harness<B> {
                     before,
                     match mode {
                         WriteMode::Locked => &[Error::Busy],
-                        WriteMode::Overwrite if !allocated => {
-                            &[Error::Invalid, Error::Io, Error::NoMemory, Error::NoSpace]
-                        }
+                        WriteMode::Overwrite if known_hole => &[Error::Invalid],
                         _ => &[Error::Io, Error::NoMemory, Error::NoSpace],
                     },
                 );
                 ensure!(is_error(&result, &allowed), "write fault: {result:?}");
+                ensure!(
+                    !(mode == WriteMode::Overwrite && known_hole && result.is_ok()),
+                    "an overwrite fault over a page known to back a hole succeeded"
+                );
                 if result == Err(Error::Io) {
                     ensure!(
                         reads > 0 || self.injected_io(before),
