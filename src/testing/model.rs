@@ -1623,7 +1623,7 @@ impl<B: Backend> Harness<B> {
                     before,
                     match mode {
                         WriteMode::Locked => &[Error::Busy],
-                        WriteMode::Overwrite if known_hole => &[Error::Invalid],
+                        WriteMode::Overwrite if known_hole => &[Error::Invalid, Error::NoMemory],
                         _ => &[Error::Io, Error::NoMemory, Error::NoSpace],
                     },
                 );
@@ -2341,11 +2341,22 @@ impl<B: Backend> Harness<B> {
                         .contains(&e),
                     "direct I/O failed with {e:?}"
                 );
-                if before.pending {
-                    // Its first flush reported the latched error.
-                    self.summary.reports += 1;
+                let latched = self.v().object().read().pending_write_error().is_some();
+                if self.bmap_failures(before) > 0 {
+                    // A bmap failure may have stopped it before its flush (the latched
+                    // error then stays for the next one), or in its flush (a write
+                    // error, reported there): take what the object says.
+                    if before.pending && !latched {
+                        self.summary.reports += 1;
+                    }
+                    self.pending = latched;
+                } else {
+                    if before.pending {
+                        // Its first flush reported the latched error.
+                        self.summary.reports += 1;
+                    }
+                    self.pending = false;
                 }
-                self.pending = false;
                 if writing {
                     // Requests of the failing chunk after the failed one may have
                     // reached the device: each byte there is old or new.
