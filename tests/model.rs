@@ -8,7 +8,7 @@
 //! replayed first on every run.
 
 use genpager::testing::Layout;
-use genpager::testing::model::{self, DiskMode, Op, ReadMode, Setup};
+use genpager::testing::model::{self, DiskMode, Op, ReadMode, Setup, WriteMode};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError};
 
@@ -44,17 +44,51 @@ fn layout() -> impl Strategy<Value = Layout> {
     ]
 }
 
-fn setup(compat: impl Strategy<Value = bool>) -> impl Strategy<Value = Setup> {
+/// Sizes: anywhere, or within a few bytes of a sector boundary (not a multiple of it
+/// but for a few).
+fn size(max: u64) -> impl Strategy<Value = u64> {
+    prop_oneof![
+        2 => 0..=max,
+        1 => (0..=max / 512, -3i64..=3).prop_map(move |(sectors, skew)| {
+            (sectors * 512).saturating_add_signed(skew).min(max)
+        }),
+    ]
+}
+
+/// What largest size (the block map's `max_size`) the file gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Largest {
+    /// The default ([`genpager::MAX_FILE_SIZE`]), or sometimes (block files) one
+    /// aligned to 64 KiB (every block size) near the file, or the file in the last
+    /// bytes below the default.
+    Aligned,
+    /// Any size near the file, never aligned to 64 KiB.
+    Unaligned,
+}
+
+fn setup(compat: bool, largest: Largest) -> impl Strategy<Value = Setup> {
+    let block = !compat && largest == Largest::Aligned;
+    let max_size = match largest {
+        Largest::Aligned if block => {
+            prop::option::weighted(0.15, any::<u32>().prop_map(|m| m & !0xffff)).boxed()
+        }
+        Largest::Aligned => Just(None).boxed(),
+        Largest::Unaligned => any::<u32>()
+            .prop_map(|m| Some(if m % 0x10000 == 0 { m | 0x200 } else { m }))
+            .boxed(),
+    };
     (
-        9u32..=16,
-        layout(),
-        // Under Miri, small files: the checker compares every byte after every step.
-        0..=if cfg!(miri) {
-            8 * 4096
-        } else {
-            model::MAX_SIZE
-        },
-        prop::collection::vec(0u64..64, 0..3),
+        (
+            9u32..=16,
+            layout(),
+            // Under Miri, small files: the checker compares every byte after every step.
+            size(if cfg!(miri) {
+                8 * 4096
+            } else {
+                model::MAX_SIZE
+            }),
+            prop::collection::vec(0u64..64, 0..6),
+        ),
         any::<u64>(),
         prop_oneof![
             4 => Just(DiskMode::Inline),
@@ -62,20 +96,25 @@ fn setup(compat: impl Strategy<Value = bool>) -> impl Strategy<Value = Setup> {
             1 => Just(DiskMode::Reordered),
         ],
         1u8..=16,
-        compat,
         any::<u8>(),
+        (
+            any::<bool>(),
+            if block {
+                prop::bool::weighted(0.15).boxed()
+            } else {
+                Just(false).boxed()
+            },
+            max_size,
+        ),
     )
         .prop_map(
-            |(
-                fs_bshift,
-                layout,
-                size,
-                holes,
+            move |(
+                (fs_bshift, layout, size, holes),
                 spare_blocks,
                 disk,
                 max_transfer_pages,
-                compat,
                 seed,
+                (journal, high, max_size),
             )| Setup {
                 fs_bshift,
                 layout,
@@ -86,6 +125,9 @@ fn setup(compat: impl Strategy<Value = bool>) -> impl Strategy<Value = Setup> {
                 max_transfer_pages,
                 compat,
                 seed,
+                journal,
+                high,
+                max_size,
             },
         )
 }
@@ -96,12 +138,19 @@ fn op() -> impl Strategy<Value = Op> {
         Just(ReadMode::Sync),
         Just(ReadMode::Async)
     ];
+    let write_mode = prop_oneof![
+        6 => Just(WriteMode::Sync),
+        2 => Just(WriteMode::Overwrite),
+        2 => Just(WriteMode::NoBlockAlloc),
+        2 => Just(WriteMode::Locked),
+        1 => Just(WriteMode::Async),
+    ];
     prop_oneof![
         3 => (any::<u16>(), any::<u8>(), any::<u8>(), read_mode)
             .prop_map(|(page, count, center, mode)| Op::ReadFault { page, count, center, mode }),
-        3 => (any::<u16>(), any::<u8>(), any::<bool>(), prop::bool::weighted(0.2), any::<u16>(), any::<u16>(), any::<u8>())
-            .prop_map(|(page, count, overwrite, locked, at, len, seed)| Op::WriteFault {
-                page, count, overwrite, locked, at, len, seed,
+        4 => (any::<u16>(), any::<u8>(), write_mode, any::<u16>(), any::<u16>(), any::<u8>())
+            .prop_map(|(page, count, mode, at, len, seed)| Op::WriteFault {
+                page, count, mode, at, len, seed,
             }),
         2 => (any::<u16>(), any::<u16>(), any::<u16>(), any::<u8>())
             .prop_map(|(page, at, len, seed)| Op::MapStore { page, at, len, seed }),
@@ -109,6 +158,9 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (any::<u16>(), any::<u8>(), 1u8..32)
             .prop_map(|(start, len, flags)| Op::Put { start, len, flags }),
         2 => any::<u32>().prop_map(|size| Op::SetSize { size }),
+        1 => (0u32..=model::MAX_SIZE as u32 / 512, 0u32..8).prop_map(|(sectors, skew)| Op::SetSize {
+            size: (sectors * 512).wrapping_add(skew).wrapping_sub(4),
+        }),
         4 => (any::<u32>(), any::<u32>(), any::<u8>())
             .prop_map(|(offset, len, seed)| Op::Write { offset, len, seed }),
         2 => (any::<u32>(), any::<u32>()).prop_map(|(offset, len)| Op::Read { offset, len }),
@@ -120,6 +172,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), any::<u8>()).prop_map(|(lbn, count)| Op::FailBlocks { lbn, count }),
         2 => Just(Op::ClearFaults),
         1 => prop::option::weighted(0.7, any::<u8>()).prop_map(|extra| Op::CacheLimit { extra }),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>())
+            .prop_map(|(hook, calls, error)| Op::FailHook { hook, calls, error }),
+        1 => (any::<u8>(), any::<u32>()).prop_map(|(what, delta)| Op::Beyond { what, delta }),
     ]
 }
 
@@ -137,13 +192,20 @@ proptest! {
 
     /// Files on a block map (MemFs over MemDisk), every operation.
     #[test]
-    fn block_files_match_the_model(setup in setup(Just(false)), ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+    fn block_files_match_the_model(setup in setup(false, Largest::Aligned), ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+        check(&setup, &ops)?;
+    }
+
+    /// Block files whose largest size (`BlockMap::max_size`) is near their size and not
+    /// a multiple of 64 KiB (so sometimes of neither the block nor the page size).
+    #[test]
+    fn files_with_an_unaligned_largest_size_match_the_model(setup in setup(false, Largest::Unaligned), ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         check(&setup, &ops)?;
     }
 
     /// Files served through `ByteIo` and the compat pager (no direct I/O there).
     #[test]
-    fn compat_files_match_the_model(setup in setup(Just(true)), ops in prop::collection::vec(op(), 1..MAX_OPS)) {
+    fn compat_files_match_the_model(setup in setup(true, Largest::Aligned), ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         check(&setup, &ops)?;
     }
 }

@@ -14,7 +14,8 @@ use super::disk::{MemDisk, SECTOR_SIZE, next_random};
 use crate::cache::DefaultCache;
 use crate::error::{Error, Result};
 use crate::hooks::{
-    BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, Mapping, MountFlags, Update, Vnode, VnodeKind,
+    BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags, Update, Vnode,
+    VnodeKind,
 };
 use crate::object::VmObject;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
@@ -254,8 +255,34 @@ impl MemFs {
         data: &[u8],
         holes: &[u64],
     ) -> Result<Arc<MemFile>> {
+        self.create_sparse_at(0, size, data, holes)
+    }
+
+    /// A file of `size` bytes whose blocks below byte `base` (a multiple of the block
+    /// size, at most `size`) are holes that stay holes, as in a huge sparse file:
+    /// only `base..size` is stored, so `base` may be near
+    /// [`MAX_FILE_SIZE`](crate::MAX_FILE_SIZE). `data` holds the bytes from `base` on
+    /// and `holes` lists logical blocks counted from `base` (as
+    /// [`MemFs::create_sparse`]'s, which is this with `base == 0`). `alloc` below
+    /// `base` fails with [`Error::NoSpace`]; [`MemFile::block_table`] and
+    /// [`MemFile::disk_contents_from`] cover the blocks from `base` on.
+    ///
+    /// # Panics
+    ///
+    /// If `base` is not a multiple of the block size or is past `size`.
+    pub fn create_sparse_at(
+        self: &Arc<Self>,
+        base: u64,
+        size: u64,
+        data: &[u8],
+        holes: &[u64],
+    ) -> Result<Arc<MemFile>> {
         let bsize = self.block_size();
-        let nblocks = size.div_ceil(bsize);
+        assert!(
+            base % bsize == 0 && base <= size,
+            "base {base:#x} not block aligned or past size {size:#x}"
+        );
+        let nblocks = (size - base).div_ceil(bsize);
         let mapped: Vec<u64> = (0..nblocks).filter(|lbn| !holes.contains(lbn)).collect();
         let placed = self
             .allocator
@@ -263,9 +290,10 @@ impl MemFs {
             .place(mapped.len() as u64, self.layout)?;
         let mut table = vec![None; nblocks as usize];
         let mut block = vec![0; bsize as usize];
+        let window = size - base;
         for (&lbn, &physical) in mapped.iter().zip(&placed) {
             let start = (lbn * bsize).min(data.len() as u64) as usize;
-            let end = ((lbn + 1) * bsize).min(size).min(data.len() as u64) as usize;
+            let end = ((lbn + 1) * bsize).min(window).min(data.len() as u64) as usize;
             let len = end.saturating_sub(start);
             block[..len].copy_from_slice(&data[start..start + len]);
             block[len..].fill(0);
@@ -273,7 +301,9 @@ impl MemFs {
             self.disk.write_raw(sector * SECTOR_SIZE as u64, &block);
             table[lbn as usize] = Some(sector);
         }
-        Ok(Arc::new(MemFile::new(self.clone(), size, table)))
+        let mut file = MemFile::new(self.clone(), size, table);
+        file.base_lbn = base >> self.fs_bshift;
+        Ok(Arc::new(file))
     }
 }
 
@@ -289,7 +319,7 @@ pub struct HookCounts {
     pub trans_begin: u64,
     /// `trans_end` calls.
     pub trans_end: u64,
-    /// `journal_begin` calls.
+    /// `journal_begin` calls that entered the journal (refusals are not counted).
     pub journal_begin: u64,
     /// `journal_end` calls.
     pub journal_end: u64,
@@ -571,7 +601,28 @@ struct Knobs {
     putrange: AtomicU64,
     /// [`NONE`] when disarmed.
     fail_bmap: AtomicU64,
+    /// [`NONE`] for the default ([`MAX_FILE_SIZE`]).
+    max_size: AtomicU64,
+    /// Whether any [`Hook`] failure is armed (the fast check before the lock).
+    hook_faults_armed: AtomicBool,
+    /// Per [`Hook`]: how many more calls fail, and with what.
+    hook_faults: Mutex<[(u64, Error); HOOKS]>,
 }
+
+/// A hook of [`MemFile`] that [`MemFile::fail_hook`] can make fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `trans_begin`, whether or not the caller would wait.
+    TransBegin,
+    /// `journal_begin`.
+    JournalBegin,
+    /// `alloc` (before it allocates anything).
+    Alloc,
+    /// `bmap`.
+    Bmap,
+}
+
+const HOOKS: usize = 4;
 
 /// An unset optional knob.
 const NONE: u64 = u64::MAX;
@@ -637,6 +688,9 @@ pub struct MemFile {
     /// Logical block → first sector of its physical block, `None` for a hole.
     table: Mutex<Vec<Option<u64>>>,
     knobs: Knobs,
+    /// Logical blocks below this are holes outside `table` (see
+    /// [`MemFs::create_sparse_at`]); `table[i]` is logical block `base_lbn + i`.
+    base_lbn: u64,
     counts: Counters,
     ledger: Mutex<LedgerState>,
 }
@@ -657,7 +711,11 @@ impl MemFile {
                 trans_busy: AtomicBool::new(false),
                 putrange: AtomicU64::new(NONE),
                 fail_bmap: AtomicU64::new(NONE),
+                max_size: AtomicU64::new(NONE),
+                hook_faults_armed: AtomicBool::new(false),
+                hook_faults: Mutex::new([(0, Error::Io); HOOKS]),
             },
+            base_lbn: 0,
             counts: Counters::default(),
             ledger: Mutex::new(LedgerState::default()),
         }
@@ -718,6 +776,59 @@ impl MemFile {
         self.knobs.fail_bmap.set(lbn);
     }
 
+    /// Makes the next `calls` calls of `hook` fail with `error` (`calls == 0`
+    /// disarms it). A failing `trans_begin` or `journal_begin` enters nothing (the
+    /// ledger does not count it); a failing `alloc` allocates nothing.
+    pub fn fail_hook(&self, hook: Hook, calls: u64, error: Error) {
+        let mut faults = self.knobs.hook_faults.lock();
+        faults[hook as usize] = (calls, error);
+        let armed = faults.iter().any(|&(left, _)| left > 0);
+        self.knobs.hook_faults_armed.set(armed);
+    }
+
+    /// How many more calls of `hook` will fail (see [`MemFile::fail_hook`]).
+    pub fn hook_failures_left(&self, hook: Hook) -> u64 {
+        self.knobs.hook_faults.lock()[hook as usize].0
+    }
+
+    /// Disarms every [`MemFile::fail_hook`] failure.
+    pub fn clear_hook_failures(&self) {
+        for hook in [
+            Hook::TransBegin,
+            Hook::JournalBegin,
+            Hook::Alloc,
+            Hook::Bmap,
+        ] {
+            self.fail_hook(hook, 0, Error::Io);
+        }
+    }
+
+    /// The error this call of `hook` must fail with, if one is armed.
+    fn hook_fault(&self, hook: Hook) -> Option<Error> {
+        if !self.knobs.hook_faults_armed.get() {
+            return None;
+        }
+        let mut faults = self.knobs.hook_faults.lock();
+        let (left, error) = &mut faults[hook as usize];
+        if *left == 0 {
+            return None;
+        }
+        *left -= 1;
+        Some(*error)
+    }
+
+    /// With `Some(max)`, `max_size` reports `max` (the pager refuses sizes, writes and
+    /// faults past it with [`Error::TooBig`]); `None` restores [`MAX_FILE_SIZE`].
+    pub fn set_max_size(&self, max: Option<u64>) {
+        self.knobs.max_size.set(max);
+    }
+
+    /// The first logical block [`MemFile::block_table`] describes (0 unless made by
+    /// [`MemFs::create_sparse_at`]).
+    pub fn block_table_base(&self) -> u64 {
+        self.base_lbn
+    }
+
     /// How many times each counted hook has been called.
     pub fn hooks(&self) -> HookCounts {
         self.counts.snapshot()
@@ -736,28 +847,52 @@ impl MemFile {
         }
     }
 
-    /// The block table: for each logical block, the first sector of its physical
-    /// block, or `None` for a hole.
+    /// The block table: for each logical block (from
+    /// [`MemFile::block_table_base`] on), the first sector of its physical block, or
+    /// `None` for a hole.
     pub fn block_table(&self) -> Vec<Option<u64>> {
         self.table.lock().clone()
     }
 
     /// Whether logical block `lbn` has no storage (blocks past the table are holes).
     pub fn is_hole(&self, lbn: u64) -> bool {
+        let Some(index) = lbn.checked_sub(self.base_lbn) else {
+            return true;
+        };
         self.table
             .lock()
-            .get(lbn as usize)
+            .get(index as usize)
             .is_none_or(Option::is_none)
     }
 
     /// The file's bytes as the disk holds them now, through the block table (holes
     /// and blocks past the table read as zeroes): `object().size()` bytes.
     pub fn disk_contents(&self) -> Vec<u8> {
+        self.disk_contents_from(0)
+    }
+
+    /// The file's bytes from `start` (a multiple of the block size, at least
+    /// [`MemFile::block_table_base`]'s first byte) to the end of file as the disk
+    /// holds them now: what [`MemFile::disk_contents`] returns past `start`, for files
+    /// too large to hold whole.
+    ///
+    /// # Panics
+    ///
+    /// If `start` is unaligned or below the table's base.
+    pub fn disk_contents_from(&self, start: u64) -> Vec<u8> {
         let size = self.object.size();
         let bsize = self.fs.block_size();
+        assert!(
+            start % bsize == 0 && start >> self.fs.fs_bshift >= self.base_lbn,
+            "disk_contents_from({start:#x}): unaligned or below the table"
+        );
+        let skip = ((start >> self.fs.fs_bshift) - self.base_lbn) as usize;
         let table = self.block_table();
-        let mut contents = vec![0; size as usize];
-        for (chunk, entry) in contents.chunks_mut(bsize as usize).zip(table) {
+        let mut contents = vec![0; size.saturating_sub(start) as usize];
+        for (chunk, entry) in contents
+            .chunks_mut(bsize as usize)
+            .zip(table.into_iter().skip(skip))
+        {
             if let Some(sector) = entry {
                 self.fs.disk.read_raw(sector * SECTOR_SIZE as u64, chunk);
             }
@@ -791,17 +926,24 @@ impl BlockMap for MemFile {
         if self.knobs.fail_bmap.get() == Some(lbn) {
             return Err(Error::Io);
         }
+        if let Some(error) = self.hook_fault(Hook::Bmap) {
+            return Err(error);
+        }
         // Like a real filesystem (ufs: `mnt_maxphys / block size - 1`), look no
         // further than one transfer can use.
         let max_run = ((self.knobs.max_transfer.get() >> self.fs.fs_bshift) as u64)
             .saturating_sub(1)
             .min(MAX_RUN);
+        if lbn < self.base_lbn {
+            return Ok(Mapping::hole((self.base_lbn - lbn - 1).min(max_run)));
+        }
+        let index = (lbn - self.base_lbn) as usize;
         let table = self.table.lock();
-        let Some(&entry) = table.get(lbn as usize) else {
+        let Some(&entry) = table.get(index) else {
             return Ok(Mapping::hole(0));
         };
         let step = 1 << (self.fs.fs_bshift - DEV_BSHIFT);
-        let following = table[lbn as usize + 1..].iter().take(max_run as usize);
+        let following = table[index + 1..].iter().take(max_run as usize);
         let run = match entry {
             Some(sector) => following
                 .enumerate()
@@ -817,10 +959,17 @@ impl BlockMap for MemFile {
 
     fn alloc(&self, offset: u64, len: u64) -> Result {
         bump(&self.counts.alloc_calls);
+        if let Some(error) = self.hook_fault(Hook::Alloc) {
+            return Err(error);
+        }
         let span = self.block_span(offset, len)?;
         if len == 0 {
             return Ok(());
         }
+        if span.start < self.base_lbn {
+            return Err(Error::NoSpace);
+        }
+        let span = span.start - self.base_lbn..span.end - self.base_lbn;
         // Like a kernel filesystem, this hook reports a full heap as NoMemory rather
         // than aborting (the allocation-failure sweep runs the pager with one).
         let mut table = self.table.lock();
@@ -872,6 +1021,10 @@ impl BlockMap for MemFile {
                 .zero_raw(sector * SECTOR_SIZE as u64, self.fs.block_size() as usize);
         }
         Ok(())
+    }
+
+    fn max_size(&self) -> u64 {
+        self.knobs.max_size.get().unwrap_or(MAX_FILE_SIZE)
     }
 
     fn putrange(&self, offset: u64) -> Option<Range<u64>> {
@@ -931,6 +1084,9 @@ impl Vnode for MemFile {
         if !wait && self.knobs.trans_busy.get() {
             return Err(Error::Busy);
         }
+        if let Some(error) = self.hook_fault(Hook::TransBegin) {
+            return Err(error);
+        }
         bump(&self.counts.trans_begin);
         self.ledger.lock().begin("trans_begin", false);
         Ok(())
@@ -946,6 +1102,9 @@ impl Vnode for MemFile {
     }
 
     fn journal_begin(&self) -> Result {
+        if let Some(error) = self.hook_fault(Hook::JournalBegin) {
+            return Err(error);
+        }
         bump(&self.counts.journal_begin);
         self.ledger.lock().begin("journal_begin", true);
         Ok(())

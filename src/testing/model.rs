@@ -16,7 +16,21 @@
 //!   every clean page equals the backing store; every other byte of the file equals
 //!   the backing store (so nothing acknowledged was lost);
 //! - the latched write error: a write that fails sets it, exactly the next
-//!   `CLEANIT | SYNCIO` flush (or direct I/O, whose flush is one) reports it, once.
+//!   `CLEANIT | SYNCIO` flush (or direct I/O, whose flush is one) reports it, once;
+//! - the transaction and journal ledger of the [`MemFile`]: nothing left open, the
+//!   lock order kept.
+//!
+//! Beyond I/O faults, a run injects what a kernel's filesystem does: hook failures
+//! ([`Op::FailHook`]: `trans_begin` even when the caller would wait, `journal_begin`,
+//! `alloc` with any error, `bmap`), asynchronous write faults (refused with
+//! `Invalid`), faults over holes with every access and flag, files in the last bytes
+//! below [`MAX_FILE_SIZE`] ([`Setup::high`]) or with a small largest size
+//! ([`Setup::max_size`]), and calls past the largest size or near `u64::MAX`
+//! ([`Op::Beyond`]), which must fail with `TooBig` or `Invalid` and change nothing.
+//! An operation that meets an injected hook failure must fail cleanly with its error:
+//! one refused on entry (`trans_begin`, `journal_begin`) changes nothing and reports
+//! nothing; a `bmap` failure in a flush fails the write of its cluster as the device
+//! would.
 //!
 //! What a failed operation may change, precisely:
 //! - a failed fault (read or write, any flags) changes no byte of the file;
@@ -45,14 +59,14 @@ use core::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
 use super::disk::{LoggedRequest, MemDisk, SECTOR_SIZE};
-use super::fs::{Layout, MemFile, MemFs};
+use super::fs::{Hook, Layout, MemFile, MemFs};
 use crate::buf::Direction;
 use crate::cache::{DefaultCache, MapState};
 use crate::compat::{self, ByteIo, NoBlocks};
 use crate::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use crate::error::{Error, Result};
 use crate::getpages::{Advice, Fetched, GetFlags, getpages, read};
-use crate::hooks::{Access, PageCache, Protection, Vnode};
+use crate::hooks::{Access, MAX_FILE_SIZE, PageCache, Protection, Vnode};
 use crate::object::{ObjectFlags, VmObject};
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags, Tag, trunc_page};
 use crate::putpages::{PutFlags, putpages};
@@ -60,8 +74,23 @@ use crate::write::{setsize, write};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+type Check = core::result::Result<(), String>;
+
 /// The largest file the model makes: 40 pages.
 pub const MAX_SIZE: u64 = 40 * PAGE;
+
+/// The window a [`Setup::high`] file is modelled in: its last bytes below
+/// [`MAX_FILE_SIZE`], which is the file's largest size (a multiple of 64 KiB, so the
+/// window starts on a block of every size).
+pub const HIGH_WINDOW: u64 = 48 * PAGE;
 
 /// Pages the buffered write helper handles per batch at most.
 const WRITE_BATCH_PAGES: u64 = 16;
@@ -99,6 +128,36 @@ pub struct Setup {
     pub compat: bool,
     /// Seed of the initial contents.
     pub seed: u8,
+    /// The mount has a journal (`journal_begin` is called, and can be made to fail).
+    pub journal: bool,
+    /// Block files only: the file lies in the last [`HIGH_WINDOW`] bytes below
+    /// [`MAX_FILE_SIZE`] (everything below is a hole no step touches), so offsets
+    /// and sizes are near 2^63 and writes and `setsize` reach the largest size.
+    pub high: bool,
+    /// Block files only (and not `high`): the block map's `max_size`, modulo
+    /// [`HIGH_WINDOW`] + 64 KiB, raised to the initial size (rounded up to 64 KiB
+    /// when the value is a multiple of that) (`None`: the default).
+    pub max_size: Option<u32>,
+}
+
+/// How a write fault is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// [`GetFlags::SYNCIO`]: allocates, hands back [`Fetched::Writable`].
+    Sync,
+    /// `SYNCIO | OVERWRITE`, the pages filled whole. Over a page known to back a hole
+    /// (resident, read-only) it must fail with `Invalid`; over a hole no page shows it
+    /// is taken without `OVERWRITE` (the caller must allocate first, and a fault that
+    /// cannot tell would hand out pages whose stores are lost).
+    Overwrite,
+    /// `SYNCIO | NOBLOCKALLOC`: read-only pages ([`Fetched::Busy`]), nothing stored.
+    NoBlockAlloc,
+    /// [`GetFlags::LOCKED`]: the fast path, stores through
+    /// [`ResidentPages::bytes_mut`](crate::ResidentPages::bytes_mut).
+    Locked,
+    /// Neither: an asynchronous write fault, which must fail with `Invalid` and
+    /// change nothing.
+    Async,
 }
 
 /// How a read fault is taken.
@@ -133,10 +192,8 @@ pub enum Op {
         page: u16,
         /// Pages asked for, 1 + `count % 4`.
         count: u8,
-        /// Ask for [`GetFlags::OVERWRITE`] and fill the pages whole.
-        overwrite: bool,
-        /// Take the fast path ([`GetFlags::LOCKED`]) instead of a sleeping fault.
-        locked: bool,
+        /// Which way through, and what is stored.
+        mode: WriteMode,
         /// Where in each page to write (modulo the page size).
         at: u16,
         /// How much to write per page (modulo the page size, plus one).
@@ -221,7 +278,50 @@ pub enum Op {
         /// Pages allowed beyond those resident.
         extra: Option<u8>,
     },
+    /// Make the next 1 + `calls % 3` calls of a filesystem hook fail (block files
+    /// only): `hook % 4` picks `trans_begin` (even when the caller would wait),
+    /// `journal_begin`, `alloc` or `bmap`; `error` picks the error (`bmap` fails with
+    /// `Io` only, so that its failures in a flush are write errors like the device's).
+    /// The operations that meet it must fail cleanly with it: nothing busy, the
+    /// ledger balanced, the file unchanged (a write: a prefix).
+    FailHook {
+        /// Which hook.
+        hook: u8,
+        /// How many calls.
+        calls: u8,
+        /// Which error.
+        error: u8,
+    },
+    /// A call past the largest file size or near `u64::MAX` (`what % 6`: a read
+    /// fault, a write fault, a write, a setsize, a read, a locked read fault), at a
+    /// distance from it set by `delta`: each must fail with `TooBig` or `Invalid` (a
+    /// read at or past the end of file and within the largest size reads nothing)
+    /// and change nothing.
+    Beyond {
+        /// Which call.
+        what: u8,
+        /// How far.
+        delta: u32,
+    },
 }
+
+/// The errors [`Op::FailHook`] injects into `trans_begin`, `journal_begin` and
+/// `alloc`, by `error % 5`.
+const HOOK_ERRORS: [Error; 5] = [
+    Error::Io,
+    Error::Again,
+    Error::Dead,
+    Error::Host(70),
+    Error::NoSpace,
+];
+
+/// The hooks, by [`Op::FailHook`]'s `hook % 4`.
+const HOOKS: [Hook; 4] = [
+    Hook::TransBegin,
+    Hook::JournalBegin,
+    Hook::Alloc,
+    Hook::Bmap,
+];
 
 /// What a run saw, for statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -283,6 +383,8 @@ pub fn decode(data: &[u8]) -> (Setup, Vec<Op>) {
     let max_transfer_pages = 1 + b.u8() % 16;
     let compat = b.u8() % 8 == 0;
     let seed = b.u8();
+    let bits = b.u8();
+    let max_size = (bits & 4 != 0).then(|| b.u32());
     let setup = Setup {
         fs_bshift,
         layout,
@@ -293,10 +395,13 @@ pub fn decode(data: &[u8]) -> (Setup, Vec<Op>) {
         max_transfer_pages,
         compat,
         seed,
+        journal: bits & 1 != 0,
+        high: bits & 2 != 0,
+        max_size,
     };
     let mut ops = Vec::new();
     while !b.0.is_empty() && ops.len() < 64 {
-        let op = match b.u8() % 14 {
+        let op = match b.u8() % 16 {
             0 => Op::ReadFault {
                 page: b.u16(),
                 count: b.u8(),
@@ -308,12 +413,17 @@ pub fn decode(data: &[u8]) -> (Setup, Vec<Op>) {
                 },
             },
             1 => {
-                let bits = b.u8();
+                let mode = match b.u8() % 8 {
+                    0..=2 => WriteMode::Sync,
+                    3 => WriteMode::Overwrite,
+                    4 => WriteMode::NoBlockAlloc,
+                    5 | 6 => WriteMode::Locked,
+                    _ => WriteMode::Async,
+                };
                 Op::WriteFault {
                     page: b.u16(),
                     count: b.u8(),
-                    overwrite: bits & 1 != 0,
-                    locked: bits & 2 != 0,
+                    mode,
                     at: b.u16(),
                     len: b.u16(),
                     seed: b.u8(),
@@ -362,7 +472,16 @@ pub fn decode(data: &[u8]) -> (Setup, Vec<Op>) {
                     extra: Some(b.u8()),
                 },
             },
-            _ => Op::CacheLimit { extra: None },
+            13 => Op::CacheLimit { extra: None },
+            14 => Op::FailHook {
+                hook: b.u8(),
+                calls: b.u8(),
+                error: b.u8(),
+            },
+            _ => Op::Beyond {
+                what: b.u8(),
+                delta: b.u32(),
+            },
         };
         ops.push(op);
     }
@@ -415,6 +534,24 @@ trait Backend {
     /// extends its store).
     fn resized(&self, size: u64);
     fn block_shift(&self) -> u32;
+    /// Where the modelled window of the file starts (0 but for [`Setup::high`]).
+    fn base(&self) -> u64 {
+        0
+    }
+    /// The largest file size the pager allows (the block map's `max_size`).
+    fn max_size(&self) -> u64 {
+        MAX_FILE_SIZE
+    }
+    /// Arms [`Op::FailHook`] (block files only).
+    fn fail_hook(&self, _hook: Hook, _calls: u64, _error: Error) {}
+    /// Hook failures still armed, by [`HOOKS`] index.
+    fn hooks_left(&self) -> [u64; 4] {
+        [0; 4]
+    }
+    /// Whether the transaction and journal ledger is balanced and in order.
+    fn ledger(&self) -> Check {
+        Ok(())
+    }
 }
 
 /// A [`MemFile`] on a [`MemDisk`]. The disk fails requests; which ones failed is
@@ -424,6 +561,8 @@ struct BlockBackend {
     initial: Vec<u8>,
     disk: MemDisk,
     tracker: Mutex<Tracker>,
+    /// Where the modelled window starts.
+    base: u64,
 }
 
 #[derive(Default)]
@@ -447,6 +586,11 @@ impl BlockBackend {
         let bshift = setup.fs_bshift.clamp(9, 16);
         let bsize = 1u64 << bshift;
         let size = setup.size.min(MAX_SIZE);
+        let base = if setup.high {
+            MAX_FILE_SIZE - HIGH_WINDOW
+        } else {
+            0
+        };
         let nblocks = size.div_ceil(bsize);
         let holes: Vec<u64> = setup
             .holes
@@ -460,7 +604,7 @@ impl BlockBackend {
                 mapped -= 1;
             }
         }
-        let most = MAX_SIZE.div_ceil(bsize) + 1;
+        let most = (HIGH_WINDOW + 16 * PAGE).div_ceil(bsize) + 1;
         // Mostly room for the whole file; sometimes just a few blocks more.
         let spare = match setup.spare_blocks % 4 {
             0 => setup.spare_blocks % 3,
@@ -480,14 +624,27 @@ impl BlockBackend {
             data[from..to].fill(0);
         }
         let file = fs
-            .create_sparse(size, &data, &holes)
+            .create_sparse_at(base, base + size, &data, &holes)
             .map_err(|e| format!("setup: create_sparse failed: {e}"))?;
         file.set_max_transfer(usize::from(setup.max_transfer_pages.clamp(1, 16)) * PAGE_SIZE);
+        file.set_journal(setup.journal);
+        if let (Some(max), false) = (setup.max_size, setup.high) {
+            // Never below the file; a largest size aligned to 64 KiB (every block
+            // size) stays aligned.
+            let max = u64::from(max) % (HIGH_WINDOW + 16 * PAGE);
+            let floor = if max % (16 * PAGE) == 0 {
+                size.next_multiple_of(16 * PAGE)
+            } else {
+                size
+            };
+            file.set_max_size(Some(max.max(floor)));
+        }
         Ok(Self {
             file,
             initial: data,
             disk,
             tracker: Mutex::new(Tracker::default()),
+            base,
         })
     }
 
@@ -527,7 +684,7 @@ impl Backend for BlockBackend {
     }
 
     fn stored(&self) -> Vec<u8> {
-        self.file.disk_contents()
+        self.file.disk_contents_from(self.base)
     }
 
     fn quiesce(&self) {
@@ -561,6 +718,7 @@ impl Backend for BlockBackend {
         t.nth.clear();
         t.ranges.clear();
         self.disk.clear_faults();
+        self.file.clear_hook_failures();
     }
 
     fn failures(&self) -> (u64, u64) {
@@ -575,7 +733,8 @@ impl Backend for BlockBackend {
 
     fn allocated(&self, range: Range<u64>) -> bool {
         let shift = self.file.fs_bshift();
-        (range.start >> shift..range.end.div_ceil(1 << shift)).all(|lbn| !self.file.is_hole(lbn))
+        let (start, end) = (self.base + range.start, self.base + range.end);
+        (start >> shift..end.div_ceil(1 << shift)).all(|lbn| !self.file.is_hole(lbn))
     }
 
     fn resized(&self, size: u64) {
@@ -591,6 +750,33 @@ impl Backend for BlockBackend {
 
     fn block_shift(&self) -> u32 {
         self.file.fs_bshift()
+    }
+
+    fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn max_size(&self) -> u64 {
+        crate::BlockMap::max_size(&*self.file).min(MAX_FILE_SIZE)
+    }
+
+    fn fail_hook(&self, hook: Hook, calls: u64, error: Error) {
+        self.file.fail_hook(hook, calls, error);
+    }
+
+    fn hooks_left(&self) -> [u64; 4] {
+        HOOKS.map(|hook| self.file.hook_failures_left(hook))
+    }
+
+    fn ledger(&self) -> Check {
+        let ledger = self.file.ledger();
+        ensure!(
+            ledger.is_clean(),
+            "transaction/journal ledger: open {:?}, violations {:?}",
+            ledger.open,
+            ledger.violations
+        );
+        Ok(())
     }
 }
 
@@ -774,16 +960,6 @@ impl Backend for CompatBackend {
 // ---------------------------------------------------------------------------------
 // The harness.
 
-macro_rules! ensure {
-    ($cond:expr, $($arg:tt)+) => {
-        if !$cond {
-            return Err(format!($($arg)+));
-        }
-    };
-}
-
-type Check = core::result::Result<(), String>;
-
 struct Harness<B: Backend> {
     b: B,
     compat: bool,
@@ -793,6 +969,15 @@ struct Harness<B: Backend> {
     summary: Summary,
     failures: (u64, u64),
     trace: String,
+    /// Where the modelled window starts: `model[i]` is file byte `base + i`.
+    base: u64,
+    /// The largest size the pager allows, from `base` (window coordinates).
+    limit: u64,
+    /// The largest size steps aim for, from `base`: a little past `limit` when that
+    /// is near, so that some reach past it.
+    cap: u64,
+    /// The error each hook was last armed with, by [`HOOKS`] index.
+    hook_errors: [Error; 4],
 }
 
 /// What the observable state of the file was before a step, for steps whose effect
@@ -800,6 +985,8 @@ struct Harness<B: Backend> {
 struct Before {
     pending: bool,
     failures: (u64, u64),
+    /// Hook failures armed, by [`HOOKS`] index.
+    hooks: [u64; 4],
 }
 
 fn page_count(size: u64) -> u64 {
@@ -815,6 +1002,13 @@ fn is_error(result: &Result, allowed: &[Error]) -> bool {
 
 impl<B: Backend> Harness<B> {
     fn new(b: B, setup: &Setup) -> Self {
+        let base = b.base();
+        let limit = b.max_size() - base;
+        let cap = if limit <= HIGH_WINDOW {
+            limit + 2 * PAGE
+        } else {
+            MAX_SIZE
+        };
         Self {
             model: b.initial(),
             b,
@@ -823,6 +1017,10 @@ impl<B: Backend> Harness<B> {
             summary: Summary::default(),
             failures: (0, 0),
             trace: String::new(),
+            base,
+            limit,
+            cap,
+            hook_errors: [Error::Io; 4],
         }
     }
 
@@ -830,24 +1028,72 @@ impl<B: Backend> Harness<B> {
         self.b.vnode()
     }
 
+    /// The file size, from `base`.
     fn size(&self) -> u64 {
-        self.v().object().size()
+        self.v().object().size() - self.base
+    }
+
+    fn before(&self) -> Before {
+        Before {
+            pending: self.pending,
+            failures: self.failures,
+            hooks: self.b.hooks_left(),
+        }
+    }
+
+    /// The hook failures injected since `before`, with their errors.
+    fn injected(&self, before: &Before) -> Vec<(Hook, Error)> {
+        let left = self.b.hooks_left();
+        let mut out = Vec::new();
+        for i in 0..HOOKS.len() {
+            for _ in left[i]..before.hooks[i] {
+                out.push((HOOKS[i], self.hook_errors[i]));
+            }
+        }
+        out
+    }
+
+    /// `allowed` and the errors of the hook failures injected since `before`.
+    fn allowed(&self, before: &Before, allowed: &[Error]) -> Vec<Error> {
+        let mut out = allowed.to_vec();
+        out.extend(self.injected(before).into_iter().map(|(_, e)| e));
+        out
+    }
+
+    /// Whether a hook failed with `Io` since `before` (an `Io` no device raised).
+    fn injected_io(&self, before: &Before) -> bool {
+        self.injected(before).iter().any(|&(_, e)| e == Error::Io)
+    }
+
+    /// Whether `trans_begin` or `journal_begin` failed since `before`: the step
+    /// failed on entry, before doing anything.
+    fn refused_entry(&self, before: &Before) -> bool {
+        self.injected(before)
+            .iter()
+            .any(|&(hook, _)| matches!(hook, Hook::TransBegin | Hook::JournalBegin))
+    }
+
+    /// `bmap` failures since `before` (in a flush, each is a failed write).
+    fn bmap_failures(&self, before: &Before) -> u64 {
+        self.injected(before)
+            .iter()
+            .filter(|&&(hook, _)| hook == Hook::Bmap)
+            .count() as u64
     }
 
     fn run(mut self, ops: &[Op]) -> core::result::Result<Summary, String> {
         let _ = writeln!(
             self.trace,
-            "setup: size {:#x}, bshift {}, compat {}",
+            "setup: size {:#x}, bshift {}, compat {}, base {:#x}, limit {:#x}",
             self.model.len(),
             self.b.block_shift(),
-            self.compat
+            self.compat,
+            self.base,
+            self.limit
         );
         self.check().map_err(|e| self.fail("setup", e))?;
         for (i, op) in ops.iter().enumerate() {
-            let before = Before {
-                pending: self.pending,
-                failures: self.failures,
-            };
+            let before = self.before();
             let outcome = self.apply(op, &before);
             self.summary.ops += 1;
             let step = format!("step {i}: {op:?}");
@@ -914,17 +1160,19 @@ impl<B: Backend> Harness<B> {
 
     /// The bytes of the resident page at `offset` through the fast path.
     fn page_bytes(&self, offset: u64) -> Option<Vec<u8>> {
+        let offset = self.base + offset;
         let flags = GetFlags::LOCKED | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP;
         match getpages(self.v(), offset, 1, 0, Access::Read, Advice::Normal, flags) {
             Ok(Fetched::Resident(pages)) if pages.bytes(0).is_some() => {
                 pages.bytes(0).map(<[u8]>::to_vec)
             }
             // The fast path leaves out pages mapped writable: read them as the mapping
-            // would.
-            _ => {
+            // would. It refuses a page reaching past the largest size: read that one
+            // from the cache too.
+            result => {
                 let state = self.v().object().read();
                 let writable = state.cache().map_state(offset) == MapState::Writable;
-                writable
+                (writable || matches!(result, Err(Error::TooBig)))
                     .then(|| state.cache().mapped_bytes(offset).map(<[u8]>::to_vec))
                     .flatten()
             }
@@ -939,8 +1187,8 @@ impl<B: Backend> Harness<B> {
             let state = self.v().object().read();
             state
                 .cache()
-                .range(0..u64::MAX)
-                .map(|p| p.offset())
+                .range(self.base..u64::MAX)
+                .map(|p| p.offset() - self.base)
                 .collect()
         };
         for offset in offsets.into_iter().filter(|&o| o < size) {
@@ -966,9 +1214,10 @@ impl<B: Backend> Harness<B> {
         let (pages, tagged, any_dirty, any_writeback) = {
             let state = object.read();
             ensure!(
-                state.size() == size,
-                "file size {:#x}, model {size:#x}",
-                state.size()
+                state.size() == self.base + size,
+                "file size {:#x}, model {size:#x} (from {:#x})",
+                state.size(),
+                self.base
             );
             ensure!(
                 state.write_size() == state.size(),
@@ -991,7 +1240,7 @@ impl<B: Backend> Harness<B> {
             let pages: Vec<Seen> = cache
                 .range(0..u64::MAX)
                 .map(|p| Seen {
-                    offset: p.offset(),
+                    offset: p.offset().wrapping_sub(self.base),
                     flags: p.flags,
                     dirty: p.dirty(),
                     writeback: p.in_writeback(),
@@ -1001,7 +1250,7 @@ impl<B: Backend> Harness<B> {
             let mut tagged = Vec::new();
             let mut from = 0;
             while let Some(at) = cache.next_tagged(Tag::Dirty, from) {
-                tagged.push(at);
+                tagged.push(at.wrapping_sub(self.base));
                 from = at + PAGE;
             }
             let any_dirty = cache.any_tagged(Tag::Dirty);
@@ -1025,12 +1274,18 @@ impl<B: Backend> Harness<B> {
             "dirty tag on {tagged:x?}, dirty status on {dirty:x?}"
         );
         ensure!(any_dirty != dirty.is_empty(), "any_tagged(Dirty) disagrees");
+        self.b.ledger()?;
         let bad = PageFlags::BUSY
             | PageFlags::WANTED
             | PageFlags::RELEASED
             | PageFlags::PAGEOUT
             | PageFlags::FAKE;
         for p in &pages {
+            ensure!(
+                p.offset <= self.cap.max(size) + 16 * PAGE,
+                "page {:#x} resident outside the modelled window",
+                p.offset.wrapping_add(self.base)
+            );
             ensure!(
                 !p.flags.intersects(bad),
                 "page {:#x} left with {:?}",
@@ -1108,6 +1363,7 @@ impl<B: Backend> Harness<B> {
         access: Access,
         flags: GetFlags,
     ) -> Result<Fetched<'_, B::V>> {
+        let offset = self.base + offset;
         if self.compat {
             compat::getpages(
                 self.v(),
@@ -1165,25 +1421,31 @@ impl<B: Backend> Harness<B> {
                 let center = usize::from(center) % count;
                 let offset = first * PAGE;
                 let past_eof = offset + (center as u64) * PAGE >= size;
+                let too_big = offset + count as u64 * PAGE > self.limit;
                 let flags = match mode {
                     ReadMode::Locked => GetFlags::LOCKED,
                     ReadMode::Sync => GetFlags::SYNCIO,
                     ReadMode::Async => GetFlags::empty(),
                 };
+                let base = self.base;
                 let result = match self.fault(offset, count, center, Access::Read, flags) {
                     Ok(Fetched::Busy(pages)) => {
                         let want = count.min((page_count(size) - first) as usize);
                         ensure!(pages.len() == want, "{} pages, want {want}", pages.len());
                         for i in 0..pages.len() {
-                            self.check_page(pages.offset(i), pages.bytes(i))?;
+                            self.check_page(pages.offset(i) - base, pages.bytes(i))?;
                         }
                         Ok(())
                     }
-                    Ok(Fetched::Resident(pages)) => {
+                    Ok(Fetched::Resident(mut pages)) => {
                         for i in 0..pages.len() {
                             if let Some(bytes) = pages.bytes(i) {
-                                self.check_page(pages.offset(i), bytes)?;
+                                self.check_page(pages.offset(i) - base, bytes)?;
                             }
+                            ensure!(
+                                pages.bytes_mut(i).is_none(),
+                                "a read fault's resident page {i} was writable"
+                            );
                         }
                         Ok(())
                     }
@@ -1195,26 +1457,44 @@ impl<B: Backend> Harness<B> {
                 };
                 let (reads, writes) = self.settle(before);
                 ensure!(writes == 0, "a read fault wrote");
-                if past_eof {
-                    ensure!(result == Err(Error::Invalid), "past EOF gave {result:?}");
+                if too_big {
+                    ensure!(
+                        result == Err(Error::TooBig),
+                        "a fault past the largest size gave {result:?}"
+                    );
                     return Ok(true);
                 }
-                let allowed: &[Error] = match mode {
-                    ReadMode::Locked => &[Error::Busy],
-                    ReadMode::Sync => &[Error::Io, Error::NoMemory],
-                    ReadMode::Async => &[Error::Busy, Error::NoMemory, Error::Io],
-                };
-                ensure!(is_error(&result, allowed), "read fault: {result:?}");
+                if past_eof {
+                    // The transaction is entered first (but for the fast path).
+                    let refused =
+                        self.refused_entry(before) && is_error(&result, &self.allowed(before, &[]));
+                    ensure!(
+                        result == Err(Error::Invalid) || refused,
+                        "past EOF gave {result:?}"
+                    );
+                    return Ok(true);
+                }
+                let allowed = self.allowed(
+                    before,
+                    match mode {
+                        ReadMode::Locked => &[Error::Busy],
+                        ReadMode::Sync => &[Error::Io, Error::NoMemory],
+                        ReadMode::Async => &[Error::Busy, Error::NoMemory, Error::Io],
+                    },
+                );
+                ensure!(is_error(&result, &allowed), "read fault: {result:?}");
                 if result == Err(Error::Io) && mode == ReadMode::Sync {
-                    ensure!(reads > 0, "EIO without a failed read");
+                    ensure!(
+                        reads > 0 || self.injected_io(before),
+                        "EIO without a failed read"
+                    );
                 }
                 Ok(result.is_err())
             }
             Op::WriteFault {
                 page,
                 count,
-                overwrite,
-                locked,
+                mode,
                 at,
                 len,
                 seed,
@@ -1227,43 +1507,81 @@ impl<B: Backend> Harness<B> {
                 let offset = first * PAGE;
                 let at = usize::from(at) % PAGE_SIZE;
                 let len = 1 + usize::from(len) % PAGE_SIZE;
-                let mut flags = if locked {
-                    GetFlags::LOCKED
-                } else {
-                    GetFlags::SYNCIO
-                };
+                let last = (first + count as u64).min(npages) * PAGE;
                 // OVERWRITE neither reads nor allocates: as in the reference, the
                 // caller must have given the pages' blocks storage first (write does).
-                let last = (first + count as u64).min(npages) * PAGE;
-                if overwrite && !locked && self.b.allocated(offset..last) {
-                    flags |= GetFlags::OVERWRITE;
-                }
+                let allocated = self.b.allocated(offset..last);
+                // A page known to back a hole: resident and read-only.
+                let known_hole = {
+                    let state = self.v().object().read();
+                    state
+                        .cache()
+                        .range(self.base + offset..self.base + last)
+                        .any(|p| p.flags.contains(PageFlags::RDONLY))
+                };
+                let too_big = offset + count as u64 * PAGE > self.limit;
+                let flags = match mode {
+                    WriteMode::Sync => GetFlags::SYNCIO,
+                    // Over a hole no page shows, the caller breaking the contract would
+                    // leave pages writable over it (their stores lost): not modelled.
+                    WriteMode::Overwrite if !allocated && !known_hole => GetFlags::SYNCIO,
+                    WriteMode::Overwrite => GetFlags::SYNCIO | GetFlags::OVERWRITE,
+                    WriteMode::NoBlockAlloc => GetFlags::SYNCIO | GetFlags::NOBLOCKALLOC,
+                    WriteMode::Locked => GetFlags::LOCKED,
+                    WriteMode::Async => GetFlags::empty(),
+                };
+                let base = self.base;
                 let mut writes: Vec<(u64, Vec<u8>)> = Vec::new();
                 let result = match self.fault(offset, count, 0, Access::Write, flags) {
                     Ok(Fetched::Writable(mut pages)) => {
+                        ensure!(
+                            matches!(mode, WriteMode::Sync | WriteMode::Overwrite)
+                                || (mode == WriteMode::NoBlockAlloc && self.compat),
+                            "a {mode:?} write fault handed out writable pages"
+                        );
                         let want = count.min((npages - first) as usize);
                         ensure!(pages.len() == want, "{} pages, want {want}", pages.len());
-                        for i in 0..pages.len() {
-                            let page_at = pages.offset(i);
-                            let room = (size - page_at).min(PAGE) as usize;
-                            let (from, to) = if flags.contains(GetFlags::OVERWRITE) {
-                                (0, room)
-                            } else {
-                                (at.min(room), (at + len).min(room))
-                            };
-                            let data = pattern(to - from, seed.wrapping_add(i as u8));
-                            let bytes = pages.bytes_mut(i);
-                            bytes[from..to].copy_from_slice(&data);
-                            if flags.contains(GetFlags::OVERWRITE) {
-                                bytes[room..].fill(0);
+                        let overwrite = flags.contains(GetFlags::OVERWRITE);
+                        if mode == WriteMode::Sync && seed % 5 == 0 {
+                            // Marked written and nothing stored: dirty as they are.
+                            pages.mark_all_written();
+                        } else {
+                            for i in 0..pages.len() {
+                                let page_at = pages.offset(i) - base;
+                                let room = (size - page_at).min(PAGE) as usize;
+                                let (from, to) = if overwrite {
+                                    (0, room)
+                                } else {
+                                    (at.min(room), (at + len).min(room))
+                                };
+                                let data = pattern(to - from, seed.wrapping_add(i as u8));
+                                let bytes = pages.bytes_mut(i);
+                                bytes[from..to].copy_from_slice(&data);
+                                if overwrite {
+                                    bytes[room..].fill(0);
+                                }
+                                writes.push((page_at + from as u64, data));
                             }
-                            writes.push((page_at + from as u64, data));
+                        }
+                        Ok(())
+                    }
+                    Ok(Fetched::Busy(pages)) => {
+                        ensure!(
+                            mode == WriteMode::NoBlockAlloc,
+                            "a {mode:?} write fault handed out read-only pages"
+                        );
+                        for i in 0..pages.len() {
+                            self.check_page(pages.offset(i) - base, pages.bytes(i))?;
                         }
                         Ok(())
                     }
                     Ok(Fetched::Resident(mut pages)) => {
+                        ensure!(
+                            mode == WriteMode::Locked,
+                            "a {mode:?} write fault took the fast path"
+                        );
                         for i in 0..pages.len() {
-                            let page_at = pages.offset(i);
+                            let page_at = pages.offset(i) - base;
                             if page_at >= size {
                                 continue;
                             }
@@ -1277,9 +1595,8 @@ impl<B: Backend> Harness<B> {
                         }
                         Ok(())
                     }
-                    Ok(Fetched::Started) => Err(Error::Invalid),
-                    Ok(Fetched::Busy(_)) => {
-                        return Err("a write fault handed out read-only pages".into());
+                    Ok(Fetched::Started) => {
+                        return Err(format!("a {mode:?} write fault started read-ahead"));
                     }
                     Err(e) => Err(e),
                 };
@@ -1288,14 +1605,38 @@ impl<B: Backend> Harness<B> {
                 for (at, data) in writes {
                     self.model[at as usize..at as usize + data.len()].copy_from_slice(&data);
                 }
-                let allowed: &[Error] = if locked {
-                    &[Error::Busy]
-                } else {
-                    &[Error::Io, Error::NoMemory, Error::NoSpace]
-                };
-                ensure!(is_error(&result, allowed), "write fault: {result:?}");
+                if mode == WriteMode::Async {
+                    ensure!(
+                        result == Err(Error::Invalid),
+                        "an asynchronous write fault gave {result:?}"
+                    );
+                    return Ok(true);
+                }
+                if too_big && !self.compat {
+                    ensure!(
+                        result == Err(Error::TooBig),
+                        "a write fault past the largest size gave {result:?}"
+                    );
+                    return Ok(true);
+                }
+                let allowed = self.allowed(
+                    before,
+                    match mode {
+                        WriteMode::Locked => &[Error::Busy],
+                        WriteMode::Overwrite if known_hole => &[Error::Invalid, Error::NoMemory],
+                        _ => &[Error::Io, Error::NoMemory, Error::NoSpace],
+                    },
+                );
+                ensure!(is_error(&result, &allowed), "write fault: {result:?}");
+                ensure!(
+                    !(mode == WriteMode::Overwrite && known_hole && result.is_ok()),
+                    "an overwrite fault over a page known to back a hole succeeded"
+                );
                 if result == Err(Error::Io) {
-                    ensure!(reads > 0, "EIO without a failed read");
+                    ensure!(
+                        reads > 0 || self.injected_io(before),
+                        "EIO without a failed read"
+                    );
                 }
                 Ok(result.is_err())
             }
@@ -1314,10 +1655,11 @@ impl<B: Backend> Harness<B> {
                 let len = (1 + usize::from(len) % PAGE_SIZE).min(room - at);
                 let data = pattern(len, seed);
                 let mut result = Ok(());
+                let abs = self.base + offset;
                 for attempt in 0..2 {
                     let stored = {
                         let mut state = self.v().object().lock();
-                        state.cache_mut().write_through_mapping(offset, at, &data)
+                        state.cache_mut().write_through_mapping(abs, at, &data)
                     };
                     match stored {
                         Ok(()) => {
@@ -1332,7 +1674,7 @@ impl<B: Backend> Harness<B> {
                             match self.fault(offset, 1, 0, Access::Write, GetFlags::SYNCIO) {
                                 Ok(Fetched::Writable(pages)) => {
                                     let mut state = self.v().object().lock();
-                                    state.cache_mut().map(offset, MapState::Writable);
+                                    state.cache_mut().map(abs, MapState::Writable);
                                     state.set_flags(
                                         ObjectFlags::MAPPED | ObjectFlags::WRITE_MAPPED,
                                         true,
@@ -1352,12 +1694,20 @@ impl<B: Backend> Harness<B> {
                 }
                 let (reads, writes) = self.settle(before);
                 ensure!(writes == 0, "a store wrote");
-                ensure!(
-                    is_error(&result, &[Error::Io, Error::NoMemory, Error::NoSpace]),
-                    "mapping fault: {result:?}"
-                );
+                if offset + PAGE > self.limit && !self.compat {
+                    ensure!(
+                        result == Err(Error::TooBig),
+                        "a fault past the largest size gave {result:?}"
+                    );
+                    return Ok(true);
+                }
+                let allowed = self.allowed(before, &[Error::Io, Error::NoMemory, Error::NoSpace]);
+                ensure!(is_error(&result, &allowed), "mapping fault: {result:?}");
                 if result == Err(Error::Io) {
-                    ensure!(reads > 0, "EIO without a failed read");
+                    ensure!(
+                        reads > 0 || self.injected_io(before),
+                        "EIO without a failed read"
+                    );
                 }
                 Ok(result.is_err())
             }
@@ -1376,11 +1726,28 @@ impl<B: Backend> Harness<B> {
             }
             Op::Put { start, len, flags } => self.put(start, len, flags, before),
             Op::SetSize { size: new } => {
-                let new = u64::from(new) % (MAX_SIZE + 1);
+                let new = u64::from(new) % (self.cap + 1);
                 let old = self.model.clone();
-                let result = setsize(self.v(), new);
+                let result = setsize(self.v(), self.base + new);
                 let (_, writes) = self.settle(before);
                 ensure!(writes == 0, "setsize wrote");
+                if new > self.limit {
+                    ensure!(
+                        result == Err(Error::TooBig),
+                        "setsize past the largest size gave {result:?}"
+                    );
+                    return Ok(true);
+                }
+                if let Err(e) = result {
+                    if self.refused_entry(before) {
+                        ensure!(
+                            self.allowed(before, &[]).contains(&e),
+                            "setsize refused entry with {e:?}"
+                        );
+                        ensure!(self.observed() == old, "a refused setsize changed the file");
+                        return Ok(true);
+                    }
+                }
                 match result {
                     Ok(()) => {
                         if new < size {
@@ -1393,7 +1760,10 @@ impl<B: Backend> Harness<B> {
                         // Growing zeroes the old last block first, as write does; it
                         // may fail part-way, leaving the size where it got to.
                         ensure!(
-                            new > size && matches!(e, Error::Io | Error::NoMemory | Error::NoSpace),
+                            new > size
+                                && self
+                                    .allowed(before, &[Error::Io, Error::NoMemory, Error::NoSpace])
+                                    .contains(&e),
                             "setsize({new:#x}) from {size:#x}: {e:?}"
                         );
                         let seen = self.observed();
@@ -1409,10 +1779,10 @@ impl<B: Backend> Harness<B> {
                 }
             }
             Op::Write { offset, len, seed } => {
-                let span = (size + 3 * PAGE).min(MAX_SIZE);
+                let span = (size + 3 * PAGE).min(self.cap);
                 let offset = u64::from(offset) % span;
                 let len = (1 + u64::from(len) % (64 * 1024))
-                    .min(MAX_SIZE - offset)
+                    .min(self.cap - offset)
                     .max(1);
                 let data = pattern(len as usize, seed);
                 if self.compat {
@@ -1428,10 +1798,17 @@ impl<B: Backend> Harness<B> {
                 let result = if self.compat {
                     self.compat_read(offset, &mut buf)
                 } else {
-                    read(self.v(), offset, &mut buf)
+                    read(self.v(), self.base + offset, &mut buf)
                 };
                 let (reads, writes) = self.settle(before);
                 ensure!(writes == 0, "a read wrote");
+                if offset > self.limit && !self.compat {
+                    ensure!(
+                        result == Err(Error::Invalid),
+                        "a read past the largest size gave {result:?}"
+                    );
+                    return Ok(true);
+                }
                 match result {
                     Ok(n) => {
                         let want = (size.saturating_sub(offset) as usize).min(len);
@@ -1450,11 +1827,15 @@ impl<B: Backend> Harness<B> {
                     }
                     Err(e) => {
                         ensure!(
-                            matches!(e, Error::Io | Error::NoMemory),
+                            self.allowed(before, &[Error::Io, Error::NoMemory])
+                                .contains(&e),
                             "read failed with {e:?}"
                         );
                         if e == Error::Io {
-                            ensure!(reads > 0, "EIO without a failed read");
+                            ensure!(
+                                reads > 0 || self.injected_io(before),
+                                "EIO without a failed read"
+                            );
                         }
                         Ok(true)
                     }
@@ -1495,7 +1876,120 @@ impl<B: Backend> Harness<B> {
                 state.cache_mut().set_limit(limit);
                 Ok(false)
             }
+            Op::FailHook { hook, calls, error } => {
+                let index = usize::from(hook % 4);
+                let error = if HOOKS[index] == Hook::Bmap {
+                    Error::Io
+                } else {
+                    HOOK_ERRORS[usize::from(error) % HOOK_ERRORS.len()]
+                };
+                self.hook_errors[index] = error;
+                self.b
+                    .fail_hook(HOOKS[index], 1 + u64::from(calls % 3), error);
+                Ok(false)
+            }
+            Op::Beyond { what, delta } => self.beyond(what, delta, before),
         }
+    }
+
+    /// [`Op::Beyond`].
+    fn beyond(
+        &mut self,
+        what: u8,
+        delta: u32,
+        before: &Before,
+    ) -> core::result::Result<bool, String> {
+        let max = self.b.max_size();
+        let end_of_file = self.base + self.size();
+        let delta = u64::from(delta);
+        // Near the top of the address space, or just past the largest size.
+        let near = if delta % 2 == 0 {
+            u64::MAX - delta
+        } else {
+            max.saturating_add(delta / 2 + 1)
+        };
+        let page_near = trunc_page(near);
+        let old = self.observed();
+        let (result, want): (Result, &[Error]) = match what % 6 {
+            0 | 5 => {
+                let flags = if what % 6 == 0 {
+                    GetFlags::SYNCIO
+                } else {
+                    GetFlags::LOCKED
+                };
+                let count = 1 + (delta % 4) as usize;
+                let found = self
+                    .fault(page_near - self.base, count, 0, Access::Read, flags)
+                    .map(drop);
+                (found, &[Error::TooBig, Error::Invalid])
+            }
+            1 => {
+                // Whole pages ending just past the largest size.
+                let count = 1 + (delta % 4) as usize;
+                let offset = trunc_page(max.saturating_sub(delta % (count as u64 * PAGE)))
+                    .max(trunc_page(end_of_file) + PAGE);
+                if offset + count as u64 * PAGE <= max {
+                    return Ok(false);
+                }
+                let found = self
+                    .fault(
+                        offset - self.base,
+                        count,
+                        0,
+                        Access::Write,
+                        GetFlags::SYNCIO,
+                    )
+                    .map(drop);
+                let want: &[Error] = if self.compat {
+                    &[Error::Invalid]
+                } else {
+                    &[Error::TooBig]
+                };
+                (found, want)
+            }
+            2 => {
+                if self.compat {
+                    return Ok(false);
+                }
+                // Ending past the largest size (or past u64::MAX).
+                let offset = max.saturating_sub(delta % 8192);
+                let data = pattern(8192 + 1 + (delta % 100) as usize, delta as u8);
+                let offset = if delta % 3 == 0 { near } else { offset };
+                (write(self.v(), offset, &data).map(drop), &[Error::TooBig])
+            }
+            3 => {
+                let new = max.saturating_add(1 + delta);
+                (setsize(self.v(), new), &[Error::TooBig])
+            }
+            _ => {
+                if self.compat {
+                    return Ok(false);
+                }
+                let mut buf = [0u8; 600];
+                if delta % 3 == 0 {
+                    // Past the end of file and within the largest size: nothing.
+                    let offset = max - (delta % (max - end_of_file + 1));
+                    let n = read(self.v(), offset, &mut buf);
+                    ensure!(n == Ok(0), "read at {offset:#x} past EOF gave {n:?}");
+                    (Ok(()), &[])
+                } else {
+                    let n = read(self.v(), near.max(max + 1), &mut buf);
+                    (n.map(drop), &[Error::Invalid])
+                }
+            }
+        };
+        let (_, writes) = self.settle(before);
+        ensure!(writes == 0, "a call past the largest size wrote");
+        ensure!(
+            want.is_empty() || matches!(result, Err(e) if want.contains(&e)),
+            "call {} at {near:#x} (largest size {max:#x}) gave {result:?}, want one of {want:?}",
+            what % 6
+        );
+        ensure!(
+            self.observed() == old && self.size() as usize == old.len(),
+            "a call past the largest size changed the file"
+        );
+        Ok(result.is_err())
     }
 
     fn put(
@@ -1506,7 +2000,8 @@ impl<B: Backend> Harness<B> {
         before: &Before,
     ) -> core::result::Result<bool, String> {
         let size = self.size();
-        let start = (u64::from(start) % (page_count(size) + 2)) * PAGE;
+        let base = self.base;
+        let start = base + (u64::from(start) % (page_count(size) + 2)) * PAGE;
         let end = match len % 10 {
             0 => 0,
             n => start + u64::from(n) * PAGE,
@@ -1540,9 +2035,10 @@ impl<B: Backend> Harness<B> {
                 .cache()
                 .range(start..range_end)
                 .filter(|p| p.dirty() != DirtyStatus::Clean)
-                .map(|p| p.offset())
+                .map(|p| p.offset() - base)
                 .collect()
         };
+        let old = self.observed();
         let result = putpages(self.v(), start, end, flags);
         let (_, writes) = self.settle(before);
         if !flags.intersects(PutFlags::CLEANIT | PutFlags::FREE | PutFlags::DEACTIVATE) {
@@ -1552,6 +2048,23 @@ impl<B: Backend> Harness<B> {
             );
             return Ok(true);
         }
+        if let Err(e) = result {
+            if self.refused_entry(before) {
+                // Refused the transaction: nothing written, nothing reported.
+                ensure!(
+                    self.allowed(before, &[]).contains(&e),
+                    "a flush refused entry with {e:?}"
+                );
+                ensure!(writes == 0, "a flush refused entry but wrote");
+                ensure!(
+                    self.observed() == old,
+                    "a flush refused entry but changed the file"
+                );
+                return Ok(true);
+            }
+        }
+        // A bmap failure fails the write of its cluster, as the device would.
+        let writes = writes + self.bmap_failures(before);
         if flags.contains(PutFlags::CLEANIT | PutFlags::SYNCIO) {
             self.flushed(before, writes, result)?;
         } else {
@@ -1571,8 +2084,8 @@ impl<B: Backend> Harness<B> {
                 let state = self.v().object().read();
                 state
                     .cache()
-                    .range(0..u64::MAX)
-                    .map(|p| p.offset())
+                    .range(base..u64::MAX)
+                    .map(|p| p.offset() - base)
                     .collect()
             };
             for offset in dirty_in_range {
@@ -1594,8 +2107,19 @@ impl<B: Backend> Harness<B> {
     ) -> core::result::Result<bool, String> {
         let old = self.model.clone();
         let old_size = old.len() as u64;
-        let result = write(self.v(), offset, data);
+        let result = write(self.v(), self.base + offset, data);
         self.settle(before);
+        if offset + data.len() as u64 > self.limit {
+            ensure!(
+                result == Err(Error::TooBig),
+                "a write past the largest size gave {result:?}"
+            );
+            ensure!(
+                self.observed() == old && self.size() == old_size,
+                "a write past the largest size changed the file"
+            );
+            return Ok(true);
+        }
         ensure!(
             self.failures.1 == before.failures.1,
             "write(2) wrote to the device"
@@ -1628,7 +2152,8 @@ impl<B: Backend> Harness<B> {
             }
             Err(e) => {
                 ensure!(
-                    matches!(e, Error::Io | Error::NoMemory | Error::NoSpace),
+                    self.allowed(before, &[Error::Io, Error::NoMemory, Error::NoSpace])
+                        .contains(&e),
                     "write failed with {e:?}"
                 );
                 // A write that fails before writing anything leaves the file as it was.
@@ -1662,7 +2187,7 @@ impl<B: Backend> Harness<B> {
             match self.fault(first, count, 0, Access::Write, GetFlags::SYNCIO) {
                 Ok(Fetched::Writable(mut pages)) => {
                     for i in 0..pages.len() {
-                        let page_at = pages.offset(i);
+                        let page_at = pages.offset(i) - self.base;
                         let from = pos.max(page_at);
                         let to = batch_end.min(page_at + PAGE);
                         if from >= to {
@@ -1712,7 +2237,7 @@ impl<B: Backend> Harness<B> {
                 _ => return Err(Error::Invalid),
             };
             for i in 0..pages.len() {
-                let page_at = pages.offset(i);
+                let page_at = pages.offset(i) - self.base;
                 let from = pos.max(page_at);
                 let to = batch_end.min(page_at + PAGE);
                 if from < to {
@@ -1763,10 +2288,11 @@ impl<B: Backend> Harness<B> {
         };
         let old = self.model.clone();
         let (result, done) = {
-            let mut uio = Uio::new(offset, direction, AddressSpace::User, vec![IoVec::new(buf)])
+            let at = self.base + offset;
+            let mut uio = Uio::new(at, direction, AddressSpace::User, vec![IoVec::new(buf)])
                 .map_err(|e| format!("Uio::new: {e:?}"))?;
             let result = directio(self.v(), &mut uio, DirectFlags::empty());
-            let done = (uio.offset() - offset) as usize;
+            let done = (uio.offset() - at) as usize;
             (result, done)
         };
         let buf = &backing[base..base + len];
@@ -1801,16 +2327,36 @@ impl<B: Backend> Harness<B> {
                 );
                 ensure!(writes == 0, "direct I/O succeeded though a write failed");
             }
+            Err(e) if self.refused_entry(before) => {
+                // Refused the transaction before its flush: nothing moved, nothing
+                // reported.
+                ensure!(
+                    self.allowed(before, &[]).contains(&e) && done == 0 && writes == 0,
+                    "direct I/O refused entry with {e:?}, moved {done}, {writes} failed writes"
+                );
+            }
             Err(e) => {
                 ensure!(
-                    matches!(e, Error::Io | Error::NoMemory),
+                    self.allowed(before, &[Error::Io, Error::NoMemory])
+                        .contains(&e),
                     "direct I/O failed with {e:?}"
                 );
-                if before.pending {
-                    // Its first flush reported the latched error.
-                    self.summary.reports += 1;
+                let latched = self.v().object().read().pending_write_error().is_some();
+                if self.bmap_failures(before) > 0 {
+                    // A bmap failure may have stopped it before its flush (the latched
+                    // error then stays for the next one), or in its flush (a write
+                    // error, reported there): take what the object says.
+                    if before.pending && !latched {
+                        self.summary.reports += 1;
+                    }
+                    self.pending = latched;
+                } else {
+                    if before.pending {
+                        // Its first flush reported the latched error.
+                        self.summary.reports += 1;
+                    }
+                    self.pending = false;
                 }
-                self.pending = false;
                 if writing {
                     // Requests of the failing chunk after the failed one may have
                     // reached the device: each byte there is old or new.
@@ -1837,20 +2383,15 @@ impl<B: Backend> Harness<B> {
     fn finish(&mut self) -> Check {
         self.b.clear_faults();
         self.v().object().lock().cache_mut().set_limit(usize::MAX);
-        let before = Before {
-            pending: self.pending,
-            failures: self.failures,
-        };
+        let before = self.before();
         let flush = PutFlags::CLEANIT | PutFlags::SYNCIO;
         let result = putpages(self.v(), 0, 0, flush);
         let (_, writes) = self.settle(&before);
         ensure!(writes == 0, "a write failed with every fault cleared");
         self.flushed(&before, writes, result)?;
         self.check()?;
-        let again = Before {
-            pending: false,
-            failures: self.failures,
-        };
+        let mut again = self.before();
+        again.pending = false;
         let result = putpages(self.v(), 0, 0, flush);
         self.settle(&again);
         ensure!(result.is_ok(), "second final flush: {result:?}");
