@@ -1062,13 +1062,17 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
     let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16);
     let mut done = 0;
     while done < buf.len() {
-        let pos = offset + done as u64;
         let size = vnode.object().size();
-        if pos >= size {
+        if offset + done as u64 >= size {
             break;
         }
+        // A batch that stopped at the end of file inside a page copied part of it; the
+        // file has grown since, and the page is copied again from its start (or the
+        // read's), so that every page's bytes come from one instant.
+        let pos = trunc_page(offset + done as u64).max(offset);
+        let restart = (pos - offset) as usize;
         // `pos < size <= max_file_size`, 2^63 at most: one buffer more cannot wrap.
-        let want_end = pos.saturating_add((buf.len() - done) as u64).min(size);
+        let want_end = pos.saturating_add((buf.len() - restart) as u64).min(size);
         let first = trunc_page(pos);
         let count = (((round_page(want_end) - first) >> PAGE_SHIFT) as usize).min(batch_pages);
         let batch_end = (first + (count * PAGE_SIZE) as u64).min(want_end);
@@ -1089,7 +1093,7 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
                 first,
                 pos,
                 batch_end.min(pages.size()),
-                &mut buf[done..],
+                &mut buf[restart..],
             )),
             Ok(_) | Err(Error::Busy) => None,
             Err(Error::Invalid) => break,
@@ -1113,7 +1117,13 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
                     let valid_end = batch_end
                         .min(first + (pages.len() * PAGE_SIZE) as u64)
                         .min(vnode.object().size());
-                    copy_out(|i| pages.bytes(i), first, pos, valid_end, &mut buf[done..])
+                    copy_out(
+                        |i| pages.bytes(i),
+                        first,
+                        pos,
+                        valid_end,
+                        &mut buf[restart..],
+                    )
                 }
                 Ok(_) => 0,
                 // The file shrank under us: what is left is past the end.
@@ -1121,10 +1131,13 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
                 Err(err) => return Err(err),
             },
         };
-        if copied == 0 {
+        let reached = restart + copied;
+        if reached <= done {
+            // No further than before (the file shrank meanwhile): the read ends there.
+            done = reached;
             break;
         }
-        done += copied;
+        done = reached;
     }
     Ok(done)
 }

@@ -409,7 +409,10 @@ fn p07_synchronous_flush_waits_for_a_dirty_page_busy_elsewhere() {
         thread::spawn(move || putpages(&file, 0, 0, SYNC))
     };
     thread::sleep(Duration::from_millis(50));
-    assert!(!flush.is_finished(), "the flush waits for the dirty busy page");
+    assert!(
+        !flush.is_finished(),
+        "the flush waits for the dirty busy page"
+    );
     drop(held);
     flush.join().unwrap().unwrap();
     assert_eq!(status(&file, 3), DirtyStatus::Clean);
