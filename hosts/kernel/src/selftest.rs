@@ -123,6 +123,10 @@ const TESTS: &[Test] = &[
         truncate_and_regrow,
     ),
     (
+        "truncate: a write inside the cut last page allocates the freed blocks again",
+        truncate_then_write_in_the_last_page,
+    ),
+    (
         "write: 8 KiB blocks (two pages each) round-trip through a hole",
         large_blocks,
     ),
@@ -809,6 +813,33 @@ fn truncate_and_regrow() -> Outcome {
         );
         putpages(&file, 0, 0, EVICT).context("evict")?;
     }
+    none_busy(&file)
+}
+
+/// Test: truncate: a write inside the cut last page allocates the freed blocks again.
+///
+/// The truncate recipe with 1 KiB blocks: the last page stays cached (valid, writable)
+/// while the filesystem frees the blocks under it past the new end; a write there
+/// later must allocate them again, or writeback skips them as holes and the bytes are
+/// lost once the page is evicted.
+fn truncate_then_write_in_the_last_page() -> Outcome {
+    let (file, data) = written_file()?;
+    putpages(&file, 0, 0, FLUSH).context("flush")?;
+    let mut buf = vec![0u8; PAGE_SIZE];
+    ensure_eq!(read(&file, 0, &mut buf).context("read")?, PAGE_SIZE);
+    file.truncate(1000).context("truncate")?;
+    let bytes = patterned(21, 0, 100);
+    ensure_eq!(write(&file, 2600, &bytes).context("write")?, 100);
+    putpages(&file, 0, 0, EVICT).context("evict")?;
+    ensure_eq!(resident(&file), 0);
+    let mut back = vec![0xffu8; 2700];
+    ensure_eq!(read(&file, 0, &mut back).context("read back")?, 2700);
+    ensure!(back[..1000] == data[..1000], "kept bytes differ");
+    ensure!(
+        back[1000..2600].iter().all(|&b| b == 0),
+        "the gap is not zero"
+    );
+    ensure!(back[2600..] == bytes[..], "the written bytes were lost");
     none_busy(&file)
 }
 
