@@ -19,40 +19,6 @@ use genpager::{
 const P: u64 = PAGE_SIZE as u64;
 const K64: usize = 64 * 1024;
 
-/// A heap buffer whose usable part starts at an address that is `skew` bytes past a
-/// 4 KiB boundary.
-struct Buffer {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl Buffer {
-    fn new(len: usize, skew: usize, fill: u8) -> Self {
-        let bytes = vec![fill; len + 2 * PAGE_SIZE];
-        let start = bytes.as_ptr().align_offset(PAGE_SIZE) + skew;
-        Self { bytes, start, len }
-    }
-
-    fn aligned(len: usize) -> Self {
-        Self::new(len, 0, 0xEE)
-    }
-
-    fn with(data: &[u8]) -> Self {
-        let mut buf = Self::aligned(data.len());
-        buf.get_mut().copy_from_slice(data);
-        buf
-    }
-
-    fn get(&self) -> &[u8] {
-        &self.bytes[self.start..self.start + self.len]
-    }
-
-    fn get_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
-    }
-}
-
 fn uio(offset: u64, direction: Direction, buf: &mut [u8]) -> Uio<'_> {
     Uio::new(offset, direction, AddressSpace::User, vec![IoVec::new(buf)]).unwrap()
 }

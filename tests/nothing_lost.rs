@@ -7,21 +7,17 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
 use common::*;
-use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
-use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
+use genpager::testing::{Direction, Hook, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
 use genpager::{
-    Access, Advice, BlockMap, Error, Fetched, GetFlags, Mapping, PAGE_SIZE, PutFlags, SizeKind,
-    VmObject, Vnode, getpages, putpages, read, setsize, write,
+    Access, Advice, Error, Fetched, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages, read,
+    setsize, write,
 };
 
 // ---- helpers ----------------------------------------------------------------------
@@ -128,38 +124,9 @@ fn evict_and_check_file(file: &Arc<MemFile>, model: &[u8], what: &str) {
     evict_and_check(file, model, move || f.disk_contents(), what);
 }
 
-/// A heap buffer whose usable part starts on a page boundary (direct I/O memory).
-struct Aligned {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn with(data: &[u8]) -> Self {
-        let bytes = vec![0u8; data.len() + 2 * PAGE_SIZE];
-        let start = bytes.as_ptr().align_offset(PAGE_SIZE);
-        let mut buf = Self {
-            bytes,
-            start,
-            len: data.len(),
-        };
-        buf.get_mut().copy_from_slice(data);
-        buf
-    }
-
-    fn get(&self) -> &[u8] {
-        &self.bytes[self.start..self.start + self.len]
-    }
-
-    fn get_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
-    }
-}
-
 /// A direct write of `data` at `offset`; returns the bytes moved directly.
 fn direct_write(file: &Arc<MemFile>, offset: u64, data: &[u8]) -> usize {
-    let buf = Aligned::with(data);
+    let buf = Buffer::with(data);
     let mut uio = Uio::new(
         offset,
         Direction::Write,
@@ -174,7 +141,7 @@ fn direct_write(file: &Arc<MemFile>, offset: u64, data: &[u8]) -> usize {
 
 /// A direct read of `len` bytes at `offset`.
 fn direct_read(file: &Arc<MemFile>, offset: u64, len: usize) -> (usize, Vec<u8>) {
-    let mut buf = Aligned::with(&vec![0xEE; len]);
+    let mut buf = Buffer::with(&vec![0xEE; len]);
     let mut uio = Uio::new(
         offset,
         Direction::Read,
@@ -189,146 +156,9 @@ fn direct_read(file: &Arc<MemFile>, offset: u64, len: usize) -> (usize, Vec<u8>)
     (moved, buf.get().to_vec())
 }
 
-/// The most blocks a [`Host`] file's table may grow to.
+/// The most blocks a file's table may grow to in the tests near `u64::MAX`
+/// ([`MemFile::set_alloc_limit`]).
 const MAX_TABLE: u64 = 1 << 20;
-
-// ---- a host wrapper: refusable transactions, a filesystem truncate -----------------
-
-/// A vnode over a [`MemFile`] that adds what the rig lacks: a `trans_begin` that can
-/// refuse even when asked to wait (counted separately), a filesystem truncate that
-/// frees blocks (freed blocks map as holes until allocated again, which zeroes them),
-/// and an allocation that refuses blocks past [`MAX_TABLE`] instead of growing
-/// MemFile's block table to petabytes (an allocation failure aborts the process).
-struct Host {
-    file: Arc<MemFile>,
-    refuse_trans: AtomicBool,
-    trans_begins: AtomicU64,
-    trans_ends: AtomicU64,
-    freed: Mutex<BTreeSet<u64>>,
-}
-
-impl Host {
-    fn new(file: Arc<MemFile>) -> Arc<Self> {
-        Arc::new(Self {
-            file,
-            refuse_trans: AtomicBool::new(false),
-            trans_begins: AtomicU64::new(0),
-            trans_ends: AtomicU64::new(0),
-            freed: Mutex::new(BTreeSet::new()),
-        })
-    }
-
-    fn bsize(&self) -> u64 {
-        1 << self.file.fs_bshift()
-    }
-
-    /// The filesystem's part of a truncation to `size`: frees every block wholly past
-    /// it (its bytes stay on the disk, as on a real one).
-    fn free_blocks_past(&self, size: u64) {
-        let first = size.div_ceil(self.bsize());
-        let blocks = self.file.block_table().len() as u64;
-        self.freed.lock().unwrap().extend(first..blocks);
-    }
-
-    /// The file as the disk holds it, freed blocks reading as zeroes.
-    fn disk_contents(&self) -> Vec<u8> {
-        let mut contents = self.file.disk_contents();
-        let bsize = self.bsize() as usize;
-        for &lbn in self.freed.lock().unwrap().iter() {
-            let start = (lbn as usize * bsize).min(contents.len());
-            let end = (start + bsize).min(contents.len());
-            contents[start..end].fill(0);
-        }
-        contents
-    }
-}
-
-impl BlockMap for Host {
-    fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
-        let freed = self.freed.lock().unwrap();
-        if freed.contains(&lbn) {
-            let run = (lbn + 1..)
-                .take_while(|next| freed.contains(next))
-                .take(64)
-                .count() as u64;
-            return Ok(Mapping::hole(run));
-        }
-        let mut mapping = self.file.bmap(lbn)?;
-        if let Some(&next_freed) = freed.range(lbn + 1..).next() {
-            mapping.run = mapping.run.min(next_freed - lbn - 1);
-        }
-        Ok(mapping)
-    }
-
-    fn alloc(&self, offset: u64, len: u64) -> genpager::Result {
-        if len > 0 {
-            let shift = self.file.fs_bshift();
-            let end = offset.checked_add(len).ok_or(Error::Invalid)?;
-            let span = offset >> shift..end.div_ceil(1 << shift);
-            if span.end > MAX_TABLE {
-                // MemFile would grow its block table to `span.end` entries and abort
-                // the whole test process; a filesystem this small has no such block.
-                return Err(Error::NoSpace);
-            }
-            let mut freed = self.freed.lock().unwrap();
-            let table = self.file.block_table();
-            for lbn in span {
-                if freed.remove(&lbn) {
-                    // Allocated again: a fresh block reads as zeroes.
-                    if let Some(Some(sector)) = table.get(lbn as usize) {
-                        self.file.device().write_raw(
-                            sector * SECTOR_SIZE as u64,
-                            &vec![0; self.bsize() as usize],
-                        );
-                    }
-                }
-            }
-        }
-        self.file.alloc(offset, len)
-    }
-
-    fn putrange(&self, offset: u64) -> Option<Range<u64>> {
-        self.file.putrange(offset)
-    }
-
-    fn size(&self, size: u64, kind: SizeKind) -> u64 {
-        self.file.size(size, kind)
-    }
-}
-
-impl Vnode for Host {
-    type Cache = DefaultCache;
-    type Map = Host;
-    type Dev = MemDisk;
-
-    fn object(&self) -> &VmObject<DefaultCache> {
-        self.file.object()
-    }
-
-    fn block_map(&self) -> &Host {
-        self
-    }
-
-    fn device(&self) -> &MemDisk {
-        self.file.device()
-    }
-
-    fn fs_bshift(&self) -> u32 {
-        self.file.fs_bshift()
-    }
-
-    fn trans_begin(&self, _wait: bool) -> genpager::Result {
-        if self.refuse_trans.load(Ordering::SeqCst) {
-            return Err(Error::Again);
-        }
-        self.trans_begins.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn trans_end(&self) {
-        self.trans_ends.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 // ---- 1: asynchronous write faults -------------------------------------------------
 
@@ -479,35 +309,35 @@ fn read_ahead_without_memory_is_no_memory_as_documented() {
 // ---- 4: failed trans_begin --------------------------------------------------------
 
 /// Defect 4: getpages entered its transaction guard before `trans_begin` succeeded,
-/// so a refused `trans_begin` was followed by a `trans_end`. The rig's MemFile cannot
-/// refuse `trans_begin(true)` (what getpages calls), so a wrapper host refuses it.
+/// so a refused `trans_begin` was followed by a `trans_end`. The file refuses every
+/// `trans_begin`, `trans_begin(true)` (what getpages calls) included.
 #[test]
 fn failed_trans_begin_in_getpages_is_not_ended() {
     let data = pattern(4 * PAGE_SIZE, 3);
     let (_disk, file) = small_file(12, &data);
-    let host = Host::new(file);
-    host.refuse_trans.store(true, Ordering::SeqCst);
+    file.reset_hooks();
+    file.fail_hook(Hook::TransBegin, u64::MAX, Error::Again);
     for (access, flags) in [
         (Access::Read, GetFlags::SYNCIO),
         (Access::Read, GetFlags::empty()),
         (Access::Write, GetFlags::SYNCIO),
     ] {
-        let result = getpages(&host, 0, 1, 0, access, Advice::Normal, flags).map(|_| ());
+        let result = getpages(&file, 0, 1, 0, access, Advice::Normal, flags).map(|_| ());
         assert_eq!(result, Err(Error::Again), "{access:?} {flags:?}");
     }
-    assert_eq!(host.trans_begins.load(Ordering::SeqCst), 0);
+    assert_eq!(file.hooks().trans_begin, 0);
     assert_eq!(
-        host.trans_ends.load(Ordering::SeqCst),
+        file.hooks().trans_end,
         0,
         "trans_end after a refused trans_begin"
     );
-    assert!(!any_busy(&host.file));
+    assert!(!any_busy(&file));
     // read() and write() go through getpages too.
     let mut buf = [0u8; 10];
-    assert_eq!(read(&host, 0, &mut buf), Err(Error::Again));
-    assert!(write(&host, 0, b"x").is_err());
+    assert_eq!(read(&file, 0, &mut buf), Err(Error::Again));
+    assert!(write(&file, 0, b"x").is_err());
     assert_eq!(
-        host.trans_ends.load(Ordering::SeqCst),
+        file.hooks().trans_end,
         0,
         "trans_end after a refused trans_begin (read/write)"
     );
@@ -537,9 +367,9 @@ fn failed_trans_begin_in_putpages_and_directio_is_not_ended() {
     file.set_pagedaemon(false);
     file.set_trans_busy(false);
 
-    let host = Host::new(file.clone());
-    host.refuse_trans.store(true, Ordering::SeqCst);
-    let mut buf = Aligned::with(&[0u8; PAGE_SIZE]);
+    file.reset_hooks();
+    file.fail_hook(Hook::TransBegin, u64::MAX, Error::Again);
+    let mut buf = Buffer::with(&[0u8; PAGE_SIZE]);
     let mut uio = Uio::new(
         0,
         Direction::Read,
@@ -547,15 +377,14 @@ fn failed_trans_begin_in_putpages_and_directio_is_not_ended() {
         vec![IoVec::new(buf.get_mut())],
     )
     .unwrap();
-    assert!(directio(&host, &mut uio, DirectFlags::empty()).is_err());
-    assert_eq!(host.trans_ends.load(Ordering::SeqCst), 0, "directio");
-    assert!(host.refuse_trans.swap(false, Ordering::SeqCst));
-    // The host is balanced once it accepts again.
-    putpages(&host, 0, 0, FLUSH).unwrap();
-    assert_eq!(
-        host.trans_begins.load(Ordering::SeqCst),
-        host.trans_ends.load(Ordering::SeqCst)
-    );
+    assert!(directio(&file, &mut uio, DirectFlags::empty()).is_err());
+    assert_eq!(file.hooks().trans_end, 0, "directio");
+    assert!(file.hook_failures_left(Hook::TransBegin) > 0);
+    file.fail_hook(Hook::TransBegin, 0, Error::Again);
+    // The file is balanced once it accepts again.
+    putpages(&file, 0, 0, FLUSH).unwrap();
+    let hooks = file.hooks();
+    assert_eq!(hooks.trans_begin, hooks.trans_end);
 }
 
 // ---- 6: a direct write racing a buffered read ---------------------------------------
@@ -742,17 +571,17 @@ fn requests_are_whole_sectors_and_the_tail_reads_as_zero() {
 
 // ---- 8: offsets near u64::MAX -----------------------------------------------------
 
-/// Runs `f` on a fresh 64 KiB-block file of 100,000 bytes (behind a [`Host`], whose
-/// allocation refuses absurd blocks rather than abort the process) on its own thread;
+/// Runs `f` on a fresh 64 KiB-block file of 100,000 bytes (whose allocation refuses
+/// blocks past [`MAX_TABLE`] rather than grow its table absurdly) on its own thread;
 /// returns `Ok(result)`, or `Err(panic message)`. The size must be unchanged.
 fn on_fresh_file<T: Send + 'static>(
-    f: impl FnOnce(&Arc<Host>) -> T + Send + 'static,
+    f: impl FnOnce(&Arc<MemFile>) -> T + Send + 'static,
 ) -> Result<T, String> {
     let handle = thread::spawn(move || {
         let (_disk, file) = small_file(16, &pattern(100_000, 9));
-        let host = Host::new(file);
-        let out = f(&host);
-        (out, host.object().size())
+        file.set_alloc_limit(Some(MAX_TABLE));
+        let out = f(&file);
+        (out, file.object().size())
     });
     match handle.join() {
         Ok((out, size)) => {
@@ -898,31 +727,23 @@ fn extension_of_a_resident_last_page_keeps_every_byte() {
 // ---- 11b: truncate, free the blocks, write in the last page --------------------------
 
 /// Defect 11b: after a truncation into a resident page that freed the blocks past the
-/// new end (the filesystem's part, done here by the wrapper host since MemFile has no
-/// way to free blocks), a write further into that page allocated nothing: its bytes
+/// new end (the filesystem's part, [`MemFile::free_blocks_past`]), a write further into that page allocated nothing: its bytes
 /// were never written.
 #[test]
 fn truncate_then_write_in_the_last_page_reaches_the_disk() {
     let data = pattern(4096, 11);
     let (_disk, file) = small_file(10, &data);
-    let host = Host::new(file);
     let mut buf = vec![0u8; PAGE_SIZE];
-    assert_eq!(read(&host, 0, &mut buf).unwrap(), 4096);
-    setsize(&host, 1000).unwrap();
-    host.free_blocks_past(1000);
+    assert_eq!(read(&file, 0, &mut buf).unwrap(), 4096);
+    setsize(&file, 1000).unwrap();
+    file.free_blocks_past(1000);
     let fresh = pattern(100, 12);
-    assert_eq!(write(&host, 2600, &fresh).unwrap(), 100);
-    putpages(&host, 0, 0, FLUSH).unwrap();
+    assert_eq!(write(&file, 2600, &fresh).unwrap(), 100);
+    putpages(&file, 0, 0, FLUSH).unwrap();
     let mut model = data[..1000].to_vec();
     model.resize(2600, 0);
     model.extend_from_slice(&fresh);
-    let h = host.clone();
-    evict_and_check(
-        &host,
-        &model,
-        move || h.disk_contents(),
-        "truncate then write",
-    );
+    evict_and_check_file(&file, &model, "truncate then write");
 }
 
 // ---- 12: fsync and pages busy in a read -------------------------------------------

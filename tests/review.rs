@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
@@ -20,10 +18,10 @@ use std::time::Duration;
 use common::*;
 use genpager::cache::{DefaultCache, MapState};
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
-use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
+use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, BlockMap, Error, GetFlags, MAX_FILE_SIZE, Mapping, PAGE_SIZE, PutFlags,
-    SizeKind, VmObject, Vnode, getpages, putpages, read, setsize, write,
+    Access, Advice, Error, GetFlags, MAX_FILE_SIZE, PAGE_SIZE, PutFlags, Vnode, getpages, putpages,
+    read, setsize, write,
 };
 
 // ---- helpers ----------------------------------------------------------------------
@@ -115,35 +113,9 @@ fn check_everywhere(file: &Arc<MemFile>, model: &[u8], what: &str) {
     assert!(!any_busy(file), "{what}: a page left busy");
 }
 
-/// A page-aligned heap buffer (direct I/O memory).
-struct Aligned {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl Aligned {
-    fn with(data: &[u8]) -> Self {
-        let bytes = vec![0u8; data.len() + 2 * PAGE_SIZE];
-        let start = bytes.as_ptr().align_offset(PAGE_SIZE);
-        let mut buf = Self {
-            bytes,
-            start,
-            len: data.len(),
-        };
-        buf.get_mut().copy_from_slice(data);
-        buf
-    }
-    fn get(&self) -> &[u8] {
-        &self.bytes[self.start..self.start + self.len]
-    }
-    fn get_mut(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
-    }
-}
-
+/// A direct write of `data` at `offset` from an aligned buffer; the bytes moved.
 fn direct_write<V: Vnode>(file: &Arc<V>, offset: u64, data: &[u8]) -> genpager::Result<usize> {
-    let buf = Aligned::with(data);
+    let buf = Buffer::with(data);
     let mut uio = Uio::new(
         offset,
         Direction::Write,
@@ -153,120 +125,15 @@ fn direct_write<V: Vnode>(file: &Arc<V>, offset: u64, data: &[u8]) -> genpager::
     Ok(directio(file, &mut uio, DirectFlags::empty())?.transferred)
 }
 
-// ---- a host with a filesystem truncate and a chosen max_size -----------------------
+// ---- a file with a chosen max_size -------------------------------------------------
 
-/// A vnode over a [`MemFile`]: `max_size` as chosen, a filesystem truncate that frees
-/// blocks (freed blocks map as holes until allocated again, which zeroes them), and no
-/// allocation past `max_blocks` (MemFile would grow its table to petabytes).
-struct Host {
-    file: Arc<MemFile>,
-    max: u64,
-    max_blocks: u64,
-    freed: Mutex<BTreeSet<u64>>,
-}
-
-impl Host {
-    fn new(file: Arc<MemFile>, max: u64) -> Arc<Self> {
-        Arc::new(Self {
-            file,
-            max,
-            max_blocks: 1 << 16,
-            freed: Mutex::new(BTreeSet::new()),
-        })
-    }
-
-    fn bsize(&self) -> u64 {
-        1 << self.file.fs_bshift()
-    }
-
-    /// The filesystem's part of a truncation to `size`.
-    fn free_blocks_past(&self, size: u64) {
-        let first = size.div_ceil(self.bsize());
-        let blocks = self.file.block_table().len() as u64;
-        self.freed.lock().unwrap().extend(first..blocks);
-    }
-
-    fn disk_contents(&self) -> Vec<u8> {
-        let mut contents = self.file.disk_contents();
-        let bsize = self.bsize() as usize;
-        for &lbn in self.freed.lock().unwrap().iter() {
-            let start = (lbn as usize * bsize).min(contents.len());
-            let end = (start + bsize).min(contents.len());
-            contents[start..end].fill(0);
-        }
-        contents
-    }
-}
-
-impl BlockMap for Host {
-    fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
-        let freed = self.freed.lock().unwrap();
-        if freed.contains(&lbn) {
-            return Ok(Mapping::hole(0));
-        }
-        let mut mapping = self.file.bmap(lbn)?;
-        if let Some(&next_freed) = freed.range(lbn + 1..).next() {
-            mapping.run = mapping.run.min(next_freed - lbn - 1);
-        }
-        Ok(mapping)
-    }
-
-    fn alloc(&self, offset: u64, len: u64) -> genpager::Result {
-        if len > 0 {
-            let shift = self.file.fs_bshift();
-            let end = offset.checked_add(len).ok_or(Error::Invalid)?;
-            let span = offset >> shift..end.div_ceil(1 << shift);
-            if span.end > self.max_blocks {
-                return Err(Error::NoSpace);
-            }
-            let mut freed = self.freed.lock().unwrap();
-            let table = self.file.block_table();
-            for lbn in span {
-                if freed.remove(&lbn) {
-                    if let Some(Some(sector)) = table.get(lbn as usize) {
-                        self.file.device().write_raw(
-                            sector * SECTOR_SIZE as u64,
-                            &vec![0; self.bsize() as usize],
-                        );
-                    }
-                }
-            }
-        }
-        self.file.alloc(offset, len)
-    }
-
-    fn putrange(&self, offset: u64) -> Option<Range<u64>> {
-        self.file.putrange(offset)
-    }
-
-    fn max_size(&self) -> u64 {
-        self.max
-    }
-
-    fn size(&self, size: u64, kind: SizeKind) -> u64 {
-        self.file.size(size, kind)
-    }
-}
-
-impl Vnode for Host {
-    type Cache = DefaultCache;
-    type Map = Host;
-    type Dev = MemDisk;
-    fn object(&self) -> &VmObject<DefaultCache> {
-        self.file.object()
-    }
-    fn block_map(&self) -> &Host {
-        self
-    }
-    fn device(&self) -> &MemDisk {
-        self.file.device()
-    }
-    fn fs_bshift(&self) -> u32 {
-        self.file.fs_bshift()
-    }
-    fn max_transfer(&self) -> usize {
-        self.file.max_transfer()
-    }
+/// Sets `file`'s `max_size` to `max` and refuses allocations past 2^16 blocks (the
+/// block table would otherwise grow towards `max`); the filesystem's part of a
+/// truncation is [`MemFile::free_blocks_past`].
+fn with_max_size(file: Arc<MemFile>, max: u64) -> Arc<MemFile> {
+    file.set_max_size(Some(max));
+    file.set_alloc_limit(Some(1 << 16));
+    file
 }
 
 /// Makes the page at `offset` resident and valid (a read), then maps it writable as a
@@ -315,7 +182,7 @@ fn finding_1_a_write_ending_at_an_unaligned_max_size_succeeds() {
     for bshift in BSHIFTS {
         let max = 3 * P + 1000;
         let (_disk, file) = small_file(bshift, &pattern(1000, 3));
-        let host = Host::new(file, max);
+        let host = with_max_size(file, max);
         let r = write(&host, max - 10, &[7u8; 10]);
         if r != Ok(10) {
             failures.push(format!("bshift {bshift}: write ending at max_size: {r:?}"));
@@ -331,7 +198,7 @@ fn finding_1_a_write_ending_at_an_unaligned_max_size_succeeds() {
 fn finding_2_setsize_to_a_max_size_inside_a_big_block_succeeds() {
     let max = 5 * P;
     let (_disk, file) = small_file(16, &pattern(1000, 3));
-    let host = Host::new(file, max);
+    let host = with_max_size(file, max);
     let s = setsize(&host, max);
     let w = write(&host, max - 10, &[7u8; 10]);
     assert!(
@@ -431,7 +298,7 @@ fn probe_near_max_file_size() {
     for bshift in BSHIFTS {
         let model = pattern(3000, 4);
         let (_disk, file) = small_file(bshift, &model);
-        let host = Host::new(file, MAX_FILE_SIZE);
+        let host = with_max_size(file, MAX_FILE_SIZE);
         let what = format!("bshift {bshift}");
         setsize(&host, MAX_FILE_SIZE).unwrap();
         let mut buf = [1u8; 20];
@@ -473,7 +340,7 @@ fn probe_near_max_file_size() {
             )
             .is_err()
         );
-        let top = u64::MAX & !(P - 1);
+        let top = !(P - 1);
         assert!(
             getpages(
                 &host,
@@ -501,7 +368,7 @@ fn probe_near_max_file_size() {
         putpages(&host, last, 0, FLUSH).unwrap();
         putpages(&host, top, 0, FLUSH).unwrap();
         putpages(&host, 0, top, EVICT).unwrap();
-        let buf = Aligned::with(&[5u8; 512]);
+        let buf = Buffer::with(&[5u8; 512]);
         if let Ok(mut uio) = Uio::new(
             MAX_FILE_SIZE - 512,
             Direction::Write,
@@ -510,7 +377,7 @@ fn probe_near_max_file_size() {
         ) {
             let _ = directio(&host, &mut uio, DirectFlags::empty());
         }
-        let mut rbuf = Aligned::with(&[5u8; 512]);
+        let mut rbuf = Buffer::with(&[5u8; 512]);
         if let Ok(mut uio) = Uio::new(
             u64::MAX - 512,
             Direction::Read,
@@ -522,7 +389,7 @@ fn probe_near_max_file_size() {
         setsize(&host, 3000).unwrap();
         let got = read_all(&host);
         assert!(got == model, "{what}: contents after shrinking back");
-        assert!(!any_busy(&host.file));
+        assert!(!any_busy(&host));
     }
 }
 
@@ -1024,7 +891,7 @@ fn truncate_race(bshift: u32) {
     let big = 12 * PAGE_SIZE + 100;
     let initial = pattern(big, 70);
     let file = fs.create(&initial).unwrap();
-    let host = Host::new(file.clone(), MAX_FILE_SIZE);
+    let host = with_max_size(file.clone(), MAX_FILE_SIZE);
     let zero_from = Arc::new(AtomicUsize::new(usize::MAX));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -1047,9 +914,7 @@ fn truncate_race(bshift: u32) {
                         let n = read(&host, 0, &mut buf).unwrap_or(0);
                         for at in 0..n {
                             let want_zero = at >= zf;
-                            if want_zero && buf[at] != 0
-                                || !want_zero && buf[at] != 0 && buf[at] != initial[at]
-                            {
+                            if buf[at] != 0 && (want_zero || buf[at] != initial[at]) {
                                 errors.lock().unwrap().push(format!(
                                     "read: byte {at} = {} (zero from {zf})",
                                     buf[at]
@@ -1174,7 +1039,7 @@ fn probe_truncate_waits_for_a_held_last_page_then_zeroes_its_tail() {
     for bshift in [9u32, 12, 16] {
         let initial = pattern(4 * PAGE_SIZE, 82);
         let (_disk, file) = small_file(bshift, &initial);
-        let host = Host::new(file.clone(), MAX_FILE_SIZE);
+        let host = with_max_size(file.clone(), MAX_FILE_SIZE);
         let (tx, rx) = mpsc::channel();
         let holder = {
             let host = host.clone();
@@ -1227,7 +1092,7 @@ fn probe_glockheld_callers_on_a_journalled_mount_keep_the_ledger_clean() {
     file.journal_begin().unwrap();
     {
         let _node = file.object().node_lock().write();
-        let buf = Aligned::with(&[4u8; PAGE_SIZE]);
+        let buf = Buffer::with(&[4u8; PAGE_SIZE]);
         let mut uio = Uio::new(
             P,
             Direction::Write,

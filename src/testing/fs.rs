@@ -65,6 +65,13 @@ impl Allocator {
         self.free -= 1;
     }
 
+    /// Returns `block` to the free pool.
+    fn give(&mut self, block: u64) {
+        debug_assert!(!self.is_free(block));
+        self.used[block as usize] = false;
+        self.free += 1;
+    }
+
     /// The first block `>= from` starting `len` free blocks.
     fn find_run(&self, from: u64, len: u64) -> Option<u64> {
         let mut start = from;
@@ -603,6 +610,8 @@ struct Knobs {
     fail_bmap: AtomicU64,
     /// [`NONE`] for the default ([`MAX_FILE_SIZE`]).
     max_size: AtomicU64,
+    /// [`NONE`] for no limit.
+    alloc_limit: AtomicU64,
     /// Whether any [`Hook`] failure is armed (the fast check before the lock).
     hook_faults_armed: AtomicBool,
     /// Per [`Hook`]: how many more calls fail, and with what.
@@ -712,6 +721,7 @@ impl MemFile {
                 putrange: AtomicU64::new(NONE),
                 fail_bmap: AtomicU64::new(NONE),
                 max_size: AtomicU64::new(NONE),
+                alloc_limit: AtomicU64::new(NONE),
                 hook_faults_armed: AtomicBool::new(false),
                 hook_faults: Mutex::new([(0, Error::Io); HOOKS]),
             },
@@ -821,6 +831,45 @@ impl MemFile {
     /// faults past it with [`Error::TooBig`]); `None` restores [`MAX_FILE_SIZE`].
     pub fn set_max_size(&self, max: Option<u64>) {
         self.knobs.max_size.set(max);
+    }
+
+    /// With `Some(blocks)`, `alloc` of a range reaching logical block `blocks` or past
+    /// it fails with [`Error::NoSpace`], allocating nothing (a filesystem that
+    /// addresses no more blocks); `None` (the default) removes the limit. The block
+    /// table is dense, so without a limit an allocation near a huge offset tries to
+    /// grow it to that many entries.
+    pub fn set_alloc_limit(&self, blocks: Option<u64>) {
+        self.knobs.alloc_limit.set(blocks);
+    }
+
+    /// The filesystem's part of a truncation to `size`, as a filesystem does after
+    /// [`setsize`](crate::setsize) shrank the file: every block wholly past `size`
+    /// goes back to the filesystem's free pool (later allocations may reuse it) and
+    /// becomes a hole, and the bytes of the last kept block past `size` are zeroed on
+    /// the disk (bypassing the request log). The file's size is not changed. Blocks
+    /// below [`MemFile::block_table_base`] stay holes.
+    pub fn free_blocks_past(&self, size: u64) {
+        let bsize = self.fs.block_size();
+        let first = size.div_ceil(bsize);
+        let mut table = self.table.lock();
+        let keep = first.saturating_sub(self.base_lbn) as usize;
+        if keep < table.len() {
+            let mut allocator = self.fs.allocator.lock();
+            for sector in table.drain(keep..).flatten() {
+                allocator.give(self.fs.block_of(sector));
+            }
+        }
+        let tail = size % bsize;
+        if tail != 0 {
+            let entry = (size / bsize)
+                .checked_sub(self.base_lbn)
+                .and_then(|index| table.get(index as usize).copied().flatten());
+            if let Some(sector) = entry {
+                self.fs
+                    .disk
+                    .zero_raw(sector * SECTOR_SIZE as u64 + tail, (bsize - tail) as usize);
+            }
+        }
     }
 
     /// The first logical block [`MemFile::block_table`] describes (0 unless made by
@@ -965,6 +1014,14 @@ impl BlockMap for MemFile {
         let span = self.block_span(offset, len)?;
         if len == 0 {
             return Ok(());
+        }
+        if self
+            .knobs
+            .alloc_limit
+            .get()
+            .is_some_and(|limit| span.end > limit)
+        {
+            return Err(Error::NoSpace);
         }
         if span.start < self.base_lbn {
             return Err(Error::NoSpace);
@@ -1347,6 +1404,35 @@ mod tests {
             assert!(allocator.take_near(&[]).is_some());
         }
         assert_eq!(allocator.take_near(&[]), None);
+    }
+
+    #[test]
+    fn free_blocks_past_frees_zeroes_the_tail_and_blocks_are_reused() {
+        let fs = MemFs::new(MemDisk::new(64), 10, Layout::Contiguous);
+        let data = pattern(4 * 1024);
+        let file = fs.create(&data).unwrap();
+        let free = fs.free_blocks();
+        let filler = fs.create(&pattern(1024 * free as usize)).unwrap();
+        assert_eq!(fs.free_blocks(), 0);
+        crate::setsize(&file, 1000).unwrap();
+        file.free_blocks_past(1000);
+        assert_eq!(fs.free_blocks(), 3, "blocks 1..4 are free again");
+        assert_eq!(file.block_table().len(), 1);
+        assert!((1..4).all(|lbn| file.is_hole(lbn)));
+        assert_eq!(file.bmap(1).unwrap().block, None);
+        let mut model = data[..1000].to_vec();
+        assert!(file.disk_contents() == model);
+        let mut block = vec![0xAA; 1024];
+        let sector = file.block_table()[0].unwrap();
+        fs.disk().read_raw(sector * SECTOR_SIZE as u64, &mut block);
+        assert!(block[..1000] == data[..1000] && block[1000..].iter().all(|&b| b == 0));
+        // The freed blocks are allocated again, zeroed.
+        crate::setsize(&file, 4 * 1024).unwrap();
+        file.alloc(1024, 3 * 1024).unwrap();
+        assert_eq!(fs.free_blocks(), 0);
+        model.resize(4 * 1024, 0);
+        assert!(file.disk_contents() == model);
+        drop(filler);
     }
 
     #[test]

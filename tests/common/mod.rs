@@ -84,3 +84,37 @@ pub fn sector_of(file: &MemFile, offset: u64) -> Option<u64> {
 pub fn pages(len: usize) -> usize {
     len.div_ceil(PAGE_SIZE)
 }
+
+/// A heap buffer whose usable part starts at an address that is `skew` bytes past a
+/// page boundary (direct I/O memory; `skew` 0 for an aligned one).
+pub struct Buffer {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Buffer {
+    pub fn new(len: usize, skew: usize, fill: u8) -> Self {
+        let bytes = vec![fill; len + 2 * PAGE_SIZE];
+        let start = bytes.as_ptr().align_offset(PAGE_SIZE) + skew;
+        Self { bytes, start, len }
+    }
+
+    pub fn aligned(len: usize) -> Self {
+        Self::new(len, 0, 0xEE)
+    }
+
+    pub fn with(data: &[u8]) -> Self {
+        let mut buf = Self::aligned(data.len());
+        buf.get_mut().copy_from_slice(data);
+        buf
+    }
+
+    pub fn get(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + self.len]
+    }
+
+    pub fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+}
