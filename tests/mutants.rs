@@ -16,7 +16,7 @@ use common::*;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
     Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages,
-    read,
+    read, setsize, write,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -202,4 +202,57 @@ fn mark_all_written_dirties_every_page_and_a_flush_writes_them() {
     for index in 0..4 {
         assert_eq!(page(&file, index * P).unwrap().1, DirtyStatus::Clean);
     }
+}
+
+/// The write paths a journal could be begun on: a write, an extending write, a
+/// write fault over a hole, a flush, a shrink and a growth.
+fn journal_paths(file: &Arc<MemFile>) {
+    assert_eq!(write(file, 100, b"journal?"), Ok(8));
+    assert_eq!(write(file, 6 * P + 10, b"grow"), Ok(4));
+    let fetched = getpages(
+        file,
+        8 * P,
+        1,
+        0,
+        Access::Write,
+        Advice::Normal,
+        GetFlags::SYNCIO,
+    );
+    // Past EOF: refused, or handed out; either way no journal is left open.
+    if let Ok(fetched) = fetched {
+        drop(fetched);
+    }
+    putpages(file, 0, 0, FLUSH).unwrap();
+    setsize(file, 3 * P + 1).unwrap();
+    setsize(file, 5 * P).unwrap();
+    putpages(file, 0, 0, EVICT).unwrap();
+}
+
+/// Kills: `Transaction::begin_journal` with `||` replaced by `&&` (a journal begun on
+/// a mount without one, or begun twice in one transaction).
+///
+/// Without a journal no path may call `journal_begin`; with one, every begin is
+/// ended, and each transaction holds at most one journal.
+#[test]
+fn journal_is_begun_only_on_a_journalled_mount_and_once() {
+    let data = pattern(4 * PAGE_SIZE, 44);
+    let (_disk, file) = small_file(12, &data);
+    assert!(!file.has_journal());
+    file.reset_hooks();
+    journal_paths(&file);
+    let hooks = file.hooks();
+    assert!(hooks.trans_begin > 0);
+    assert_eq!(hooks.trans_begin, hooks.trans_end);
+    assert_eq!(hooks.journal_begin, 0, "no journal on this mount");
+    assert_eq!(hooks.journal_end, 0);
+
+    let (_disk, file) = small_file(12, &data);
+    file.set_journal(true);
+    file.reset_hooks();
+    journal_paths(&file);
+    let hooks = file.hooks();
+    assert!(hooks.journal_begin > 0);
+    assert_eq!(hooks.journal_begin, hooks.journal_end);
+    assert!(hooks.journal_begin <= hooks.trans_begin);
+    assert_eq!(hooks.trans_begin, hooks.trans_end);
 }
