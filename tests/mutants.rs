@@ -13,10 +13,11 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use genpager::cache::MapState;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages,
-    read, setsize, write,
+    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages,
+    putpages, read, setsize, write,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -255,4 +256,74 @@ fn journal_is_begun_only_on_a_journalled_mount_and_once() {
     assert_eq!(hooks.journal_begin, hooks.journal_end);
     assert!(hooks.journal_begin <= hooks.trans_begin);
     assert_eq!(hooks.trans_begin, hooks.trans_end);
+}
+
+/// Kills: `DefaultCache::mapped_bytes` returning `None` or an empty slice, and its
+/// `||` replaced by `&&` (a busy page's bytes shown as if no one held them).
+#[test]
+fn mapped_bytes_shows_a_valid_page_and_hides_a_busy_one() {
+    let data = pattern(2 * PAGE_SIZE, 45);
+    let (_disk, file) = small_file(12, &data);
+    let mut buf = vec![0u8; 2 * PAGE_SIZE];
+    assert_eq!(read(&file, 0, &mut buf), Ok(2 * PAGE_SIZE));
+    {
+        let state = file.object().read();
+        let bytes = state.cache().mapped_bytes(P).expect("resident and valid");
+        assert!(bytes == &data[PAGE_SIZE..], "the page's bytes");
+        assert_eq!(state.cache().mapped_bytes(4 * P), None, "not resident");
+    }
+
+    // Page 1 busy (in a read fault's hands), valid, not fake.
+    let fetched = getpages(
+        &file,
+        P,
+        1,
+        0,
+        Access::Read,
+        Advice::Normal,
+        GetFlags::SYNCIO,
+    )
+    .unwrap();
+    {
+        let state = file.object().read();
+        assert_eq!(state.cache().mapped_bytes(P), None, "busy");
+        assert!(
+            state.cache().mapped_bytes(0).is_some(),
+            "page 0 is not busy"
+        );
+    }
+    drop(fetched);
+    assert!(file.object().read().cache().mapped_bytes(P).is_some());
+}
+
+/// Kills: `DefaultCache::is_writable_mapped` returning `false`.
+///
+/// A read fault write-protects a page mapped writable before it hands the page's
+/// bytes out, so no store can land while the slice lives.
+#[test]
+fn read_fault_write_protects_a_writable_mapped_page() {
+    let data = pattern(2 * PAGE_SIZE, 46);
+    let (_disk, file) = small_file(12, &data);
+    let mut buf = vec![0u8; 2 * PAGE_SIZE];
+    assert_eq!(read(&file, 0, &mut buf), Ok(2 * PAGE_SIZE));
+    file.object().lock().cache_mut().map(P, MapState::Writable);
+    assert!(file.object().read().cache().is_writable_mapped(P));
+
+    let fetched = getpages(
+        &file,
+        P,
+        1,
+        0,
+        Access::Read,
+        Advice::Normal,
+        GetFlags::SYNCIO,
+    )
+    .unwrap();
+    assert_eq!(
+        file.object().read().cache().map_state(P),
+        MapState::ReadOnly,
+        "write-protected while its bytes are handed out"
+    );
+    assert!(!file.object().read().cache().is_writable_mapped(P));
+    drop(fetched);
 }
