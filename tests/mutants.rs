@@ -327,3 +327,32 @@ fn read_fault_write_protects_a_writable_mapped_page() {
     assert!(!file.object().read().cache().is_writable_mapped(P));
     drop(fetched);
 }
+
+/// Kills: `write`'s short-write arm (`Err(error) if written > 0`) with its guard
+/// replaced by `false` or `written < 0`: a write that fails part-way (the filesystem
+/// fills up) returns the bytes it wrote, and the file keeps them and the size that
+/// covers them.
+#[test]
+fn write_failing_part_way_returns_its_short_count() {
+    let data = pattern(PAGE_SIZE, 47);
+    let disk = MemDisk::new(64);
+    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let file = fs.create(&data).expect("file fits");
+    // One page a batch; room for `free` more pages.
+    file.set_max_transfer(PAGE_SIZE);
+    let free = fs.free_blocks() as usize;
+    assert!(free >= 2, "room for a short write");
+    let more = pattern((free + 2) * PAGE_SIZE, 48);
+    let written = write(&file, P, &more);
+    assert_eq!(written, Ok(free * PAGE_SIZE), "as much as fitted");
+    assert_eq!(file.object().size(), (free as u64 + 1) * P);
+
+    putpages(&file, 0, 0, EVICT).unwrap();
+    let mut expected = data.clone();
+    expected.extend_from_slice(&more[..free * PAGE_SIZE]);
+    assert!(
+        read_all(&file) == expected,
+        "what was acknowledged reads back"
+    );
+    assert!(file.disk_contents() == expected, "and is on the disk");
+}
