@@ -356,3 +356,28 @@ fn write_failing_part_way_returns_its_short_count() {
     );
     assert!(file.disk_contents() == expected, "and is on the disk");
 }
+
+/// Kills: `zero_old_tail` with its block mask computed as `block_size + 1` or
+/// `block_size / 1` (a page-aligned old end inside a block taken for a block end),
+/// and with the end of the old last block as `(old_size | mask) - 1`.
+///
+/// With 8 KiB blocks and a 4 KiB file, the second half of block 0 is past EOF on the
+/// disk and may hold stale bytes; a write that grows the file over it must leave it
+/// reading as zero.
+#[test]
+fn growth_zeroes_the_old_last_block_past_a_page_aligned_end() {
+    let data = pattern(PAGE_SIZE, 49);
+    let (disk, file) = small_file(13, &data);
+    putpages(&file, 0, 0, EVICT).unwrap();
+    let sector = sector_of(&file, 0).expect("block 0 mapped");
+    disk.write_raw(sector * 512 + P, &[0xee; PAGE_SIZE]);
+
+    assert_eq!(write(&file, 3 * P, b"tail"), Ok(4));
+    let mut expected = data.clone();
+    expected.resize(3 * PAGE_SIZE, 0);
+    expected.extend_from_slice(b"tail");
+    assert!(read_all(&file) == expected, "the gap reads as zero");
+    putpages(&file, 0, 0, EVICT).unwrap();
+    assert!(read_all(&file) == expected, "from the disk too");
+    assert!(file.disk_contents() == expected);
+}
