@@ -381,3 +381,42 @@ fn growth_zeroes_the_old_last_block_past_a_page_aligned_end() {
     assert!(read_all(&file) == expected, "from the disk too");
     assert!(file.disk_contents() == expected);
 }
+
+/// Kills: `zero_old_tail`'s early return for an old end on a block (and page)
+/// boundary weakened (`||` to `&&`, either mask test's `&` to `|`/`^`, the page test's
+/// `==` to `!=`): there is no stale tail then, and zeroing one block past it would
+/// fill a hole the file should keep.
+#[test]
+fn growth_from_a_block_aligned_end_keeps_the_gap_a_hole() {
+    let data = pattern(PAGE_SIZE, 50);
+    let (_disk, file) = small_file(12, &data);
+    assert_eq!(write(&file, 10 * P, b"far"), Ok(3));
+    putpages(&file, 0, 0, EVICT).unwrap();
+    for lbn in 1..10 {
+        assert!(file.is_hole(lbn), "block {lbn} of the gap stays a hole");
+    }
+    let mut expected = data.clone();
+    expected.resize(10 * PAGE_SIZE, 0);
+    expected.extend_from_slice(b"far");
+    assert!(read_all(&file) == expected);
+}
+
+/// Kills: `write_batch` taking a write that starts inside a page and ends on a page
+/// boundary for whole pages (`pos == first` to `pos != first`): the page must be read
+/// first, or the bytes before the write are lost.
+#[test]
+fn write_from_mid_page_to_its_end_keeps_the_bytes_before_it() {
+    let data = pattern(2 * PAGE_SIZE, 51);
+    let (_disk, file) = small_file(12, &data);
+    putpages(&file, 0, 0, EVICT).unwrap();
+    let half = PAGE_SIZE / 2;
+    assert_eq!(
+        write(&file, P + half as u64, &[0x77; PAGE_SIZE / 2]),
+        Ok(half)
+    );
+    putpages(&file, 0, 0, EVICT).unwrap();
+    let mut expected = data.clone();
+    expected[PAGE_SIZE + half..].fill(0x77);
+    assert!(read_all(&file) == expected);
+    assert!(file.disk_contents() == expected);
+}
