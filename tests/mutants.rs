@@ -16,8 +16,8 @@ use common::*;
 use genpager::cache::MapState;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages,
-    putpages, read, setsize, write,
+    Access, Advice, DirtyStatus, Error, GetFlags, MAX_FILE_SIZE, PAGE_SIZE, PageCache, PutFlags,
+    Vnode, getpages, putpages, read, setsize, write,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -419,4 +419,19 @@ fn write_from_mid_page_to_its_end_keeps_the_bytes_before_it() {
     expected[PAGE_SIZE + half..].fill(0x77);
     assert!(read_all(&file) == expected);
     assert!(file.disk_contents() == expected);
+}
+
+/// Kills: `setsize`'s limit check with `>` replaced by `>=`: a size of exactly
+/// `MAX_FILE_SIZE` is allowed, one byte more is `TooBig`.
+#[test]
+fn setsize_allows_exactly_the_largest_size() {
+    let data = pattern(PAGE_SIZE, 52);
+    let (_disk, file) = small_file(12, &data);
+    assert_eq!(setsize(&file, MAX_FILE_SIZE + 1), Err(Error::TooBig));
+    assert_eq!(file.object().size(), P);
+    assert_eq!(setsize(&file, MAX_FILE_SIZE), Ok(()));
+    assert_eq!(file.object().size(), MAX_FILE_SIZE);
+    assert_eq!(setsize(&file, P), Ok(()));
+    putpages(&file, 0, 0, EVICT).unwrap();
+    assert!(read_all(&file) == data);
 }
