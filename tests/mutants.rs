@@ -435,3 +435,26 @@ fn setsize_allows_exactly_the_largest_size() {
     putpages(&file, 0, 0, EVICT).unwrap();
     assert!(read_all(&file) == data);
 }
+
+/// Kills: `zero_resident_tail` replaced by `Ok(())`, its `within == 0` test inverted,
+/// and its `valid` test inverted: a shrink to the middle of a resident page zeroes
+/// the page past the new end at once, as a mapping of the page then shows it.
+#[test]
+fn shrink_to_mid_page_zeroes_the_resident_tail() {
+    let data = pattern(2 * PAGE_SIZE, 53);
+    let (_disk, file) = small_file(12, &data);
+    let mut buf = vec![0u8; 2 * PAGE_SIZE];
+    assert_eq!(read(&file, 0, &mut buf), Ok(2 * PAGE_SIZE));
+    assert_eq!(setsize(&file, P + 100), Ok(()));
+    {
+        let state = file.object().read();
+        let bytes = state.cache().mapped_bytes(P).expect("page 1 resident");
+        assert!(bytes[..100] == data[PAGE_SIZE..PAGE_SIZE + 100]);
+        assert!(
+            bytes[100..].iter().all(|&b| b == 0),
+            "zero past the new end"
+        );
+    }
+    putpages(&file, 0, 0, EVICT).unwrap();
+    assert!(read_all(&file) == data[..PAGE_SIZE + 100]);
+}
