@@ -105,6 +105,9 @@ pub struct DefaultCache {
     inactive: List,
     frames: FramePool,
     limit: usize,
+    /// Resident pages mapped writable: while none is, `is_writable_mapped` answers
+    /// without a lookup (the fast path asks it of every page it hands out).
+    writable_mapped: usize,
 }
 
 impl Default for DefaultCache {
@@ -130,6 +133,7 @@ impl DefaultCache {
             inactive: List::EMPTY,
             frames: FramePool::default(),
             limit,
+            writable_mapped: 0,
         }
     }
 
@@ -176,9 +180,24 @@ impl DefaultCache {
 
     /// Maps the resident page at `offset` as a user mapping would (`MapState`).
     pub fn map(&mut self, offset: u64, state: MapState) {
-        if let Some(slot) = self.slot_at_mut(offset) {
-            slot.map = state;
+        self.remap(offset, |_| state);
+    }
+
+    /// Moves the emulated mapping of the page at `offset` to `next` of the current one,
+    /// keeping the count of writable mappings. Returns whether the page is resident.
+    fn remap(&mut self, offset: u64, next: impl FnOnce(MapState) -> MapState) -> bool {
+        let Some(slot) = self.slot_at_mut(offset) else {
+            return false;
+        };
+        let was = slot.map;
+        slot.map = next(was);
+        let now = slot.map;
+        match (was == MapState::Writable, now == MapState::Writable) {
+            (false, true) => self.writable_mapped = self.writable_mapped.saturating_add(1),
+            (true, false) => self.writable_mapped = self.writable_mapped.saturating_sub(1),
+            _ => {}
         }
+        true
     }
 
     /// The emulated mapping state of the page at `offset`.
@@ -403,6 +422,9 @@ unsafe impl PageCache for DefaultCache {
         self.unlink(index);
         self.index.remove(page_index(offset));
         if let Some(slot) = self.slots[index as usize].take() {
+            if slot.map == MapState::Writable {
+                self.writable_mapped = self.writable_mapped.saturating_sub(1);
+            }
             self.frames.give(slot.frame);
         }
         self.free_slots.push(index);
@@ -464,22 +486,28 @@ unsafe impl PageCache for DefaultCache {
 
     #[inline]
     fn is_writable_mapped(&self, offset: u64) -> bool {
-        self.map_state(offset) == MapState::Writable
+        self.writable_mapped != 0 && self.map_state(offset) == MapState::Writable
     }
 
     #[inline]
     fn protect(&mut self, offset: u64, protection: Protection) {
-        if let Some(slot) = self.slot_at_mut(offset) {
-            slot.map = slot.map.protected(protection);
-        }
+        self.remap(offset, |map| map.protected(protection));
     }
 
     #[inline]
     fn write_protect_and_clear_modified(&mut self, offset: u64) -> bool {
-        self.slot_at_mut(offset).is_some_and(|slot| {
-            slot.map = slot.map.protected(Protection::ReadOnly);
-            core::mem::take(&mut slot.modified)
-        })
+        // One lookup (this is writeback's step for every page it writes): `remap`'s
+        // bookkeeping, inline.
+        let Some(slot) = self.slot_at_mut(offset) else {
+            return false;
+        };
+        let was_writable = slot.map == MapState::Writable;
+        slot.map = slot.map.protected(Protection::ReadOnly);
+        let modified = core::mem::take(&mut slot.modified);
+        if was_writable {
+            self.writable_mapped = self.writable_mapped.saturating_sub(1);
+        }
+        modified
     }
 
     #[inline]
@@ -504,6 +532,32 @@ mod tests {
             cache.alloc(i * 4096).unwrap();
         }
         cache
+    }
+
+    #[test]
+    fn writable_mappings_are_counted_through_every_transition() {
+        let mut cache = cache_with(3);
+        assert!(!cache.is_writable_mapped(0));
+        cache.map(0, MapState::Writable);
+        cache.map(4096, MapState::Writable);
+        cache.map(8192, MapState::ReadOnly);
+        assert!(cache.is_writable_mapped(0) && cache.is_writable_mapped(4096));
+        assert!(!cache.is_writable_mapped(8192));
+        cache.protect(0, Protection::ReadOnly);
+        assert!(!cache.is_writable_mapped(0) && cache.is_writable_mapped(4096));
+        cache.map(0, MapState::Writable);
+        cache.write_protect_and_clear_modified(0);
+        assert!(!cache.is_writable_mapped(0));
+        cache.free(4096);
+        assert_eq!(
+            cache.writable_mapped, 0,
+            "a freed page takes its mapping along"
+        );
+        cache.alloc(4096).unwrap();
+        assert!(!cache.is_writable_mapped(4096));
+        cache.map(4096, MapState::Writable);
+        assert!(cache.is_writable_mapped(4096));
+        assert_eq!(cache.writable_mapped, 1);
     }
 
     #[test]
