@@ -67,10 +67,12 @@ if [ "${SKIP_MIRI:-0}" != 1 ]; then
       g12_read_fault_on_hole g12_write_fault_on_hole g14 p09_unknown_pages p11_free_frees \
       p12_a_failed_synchronous_write d05_read_over_a_hole d07_device_error_mid_read \
       d07_an_alias holes_past_eof truncate_into setsize_shrink
-  # A reduced model suite: one case per property (~4 min).
+  # A reduced model suite: one case of the block and compat properties (~4 min). The
+  # unaligned-largest-size property is left out here: it reaches no unsafe code the
+  # others do not, and its files' block tables (sizes up to 4 GiB) take Miri too long.
   MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance} -Zmiri-env-forward=PROPTEST_CASES" \
     PROPTEST_CASES="${MIRI_PROPTEST_CASES:-1}" \
-    cargo +nightly miri test -p genpager --all-features --test model -- match_the_model
+    cargo +nightly miri test -p genpager --all-features --test model -- files_match_the_model
 fi
 
 step "freestanding kernel boots in QEMU and passes its self-test"
