@@ -152,7 +152,7 @@ pub fn getpages<'a, V: Vnode>(
     let fake_pages: Vec<PageRef> = match collect_fake(&state, &pages) {
         Ok(list) => list,
         Err(error) => {
-            release(&**vnode, state, &pages);
+            object.release(state, &pages);
             return Err(error);
         }
     };
@@ -177,7 +177,7 @@ pub fn getpages<'a, V: Vnode>(
         }
         Err(error) => {
             log::trace!("compat getpages: read_at failed: {error}");
-            release(&**vnode, state, &pages);
+            object.release(state, &pages);
             Err(error)
         }
     }
@@ -195,17 +195,6 @@ fn collect_fake<C: PageCache>(state: &ObjectState<C>, pages: &[PageRef]) -> Resu
             .is_some_and(|p| p.flags.contains(PageFlags::FAKE))
     }));
     Ok(fake)
-}
-
-/// Frees the never-read pages of a failed fault and unbusies the rest.
-fn release<V: Vnode>(
-    vnode: &V,
-    mut state: crate::sync::WriteGuard<'_, ObjectState<V::Cache>>,
-    pages: &[PageRef],
-) {
-    let wake = state.release_pages(pages);
-    drop(state);
-    vnode.object().wake_if(wake);
 }
 
 /// Reads one page through `io`, zeroing what a short read left.

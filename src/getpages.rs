@@ -415,9 +415,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
             match checked {
                 Ok(all) => allocated = all,
                 Err(error) => {
-                    let wake = state.release_pages(&pages);
-                    drop(state);
-                    object.wake_if(wake);
+                    object.release(state, &pages);
                     return Attempt::Done(Err(error));
                 }
             }
@@ -453,17 +451,13 @@ impl<'a, V: Vnode> Fault<'a, V> {
             // Waiting for a busy page let an extending write publish its size: bytes
             // past the old end may be on the disk now, so the old disk end is stale.
             log::trace!("getpages: size changed while waiting for pages, starting over");
-            let wake = state.release_pages(&pages);
-            drop(state);
-            object.wake_if(wake);
+            object.release(state, &pages);
             return Attempt::Retry;
         }
         let status = match PageStatus::of(&state, &pages) {
             Ok(status) => status,
             Err(error) => {
-                let wake = state.release_pages(&pages);
-                drop(state);
-                object.wake_if(wake);
+                object.release(state, &pages);
                 return Attempt::Done(Err(error));
             }
         };
@@ -510,9 +504,7 @@ impl<'a, V: Vnode> Fault<'a, V> {
         if over_hole && self.blockalloc {
             // The caller must allocate before overwriting; a page known to back a
             // hole proves it did not, and its data would never be written.
-            let wake = state.release_pages(&pages);
-            drop(state);
-            object.wake_if(wake);
+            object.release(state, &pages);
             return Err(Error::Invalid);
         }
         for page in &pages {
@@ -825,10 +817,7 @@ impl<V: Vnode> ReadJob<'_, V> {
     /// Releases the pages of a read that did not happen; returns `error`.
     fn abandon(&self, pages: &[PageRef], error: Error) -> Error {
         let object = self.vnode.object();
-        let mut state = object.lock();
-        let wake = state.release_pages(pages);
-        drop(state);
-        object.wake_if(wake);
+        object.release(object.lock(), pages);
         error
     }
 

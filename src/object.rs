@@ -265,6 +265,15 @@ impl<C: PageCache> VmObject<C> {
         }
     }
 
+    /// Releases busy pages that did not become valid ([`ObjectState::release_pages`]),
+    /// drops the object lock, and wakes whoever waits for them: how a fault gives back
+    /// what it collected when it fails or starts over.
+    pub(crate) fn release(&self, mut state: WriteGuard<'_, ObjectState<C>>, pages: &[PageRef]) {
+        let wake = state.release_pages(pages);
+        drop(state);
+        self.wake_if(wake);
+    }
+
     pub(crate) fn wake_if(&self, wake: bool) {
         if wake {
             self.wake();

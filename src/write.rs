@@ -316,8 +316,6 @@ fn zero_resident_tail<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         state.mark(at, crate::page::DirtyStatus::Dirty);
         state.note_dirty(&**vnode);
     }
-    let wake = state.release_pages(core::slice::from_ref(page));
-    drop(state);
-    object.wake_if(wake);
+    object.release(state, core::slice::from_ref(page));
     Ok(())
 }
