@@ -8,7 +8,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -25,27 +24,6 @@ const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 const EVICT: PutFlags = PutFlags::CLEANIT
     .union(PutFlags::FREE)
     .union(PutFlags::SYNCIO);
-const HANG: Duration = Duration::from_secs(5);
-
-/// Runs `f` on its own thread and returns what it returns; fails the test if it has
-/// not returned within [`HANG`] (the thread is left behind), and passes a panic on.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung (no return in {HANG:?})"),
-    }
-}
 
 /// A small file on a fresh inline disk.
 fn small_file(fs_bshift: u32, data: &[u8]) -> (MemDisk, Arc<MemFile>) {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
@@ -27,27 +26,6 @@ const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 const EVICT: PutFlags = PutFlags::CLEANIT
     .union(PutFlags::FREE)
     .union(PutFlags::SYNCIO);
-const HANG: Duration = Duration::from_secs(5);
-
-/// Runs `f` on its own thread and returns what it returns; fails the test if it has
-/// not returned within [`HANG`] (the thread is left behind), and passes a panic on.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung (no return in {HANG:?})"),
-    }
-}
 
 /// Waits (bounded) for `f` to be true.
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {

@@ -31,35 +31,7 @@ const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 const EVICT: PutFlags = PutFlags::CLEANIT
     .union(PutFlags::FREE)
     .union(PutFlags::SYNCIO);
-const HANG: Duration = Duration::from_secs(5);
 const BSHIFTS: [u32; 5] = [9, 10, 11, 12, 16];
-
-/// Runs `f` on its own thread; fails the test if it does not return within [`HANG`].
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    within_for(what, HANG, f)
-}
-
-fn within_for<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            let _ = handle.join();
-            value
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!(),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung (no return in {limit:?})"),
-    }
-}
 
 fn read_all<V: Vnode>(file: &Arc<V>) -> Vec<u8> {
     let mut buf = vec![0u8; file.object().size() as usize + 10];

@@ -118,3 +118,37 @@ impl Buffer {
         &mut self.bytes[self.start..self.start + self.len]
     }
 }
+
+/// How long a scenario may take before a test calls it hung.
+pub const HANG: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `f` on its own thread and returns what it returns; fails the test if it has
+/// not returned within [`HANG`] (the thread is left behind), and passes a panic on.
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    within_for(what, HANG, f)
+}
+
+/// [`within`] with its own time limit.
+pub fn within_for<T: Send + 'static>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = handle.join();
+            value
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: hung (no return in {limit:?})")
+        }
+    }
+}
