@@ -28,7 +28,7 @@ use crate::hooks::{
     Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update,
     Vnode, VnodeKind, max_file_size, max_transfer,
 };
-use crate::object::{ObjectState, PageRef};
+use crate::object::{ObjectState, PageRef, zero_file_range};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page,
 };
@@ -756,21 +756,6 @@ pub(crate) fn finish<'a, V: Vnode>(
     }
 }
 
-/// Zeroes file bytes `from .. to` in `pages` (consecutive from `pages[0]`).
-// Cannot overflow: `pages[0].offset <= from <= to <= ` the pages' end, a fault's range.
-#[allow(clippy::arithmetic_side_effects)]
-fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
-    let base = pages[0].offset;
-    let mut at = from;
-    while at < to {
-        let page = &pages[((at - base) >> PAGE_SHIFT) as usize];
-        let within = (at & PAGE_MASK) as usize;
-        let len = (PAGE_SIZE - within).min((to - at) as usize);
-        page.zero(within, len);
-        at += len as u64;
-    }
-}
-
 /// One read of busy pages from the device (the reference's `genfs_getpages_read`).
 struct ReadJob<'a, V: Vnode> {
     vnode: &'a Arc<V>,
@@ -784,22 +769,6 @@ struct ReadJob<'a, V: Vnode> {
     /// The end of the blocks a write fault allocates (from `start`): where the file's
     /// data ends.
     alloc_end: u64,
-}
-
-/// The bytes of the page holding the disk end of file that a whole-sector read
-/// brings in from past it: they are zeroed once the read lands, since what the disk
-/// holds there (a truncation's leftovers) is not file data.
-#[derive(Clone, Copy)]
-struct PastEofTail {
-    page: PageRef,
-    at: usize,
-    len: usize,
-}
-
-impl PastEofTail {
-    fn zero(self) {
-        self.page.zero(self.at, self.len);
-    }
 }
 
 impl<V: Vnode> ReadJob<'_, V> {
@@ -841,16 +810,10 @@ impl<V: Vnode> ReadJob<'_, V> {
         let to_eof = total.min(self.diskeof.saturating_sub(self.start));
         let sector_mask = (1u64 << self.geometry.dev_bshift) - 1;
         let bytes = ((to_eof + sector_mask) & !sector_mask).min(total);
-        let past_eof_tail = (to_eof < bytes)
-            .then(|| {
-                let index = (to_eof >> PAGE_SHIFT) as usize;
-                status[index].fake.then(|| PastEofTail {
-                    page: pages[index],
-                    at: (to_eof & PAGE_MASK) as usize,
-                    len: (bytes - to_eof) as usize,
-                })
-            })
-            .flatten();
+        // What the last sector brings from past the disk end of file (a truncation's
+        // leftovers, not file data): zeroed once the read lands.
+        let past_eof = (to_eof < bytes && status[(to_eof >> PAGE_SHIFT) as usize].fake)
+            .then_some((self.start + to_eof, self.start + bytes));
         // Bytes past the last sector read are zero; pages already valid keep their
         // contents.
         let mut tail = self.start + bytes;
@@ -878,10 +841,8 @@ impl<V: Vnode> ReadJob<'_, V> {
                 Priority::TimeLimited,
                 move |outcome: Outcome| {
                     let object = vnode.object();
-                    if outcome.result.is_ok() {
-                        if let Some(tail) = past_eof_tail {
-                            tail.zero();
-                        }
+                    if let (Ok(()), Some((from, to))) = (outcome.result, past_eof) {
+                        zero_file_range(&settled, from, to);
                     }
                     let mut state = object.lock();
                     let wake = match outcome.result {
@@ -997,10 +958,8 @@ impl<V: Vnode> ReadJob<'_, V> {
         };
         let outcome = waiter.wait();
         let mut result = outcome.result;
-        if result.is_ok() {
-            if let Some(tail) = past_eof_tail {
-                tail.zero();
-            }
+        if let (Ok(()), Some((from, to))) = (result, past_eof) {
+            zero_file_range(&pages, from, to);
         }
         if result.is_ok() && (saw_hole || self.must_allocate) && self.blockalloc {
             result = self.allocate(&pages);

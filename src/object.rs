@@ -99,6 +99,25 @@ impl PageRef {
     }
 }
 
+/// Zeroes file bytes `from .. to` of `pages`: busy pages the caller owns, consecutive
+/// from `pages[0]`, holding the range.
+// Cannot overflow: `pages[0].offset <= from <= to <=` the pages' end, a fault's or a
+// cluster's range, and `within < PAGE_SIZE`.
+#[allow(clippy::arithmetic_side_effects)]
+pub(crate) fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
+    let Some(base) = pages.first().map(|page| page.offset) else {
+        return;
+    };
+    let mut at = from;
+    while at < to {
+        let page = &pages[((at - base) >> crate::page::PAGE_SHIFT) as usize];
+        let within = (at & crate::page::PAGE_MASK) as usize;
+        let len = (PAGE_SIZE - within).min((to - at) as usize);
+        page.zero(within, len);
+        at += len as u64;
+    }
+}
+
 // SAFETY: a `PageRef` is a capability to a busy page's frame; the busy protocol makes
 // its holder the only user of those bytes, whichever thread it is on.
 unsafe impl Send for PageRef {}

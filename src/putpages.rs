@@ -34,7 +34,7 @@ use crate::hooks::{
     BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode,
     VnodeKind,
 };
-use crate::object::{InFlight, ObjectFlags, ObjectState, PageRef};
+use crate::object::{InFlight, ObjectFlags, ObjectState, PageRef, zero_file_range};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageQueue, Tag, round_page,
     trunc_page,
@@ -871,7 +871,15 @@ pub(crate) fn do_io<'a, V: Vnode>(
     // Cannot overflow: `to_eof <= len` (a `usize`), and a sector (<= 1 MiB) more fits.
     #[allow(clippy::arithmetic_side_effects)]
     let bytes = (((to_eof + sector_mask) & !sector_mask) as usize).min(len);
-    zero_past_eof(pages, to_eof as usize, bytes);
+    // A store through a mapping past the end of file may have left bytes there; they
+    // must not reach the disk, where a later growth of the file would find them (as
+    // Linux zeroes the page straddling the size on every writeback).
+    // (The cluster ends below `trunc_page(u64::MAX)`: the sums never saturate.)
+    zero_file_range(
+        pages,
+        first.saturating_add(to_eof),
+        first.saturating_add(bytes as u64),
+    );
     let priority = priority(&**vnode, flags);
     log::trace!("do_io {first:#x}+{bytes:#x} (of {len:#x}) {priority:?}");
 
@@ -918,23 +926,6 @@ pub(crate) fn do_io<'a, V: Vnode>(
     let wake = complete_write(&mut state, &**vnode, first, count, write, result);
     object.wake_if(wake);
     (state, result)
-}
-
-/// Zeroes bytes `from .. to` of the consecutive, busy `pages` (counted from the first
-/// page's start): the end of the last sector a write sends past the end of file. A
-/// store through a mapping past the end of file may have left bytes there, and they
-/// must not reach the disk, where a later growth of the file would find them (as
-/// Linux zeroes the page straddling the size on every writeback).
-// Cannot overflow: `from <= at < to <= ` the pages' bytes, and `within < PAGE_SIZE`.
-#[allow(clippy::arithmetic_side_effects)]
-fn zero_past_eof(pages: &[PageRef], from: usize, to: usize) {
-    let mut at = from;
-    while at < to {
-        let within = at % PAGE_SIZE;
-        let len = (PAGE_SIZE - within).min(to - at);
-        pages[at / PAGE_SIZE].zero(within, len);
-        at += len;
-    }
 }
 
 /// Builds and submits one write request per mapped run of `offset .. offset + bytes`.
