@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use genpager::Fault;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{Access, Advice, Fetched, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages};
 use support::{Counting, SegmentedCopy, allocations, interleaved};
@@ -36,12 +37,14 @@ fn cold_read(file: &Arc<MemFile>) -> Duration {
     for offset in (0..FILE).step_by(BATCH * PAGE_SIZE) {
         let pages = getpages(
             file,
-            offset as u64,
-            BATCH,
-            0,
-            Access::Read,
-            Advice::Sequential,
-            GetFlags::SYNCIO,
+            Fault {
+                offset: offset as u64,
+                count: BATCH,
+                center: 0,
+                access: Access::Read,
+                advice: Advice::Sequential,
+                flags: GetFlags::SYNCIO,
+            },
         )
         .unwrap()
         .into_busy()
@@ -54,12 +57,14 @@ fn cold_read(file: &Arc<MemFile>) -> Duration {
 fn cached_hit(file: &Arc<MemFile>, offset: u64) {
     match getpages(
         file,
-        offset,
-        BATCH,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset,
+            count: BATCH,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     ) {
         Ok(Fetched::Resident(pages)) => {
             black_box(pages.bytes(0));

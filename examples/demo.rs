@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use genpager::Fault;
 use genpager::testing::{Direction, Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
     Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode,
@@ -80,12 +81,14 @@ fn main() -> Result<(), Error> {
     let sparse = fs.create_sparse(sparse_data.len() as u64, &sparse_data, &[2])?;
     let pages = getpages(
         &sparse,
-        0,
-        4,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: 0,
+            count: 4,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )?
     .into_busy()
     .expect("sync faults return busy pages");

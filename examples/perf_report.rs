@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use genpager::Fault;
 use genpager::buf::IoRequest;
 use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
@@ -292,12 +293,14 @@ fn genpager_cold_read(file: &Arc<MemFile>) -> Duration {
         for offset in (0..FILE).step_by(batch * PAGE_SIZE) {
             let pages = getpages(
                 file,
-                offset as u64,
-                batch,
-                0,
-                Access::Read,
-                Advice::Sequential,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset: offset as u64,
+                    count: batch,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Sequential,
+                    flags: GetFlags::SYNCIO,
+                },
             )
             .unwrap()
             .into_busy()
@@ -324,12 +327,14 @@ fn genpager_random(file: &Arc<MemFile>, picks: &[u64]) -> Duration {
             let offset = index * PAGE_SIZE as u64;
             let get = getpages(
                 file,
-                offset,
-                1,
-                0,
-                Access::Read,
-                Advice::Random,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset,
+                    count: 1,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Random,
+                    flags: GetFlags::SYNCIO,
+                },
             );
             black_box(get.unwrap().into_busy().unwrap().bytes(0)[0]);
         }
@@ -416,12 +421,14 @@ fn big_rows(report: &mut Report) {
         for index in [0, PAGES as u64 / 3, PAGES as u64 - 1] {
             let get = getpages(
                 file,
-                index * 4096,
-                1,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset: index * 4096,
+                    count: 1,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO,
+                },
             );
             let pages = get.unwrap().into_busy().unwrap();
             assert_eq!(pages.bytes(0), &naive.fault(index).unwrap().frame[..]);
@@ -512,12 +519,14 @@ fn big_rows(report: &mut Report) {
             for offset in (0..FILE).step_by(16 * PAGE_SIZE) {
                 let get = getpages(
                     &contiguous,
-                    offset as u64,
-                    16,
-                    0,
-                    Access::Read,
-                    Advice::Normal,
-                    GetFlags::LOCKED,
+                    Fault {
+                        offset: offset as u64,
+                        count: 16,
+                        center: 0,
+                        access: Access::Read,
+                        advice: Advice::Normal,
+                        flags: GetFlags::LOCKED,
+                    },
                 );
                 match get {
                     Ok(Fetched::Resident(pages)) => {
@@ -1103,12 +1112,14 @@ fn own_work(report: &mut Report) {
             for offset in (0..FILE).step_by(16 * PAGE_SIZE) {
                 let get = getpages(
                     &file,
-                    offset as u64,
-                    16,
-                    0,
-                    Access::Read,
-                    Advice::Sequential,
-                    GetFlags::SYNCIO,
+                    Fault {
+                        offset: offset as u64,
+                        count: 16,
+                        center: 0,
+                        access: Access::Read,
+                        advice: Advice::Sequential,
+                        flags: GetFlags::SYNCIO,
+                    },
                 );
                 black_box(get.unwrap().into_busy().unwrap().bytes(15)[0]);
             }

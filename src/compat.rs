@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
 use crate::getpages::{
-    Advice, Bounds, Fetched, GetFlags, Handout, Settle, fast_path, fault_limit, finish,
+    Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, fault_limit, finish,
 };
 use crate::hooks::{Access, BlockMap, Mapping, PageCache, SizeKind, Strategy, Vnode};
 use crate::object::{InFlight, ObjectState, PageRef};
@@ -79,7 +79,7 @@ impl Strategy for NoBlocks {
 
 /// Faults in `count` pages from `offset` (page aligned) of a vnode served through its
 /// [`Vnode::byte_io`]; `center` indexes the page the caller needs (the reference's
-/// `genfs_compat_getpages`). Takes the same arguments as [`crate::getpages`]; `advice`
+/// `genfs_compat_getpages`). Takes the same [`Fault`] as [`crate::getpages`]; its `advice`
 /// is only traced.
 ///
 /// - [`GetFlags::LOCKED`]: the fast path of [`crate::getpages`] (resident, valid,
@@ -98,15 +98,15 @@ impl Strategy for NoBlocks {
 /// [`Vnode::byte_io`] is `None`; [`Error::TooBig`] for a range reaching past the page
 /// holding the file's last addressable byte ([`BlockMap::max_size`]); [`Error::Dead`]; the error of `read_at`, after which no page
 /// it was filling stays resident.
-pub fn getpages<'a, V: Vnode>(
-    vnode: &'a Arc<V>,
-    offset: u64,
-    count: usize,
-    center: usize,
-    access: Access,
-    advice: Advice,
-    flags: GetFlags,
-) -> Result<Fetched<'a, V>> {
+pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched<'a, V>> {
+    let Fault {
+        offset,
+        count,
+        center,
+        access,
+        advice,
+        flags,
+    } = fault;
     let request_end = crate::getpages::request_end(offset, count, center)?;
     if request_end > fault_limit(&**vnode) {
         return Err(Error::TooBig);

@@ -76,6 +76,104 @@ pub enum Advice {
     Sequential,
 }
 
+/// One fault as a kernel's fault handler asks for it: `count` pages from `offset`
+/// (page aligned), `center` indexing the page it really needs, for `access`, with the
+/// mapping's `advice` and the reference's `PGO_*` options in `flags`.
+///
+/// The constructors say which way through [`getpages`] the fault goes; the builders
+/// add the rest:
+///
+/// ```
+/// use genpager::{Advice, Fault, GetFlags};
+///
+/// // A synchronous read fault on the page at 12 KiB that also brings in its three
+/// // successors.
+/// let fault = Fault::read(8192, 4).centered_on(1).with_advice(Advice::Sequential);
+/// assert_eq!(fault.center, 1);
+/// assert!(fault.flags.contains(GetFlags::SYNCIO));
+/// // The write(2) path's overwrite of a page whose blocks it allocated.
+/// let fault = Fault::write(0, 1).with_flags(GetFlags::OVERWRITE | GetFlags::GLOCKHELD);
+/// assert!(fault.flags.contains(GetFlags::SYNCIO | GetFlags::OVERWRITE));
+/// ```
+///
+/// Combinations the reference refuses ([`GetFlags::OVERWRITE`] on a read fault, a
+/// write fault without [`GetFlags::SYNCIO`] or [`GetFlags::LOCKED`]) fail with
+/// [`Error::Invalid`]; the constructors never make them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fault {
+    /// The first page's file offset; page aligned.
+    pub offset: u64,
+    /// How many pages, at least one.
+    pub count: usize,
+    /// The index (below `count`) of the page the caller needs; the others are
+    /// brought in only if that is cheap.
+    pub center: usize,
+    /// Read or write.
+    pub access: Access,
+    /// The access pattern the faulting mapping announced.
+    pub advice: Advice,
+    /// The way through and its options.
+    pub flags: GetFlags,
+}
+
+impl Fault {
+    const fn new(offset: u64, count: usize, access: Access, flags: GetFlags) -> Self {
+        Self {
+            offset,
+            count,
+            center: 0,
+            access,
+            advice: Advice::Normal,
+            flags,
+        }
+    }
+
+    /// A synchronous read fault: the pages come back busy ([`Fetched::Busy`]), read
+    /// from the device as needed.
+    pub const fn read(offset: u64, count: usize) -> Self {
+        Self::new(offset, count, Access::Read, GetFlags::SYNCIO)
+    }
+
+    /// A synchronous write fault: the pages come back busy and writable
+    /// ([`Fetched::Writable`]), the blocks under them allocated.
+    pub const fn write(offset: u64, count: usize) -> Self {
+        Self::new(offset, count, Access::Write, GetFlags::SYNCIO)
+    }
+
+    /// Asynchronous read-ahead: starts reading the pages and returns
+    /// ([`Fetched::Started`]) without sleeping.
+    pub const fn read_ahead(offset: u64, count: usize) -> Self {
+        Self::new(offset, count, Access::Read, GetFlags::empty())
+    }
+
+    /// The fast path: resident, valid pages only, under the object lock
+    /// ([`Fetched::Resident`]); never sleeps.
+    pub const fn resident(offset: u64, count: usize, access: Access) -> Self {
+        Self::new(offset, count, access, GetFlags::LOCKED)
+    }
+
+    /// The page the caller needs is the `center`-th (the first by default).
+    #[must_use]
+    pub const fn centered_on(self, center: usize) -> Self {
+        Self { center, ..self }
+    }
+
+    /// The mapping's access pattern ([`Advice::Normal`] by default).
+    #[must_use]
+    pub const fn with_advice(self, advice: Advice) -> Self {
+        Self { advice, ..self }
+    }
+
+    /// Adds `flags` to those the constructor chose.
+    #[must_use]
+    pub const fn with_flags(self, flags: GetFlags) -> Self {
+        Self {
+            flags: self.flags.union(flags),
+            ..self
+        }
+    }
+}
+
 /// What [`getpages`] hands back.
 #[must_use = "the pages are busy or the object lock is held until this is dropped"]
 pub enum Fetched<'a, V: Vnode> {
@@ -126,8 +224,8 @@ pub(crate) fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
     }
 }
 
-/// Faults in `count` pages from `offset` (page aligned) of `vnode`; `center` indexes
-/// the page the caller needs. See the module docs for the three ways through.
+/// Faults in the pages `fault` names from `vnode`. See the module docs for the three
+/// ways through.
 ///
 /// A synchronous write fault allocates the blocks under its pages (unless
 /// [`GetFlags::NOBLOCKALLOC`]) whatever state the pages are in, and hands them back
@@ -146,15 +244,15 @@ pub(crate) fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
 /// from read-ahead when it would have to sleep; [`Error::NoMemory`]; the host's error
 /// from the transaction hooks, `bmap`, `alloc` or the device. On error no page is left
 /// busy, no page this call allocated stays resident, and the transaction is left.
-pub fn getpages<'a, V: Vnode>(
-    vnode: &'a Arc<V>,
-    offset: u64,
-    count: usize,
-    center: usize,
-    access: Access,
-    advice: Advice,
-    flags: GetFlags,
-) -> Result<Fetched<'a, V>> {
+pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched<'a, V>> {
+    let Fault {
+        offset,
+        count,
+        center,
+        access,
+        advice,
+        flags,
+    } = fault;
     let request_end = request_end(offset, count, center)?;
     let memwrite = access == Access::Write;
     if memwrite && !flags.intersects(GetFlags::LOCKED | GetFlags::SYNCIO) {
@@ -177,7 +275,7 @@ pub fn getpages<'a, V: Vnode>(
     if flags.contains(GetFlags::LOCKED) {
         return fast_path(vnode, offset, count, center, memwrite, flags).map(Fetched::Resident);
     }
-    let fault = Fault {
+    let job = FaultJob {
         vnode,
         geometry: geometry(&**vnode)?,
         offset,
@@ -194,7 +292,7 @@ pub fn getpages<'a, V: Vnode>(
         None
     } else {
         let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
-        if fault.blockalloc && !flags.contains(GetFlags::JOURNALLOCKED) {
+        if job.blockalloc && !flags.contains(GetFlags::JOURNALLOCKED) {
             transaction.begin_journal()?;
         }
         Some(transaction)
@@ -203,7 +301,7 @@ pub fn getpages<'a, V: Vnode>(
         return Err(Error::Dead);
     }
     loop {
-        if let Attempt::Done(result) = fault.attempt() {
+        if let Attempt::Done(result) = job.attempt() {
             return result;
         }
     }
@@ -274,7 +372,7 @@ fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFlags) {
 }
 
 /// A sleeping fault's checked arguments (the synchronous and read-ahead ways through).
-struct Fault<'a, V: Vnode> {
+struct FaultJob<'a, V: Vnode> {
     vnode: &'a Arc<V>,
     geometry: Geometry,
     offset: u64,
@@ -312,7 +410,7 @@ struct Span {
     data_end: u64,
 }
 
-impl<'a, V: Vnode> Fault<'a, V> {
+impl<'a, V: Vnode> FaultJob<'a, V> {
     fn async_io(&self) -> bool {
         !self.flags.contains(GetFlags::SYNCIO)
     }
@@ -1026,12 +1124,7 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
         let batch_end = (first + (count * PAGE_SIZE) as u64).min(want_end);
         let cached = match getpages(
             vnode,
-            first,
-            count,
-            0,
-            Access::Read,
-            Advice::Sequential,
-            GetFlags::LOCKED,
+            Fault::resident(first, count, Access::Read).with_advice(Advice::Sequential),
         ) {
             // The size is read again with the pages in hand: a truncation may have
             // shrunk the file (and zeroed the new last page's tail) since it was read
@@ -1051,12 +1144,7 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
             Some(copied) => copied,
             None => match getpages(
                 vnode,
-                first,
-                count,
-                0,
-                Access::Read,
-                Advice::Sequential,
-                GetFlags::SYNCIO,
+                Fault::read(first, count).with_advice(Advice::Sequential),
             ) {
                 Ok(Fetched::Busy(pages)) => {
                     // As above; the pages are busy, so a truncation waits for them

@@ -149,7 +149,7 @@ mod write;
 
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
-pub use getpages::{Advice, Fetched, GetFlags, getpages, read};
+pub use getpages::{Advice, Fault, Fetched, GetFlags, getpages, read};
 pub use hooks::{
     Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags,
     PageCache, Protection, SizeKind, Strategy, Update, Vnode, VnodeKind,

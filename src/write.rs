@@ -18,8 +18,9 @@
 
 use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
+use crate::getpages::Fault;
 use crate::getpages::{Advice, GetFlags, geometry, getpages};
-use crate::hooks::{Access, PageCache, Protection, Vnode, max_file_size};
+use crate::hooks::{PageCache, Protection, Vnode, max_file_size};
 use crate::object::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
@@ -174,12 +175,9 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
     flags.set(GetFlags::OVERWRITE, whole_pages);
     let mut pages = getpages(
         vnode,
-        first,
-        count,
-        0,
-        Access::Write,
-        Advice::Sequential,
-        flags,
+        Fault::write(first, count)
+            .with_advice(Advice::Sequential)
+            .with_flags(flags),
     )?
     .into_writable()
     .ok_or(Error::Invalid)?;
@@ -221,7 +219,7 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
     let last = round_page((end + block_mask) & !block_mask);
     let count = ((last - first) >> PAGE_SHIFT) as usize;
     let flags = GetFlags::SYNCIO | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP | HELD;
-    getpages(vnode, first, count, 0, Access::Write, Advice::Normal, flags)?
+    getpages(vnode, Fault::write(first, count).with_flags(flags))?
         .into_writable()
         .ok_or(Error::Invalid)?
         .release();

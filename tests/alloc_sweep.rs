@@ -23,6 +23,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use genpager::Fault;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout as FsLayout, MemDisk, MemFile, MemFs};
 use genpager::{
@@ -226,12 +227,14 @@ fn ops() -> Vec<Op> {
             run: |s| {
                 let _ = getpages(
                     &s.file,
-                    0,
-                    FILE_PAGES,
-                    0,
-                    Access::Read,
-                    Advice::Normal,
-                    GetFlags::empty(),
+                    Fault {
+                        offset: 0,
+                        count: FILE_PAGES,
+                        center: 0,
+                        access: Access::Read,
+                        advice: Advice::Normal,
+                        flags: GetFlags::empty(),
+                    },
                 )
                 .map(drop);
                 Effect::None
@@ -245,12 +248,14 @@ fn ops() -> Vec<Op> {
             run: |s| {
                 let _ = getpages(
                     &s.file,
-                    0,
-                    FILE_PAGES,
-                    0,
-                    Access::Read,
-                    Advice::Normal,
-                    GetFlags::empty(),
+                    Fault {
+                        offset: 0,
+                        count: FILE_PAGES,
+                        center: 0,
+                        access: Access::Read,
+                        advice: Advice::Normal,
+                        flags: GetFlags::empty(),
+                    },
                 )
                 .map(drop);
                 Effect::None
@@ -264,12 +269,14 @@ fn ops() -> Vec<Op> {
             run: |s| {
                 let _ = getpages(
                     &s.file,
-                    2 * PAGE_SIZE as u64,
-                    2,
-                    0,
-                    Access::Read,
-                    Advice::Normal,
-                    GetFlags::SYNCIO,
+                    Fault {
+                        offset: 2 * PAGE_SIZE as u64,
+                        count: 2,
+                        center: 0,
+                        access: Access::Read,
+                        advice: Advice::Normal,
+                        flags: GetFlags::SYNCIO,
+                    },
                 )
                 .map(drop);
                 Effect::None

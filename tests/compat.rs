@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use genpager::Fault;
 use genpager::cache::DefaultCache;
 use genpager::compat::{ByteIo, NoBlocks, getpages};
 use genpager::{
@@ -141,7 +142,17 @@ fn fault(
     access: Access,
     flags: GetFlags,
 ) -> genpager::Result<Fetched<'_, ByteFile>> {
-    getpages(file, offset, count, center, access, Advice::Normal, flags)
+    getpages(
+        file,
+        Fault {
+            offset,
+            count,
+            center,
+            access,
+            advice: Advice::Normal,
+            flags,
+        },
+    )
 }
 
 // ---- C1: getpages through read_at ----------------------------------------------------

@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use genpager::Fault;
 use genpager::cache::MapState;
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
@@ -26,7 +27,17 @@ fn fault(
     access: Access,
     flags: GetFlags,
 ) -> genpager::Result<Fetched<'_, MemFile>> {
-    getpages(file, offset, count, center, access, Advice::Normal, flags)
+    getpages(
+        file,
+        Fault {
+            offset,
+            count,
+            center,
+            access,
+            advice: Advice::Normal,
+            flags,
+        },
+    )
 }
 
 fn read_fault(file: &Arc<MemFile>, offset: u64, count: usize) -> genpager::BusyPages<'_, MemFile> {

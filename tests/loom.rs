@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex as StdMutex;
 
+use genpager::Fault;
 use genpager::buf::{Direction, IoRequest};
 use genpager::cache::{DefaultCache, MapState};
 use genpager::{
@@ -520,12 +521,14 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn read_busy(file: &Arc<File>, offset: u64, count: usize) -> genpager::Result<Vec<Vec<u8>>> {
     let fetched = getpages(
         file,
-        offset,
-        count,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset,
+            count,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )?;
     let pages = fetched
         .into_busy()
@@ -694,12 +697,14 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
             // The store faulted: a write fault, then the store, as the kernel retries it.
             let fetched = getpages(
                 &rig.file,
-                0,
-                1,
-                0,
-                Access::Write,
-                Advice::Normal,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset: 0,
+                    count: 1,
+                    center: 0,
+                    access: Access::Write,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO,
+                },
             );
             let mut pages = fetched
                 .expect("write fault")
@@ -753,12 +758,14 @@ fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
 
         let fetched = getpages(
             &rig.file,
-            P,
-            1,
-            0,
-            Access::Write,
-            Advice::Normal,
-            GetFlags::SYNCIO,
+            Fault {
+                offset: P,
+                count: 1,
+                center: 0,
+                access: Access::Write,
+                advice: Advice::Normal,
+                flags: GetFlags::SYNCIO,
+            },
         );
         let mut pages = fetched
             .expect("write fault")
@@ -798,12 +805,14 @@ fn l7_async_completion_wakes_a_thread_sleeping_on_a_wanted_page() {
         let ahead = spawn(&rig, |file| {
             match getpages(
                 &file,
-                0,
-                1,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::empty(),
+                Fault {
+                    offset: 0,
+                    count: 1,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::empty(),
+                },
             ) {
                 Ok(Fetched::Started) | Err(Error::Busy) => {}
                 Ok(_) => panic!("read-ahead returned pages"),
@@ -1019,12 +1028,14 @@ fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
         let truncate = spawn(&rig, |file| setsize(&file, 100));
         match getpages(
             &rig.file,
-            0,
-            2,
-            0,
-            Access::Read,
-            Advice::Normal,
-            GetFlags::LOCKED,
+            Fault {
+                offset: 0,
+                count: 2,
+                center: 0,
+                access: Access::Read,
+                advice: Advice::Normal,
+                flags: GetFlags::LOCKED,
+            },
         ) {
             Ok(Fetched::Resident(pages)) => {
                 // The size cannot be read under the handle (loom's RwLock is not

@@ -73,6 +73,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
+use genpager::Fault;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
 use genpager::{
@@ -227,12 +228,14 @@ fn run_op(file: &Arc<MemFile>, op: &Op) -> Outcome {
             let at = page * PAGE;
             match getpages(
                 file,
-                at,
-                1,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset: at,
+                    count: 1,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO,
+                },
             ) {
                 Ok(Fetched::Busy(pages)) => {
                     let size = file.object().size();
@@ -250,12 +253,14 @@ fn run_op(file: &Arc<MemFile>, op: &Op) -> Outcome {
             let offset = page * PAGE;
             match getpages(
                 file,
-                offset,
-                1,
-                0,
-                Access::Write,
-                Advice::Normal,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset,
+                    count: 1,
+                    center: 0,
+                    access: Access::Write,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO,
+                },
             ) {
                 Ok(Fetched::Writable(mut pages)) => {
                     // A shrink waits for the busy page and a growth zeroes the old

@@ -12,6 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use genpager::Fault;
 use genpager::cache::MapState;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
@@ -62,7 +63,17 @@ fn overwrite_fault_rechecks_the_size_after_waiting_for_the_node_lock() {
         let file = file.clone();
         thread::spawn(move || {
             let flags = GetFlags::SYNCIO | GetFlags::OVERWRITE;
-            match getpages(&file, 5 * P, 2, 0, Access::Write, Advice::Normal, flags) {
+            match getpages(
+                &file,
+                Fault {
+                    offset: 5 * P,
+                    count: 2,
+                    center: 0,
+                    access: Access::Write,
+                    advice: Advice::Normal,
+                    flags,
+                },
+            ) {
                 Ok(fetched) => {
                     let mut pages = fetched.into_writable().expect("writable pages");
                     for i in 0..pages.len() {
@@ -112,12 +123,14 @@ fn store_through_a_write_fault_reaches_the_disk() {
 
     let fetched = getpages(
         &file,
-        P,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: P,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .unwrap();
     let mut pages = fetched.into_writable().expect("writable pages");
@@ -153,12 +166,14 @@ fn mark_all_written_dirties_every_page_and_a_flush_writes_them() {
 
     let fetched = getpages(
         &file,
-        P,
-        2,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: P,
+            count: 2,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .unwrap();
     let mut pages = fetched.into_writable().expect("writable pages");
@@ -190,12 +205,14 @@ fn journal_paths(file: &Arc<MemFile>) {
     assert_eq!(write(file, 6 * P + 10, b"grow"), Ok(4));
     let fetched = getpages(
         file,
-        8 * P,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: 8 * P,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     );
     // Past EOF: refused, or handed out; either way no journal is left open.
     if let Ok(fetched) = fetched {
@@ -254,12 +271,14 @@ fn mapped_bytes_shows_a_valid_page_and_hides_a_busy_one() {
     // Page 1 busy (in a read fault's hands), valid, not fake.
     let fetched = getpages(
         &file,
-        P,
-        1,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: P,
+            count: 1,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .unwrap();
     {
@@ -289,12 +308,14 @@ fn read_fault_write_protects_a_writable_mapped_page() {
 
     let fetched = getpages(
         &file,
-        P,
-        1,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: P,
+            count: 1,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .unwrap();
     assert_eq!(

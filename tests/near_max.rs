@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{file_with, pattern};
+use genpager::Fault;
 use genpager::testing::{Layout, MemFile};
 use genpager::{
     Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MAX_FILE_SIZE, ObjectFlags, PAGE_SIZE,
@@ -53,12 +54,14 @@ fn write_fault_on_resident_pages_with_a_memory_eof_near_u64_max() {
     set_size(&file, u64::MAX);
     let fetched = getpages(
         &file,
-        0,
-        2,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: 0,
+            count: 2,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .expect("write fault");
     let pages = fetched.into_writable().expect("writable pages");
@@ -67,12 +70,14 @@ fn write_fault_on_resident_pages_with_a_memory_eof_near_u64_max() {
     // The fast path sees the same EOF.
     let resident = getpages(
         &file,
-        0,
-        1,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset: 0,
+            count: 1,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     );
     assert!(matches!(resident, Ok(Fetched::Resident(_))));
 }
@@ -91,12 +96,14 @@ fn faults_reaching_past_the_largest_file_are_too_big() {
     ] {
         let result = getpages(
             &file,
-            offset,
-            count,
-            0,
-            Access::Read,
-            Advice::Normal,
-            GetFlags::SYNCIO,
+            Fault {
+                offset,
+                count,
+                center: 0,
+                access: Access::Read,
+                advice: Advice::Normal,
+                flags: GetFlags::SYNCIO,
+            },
         );
         assert!(
             matches!(result, Err(Error::TooBig)),
@@ -116,12 +123,14 @@ fn resident_pages_offset_of_a_slot_far_past_the_end_saturates() {
     assert_eq!(read(&file, 0, &mut buf), Ok(data.len()));
     let pages = getpages(
         &file,
-        0,
-        1,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset: 0,
+            count: 1,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     )
     .expect("fast path")
     .into_resident()

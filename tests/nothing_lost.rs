@@ -12,6 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use genpager::Fault;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Hook, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
 use genpager::{
@@ -148,12 +149,14 @@ fn async_write_fault_over_a_hole_is_refused() {
     let (_disk, file) = sparse_file(12, &data, &[1]);
     let result = getpages(
         &file,
-        P,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::empty(),
+        Fault {
+            offset: P,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::empty(),
+        },
     );
     assert!(
         matches!(result, Err(Error::Invalid)),
@@ -178,12 +181,14 @@ fn async_write_fault_over_a_hole_then_locked_store_is_not_lost() {
     let (_disk, file) = sparse_file(12, &model, &[1]);
     let result = getpages(
         &file,
-        P,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::empty(),
+        Fault {
+            offset: P,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::empty(),
+        },
     )
     .map(|_| ());
     if result == Err(Error::Invalid) {
@@ -192,12 +197,14 @@ fn async_write_fault_over_a_hole_then_locked_store_is_not_lost() {
     wait_for("read-ahead to settle", || !any_busy(&file));
     let stored = match getpages(
         &file,
-        P,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset: P,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     ) {
         Ok(fetched) => {
             let mut pages = fetched.into_resident().expect("resident pages");
@@ -243,12 +250,14 @@ fn read_ahead_without_memory_fails_and_loses_nothing() {
             let result = within("read-ahead without memory", move || {
                 getpages(
                     &f,
-                    offset,
-                    count,
-                    0,
-                    Access::Read,
-                    Advice::Normal,
-                    GetFlags::empty(),
+                    Fault {
+                        offset,
+                        count,
+                        center: 0,
+                        access: Access::Read,
+                        advice: Advice::Normal,
+                        flags: GetFlags::empty(),
+                    },
                 )
                 .map(|_| ())
             });
@@ -272,12 +281,14 @@ fn read_ahead_without_memory_is_no_memory_as_documented() {
     file.object().lock().cache_mut().set_limit(0);
     let result = getpages(
         &file,
-        0,
-        4,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::empty(),
+        Fault {
+            offset: 0,
+            count: 4,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::empty(),
+        },
     )
     .map(|_| ());
     assert_eq!(result, Err(Error::NoMemory));
@@ -300,7 +311,18 @@ fn failed_trans_begin_in_getpages_is_not_ended() {
         (Access::Read, GetFlags::empty()),
         (Access::Write, GetFlags::SYNCIO),
     ] {
-        let result = getpages(&file, 0, 1, 0, access, Advice::Normal, flags).map(|_| ());
+        let result = getpages(
+            &file,
+            Fault {
+                offset: 0,
+                count: 1,
+                center: 0,
+                access,
+                advice: Advice::Normal,
+                flags,
+            },
+        )
+        .map(|_| ());
         assert_eq!(result, Err(Error::Again), "{access:?} {flags:?}");
     }
     assert_eq!(file.hooks().trans_begin, 0);
@@ -517,12 +539,14 @@ fn requests_are_whole_sectors_and_the_tail_reads_as_zero() {
         disk.clear_log();
         let pages = getpages(
             &file,
-            2 * P,
-            1,
-            0,
-            Access::Read,
-            Advice::Normal,
-            GetFlags::SYNCIO,
+            Fault {
+                offset: 2 * P,
+                count: 1,
+                center: 0,
+                access: Access::Read,
+                advice: Advice::Normal,
+                flags: GetFlags::SYNCIO,
+            },
         )
         .unwrap()
         .into_busy()
@@ -590,7 +614,17 @@ fn offsets_near_u64_max_getpages_fails_without_panicking() {
                 (Access::Write, GetFlags::SYNCIO | GetFlags::PASTEOF),
             ] {
                 let outcome = on_fresh_file(move |file| {
-                    let r = getpages(file, offset, count, 0, access, Advice::Normal, flags);
+                    let r = getpages(
+                        file,
+                        Fault {
+                            offset,
+                            count,
+                            center: 0,
+                            access,
+                            advice: Advice::Normal,
+                            flags,
+                        },
+                    );
                     r.map(|_| ())
                 });
                 match outcome {
@@ -738,12 +772,14 @@ fn fsync_waits_for_dirty_pages_busy_in_a_read() {
     disk.hold();
     let started = getpages(
         &file,
-        0,
-        2,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::empty(),
+        Fault {
+            offset: 0,
+            count: 2,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::empty(),
+        },
     );
     assert!(matches!(started, Ok(Fetched::Started)));
     drop(started);
@@ -1029,7 +1065,17 @@ fn overwrite_fault_racing_a_truncate_leaves_no_page_past_eof() {
             thread::spawn(move || {
                 barrier.wait();
                 let flags = GetFlags::SYNCIO | GetFlags::OVERWRITE;
-                match getpages(&file, 5 * P, 2, 0, Access::Write, Advice::Normal, flags) {
+                match getpages(
+                    &file,
+                    Fault {
+                        offset: 5 * P,
+                        count: 2,
+                        center: 0,
+                        access: Access::Write,
+                        advice: Advice::Normal,
+                        flags,
+                    },
+                ) {
                     Ok(fetched) => {
                         let mut pages = fetched.into_writable().expect("writable pages");
                         for i in 0..pages.len() {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use genpager::Fault;
 use genpager::buf::IoRequest;
 use genpager::cache::{DefaultCache, MapState};
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, Priority};
@@ -394,12 +395,14 @@ fn p07_synchronous_flush_waits_for_a_dirty_page_busy_elsewhere() {
     dirty(&file, 0..7);
     let held = genpager::getpages(
         &file,
-        3 * PG,
-        1,
-        0,
-        genpager::Access::Read,
-        genpager::Advice::Normal,
-        genpager::GetFlags::SYNCIO,
+        Fault {
+            offset: 3 * PG,
+            count: 1,
+            center: 0,
+            access: genpager::Access::Read,
+            advice: genpager::Advice::Normal,
+            flags: genpager::GetFlags::SYNCIO,
+        },
     )
     .unwrap()
     .into_busy()

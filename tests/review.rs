@@ -16,6 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use genpager::Fault;
 use genpager::cache::{DefaultCache, MapState};
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs};
@@ -118,12 +119,14 @@ fn store_through_mapping<V: Vnode<Cache = DefaultCache>>(
 ) {
     getpages(
         file,
-        offset,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .expect("write fault")
     .into_writable()
@@ -291,24 +294,28 @@ fn probe_near_max_file_size() {
         let last = MAX_FILE_SIZE - P;
         let g = getpages(
             &host,
-            last,
-            1,
-            0,
-            Access::Read,
-            Advice::Normal,
-            GetFlags::SYNCIO,
+            Fault {
+                offset: last,
+                count: 1,
+                center: 0,
+                access: Access::Read,
+                advice: Advice::Normal,
+                flags: GetFlags::SYNCIO,
+            },
         );
         assert!(g.is_ok(), "{what}: {:?}", g.err());
         drop(g);
         assert!(
             getpages(
                 &host,
-                last,
-                2,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::SYNCIO
+                Fault {
+                    offset: last,
+                    count: 2,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO
+                }
             )
             .is_err()
         );
@@ -316,24 +323,28 @@ fn probe_near_max_file_size() {
         assert!(
             getpages(
                 &host,
-                top,
-                1,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::SYNCIO
+                Fault {
+                    offset: top,
+                    count: 1,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO
+                }
             )
             .is_err()
         );
         assert!(
             getpages(
                 &host,
-                top,
-                1,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::LOCKED
+                Fault {
+                    offset: top,
+                    count: 1,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::LOCKED
+                }
             )
             .is_err()
         );
@@ -439,12 +450,14 @@ fn probe_fsync_waits_for_another_threads_writable_pages() {
             thread::spawn(move || {
                 let mut pages = getpages(
                     &file,
-                    P,
-                    1,
-                    0,
-                    Access::Write,
-                    Advice::Normal,
-                    GetFlags::SYNCIO,
+                    Fault {
+                        offset: P,
+                        count: 1,
+                        center: 0,
+                        access: Access::Write,
+                        advice: Advice::Normal,
+                        flags: GetFlags::SYNCIO,
+                    },
                 )
                 .unwrap()
                 .into_writable()
@@ -527,12 +540,14 @@ fn probe_locked_write_fast_path_over_a_hole_loses_nothing() {
         let stored = {
             let fetched = getpages(
                 &file,
-                0,
-                1,
-                0,
-                Access::Write,
-                Advice::Normal,
-                GetFlags::LOCKED,
+                Fault {
+                    offset: 0,
+                    count: 1,
+                    center: 0,
+                    access: Access::Write,
+                    advice: Advice::Normal,
+                    flags: GetFlags::LOCKED,
+                },
             );
             match fetched.ok().and_then(|f| f.into_resident()) {
                 Some(mut pages) => match pages.bytes_mut(0) {
@@ -902,9 +917,17 @@ fn truncate_race(bshift: u32) {
                         } else {
                             GetFlags::LOCKED
                         };
-                        if let Ok(f) =
-                            getpages(&host, page * P, 1, 0, Access::Read, Advice::Normal, flags)
-                        {
+                        if let Ok(f) = getpages(
+                            &host,
+                            Fault {
+                                offset: page * P,
+                                count: 1,
+                                center: 0,
+                                access: Access::Read,
+                                advice: Advice::Normal,
+                                flags,
+                            },
+                        ) {
                             let check = |bytes: &[u8]| {
                                 for (j, &b) in bytes.iter().enumerate() {
                                     let at = (page * P) as usize + j;
@@ -1018,12 +1041,14 @@ fn probe_truncate_waits_for_a_held_last_page_then_zeroes_its_tail() {
             thread::spawn(move || {
                 let mut pages = getpages(
                     &host,
-                    0,
-                    1,
-                    0,
-                    Access::Write,
-                    Advice::Normal,
-                    GetFlags::SYNCIO,
+                    Fault {
+                        offset: 0,
+                        count: 1,
+                        center: 0,
+                        access: Access::Write,
+                        advice: Advice::Normal,
+                        flags: GetFlags::SYNCIO,
+                    },
                 )
                 .unwrap()
                 .into_writable()
@@ -1079,10 +1104,20 @@ fn probe_glockheld_callers_on_a_journalled_mount_keep_the_ledger_clean() {
         )
         .unwrap();
         let flags = GetFlags::SYNCIO | GetFlags::GLOCKHELD | GetFlags::JOURNALLOCKED;
-        let mut pages = getpages(&file, 2 * P, 1, 0, Access::Write, Advice::Normal, flags)
-            .unwrap()
-            .into_writable()
-            .unwrap();
+        let mut pages = getpages(
+            &file,
+            Fault {
+                offset: 2 * P,
+                count: 1,
+                center: 0,
+                access: Access::Write,
+                advice: Advice::Normal,
+                flags,
+            },
+        )
+        .unwrap()
+        .into_writable()
+        .unwrap();
         pages.bytes_mut(0)[0] = 9;
     }
     file.journal_end();

@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use genpager::Fault;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
     Access, Advice, Error, Fetched, GetFlags, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages,
@@ -133,12 +134,14 @@ fn roam(world: &World, rng: &mut Rng) {
             };
             match getpages(
                 file,
-                at,
-                count,
-                0,
-                Access::Read,
-                Advice::Normal,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset: at,
+                    count,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO,
+                },
             ) {
                 Ok(Fetched::Busy(pages)) => assert!(pages.len() <= count),
                 Ok(_) => panic!("a synchronous fault returns busy pages"),
@@ -156,7 +159,17 @@ fn roam(world: &World, rng: &mut Rng) {
             } else {
                 GetFlags::empty()
             };
-            match getpages(file, at, count, 0, Access::Read, Advice::Sequential, flags) {
+            match getpages(
+                file,
+                Fault {
+                    offset: at,
+                    count,
+                    center: 0,
+                    access: Access::Read,
+                    advice: Advice::Sequential,
+                    flags,
+                },
+            ) {
                 Ok(_) | Err(Error::Busy) => {}
                 Err(Error::Invalid) if Arc::ptr_eq(file, &world.truncated.file) => {}
                 Err(err) => panic!("read-ahead / fast path at {at:#x}: {err}"),
@@ -192,12 +205,14 @@ fn change_own(world: &World, thread: usize, rng: &mut Rng) {
             let page = at & !(P - 1);
             let fetched = getpages(
                 file,
-                page,
-                1,
-                0,
-                Access::Write,
-                Advice::Normal,
-                GetFlags::SYNCIO,
+                Fault {
+                    offset: page,
+                    count: 1,
+                    center: 0,
+                    access: Access::Write,
+                    advice: Advice::Normal,
+                    flags: GetFlags::SYNCIO,
+                },
             )
             .expect("write fault");
             let mut pages = fetched.into_writable().expect("busy page");
@@ -210,12 +225,14 @@ fn change_own(world: &World, thread: usize, rng: &mut Rng) {
             let page = at & !(P - 1);
             match getpages(
                 file,
-                page,
-                1,
-                0,
-                Access::Write,
-                Advice::Normal,
-                GetFlags::LOCKED,
+                Fault {
+                    offset: page,
+                    count: 1,
+                    center: 0,
+                    access: Access::Write,
+                    advice: Advice::Normal,
+                    flags: GetFlags::LOCKED,
+                },
             ) {
                 Ok(Fetched::Resident(mut pages)) => match pages.bytes_mut(0) {
                     Some(bytes) => {

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use genpager::Fault;
 use genpager::testing::{Layout, MemDisk, MemFs};
 use genpager::{PAGE_SIZE, PageCache, PutFlags, Vnode, putpages, read, setsize, write};
 
@@ -198,12 +199,14 @@ fn sub_page_block_write_leaves_no_hole_under_a_writable_page() {
     let flags = genpager::GetFlags::SYNCIO;
     let mut pages = genpager::getpages(
         &file,
-        2 * PAGE_SIZE as u64,
-        1,
-        0,
-        genpager::Access::Write,
-        genpager::Advice::Normal,
-        flags,
+        Fault {
+            offset: 2 * PAGE_SIZE as u64,
+            count: 1,
+            center: 0,
+            access: genpager::Access::Write,
+            advice: genpager::Advice::Normal,
+            flags,
+        },
     )
     .unwrap()
     .into_writable()
@@ -237,12 +240,14 @@ fn holes_past_eof_under_a_page_are_allocated_by_a_write_fault() {
     let flags = genpager::GetFlags::SYNCIO;
     let mut pages = genpager::getpages(
         &file,
-        3 * PAGE_SIZE as u64,
-        1,
-        0,
-        genpager::Access::Write,
-        genpager::Advice::Normal,
-        flags,
+        Fault {
+            offset: 3 * PAGE_SIZE as u64,
+            count: 1,
+            center: 0,
+            access: genpager::Access::Write,
+            advice: genpager::Advice::Normal,
+            flags,
+        },
     )
     .unwrap()
     .into_writable()
@@ -273,12 +278,14 @@ fn truncate_into_a_page_over_a_hole_keeps_it_read_only() {
     let flags = genpager::GetFlags::SYNCIO;
     let mut pages = genpager::getpages(
         &file,
-        0x2000,
-        1,
-        0,
-        genpager::Access::Write,
-        genpager::Advice::Normal,
-        flags,
+        Fault {
+            offset: 0x2000,
+            count: 1,
+            center: 0,
+            access: genpager::Access::Write,
+            advice: genpager::Advice::Normal,
+            flags,
+        },
     )
     .unwrap()
     .into_writable()

@@ -65,6 +65,7 @@ use crate::cache::{DefaultCache, MapState};
 use crate::compat::{self, ByteIo, NoBlocks};
 use crate::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use crate::error::{Error, Result};
+use crate::getpages::Fault;
 use crate::getpages::{Advice, Fetched, GetFlags, getpages, read};
 use crate::hooks::{Access, MAX_FILE_SIZE, PageCache, Protection, Vnode};
 use crate::object::{ObjectFlags, VmObject};
@@ -1162,7 +1163,17 @@ impl<B: Backend> Harness<B> {
     fn page_bytes(&self, offset: u64) -> Option<Vec<u8>> {
         let offset = self.base + offset;
         let flags = GetFlags::LOCKED | GetFlags::PASTEOF | GetFlags::NOTIMESTAMP;
-        match getpages(self.v(), offset, 1, 0, Access::Read, Advice::Normal, flags) {
+        match getpages(
+            self.v(),
+            Fault {
+                offset,
+                count: 1,
+                center: 0,
+                access: Access::Read,
+                advice: Advice::Normal,
+                flags,
+            },
+        ) {
             Ok(Fetched::Resident(pages)) if pages.bytes(0).is_some() => {
                 pages.bytes(0).map(<[u8]>::to_vec)
             }
@@ -1367,22 +1378,26 @@ impl<B: Backend> Harness<B> {
         if self.compat {
             compat::getpages(
                 self.v(),
-                offset,
-                count,
-                center,
-                access,
-                Advice::Normal,
-                flags,
+                Fault {
+                    offset,
+                    count,
+                    center,
+                    access,
+                    advice: Advice::Normal,
+                    flags,
+                },
             )
         } else {
             getpages(
                 self.v(),
-                offset,
-                count,
-                center,
-                access,
-                Advice::Normal,
-                flags,
+                Fault {
+                    offset,
+                    count,
+                    center,
+                    access,
+                    advice: Advice::Normal,
+                    flags,
+                },
             )
         }
     }

@@ -8,6 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Display;
 
+use genpager::Fault;
 use genpager::buf::Direction;
 use genpager::{
     Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PageFlags, PutFlags, Tag,
@@ -300,12 +301,14 @@ fn cached_reread() -> Outcome {
     }
     let fetched = getpages(
         &file,
-        0,
-        4,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset: 0,
+            count: 4,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     )
     .context("fast path")?;
     let pages = fetched
@@ -343,12 +346,14 @@ fn unaligned_and_eof_reads() -> Outcome {
     let last = 11 * PAGE_SIZE as u64;
     let fetched = getpages(
         &file,
-        last,
-        1,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: last,
+            count: 1,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .context("getpages")?;
     let pages = fetched.into_busy().ok_or("no busy pages")?;
@@ -365,12 +370,14 @@ fn hole_reads_zero_rdonly() -> Outcome {
     let (file, expected) = sample();
     let fetched = getpages(
         &file,
-        HOLE_PAGE,
-        1,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: HOLE_PAGE,
+            count: 1,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .context("getpages hole")?;
     let pages = fetched.into_busy().ok_or("no busy pages")?;
@@ -423,12 +430,14 @@ fn hole_write_fault() -> Outcome {
     ensure!(file.block_of(lbn).is_none(), "hole already has a block");
     let fetched = getpages(
         &file,
-        HOLE_PAGE,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: HOLE_PAGE,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .context("write fault")?;
     let mut pages = fetched.into_writable().ok_or("no writable pages")?;
@@ -450,12 +459,14 @@ fn hole_write_fault() -> Outcome {
     // The page is writable now: the write fast path hands it out without a fault.
     let fetched = getpages(
         &file,
-        HOLE_PAGE,
-        1,
-        0,
-        Access::Write,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset: HOLE_PAGE,
+            count: 1,
+            center: 0,
+            access: Access::Write,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     )
     .context("write fast path")?;
     let pages = fetched.into_resident().ok_or("no resident page")?;
@@ -472,12 +483,14 @@ fn read_ahead() -> Outcome {
     let (file, expected) = sample();
     let fetched = getpages(
         &file,
-        0,
-        4,
-        0,
-        Access::Read,
-        Advice::Sequential,
-        GetFlags::empty(),
+        Fault {
+            offset: 0,
+            count: 4,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Sequential,
+            flags: GetFlags::empty(),
+        },
     )
     .context("read-ahead")?;
     ensure!(
@@ -493,12 +506,14 @@ fn read_ahead() -> Outcome {
     }
     let fetched = getpages(
         &file,
-        0,
-        4,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::LOCKED,
+        Fault {
+            offset: 0,
+            count: 4,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::LOCKED,
+        },
     )
     .context("fast path")?;
     let pages = fetched.into_resident().ok_or("no resident pages")?;
@@ -641,12 +656,14 @@ fn evict_and_read_back() -> Outcome {
     let reads = file.device().requests(Direction::Read);
     let fetched = getpages(
         &file,
-        0,
-        4,
-        0,
-        Access::Read,
-        Advice::Normal,
-        GetFlags::SYNCIO,
+        Fault {
+            offset: 0,
+            count: 4,
+            center: 0,
+            access: Access::Read,
+            advice: Advice::Normal,
+            flags: GetFlags::SYNCIO,
+        },
     )
     .context("getpages")?;
     let pages = fetched.into_busy().ok_or("no busy pages")?;
