@@ -19,6 +19,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "layers: every module imports only from lower layers (src/lib.rs draws them)"
+bash scripts/layers.sh
+
 step "cargo clippy"
 cargo clippy --all-targets --all-features -- -D warnings
 

@@ -16,7 +16,7 @@ use core::ops::Deref;
 use core::ptr::NonNull;
 
 use crate::error::{Error, Result};
-use crate::object::PageRef;
+use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SIZE};
 use crate::sync::{AtomicUsize, Mutex, Ordering, WaitQueue};
 

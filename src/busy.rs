@@ -12,10 +12,12 @@
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
-use crate::hooks::{PageCache, Vnode};
-use crate::object::{ObjectState, PageRef};
+use crate::hooks::PageCache;
+use crate::object::ObjectState;
+use crate::page::PageRef;
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags};
 use crate::sync::{ReadGuard, WriteGuard};
+use crate::vnode::{Vnode, note_dirty};
 
 /// Pages returned busy by a fault, in ascending offset order, to read. Dropping the
 /// handle releases them (the reference's `uvm_page_unbusy` of the caller's pages).
@@ -87,7 +89,7 @@ impl<'a, V: Vnode> BusyPages<'a, V> {
             }
             state.mark(offset, DirtyStatus::Dirty);
         }
-        state.note_dirty(self.vnode);
+        note_dirty(&mut *state, self.vnode);
     }
 }
 
@@ -205,6 +207,17 @@ pub(crate) enum ObjectGuard<'a, C> {
     Exclusive(WriteGuard<'a, ObjectState<C>>),
 }
 
+impl<C> core::ops::Deref for ObjectGuard<'_, C> {
+    type Target = ObjectState<C>;
+
+    fn deref(&self) -> &ObjectState<C> {
+        match self {
+            ObjectGuard::Shared(state) => state,
+            ObjectGuard::Exclusive(state) => state,
+        }
+    }
+}
+
 /// Resident, valid pages found by the fast path (`GetFlags::LOCKED`), borrowed under
 /// the object lock: shared for read access, so cached reads run in parallel;
 /// exclusive for write access. Entries are `None` where no page could be had without
@@ -264,7 +277,7 @@ impl<V: Vnode> ResidentPages<'_, V> {
             return None;
         };
         state.mark(offset, DirtyStatus::Dirty);
-        state.note_dirty(self.vnode);
+        note_dirty(&mut *state, self.vnode);
         // SAFETY: as in `bytes`, and the lock is held exclusively, so no other thread
         // reads these bytes under the shared lock; `&mut self` makes the slice unique.
         Some(unsafe { core::slice::from_raw_parts_mut(frame.as_ptr(), PAGE_SIZE) })

@@ -30,13 +30,14 @@ use bitflags::bitflags;
 use crate::bmap::{Geometry, extents, is_allocated};
 use crate::buf::{BioWait, Direction, Nest, Priority, raw_segment};
 use crate::error::{Error, Result};
-use crate::getpages::geometry;
-use crate::hooks::{Strategy, Vnode};
+use crate::hooks::Strategy;
+pub use crate::hooks::Wired;
 use crate::object::ObjectFlags;
 use crate::page::{round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::Arc;
 use crate::transaction::{Transaction, Wait};
+use crate::vnode::{Vnode, geometry};
 
 /// Whose memory a [`Uio`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -263,36 +264,6 @@ impl<'a> Uio<'a> {
             }
         }
         self.iov.get(self.next)
-    }
-}
-
-/// Where [`Vnode::wire`] left caller memory for a direct transfer.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Wired(Option<NonNull<u8>>);
-
-impl Wired {
-    /// The memory is used at the address the caller gave (hosts whose caller memory
-    /// needs no remapping; the default).
-    pub const IN_PLACE: Wired = Wired(None);
-
-    /// The memory is reached at `alias` (a kernel mapping of wired user pages, as the
-    /// reference makes): genpager and the device use `alias` instead of the caller's
-    /// address.
-    ///
-    /// # Safety
-    ///
-    /// `alias` must address the same bytes as the memory being wired, valid for reads
-    /// and (for a [`Direction::Read`] transfer) writes of the wired length from the
-    /// kernel and acceptable to the host's [`Strategy`], from the return of
-    /// [`Vnode::wire`] until the matching [`Vnode::unwire`], with nothing else
-    /// accessing them meanwhile; `alias + len` must not wrap around.
-    pub unsafe fn at(alias: NonNull<u8>) -> Self {
-        Wired(Some(alias))
-    }
-
-    /// The alias, or `None` for [`Wired::IN_PLACE`].
-    pub fn alias(&self) -> Option<NonNull<u8>> {
-        self.0
     }
 }
 

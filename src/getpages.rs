@@ -18,211 +18,21 @@
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use bitflags::bitflags;
-
 use crate::bmap::{Geometry, extent_at, is_allocated};
 use crate::buf::{Direction, Nest, Outcome, Priority, page_segments};
-use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages, WritablePages};
 use crate::error::{Error, Result};
-use crate::hooks::{
-    Access, BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update,
-    Vnode, VnodeKind, max_file_size, max_transfer,
+use crate::fault::{
+    Advice, Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, mark_timestamps, settle,
 };
-use crate::object::{ObjectState, PageRef, zero_file_range};
+use crate::hooks::{Access, BlockMap, PageCache, Strategy, max_file_size};
+use crate::object::ObjectState;
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page,
 };
+use crate::page::{PageRef, zero_file_range};
 use crate::sync::{Arc, WriteGuard};
 use crate::transaction::{Transaction, Wait};
-
-bitflags! {
-    /// Options of a [`getpages`] call (the reference's `PGO_*` flags).
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-    pub struct GetFlags: u32 {
-        /// Fast path: resident pages only, never sleep.
-        const LOCKED = 1 << 0;
-        /// Wait for the pages; without it the call is asynchronous read-ahead.
-        const SYNCIO = 1 << 1;
-        /// The caller will overwrite the pages whole: do not read them. The caller
-        /// must have allocated their blocks first (as [`write()`](crate::write) does):
-        /// an overwrite fault neither reads nor allocates, and one that meets a page
-        /// known to back a hole fails with [`Error::Invalid`].
-        const OVERWRITE = 1 << 2;
-        /// Pages past the end of file may be created (the caller is extending it).
-        const PASTEOF = 1 << 3;
-        /// Do not update timestamps.
-        const NOTIMESTAMP = 1 << 4;
-        /// The caller already holds the node lock exclusively, and with it the mount
-        /// transaction (and, for a write fault on a journalled mount, the journal),
-        /// which come before it in the lock order: the fault takes none of them.
-        const GLOCKHELD = 1 << 5;
-        /// The caller is already inside a journal transaction.
-        const JOURNALLOCKED = 1 << 6;
-        /// A write fault that must not allocate blocks over holes.
-        const NOBLOCKALLOC = 1 << 7;
-    }
-}
-
-/// The access pattern the faulting mapping announced (passed through, for hosts that
-/// log or tune by it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Advice {
-    /// No particular pattern.
-    #[default]
-    Normal,
-    /// Random access.
-    Random,
-    /// Sequential access.
-    Sequential,
-}
-
-/// One fault as a kernel's fault handler asks for it: `count` pages from `offset`
-/// (page aligned), `center` indexing the page it really needs, for `access`, with the
-/// mapping's `advice` and the reference's `PGO_*` options in `flags`.
-///
-/// The constructors say which way through [`getpages`] the fault goes; the builders
-/// add the rest:
-///
-/// ```
-/// use genpager::{Advice, Fault, GetFlags};
-///
-/// // A synchronous read fault on the page at 12 KiB that also brings in its three
-/// // successors.
-/// let fault = Fault::read(8192, 4).centered_on(1).with_advice(Advice::Sequential);
-/// assert_eq!(fault.center, 1);
-/// assert!(fault.flags.contains(GetFlags::SYNCIO));
-/// // The write(2) path's overwrite of a page whose blocks it allocated.
-/// let fault = Fault::write(0, 1).with_flags(GetFlags::OVERWRITE | GetFlags::GLOCKHELD);
-/// assert!(fault.flags.contains(GetFlags::SYNCIO | GetFlags::OVERWRITE));
-/// ```
-///
-/// Combinations the reference refuses ([`GetFlags::OVERWRITE`] on a read fault, a
-/// write fault without [`GetFlags::SYNCIO`] or [`GetFlags::LOCKED`]) fail with
-/// [`Error::Invalid`]; the constructors never make them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Fault {
-    /// The first page's file offset; page aligned.
-    pub offset: u64,
-    /// How many pages, at least one.
-    pub count: usize,
-    /// The index (below `count`) of the page the caller needs; the others are
-    /// brought in only if that is cheap.
-    pub center: usize,
-    /// Read or write.
-    pub access: Access,
-    /// The access pattern the faulting mapping announced.
-    pub advice: Advice,
-    /// The way through and its options.
-    pub flags: GetFlags,
-}
-
-impl Fault {
-    const fn new(offset: u64, count: usize, access: Access, flags: GetFlags) -> Self {
-        Self {
-            offset,
-            count,
-            center: 0,
-            access,
-            advice: Advice::Normal,
-            flags,
-        }
-    }
-
-    /// A synchronous read fault: the pages come back busy ([`Fetched::Busy`]), read
-    /// from the device as needed.
-    pub const fn read(offset: u64, count: usize) -> Self {
-        Self::new(offset, count, Access::Read, GetFlags::SYNCIO)
-    }
-
-    /// A synchronous write fault: the pages come back busy and writable
-    /// ([`Fetched::Writable`]), the blocks under them allocated.
-    pub const fn write(offset: u64, count: usize) -> Self {
-        Self::new(offset, count, Access::Write, GetFlags::SYNCIO)
-    }
-
-    /// Asynchronous read-ahead: starts reading the pages and returns
-    /// ([`Fetched::Started`]) without sleeping.
-    pub const fn read_ahead(offset: u64, count: usize) -> Self {
-        Self::new(offset, count, Access::Read, GetFlags::empty())
-    }
-
-    /// The fast path: resident, valid pages only, under the object lock
-    /// ([`Fetched::Resident`]); never sleeps.
-    pub const fn resident(offset: u64, count: usize, access: Access) -> Self {
-        Self::new(offset, count, access, GetFlags::LOCKED)
-    }
-
-    /// The page the caller needs is the `center`-th (the first by default).
-    #[must_use]
-    pub const fn centered_on(self, center: usize) -> Self {
-        Self { center, ..self }
-    }
-
-    /// The mapping's access pattern ([`Advice::Normal`] by default).
-    #[must_use]
-    pub const fn with_advice(self, advice: Advice) -> Self {
-        Self { advice, ..self }
-    }
-
-    /// Adds `flags` to those the constructor chose.
-    #[must_use]
-    pub const fn with_flags(self, flags: GetFlags) -> Self {
-        Self {
-            flags: self.flags.union(flags),
-            ..self
-        }
-    }
-}
-
-/// What [`getpages`] hands back.
-#[must_use = "the pages are busy or the object lock is held until this is dropped"]
-pub enum Fetched<'a, V: Vnode> {
-    /// Synchronous read fault (or a write fault with [`GetFlags::NOBLOCKALLOC`], whose
-    /// pages may back holes): the requested pages, busy, to read.
-    Busy(BusyPages<'a, V>),
-    /// Synchronous write fault: the requested pages, busy, their blocks allocated.
-    Writable(WritablePages<'a, V>),
-    /// Fast path: resident pages under the object lock.
-    Resident(ResidentPages<'a, V>),
-    /// Asynchronous read-ahead started (or nothing needed reading); the pages will be
-    /// resident and unbusy once it completes.
-    Started,
-}
-
-impl<'a, V: Vnode> Fetched<'a, V> {
-    /// The busy pages of a synchronous fault (a write fault's, to read only).
-    pub fn into_busy(self) -> Option<BusyPages<'a, V>> {
-        match self {
-            Fetched::Busy(pages) => Some(pages),
-            Fetched::Writable(pages) => Some(pages.into_read_only()),
-            _ => None,
-        }
-    }
-
-    /// The busy, writable pages of a synchronous write fault.
-    pub fn into_writable(self) -> Option<WritablePages<'a, V>> {
-        match self {
-            Fetched::Writable(pages) => Some(pages),
-            _ => None,
-        }
-    }
-
-    /// The resident pages of the fast path.
-    pub fn into_resident(self) -> Option<ResidentPages<'a, V>> {
-        match self {
-            Fetched::Resident(pages) => Some(pages),
-            _ => None,
-        }
-    }
-}
-
-/// The block geometry a vnode's I/O uses: block devices address their own sectors.
-pub(crate) fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
-    match vnode.kind() {
-        VnodeKind::BlockDevice => Geometry::new(DEV_BSHIFT, DEV_BSHIFT),
-        _ => Geometry::new(vnode.fs_bshift(), vnode.dev_bshift()),
-    }
-}
+use crate::vnode::{Vnode, geometry, max_transfer, note_dirty};
 
 /// Faults in the pages `fault` names from `vnode`. See the module docs for the three
 /// ways through.
@@ -245,36 +55,19 @@ pub(crate) fn geometry<V: Vnode>(vnode: &V) -> Result<Geometry> {
 /// from the transaction hooks, `bmap`, `alloc` or the device. On error no page is left
 /// busy, no page this call allocated stays resident, and the transaction is left.
 pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched<'a, V>> {
+    let request_end = fault.check(&**vnode)?;
+    log::trace!("getpages {fault:?}");
+    if fault.flags.contains(GetFlags::LOCKED) {
+        return fast_path(vnode, &fault, request_end).map(Fetched::Resident);
+    }
     let Fault {
         offset,
         count,
         center,
-        access,
-        advice,
         flags,
+        ..
     } = fault;
-    let request_end = request_end(offset, count, center)?;
-    let memwrite = access == Access::Write;
-    if memwrite && !flags.intersects(GetFlags::LOCKED | GetFlags::SYNCIO) {
-        // A write fault must allocate and hand back writable pages before it returns;
-        // UVM, too, only reads ahead asynchronously.
-        return Err(Error::Invalid);
-    }
-    if flags.contains(GetFlags::OVERWRITE) && !memwrite {
-        return Err(Error::Invalid);
-    }
-    if request_end > fault_limit(&**vnode) {
-        return Err(Error::TooBig);
-    }
-    if vnode.is_dead() {
-        return Err(Error::Dead);
-    }
-    log::trace!(
-        "getpages off {offset:#x} count {count} center {center} {access:?} {advice:?} {flags:?}"
-    );
-    if flags.contains(GetFlags::LOCKED) {
-        return fast_path(vnode, offset, count, center, memwrite, flags).map(Fetched::Resident);
-    }
+    let memwrite = fault.is_write();
     let job = FaultJob {
         vnode,
         geometry: geometry(&**vnode)?,
@@ -304,70 +97,6 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
         if let Attempt::Done(result) = job.attempt() {
             return result;
         }
-    }
-}
-
-/// How far a fault's range may reach: the file's largest size rounded up to a whole
-/// page and filesystem block, so that the page (and block) holding its last byte can
-/// be faulted whole. At most `MAX_FILE_SIZE` plus a 1 MiB block: below 2^63.
-pub(crate) fn fault_limit<V: Vnode>(vnode: &V) -> u64 {
-    let block = geometry(vnode).map_or(PAGE_SIZE as u64, |geometry| geometry.block_size());
-    let unit = block.max(PAGE_SIZE as u64);
-    // Cannot overflow: `max_file_size` is below 2^63 - 2^20 and `unit` at most 2^20.
-    #[allow(clippy::arithmetic_side_effects)]
-    let limit = max_file_size(vnode.block_map()).div_ceil(unit) * unit;
-    limit
-}
-
-/// Checks a fault's arguments (page-aligned offset, at least one page, the center
-/// inside the range, no overflow) and returns the end of the requested range.
-pub(crate) fn request_end(offset: u64, count: usize, center: usize) -> Result<u64> {
-    if offset & PAGE_MASK != 0 || count == 0 || center >= count {
-        return Err(Error::Invalid);
-    }
-    // In `usize` too: callers turn page counts and indexes below `count` into byte
-    // lengths with plain arithmetic.
-    count
-        .checked_mul(PAGE_SIZE)
-        .and_then(|span| u64::try_from(span).ok())
-        .and_then(|span| offset.checked_add(span))
-        .ok_or(Error::TooBig)
-}
-
-/// Memory EOF and disk EOF of one fault attempt (the reference's `GOP_SIZE` pair).
-pub(crate) struct Bounds {
-    pub(crate) diskeof: u64,
-    pub(crate) memeof: u64,
-}
-
-impl Bounds {
-    pub(crate) fn new<M: BlockMap>(map: &M, size: u64, request_end: u64, flags: GetFlags) -> Self {
-        let diskeof = map.size(size, SizeKind::Disk);
-        let memeof = if flags.contains(GetFlags::PASTEOF) {
-            map.size(size.max(request_end), SizeKind::Memory)
-        } else {
-            map.size(size, SizeKind::Memory)
-        };
-        Self { diskeof, memeof }
-    }
-}
-
-fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFlags) {
-    if flags.contains(GetFlags::NOTIMESTAMP)
-        || (vnode.kind() == VnodeKind::BlockDevice
-            && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME))
-    {
-        return;
-    }
-    let mut update = Update::empty();
-    if !vnode.mount_flags().contains(MountFlags::NO_ATIME) {
-        update |= Update::ACCESSED;
-    }
-    if memwrite {
-        update |= Update::MODIFIED;
-    }
-    if !update.is_empty() {
-        vnode.mark_update(update);
     }
 }
 
@@ -611,7 +340,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             }
             state.mark(page.offset, DirtyStatus::Dirty);
         }
-        Ok(finish(
+        Ok(settle(
             self.vnode,
             state,
             pages,
@@ -631,13 +360,13 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         pages: Vec<PageRef>,
         keep: Range<usize>,
     ) -> Fetched<'a, V> {
-        let settle = Settle {
+        let settling = Settle {
             keep,
             handout: self.handout(),
             dirty_tracking: self.memwrite,
             overwrite: false,
         };
-        finish(self.vnode, state, pages, settle)
+        settle(self.vnode, state, pages, settling)
     }
 
     fn handout(&self) -> Handout {
@@ -676,181 +405,6 @@ impl PageStatus {
             }
         }));
         Ok(status)
-    }
-}
-
-/// The fast path (G1).
-pub(crate) fn fast_path<'a, V: Vnode>(
-    vnode: &'a Arc<V>,
-    offset: u64,
-    count: usize,
-    center: usize,
-    memwrite: bool,
-    flags: GetFlags,
-) -> Result<ResidentPages<'a, V>> {
-    let request_end = request_end(offset, count, center)?;
-    let object = vnode.object();
-    let mut guard = if memwrite {
-        ObjectGuard::Exclusive(object.lock())
-    } else {
-        ObjectGuard::Shared(object.read())
-    };
-    let state: &ObjectState<V::Cache> = match &guard {
-        ObjectGuard::Shared(state) => state,
-        ObjectGuard::Exclusive(state) => state,
-    };
-    let map = vnode.block_map();
-    let memeof = Bounds::new(map, state.size(), request_end, flags).memeof;
-    // Cannot overflow: the center page lies before `request_end` (checked).
-    #[allow(clippy::arithmetic_side_effects)]
-    let center_offset = offset + (center * PAGE_SIZE) as u64;
-    if center_offset >= memeof {
-        return Err(Error::Invalid);
-    }
-    mark_timestamps(&**vnode, memwrite, flags);
-    let mut frames = Frames::with_len(count)?;
-    let mut found = false;
-    let end = request_end.min(round_page(memeof));
-    for page in state.cache().range(offset..end) {
-        let rdonly_for_write = memwrite && page.flags.contains(PageFlags::RDONLY);
-        // Under the shared lock a page some mapping can store to cannot be
-        // write-protected, so its bytes cannot be handed out (PageCache's safety).
-        let stored_to = !memwrite && state.cache().is_writable_mapped(page.offset());
-        let usable = !(page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE)
-            || rdonly_for_write
-            || stored_to);
-        // The cache returns pages inside `offset..end` only; one outside is skipped.
-        let slot = page
-            .offset()
-            .checked_sub(offset)
-            .and_then(|from| frames.as_mut_slice().get_mut((from >> PAGE_SHIFT) as usize));
-        if let (true, Some(slot)) = (usable, slot) {
-            *slot = Some(page.frame());
-            found = true;
-        }
-    }
-    if !found {
-        return Err(Error::Busy);
-    }
-    // A truncation holds the node lock exclusively while it frees pages; if one is
-    // under way, hand back nothing rather than pages that are about to go.
-    if object.node_lock().is_write_locked() {
-        return Err(Error::Busy);
-    }
-    if frames.as_slice()[center].is_none() {
-        return Err(Error::Busy);
-    }
-    if memwrite {
-        if let ObjectGuard::Exclusive(state) = &mut guard {
-            for (index, frame) in frames.as_slice().iter().enumerate() {
-                if frame.is_none() {
-                    continue;
-                }
-                // Cannot overflow: slot `index < count` lies before `request_end`.
-                #[allow(clippy::arithmetic_side_effects)]
-                let page_offset = offset + (index * PAGE_SIZE) as u64;
-                write_protect_for_handout(state, page_offset);
-                let clean = state
-                    .cache()
-                    .lookup(page_offset)
-                    .is_some_and(|p| p.dirty() == DirtyStatus::Clean);
-                if clean {
-                    state.mark(page_offset, DirtyStatus::Unknown);
-                }
-            }
-            state.note_dirty(&**vnode);
-        }
-    }
-    Ok(ResidentPages {
-        vnode: &**vnode,
-        guard,
-        start: offset,
-        frames,
-    })
-}
-
-/// Takes away the write permission of every mapping of the page at `offset` before
-/// its bytes are handed out, so no CPU can store to them while a slice over them
-/// lives. The modified bit is kept: what was stored before still counts.
-fn write_protect_for_handout<C: PageCache>(state: &mut ObjectState<C>, offset: u64) {
-    if state.cache().is_writable_mapped(offset) {
-        state.cache_mut().protect(offset, Protection::ReadOnly);
-    }
-}
-
-/// What a settled fault hands back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Handout {
-    /// Nothing: read-ahead; every page is unbusied.
-    Started,
-    /// The requested pages, busy, to read.
-    ReadOnly,
-    /// The requested pages, busy, their blocks allocated, to write.
-    Writable,
-}
-
-/// How [`finish`] settles a fault's pages.
-pub(crate) struct Settle {
-    /// Indexes of the requested pages among those collected.
-    pub(crate) keep: Range<usize>,
-    pub(crate) handout: Handout,
-    /// A write fault: clean requested pages become "unknown", to be checked for
-    /// stores by the next flush.
-    pub(crate) dirty_tracking: bool,
-    /// An overwrite fault: pages were not read, and stay `FAKE` until written.
-    pub(crate) overwrite: bool,
-}
-
-/// Settles the pages of a fault that succeeded (the reference's `out:` block): valid
-/// pages lose FAKE, pages outside the request (and all of them for read-ahead) are
-/// unbusied and queued, requested pages of a write fault start dirty tracking, and
-/// pages handed out are write-protected if some mapping could store to them.
-pub(crate) fn finish<'a, V: Vnode>(
-    vnode: &'a Arc<V>,
-    mut state: WriteGuard<'a, ObjectState<V::Cache>>,
-    pages: Vec<PageRef>,
-    settle: Settle,
-) -> Fetched<'a, V> {
-    let mut wake = false;
-    let handing_out = settle.handout != Handout::Started;
-    // The caller's pages are kept in place: no allocation on the way out.
-    let mut kept = pages;
-    let mut index = 0..;
-    kept.retain(|page| {
-        let index = index.next().unwrap_or(usize::MAX);
-        let Some(resident) = state.cache_mut().lookup_mut(page.offset) else {
-            return false;
-        };
-        if !settle.overwrite {
-            resident.flags.remove(PageFlags::FAKE);
-        }
-        if !settle.keep.contains(&index) || !handing_out {
-            if resident.flags.contains(PageFlags::FAKE) {
-                // An overwrite fault's extra page was never read: it holds nothing.
-                page.zero(0, PAGE_SIZE);
-                resident.flags.remove(PageFlags::FAKE);
-            }
-            wake |= state.settle(page.offset);
-            false
-        } else {
-            if settle.dirty_tracking && !settle.overwrite && resident.dirty() == DirtyStatus::Clean
-            {
-                state.mark(page.offset, DirtyStatus::Unknown);
-            }
-            write_protect_for_handout(&mut state, page.offset);
-            true
-        }
-    });
-    if settle.dirty_tracking {
-        state.note_dirty(&**vnode);
-    }
-    drop(state);
-    vnode.object().wake_if(wake);
-    let pages = BusyPages::new(&**vnode, kept);
-    match settle.handout {
-        Handout::Started => Fetched::Started,
-        Handout::ReadOnly => Fetched::Busy(pages),
-        Handout::Writable => Fetched::Writable(WritablePages::new(pages)),
     }
 }
 
@@ -1085,7 +639,7 @@ impl<V: Vnode> ReadJob<'_, V> {
             }
             state.mark(page.offset, DirtyStatus::Dirty);
         }
-        state.note_dirty(&**self.vnode);
+        note_dirty(&mut *state, &**self.vnode);
         Ok(())
     }
 }

@@ -1,4 +1,6 @@
-//! The four host hooks: [`Vnode`], [`BlockMap`], [`Strategy`] and [`PageCache`].
+//! The host hooks below the object: [`BlockMap`], [`Strategy`], [`PageCache`] and
+//! [`ByteIo`], with the types they speak. The fourth hook, [`Vnode`](crate::Vnode),
+//! names the object, so it lives above it, in `vnode.rs`.
 //!
 //! A kernel implements these and genpager does the rest. Everything the reference
 //! pager reaches for beyond them (timestamps, mount transactions, the journal, the
@@ -10,24 +12,14 @@ use core::ptr::NonNull;
 
 use bitflags::bitflags;
 
-use crate::buf::{Direction, IoRequest};
-use crate::compat::ByteIo;
-use crate::directio::Wired;
+use crate::buf::IoRequest;
 use crate::error::{Error, Result};
-use crate::object::VmObject;
-use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
 
 /// The largest file size `map` allows: its [`BlockMap::max_size`], at most
 /// [`MAX_FILE_SIZE`].
 pub(crate) fn max_file_size<M: BlockMap + ?Sized>(map: &M) -> u64 {
     map.max_size().min(MAX_FILE_SIZE)
-}
-
-/// The vnode's [`Vnode::max_transfer`] made usable: rounded down to whole pages, and at
-/// least one page (a host's 0 or unaligned value would otherwise stall a read or place
-/// a request's bytes off their sectors).
-pub(crate) fn max_transfer<V: Vnode + ?Sized>(vnode: &V) -> usize {
-    (vnode.max_transfer() & !(PAGE_MASK as usize)).max(PAGE_SIZE)
 }
 
 /// The reference's MAXPHYS: the default largest single device transfer, 64 KiB.
@@ -191,114 +183,6 @@ pub trait Strategy: Send + Sync {
     fn submit(&self, request: IoRequest);
 }
 
-/// One file as the pager sees it: its object (pages, sizes, locks), its filesystem
-/// and device, and the kernel services the reference pager calls.
-///
-/// Only the first six methods are required. The defaulted ones do nothing, which is
-/// right for a kernel without journalling, transactions, a syncer or a page daemon.
-/// Hooks documented as "called under the object lock" must not sleep.
-pub trait Vnode: Send + Sync + 'static {
-    /// The resident-page store of this file.
-    type Cache: PageCache;
-    /// The filesystem's block map of this file.
-    type Map: BlockMap;
-    /// The device the file's blocks live on.
-    type Dev: Strategy;
-
-    /// The file's memory object: pages, sizes and locks.
-    fn object(&self) -> &VmObject<Self::Cache>;
-    /// The file's block map.
-    fn block_map(&self) -> &Self::Map;
-    /// The device holding the file's blocks.
-    fn device(&self) -> &Self::Dev;
-    /// `log2` of the filesystem block size (9 for 512 B … 16 for 64 KiB).
-    fn fs_bshift(&self) -> u32;
-    /// `log2` of the device's block size: the granularity of device addresses and
-    /// transfers. Defaults to 512-byte sectors.
-    fn dev_bshift(&self) -> u32 {
-        DEV_BSHIFT
-    }
-    /// The kind of file.
-    fn kind(&self) -> VnodeKind {
-        VnodeKind::Regular
-    }
-
-    /// Mount options that affect timestamps.
-    fn mount_flags(&self) -> MountFlags {
-        MountFlags::empty()
-    }
-    /// The largest single device transfer, in bytes (the reference's MAXPHYS).
-    /// Must be a multiple of the page size: genpager rounds it down to one, and uses
-    /// one page if it is smaller.
-    fn max_transfer(&self) -> usize {
-        DEFAULT_MAX_TRANSFER
-    }
-    /// Whether the vnode has been reclaimed or revoked; faults on it fail with
-    /// [`Error::Dead`].
-    fn is_dead(&self) -> bool {
-        false
-    }
-    /// Marks timestamps for update (the reference's `GOP_MARKUPDATE`). Called under
-    /// the object lock.
-    fn mark_update(&self, what: Update) {
-        let _ = what;
-    }
-    /// Enters a mount transaction (fstrans). With `wait == false` it must not sleep
-    /// and returns [`Error::Busy`] when it cannot enter at once.
-    fn trans_begin(&self, wait: bool) -> Result {
-        let _ = wait;
-        Ok(())
-    }
-    /// Leaves the mount transaction entered by [`Vnode::trans_begin`].
-    fn trans_end(&self) {}
-    /// Whether the mount has a journal that block allocation must run inside.
-    fn has_journal(&self) -> bool {
-        false
-    }
-    /// Begins a journal transaction (WAPBL_BEGIN); may sleep.
-    fn journal_begin(&self) -> Result {
-        Ok(())
-    }
-    /// Ends the journal transaction begun by [`Vnode::journal_begin`].
-    fn journal_end(&self) {}
-    /// Puts the vnode on the syncer's work list (it has dirty pages). Called under
-    /// the object lock.
-    fn worklist_add(&self) {}
-    /// Takes the vnode off the syncer's work list (it is clean). Called under the
-    /// object lock.
-    fn worklist_remove(&self) {}
-    /// Whether the current thread is the page daemon, which must never sleep on a
-    /// transaction or a busy page.
-    fn is_pagedaemon(&self) -> bool {
-        false
-    }
-    /// A point where a long flush may yield the CPU. Called without spin locks held.
-    fn preempt(&self) {}
-    /// Wires `len` bytes of caller memory at `ptr` for a direct transfer in
-    /// `direction` (the reference's `uvm_vslock` plus its kernel mapping), so they stay
-    /// resident and addressable until [`Vnode::unwire`]. Returns where genpager and the
-    /// device reach that memory: [`Wired::IN_PLACE`] (the default, for hosts whose
-    /// caller memory needs no wiring) or an alias made with [`Wired::at`]. An error
-    /// ends the direct transfer with nothing done for this chunk. May sleep; called with
-    /// no genpager spin lock held.
-    fn wire(&self, ptr: NonNull<u8>, len: usize, direction: Direction) -> Result<Wired> {
-        let _ = (ptr, len, direction);
-        Ok(Wired::IN_PLACE)
-    }
-    /// Undoes the [`Vnode::wire`] that returned `wired`, once every request over that
-    /// memory has completed.
-    fn unwire(&self, ptr: NonNull<u8>, len: usize, direction: Direction, wired: Wired) {
-        let _ = (ptr, len, direction, wired);
-    }
-    /// Byte-addressed I/O for a filesystem without a block map (the reference's
-    /// `genfs_compat_gop_write` as its `GOP_WRITE`): when `Some`, putpages writes pages
-    /// through it instead of the block map and device. Use with
-    /// [`compat::getpages`](crate::compat::getpages) for faults.
-    fn byte_io(&self) -> Option<&dyn ByteIo> {
-        None
-    }
-}
-
 /// The resident pages of one object, keyed by byte offset.
 ///
 /// The crate ships [`DefaultCache`](crate::cache::DefaultCache); a kernel with its own
@@ -396,5 +280,65 @@ pub unsafe trait PageCache: Send + Sync {
     fn is_writable_mapped(&self, offset: u64) -> bool {
         let _ = offset;
         false
+    }
+}
+
+/// Where [`Vnode::wire`](crate::Vnode::wire) left caller memory for a direct transfer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Wired(Option<NonNull<u8>>);
+
+impl Wired {
+    /// The memory is used at the address the caller gave (hosts whose caller memory
+    /// needs no remapping; the default).
+    pub const IN_PLACE: Wired = Wired(None);
+
+    /// The memory is reached at `alias` (a kernel mapping of wired user pages, as the
+    /// reference makes): genpager and the device use `alias` instead of the caller's
+    /// address.
+    ///
+    /// # Safety
+    ///
+    /// `alias` must address the same bytes as the memory being wired, valid for reads
+    /// and (for a [`Direction::Read`](crate::buf::Direction::Read) transfer) writes of the wired length from the
+    /// kernel and acceptable to the host's [`Strategy`], from the return of
+    /// [`Vnode::wire`](crate::Vnode::wire) until the matching [`Vnode::unwire`](crate::Vnode::unwire), with nothing else
+    /// accessing them meanwhile; `alias + len` must not wrap around.
+    pub unsafe fn at(alias: NonNull<u8>) -> Self {
+        Wired(Some(alias))
+    }
+
+    /// The alias, or `None` for [`Wired::IN_PLACE`].
+    pub fn alias(&self) -> Option<NonNull<u8>> {
+        self.0
+    }
+}
+
+/// Byte-addressed file I/O for a filesystem without a block map.
+///
+/// Both methods are called with no genpager spin lock held and may sleep; `read_at` is
+/// called with the node lock held shared (so it must not take it), `write_at` from a
+/// flush, with the pages being written busy.
+pub trait ByteIo: Send + Sync {
+    /// Reads file bytes from `offset` into `buf` and returns how many it read; fewer
+    /// than `buf.len()` means the file ends there. Bytes of `buf` past the count may
+    /// be left in any state: the pager zeroes them.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
+    /// Writes all of `data` at file `offset`, or fails.
+    fn write_at(&self, offset: u64, data: &[u8]) -> Result;
+
+    /// Writes the concatenation of `data` at file `offset`, or fails (a uio with
+    /// several segments). The default writes the pieces one after the other.
+    fn write_vectored_at(&self, offset: u64, data: &[&[u8]]) -> Result {
+        let mut at = offset;
+        for piece in data {
+            let next = u64::try_from(piece.len())
+                .ok()
+                .and_then(|len| at.checked_add(len))
+                .ok_or(Error::TooBig)?;
+            self.write_at(at, piece)?;
+            at = next;
+        }
+        Ok(())
     }
 }

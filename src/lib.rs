@@ -16,14 +16,24 @@
 //!
 //! ```text
 //!  kernel: fault handler · read/write · fsync · truncate · page daemon
-//!         │  getpages()  putpages()  read()  write()  setsize()
-//!  ┌──────┴───────────────────────────────────────────────────────┐
-//!  │ getpages · putpages (gop_write, do_io)                       │
-//!  │ bmap — the extent walker    buf — requests and completion    │
-//!  │ page — flags, busy protocol  sync — the only lock facade     │
-//!  └──────┬────────────┬───────────────┬───────────────┬──────────┘
+//!         │  getpages()  putpages()  read()  write()  setsize()  directio()
+//!  ┌──────┴────────────────────────────────────────────────────────────┐
+//!  │ 8  write (write, setsize) · directio                              │
+//!  │ 7  getpages (+ read) · putpages (gop_write) · compat              │ paths
+//!  │ 6  fault — Fault, the fast path, settling a fault's pages         │
+//!  │ 5  busy — handles on busy pages · transaction — the one guard     │
+//!  │ 4  vnode — the Vnode hook, which names the object                 │
+//!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache│
+//!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types  │
+//!  │ 1  buf — requests and their completion                            │
+//!  │ 0  page · error · sync — the only lock facade                     │
+//!  └──────┬────────────┬───────────────┬───────────────┬───────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
 //! ```
+//!
+//! A module uses only modules on lower layers (`scripts/layers.sh` checks it, and the
+//! test rig, `testing`, sits above them all), so each layer can be read knowing only
+//! the ones below it.
 //!
 //! - [`Vnode`]: one file — its [`VmObject`] (pages, sizes, locks), its block map, its
 //!   device, and defaulted hooks for timestamps, transactions, the syncer work list.
@@ -129,32 +139,46 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
-pub mod bmap;
-pub mod buf;
-mod busy;
-pub mod cache;
-pub mod compat;
-pub mod directio;
+// Bottom to top, as the diagram above draws them.
 mod error;
-mod getpages;
-mod hooks;
-mod object;
 pub mod page;
-mod putpages;
 pub mod sync;
+
+pub mod buf;
+
+mod hooks;
+
+pub mod bmap;
+pub mod cache;
+mod object;
+
+mod vnode;
+
+mod busy;
+mod transaction;
+
+mod fault;
+
+pub mod compat;
+mod getpages;
+mod putpages;
+
+pub mod directio;
+mod write;
+
 #[cfg(feature = "testing")]
 pub mod testing;
-mod transaction;
-mod write;
 
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
-pub use getpages::{Advice, Fault, Fetched, GetFlags, getpages, read};
+pub use fault::{Advice, Fault, Fetched, GetFlags};
+pub use getpages::{getpages, read};
 pub use hooks::{
     Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags,
-    PageCache, Protection, SizeKind, Strategy, Update, Vnode, VnodeKind,
+    PageCache, Protection, SizeKind, Strategy, Update, VnodeKind,
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
 pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
+pub use vnode::Vnode;
 pub use write::{setsize, write};

@@ -6,13 +6,12 @@
 //! queue on which busy-page and in-flight-write waiters sleep.
 
 use core::ops::Range;
-use core::ptr::NonNull;
 
 use bitflags::bitflags;
 
 use crate::error::{Error, Result};
-use crate::hooks::{PageCache, Protection, Vnode};
-use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags, PageQueue};
+use crate::hooks::{PageCache, Protection};
+use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef};
 use crate::sync::{ReadGuard, RwLock, SleepRwLock, WaitQueue, WriteGuard};
 
 bitflags! {
@@ -44,7 +43,7 @@ pub struct ObjectState<C> {
 }
 
 /// One vnode's memory object. Embed one in each vnode and return it from
-/// [`Vnode::object`].
+/// [`Vnode::object`](crate::Vnode::object).
 ///
 /// ```
 /// use genpager::{VmObject, cache::DefaultCache};
@@ -72,57 +71,6 @@ impl InFlight {
         self.write_size
     }
 }
-
-/// A page made busy by the crate: its offset and its frame, captured under the object
-/// lock so that the owner can reach its bytes without it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PageRef {
-    pub(crate) offset: u64,
-    pub(crate) frame: NonNull<u8>,
-}
-
-impl PageRef {
-    /// Zeroes `len` bytes from byte `at` of the page, which the caller owns busy (and
-    /// which no mapping can store to: a fault write-protects pages before handing
-    /// them out, and a page being read was never handed out).
-    pub(crate) fn zero(&self, at: usize, len: usize) {
-        assert!(
-            at.checked_add(len).is_some_and(|end| end <= PAGE_SIZE),
-            "zeroing past the frame"
-        );
-        // SAFETY: the page is busy and owned by the caller, so no other thread reads or
-        // writes these bytes (a device request of the caller may be filling *other*
-        // bytes of the same page, which is why this writes the exact range through a
-        // raw pointer instead of forming a slice over the whole page); the assertion
-        // keeps the write inside the frame of PAGE_SIZE bytes.
-        unsafe { core::ptr::write_bytes(self.frame.as_ptr().add(at), 0, len) }
-    }
-}
-
-/// Zeroes file bytes `from .. to` of `pages`: busy pages the caller owns, consecutive
-/// from `pages[0]`, holding the range.
-// Cannot overflow: `pages[0].offset <= from <= to <=` the pages' end, a fault's or a
-// cluster's range, and `within < PAGE_SIZE`.
-#[allow(clippy::arithmetic_side_effects)]
-pub(crate) fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
-    let Some(base) = pages.first().map(|page| page.offset) else {
-        return;
-    };
-    let mut at = from;
-    while at < to {
-        let page = &pages[((at - base) >> crate::page::PAGE_SHIFT) as usize];
-        let within = (at & crate::page::PAGE_MASK) as usize;
-        let len = (PAGE_SIZE - within).min((to - at) as usize);
-        page.zero(within, len);
-        at += len as u64;
-    }
-}
-
-// SAFETY: a `PageRef` is a capability to a busy page's frame; the busy protocol makes
-// its holder the only user of those bytes, whichever thread it is on.
-unsafe impl Send for PageRef {}
-// SAFETY: shared `PageRef`s only read the pointer value, never the bytes.
-unsafe impl Sync for PageRef {}
 
 impl<C: PageCache> VmObject<C> {
     /// A new object of `size` bytes with no resident pages.
@@ -392,21 +340,22 @@ impl<C: PageCache> ObjectState<C> {
         self.flags.set(flag, on);
     }
 
-    /// Records that pages of the vnode became dirty (the reference's
-    /// `genfs_markdirty`): bumps the dirty generation, joins the work list, and notes
-    /// a write through a writable mapping.
-    pub(crate) fn note_dirty<V: Vnode + ?Sized>(&mut self, vnode: &V) {
+    /// Records that pages of the object became dirty (the reference's
+    /// `genfs_markdirty`): bumps the dirty generation and notes a write through a
+    /// writable mapping. Returns whether the vnode must join the syncer's work list
+    /// (`vnode::note_dirty` does that).
+    #[must_use = "a vnode that becomes dirty joins the work list"]
+    pub(crate) fn note_dirty(&mut self) -> bool {
         // A generation, only compared for change: wrapping is harmless.
         self.dirty_generation = self.dirty_generation.wrapping_add(1);
-        if !self.flags.contains(ObjectFlags::ON_WORKLIST) {
-            self.flags |= ObjectFlags::ON_WORKLIST;
-            vnode.worklist_add();
-        }
         if self.flags & (ObjectFlags::WRITE_MAPPED | ObjectFlags::WRITE_MAPPED_DIRTY)
             == ObjectFlags::WRITE_MAPPED
         {
             self.flags |= ObjectFlags::WRITE_MAPPED_DIRTY;
         }
+        let joins = !self.flags.contains(ObjectFlags::ON_WORKLIST);
+        self.flags |= ObjectFlags::ON_WORKLIST;
+        joins
     }
 
     /// Unbusies one page (the reference's `uvm_page_unbusy`): frees it if it was

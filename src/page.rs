@@ -180,6 +180,57 @@ impl Page {
     }
 }
 
+/// A page made busy by the crate: its offset and its frame, captured under the object
+/// lock so that the owner can reach its bytes without it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PageRef {
+    pub(crate) offset: u64,
+    pub(crate) frame: NonNull<u8>,
+}
+
+impl PageRef {
+    /// Zeroes `len` bytes from byte `at` of the page, which the caller owns busy (and
+    /// which no mapping can store to: a fault write-protects pages before handing
+    /// them out, and a page being read was never handed out).
+    pub(crate) fn zero(&self, at: usize, len: usize) {
+        assert!(
+            at.checked_add(len).is_some_and(|end| end <= PAGE_SIZE),
+            "zeroing past the frame"
+        );
+        // SAFETY: the page is busy and owned by the caller, so no other thread reads or
+        // writes these bytes (a device request of the caller may be filling *other*
+        // bytes of the same page, which is why this writes the exact range through a
+        // raw pointer instead of forming a slice over the whole page); the assertion
+        // keeps the write inside the frame of PAGE_SIZE bytes.
+        unsafe { core::ptr::write_bytes(self.frame.as_ptr().add(at), 0, len) }
+    }
+}
+
+/// Zeroes file bytes `from .. to` of `pages`: busy pages the caller owns, consecutive
+/// from `pages[0]`, holding the range.
+// Cannot overflow: `pages[0].offset <= from <= to <=` the pages' end, a fault's or a
+// cluster's range, and `within < PAGE_SIZE`.
+#[allow(clippy::arithmetic_side_effects)]
+pub(crate) fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
+    let Some(base) = pages.first().map(|page| page.offset) else {
+        return;
+    };
+    let mut at = from;
+    while at < to {
+        let page = &pages[((at - base) >> PAGE_SHIFT) as usize];
+        let within = (at & PAGE_MASK) as usize;
+        let len = (PAGE_SIZE - within).min((to - at) as usize);
+        page.zero(within, len);
+        at += len as u64;
+    }
+}
+
+// SAFETY: a `PageRef` is a capability to a busy page's frame; the busy protocol makes
+// its holder the only user of those bytes, whichever thread it is on.
+unsafe impl Send for PageRef {}
+// SAFETY: shared `PageRef`s only read the pointer value, never the bytes.
+unsafe impl Sync for PageRef {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,18 +29,19 @@ use bitflags::bitflags;
 use crate::bmap::extents;
 use crate::buf::{Direction, Nest, Priority, page_segments};
 use crate::error::{Error, Result};
-use crate::getpages::geometry;
 use crate::hooks::{
-    BlockMap, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update, Vnode,
+    BlockMap, ByteIo, DEV_BSHIFT, MountFlags, PageCache, Protection, SizeKind, Strategy, Update,
     VnodeKind,
 };
-use crate::object::{InFlight, ObjectFlags, ObjectState, PageRef, zero_file_range};
+use crate::object::{InFlight, ObjectFlags, ObjectState};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageQueue, Tag, round_page,
     trunc_page,
 };
+use crate::page::{PageRef, zero_file_range};
 use crate::sync::{Arc, WriteGuard};
 use crate::transaction::{Transaction, Wait};
+use crate::vnode::{Vnode, geometry, note_dirty};
 
 bitflags! {
     /// Options of a [`putpages`] call (the reference's `PGO_*` flags).
@@ -816,10 +817,64 @@ pub(crate) fn gop_write<'a, V: Vnode>(
     write: InFlight,
 ) -> (Guard<'a, V>, Result) {
     if let Some(io) = vnode.byte_io() {
-        return crate::compat::gop_write(&**vnode, io, pages, flags, write);
+        return gop_write_bytes(&**vnode, io, pages, flags, write);
     }
     log::trace!("gop_write {} pages flags {flags:?}", pages.len());
     do_io(vnode, pages, flags, write)
+}
+
+/// Writes busy, consecutive `pages` through `io` and completes them exactly as a
+/// device write completes (the reference's `genfs_compat_gop_write`, for a vnode served through [`Vnode::byte_io`]): clean on
+/// success; on failure kept resident and dirty, with the error latched for the next
+/// synchronous flush. The caller has counted the write in flight (`write`); nothing
+/// past the write size seen then is written. Synchronous whatever `flags` say; returns
+/// the write's result with the object lock held, the pages settled.
+fn gop_write_bytes<'a, V: Vnode>(
+    vnode: &'a V,
+    io: &dyn ByteIo,
+    pages: &[PageRef],
+    flags: PutFlags,
+    write: InFlight,
+) -> (WriteGuard<'a, ObjectState<V::Cache>>, Result) {
+    let object = vnode.object();
+    let first = pages.first().map_or(0, |page| page.offset);
+    let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
+    let bytes = usize::try_from(eof.saturating_sub(first))
+        .unwrap_or(usize::MAX)
+        .min(pages.len().saturating_mul(PAGE_SIZE));
+    log::trace!(
+        "compat gop_write {first:#x}+{} pages ({bytes:#x} bytes) {flags:?}",
+        pages.len()
+    );
+    let result = write_pages(io, pages, first, bytes);
+    let mut state = object.lock();
+    let wake = complete_write(&mut state, vnode, first, pages.len(), write, result);
+    object.wake_if(wake);
+    (state, result)
+}
+
+/// Hands the first `bytes` of `pages` to `io` as one vectored write.
+fn write_pages(io: &dyn ByteIo, pages: &[PageRef], offset: u64, bytes: usize) -> Result {
+    let mut data: Vec<&[u8]> = Vec::new();
+    data.try_reserve_exact(bytes.div_ceil(PAGE_SIZE))
+        .map_err(|_| Error::NoMemory)?;
+    let mut left = bytes;
+    for page in pages {
+        if left == 0 {
+            break;
+        }
+        let len = left.min(PAGE_SIZE);
+        // SAFETY: the page is busy, owned by the flush that is writing it, so nothing
+        // changes its bytes through genpager, and its frame of PAGE_SIZE bytes stays
+        // until the page is freed, which waits for the write's completion; the slices
+        // do not outlive this call.
+        data.push(unsafe { core::slice::from_raw_parts(page.frame.as_ptr(), len) });
+        left = left.saturating_sub(len); // `len <= left`: never saturates.
+    }
+    if data.is_empty() {
+        return Ok(());
+    }
+    io.write_vectored_at(offset, &data)
 }
 
 /// The device-priority hint of a transfer made with `flags`.
@@ -1035,7 +1090,7 @@ pub(crate) fn settle_written<V: Vnode>(
         log::trace!("write of {first:#x}+{count} pages failed: {error:?}; kept dirty");
         if count != 0 {
             state.latch_write_error(error);
-            state.note_dirty(vnode);
+            note_dirty(&mut *state, vnode);
         }
     }
     wake

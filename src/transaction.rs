@@ -2,7 +2,7 @@
 //! order), as one guard.
 
 use crate::error::Result;
-use crate::hooks::Vnode;
+use crate::vnode::Vnode;
 
 /// Whether entering the mount transaction may sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

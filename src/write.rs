@@ -18,14 +18,16 @@
 
 use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
-use crate::getpages::Fault;
-use crate::getpages::{Advice, GetFlags, geometry, getpages};
-use crate::hooks::{PageCache, Protection, Vnode, max_file_size};
-use crate::object::PageRef;
+
+use crate::fault::{Advice, Fault, GetFlags};
+use crate::getpages::getpages;
+use crate::hooks::{PageCache, Protection, max_file_size};
+use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::Arc;
 use crate::transaction::{Transaction, Wait};
+use crate::vnode::{Vnode, geometry, note_dirty};
 
 /// Flags of every fault made under the write's own transaction and node lock.
 const HELD: GetFlags = GetFlags::GLOCKHELD.union(GetFlags::JOURNALLOCKED);
@@ -312,7 +314,7 @@ fn zero_resident_tail<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         page.zero(within, PAGE_SIZE - within);
         // Dirty, so the zeroes reach the disk with the rest of the last sector.
         state.mark(at, crate::page::DirtyStatus::Dirty);
-        state.note_dirty(&**vnode);
+        note_dirty(&mut *state, &**vnode);
     }
     object.release(state, core::slice::from_ref(page));
     Ok(())

@@ -14,11 +14,12 @@ use super::disk::{MemDisk, SECTOR_SIZE, next_random};
 use crate::cache::DefaultCache;
 use crate::error::{Error, Result};
 use crate::hooks::{
-    BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags, Update, Vnode,
+    BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags, Update,
     VnodeKind,
 };
 use crate::object::VmObject;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::vnode::Vnode;
 
 /// The longest run [`MemFile`]'s `bmap` reports, whatever the maximum transfer.
 const MAX_RUN: u64 = 256;

@@ -65,12 +65,14 @@ use crate::cache::{DefaultCache, MapState};
 use crate::compat::{self, ByteIo, NoBlocks};
 use crate::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use crate::error::{Error, Result};
-use crate::getpages::Fault;
-use crate::getpages::{Advice, Fetched, GetFlags, getpages, read};
-use crate::hooks::{Access, MAX_FILE_SIZE, PageCache, Protection, Vnode};
+
+use crate::fault::{Advice, Fault, Fetched, GetFlags};
+use crate::getpages::{getpages, read};
+use crate::hooks::{Access, MAX_FILE_SIZE, PageCache, Protection};
 use crate::object::{ObjectFlags, VmObject};
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags, Tag, trunc_page};
 use crate::putpages::{PutFlags, putpages};
+use crate::vnode::Vnode;
 use crate::write::{setsize, write};
 
 const PAGE: u64 = PAGE_SIZE as u64;
