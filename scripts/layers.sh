@@ -16,7 +16,7 @@ vnode:4
 busy:5 transaction:5
 fault:6
 getpages:7 putpages:7 compat:7
-write:8 directio:8
+write:8 read:8 directio:8
 testing:9
 "
 layer_of() {

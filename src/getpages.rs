@@ -19,18 +19,18 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::bmap::{Geometry, extent_at, is_allocated};
-use crate::buf::{Direction, Nest, Outcome, Priority, page_segments};
+use crate::buf::{BioWait, Direction, Nest, Outcome, Priority, page_segments};
 use crate::error::{Error, Result};
 use crate::fault::{
-    Advice, Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, mark_timestamps, settle,
+    Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, mark_timestamps, settle,
 };
-use crate::hooks::{Access, BlockMap, PageCache, Strategy, max_file_size};
+use crate::hooks::{BlockMap, PageCache, Strategy, max_file_size};
 use crate::object::ObjectState;
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page,
 };
 use crate::page::{PageRef, zero_file_range};
-use crate::sync::{Arc, WriteGuard};
+use crate::sync::{Arc, SleepGuard, WriteGuard};
 use crate::transaction::{Transaction, Wait};
 use crate::vnode::{Vnode, geometry, max_transfer, note_dirty};
 
@@ -60,36 +60,8 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
     if fault.flags.contains(GetFlags::LOCKED) {
         return fast_path(vnode, &fault, request_end).map(Fetched::Resident);
     }
-    let Fault {
-        offset,
-        count,
-        center,
-        flags,
-        ..
-    } = fault;
-    let memwrite = fault.is_write();
-    let job = FaultJob {
-        vnode,
-        geometry: geometry(&**vnode)?,
-        offset,
-        count,
-        center,
-        request_end,
-        memwrite,
-        blockalloc: memwrite && !flags.contains(GetFlags::NOBLOCKALLOC),
-        flags,
-    };
-    // The caller that holds the node lock holds the transaction and journal too: they
-    // come before it in the lock order.
-    let _transaction = if flags.contains(GetFlags::GLOCKHELD) {
-        None
-    } else {
-        let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
-        if job.blockalloc && !flags.contains(GetFlags::JOURNALLOCKED) {
-            transaction.begin_journal()?;
-        }
-        Some(transaction)
-    };
+    let job = FaultJob::new(vnode, fault, request_end)?;
+    let _transaction = job.enter_transaction()?;
     if vnode.is_dead() {
         return Err(Error::Dead);
     }
@@ -100,29 +72,45 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
     }
 }
 
-/// A sleeping fault's checked arguments (the synchronous and read-ahead ways through).
+/// A sleeping fault (the synchronous and read-ahead ways through), checked.
 struct FaultJob<'a, V: Vnode> {
     vnode: &'a Arc<V>,
+    fault: Fault,
     geometry: Geometry,
-    offset: u64,
-    count: usize,
-    center: usize,
     request_end: u64,
-    memwrite: bool,
-    /// A write fault that allocates the blocks under its pages.
-    blockalloc: bool,
-    flags: GetFlags,
 }
 
-/// How one attempt at a fault ended.
+/// How one attempt at a fault ends: over again, or with a result.
 enum Attempt<'a, V: Vnode> {
     /// The size changed while the object lock was dropped: start over.
     Retry,
     Done(Result<Fetched<'a, V>>),
 }
 
+/// Why an attempt's step ends the attempt early.
+enum Stop {
+    /// The size changed while the object lock was dropped: start over.
+    Retry,
+    Failed(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(error: Error) -> Self {
+        Stop::Failed(error)
+    }
+}
+
+/// What one step of an attempt makes, or why the attempt ends early.
+type Step<T> = core::result::Result<T, Stop>;
+
+/// The object lock, held exclusively, over a vnode's object.
+type Locked<'a, V> = WriteGuard<'a, ObjectState<<V as Vnode>::Cache>>;
+
 /// The byte ranges one attempt works on, fixed by the size it saw.
 struct Span {
+    /// The file size the attempt saw; if it changes while the object lock is dropped,
+    /// the attempt starts over.
+    size: u64,
     /// Disk EOF, as the block map gave it.
     diskeof: u64,
     /// Pages asked for that lie before memory EOF.
@@ -139,9 +127,125 @@ struct Span {
     data_end: u64,
 }
 
+impl Span {
+    /// How many pages `start .. end` holds.
+    // Cannot overflow: `start <= end` (`span` clips the end no lower than the center
+    // page's end), and the range is a fault's, which fits in `usize` pages.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn pages(&self) -> usize {
+        ((self.end - self.start) >> PAGE_SHIFT) as usize
+    }
+}
+
+/// What the requested pages need before they can be handed out.
+struct Needs {
+    /// Some page is not valid yet, or backs a hole a write fault must allocate.
+    read: bool,
+    /// Some block under the pages is a hole that a write fault must allocate, even if
+    /// no page needs reading.
+    allocation: bool,
+}
+
 impl<'a, V: Vnode> FaultJob<'a, V> {
-    fn async_io(&self) -> bool {
-        !self.flags.contains(GetFlags::SYNCIO)
+    fn new(vnode: &'a Arc<V>, fault: Fault, request_end: u64) -> Result<Self> {
+        Ok(Self {
+            vnode,
+            fault,
+            geometry: geometry(&**vnode)?,
+            request_end,
+        })
+    }
+
+    /// Read-ahead: starts the reads and returns without sleeping.
+    fn is_async(&self) -> bool {
+        !self.fault.flags.contains(GetFlags::SYNCIO)
+    }
+
+    /// A write fault that allocates the blocks under its pages.
+    fn allocates(&self) -> bool {
+        self.fault.is_write() && !self.fault.flags.contains(GetFlags::NOBLOCKALLOC)
+    }
+
+    /// Enters the mount transaction (and, for an allocating fault, the journal), unless
+    /// the caller holds the node lock: then it holds them too, as they come before it
+    /// in the lock order.
+    fn enter_transaction(&self) -> Result<Option<Transaction<'a, V>>> {
+        let flags = self.fault.flags;
+        if flags.contains(GetFlags::GLOCKHELD) {
+            return Ok(None);
+        }
+        let mut transaction = Transaction::begin(&**self.vnode, Wait::Sleep)?;
+        if self.allocates() && !flags.contains(GetFlags::JOURNALLOCKED) {
+            transaction.begin_journal()?;
+        }
+        Ok(Some(transaction))
+    }
+
+    /// One pass: measure the span → lock the node → collect the requested pages →
+    /// see what they need → widen to whole blocks → read and allocate → settle.
+    fn attempt(&self) -> Attempt<'a, V> {
+        match self.try_attempt() {
+            Ok(fetched) => Attempt::Done(Ok(fetched)),
+            Err(Stop::Retry) => Attempt::Retry,
+            Err(Stop::Failed(error)) => Attempt::Done(Err(error)),
+        }
+    }
+
+    fn try_attempt(&self) -> Step<Fetched<'a, V>> {
+        let object = self.vnode.object();
+        let span = self.measure()?;
+        let node_guard = self.lock_node();
+        let state = object.lock();
+        // A shrink would leave pages past the new end; a growth would zero-fill, as
+        // past the old disk end, bytes a writer has meanwhile put there (and that a
+        // flush may have written and evicted). The reference checks only the former.
+        self.check_size(&state, &span)?;
+        let (state, pages) = self.collect(state, self.fault.offset, span.requested)?;
+        if self.fault.flags.contains(GetFlags::OVERWRITE) {
+            drop(node_guard);
+            return Ok(self.overwrite(state, pages, span.requested)?);
+        }
+        let (state, needs) = self.needs(state, &pages, &span)?;
+        if !needs.read {
+            drop(node_guard);
+            log::trace!("getpages: all {} pages resident", span.requested);
+            return Ok(self.settle(state, pages, 0..span.requested));
+        }
+        let (state, pages) = self.widen_to_blocks(state, pages, &span)?;
+        let status = match PageStatus::of(&state, &pages) {
+            Ok(status) => status,
+            Err(error) => {
+                object.release(state, &pages);
+                return Err(error.into());
+            }
+        };
+        drop(state);
+        let read = ReadJob {
+            vnode: self.vnode,
+            geometry: self.geometry,
+            start: span.start,
+            diskeof: span.diskeof,
+            allocates: self.allocates(),
+            must_allocate: needs.allocation,
+            alloc_end: span.data_end,
+        };
+        let result = read.run(pages, &status, self.is_async());
+        drop(node_guard);
+        match result? {
+            None => Ok(Fetched::Started),
+            Some(pages) => Ok(self.settle(object.lock(), pages, self.requested_among(&span))),
+        }
+    }
+
+    /// Reads the size under the object lock, works out the attempt's span from it, and
+    /// marks the timestamps. A center page past memory EOF is [`Error::Invalid`].
+    fn measure(&self) -> Step<Span> {
+        let state = self.vnode.object().lock();
+        let span = self.span(state.size(), state.write_size());
+        drop(state);
+        let span = span.ok_or(Error::Invalid)?;
+        mark_timestamps(&**self.vnode, self.fault.is_write(), self.fault.flags);
+        Ok(span)
     }
 
     /// Works out the attempt's span from the size now (`None`: the center page is past
@@ -151,26 +255,23 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     #[allow(clippy::arithmetic_side_effects)]
     fn span(&self, size: u64, write_size: u64) -> Option<Span> {
         let map = self.vnode.block_map();
-        let bounds = Bounds::new(map, size, self.request_end, self.flags);
+        let bounds = Bounds::new(map, size, self.request_end, self.fault.flags);
         let memeof = bounds.memeof.min(max_file_size(map));
-        let center = self.offset + (self.center * PAGE_SIZE) as u64;
-        if center >= memeof {
-            log::trace!(
-                "getpages {:#x}+{} past EOF {memeof:#x}",
-                self.offset,
-                self.count
-            );
+        let offset = self.fault.offset;
+        if self.fault.center_offset() >= memeof {
+            log::trace!("getpages {offset:#x} past EOF {memeof:#x}");
             return None;
         }
-        let requested = ((round_page(memeof - self.offset) >> PAGE_SHIFT) as usize).min(self.count);
+        let requested =
+            ((round_page(memeof - offset) >> PAGE_SHIFT) as usize).min(self.fault.count);
         let block_mask = self.geometry.block_size() - 1;
-        let start = self.offset & !block_mask;
-        let end =
-            round_page((self.offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
-                .min(round_page(memeof));
+        let start = offset & !block_mask;
+        let end = round_page((offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
+            .min(round_page(memeof));
         let data_eof = size.max(write_size).min(max_file_size(map));
         let data_end = ((data_eof + block_mask) & !block_mask).clamp(start, end);
         Some(Span {
+            size,
             diskeof: bounds.diskeof,
             requested,
             start,
@@ -179,145 +280,128 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         })
     }
 
-    /// One pass: collect the pages, read and allocate what they need, settle them.
-    fn attempt(&self) -> Attempt<'a, V> {
-        let vnode = self.vnode;
-        let object = vnode.object();
-        let state = object.lock();
-        let original_size = state.size();
-        let Some(span) = self.span(original_size, state.write_size()) else {
-            return Attempt::Done(Err(Error::Invalid));
-        };
-        mark_timestamps(&**vnode, self.memwrite, self.flags);
-        drop(state);
+    /// Takes the node lock, unless the caller holds it: exclusively for a fault that
+    /// allocates, shared otherwise (held across the read, so a truncation cannot free
+    /// the pages or blocks under it).
+    fn lock_node(&self) -> Option<SleepGuard<'a>> {
+        let node = self.vnode.object().node_lock();
+        if self.fault.flags.contains(GetFlags::GLOCKHELD) {
+            None
+        } else if self.allocates() {
+            Some(node.write())
+        } else {
+            Some(node.read())
+        }
+    }
 
-        let node = object.node_lock();
-        let node_guard = match (self.flags.contains(GetFlags::GLOCKHELD), self.blockalloc) {
-            (true, _) => None,
-            (false, true) => Some(node.write()),
-            (false, false) => Some(node.read()),
-        };
-        let state = object.lock();
-        // A shrink would leave pages past the new end; a growth would zero-fill, as
-        // past the old disk end, bytes a writer has meanwhile put there (and that a
-        // flush may have written and evicted). The reference checks only the former.
-        if state.size() != original_size {
-            log::trace!(
-                "getpages: size changed to {:#x} while unlocked, starting over",
-                state.size()
-            );
-            return Attempt::Retry;
+    /// Starts the attempt over if the size is no longer the one its span was made from.
+    fn check_size(&self, state: &ObjectState<V::Cache>, span: &Span) -> Step<()> {
+        if state.size() == span.size {
+            return Ok(());
         }
-        let mut pages = Vec::new();
-        let (state, found) = object.find_pages(
-            state,
-            self.offset,
-            span.requested,
-            !self.async_io(),
-            &mut pages,
+        log::trace!(
+            "getpages: size changed to {:#x}, starting over",
+            state.size()
         );
-        if let Err(error) = found {
-            return Attempt::Done(Err(error));
-        }
-        if self.flags.contains(GetFlags::OVERWRITE) {
-            drop(node_guard);
-            return Attempt::Done(self.overwrite(state, pages, span.requested));
-        }
-        let mut needs_io = pages.iter().any(|page| {
+        Err(Stop::Retry)
+    }
+
+    /// Collects `count` pages from `offset`, busy, in ascending order, making the ones
+    /// not resident (waiting for busy ones unless reading ahead).
+    fn collect(
+        &self,
+        state: Locked<'a, V>,
+        offset: u64,
+        count: usize,
+    ) -> Step<(Locked<'a, V>, Vec<PageRef>)> {
+        let mut pages = Vec::new();
+        let object = self.vnode.object();
+        let (state, found) = object.find_pages(state, offset, count, !self.is_async(), &mut pages);
+        found?;
+        Ok((state, pages))
+    }
+
+    /// What the collected pages need: a read if any is not valid (or, for an allocating
+    /// fault, backs a hole), and an allocation if a block under them is a hole. Valid,
+    /// writable pages can still lie over holes (blocks smaller than a page past an old
+    /// end of file, blocks a truncation freed): a write fault makes sure every block
+    /// under the bytes it hands out exists, whatever the state of the pages (as
+    /// `ufs_balloc_range` always calls `GOP_ALLOC`).
+    fn needs(
+        &self,
+        state: Locked<'a, V>,
+        pages: &[PageRef],
+        span: &Span,
+    ) -> Step<(Locked<'a, V>, Needs)> {
+        let read = pages.iter().any(|page| {
             state.cache().lookup(page.offset).is_some_and(|p| {
                 p.flags.contains(PageFlags::FAKE)
-                    || (self.blockalloc && p.flags.contains(PageFlags::RDONLY))
+                    || (self.allocates() && p.flags.contains(PageFlags::RDONLY))
             })
         });
-        let mut state = state;
-        let mut allocated = true;
-        if self.blockalloc && !needs_io {
-            // Valid, writable pages can still lie over holes (blocks smaller than a
-            // page past an old end of file, blocks a truncation freed): a write fault
-            // makes sure every block under the bytes it hands out exists, whatever the
-            // state of the pages (as `ufs_balloc_range` always calls `GOP_ALLOC`).
-            drop(state);
-            let checked = is_allocated(vnode.block_map(), self.geometry, span.start, span.data_end);
-            state = object.lock();
-            match checked {
-                Ok(all) => allocated = all,
-                Err(error) => {
-                    object.release(state, &pages);
-                    return Attempt::Done(Err(error));
-                }
+        if read || !self.allocates() {
+            let allocation = false;
+            return Ok((state, Needs { read, allocation }));
+        }
+        drop(state);
+        let map = self.vnode.block_map();
+        let checked = is_allocated(map, self.geometry, span.start, span.data_end);
+        let state = self.vnode.object().lock();
+        match checked {
+            Ok(all) => Ok((
+                state,
+                Needs {
+                    read: !all,
+                    allocation: !all,
+                },
+            )),
+            Err(error) => {
+                self.vnode.object().release(state, pages);
+                Err(error.into())
             }
-            needs_io = !allocated;
         }
-        if !needs_io {
-            drop(node_guard);
-            log::trace!("getpages: all {} pages resident", span.requested);
-            return Attempt::Done(Ok(self.settle(state, pages, 0..span.requested)));
-        }
+    }
 
-        // Cannot overflow: `span.start <= offset < span.end` (`span` clips the end no
-        // lower than the center page's end).
-        #[allow(clippy::arithmetic_side_effects)]
-        let (total, first_requested) = (
-            ((span.end - span.start) >> PAGE_SHIFT) as usize,
-            ((self.offset - span.start) >> PAGE_SHIFT) as usize,
-        );
-        if span.start != self.offset || total != span.requested {
-            // Pages below `offset` are needed: taking them while holding higher ones
-            // could deadlock against another fault, so let go and collect afresh.
+    /// Makes `pages` the whole blocks of the span. Pages below the fault's offset are
+    /// needed when blocks are larger than pages: taking them while holding higher ones
+    /// could deadlock against another fault, so this lets go and collects afresh.
+    fn widen_to_blocks(
+        &self,
+        mut state: Locked<'a, V>,
+        mut pages: Vec<PageRef>,
+        span: &Span,
+    ) -> Step<(Locked<'a, V>, Vec<PageRef>)> {
+        let object = self.vnode.object();
+        if span.start != self.fault.offset || span.pages() != span.requested {
             let wake = state.release_pages(&pages);
             object.wake_if(wake);
-            pages.clear();
-            let (again, found) =
-                object.find_pages(state, span.start, total, !self.async_io(), &mut pages);
-            state = again;
-            if let Err(error) = found {
-                return Attempt::Done(Err(error));
-            }
+            drop(pages);
+            (state, pages) = self.collect(state, span.start, span.pages())?;
         }
-        if state.size() != original_size {
+        if state.size() != span.size {
             // Waiting for a busy page let an extending write publish its size: bytes
             // past the old end may be on the disk now, so the old disk end is stale.
             log::trace!("getpages: size changed while waiting for pages, starting over");
             object.release(state, &pages);
-            return Attempt::Retry;
+            return Err(Stop::Retry);
         }
-        let status = match PageStatus::of(&state, &pages) {
-            Ok(status) => status,
-            Err(error) => {
-                object.release(state, &pages);
-                return Attempt::Done(Err(error));
-            }
-        };
-        drop(state);
+        Ok((state, pages))
+    }
 
-        let read = ReadJob {
-            vnode,
-            geometry: self.geometry,
-            start: span.start,
-            diskeof: span.diskeof,
-            blockalloc: self.blockalloc,
-            must_allocate: !allocated,
-            alloc_end: span.data_end,
-        };
-        let result = read.run(pages, &status, self.async_io());
-        drop(node_guard);
-        Attempt::Done(match result {
-            Ok(None) => Ok(Fetched::Started),
-            Ok(Some(pages)) => {
-                // Cannot overflow: both index the `total` pages collected.
-                #[allow(clippy::arithmetic_side_effects)]
-                let keep = first_requested..first_requested + span.requested;
-                Ok(self.settle(object.lock(), pages, keep))
-            }
-            Err(err) => Err(err),
-        })
+    /// Where the requested pages lie among the span's.
+    // Cannot overflow: `span.start <= offset` and the requested pages are among the
+    // span's.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn requested_among(&self, span: &Span) -> Range<usize> {
+        let first = ((self.fault.offset - span.start) >> PAGE_SHIFT) as usize;
+        first..first + span.requested
     }
 
     /// An overwrite fault: the caller allocated the blocks and will fill the pages
     /// whole, so nothing is read; the pages start dirty.
     fn overwrite(
         &self,
-        mut state: WriteGuard<'a, ObjectState<V::Cache>>,
+        mut state: Locked<'a, V>,
         pages: Vec<PageRef>,
         requested: usize,
     ) -> Result<Fetched<'a, V>> {
@@ -328,7 +412,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
                 .lookup(page.offset)
                 .is_some_and(|p| p.flags.contains(PageFlags::RDONLY))
         });
-        if over_hole && self.blockalloc {
+        if over_hole && self.allocates() {
             // The caller must allocate before overwriting; a page known to back a
             // hole proves it did not, and its data would never be written.
             object.release(state, &pages);
@@ -356,23 +440,23 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     /// Settles the pages of a successful attempt; `keep` indexes the requested ones.
     fn settle(
         &self,
-        state: WriteGuard<'a, ObjectState<V::Cache>>,
+        state: Locked<'a, V>,
         pages: Vec<PageRef>,
         keep: Range<usize>,
     ) -> Fetched<'a, V> {
         let settling = Settle {
             keep,
             handout: self.handout(),
-            dirty_tracking: self.memwrite,
+            dirty_tracking: self.fault.is_write(),
             overwrite: false,
         };
         settle(self.vnode, state, pages, settling)
     }
 
     fn handout(&self) -> Handout {
-        if self.async_io() {
+        if self.is_async() {
             Handout::Started
-        } else if self.blockalloc {
+        } else if self.allocates() {
             Handout::Writable
         } else {
             Handout::ReadOnly
@@ -408,13 +492,17 @@ impl PageStatus {
     }
 }
 
-/// One read of busy pages from the device (the reference's `genfs_getpages_read`).
+/// One read of busy pages from the device (the reference's `genfs_getpages_read`):
+/// work out the sectors → zero what no sector brings → start the request group →
+/// walk the extents, submitting runs and zeroing holes → note holes past the disk
+/// end → wait (synchronous) and allocate for a write fault.
 struct ReadJob<'a, V: Vnode> {
     vnode: &'a Arc<V>,
     geometry: Geometry,
     start: u64,
     diskeof: u64,
-    blockalloc: bool,
+    /// A write fault that allocates the blocks under its pages.
+    allocates: bool,
     /// Some block under the pages is a hole that a write fault must allocate, even if
     /// no page needs reading.
     must_allocate: bool,
@@ -423,7 +511,301 @@ struct ReadJob<'a, V: Vnode> {
     alloc_end: u64,
 }
 
+/// The device sectors a read covers, from the job's `start`.
+#[derive(Clone, Copy)]
+struct Sectors {
+    /// The pages' bytes.
+    total: u64,
+    /// The bytes before disk EOF.
+    to_eof: u64,
+    /// Whole sectors from `start`: `to_eof` rounded up to a sector, at most `total`.
+    bytes: u64,
+    /// What the last sector brings from past disk EOF (a truncation's leftovers, not
+    /// file data), as a file range: zeroed once the read lands.
+    past_eof: Option<(u64, u64)>,
+}
+
+/// What walking the extents found and did.
+struct Walk {
+    /// Bytes no request covers (valid pages, holes, what an error left).
+    skipped: u64,
+    /// Some page backs a hole.
+    saw_hole: bool,
+    /// The first error building the requests.
+    error: Result,
+}
+
+impl Walk {
+    fn new() -> Self {
+        Self {
+            skipped: 0,
+            saw_hole: false,
+            error: Ok(()),
+        }
+    }
+
+    /// Ends the walk with `error`, the bytes from `offset` to `end` left unread.
+    // Cannot overflow: `offset <= end`, and `skipped` counts bytes of the same range.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn fail(&mut self, offset: u64, end: u64, error: Error) {
+        self.skipped += end - offset;
+        self.error = Err(error);
+    }
+}
+
 impl<V: Vnode> ReadJob<'_, V> {
+    /// Reads the `FAKE` pages among `pages`. Synchronous: returns the pages once
+    /// read, or frees them and returns the error. Asynchronous: returns `None` once
+    /// the requests are started; their completion settles the pages.
+    ///
+    /// Requests cover whole device sectors: the read of the last one runs past the
+    /// disk end of file, and what it brings from there is zeroed when it lands.
+    fn run(
+        &self,
+        pages: Vec<PageRef>,
+        status: &[PageStatus],
+        async_io: bool,
+    ) -> Result<Option<Vec<PageRef>>> {
+        let sectors = self.sectors(pages.len(), status);
+        self.zero_past_sectors(&pages, status, sectors);
+        let (mut nest, waiter) = self.start_requests(&pages, sectors, async_io)?;
+        let mut walk = self.submit_extents(&pages, status, &mut nest, sectors.bytes);
+        if walk.error.is_ok() {
+            walk.saw_hole |= self.holes_past_eof(&pages, status, sectors);
+        }
+        nest.finish(walk.skipped as usize, walk.error);
+        let Some(waiter) = waiter else {
+            return Ok(None);
+        };
+        self.await_read(waiter, pages, sectors, walk.saw_hole)
+            .map(Some)
+    }
+
+    /// The sectors a read of `count` pages covers.
+    // Cannot overflow: the pages are a fault's span, which ends at most at
+    // `round_page(max_file_size)` (< 2^63); sectors are at most 1 MiB (`Geometry`).
+    #[allow(clippy::arithmetic_side_effects)]
+    fn sectors(&self, count: usize, status: &[PageStatus]) -> Sectors {
+        let total = (count * PAGE_SIZE) as u64;
+        let to_eof = total.min(self.diskeof.saturating_sub(self.start));
+        let sector_mask = (1u64 << self.geometry.dev_bshift) - 1;
+        let bytes = ((to_eof + sector_mask) & !sector_mask).min(total);
+        let past_eof = (to_eof < bytes && status[(to_eof >> PAGE_SHIFT) as usize].fake)
+            .then_some((self.start + to_eof, self.start + bytes));
+        Sectors {
+            total,
+            to_eof,
+            bytes,
+            past_eof,
+        }
+    }
+
+    /// Zeroes the bytes of unread pages past the last sector read; pages already valid
+    /// keep their contents.
+    // Cannot overflow: as in `sectors`; `tail` stays inside the pages.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn zero_past_sectors(&self, pages: &[PageRef], status: &[PageStatus], sectors: Sectors) {
+        let mut tail = self.start + sectors.bytes;
+        while tail < self.start + sectors.total {
+            let index = ((tail - self.start) >> PAGE_SHIFT) as usize;
+            let page_end = trunc_page(tail) + PAGE_SIZE as u64;
+            if status[index].fake {
+                pages[index].zero((tail & PAGE_MASK) as usize, (page_end - tail) as usize);
+            }
+            tail = page_end;
+        }
+    }
+
+    /// Starts the group of requests that reads `sectors.bytes`: a synchronous one with
+    /// the waiter to sleep on, or read-ahead whose completion settles the pages. On
+    /// error no page stays busy.
+    fn start_requests(
+        &self,
+        pages: &[PageRef],
+        sectors: Sectors,
+        async_io: bool,
+    ) -> Result<(Nest, Option<BioWait>)> {
+        let bytes = sectors.bytes as usize;
+        if !async_io {
+            return match Nest::synchronous(bytes, Direction::Read, Priority::TimeCritical) {
+                Ok((nest, waiter)) => Ok((nest, Some(waiter))),
+                Err(err) => Err(self.abandon(pages, err)),
+            };
+        }
+        let mut settled = Vec::new();
+        if settled.try_reserve_exact(pages.len()).is_err() {
+            // Read-ahead that cannot be had is no error, but its pages must not stay
+            // busy.
+            return Err(self.abandon(pages, Error::NoMemory));
+        }
+        settled.extend_from_slice(pages);
+        let vnode = (*self.vnode).clone();
+        let past_eof = sectors.past_eof;
+        let completion = move |outcome: Outcome| {
+            read_ahead_done(&*vnode, &settled, past_eof, outcome.result);
+        };
+        // On error the completion has already run with it and released the pages.
+        Nest::asynchronous(bytes, Direction::Read, Priority::TimeLimited, completion)
+            .map(|nest| (nest, None))
+    }
+
+    /// Walks the extents under the unread pages up to `bytes` from `start`: submits a
+    /// request for each mapped run (at most one transfer, unread pages only) and
+    /// zero-fills each hole.
+    // Cannot overflow: every offset lies in `start .. start + bytes`, the fault's span,
+    // which ends below 2^63; lengths are bounded by `bytes`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn submit_extents(
+        &self,
+        pages: &[PageRef],
+        status: &[PageStatus],
+        nest: &mut Nest,
+        bytes: u64,
+    ) -> Walk {
+        let mut walk = Walk::new();
+        let end = self.start + bytes;
+        let mut offset = self.skip_valid(status, self.start, end, &mut walk);
+        while offset < end {
+            let extent = match extent_at(self.vnode.block_map(), self.geometry, offset, end) {
+                Ok(extent) => extent,
+                Err(err) => {
+                    log::trace!("getpages: bmap at {offset:#x} failed: {err}");
+                    walk.fail(offset, end, err);
+                    break;
+                }
+            };
+            let len = self.run_length(status, offset, extent.len);
+            match extent.block {
+                None => self.fill_hole(pages, offset, len, &mut walk),
+                Some(block) => {
+                    if let Err(err) = self.submit_run(pages, nest, block, offset, len) {
+                        walk.fail(offset, end, err);
+                        break;
+                    }
+                }
+            }
+            offset = self.skip_valid(status, offset + len, end, &mut walk);
+        }
+        walk
+    }
+
+    /// The first offset from `offset` (below `end`) in a page that needs reading, or
+    /// `end`; the valid pages passed over count as skipped (and as holes if read-only).
+    // Cannot overflow: `offset < end` inside the loop, and `end` is below 2^63.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn skip_valid(&self, status: &[PageStatus], mut offset: u64, end: u64, walk: &mut Walk) -> u64 {
+        while offset < end {
+            let page = status[((offset - self.start) >> PAGE_SHIFT) as usize];
+            if page.fake {
+                break;
+            }
+            walk.saw_hole |= page.read_only;
+            let step = (PAGE_SIZE as u64).min(end - offset);
+            offset += step;
+            walk.skipped += step;
+        }
+        offset
+    }
+
+    /// How much of an extent of `extent_len` bytes at `offset` one request reads: at
+    /// most one transfer, and only over pages that need reading.
+    // Cannot overflow: `offset` lies in the span; the run of unread pages from its page
+    // covers at least the rest of that page.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn run_length(&self, status: &[PageStatus], offset: u64, extent_len: u64) -> u64 {
+        let len = extent_len.min(max_transfer(&**self.vnode) as u64);
+        if offset + len <= round_page(offset + 1) {
+            return len;
+        }
+        let index = ((offset - self.start) >> PAGE_SHIFT) as usize;
+        let fake_run = status[index..].iter().take_while(|s| s.fake).count() as u64;
+        len.min(fake_run * PAGE_SIZE as u64 - (offset & PAGE_MASK))
+    }
+
+    /// Zero-fills a hole of `len` bytes at `offset`; unless this fault allocates it,
+    /// its pages become read-only, so that a store faults again and allocates.
+    // Cannot overflow: the hole lies in the span.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn fill_hole(&self, pages: &[PageRef], offset: u64, len: u64, walk: &mut Walk) {
+        log::trace!("getpages: hole at {offset:#x}+{len:#x}");
+        walk.saw_hole = true;
+        zero_file_range(pages, offset, offset + len);
+        walk.skipped += len;
+        if !self.allocates {
+            let span = trunc_page(offset)..round_page(offset + len);
+            self.mark_read_only(span.step_by(PAGE_SIZE));
+        }
+    }
+
+    /// Submits one request reading `len` bytes at file `offset` from device `block`.
+    // Cannot overflow: `offset` lies in the span, at or after `start`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn submit_run(
+        &self,
+        pages: &[PageRef],
+        nest: &mut Nest,
+        block: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result {
+        let first_index = ((trunc_page(offset) - self.start) >> PAGE_SHIFT) as usize;
+        let segments = page_segments(&pages[first_index..], offset, len as usize)?;
+        log::trace!("getpages: read {len:#x} bytes at {offset:#x} from block {block:#x}");
+        self.vnode
+            .device()
+            .submit(nest.request(block, offset, segments));
+        Ok(())
+    }
+
+    /// Whether blocks past the disk end under these pages are holes (blocks smaller
+    /// than a page, or pages past the end of file). Nothing is read there, but such a
+    /// page must not become writable without allocating them, or what is stored there
+    /// later is never written: unless this fault allocates, the unread ones become
+    /// read-only.
+    // Cannot overflow: as in `sectors`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn holes_past_eof(&self, pages: &[PageRef], status: &[PageStatus], sectors: Sectors) -> bool {
+        let (past, span_end) = (self.start + sectors.to_eof, self.start + sectors.total);
+        let map = self.vnode.block_map();
+        if past >= span_end
+            || !matches!(is_allocated(map, self.geometry, past, span_end), Ok(false))
+        {
+            return false;
+        }
+        if !self.allocates {
+            let fresh = pages.iter().zip(status);
+            self.mark_read_only(
+                fresh
+                    .filter(|(page, s)| s.fake && page.offset + PAGE_SIZE as u64 > past)
+                    .map(|(page, _)| page.offset),
+            );
+        }
+        true
+    }
+
+    /// Waits for a synchronous read, zeroes what its last sector brought from past disk
+    /// EOF, and allocates for a write fault that met a hole. On error the pages are
+    /// released.
+    fn await_read(
+        &self,
+        waiter: BioWait,
+        pages: Vec<PageRef>,
+        sectors: Sectors,
+        saw_hole: bool,
+    ) -> Result<Vec<PageRef>> {
+        let mut result = waiter.wait().result;
+        if let (Ok(()), Some((from, to))) = (result, sectors.past_eof) {
+            zero_file_range(&pages, from, to);
+        }
+        if result.is_ok() && (saw_hole || self.must_allocate) && self.allocates {
+            result = self.allocate(&pages);
+        }
+        match result {
+            Ok(()) => Ok(pages),
+            Err(err) => Err(self.abandon(&pages, err)),
+        }
+    }
+
     /// Marks the resident pages at `offsets` read-only: they back holes this fault
     /// does not allocate, so a store must fault again.
     fn mark_read_only(&self, offsets: impl Iterator<Item = u64>) {
@@ -440,186 +822,6 @@ impl<V: Vnode> ReadJob<'_, V> {
         let object = self.vnode.object();
         object.release(object.lock(), pages);
         error
-    }
-
-    /// Reads the `FAKE` pages among `pages`. Synchronous: returns the pages once
-    /// read, or frees them and returns the error. Asynchronous: returns `None` once
-    /// the requests are started; their completion settles the pages.
-    ///
-    /// Requests cover whole device sectors: the read of the last one runs past the
-    /// disk end of file, and what it brings from there is zeroed when it lands.
-    // Cannot overflow: every offset lies in `start .. start + total`, the fault's span,
-    // which ends at most at `round_page(max_file_size)` (< 2^63); lengths and counts are
-    // bounded by `total`, sectors by `Geometry` (<= 1 MiB).
-    #[allow(clippy::arithmetic_side_effects)]
-    fn run(
-        &self,
-        pages: Vec<PageRef>,
-        status: &[PageStatus],
-        async_io: bool,
-    ) -> Result<Option<Vec<PageRef>>> {
-        let total = (pages.len() * PAGE_SIZE) as u64;
-        let to_eof = total.min(self.diskeof.saturating_sub(self.start));
-        let sector_mask = (1u64 << self.geometry.dev_bshift) - 1;
-        let bytes = ((to_eof + sector_mask) & !sector_mask).min(total);
-        // What the last sector brings from past the disk end of file (a truncation's
-        // leftovers, not file data): zeroed once the read lands.
-        let past_eof = (to_eof < bytes && status[(to_eof >> PAGE_SHIFT) as usize].fake)
-            .then_some((self.start + to_eof, self.start + bytes));
-        // Bytes past the last sector read are zero; pages already valid keep their
-        // contents.
-        let mut tail = self.start + bytes;
-        while tail < self.start + total {
-            let index = ((tail - self.start) >> PAGE_SHIFT) as usize;
-            let page_end = trunc_page(tail) + PAGE_SIZE as u64;
-            if status[index].fake {
-                pages[index].zero((tail & PAGE_MASK) as usize, (page_end - tail) as usize);
-            }
-            tail = page_end;
-        }
-
-        let built = if async_io {
-            let vnode = (*self.vnode).clone();
-            let mut settled = Vec::new();
-            if settled.try_reserve_exact(pages.len()).is_err() {
-                // Read-ahead that cannot be had is no error, but its pages must not
-                // stay busy.
-                return Err(self.abandon(&pages, Error::NoMemory));
-            }
-            settled.extend_from_slice(&pages);
-            Nest::asynchronous(
-                bytes as usize,
-                Direction::Read,
-                Priority::TimeLimited,
-                move |outcome: Outcome| {
-                    let object = vnode.object();
-                    if let (Ok(()), Some((from, to))) = (outcome.result, past_eof) {
-                        zero_file_range(&settled, from, to);
-                    }
-                    let mut state = object.lock();
-                    let wake = match outcome.result {
-                        Ok(()) => settled.iter().fold(false, |wake, page| {
-                            if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
-                                resident.flags.remove(PageFlags::FAKE);
-                            }
-                            wake | state.settle(page.offset)
-                        }),
-                        Err(err) => {
-                            log::trace!("read-ahead failed: {err}");
-                            state.release_pages(&settled)
-                        }
-                    };
-                    drop(state);
-                    object.wake_if(wake);
-                },
-            )
-            .map(|nest| (nest, None))
-        } else {
-            Nest::synchronous(bytes as usize, Direction::Read, Priority::TimeCritical)
-                .map(|(nest, waiter)| (nest, Some(waiter)))
-        };
-        let (mut nest, waiter) = match built {
-            Ok(built) => built,
-            // The read-ahead's completion has already run with the error and released
-            // the pages.
-            Err(err) if async_io => return Err(err),
-            Err(err) => return Err(self.abandon(&pages, err)),
-        };
-
-        let map = self.vnode.block_map();
-        let device = self.vnode.device();
-        let mut offset = self.start;
-        let end = self.start + bytes;
-        let mut skipped = 0u64;
-        let mut saw_hole = false;
-        let mut error = Ok(());
-        'walk: while offset < end {
-            let mut index = ((offset - self.start) >> PAGE_SHIFT) as usize;
-            while !status[index].fake {
-                saw_hole |= status[index].read_only;
-                let step = (PAGE_SIZE as u64).min(end - offset);
-                offset += step;
-                skipped += step;
-                index += 1;
-                if offset >= end {
-                    break 'walk;
-                }
-            }
-            let extent = match extent_at(map, self.geometry, offset, end) {
-                Ok(extent) => extent,
-                Err(err) => {
-                    log::trace!("getpages: bmap at {offset:#x} failed: {err}");
-                    skipped += end - offset;
-                    error = Err(err);
-                    break;
-                }
-            };
-            let mut len = extent.len.min(max_transfer(&**self.vnode) as u64);
-            if offset + len > round_page(offset + 1) {
-                let fake_run = status[index..].iter().take_while(|s| s.fake).count() as u64;
-                len = len.min(fake_run * PAGE_SIZE as u64 - (offset & PAGE_MASK));
-            }
-            let Some(block) = extent.block else {
-                log::trace!("getpages: hole at {offset:#x}+{len:#x}");
-                saw_hole = true;
-                zero_file_range(&pages, offset, offset + len);
-                skipped += len;
-                if !self.blockalloc {
-                    let span = trunc_page(offset)..round_page(offset + len);
-                    self.mark_read_only(span.step_by(PAGE_SIZE));
-                }
-                offset += len;
-                continue;
-            };
-            let first_index = ((trunc_page(offset) - self.start) >> PAGE_SHIFT) as usize;
-            let segments = match page_segments(&pages[first_index..], offset, len as usize) {
-                Ok(segments) => segments,
-                Err(err) => {
-                    skipped += end - offset;
-                    error = Err(err);
-                    break;
-                }
-            };
-            log::trace!("getpages: read {len:#x} bytes at {offset:#x} from block {block:#x}");
-            device.submit(nest.request(block, offset, segments));
-            offset += len;
-        }
-        // Nothing is read past the disk end, but the blocks there under these pages may
-        // be holes too (blocks smaller than a page, or pages past the end of file): such
-        // a page must not become writable without allocating them, or what is stored
-        // there later is never written.
-        let (past, span_end) = (self.start + to_eof, self.start + total);
-        if error.is_ok()
-            && past < span_end
-            && matches!(is_allocated(map, self.geometry, past, span_end), Ok(false))
-        {
-            saw_hole = true;
-            if !self.blockalloc {
-                let fresh = pages.iter().zip(status);
-                self.mark_read_only(
-                    fresh
-                        .filter(|(page, s)| s.fake && page.offset + PAGE_SIZE as u64 > past)
-                        .map(|(page, _)| page.offset),
-                );
-            }
-        }
-        nest.finish(skipped as usize, error);
-
-        let Some(waiter) = waiter else {
-            return Ok(None);
-        };
-        let outcome = waiter.wait();
-        let mut result = outcome.result;
-        if let (Ok(()), Some((from, to))) = (result, past_eof) {
-            zero_file_range(&pages, from, to);
-        }
-        if result.is_ok() && (saw_hole || self.must_allocate) && self.blockalloc {
-            result = self.allocate(&pages);
-        }
-        match result {
-            Ok(()) => Ok(Some(pages)),
-            Err(err) => Err(self.abandon(&pages, err)),
-        }
     }
 
     /// Allocates the blocks under `pages` (read, holes zero-filled) up to where the
@@ -644,119 +846,32 @@ impl<V: Vnode> ReadJob<'_, V> {
     }
 }
 
-/// Reads file bytes from `offset` into `buf` through the page cache — what a kernel's
-/// read(2) calls. Faults pages in a batch at a time (the fast path first, a
-/// synchronous fault for what is missing), stops at end of file, and returns how many
-/// bytes it copied (0 at or past the end of file).
-///
-/// Errors: [`Error::Invalid`] for an offset past the file's
-/// [`BlockMap::max_size`](crate::BlockMap::max_size) (a negative `off_t` to a kernel);
-/// any fault error.
-// Cannot overflow: `offset <= max_file_size` (< 2^63, checked) and `done <= buf.len()`
-// (< 2^63), so `pos` fits; pages and batches end at most at `round_page(want_end)`.
-#[allow(clippy::arithmetic_side_effects)]
-pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    if offset > max_file_size(vnode.block_map()) {
-        return Err(Error::Invalid);
+/// The completion of a read-ahead: on success the pages become valid (what the last
+/// sector brought from past disk EOF zeroed first) and are unbusied; on error they are
+/// released. Runs wherever the device completes, possibly in interrupt context.
+fn read_ahead_done<V: Vnode>(
+    vnode: &V,
+    settled: &[PageRef],
+    past_eof: Option<(u64, u64)>,
+    result: Result,
+) {
+    let object = vnode.object();
+    if let (Ok(()), Some((from, to))) = (result, past_eof) {
+        zero_file_range(settled, from, to);
     }
-    let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16);
-    let mut done = 0;
-    while done < buf.len() {
-        let size = vnode.object().size();
-        if offset + done as u64 >= size {
-            break;
+    let mut state = object.lock();
+    let wake = match result {
+        Ok(()) => settled.iter().fold(false, |wake, page| {
+            if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
+                resident.flags.remove(PageFlags::FAKE);
+            }
+            wake | state.settle(page.offset)
+        }),
+        Err(err) => {
+            log::trace!("read-ahead failed: {err}");
+            state.release_pages(settled)
         }
-        // A batch that stopped at the end of file inside a page copied part of it; the
-        // file has grown since, and the page is copied again from its start (or the
-        // read's), so that every page's bytes come from one instant.
-        let pos = trunc_page(offset + done as u64).max(offset);
-        let restart = (pos - offset) as usize;
-        // `pos < size <= max_file_size`, 2^63 at most: one buffer more cannot wrap.
-        let want_end = pos.saturating_add((buf.len() - restart) as u64).min(size);
-        let first = trunc_page(pos);
-        let count = (((round_page(want_end) - first) >> PAGE_SHIFT) as usize).min(batch_pages);
-        let batch_end = (first + (count * PAGE_SIZE) as u64).min(want_end);
-        let cached = match getpages(
-            vnode,
-            Fault::resident(first, count, Access::Read).with_advice(Advice::Sequential),
-        ) {
-            // The size is read again with the pages in hand: a truncation may have
-            // shrunk the file (and zeroed the new last page's tail) since it was read
-            // above, and bytes past the end it set are not data.
-            Ok(Fetched::Resident(pages)) if pages.is_complete() => Some(copy_out(
-                |i| pages.bytes(i).unwrap_or(&[]),
-                first,
-                pos,
-                batch_end.min(pages.size()),
-                &mut buf[restart..],
-            )),
-            Ok(_) | Err(Error::Busy) => None,
-            Err(Error::Invalid) => break,
-            Err(err) => return Err(err),
-        };
-        let copied = match cached {
-            Some(copied) => copied,
-            None => match getpages(
-                vnode,
-                Fault::read(first, count).with_advice(Advice::Sequential),
-            ) {
-                Ok(Fetched::Busy(pages)) => {
-                    // As above; the pages are busy, so a truncation waits for them
-                    // before it frees or zeroes any, and the size now tells whether it
-                    // has begun (then what it leaves is what the pages hold up to it).
-                    let valid_end = batch_end
-                        .min(first + (pages.len() * PAGE_SIZE) as u64)
-                        .min(vnode.object().size());
-                    copy_out(
-                        |i| pages.bytes(i),
-                        first,
-                        pos,
-                        valid_end,
-                        &mut buf[restart..],
-                    )
-                }
-                Ok(_) => 0,
-                // The file shrank under us: what is left is past the end.
-                Err(Error::Invalid) => break,
-                Err(err) => return Err(err),
-            },
-        };
-        let reached = restart + copied;
-        if reached <= done {
-            // No further than before (the file shrank meanwhile): the read ends there.
-            done = reached;
-            break;
-        }
-        done = reached;
-    }
-    Ok(done)
-}
-
-/// Copies file bytes `pos .. end` out of the pages starting at file offset `first`.
-// Cannot overflow: `first <= pos <= at < end` and `written <= out.len()`; `within + len`
-// is at most `PAGE_SIZE`.
-#[allow(clippy::arithmetic_side_effects)]
-fn copy_out<'p>(
-    page: impl Fn(usize) -> &'p [u8],
-    first: u64,
-    pos: u64,
-    end: u64,
-    out: &mut [u8],
-) -> usize {
-    let mut at = pos;
-    let mut written = 0;
-    while at < end && written < out.len() {
-        let bytes = page(((at - first) >> PAGE_SHIFT) as usize);
-        let within = (at & PAGE_MASK) as usize;
-        let len = (PAGE_SIZE - within)
-            .min((end - at) as usize)
-            .min(out.len() - written);
-        if bytes.len() < within + len {
-            break;
-        }
-        out[written..written + len].copy_from_slice(&bytes[within..within + len]);
-        written += len;
-        at += len as u64;
-    }
-    written
+    };
+    drop(state);
+    object.wake_if(wake);
 }

@@ -164,6 +164,7 @@ mod getpages;
 mod putpages;
 
 pub mod directio;
+mod read;
 mod write;
 
 #[cfg(feature = "testing")]
@@ -172,7 +173,7 @@ pub mod testing;
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
 pub use fault::{Advice, Fault, Fetched, GetFlags};
-pub use getpages::{getpages, read};
+pub use getpages::getpages;
 pub use hooks::{
     Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags,
     PageCache, Protection, SizeKind, Strategy, Update, VnodeKind,
@@ -180,5 +181,6 @@ pub use hooks::{
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
 pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
+pub use read::read;
 pub use vnode::Vnode;
 pub use write::{setsize, write};

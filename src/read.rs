@@ -1,0 +1,157 @@
+//! read(2) through the page cache: batches of pages from the fast path, or from a
+//! synchronous fault when some are missing, copied out up to the end of file.
+
+use crate::error::{Error, Result};
+use crate::fault::{Advice, Fault, Fetched};
+use crate::getpages::getpages;
+use crate::hooks::{Access, max_file_size};
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
+use crate::sync::Arc;
+use crate::vnode::Vnode;
+
+/// Reads file bytes from `offset` into `buf` through the page cache — what a kernel's
+/// read(2) calls. Faults pages in a batch at a time (the fast path first, a
+/// synchronous fault for what is missing), stops at end of file, and returns how many
+/// bytes it copied (0 at or past the end of file).
+///
+/// Errors: [`Error::Invalid`] for an offset past the file's
+/// [`BlockMap::max_size`](crate::BlockMap::max_size) (a negative `off_t` to a kernel);
+/// any fault error.
+// Cannot overflow: `offset <= max_file_size` (< 2^63, checked) and `done <= buf.len()`
+// (< 2^63), so `pos` fits.
+#[allow(clippy::arithmetic_side_effects)]
+pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    if offset > max_file_size(vnode.block_map()) {
+        return Err(Error::Invalid);
+    }
+    let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16);
+    let mut done = 0;
+    while done < buf.len() {
+        let size = vnode.object().size();
+        if offset + done as u64 >= size {
+            break;
+        }
+        // A batch that stopped at the end of file inside a page copied part of it; the
+        // file has grown since, and the page is copied again from its start (or the
+        // read's), so that every page's bytes come from one instant.
+        let pos = trunc_page(offset + done as u64).max(offset);
+        let restart = (pos - offset) as usize;
+        let batch = Batch::new(pos, buf.len() - restart, size, batch_pages);
+        let Some(copied) = copy_batch(vnode, &batch, &mut buf[restart..])? else {
+            // The file shrank under us: what is left is past the end.
+            break;
+        };
+        let reached = restart + copied;
+        if reached <= done {
+            // No further than before (the file shrank meanwhile): the read ends there.
+            done = reached;
+            break;
+        }
+        done = reached;
+    }
+    Ok(done)
+}
+
+/// One batch of a read: file bytes `pos .. end`, in `count` pages from `first`.
+struct Batch {
+    first: u64,
+    count: usize,
+    pos: u64,
+    end: u64,
+}
+
+impl Batch {
+    /// The batch that copies up to `len` bytes from `pos` (below `size`), at most
+    /// `max_pages` pages.
+    // Cannot overflow: `pos < size <= max_file_size`, 2^63 at most, so one buffer more
+    // cannot wrap; the pages end at most at `round_page(want_end)`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn new(pos: u64, len: usize, size: u64, max_pages: usize) -> Self {
+        let want_end = pos.saturating_add(len as u64).min(size);
+        let first = trunc_page(pos);
+        let count = (((round_page(want_end) - first) >> PAGE_SHIFT) as usize).min(max_pages);
+        let end = (first + (count * PAGE_SIZE) as u64).min(want_end);
+        Self {
+            first,
+            count,
+            pos,
+            end,
+        }
+    }
+}
+
+/// Copies one batch into `out`: from the cache if every page is resident, otherwise
+/// through a synchronous fault. Returns how many bytes it copied, or `None` if the
+/// file has shrunk below the batch.
+// Cannot overflow: the fault's pages lie inside the batch's range.
+#[allow(clippy::arithmetic_side_effects)]
+fn copy_batch<V: Vnode>(vnode: &Arc<V>, batch: &Batch, out: &mut [u8]) -> Result<Option<usize>> {
+    let (first, count) = (batch.first, batch.count);
+    let cached = Fault::resident(first, count, Access::Read).with_advice(Advice::Sequential);
+    match getpages(vnode, cached) {
+        // The size is read again with the pages in hand: a truncation may have shrunk
+        // the file (and zeroed the new last page's tail) since the batch was planned,
+        // and bytes past the end it set are not data.
+        Ok(Fetched::Resident(pages)) if pages.is_complete() => {
+            let end = batch.end.min(pages.size());
+            let bytes = |i| pages.bytes(i).unwrap_or(&[]);
+            return Ok(Some(copy_out(bytes, first, batch.pos, end, out)));
+        }
+        Ok(_) | Err(Error::Busy) => {}
+        Err(Error::Invalid) => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    match getpages(
+        vnode,
+        Fault::read(first, count).with_advice(Advice::Sequential),
+    ) {
+        Ok(Fetched::Busy(pages)) => {
+            // As above; the pages are busy, so a truncation waits for them before it
+            // frees or zeroes any, and the size now tells whether it has begun (then
+            // what it leaves is what the pages hold up to it).
+            let end = batch
+                .end
+                .min(first + (pages.len() * PAGE_SIZE) as u64)
+                .min(vnode.object().size());
+            Ok(Some(copy_out(
+                |i| pages.bytes(i),
+                first,
+                batch.pos,
+                end,
+                out,
+            )))
+        }
+        Ok(_) => Ok(Some(0)),
+        Err(Error::Invalid) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Copies file bytes `pos .. end` out of the pages starting at file offset `first`.
+// Cannot overflow: `first <= pos <= at < end` and `written <= out.len()`; `within + len`
+// is at most `PAGE_SIZE`.
+#[allow(clippy::arithmetic_side_effects)]
+fn copy_out<'p>(
+    page: impl Fn(usize) -> &'p [u8],
+    first: u64,
+    pos: u64,
+    end: u64,
+    out: &mut [u8],
+) -> usize {
+    let mut at = pos;
+    let mut written = 0;
+    while at < end && written < out.len() {
+        let bytes = page(((at - first) >> PAGE_SHIFT) as usize);
+        let within = (at & PAGE_MASK) as usize;
+        let len = (PAGE_SIZE - within)
+            .min((end - at) as usize)
+            .min(out.len() - written);
+        if bytes.len() < within + len {
+            break;
+        }
+        out[written..written + len].copy_from_slice(&bytes[within..within + len]);
+        written += len;
+        at += len as u64;
+    }
+    written
+}
