@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genpager::Fault;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
-use genpager::{Access, Advice, Fetched, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages};
+use genpager::{Access, Advice, Fetched, PAGE_SIZE, PutFlags, Vnode, getpages, putpages};
 use support::{Counting, SegmentedCopy, allocations, interleaved};
 
 #[global_allocator]
@@ -37,14 +37,7 @@ fn cold_read(file: &Arc<MemFile>) -> Duration {
     for offset in (0..FILE).step_by(BATCH * PAGE_SIZE) {
         let pages = getpages(
             file,
-            Fault {
-                offset: offset as u64,
-                count: BATCH,
-                center: 0,
-                access: Access::Read,
-                advice: Advice::Sequential,
-                flags: GetFlags::SYNCIO,
-            },
+            Fault::read(offset as u64, BATCH).with_advice(Advice::Sequential),
         )
         .unwrap()
         .into_busy()
@@ -55,17 +48,7 @@ fn cold_read(file: &Arc<MemFile>) -> Duration {
 }
 
 fn cached_hit(file: &Arc<MemFile>, offset: u64) {
-    match getpages(
-        file,
-        Fault {
-            offset,
-            count: BATCH,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    ) {
+    match getpages(file, Fault::resident(offset, BATCH, Access::Read)) {
         Ok(Fetched::Resident(pages)) => {
             black_box(pages.bytes(0));
         }

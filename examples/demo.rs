@@ -10,8 +10,8 @@ use std::sync::Arc;
 use genpager::Fault;
 use genpager::testing::{Direction, Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode,
-    getpages, putpages, read, write,
+    DirtyStatus, Error, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode, getpages, putpages, read,
+    write,
 };
 
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
@@ -79,19 +79,9 @@ fn main() -> Result<(), Error> {
     println!("3. A hole: read faults map it read-only, a write fault allocates it");
     let sparse_data = vec![7u8; 4 * PAGE_SIZE];
     let sparse = fs.create_sparse(sparse_data.len() as u64, &sparse_data, &[2])?;
-    let pages = getpages(
-        &sparse,
-        Fault {
-            offset: 0,
-            count: 4,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )?
-    .into_busy()
-    .expect("sync faults return busy pages");
+    let pages = getpages(&sparse, Fault::read(0, 4))?
+        .into_busy()
+        .expect("sync faults return busy pages");
     assert!(pages.bytes(2).iter().all(|&b| b == 0));
     drop(pages);
     println!(

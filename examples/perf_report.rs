@@ -34,9 +34,8 @@ use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, DiskStats, Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, BlockMap, DEFAULT_MAX_TRANSFER, DirtyStatus, Fetched, GetFlags, Mapping,
-    ObjectFlags, PAGE_SIZE, PageCache, PutFlags, Strategy, VmObject, Vnode, getpages, putpages,
-    read, write,
+    Access, Advice, BlockMap, DEFAULT_MAX_TRANSFER, DirtyStatus, Fetched, Mapping, ObjectFlags,
+    PAGE_SIZE, PageCache, PutFlags, Strategy, VmObject, Vnode, getpages, putpages, read, write,
 };
 use naive::{NaivePager, NaiveStats};
 use resident::{Resident, resident};
@@ -293,14 +292,7 @@ fn genpager_cold_read(file: &Arc<MemFile>) -> Duration {
         for offset in (0..FILE).step_by(batch * PAGE_SIZE) {
             let pages = getpages(
                 file,
-                Fault {
-                    offset: offset as u64,
-                    count: batch,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Sequential,
-                    flags: GetFlags::SYNCIO,
-                },
+                Fault::read(offset as u64, batch).with_advice(Advice::Sequential),
             )
             .unwrap()
             .into_busy()
@@ -325,17 +317,7 @@ fn genpager_random(file: &Arc<MemFile>, picks: &[u64]) -> Duration {
     time(|| {
         for &index in picks {
             let offset = index * PAGE_SIZE as u64;
-            let get = getpages(
-                file,
-                Fault {
-                    offset,
-                    count: 1,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Random,
-                    flags: GetFlags::SYNCIO,
-                },
-            );
+            let get = getpages(file, Fault::read(offset, 1).with_advice(Advice::Random));
             black_box(get.unwrap().into_busy().unwrap().bytes(0)[0]);
         }
     })
@@ -419,17 +401,7 @@ fn big_rows(report: &mut Report) {
         }
         // Both pagers saw the same bytes.
         for index in [0, PAGES as u64 / 3, PAGES as u64 - 1] {
-            let get = getpages(
-                file,
-                Fault {
-                    offset: index * 4096,
-                    count: 1,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO,
-                },
-            );
+            let get = getpages(file, Fault::read(index * 4096, 1));
             let pages = get.unwrap().into_busy().unwrap();
             assert_eq!(pages.bytes(0), &naive.fault(index).unwrap().frame[..]);
         }
@@ -519,14 +491,7 @@ fn big_rows(report: &mut Report) {
             for offset in (0..FILE).step_by(16 * PAGE_SIZE) {
                 let get = getpages(
                     &contiguous,
-                    Fault {
-                        offset: offset as u64,
-                        count: 16,
-                        center: 0,
-                        access: Access::Read,
-                        advice: Advice::Normal,
-                        flags: GetFlags::LOCKED,
-                    },
+                    Fault::resident(offset as u64, 16, Access::Read),
                 );
                 match get {
                     Ok(Fetched::Resident(pages)) => {
@@ -1112,14 +1077,7 @@ fn own_work(report: &mut Report) {
             for offset in (0..FILE).step_by(16 * PAGE_SIZE) {
                 let get = getpages(
                     &file,
-                    Fault {
-                        offset: offset as u64,
-                        count: 16,
-                        center: 0,
-                        access: Access::Read,
-                        advice: Advice::Sequential,
-                        flags: GetFlags::SYNCIO,
-                    },
+                    Fault::read(offset as u64, 16).with_advice(Advice::Sequential),
                 );
                 black_box(get.unwrap().into_busy().unwrap().bytes(15)[0]);
             }

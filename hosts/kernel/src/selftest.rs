@@ -11,8 +11,8 @@ use core::fmt::Display;
 use genpager::Fault;
 use genpager::buf::Direction;
 use genpager::{
-    Access, Advice, DirtyStatus, Error, GetFlags, PAGE_SIZE, PageCache, PageFlags, PutFlags, Tag,
-    Vnode, getpages, putpages, read, write,
+    Access, Advice, DirtyStatus, Error, PAGE_SIZE, PageCache, PageFlags, PutFlags, Tag, Vnode,
+    getpages, putpages, read, write,
 };
 
 use crate::fs::{RamFile, RamFs};
@@ -299,18 +299,7 @@ fn cached_reread() -> Outcome {
             );
         }
     }
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 4,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    )
-    .context("fast path")?;
+    let fetched = getpages(&file, Fault::resident(0, 4, Access::Read)).context("fast path")?;
     let pages = fetched
         .into_resident()
         .ok_or("fast path returned no resident pages")?;
@@ -344,18 +333,7 @@ fn unaligned_and_eof_reads() -> Outcome {
     );
     // The last page holds zeroes after EOF, not the disk's garbage or the poison.
     let last = 11 * PAGE_SIZE as u64;
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: last,
-            count: 1,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .context("getpages")?;
+    let fetched = getpages(&file, Fault::read(last, 1)).context("getpages")?;
     let pages = fetched.into_busy().ok_or("no busy pages")?;
     ensure!(
         pages.bytes(0)[1000..].iter().all(|&b| b == 0),
@@ -368,18 +346,7 @@ fn unaligned_and_eof_reads() -> Outcome {
 /// Test: hole: reads as zeroes, its resident page is RDONLY.
 fn hole_reads_zero_rdonly() -> Outcome {
     let (file, expected) = sample();
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: HOLE_PAGE,
-            count: 1,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .context("getpages hole")?;
+    let fetched = getpages(&file, Fault::read(HOLE_PAGE, 1)).context("getpages hole")?;
     let pages = fetched.into_busy().ok_or("no busy pages")?;
     ensure!(
         pages.bytes(0).iter().all(|&b| b == 0),
@@ -428,18 +395,7 @@ fn hole_write_fault() -> Outcome {
     );
     let lbn = HOLE_PAGE >> BSHIFT;
     ensure!(file.block_of(lbn).is_none(), "hole already has a block");
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: HOLE_PAGE,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .context("write fault")?;
+    let fetched = getpages(&file, Fault::write(HOLE_PAGE, 1)).context("write fault")?;
     let mut pages = fetched.into_writable().ok_or("no writable pages")?;
     ensure_eq!(file.alloc_calls(), 1);
     for block in lbn..lbn + 4 {
@@ -457,18 +413,8 @@ fn hole_write_fault() -> Outcome {
     );
     ensure_eq!(dirty, DirtyStatus::Dirty);
     // The page is writable now: the write fast path hands it out without a fault.
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: HOLE_PAGE,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    )
-    .context("write fast path")?;
+    let fetched =
+        getpages(&file, Fault::resident(HOLE_PAGE, 1, Access::Write)).context("write fast path")?;
     let pages = fetched.into_resident().ok_or("no resident page")?;
     ensure!(
         pages.bytes(0).is_some_and(|b| &b[100..105] == b"hello"),
@@ -483,14 +429,7 @@ fn read_ahead() -> Outcome {
     let (file, expected) = sample();
     let fetched = getpages(
         &file,
-        Fault {
-            offset: 0,
-            count: 4,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Sequential,
-            flags: GetFlags::empty(),
-        },
+        Fault::read_ahead(0, 4).with_advice(Advice::Sequential),
     )
     .context("read-ahead")?;
     ensure!(
@@ -504,18 +443,7 @@ fn read_ahead() -> Outcome {
         let (flags, _) = page_state(&file, index * PAGE_SIZE as u64).ok_or("page missing")?;
         ensure!(!flags.contains(PageFlags::FAKE), "page {index} still FAKE");
     }
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 4,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    )
-    .context("fast path")?;
+    let fetched = getpages(&file, Fault::resident(0, 4, Access::Read)).context("fast path")?;
     let pages = fetched.into_resident().ok_or("no resident pages")?;
     ensure!(
         pages.is_complete(),
@@ -654,18 +582,7 @@ fn evict_and_read_back() -> Outcome {
     ensure_eq!(resident(&file), 0);
     ensure_eq!(frames::free_frames(), frames_before);
     let reads = file.device().requests(Direction::Read);
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 4,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .context("getpages")?;
+    let fetched = getpages(&file, Fault::read(0, 4)).context("getpages")?;
     let pages = fetched.into_busy().ok_or("no busy pages")?;
     ensure_eq!(pages.len(), 4);
     for index in 0..4 {
