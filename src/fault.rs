@@ -284,7 +284,8 @@ impl Bounds {
 
 /// Marks the timestamps a fault touches (unless `NOTIMESTAMP`, or a block device
 /// mounted without device mtimes).
-pub(crate) fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFlags) {
+pub(crate) fn mark_timestamps<V: Vnode>(vnode: &V, fault: &Fault) {
+    let flags = fault.flags;
     if flags.contains(GetFlags::NOTIMESTAMP)
         || (vnode.kind() == VnodeKind::BlockDevice
             && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME))
@@ -295,7 +296,7 @@ pub(crate) fn mark_timestamps<V: Vnode>(vnode: &V, memwrite: bool, flags: GetFla
     if !vnode.mount_flags().contains(MountFlags::NO_ATIME) {
         update |= Update::ACCESSED;
     }
-    if memwrite {
+    if fault.is_write() {
         update |= Update::MODIFIED;
     }
     if !update.is_empty() {
@@ -320,7 +321,7 @@ pub(crate) fn fast_path<'a, V: Vnode>(
     if fault.center_offset() >= memeof {
         return Err(Error::Invalid);
     }
-    mark_timestamps(&**vnode, fault.is_write(), fault.flags);
+    mark_timestamps(&**vnode, fault);
     let frames = usable_frames(&guard, fault, request_end.min(round_page(memeof)))?;
     // A truncation holds the node lock exclusively while it frees pages; if one is
     // under way, hand back nothing rather than pages that are about to go.

@@ -225,11 +225,12 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             geometry: self.geometry,
             start: span.start,
             diskeof: span.diskeof,
+            ahead: self.is_async(),
             allocates: self.allocates(),
             must_allocate: needs.allocation,
             alloc_end: span.data_end,
         };
-        let result = read.run(pages, &status, self.is_async());
+        let result = read.run(pages, &status);
         drop(node_guard);
         match result? {
             None => Ok(Fetched::Started),
@@ -244,7 +245,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         let span = self.span(state.size(), state.write_size());
         drop(state);
         let span = span.ok_or(Error::Invalid)?;
-        mark_timestamps(&**self.vnode, self.fault.is_write(), self.fault.flags);
+        mark_timestamps(&**self.vnode, &self.fault);
         Ok(span)
     }
 
@@ -501,6 +502,8 @@ struct ReadJob<'a, V: Vnode> {
     geometry: Geometry,
     start: u64,
     diskeof: u64,
+    /// Read-ahead: the read's completion settles the pages; nobody waits.
+    ahead: bool,
     /// A write fault that allocates the blocks under its pages.
     allocates: bool,
     /// Some block under the pages is a hole that a write fault must allocate, even if
@@ -560,15 +563,10 @@ impl<V: Vnode> ReadJob<'_, V> {
     ///
     /// Requests cover whole device sectors: the read of the last one runs past the
     /// disk end of file, and what it brings from there is zeroed when it lands.
-    fn run(
-        &self,
-        pages: Vec<PageRef>,
-        status: &[PageStatus],
-        async_io: bool,
-    ) -> Result<Option<Vec<PageRef>>> {
+    fn run(&self, pages: Vec<PageRef>, status: &[PageStatus]) -> Result<Option<Vec<PageRef>>> {
         let sectors = self.sectors(pages.len(), status);
         self.zero_past_sectors(&pages, status, sectors);
-        let (mut nest, waiter) = self.start_requests(&pages, sectors, async_io)?;
+        let (mut nest, waiter) = self.start_requests(&pages, sectors)?;
         let mut walk = self.submit_extents(&pages, status, &mut nest, sectors.bytes);
         if walk.error.is_ok() {
             walk.saw_hole |= self.holes_past_eof(&pages, status, sectors);
@@ -623,10 +621,9 @@ impl<V: Vnode> ReadJob<'_, V> {
         &self,
         pages: &[PageRef],
         sectors: Sectors,
-        async_io: bool,
     ) -> Result<(Nest, Option<BioWait>)> {
         let bytes = sectors.bytes as usize;
-        if !async_io {
+        if !self.ahead {
             return match Nest::synchronous(bytes, Direction::Read, Priority::TimeCritical) {
                 Ok((nest, waiter)) => Ok((nest, Some(waiter))),
                 Err(err) => Err(self.abandon(pages, err)),
