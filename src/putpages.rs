@@ -22,7 +22,7 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::ops::Range;
+use core::ops::{ControlFlow, Range};
 
 use bitflags::bitflags;
 
@@ -329,6 +329,54 @@ struct ScanEnd {
     /// Whether another pass could find things changed: the pass wrote, slept, or saw
     /// pages dirtied meanwhile.
     progressed: bool,
+    /// Whether it left something a synchronous flush waits for before it returns: a
+    /// busy page it skipped, or a write it started.
+    must_wait: bool,
+}
+
+/// One scan over the range in progress: what its pass asked for and where it stands.
+/// The steps of the writeback pipeline ([`Flush::visit`] and those it calls) move it on.
+struct Scan {
+    /// The pass's flags: the call's, less [`PutFlags::CLEANIT`] for a vnode that was off
+    /// the work list ([`Flush::pass`]).
+    flags: PutFlags,
+    /// Which pages it visits.
+    visit: Visit,
+    /// The flag that has a busy page freed once its write completes: `PAGEOUT` for the
+    /// page daemon, `RELEASED` for everyone else.
+    free_flag: PageFlags,
+    /// Where to look for the next page to visit.
+    next: u64,
+    /// Pages examined since the object lock was last taken.
+    streak: u32,
+    /// How it ended, so far.
+    end: ScanEnd,
+}
+
+impl Scan {
+    /// The last step of a cluster's way through the pipeline, on the scan's side: a
+    /// failed write (its pages already settled dirty, the error latched by
+    /// [`complete_write`]) ends the scan with that error.
+    fn settle(&mut self, written: Result) -> ControlFlow<()> {
+        match written {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => {
+                log::trace!("putpages: write failed: {error:?}");
+                self.end.error = Some(error.into());
+                self.end.write_failed = true;
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+/// What a scan saw of a page, read under the object lock.
+#[derive(Clone, Copy)]
+struct Seen {
+    offset: u64,
+    flags: PageFlags,
+    wired: bool,
+    status: DirtyStatus,
 }
 
 /// One putpages call in progress.
@@ -447,13 +495,12 @@ impl<'a, V: Vnode> Flush<'a, V> {
         }
     }
 
-    /// One pass over the range, then the bookkeeping after it: timestamps, the work
-    /// list, and waiting for writes in flight.
+    /// One pass over the range ([`scan`](Self::scan)), then the bookkeeping after it:
+    /// timestamps, the work list, and waiting for writes in flight.
     fn pass(&mut self, mut state: Guard<'a, V>) -> (Guard<'a, V>, ScanEnd) {
         let vnode: &'a V = self.vnode;
-        let object = vnode.object();
         let mut flags = self.flags;
-        let mut was_clean = state.writes_in_flight() == 0;
+        let writes_before = state.writes_in_flight() != 0;
         let mut end = ScanEnd::default();
         let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
         let generation = state.dirty_generation();
@@ -463,9 +510,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
             flags.remove(PutFlags::CLEANIT);
         }
         if on_worklist || !self.dirty_only {
-            let (next, scanned) = self.scan(state, flags, &mut was_clean);
-            state = next;
-            end = scanned;
+            (state, end) = self.scan(state, flags);
             let write_mapped = state.flags().contains(ObjectFlags::WRITE_MAPPED_DIRTY);
             let device_exempt = vnode.kind() == VnodeKind::BlockDevice
                 && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME);
@@ -474,31 +519,9 @@ impl<'a, V: Vnode> Flush<'a, V> {
             }
             leave_worklist_if_clean(&mut state, vnode, Some(generation));
         }
-        if !was_clean && !self.asynchronous() {
-            // Another flush tags its seed page for writeback before it counts the write
-            // in flight (it asks the filesystem for the cluster's bounds in between,
-            // without the object lock): first wait for the pages of the range tagged
-            // for writeback, then for every write in flight.
-            let mut waited = false;
-            loop {
-                let tagged = state
-                    .cache()
-                    .next_tagged(Tag::Writeback, self.start)
-                    .filter(|&at| at < self.end);
-                let busy =
-                    tagged.filter(|&at| state.cache().lookup(at).is_some_and(|p| p.is_busy()));
-                if let Some(at) = busy {
-                    log::trace!("putpages: waiting for the write of page {at:#x}");
-                    object.sleep_on_page(state, at);
-                    state = object.lock();
-                } else if state.writes_in_flight() != 0 {
-                    log::trace!("putpages: waiting for {} writes", state.writes_in_flight());
-                    state = object.wait_for_writes(state);
-                } else {
-                    break;
-                }
-                waited = true;
-            }
+        if (writes_before || end.must_wait) && !self.asynchronous() {
+            let waited;
+            (state, waited) = self.wait_for_writes(state);
             if waited {
                 end.progressed = true;
                 // Everything this flush waited for is settled: it may leave the list now.
@@ -509,17 +532,54 @@ impl<'a, V: Vnode> Flush<'a, V> {
         (state, end)
     }
 
-    /// Walks the range once, cleaning, deactivating and freeing pages per `flags`.
-    fn scan(
-        &mut self,
-        mut state: Guard<'a, V>,
-        flags: PutFlags,
-        was_clean: &mut bool,
-    ) -> (Guard<'a, V>, ScanEnd) {
-        let vnode: &'a Arc<V> = self.vnode;
+    /// A synchronous flush's wait for the writes it may have missed. Another flush tags
+    /// its seed page for writeback before it counts the write in flight (it asks the
+    /// filesystem for the cluster's bounds in between, without the object lock): first
+    /// wait for the pages of the range tagged for writeback, then for every write in
+    /// flight. Returns whether it waited at all.
+    fn wait_for_writes(&self, mut state: Guard<'a, V>) -> (Guard<'a, V>, bool) {
+        let vnode: &'a V = self.vnode;
         let object = vnode.object();
-        let asynchronous = self.asynchronous();
-        let visit = match (self.dirty_only, asynchronous) {
+        let mut waited = false;
+        loop {
+            let tagged = state
+                .cache()
+                .next_tagged(Tag::Writeback, self.start)
+                .filter(|&at| at < self.end);
+            let busy = tagged.filter(|&at| state.cache().lookup(at).is_some_and(|p| p.is_busy()));
+            if let Some(at) = busy {
+                log::trace!("putpages: waiting for the write of page {at:#x}");
+                object.sleep_on_page(state, at);
+                state = object.lock();
+            } else if state.writes_in_flight() != 0 {
+                log::trace!("putpages: waiting for {} writes", state.writes_in_flight());
+                state = object.wait_for_writes(state);
+            } else {
+                return (state, waited);
+            }
+            waited = true;
+        }
+    }
+
+    /// Walks the range once, cleaning, deactivating and freeing pages per `flags`: the
+    /// writeback pipeline's first step, which hands each page it finds to
+    /// [`visit`](Self::visit).
+    fn scan(&mut self, mut state: Guard<'a, V>, flags: PutFlags) -> (Guard<'a, V>, ScanEnd) {
+        let mut scan = self.begin_scan(flags);
+        while let Some(offset) = next_page(state.cache(), scan.next, self.end, scan.visit) {
+            let step;
+            (state, step) = self.visit(state, &mut scan, offset);
+            if step.is_break() {
+                break;
+            }
+        }
+        (state, scan.end)
+    }
+
+    /// A scan with `flags` from the start of the range. A flush that only cleans visits
+    /// the dirty pages (a synchronous one those in writeback too, to wait for them).
+    fn begin_scan(&self, flags: PutFlags) -> Scan {
+        let visit = match (self.dirty_only, self.asynchronous()) {
             (false, _) => Visit::All,
             (true, true) => Visit::Dirty,
             (true, false) => Visit::DirtyOrWriteback,
@@ -529,256 +589,333 @@ impl<'a, V: Vnode> Flush<'a, V> {
         } else {
             PageFlags::RELEASED
         };
-        let mut end = ScanEnd::default();
-        let mut next = self.start;
-        let mut streak = 0;
-        while let Some(offset) = next_page(state.cache(), next, self.end, visit) {
-            // Cannot overflow: reset to 0 past `PREEMPT_INTERVAL`.
-            #[allow(clippy::arithmetic_side_effects)]
-            {
-                streak += 1;
-            }
-            if streak > PREEMPT_INTERVAL {
-                drop(state);
-                vnode.preempt();
-                state = object.lock();
-                streak = 0;
-                next = offset;
-                continue;
-            }
-            let Some(page) = state.cache().lookup(offset) else {
-                debug_assert!(false, "visited page {offset:#x} is not resident");
-                break;
-            };
-            let (page_flags, wired, status) = (page.flags, page.wire_count != 0, page.dirty());
-            debug_assert!(
-                !page_flags.intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
-                    || page_flags.contains(PageFlags::BUSY)
-            );
-
-            if page_flags.contains(PageFlags::BUSY) {
-                log::trace!("putpages: page {offset:#x} busy");
-                if page_flags.intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
-                    && flags.contains(PutFlags::BUSYFAIL)
-                {
-                    end.error = Some(PutError {
-                        error: Error::Deadlock,
-                        busy_page: Some(offset),
-                    });
-                    break;
-                }
-                if self.pagedaemon {
-                    // Taken by someone else while the lock was dropped; never sleep.
-                    break;
-                }
-                // A dirty page busy in someone else's hands (a fault reading around it,
-                // read-ahead, a caller holding a fault's pages) holds data a synchronous
-                // clean must write: wait for it. The reference skips it, reasoning that a
-                // page busy for a read cannot be dirty; here a read busies valid pages
-                // too. A page being written has had its dirty status moved on and is
-                // covered by the wait for writes in flight.
-                let dirty_data =
-                    self.flags.contains(PutFlags::CLEANIT) && status != DirtyStatus::Clean;
-                if !asynchronous && !flags.contains(PutFlags::RECLAIM) && !dirty_data {
-                    *was_clean = false;
-                    next = offset.saturating_add(PAGE_SIZE as u64);
-                    continue;
-                }
-                next = offset;
-                object.sleep_on_page(state, offset);
-                state = object.lock();
-                streak = 0;
-                end.progressed = true;
-                continue;
-            }
-            // `offset < self.end <= trunc_page(u64::MAX)`: never saturates.
-            next = offset.saturating_add(PAGE_SIZE as u64);
-
-            // Off the work list at the start, the scan does not clean; but a page dirtied
-            // while it had the lock dropped (waiting on a busy page) put the vnode back
-            // on the list, and must be written rather than freed with its data.
-            let cleanit = flags.contains(PutFlags::CLEANIT)
-                || (self.flags.contains(PutFlags::CLEANIT)
-                    && state.flags().contains(ObjectFlags::ON_WORKLIST));
-            let mappings = if flags.contains(PutFlags::FREE) {
-                state.cache_mut().protect(offset, Protection::None);
-                Mappings::Unmapped
-            } else if wired {
-                Mappings::Wired
-            } else {
-                Mappings::WriteProtect
-            };
-            let needs_clean = cleanit && prepare_for_write(&mut state, offset, status, mappings);
-
-            let (first, count, behind) = if needs_clean {
-                debug_assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
-                *was_clean = false;
-                if let Some(page) = state.cache_mut().lookup_mut(offset) {
-                    page.flags |= PageFlags::BUSY;
-                }
-                // Tagged before the lock is dropped: its dirty status is already moved
-                // on, so a synchronous flush of another thread finds it (and waits for
-                // it) only through the writeback tag.
-                state.cache_mut().set_writeback(offset, true);
-                // The filesystem's bound on the cluster; asked without the object lock
-                // (the seed page is ours, busy, meanwhile).
-                drop(state);
-                let range = vnode.block_map().putrange(offset);
-                state = object.lock();
-                let behind = self.gather_cluster(&mut state, offset, range);
-                (self.pages[0].offset, self.pages.len(), behind)
-            } else {
-                (offset, 1, 0)
-            };
-
-            // Cannot overflow: a cluster ends at most at `trunc_page(u64::MAX)`
-            // (`gather_cluster`), and holds at most `max_transfer` bytes.
-            #[allow(clippy::arithmetic_side_effects)]
-            let cluster = first..first + (count * PAGE_SIZE) as u64;
-            if needs_clean {
-                state.cache_mut().set_writeback_range(cluster.clone(), true);
-            }
-            if flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE) {
-                for at in cluster.step_by(PAGE_SIZE) {
-                    if (self.start..self.end).contains(&at) {
-                        self.apply(&mut state, at, flags, free_flag, needs_clean);
-                    }
-                }
-            }
-
-            if needs_clean {
-                end.wrote = true;
-                end.progressed = true;
-                // Cannot overflow: the cluster's end (`behind < count` pages precede the
-                // seed).
-                #[allow(clippy::arithmetic_side_effects)]
-                {
-                    next = offset + ((count - behind) * PAGE_SIZE) as u64;
-                    debug_assert_eq!(next, first + (count * PAGE_SIZE) as u64);
-                }
-                // Counted before the lock is dropped, so a synchronous flush that takes
-                // it next waits for this write.
-                let write = state.start_write();
-                drop(state);
-                let (relocked, written) = gop_write(vnode, &self.pages, flags, write);
-                self.pages.clear();
-                state = relocked;
-                streak = 0;
-                if let Err(error) = written {
-                    log::trace!("putpages: write failed: {error:?}");
-                    end.error = Some(error.into());
-                    end.write_failed = true;
-                    break;
-                }
-            }
+        Scan {
+            flags,
+            visit,
+            free_flag,
+            next: self.start,
+            streak: 0,
+            end: ScanEnd::default(),
         }
-        (state, end)
     }
 
-    /// Deactivates or frees the page at `at` (inside the range) per `flags`.
-    fn apply(
+    /// Visits the page at `offset`: offers the CPU every [`PREEMPT_INTERVAL`] pages,
+    /// leaves a busy page to [`busy_page`](Self::busy_page), and otherwise prepares the
+    /// page ([`prepare_page`](Self::prepare_page)) and writes the cluster it seeds
+    /// ([`write_cluster`](Self::write_cluster)) if it must be written, or only
+    /// deactivates or frees it. `Break` ends the scan.
+    fn visit(
+        &mut self,
+        mut state: Guard<'a, V>,
+        scan: &mut Scan,
+        offset: u64,
+    ) -> (Guard<'a, V>, ControlFlow<()>) {
+        // Cannot overflow: reset to 0 past `PREEMPT_INTERVAL`.
+        #[allow(clippy::arithmetic_side_effects)]
+        {
+            scan.streak += 1;
+        }
+        if scan.streak > PREEMPT_INTERVAL {
+            return (
+                self.offer_cpu(state, scan, offset),
+                ControlFlow::Continue(()),
+            );
+        }
+        let Some(page) = state.cache().lookup(offset) else {
+            debug_assert!(false, "visited page {offset:#x} is not resident");
+            return (state, ControlFlow::Break(()));
+        };
+        let seen = Seen {
+            offset,
+            flags: page.flags,
+            wired: page.wire_count != 0,
+            status: page.dirty(),
+        };
+        debug_assert!(
+            !seen
+                .flags
+                .intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
+                || seen.flags.contains(PageFlags::BUSY)
+        );
+        if seen.flags.contains(PageFlags::BUSY) {
+            return self.busy_page(state, scan, seen);
+        }
+        // `offset < self.end <= trunc_page(u64::MAX)`: never saturates.
+        scan.next = offset.saturating_add(PAGE_SIZE as u64);
+        if self.prepare_page(&mut state, scan, seen) {
+            return self.write_cluster(state, scan, offset);
+        }
+        self.free_or_deactivate(&mut state, scan, offset..scan.next, false);
+        (state, ControlFlow::Continue(()))
+    }
+
+    /// Drops the object lock at the host's preemption point and takes it again; the
+    /// page at `offset` is then visited afresh.
+    fn offer_cpu(&self, state: Guard<'a, V>, scan: &mut Scan, offset: u64) -> Guard<'a, V> {
+        let vnode: &'a V = self.vnode;
+        drop(state);
+        vnode.preempt();
+        scan.streak = 0;
+        scan.next = offset;
+        vnode.object().lock()
+    }
+
+    /// A busy page in the scan's way. Under [`PutFlags::BUSYFAIL`] one being freed or
+    /// paged out fails the flush; the page daemon stops at any (it never sleeps); a
+    /// synchronous flush skips one that holds no data it must write (it waits for the
+    /// writes in flight afterwards); otherwise the scan sleeps until the page is
+    /// released and visits it again.
+    fn busy_page(
+        &self,
+        state: Guard<'a, V>,
+        scan: &mut Scan,
+        seen: Seen,
+    ) -> (Guard<'a, V>, ControlFlow<()>) {
+        let offset = seen.offset;
+        log::trace!("putpages: page {offset:#x} busy");
+        if seen
+            .flags
+            .intersects(PageFlags::RELEASED | PageFlags::PAGEOUT)
+            && scan.flags.contains(PutFlags::BUSYFAIL)
+        {
+            scan.end.error = Some(PutError {
+                error: Error::Deadlock,
+                busy_page: Some(offset),
+            });
+            return (state, ControlFlow::Break(()));
+        }
+        if self.pagedaemon {
+            // Taken by someone else while the lock was dropped; never sleep.
+            return (state, ControlFlow::Break(()));
+        }
+        // A dirty page busy in someone else's hands (a fault reading around it,
+        // read-ahead, a caller holding a fault's pages) holds data a synchronous
+        // clean must write: wait for it. The reference skips it, reasoning that a
+        // page busy for a read cannot be dirty; here a read busies valid pages
+        // too. A page being written has had its dirty status moved on and is
+        // covered by the wait for writes in flight.
+        let dirty_data =
+            self.flags.contains(PutFlags::CLEANIT) && seen.status != DirtyStatus::Clean;
+        if !self.asynchronous() && !scan.flags.contains(PutFlags::RECLAIM) && !dirty_data {
+            scan.end.must_wait = true;
+            scan.next = offset.saturating_add(PAGE_SIZE as u64);
+            return (state, ControlFlow::Continue(()));
+        }
+        let vnode: &'a V = self.vnode;
+        let object = vnode.object();
+        scan.next = offset;
+        object.sleep_on_page(state, offset);
+        scan.streak = 0;
+        scan.end.progressed = true;
+        (object.lock(), ControlFlow::Continue(()))
+    }
+
+    /// The pipeline's *prepare* step for an idle page the scan found: protects it and
+    /// moves its dirty status on ([`prepare_for_write`]), and says whether it must be
+    /// written. A freeing scan unmaps it first, whether or not it cleans.
+    fn prepare_page(&self, state: &mut ObjectState<V::Cache>, scan: &Scan, seen: Seen) -> bool {
+        // Off the work list at the start, the scan does not clean; but a page dirtied
+        // while it had the lock dropped (waiting on a busy page) put the vnode back
+        // on the list, and must be written rather than freed with its data.
+        let cleanit = scan.flags.contains(PutFlags::CLEANIT)
+            || (self.flags.contains(PutFlags::CLEANIT)
+                && state.flags().contains(ObjectFlags::ON_WORKLIST));
+        let mappings = if scan.flags.contains(PutFlags::FREE) {
+            state.cache_mut().protect(seen.offset, Protection::None);
+            Mappings::Unmapped
+        } else if seen.wired {
+            Mappings::Wired
+        } else {
+            Mappings::WriteProtect
+        };
+        cleanit && prepare_for_write(state, seen.offset, seen.status, mappings)
+    }
+
+    /// Writes the cluster seeded by the prepared page at `seed`, the rest of the
+    /// pipeline: [`gather_cluster`](Self::gather_cluster), tag it for writeback and
+    /// deactivate or free its pages ([`free_or_deactivate`](Self::free_or_deactivate)),
+    /// [`submit`](Self::submit) it, and [`settle`](Scan::settle) the scan on the result.
+    fn write_cluster(
+        &mut self,
+        state: Guard<'a, V>,
+        scan: &mut Scan,
+        seed: u64,
+    ) -> (Guard<'a, V>, ControlFlow<()>) {
+        debug_assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
+        scan.end.must_wait = true;
+        let mut state = self.gather_cluster(state, seed);
+        let cluster = pages_at(self.pages[0].offset, self.pages.len());
+        state.cache_mut().set_writeback_range(cluster.clone(), true);
+        self.free_or_deactivate(&mut state, scan, cluster.clone(), true);
+        scan.end.wrote = true;
+        scan.end.progressed = true;
+        scan.next = cluster.end;
+        let (state, written) = self.submit(state, scan.flags);
+        scan.streak = 0;
+        (state, scan.settle(written))
+    }
+
+    /// Gathers the write cluster around the prepared `seed` into `self.pages`. The seed
+    /// is made busy and tagged for writeback, then the filesystem is asked for its bound
+    /// on the cluster ([`BlockMap::putrange`]) without the object lock (the seed is ours
+    /// meanwhile), then the neighbours are taken ([`take_neighbours`](Self::take_neighbours)).
+    fn gather_cluster(&mut self, mut state: Guard<'a, V>, seed: u64) -> Guard<'a, V> {
+        let vnode: &'a V = self.vnode;
+        if let Some(page) = state.cache_mut().lookup_mut(seed) {
+            page.flags |= PageFlags::BUSY;
+        }
+        // Tagged before the lock is dropped: its dirty status is already moved on, so a
+        // synchronous flush of another thread finds it (and waits for it) only through
+        // the writeback tag.
+        state.cache_mut().set_writeback(seed, true);
+        drop(state);
+        let range = vnode.block_map().putrange(seed);
+        let mut state = vnode.object().lock();
+        let reach = self.cluster_reach(seed, range);
+        self.take_neighbours(&mut state, seed, reach);
+        state
+    }
+
+    /// How many pages the cluster around `seed` may take behind it, and ahead of it
+    /// (`None`: as many as the maximum transfer allows): at most half the maximum
+    /// transfer behind, and nothing outside the filesystem's `range` (`None` bounds
+    /// nothing, an end of 0 nothing above).
+    // Cannot overflow: `low <= seed < high` and `seed < trunc_page(u64::MAX)` (the seed
+    // is inside a flush range), and `max_pages` pages (`max_transfer` bytes, a `usize`)
+    // fit in a `u64`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn cluster_reach(&self, seed: u64, range: Option<Range<u64>>) -> (usize, Option<usize>) {
+        let page = PAGE_SIZE as u64;
+        let (fs_low, fs_high) = match range {
+            Some(range) => {
+                debug_assert!(range.start <= seed && (range.end == 0 || seed < range.end));
+                let low = trunc_page(range.start).min(seed);
+                let high = (range.end != 0).then(|| round_page(range.end).max(seed + page));
+                (low, high)
+            }
+            None => (0, None),
+        };
+        let general_low = seed.saturating_sub((self.max_pages / 2) as u64 * page);
+        let low = fs_low.max(general_low);
+        let behind = ((seed - low) >> PAGE_SHIFT) as usize;
+        let ahead = fs_high.map(|high| ((high - seed - 1) >> PAGE_SHIFT) as usize);
+        (behind, ahead)
+    }
+
+    /// Builds the write cluster around the busy, dirty `seed` into `self.pages`: dirty,
+    /// non-busy resident neighbours, backward then forward, within `max_pages` and
+    /// `reach` ([`cluster_reach`](Self::cluster_reach)), each prepared for writing as it
+    /// is taken ([`take_dirty_neighbour`]). Each page taken is made busy (without
+    /// waiting, so taking them out of order cannot deadlock). The cluster ends at most
+    /// at `trunc_page(u64::MAX)` (a page there, which no fault makes, is left out).
+    // Cannot overflow: the offsets behind are at or above the reach's low end; `behind
+    // <= max_pages / 2 < max_pages`, and `max_pages` pages fit in a `u64`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn take_neighbours(
+        &mut self,
+        state: &mut ObjectState<V::Cache>,
+        seed: u64,
+        (most_behind, ahead): (usize, Option<usize>),
+    ) {
+        let page = PAGE_SIZE as u64;
+        self.pages.clear();
+        self.take_run(state, (1..=most_behind as u64).map(|i| seed - i * page));
+        self.pages.reverse();
+        let behind = self.pages.len();
+        let frame = state
+            .cache()
+            .lookup(seed)
+            .map(|p| p.frame())
+            .expect("the seed page is busy and resident");
+        self.pages.push(PageRef {
+            offset: seed,
+            frame,
+        });
+        let most_ahead = (self.max_pages - behind - 1).min(ahead.unwrap_or(usize::MAX));
+        let last = trunc_page(u64::MAX);
+        let offsets = (1..=most_ahead as u64)
+            .map_while(|i| seed.checked_add(i * page).filter(|&at| at < last));
+        self.take_run(state, offsets);
+        log::trace!(
+            "putpages: cluster {:#x}+{} pages around {seed:#x}",
+            self.pages[0].offset,
+            self.pages.len()
+        );
+    }
+
+    /// Appends to the cluster the pages at `offsets`, in order, up to the first that is
+    /// not a resident, idle page needing a write.
+    fn take_run(&mut self, state: &mut ObjectState<V::Cache>, offsets: impl Iterator<Item = u64>) {
+        for at in offsets {
+            match take_dirty_neighbour(state, at) {
+                Some(found) => self.pages.push(found),
+                None => break,
+            }
+        }
+    }
+
+    /// The pipeline's *submit* step: counts the cluster's write in flight before the
+    /// object lock is dropped (so a synchronous flush that takes the lock next waits for
+    /// it) and writes it ([`gop_write`]). Returns with the lock held again.
+    fn submit(&mut self, mut state: Guard<'a, V>, flags: PutFlags) -> (Guard<'a, V>, Result) {
+        let write = state.start_write();
+        drop(state);
+        let (state, written) = gop_write(self.vnode, &self.pages, flags, write);
+        self.pages.clear();
+        (state, written)
+    }
+
+    /// Deactivates or frees, per the scan's flags, the pages of `cluster` inside the
+    /// range: `writing` says they are the scan's own, busy for their write.
+    fn free_or_deactivate(
         &self,
         state: &mut ObjectState<V::Cache>,
-        at: u64,
-        flags: PutFlags,
-        free_flag: PageFlags,
-        needs_clean: bool,
+        scan: &Scan,
+        cluster: Range<u64>,
+        writing: bool,
     ) {
+        if !scan.flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE) {
+            return;
+        }
+        for at in cluster.step_by(PAGE_SIZE) {
+            if (self.start..self.end).contains(&at) {
+                self.apply(state, scan, at, writing);
+            }
+        }
+    }
+
+    /// Deactivates or frees the page at `at` (inside the range) per the scan's flags.
+    fn apply(&self, state: &mut ObjectState<V::Cache>, scan: &Scan, at: u64, writing: bool) {
         let Some(page) = state.cache().lookup(at) else {
             return;
         };
         let (wired, busy) = (page.wire_count != 0, page.is_busy());
-        if flags.contains(PutFlags::DEACTIVATE) && !wired {
+        if scan.flags.contains(PutFlags::DEACTIVATE) && !wired {
             state.cache_mut().set_queue(at, PageQueue::Inactive);
-        } else if flags.contains(PutFlags::FREE) {
+        } else if scan.flags.contains(PutFlags::FREE) {
             state.cache_mut().protect(at, Protection::None);
             if busy {
                 // Ours, about to be written: freed when the write completes.
                 if let Some(page) = state.cache_mut().lookup_mut(at) {
-                    page.flags |= free_flag;
+                    page.flags |= scan.free_flag;
                 }
                 if self.pagedaemon {
                     state.cache_mut().set_queue(at, PageQueue::None);
                 }
             } else {
-                debug_assert!(!needs_clean);
+                debug_assert!(!writing);
                 state.cache_mut().free(at);
             }
         }
     }
+}
 
-    /// Builds the write cluster around the busy, dirty seed page at `offset` into
-    /// `self.pages`: dirty, non-busy resident neighbours, backward then forward,
-    /// within the maximum transfer and the filesystem's `range`. Each page taken is
-    /// made busy (without waiting, so taking them out of order cannot deadlock).
-    /// Returns how many pages precede the seed. The cluster ends at most at
-    /// `trunc_page(u64::MAX)` (a page there, which no fault makes, is left out).
-    // Cannot overflow: `low <= offset < high` and `offset < trunc_page(u64::MAX)` (the
-    // seed is inside a flush range); `behind <= max_pages / 2 < max_pages`, and
-    // `max_pages` pages (`max_transfer` bytes, a `usize`) fit in a `u64`.
-    #[allow(clippy::arithmetic_side_effects)]
-    fn gather_cluster(
-        &mut self,
-        state: &mut ObjectState<V::Cache>,
-        offset: u64,
-        range: Option<Range<u64>>,
-    ) -> usize {
-        let page = PAGE_SIZE as u64;
-        let (fs_low, fs_high) = match range {
-            Some(range) => {
-                debug_assert!(range.start <= offset && (range.end == 0 || offset < range.end));
-                let low = trunc_page(range.start).min(offset);
-                let high = (range.end != 0).then(|| round_page(range.end).max(offset + page));
-                (low, high)
-            }
-            None => (0, None),
-        };
-        let general_low = offset.saturating_sub((self.max_pages / 2) as u64 * page);
-        let low = fs_low.max(general_low);
-
-        self.pages.clear();
-        let most_behind = ((offset - low) >> PAGE_SHIFT) as usize;
-        for at in (1..=most_behind as u64).map(|i| offset - i * page) {
-            match take_dirty_neighbour(state, at) {
-                Some(found) => self.pages.push(found),
-                None => break,
-            }
-        }
-        self.pages.reverse();
-        let behind = self.pages.len();
-        let seed = state
-            .cache()
-            .lookup(offset)
-            .map(|p| p.frame())
-            .expect("the seed page is busy and resident");
-        self.pages.push(PageRef {
-            offset,
-            frame: seed,
-        });
-
-        let mut most_ahead = self.max_pages - behind - 1;
-        if let Some(high) = fs_high {
-            most_ahead = most_ahead.min(((high - offset - 1) >> PAGE_SHIFT) as usize);
-        }
-        for i in 1..=most_ahead as u64 {
-            let Some(at) = offset
-                .checked_add(i * page)
-                .filter(|&at| at < trunc_page(u64::MAX))
-            else {
-                break;
-            };
-            match take_dirty_neighbour(state, at) {
-                Some(found) => self.pages.push(found),
-                None => break,
-            }
-        }
-        log::trace!(
-            "putpages: cluster {:#x}+{} pages around {offset:#x}",
-            self.pages[0].offset,
-            self.pages.len()
-        );
-        behind
-    }
+/// The offsets of `count` consecutive pages from `first`, a cluster's.
+// Cannot overflow: a cluster holds at most `max_transfer` bytes (a `usize`) and ends at
+// most at `trunc_page(u64::MAX)` (`Flush::take_neighbours`).
+#[allow(clippy::arithmetic_side_effects)]
+fn pages_at(first: u64, count: usize) -> Range<u64> {
+    first..first + (count * PAGE_SIZE) as u64
 }
 
 /// Takes the page at `at` for a write cluster if it is resident, not busy and needs
@@ -1064,10 +1201,7 @@ pub(crate) fn settle_written<V: Vnode>(
     result: Result,
 ) -> bool {
     let mut wake = false;
-    // Cannot overflow: the pages of a written cluster (`gather_cluster`), consecutive
-    // from `first`, which ends at most at `trunc_page(u64::MAX)`.
-    #[allow(clippy::arithmetic_side_effects)]
-    let cluster = first..first + (count * PAGE_SIZE) as u64;
+    let cluster = pages_at(first, count);
     state
         .cache_mut()
         .set_writeback_range(cluster.clone(), false);
