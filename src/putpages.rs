@@ -972,8 +972,7 @@ fn gop_write_bytes<'a, V: Vnode>(
     pages: &[PageRef],
     flags: PutFlags,
     write: InFlight,
-) -> (WriteGuard<'a, ObjectState<V::Cache>>, Result) {
-    let object = vnode.object();
+) -> (Guard<'a, V>, Result) {
     let first = pages.first().map_or(0, |page| page.offset);
     let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
     let bytes = usize::try_from(eof.saturating_sub(first))
@@ -984,10 +983,12 @@ fn gop_write_bytes<'a, V: Vnode>(
         pages.len()
     );
     let result = write_pages(io, pages, first, bytes);
-    let mut state = object.lock();
-    let wake = complete_write(&mut state, vnode, first, pages.len(), write, result);
-    object.wake_if(wake);
-    (state, result)
+    let written = PageWrite {
+        first,
+        count: pages.len(),
+        write,
+    };
+    settle_locked(vnode, written, result)
 }
 
 /// Hands the first `bytes` of `pages` to `io` as one vectored write.
@@ -1026,13 +1027,14 @@ fn priority<V: Vnode>(vnode: &V, flags: PutFlags) -> Priority {
 }
 
 /// Writes busy, consecutive `pages` (the reference's `genfs_do_io`) and returns with
-/// the object lock held.
+/// the object lock held: the pipeline's *submit* step for a block device.
 ///
 /// The caller has counted the write in flight (`write`), under the object lock, and
 /// dropped the lock. The transfer is clipped at the disk end of the write size seen
-/// then; the block map is walked once, holes are skipped, and each contiguous run
-/// becomes one device request (a single one when the run covers everything). A `bmap`
-/// error abandons the rest. The completion settles the pages and ends the count.
+/// then ([`clip_to_eof`]); the block map is walked once, holes are skipped, and each
+/// contiguous run becomes one device request (a single one when the run covers
+/// everything). A `bmap` error abandons the rest. The completion settles the pages and
+/// ends the count ([`complete_write`]).
 ///
 /// Without [`PutFlags::SYNCIO`] this returns `Ok` once the requests are submitted and
 /// the completion runs from the device's; with it, it waits, settles the pages on this
@@ -1050,74 +1052,137 @@ pub(crate) fn do_io<'a, V: Vnode>(
         object.wake_if(wake);
         return (state, Ok(()));
     };
-    let count = pages.len();
-    // Cannot overflow: a cluster is at most `max_transfer` bytes (`gather_cluster`).
+    let written = PageWrite {
+        first,
+        count: pages.len(),
+        write,
+    };
+    let cluster = DeviceWrite {
+        pages,
+        first,
+        bytes: clip_to_eof(&**vnode, pages, &written),
+        flags,
+        priority: priority(&**vnode, flags),
+    };
+    log::trace!(
+        "do_io {first:#x}+{:#x} (of {} pages) {:?}",
+        cluster.bytes,
+        pages.len(),
+        cluster.priority
+    );
+    if flags.contains(PutFlags::SYNCIO) {
+        cluster.write_synchronously(vnode, written)
+    } else {
+        cluster.write_asynchronously(vnode, written)
+    }
+}
+
+/// A page write counted in flight: its `count` pages from `first`, settled together,
+/// and the count ended, when it completes ([`complete_write`]).
+pub(crate) struct PageWrite {
+    first: u64,
+    count: usize,
+    write: InFlight,
+}
+
+/// How many bytes of the cluster `written` go to the device: those up to the disk end
+/// of the write size seen when the write was counted, in whole device sectors (the
+/// last one written to its end, past the end of file, with zeroes there).
+///
+/// A store through a mapping past the end of file may have left bytes there; they are
+/// zeroed here, as they must not reach the disk, where a later growth of the file would
+/// find them (as Linux zeroes the page straddling the size on every writeback).
+fn clip_to_eof<V: Vnode>(vnode: &V, pages: &[PageRef], written: &PageWrite) -> usize {
+    let first = written.first;
+    // Cannot overflow: a cluster is at most `max_transfer` bytes (`take_neighbours`).
     #[allow(clippy::arithmetic_side_effects)]
-    let len = count * PAGE_SIZE;
-    let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
-    // Whole device sectors: the last one is written up to its end, past the end of
-    // file, with zeroes there.
-    let dev_bshift = geometry(&**vnode).map_or(DEV_BSHIFT, |geometry| geometry.dev_bshift);
+    let len = written.count * PAGE_SIZE;
+    let eof = vnode
+        .block_map()
+        .size(written.write.write_size(), SizeKind::Disk);
+    let dev_bshift = geometry(vnode).map_or(DEV_BSHIFT, |geometry| geometry.dev_bshift);
     let sector_mask = !(u64::MAX << dev_bshift);
     let to_eof = eof.saturating_sub(first).min(len as u64);
     // Cannot overflow: `to_eof <= len` (a `usize`), and a sector (<= 1 MiB) more fits.
     #[allow(clippy::arithmetic_side_effects)]
     let bytes = (((to_eof + sector_mask) & !sector_mask) as usize).min(len);
-    // A store through a mapping past the end of file may have left bytes there; they
-    // must not reach the disk, where a later growth of the file would find them (as
-    // Linux zeroes the page straddling the size on every writeback).
     // (The cluster ends below `trunc_page(u64::MAX)`: the sums never saturate.)
     zero_file_range(
         pages,
         first.saturating_add(to_eof),
         first.saturating_add(bytes as u64),
     );
-    let priority = priority(&**vnode, flags);
-    log::trace!("do_io {first:#x}+{bytes:#x} (of {len:#x}) {priority:?}");
+    bytes
+}
 
-    let (mut nest, waiter) = if flags.contains(PutFlags::SYNCIO) {
-        match Nest::synchronous(bytes, Direction::Write, priority) {
-            Ok((nest, waiter)) => (nest, Some((waiter, write))),
-            Err(error) => {
-                let mut state = object.lock();
-                let wake = complete_write(&mut state, &**vnode, first, count, write, Err(error));
-                object.wake_if(wake);
-                return (state, Err(error));
-            }
-        }
-    } else {
-        let owner = vnode.clone();
-        let nest = Nest::asynchronous(bytes, Direction::Write, priority, move |outcome| {
-            let object = owner.object();
-            let mut state = object.lock();
-            let wake = complete_write(&mut state, &*owner, first, count, write, outcome.result);
-            drop(state);
-            object.wake_if(wake);
-        });
-        // On failure the completion above has already run with the error.
-        let Ok(nest) = nest else {
-            return (object.lock(), Ok(()));
+/// A cluster on its way to the device ([`do_io`]): its busy pages from `first`, how
+/// many bytes of them to write ([`clip_to_eof`]), the flush's flags and the device
+/// priority they give.
+struct DeviceWrite<'p> {
+    pages: &'p [PageRef],
+    first: u64,
+    bytes: usize,
+    flags: PutFlags,
+    priority: Priority,
+}
+
+impl DeviceWrite<'_> {
+    /// Submits the requests, waits for the device, and settles the pages on this
+    /// thread ([`settle_locked`]): returns the write's result with the lock held.
+    fn write_synchronously<'a, V: Vnode>(
+        &self,
+        vnode: &'a Arc<V>,
+        written: PageWrite,
+    ) -> (Guard<'a, V>, Result) {
+        let (nest, waiter) = match Nest::synchronous(self.bytes, Direction::Write, self.priority) {
+            Ok(made) => made,
+            Err(error) => return settle_locked(&**vnode, written, Err(error)),
         };
-        (nest, None)
-    };
-    if flags.contains(PutFlags::WRITE_RWMAP) {
-        nest.allow_device_modify();
+        self.submit(&**vnode, nest);
+        let result = waiter.wait().result;
+        log::trace!("do_io: done {result:?}");
+        settle_locked(&**vnode, written, result)
     }
-    let (skipped, built) = submit_runs(&**vnode, &mut nest, pages, first, bytes);
-    if skipped != 0 || built.is_err() {
-        log::trace!("do_io: skipped {skipped:#x} bytes, build {built:?}");
-    }
-    nest.finish(skipped, built);
 
-    let Some((waiter, write)) = waiter else {
-        return (object.lock(), Ok(()));
-    };
-    let result = waiter.wait().result;
-    log::trace!("do_io: done {result:?}");
-    let mut state = object.lock();
-    let wake = complete_write(&mut state, &**vnode, first, count, write, result);
-    object.wake_if(wake);
-    (state, result)
+    /// Submits the requests with a completion that settles the pages from the device's
+    /// ([`complete_write`]), and returns `Ok` with the lock held.
+    fn write_asynchronously<'a, V: Vnode>(
+        &self,
+        vnode: &'a Arc<V>,
+        written: PageWrite,
+    ) -> (Guard<'a, V>, Result) {
+        let owner = vnode.clone();
+        let nest = Nest::asynchronous(
+            self.bytes,
+            Direction::Write,
+            self.priority,
+            move |outcome| {
+                let object = owner.object();
+                let mut state = object.lock();
+                let wake = complete_write(&mut state, &*owner, written, outcome.result);
+                drop(state);
+                object.wake_if(wake);
+            },
+        );
+        // On failure the completion above has already run with the error.
+        if let Ok(nest) = nest {
+            self.submit(&**vnode, nest);
+        }
+        (vnode.object().lock(), Ok(()))
+    }
+
+    /// Hands the device one request per mapped run of the cluster ([`submit_runs`])
+    /// and closes `nest` with what was skipped and the error that stopped the walk.
+    fn submit<V: Vnode>(&self, vnode: &V, mut nest: Nest) {
+        if self.flags.contains(PutFlags::WRITE_RWMAP) {
+            nest.allow_device_modify();
+        }
+        let (skipped, built) = submit_runs(vnode, &mut nest, self.pages, self.first, self.bytes);
+        if skipped != 0 || built.is_err() {
+            log::trace!("do_io: skipped {skipped:#x} bytes, build {built:?}");
+        }
+        nest.finish(skipped, built);
+    }
 }
 
 /// Builds and submits one write request per mapped run of `offset .. offset + bytes`.
@@ -1168,17 +1233,35 @@ fn submit_runs<V: Vnode>(
     (skipped, Ok(()))
 }
 
-/// Completes a page write under the object lock: settles its `count` pages from
-/// `first` ([`settle_written`]) and ends its in-flight count. Returns whether waiters
+/// The pipeline's *settle* step, on this thread: takes the object lock, completes
+/// `written` with `result` ([`complete_write`]) and wakes its waiters; returns the lock
+/// with the result.
+fn settle_locked<V: Vnode>(
+    vnode: &V,
+    written: PageWrite,
+    result: Result,
+) -> (Guard<'_, V>, Result) {
+    let object = vnode.object();
+    let mut state = object.lock();
+    let wake = complete_write(&mut state, vnode, written, result);
+    object.wake_if(wake);
+    (state, result)
+}
+
+/// Completes a page write under the object lock (the pipeline's *settle* step): settles
+/// its pages ([`settle_written`]) and ends its in-flight count. Returns whether waiters
 /// must be woken.
 pub(crate) fn complete_write<V: Vnode>(
     state: &mut ObjectState<V::Cache>,
     vnode: &V,
-    first: u64,
-    count: usize,
-    write: InFlight,
+    written: PageWrite,
     result: Result,
 ) -> bool {
+    let PageWrite {
+        first,
+        count,
+        write,
+    } = written;
     let wake = settle_written(state, vnode, first, count, result);
     state.end_write(write) | wake
 }
