@@ -7,7 +7,7 @@
 //! belongs to a user address space. [`directio`] moves as much of it as it can in
 //! chunks and stops at the first part it cannot do directly, leaving the uio advanced
 //! by exactly what it transferred, so the caller finishes the rest through the page
-//! cache ([`read`](crate::read) / [`write`](crate::write)) and may try direct I/O
+//! cache ([`read`](crate::read) / [`write`](crate::write())) and may try direct I/O
 //! again afterwards. [`Progress::fallback`] says why it stopped.
 //!
 //! Each chunk is at most [`Vnode::max_transfer`] bytes, rounded down to whole device
@@ -27,7 +27,7 @@ use core::ptr::NonNull;
 
 use bitflags::bitflags;
 
-use crate::bmap::{Geometry, extents, is_allocated};
+use crate::bmap::{Extent, Geometry, extents, is_allocated};
 use crate::buf::{BioWait, Direction, Nest, Priority, raw_segment};
 use crate::error::{Error, Result};
 use crate::hooks::Strategy;
@@ -343,16 +343,32 @@ pub fn directio<V: Vnode>(
     uio: &mut Uio<'_>,
     flags: DirectFlags,
 ) -> Result<Progress> {
-    let mut progress = Progress {
+    let progress = Progress {
         transferred: 0,
         fallback: None,
     };
     if uio.resid == 0 {
         return Ok(progress);
     }
+    if let Some(stop) = call_fallback(&**vnode, uio)? {
+        return Ok(progress.stopped(Some(stop)));
+    }
+    let geometry = geometry(&**vnode)?;
+    let _transaction = enter_transaction(&**vnode, flags)?;
+    log::trace!(
+        "directio {:?} {:#x}+{:#x}",
+        uio.direction,
+        uio.offset,
+        uio.resid
+    );
+    move_chunks(vnode, uio, geometry, flags, progress)
+}
+
+/// Why the whole call must stay buffered, checked before anything is taken: kernel
+/// memory, or a mapped file. Errors: [`Error::Dead`].
+fn call_fallback<V: Vnode>(vnode: &V, uio: &Uio<'_>) -> Result<Option<Fallback>> {
     if uio.space == AddressSpace::Kernel {
-        progress.fallback = Some(Fallback::KernelMemory);
-        return Ok(progress);
+        return Ok(Some(Fallback::KernelMemory));
     }
     if vnode.is_dead() {
         return Err(Error::Dead);
@@ -360,61 +376,44 @@ pub fn directio<V: Vnode>(
     // With the file mapped, a flush could not keep pages from reappearing through the
     // mappings (and the fault path may hold pages of this very buffer): stay buffered.
     if vnode.object().read().flags().contains(ObjectFlags::MAPPED) {
-        progress.fallback = Some(Fallback::Mapped);
-        return Ok(progress);
+        return Ok(Some(Fallback::Mapped));
     }
-    let geometry = geometry(&**vnode)?;
-    let sector_mask = !(u64::MAX << geometry.dev_bshift);
-    // A caller holding the node lock holds the transaction too (it comes first).
-    let _transaction = if flags.contains(DirectFlags::GLOCKHELD) {
-        None
-    } else {
-        let mut transaction = Transaction::begin(&**vnode, Wait::Sleep)?;
-        if !flags.contains(DirectFlags::JOURNALLOCKED) {
-            transaction.begin_journal()?;
-        }
-        Some(transaction)
-    };
-    log::trace!(
-        "directio {:?} {:#x}+{:#x}",
-        uio.direction,
-        uio.offset,
-        uio.resid
-    );
+    Ok(None)
+}
 
+/// Enters the mount transaction, and the journal unless the caller holds it, for the
+/// whole call. A caller holding the node lock ([`DirectFlags::GLOCKHELD`]) holds the
+/// transaction too (it comes first): then nothing is entered.
+fn enter_transaction<V: Vnode>(
+    vnode: &V,
+    flags: DirectFlags,
+) -> Result<Option<Transaction<'_, V>>> {
+    if flags.contains(DirectFlags::GLOCKHELD) {
+        return Ok(None);
+    }
+    let mut transaction = Transaction::begin(vnode, Wait::Sleep)?;
+    if !flags.contains(DirectFlags::JOURNALLOCKED) {
+        transaction.begin_journal()?;
+    }
+    Ok(Some(transaction))
+}
+
+/// Moves `uio` chunk by chunk ([`Chunk::next`], [`Chunk::run`]), advancing it and
+/// `progress` by what each moved, until it is done, a chunk cannot move directly (the
+/// fallback) or one fails (the error).
+fn move_chunks<V: Vnode>(
+    vnode: &Arc<V>,
+    uio: &mut Uio<'_>,
+    geometry: Geometry,
+    flags: DirectFlags,
+    mut progress: Progress,
+) -> Result<Progress> {
     while uio.resid > 0 {
-        let Some(segment) = uio.current() else {
-            debug_assert!(false, "residual exceeds the segments");
-            break;
+        let chunk = match Chunk::next(vnode, uio, geometry, flags) {
+            Ok(chunk) => chunk,
+            Err(stop) => return Ok(progress.stopped(stop)),
         };
-        let (ptr, seg_len) = (segment.ptr, segment.len);
-        let len = seg_len.min(vnode.max_transfer()) & !(sector_mask as usize);
-        let offset = uio.offset;
-        let stop = if len == 0 {
-            Some(Fallback::ShortSegment)
-        } else if offset.saturating_add(len as u64) > vnode.object().size() {
-            Some(Fallback::PastEof)
-        } else if offset & sector_mask != 0 {
-            Some(Fallback::UnalignedOffset)
-        } else if ptr.as_ptr() as usize as u64 & sector_mask != 0 {
-            Some(Fallback::UnalignedMemory)
-        } else {
-            None
-        };
-        if let Some(stop) = stop {
-            log::trace!("directio: {stop:?} at {offset:#x} (segment {seg_len:#x}), falling back");
-            progress.fallback = Some(stop);
-            return Ok(progress);
-        }
-        let chunk = Chunk {
-            vnode,
-            geometry,
-            ptr,
-            len,
-            offset,
-            direction: uio.direction,
-            flags,
-        };
+        let offset = chunk.offset;
         let (done, result) = chunk.run();
         let advanced = uio.advance(done);
         debug_assert!(advanced.is_ok());
@@ -424,8 +423,7 @@ pub fn directio<V: Vnode>(
             Ok(None) => {}
             Ok(Some(stop)) => {
                 log::trace!("directio: {stop:?} at {offset:#x}, falling back");
-                progress.fallback = Some(stop);
-                return Ok(progress);
+                return Ok(progress.stopped(Some(stop)));
             }
             Err(error) => {
                 log::trace!("directio: chunk at {offset:#x} failed after {done:#x} bytes: {error}");
@@ -434,6 +432,14 @@ pub fn directio<V: Vnode>(
         }
     }
     Ok(progress)
+}
+
+impl Progress {
+    /// The progress of a call that stops here, for `fallback` (`None`: for no reason
+    /// that the caller need act on).
+    fn stopped(self, fallback: Option<Fallback>) -> Self {
+        Self { fallback, ..self }
+    }
 }
 
 /// One chunk of a direct transfer (the reference's `genfs_do_directio`).
@@ -453,7 +459,52 @@ enum Piece {
     Request(usize, BioWait),
 }
 
-impl<V: Vnode> Chunk<'_, V> {
+impl<'a, V: Vnode> Chunk<'a, V> {
+    /// The next chunk of `uio`: its current segment, at most [`Vnode::max_transfer`]
+    /// bytes of it rounded down to whole sectors. `Err` says why it cannot move
+    /// directly (checked again under the node lock); `Err(None)` that no segment is
+    /// left, which the residual rules out.
+    fn next(
+        vnode: &'a Arc<V>,
+        uio: &mut Uio<'_>,
+        geometry: Geometry,
+        flags: DirectFlags,
+    ) -> core::result::Result<Self, Option<Fallback>> {
+        let direction = uio.direction;
+        let offset = uio.offset;
+        let Some(segment) = uio.current() else {
+            debug_assert!(false, "residual exceeds the segments");
+            return Err(None);
+        };
+        let (ptr, seg_len) = (segment.ptr, segment.len);
+        let sector_mask = !(u64::MAX << geometry.dev_bshift);
+        let len = seg_len.min(vnode.max_transfer()) & !(sector_mask as usize);
+        let stop = if len == 0 {
+            Some(Fallback::ShortSegment)
+        } else if offset.saturating_add(len as u64) > vnode.object().size() {
+            Some(Fallback::PastEof)
+        } else if offset & sector_mask != 0 {
+            Some(Fallback::UnalignedOffset)
+        } else if ptr.as_ptr() as usize as u64 & sector_mask != 0 {
+            Some(Fallback::UnalignedMemory)
+        } else {
+            None
+        };
+        if let Some(stop) = stop {
+            log::trace!("directio: {stop:?} at {offset:#x} (segment {seg_len:#x}), falling back");
+            return Err(Some(stop));
+        }
+        Ok(Self {
+            vnode,
+            geometry,
+            ptr,
+            len,
+            offset,
+            direction,
+            flags,
+        })
+    }
+
     /// The file offset just past the chunk.
     fn end(&self) -> u64 {
         // Cannot overflow: the chunk is a prefix of the uio's residual, and `Uio::new`
@@ -507,96 +558,27 @@ impl<V: Vnode> Chunk<'_, V> {
     }
 
     /// Moves the chunk between the device and the memory at `base`: one request per
-    /// contiguous run of blocks, holes zero-filled for a read. Every request is waited
-    /// for before this returns, whatever happens, since they use the caller's memory.
+    /// contiguous run of blocks, holes zero-filled for a read ([`start_pieces`]). Every
+    /// request is waited for before this returns, whatever happens, since they use the
+    /// caller's memory ([`wait_for`]).
     ///
     /// A read holds the node lock shared throughout (a write already holds it
     /// exclusively), so a truncation cannot free the blocks under the transfer; what
     /// changed since the unlocked checks (the size, a hole under a write) ends the
     /// chunk with a fallback.
+    ///
+    /// [`start_pieces`]: Self::start_pieces
     fn transfer(&self, base: NonNull<u8>) -> (usize, Result<Option<Fallback>>) {
-        let vnode = &**self.vnode;
-        let object = vnode.object();
-        let end = self.end();
+        let object = self.vnode.object();
         let writing = self.direction == Direction::Write;
         let _node = (!writing && !self.flags.contains(DirectFlags::GLOCKHELD))
             .then(|| object.node_lock().read());
-        if end > object.size() {
+        if self.end() > object.size() {
             return (0, Ok(Some(Fallback::PastEof)));
         }
         let write = writing.then(|| object.lock().start_write());
-        let mut pieces: Vec<Piece> = Vec::new();
-        let mut built = Ok(None);
-        for extent in extents(vnode.block_map(), self.geometry, self.offset, end) {
-            let piece = extent.and_then(|extent| {
-                pieces.try_reserve(1).map_err(|_| Error::NoMemory)?;
-                // Cannot overflow: the walk's extents start at or after `self.offset`.
-                #[allow(clippy::arithmetic_side_effects)]
-                let within = (extent.offset - self.offset) as usize;
-                let len = extent.len as usize;
-                // Inside the wired range, which does not wrap: never null.
-                let at = NonNull::new(base.as_ptr().wrapping_add(within)).ok_or(Error::Invalid)?;
-                match extent.block {
-                    // A hole appeared since the allocation check: no request from here.
-                    None if writing => Ok(None),
-                    None => {
-                        // SAFETY: `at .. at + len` lies inside the `self.len` bytes at
-                        // `base`, which the uio's segment (or the host's alias, per
-                        // `Wired::at`) makes valid for writes in a read transfer (a read
-                        // uio holds only writable segments) and which nothing else
-                        // touches until `directio` returns.
-                        unsafe { at.as_ptr().write_bytes(0, len) };
-                        Ok(Some(Piece::Zeroed(len)))
-                    }
-                    Some(block) => {
-                        let mut segments = Vec::new();
-                        segments.try_reserve_exact(1).map_err(|_| Error::NoMemory)?;
-                        segments.push(raw_segment(at, len));
-                        let (mut nest, waiter) =
-                            Nest::synchronous(len, self.direction, Priority::TimeCritical)?;
-                        log::trace!(
-                            "directio: {:?} {:#x}+{len:#x} at block {block:#x}",
-                            self.direction,
-                            extent.offset
-                        );
-                        vnode
-                            .device()
-                            .submit(nest.request(block, extent.offset, segments));
-                        nest.finish(0, Ok(()));
-                        Ok(Some(Piece::Request(len, waiter)))
-                    }
-                }
-            });
-            match piece {
-                Ok(Some(piece)) => pieces.push(piece),
-                Ok(None) => {
-                    built = Ok(Some(Fallback::Hole));
-                    break;
-                }
-                Err(error) => {
-                    built = Err(error);
-                    break;
-                }
-            }
-        }
-
-        let mut done = 0;
-        let mut failed = None;
-        for piece in pieces {
-            let (len, result) = match piece {
-                Piece::Zeroed(len) => (len, Ok(())),
-                Piece::Request(len, waiter) => (len, waiter.wait().result),
-            };
-            match result {
-                // Cannot overflow: the pieces are disjoint parts of the chunk.
-                #[allow(clippy::arithmetic_side_effects)]
-                Ok(()) if failed.is_none() => done += len,
-                Ok(()) => {}
-                Err(error) => {
-                    failed.get_or_insert(error);
-                }
-            }
-        }
+        let (pieces, built) = self.start_pieces(base);
+        let (done, failed) = wait_for(pieces);
         if let Some(write) = write {
             let wake = object.lock().end_write(write);
             object.wake_if(wake);
@@ -606,4 +588,101 @@ impl<V: Vnode> Chunk<'_, V> {
             None => (done, built),
         }
     }
+
+    /// Starts the pieces of the chunk in file order, walking the block map once
+    /// ([`start_piece`](Self::start_piece)). Returns those started and how the walk
+    /// ended: `Ok(Some(Hole))` at a hole under a write, an error from the block map or
+    /// an allocation (the pieces before it started all the same).
+    fn start_pieces(&self, base: NonNull<u8>) -> (Vec<Piece>, Result<Option<Fallback>>) {
+        let vnode = &**self.vnode;
+        let mut pieces: Vec<Piece> = Vec::new();
+        for extent in extents(vnode.block_map(), self.geometry, self.offset, self.end()) {
+            let piece = extent.and_then(|extent| {
+                pieces.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                let at = self.memory_at(base, extent.offset)?;
+                self.start_piece(&extent, at)
+            });
+            match piece {
+                Ok(Some(piece)) => pieces.push(piece),
+                Ok(None) => return (pieces, Ok(Some(Fallback::Hole))),
+                Err(error) => return (pieces, Err(error)),
+            }
+        }
+        (pieces, Ok(None))
+    }
+
+    /// Where the chunk's byte at file `offset` (inside the chunk) is in the memory at
+    /// `base`.
+    fn memory_at(&self, base: NonNull<u8>, offset: u64) -> Result<NonNull<u8>> {
+        // Cannot overflow: the walk's extents start at or after `self.offset`.
+        #[allow(clippy::arithmetic_side_effects)]
+        let within = (offset - self.offset) as usize;
+        // Inside the wired range, which does not wrap: never null.
+        NonNull::new(base.as_ptr().wrapping_add(within)).ok_or(Error::Invalid)
+    }
+
+    /// Starts the piece over `extent`, whose bytes are at `at` in memory: a hole is
+    /// zero-filled for a read, a mapped run gets one request
+    /// ([`submit_request`](Self::submit_request)). `Ok(None)`: a hole under a write,
+    /// appeared since the allocation check, where no request may go.
+    fn start_piece(&self, extent: &Extent, at: NonNull<u8>) -> Result<Option<Piece>> {
+        let len = extent.len as usize;
+        match extent.block {
+            None if self.direction == Direction::Write => Ok(None),
+            None => {
+                // SAFETY: `at .. at + len` lies inside the `self.len` bytes at the
+                // transfer's `base` (`at` is `memory_at` of an extent of the walk over
+                // the chunk), which the uio's segment (or the host's alias, per
+                // `Wired::at`) makes valid for writes in a read transfer (a read uio
+                // holds only writable segments) and which nothing else touches until
+                // `directio` returns.
+                unsafe { at.as_ptr().write_bytes(0, len) };
+                Ok(Some(Piece::Zeroed(len)))
+            }
+            Some(block) => self.submit_request(block, extent, at).map(Some),
+        }
+    }
+
+    /// Submits one synchronous request moving `extent`, mapped at device `block`,
+    /// to or from the memory at `at`.
+    fn submit_request(&self, block: u64, extent: &Extent, at: NonNull<u8>) -> Result<Piece> {
+        let len = extent.len as usize;
+        let mut segments = Vec::new();
+        segments.try_reserve_exact(1).map_err(|_| Error::NoMemory)?;
+        segments.push(raw_segment(at, len));
+        let (mut nest, waiter) = Nest::synchronous(len, self.direction, Priority::TimeCritical)?;
+        log::trace!(
+            "directio: {:?} {:#x}+{len:#x} at block {block:#x}",
+            self.direction,
+            extent.offset
+        );
+        self.vnode
+            .device()
+            .submit(nest.request(block, extent.offset, segments));
+        nest.finish(0, Ok(()));
+        Ok(Piece::Request(len, waiter))
+    }
+}
+
+/// Waits for every piece of a chunk (they use the caller's memory). Returns the bytes
+/// the pieces before the first failure moved, and that failure.
+fn wait_for(pieces: Vec<Piece>) -> (usize, Option<Error>) {
+    let mut done = 0;
+    let mut failed = None;
+    for piece in pieces {
+        let (len, result) = match piece {
+            Piece::Zeroed(len) => (len, Ok(())),
+            Piece::Request(len, waiter) => (len, waiter.wait().result),
+        };
+        match result {
+            // Cannot overflow: the pieces are disjoint parts of the chunk.
+            #[allow(clippy::arithmetic_side_effects)]
+            Ok(()) if failed.is_none() => done += len,
+            Ok(()) => {}
+            Err(error) => {
+                failed.get_or_insert(error);
+            }
+        }
+    }
+    (done, failed)
 }

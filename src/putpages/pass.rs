@@ -1,0 +1,183 @@
+//! The passes of a flush: entering the mount transaction, scanning the range until the
+//! call is done (a reclaim until the vnode is clean, or no pass changes anything), the
+//! bookkeeping after each scan (timestamps, the work list, waiting for writes in
+//! flight) and the call's result.
+
+use super::{Flush, Guard, PutError, PutFlags, ScanEnd};
+use crate::error::Result;
+use crate::hooks::{MountFlags, PageCache, Update, VnodeKind};
+use crate::object::{ObjectFlags, ObjectState};
+use crate::page::Tag;
+use crate::transaction::{Transaction, Wait};
+use crate::vnode::Vnode;
+
+impl<'a, V: Vnode> Flush<'a, V> {
+    /// Enters the transaction a cleaning flush writes inside. The page daemon does not
+    /// wait for it and takes no journal; everyone else waits, and begins the journal
+    /// unless the caller holds it.
+    fn enter_transaction(&self) -> Result<Transaction<'a, V>> {
+        let vnode: &'a V = self.vnode;
+        let wait = if self.pagedaemon {
+            Wait::DontSleep
+        } else {
+            Wait::Sleep
+        };
+        let mut transaction = Transaction::begin(vnode, wait)?;
+        if !self.pagedaemon && !self.flags.contains(PutFlags::JOURNALLOCKED) {
+            transaction.begin_journal()?;
+        }
+        Ok(transaction)
+    }
+
+    pub(super) fn run(mut self) -> core::result::Result<(), PutError> {
+        let vnode: &'a V = self.vnode;
+        let object = vnode.object();
+        let mut state = object.lock();
+        loop {
+            debug_assert!(
+                state.flags().contains(ObjectFlags::ON_WORKLIST)
+                    || !state.flags().contains(ObjectFlags::WRITE_MAPPED_DIRTY)
+            );
+            if self.nothing_to_do(&state) {
+                leave_worklist_if_clean(&mut state, vnode, None);
+                let result = self.report(&mut state, ScanEnd::default());
+                drop(state);
+                return result;
+            }
+            if !self.in_transaction() && self.flags.contains(PutFlags::CLEANIT) {
+                drop(state);
+                self.transaction = Some(self.enter_transaction()?);
+                state = object.lock();
+                continue;
+            }
+
+            let (next, end) = self.pass(state);
+            state = next;
+            let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
+            if self.flags.contains(PutFlags::RECLAIM) && on_worklist && end.error.is_none() {
+                // A reclaim must leave the vnode clean, but not retry forever against a
+                // device that keeps failing, nor when another pass would find exactly
+                // what this one found (say, a wired page that cannot be protected).
+                if let Some(error) = state.take_write_error() {
+                    log::trace!("putpages: reclaim stopped by write error {error:?}");
+                    return Err(error.into());
+                }
+                if end.progressed {
+                    continue;
+                }
+                log::trace!("putpages: reclaim makes no progress; stopping");
+            }
+            let result = self.report(&mut state, end);
+            drop(state);
+            return result;
+        }
+    }
+
+    /// The quick exit: no pages, or only cleaning and nothing dirty (and, for a
+    /// synchronous flush, nothing in writeback to wait for).
+    fn nothing_to_do(&self, state: &ObjectState<V::Cache>) -> bool {
+        let cache = state.cache();
+        cache.resident_pages() == 0
+            || (self.dirty_only
+                && !cache.any_tagged(Tag::Dirty)
+                && (self.asynchronous() || !cache.any_tagged(Tag::Writeback)))
+    }
+
+    /// The result of the call. A synchronous cleaning flush also collects the latched
+    /// write error, unless it fails for an unrelated reason (then the latch waits);
+    /// freeing or deactivating without cleaning leaves it for the next flush.
+    fn report(
+        &self,
+        state: &mut ObjectState<V::Cache>,
+        end: ScanEnd,
+    ) -> core::result::Result<(), PutError> {
+        let flush = self.flags.contains(PutFlags::CLEANIT | PutFlags::SYNCIO);
+        let take = flush && (end.error.is_none() || end.write_failed);
+        let latched = if take { state.take_write_error() } else { None };
+        match (end.error, latched) {
+            (Some(error), _) => Err(error),
+            (None, Some(error)) => Err(error.into()),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// One pass over the range ([`scan`](Self::scan)), then the bookkeeping after it:
+    /// timestamps, the work list, and waiting for writes in flight.
+    fn pass(&mut self, mut state: Guard<'a, V>) -> (Guard<'a, V>, ScanEnd) {
+        let vnode: &'a V = self.vnode;
+        let mut flags = self.flags;
+        let writes_before = state.writes_in_flight() != 0;
+        let mut end = ScanEnd::default();
+        let on_worklist = state.flags().contains(ObjectFlags::ON_WORKLIST);
+        let generation = state.dirty_generation();
+        if !on_worklist {
+            // Known to have no dirty page: nothing to clean (the scan cleans again if a
+            // page is dirtied while it has the lock dropped).
+            flags.remove(PutFlags::CLEANIT);
+        }
+        if on_worklist || !self.dirty_only {
+            (state, end) = self.scan(state, flags);
+            let write_mapped = state.flags().contains(ObjectFlags::WRITE_MAPPED_DIRTY);
+            let device_exempt = vnode.kind() == VnodeKind::BlockDevice
+                && vnode.mount_flags().contains(MountFlags::NO_DEV_MTIME);
+            if end.wrote && write_mapped && !device_exempt {
+                vnode.mark_update(Update::MODIFIED);
+            }
+            leave_worklist_if_clean(&mut state, vnode, Some(generation));
+        }
+        if (writes_before || end.must_wait) && !self.asynchronous() {
+            let waited;
+            (state, waited) = self.wait_for_writes(state);
+            if waited {
+                end.progressed = true;
+                // Everything this flush waited for is settled: it may leave the list now.
+                leave_worklist_if_clean(&mut state, vnode, Some(generation));
+            }
+        }
+        end.progressed |= state.dirty_generation() != generation;
+        (state, end)
+    }
+
+    /// A synchronous flush's wait for the writes it may have missed. Another flush tags
+    /// its seed page for writeback before it counts the write in flight (it asks the
+    /// filesystem for the cluster's bounds in between, without the object lock): first
+    /// wait for the pages of the range tagged for writeback, then for every write in
+    /// flight. Returns whether it waited at all.
+    fn wait_for_writes(&self, mut state: Guard<'a, V>) -> (Guard<'a, V>, bool) {
+        let vnode: &'a V = self.vnode;
+        let object = vnode.object();
+        let mut waited = false;
+        loop {
+            let tagged = state
+                .cache()
+                .next_tagged(Tag::Writeback, self.start)
+                .filter(|&at| at < self.end);
+            let busy = tagged.filter(|&at| state.cache().lookup(at).is_some_and(|p| p.is_busy()));
+            if let Some(at) = busy {
+                log::trace!("putpages: waiting for the write of page {at:#x}");
+                object.sleep_on_page(state, at);
+                state = object.lock();
+            } else if state.writes_in_flight() != 0 {
+                log::trace!("putpages: waiting for {} writes", state.writes_in_flight());
+                state = object.wait_for_writes(state);
+            } else {
+                return (state, waited);
+            }
+            waited = true;
+        }
+    }
+}
+
+/// Whether a vnode may leave the work list: nothing dirty, nothing being written, and
+/// (after a scan) nothing dirtied since the scan began.
+fn leave_worklist_if_clean<V: Vnode>(state: &mut Guard<'_, V>, vnode: &V, generation: Option<u64>) {
+    let clean = !state.cache().any_tagged(Tag::Dirty)
+        && !state.cache().any_tagged(Tag::Writeback)
+        && generation.is_none_or(|g| g == state.dirty_generation());
+    if clean && state.flags().contains(ObjectFlags::ON_WORKLIST) {
+        log::trace!("putpages: leaving the work list");
+        state.set_flag(ObjectFlags::WRITE_MAPPED_DIRTY, false);
+        state.set_flag(ObjectFlags::ON_WORKLIST, false);
+        vnode.worklist_remove();
+    }
+}
