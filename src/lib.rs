@@ -17,17 +17,18 @@
 //! ```text
 //!  kernel: fault handler · read/write · fsync · truncate · page daemon
 //!         │  getpages()  putpages()  read()  write()  setsize()  directio()
-//!  ┌──────┴────────────────────────────────────────────────────────────┐
-//!  │ 8  write (write, setsize) · directio                              │
-//!  │ 7  getpages (+ read) · putpages (gop_write) · compat              │ paths
-//!  │ 6  fault — Fault, the fast path, settling a fault's pages         │
-//!  │ 5  busy — handles on busy pages · transaction — the one guard     │
-//!  │ 4  vnode — the Vnode hook, which names the object                 │
-//!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache│
-//!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types  │
-//!  │ 1  buf — requests and their completion                            │
-//!  │ 0  page · error · sync — the only lock facade                     │
-//!  └──────┬────────────┬───────────────┬───────────────┬───────────────┘
+//!  ┌──────┴──────────────────────────────────────────────────────────────┐
+//!  │ 8  read · write (write, setsize) · directio                         │
+//!  │ 7  getpages · putpages (scan → prepare → cluster → submit → settle) │
+//!  │    · compat                                                         │
+//!  │ 6  fault — Fault, the fast path, settling a fault's pages           │
+//!  │ 5  busy — handles on busy pages · transaction — the one guard       │
+//!  │ 4  vnode — the Vnode hook, which names the object                   │
+//!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
+//!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
+//!  │ 1  buf — requests and their completion                              │
+//!  │ 0  page · error · sync — the only lock facade                       │
+//!  └──────┬──────────────────────────────────────────────────────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
 //! ```
 //!
