@@ -521,17 +521,19 @@ fn requests_are_whole_sectors_for_a_ragged_file() {
     }
 }
 
-/// Defect 7: the last page of a 10,000-byte file reads its bytes, then zeroes past the
-/// end of file, even when the disk holds garbage after the last byte in that sector.
+/// Defect 7: the last page of a 10,000-byte file (at 4 KiB pages; two pages and 1,808
+/// bytes at any page size) reads its bytes, then zeroes past the end of file, even when
+/// the disk holds garbage after the last byte in that sector.
 #[test]
 fn requests_are_whole_sectors_and_the_tail_reads_as_zero() {
     for bshift in [12u32, 10, 9] {
-        let model = pattern(10_000, 8);
+        let size = 2 * PAGE_SIZE + 1808;
+        let model = pattern(size, 8);
         let (disk, file) = small_file(bshift, &model);
-        let last = sector_of(&file, 9_999).unwrap();
-        let garbage_from = last * 512 + (10_000 % 512) as u64;
-        let block_end =
-            (sector_of(&file, 9_999 & !((1 << bshift) - 1)).unwrap() * 512) + (1u64 << bshift);
+        let last = sector_of(&file, size as u64 - 1).unwrap();
+        let garbage_from = last * 512 + (size % 512) as u64;
+        let block_end = (sector_of(&file, (size as u64 - 1) & !((1 << bshift) - 1)).unwrap() * 512)
+            + (1u64 << bshift);
         disk.write_raw(
             garbage_from,
             &vec![0xEE; (block_end - garbage_from) as usize],
@@ -553,10 +555,10 @@ fn requests_are_whole_sectors_and_the_tail_reads_as_zero() {
         .unwrap();
         let bytes = pages.bytes(0);
         assert!(
-            bytes[..10_000 - 2 * PAGE_SIZE] == model[2 * PAGE_SIZE..],
+            bytes[..size - 2 * PAGE_SIZE] == model[2 * PAGE_SIZE..],
             "bshift {bshift}: file bytes"
         );
-        let past = &bytes[10_000 - 2 * PAGE_SIZE..];
+        let past = &bytes[size - 2 * PAGE_SIZE..];
         assert!(
             past.iter().all(|&b| b == 0),
             "bshift {bshift}: {} non-zero bytes past EOF in the last page",
