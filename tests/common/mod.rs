@@ -9,7 +9,7 @@ use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode};
 /// `log2` of the page size (12 at the default 4 KiB pages; see the `page-16k` and
 /// `page-64k` features): the `fs_bshift` of a filesystem whose blocks are one page.
 /// Tests that mean "one block per page" use it, not 12.
-pub use genpager::page::PAGE_SHIFT;
+pub const PAGE_SHIFT: u32 = genpager::page::PAGE_SHIFT;
 
 /// Deterministic, position-dependent bytes, so a misplaced page shows.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
