@@ -58,7 +58,7 @@ fn sector(file: &MemFile, offset: u64) -> u64 {
 #[test]
 fn d01_kernel_memory_falls_back_untouched() {
     let data = pattern(16 * PAGE_SIZE, 1);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let mut kernel = Uio::new(
         0,
@@ -80,7 +80,7 @@ fn d01_kernel_memory_falls_back_untouched() {
 #[test]
 fn d01_user_memory_moves_directly_without_the_page_cache() {
     let data = pattern(16 * PAGE_SIZE, 2);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let mut user = uio(P, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(4 * PAGE_SIZE)));
@@ -148,7 +148,7 @@ fn d01_uio_checks_its_segments() {
 #[test]
 fn d02_mapped_file_falls_back_without_flushing() {
     let data = pattern(4 * PAGE_SIZE, 3);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     write(&file, P, &[0x77; PAGE_SIZE]).unwrap();
     disk.clear_log();
     file.object().lock().set_flags(ObjectFlags::MAPPED, true);
@@ -178,7 +178,7 @@ fn d02_mapped_file_falls_back_without_flushing() {
 fn d03_chunks_are_at_most_the_max_transfer() {
     let len = 3 * K64 + 2 * PAGE_SIZE;
     let data = pattern(len, 4);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(len);
     let mut user = uio(0, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(len)));
@@ -210,7 +210,7 @@ fn d03_chunks_are_at_most_the_max_transfer() {
 #[test]
 fn d03_short_segment_stops_and_the_caller_finishes_buffered() {
     let data = pattern(8 * PAGE_SIZE, 5);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let total = PAGE_SIZE + 700 + PAGE_SIZE;
     let mut buf = Buffer::aligned(total);
     let (first, second) = buf.get_mut().split_at_mut(PAGE_SIZE + 700);
@@ -247,7 +247,7 @@ fn d03_short_segment_stops_and_the_caller_finishes_buffered() {
 fn d03_stops_before_eof_and_the_tail_goes_buffered() {
     let size = 100_000;
     let data = pattern(size, 6);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     // A 100 KiB buffer: the second chunk (36 KiB) would end past EOF.
     let mut buf = Buffer::aligned(100 * 1024);
     let mut user = uio(0, Direction::Read, buf.get_mut());
@@ -290,7 +290,7 @@ fn d03_stops_before_eof_and_the_tail_goes_buffered() {
 #[test]
 fn d04_unaligned_offset_or_memory_falls_back() {
     let data = pattern(8 * PAGE_SIZE, 7);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(2 * PAGE_SIZE);
     let mut user = uio(100, Direction::Read, buf.get_mut());
     assert_eq!(
@@ -313,7 +313,7 @@ fn d04_unaligned_offset_or_memory_falls_back() {
 #[test]
 fn d04_sector_alignment_is_enough() {
     let data = pattern(8 * PAGE_SIZE, 8);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::new(2048, 512, 0);
     let mut user = uio(3 * 512, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(2048)));
@@ -330,7 +330,7 @@ fn d04_sector_alignment_is_enough() {
 #[test]
 fn d05_write_over_a_hole_falls_back_and_buffered_fills_it() {
     let data = pattern(4 * PAGE_SIZE, 9);
-    let (disk, file) = sparse_file(12, &data, &[2]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &data, &[2]);
     let before = file.disk_contents();
     let new = pattern(4 * PAGE_SIZE, 90);
     let mut src = Buffer::with(&new);
@@ -363,7 +363,7 @@ fn d05_write_over_a_hole_falls_back_and_buffered_fills_it() {
 #[test]
 fn d05_read_over_a_hole_zero_fills_without_a_request() {
     let data = pattern(4 * PAGE_SIZE, 10);
-    let (disk, file) = sparse_file(12, &data, &[2]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &data, &[2]);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let mut user = uio(0, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(4 * PAGE_SIZE)));
@@ -386,7 +386,7 @@ fn d05_read_over_a_hole_zero_fills_without_a_request() {
 #[test]
 fn d05_bmap_error_is_returned_with_exact_progress() {
     let data = pattern(4 * PAGE_SIZE, 11);
-    let (disk, file) = file_with(12, Layout::Fragmented { run: 1 }, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Fragmented { run: 1 }, &data);
     file.fail_bmap(Some(2));
     let mut src = Buffer::with(&pattern(4 * PAGE_SIZE, 110));
     let mut user = uio(0, Direction::Write, src.get_mut());
@@ -416,7 +416,7 @@ fn d05_bmap_error_is_returned_with_exact_progress() {
 #[test]
 fn d06_direct_read_sees_buffered_writes() {
     let data = pattern(4 * PAGE_SIZE, 12);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     write(&file, P + 100, &[0x55; 300]).unwrap();
     disk.clear_log();
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
@@ -440,7 +440,7 @@ fn d06_direct_read_sees_buffered_writes() {
 #[test]
 fn d06_cached_read_after_a_direct_write_sees_the_new_data() {
     let data = pattern(4 * PAGE_SIZE, 13);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut out = vec![0; 4 * PAGE_SIZE];
     read(&file, 0, &mut out).unwrap();
     assert_eq!(resident(&file).len(), 4);
@@ -466,7 +466,7 @@ fn d06_cached_read_after_a_direct_write_sees_the_new_data() {
 #[test]
 fn d06_direct_write_lands_after_dirty_buffered_data() {
     let data = pattern(4 * PAGE_SIZE, 14);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     write(&file, 2 * P, &[0x66; 10]).unwrap();
     disk.clear_log();
     let new = pattern(4 * PAGE_SIZE, 140);
@@ -580,7 +580,7 @@ impl Vnode for Wiring {
 #[test]
 fn d07_memory_is_wired_around_each_chunk() {
     let data = pattern(2 * K64, 15);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let host = Wiring::new(file, disk.clone(), false);
     let mut buf = Buffer::aligned(2 * K64);
     let base = buf.get().as_ptr() as usize;
@@ -603,7 +603,7 @@ fn d07_memory_is_wired_around_each_chunk() {
 #[test]
 fn d07_a_wiring_failure_ends_the_transfer() {
     let data = pattern(2 * K64, 16);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let host = Wiring::new(file, disk.clone(), false);
     *host.fail_wire.lock().unwrap() = Some(1);
     let mut buf = Buffer::aligned(2 * K64);
@@ -621,7 +621,7 @@ fn d07_a_wiring_failure_ends_the_transfer() {
 #[test]
 fn d07_an_alias_from_the_host_is_what_the_device_sees() {
     let data = pattern(K64, 17);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let host = Wiring::new(file.clone(), disk.clone(), true);
     let mut buf = Buffer::aligned(K64);
     let mut user = uio(0, Direction::Read, buf.get_mut());
@@ -643,6 +643,7 @@ fn d07_an_alias_from_the_host_is_what_the_device_sees() {
 #[test]
 fn d07_device_error_mid_read_reports_exactly_what_completed() {
     let data = pattern(2 * K64, 18);
+    // 4 KiB blocks whatever the page size, in runs of two.
     let (disk, file) = file_with(12, Layout::Fragmented { run: 2 }, &data);
     let mut buf = Buffer::aligned(2 * K64);
     // Each 64 KiB chunk is eight 8 KiB runs: fail the third run of the second chunk.
@@ -660,6 +661,7 @@ fn d07_device_error_mid_read_reports_exactly_what_completed() {
 #[test]
 fn d07_device_error_mid_write_changes_nothing_else_and_can_be_resumed() {
     let data = pattern(2 * K64, 19);
+    // 4 KiB blocks whatever the page size, in runs of two (see above).
     let (disk, file) = file_with(12, Layout::Fragmented { run: 2 }, &data);
     let new = pattern(2 * K64, 190);
     let mut src = Buffer::with(&new);
@@ -695,7 +697,7 @@ fn d07_device_error_mid_write_changes_nothing_else_and_can_be_resumed() {
 #[test]
 fn d08_journal_brackets_the_transfer() {
     let data = pattern(4 * PAGE_SIZE, 20);
-    let (_disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     file.set_journal(true);
     write(&file, 0, &[1; 10]).unwrap();
     file.reset_hooks();
@@ -723,7 +725,7 @@ fn d08_journal_brackets_the_transfer() {
 #[test]
 fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
     let data = pattern(2 * K64, 21);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     file.set_journal(true);
     let mut buf = Buffer::aligned(2 * K64);
     let mut kernel = Uio::new(
@@ -757,7 +759,7 @@ fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
 #[test]
 fn d07_a_caller_holding_the_node_lock_says_so() {
     let data = pattern(4 * PAGE_SIZE, 22);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let node = file.object().node_lock().write();
     let mut user = uio(0, Direction::Read, buf.get_mut());
