@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{file_with, pattern};
+use common::{PAGE_SHIFT, file_with, pattern};
 use genpager::Fault;
 use genpager::testing::{Layout, MemFile};
 use genpager::{
@@ -17,10 +17,10 @@ use genpager::{
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
-/// A file of `pages` pages of pattern bytes, 4 KiB blocks, laid out contiguously.
+/// A file of `pages` pages of pattern bytes, blocks of one page, laid out contiguously.
 fn rig(pages: usize) -> (genpager::testing::MemDisk, Arc<MemFile>, Vec<u8>) {
     let data = pattern(pages * PAGE_SIZE, 7);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     (disk, file, data)
 }
 
