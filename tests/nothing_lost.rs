@@ -745,10 +745,10 @@ fn extension_of_a_resident_last_page_keeps_every_byte() {
 /// were never written.
 #[test]
 fn truncate_then_write_in_the_last_page_reaches_the_disk() {
-    let data = pattern(4096, 11);
+    let data = pattern(PAGE_SIZE, 11);
     let (_disk, file) = small_file(10, &data);
     let mut buf = vec![0u8; PAGE_SIZE];
-    assert_eq!(read(&file, 0, &mut buf).unwrap(), 4096);
+    assert_eq!(read(&file, 0, &mut buf).unwrap(), PAGE_SIZE);
     setsize(&file, 1000).unwrap();
     file.free_blocks_past(1000);
     let fresh = pattern(100, 12);
