@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# No --all-features anywhere: the page-size features page-16k and page-64k exclude each
+# other (both on is a compile_error!). `--features testing` turns on genpager's test rig
+# (and std) for both default members, the library and the ext2 host.
+
 step "toolchain components and packages"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add x86_64-unknown-none >/dev/null
@@ -21,9 +25,6 @@ fi
 step "cargo fmt --check"
 cargo fmt --all --check
 
-# No --all-features anywhere: the page-size features page-16k and page-64k exclude each
-# other (both on is a compile_error!). `--features testing` turns on genpager's test rig
-# (and std) for both default members, the library and the ext2 host.
 step "cargo clippy"
 cargo clippy --all-targets --features testing -- -D warnings
 
