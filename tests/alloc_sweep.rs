@@ -178,9 +178,14 @@ fn result_effect<T>(result: genpager::Result<T>, ok: Effect, span: std::ops::Ran
     }
 }
 
-fn write_effect(setup: &Setup, offset: u64, data: Vec<u8>) -> Effect {
+fn write_effect(setup: &Setup, offset: u64, mut data: Vec<u8>) -> Effect {
     let span = offset..offset + data.len() as u64;
     let result = write(&setup.file, offset, &data);
+    // A write that fails part-way returns what it wrote (one page a batch at 64 KiB
+    // pages, where the default maximum transfer is a single page).
+    if let Ok(written) = result {
+        unarmed(|| data.truncate(written));
+    }
     result_effect(result, Effect::Wrote(offset, data), span)
 }
 
