@@ -12,8 +12,8 @@ use genpager::Fault;
 use genpager::cache::MapState;
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
-    Access, Advice, DEFAULT_MAX_TRANSFER, DirtyStatus, Error, Fetched, GetFlags, MountFlags,
-    PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode, VnodeKind, getpages, read,
+    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache,
+    PageFlags, PageQueue, Vnode, VnodeKind, getpages, read,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -512,12 +512,12 @@ fn g08_hole_page_under_write_fault_still_needs_work() {
 #[test]
 fn g09_block_larger_than_page_reads_the_whole_block() {
     // Blocks of four and sixteen pages (16 and 64 KiB at 4 KiB pages), each read in one
-    // request (the default 64 KiB maximum transfer is raised to a block if smaller).
+    // request (the maximum transfer is raised to a block if smaller).
     for bshift in [PAGE_SHIFT + 2, PAGE_SHIFT + 4] {
         let bsize = 1usize << bshift;
         let data = pattern(4 * bsize, 20);
         let (disk, file) = file_with(bshift, Layout::Reversed, &data);
-        file.set_max_transfer(DEFAULT_MAX_TRANSFER.max(bsize));
+        file.set_max_transfer(TEST_MAX_TRANSFER.max(bsize));
         let pages = read_fault(&file, (bsize + PAGE_SIZE) as u64, 1);
         assert_eq!(pages.len(), 1);
         assert_eq!(pages.offset(0), (bsize + PAGE_SIZE) as u64);
@@ -654,7 +654,7 @@ fn g10_one_request_per_contiguous_run_for_every_block_size_and_layout() {
                     &file,
                     wstart,
                     wend.min(size as u64),
-                    DEFAULT_MAX_TRANSFER as u64
+                    TEST_MAX_TRANSFER as u64
                 ),
                 "bshift {bshift} {layout:?}"
             );
@@ -954,6 +954,7 @@ fn g16_read_ahead_returns_at_once_and_completion_settles_pages() {
     let disk = MemDisk::threaded(8192, true);
     let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Fragmented { run: 2 });
     let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
     disk.hold();
     let started = fault(&file, 0, 8, 0, Access::Read, GetFlags::empty()).unwrap();
     assert!(matches!(started, Fetched::Started));
@@ -1009,6 +1010,7 @@ fn g16_a_sync_fault_waits_for_read_ahead_in_flight() {
     let disk = MemDisk::threaded(8192, false);
     let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
     disk.hold();
     assert!(matches!(
         fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()),

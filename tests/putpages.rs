@@ -919,6 +919,7 @@ fn w01_writes_stop_at_the_write_size() {
     let disk = MemDisk::new(DISK_SECTORS);
     let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create(&vec![7u8; PAGE_SIZE + 100]).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     dirty(&file, 0..2);
     putpages(&file, 0, 0, SYNC).unwrap();
     // Whole sectors: the last one is written to its end, zeroes past EOF.
@@ -1023,6 +1024,7 @@ fn w04_blocks_smaller_and_larger_than_a_page() {
     let disk = MemDisk::new(DISK_SECTORS);
     let fs = MemFs::new(disk.clone(), 10, Layout::Contiguous);
     let file = fs.create(&original(3)).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     dirty(&file, 0..3);
     putpages(&file, 0, 0, SYNC).unwrap();
     let first = file.block_table()[0].unwrap();
@@ -1034,6 +1036,7 @@ fn w04_blocks_smaller_and_larger_than_a_page() {
     let disk = MemDisk::new(DISK_SECTORS);
     let fs = MemFs::new(disk.clone(), PAGE_SHIFT + 2, Layout::Contiguous);
     let file = fs.create(&original(8)).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     clean(&file, 0..8);
     dirty(&file, 5..6);
     putpages(&file, 0, 0, SYNC).unwrap();

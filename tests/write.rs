@@ -306,15 +306,16 @@ fn truncate_into_a_page_over_a_hole_keeps_it_read_only() {
 #[test]
 fn a_short_write_grows_the_file_by_what_it_wrote_and_leaves_no_page_past_it() {
     for bshift in [9u32, 10, 12] {
-        // Room for the file's block and 20 KiB more; the write wants 100 KiB.
+        // Room for the file's block and 5 pages more; the write wants 25 pages (20 and
+        // 100 KiB at 4 KiB pages).
         let block = 1u64 << bshift;
-        let disk = MemDisk::new((block + 20 * 1024) / 512);
+        let disk = MemDisk::new((block + 5 * PAGE_SIZE as u64) / 512);
         let fs = MemFs::new(disk, bshift, Layout::Contiguous);
         let mut model = pattern(block as usize, 31);
         let file = fs.create(&model).unwrap();
         // One page a batch, so the write gets part of the way before space runs out.
         file.set_max_transfer(PAGE_SIZE);
-        let data = pattern(100 * 1024, 32);
+        let data = pattern(25 * PAGE_SIZE, 32);
         let written = write(&file, block, &data).unwrap();
         assert!(
             written > 0 && written < data.len(),
