@@ -18,6 +18,11 @@ use genpager::{
 
 const P: u64 = PAGE_SIZE as u64;
 const K64: usize = 64 * 1024;
+/// The test files' maximum transfer, so the largest direct chunk: 64 KiB up to 16 KiB
+/// pages.
+const CHUNK: usize = TEST_MAX_TRANSFER;
+/// [`CHUNK`] in sectors.
+const CHUNK_SECTORS: u64 = CHUNK as u64 / 512;
 
 fn uio(offset: u64, direction: Direction, buf: &mut [u8]) -> Uio<'_> {
     Uio::new(offset, direction, AddressSpace::User, vec![IoVec::new(buf)]).unwrap()
@@ -176,7 +181,7 @@ fn d02_mapped_file_falls_back_without_flushing() {
 
 #[test]
 fn d03_chunks_are_at_most_the_max_transfer() {
-    let len = 3 * K64 + 2 * PAGE_SIZE;
+    let len = 3 * CHUNK + 2 * PAGE_SIZE;
     let data = pattern(len, 4);
     let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(len);
@@ -187,10 +192,10 @@ fn d03_chunks_are_at_most_the_max_transfer() {
     assert_eq!(
         requests(&disk),
         [
-            (Direction::Read, base, K64),
-            (Direction::Read, base + 128, K64),
-            (Direction::Read, base + 256, K64),
-            (Direction::Read, base + 384, 2 * PAGE_SIZE),
+            (Direction::Read, base, CHUNK),
+            (Direction::Read, base + CHUNK_SECTORS, CHUNK),
+            (Direction::Read, base + 2 * CHUNK_SECTORS, CHUNK),
+            (Direction::Read, base + 3 * CHUNK_SECTORS, 2 * PAGE_SIZE),
         ]
     );
     assert_eq!(buf.get(), &data[..]);
@@ -245,26 +250,27 @@ fn d03_short_segment_stops_and_the_caller_finishes_buffered() {
 
 #[test]
 fn d03_stops_before_eof_and_the_tail_goes_buffered() {
-    let size = 100_000;
+    // 100,000 bytes and a 100 KiB buffer with 64 KiB chunks.
+    let size = CHUNK + 34_464;
     let data = pattern(size, 6);
     let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
-    // A 100 KiB buffer: the second chunk (36 KiB) would end past EOF.
-    let mut buf = Buffer::aligned(100 * 1024);
+    // The second chunk (36 KiB) would end past EOF.
+    let mut buf = Buffer::aligned(CHUNK + 36 * 1024);
     let mut user = uio(0, Direction::Read, buf.get_mut());
     assert_eq!(
         direct(&file, &mut user),
-        Ok(stopped(K64, Fallback::PastEof))
+        Ok(stopped(CHUNK, Fallback::PastEof))
     );
-    assert_eq!(
-        (user.offset(), user.resid()),
-        (K64 as u64, 100 * 1024 - K64)
-    );
+    assert_eq!((user.offset(), user.resid()), (CHUNK as u64, 36 * 1024));
     drop(user);
-    assert_eq!(requests(&disk), [(Direction::Read, sector(&file, 0), K64)]);
+    assert_eq!(
+        requests(&disk),
+        [(Direction::Read, sector(&file, 0), CHUNK)]
+    );
     assert!(resident(&file).is_empty());
     assert_eq!(
-        read(&file, K64 as u64, &mut buf.get_mut()[K64..]).unwrap(),
-        size - K64
+        read(&file, CHUNK as u64, &mut buf.get_mut()[CHUNK..]).unwrap(),
+        size - CHUNK
     );
     assert_eq!(&buf.get()[..size], &data[..]);
 
@@ -280,7 +286,11 @@ fn d03_stops_before_eof_and_the_tail_goes_buffered() {
 
     // Starting at or past EOF: nothing at all, and a write never extends the file.
     let mut src = Buffer::aligned(PAGE_SIZE);
-    let mut past = uio(100_352, Direction::Write, src.get_mut());
+    let mut past = uio(
+        size.next_multiple_of(512) as u64,
+        Direction::Write,
+        src.get_mut(),
+    );
     assert_eq!(direct(&file, &mut past), Ok(stopped(0, Fallback::PastEof)));
     assert_eq!(file.object().size(), size as u64);
 }
@@ -724,10 +734,10 @@ fn d08_journal_brackets_the_transfer() {
 
 #[test]
 fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
-    let data = pattern(2 * K64, 21);
+    let data = pattern(2 * CHUNK, 21);
     let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     file.set_journal(true);
-    let mut buf = Buffer::aligned(2 * K64);
+    let mut buf = Buffer::aligned(2 * CHUNK);
     let mut kernel = Uio::new(
         0,
         Direction::Read,
@@ -750,7 +760,7 @@ fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
     file.object().lock().set_flags(ObjectFlags::MAPPED, false);
     disk.fail_nth(2, Error::Io);
     assert_eq!(direct(&file, &mut user), Err(Error::Io));
-    assert_eq!(user.offset(), K64 as u64);
+    assert_eq!(user.offset(), CHUNK as u64);
     let hooks = file.hooks();
     assert_eq!((hooks.journal_begin, hooks.journal_end), (1, 1));
     assert_eq!(hooks.trans_begin, hooks.trans_end);
