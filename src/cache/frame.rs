@@ -23,9 +23,10 @@
 //!
 //! Arithmetic here cannot overflow (hence the module's `allow`): frame indices are
 //! below `CHUNK_FRAMES` and chunk indices below the number of chunks, each an
-//! allocation of at least 256 KiB, so chunk and frame counts (and `spare`, which counts free frames of
-//! live chunks) are far below `usize::MAX / 64`; a frame is taken only from a chunk
-//! whose free bitmap is non-zero, and `spare` drops only by frames it counted.
+//! allocation of at least 256 KiB, so chunk and frame counts (and `spare`, which counts
+//! free frames of live chunks) are far below `usize::MAX / 64`; a frame is taken only
+//! from a chunk whose free bitmap is non-zero, and `spare` drops only by frames it
+//! counted.
 #![allow(clippy::arithmetic_side_effects)]
 
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
@@ -57,8 +58,8 @@ struct Chunk {
     first_frame: NonNull<u8>,
 }
 
-/// The chunk is allocated with byte alignment and one spare page, so that the
-/// allocator's zeroed (calloc-style) path is used, and aligned by hand.
+// The chunk is allocated with byte alignment and one spare page, so that the
+// allocator's zeroed (calloc-style) path is used, and aligned by hand.
 const CHUNK_LAYOUT: Layout = match Layout::from_size_align((CHUNK_FRAMES + 1) * PAGE_SIZE, 16) {
     Ok(layout) => layout,
     Err(_) => panic!("chunk layout"),
