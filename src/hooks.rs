@@ -30,8 +30,7 @@ pub(crate) fn max_transfer<V: Vnode + ?Sized>(vnode: &V) -> usize {
     (vnode.max_transfer() & !(PAGE_MASK as usize)).max(PAGE_SIZE)
 }
 
-/// The reference's MAXPHYS: the default largest single device transfer, 64 KiB at every
-/// page size (a single page with the `page-64k` feature; a transfer is never less).
+/// The reference's MAXPHYS: the default largest single device transfer, 64 KiB.
 pub const DEFAULT_MAX_TRANSFER: usize = 64 * 1024;
 
 /// The device block size genpager counts device addresses in (the reference's
