@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs};
 use genpager::{PAGE_SIZE, PageCache, Vnode};
 
@@ -37,7 +38,7 @@ impl Buffer {
 /// A contiguous 1 MiB file and the disk byte offset of its first block.
 fn setup() -> (MemDisk, Arc<MemFile>, u64) {
     let disk = MemDisk::new((LEN as u64 / 512) * 4);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let data: Vec<u8> = (0..LEN).map(|i| (i * 7) as u8).collect();
     let file = fs.create(&data).unwrap();
     let at = file.block_table()[0].unwrap() * 512;

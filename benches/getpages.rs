@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use genpager::Fault;
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{Access, Advice, Fetched, PAGE_SIZE, PutFlags, Vnode, getpages, putpages};
 use support::{Counting, SegmentedCopy, allocations, interleaved};
@@ -25,7 +26,7 @@ const ROUNDS: usize = 15;
 
 fn file(bytes: usize) -> (MemDisk, Arc<MemFile>) {
     let disk = MemDisk::new((bytes as u64 / 512) * 2 + 1024);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let data: Vec<u8> = (0..bytes).map(|i| (i * 7) as u8).collect();
     (disk, fs.create(&data).unwrap())
 }

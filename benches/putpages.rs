@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PutFlags, Vnode, putpages, write};
 use resident::{Resident, resident};
@@ -26,7 +27,7 @@ const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 
 fn dirty_file() -> (MemDisk, Arc<MemFile>) {
     let disk = MemDisk::new((FILE as u64 / 512) * 2 + 1024);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create(&vec![0u8; FILE]).unwrap();
     (disk, file)
 }

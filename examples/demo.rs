@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use genpager::Fault;
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::{Direction, Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
     DirtyStatus, Error, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode, getpages, putpages, read,
@@ -45,7 +46,7 @@ fn page_state(file: &MemFile, offset: u64) -> String {
 
 fn main() -> Result<(), Error> {
     let disk = MemDisk::new(64 * 1024); // 32 MiB of 512-byte sectors
-    let fs = MemFs::new(disk.clone(), 12, Layout::Fragmented { run: 8 });
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Fragmented { run: 8 });
 
     println!("1. Read a 4 MiB file laid out in runs of 8 blocks, through the page cache");
     let data: Vec<u8> = (0..4 << 20).map(|i: usize| (i * 31 % 251) as u8).collect();

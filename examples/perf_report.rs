@@ -14,6 +14,10 @@
 //! crate): it moves pages with `MemDisk::read_raw` / `write_raw` and counts one request
 //! per page itself, costed with the disk's `LatencyModel::cost_ns` (checked below to
 //! match what `MemDisk::submit` counts for the same transfer).
+//!
+//! The rows' names and notes speak of 4 KiB pages and blocks, the default page size:
+//! built with `page-16k` or `page-64k` the report runs with blocks of one page of that
+//! size, and its thresholds (which compare per-page request counts) were set for 4 KiB.
 
 #[path = "../benches/support/naive.rs"]
 mod naive;
@@ -32,6 +36,7 @@ use genpager::Fault;
 use genpager::buf::IoRequest;
 use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::{Direction, DiskStats, Layout, MemDisk, MemFile, MemFs};
 use genpager::{
     Access, Advice, BlockMap, DEFAULT_MAX_TRANSFER, DirtyStatus, Fetched, Mapping, ObjectFlags,
@@ -271,8 +276,8 @@ impl Report {
 /// A 64 MiB file of `layout` on its own disk (twice the file's size).
 fn big_file(layout: Layout) -> (MemDisk, Arc<MemFile>) {
     let disk = MemDisk::new((FILE as u64 / 512) * 2 + 1024);
-    let fs = MemFs::new(disk.clone(), 12, layout);
-    let data: Vec<u8> = (0..FILE).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, layout);
+    let data: Vec<u8> = (0..FILE).map(|i| (i * 7 + i / PAGE_SIZE) as u8).collect();
     (disk, fs.create(&data).unwrap())
 }
 
@@ -371,8 +376,8 @@ fn big_rows(report: &mut Report) {
     let (frag_disk, fragmented) = big_file(Layout::Fragmented { run: 8 });
     let mut limit = Limit::new();
     let plans = [plan(&contiguous), plan(&fragmented)];
-    let mut naive_contig = NaivePager::new(&*contiguous, disk.clone(), 12, FILE as u64);
-    let mut naive_frag = NaivePager::new(&*fragmented, frag_disk.clone(), 12, FILE as u64);
+    let mut naive_contig = NaivePager::new(&*contiguous, disk.clone(), PAGE_SHIFT, FILE as u64);
+    let mut naive_frag = NaivePager::new(&*fragmented, frag_disk.clone(), PAGE_SHIFT, FILE as u64);
 
     // Cold sequential reads.
     let cases = [
@@ -401,7 +406,7 @@ fn big_rows(report: &mut Report) {
         }
         // Both pagers saw the same bytes.
         for index in [0, PAGES as u64 / 3, PAGES as u64 - 1] {
-            let get = getpages(file, Fault::read(index * 4096, 1));
+            let get = getpages(file, Fault::read(index * PAGE_SIZE as u64, 1));
             let pages = get.unwrap().into_busy().unwrap();
             assert_eq!(pages.bytes(0), &naive.fault(index).unwrap().frame[..]);
         }
@@ -640,7 +645,7 @@ fn flush_row(report: &mut Report) {
     let mut limit_disk = vec![0u8; 1 << 20];
     let l: Vec<Duration> = (0..SHORT_REPS)
         .map(|_| {
-            let t = time(|| limit_disk[4096..8192].copy_from_slice(&limit_frame.0));
+            let t = time(|| limit_disk[PAGE_SIZE..2 * PAGE_SIZE].copy_from_slice(&limit_frame.0));
             black_box(&mut limit_disk);
             black_box(&mut limit_frame);
             t
@@ -665,7 +670,12 @@ fn flush_row(report: &mut Report) {
 
     let map = Resident::new(0);
     let naive_setup = Instant::now();
-    let mut naive = NaivePager::new(&map, map.disk.clone(), 12, RESIDENT * PAGE_SIZE as u64);
+    let mut naive = NaivePager::new(
+        &map,
+        map.disk.clone(),
+        PAGE_SHIFT,
+        RESIDENT * PAGE_SIZE as u64,
+    );
     for index in 0..RESIDENT {
         naive.insert_clean(index);
     }
@@ -729,14 +739,14 @@ fn genpager_direct(file: &Arc<MemFile>, direction: Direction, buf: &mut [u8]) {
 /// MemDisk's.
 fn direct_rows(report: &mut Report) {
     let disk = MemDisk::new((DIRECT as u64 / 512) * 4);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let data: Vec<u8> = (0..DIRECT).map(|i| (i * 7) as u8).collect();
     let file = fs.create(&data).unwrap();
     let at = file.block_table()[0].unwrap() * 512;
-    let mut naive = NaivePager::new(&*file, disk.clone(), 12, DIRECT as u64);
+    let mut naive = NaivePager::new(&*file, disk.clone(), PAGE_SHIFT, DIRECT as u64);
     let mut buf = Buffer::new();
 
-    // One 4 KiB transfer each way: MemDisk's count for genpager's request and the
+    // One page-sized transfer each way: MemDisk's count for genpager's request and the
     // naive pager's own count must agree.
     for direction in [Direction::Read, Direction::Write] {
         let page = &mut buf.get_mut()[..PAGE_SIZE];
@@ -1040,7 +1050,7 @@ impl BlockMap for NullFile {
         // Runs end at each maximum transfer, as MemFile's do.
         let per_transfer = (DEFAULT_MAX_TRANSFER / PAGE_SIZE) as u64;
         Ok(Mapping::mapped(
-            lbn * 8,
+            lbn * (PAGE_SIZE / 512) as u64,
             per_transfer - 1 - lbn % per_transfer,
         ))
     }
@@ -1060,7 +1070,7 @@ impl Vnode for NullFile {
         &self.device
     }
     fn fs_bshift(&self) -> u32 {
-        12
+        PAGE_SHIFT
     }
 }
 

@@ -852,24 +852,25 @@ mod tests {
 
     #[test]
     fn page_segments_split_at_page_boundaries() {
+        const P: u64 = PAGE_SIZE as u64;
         let frames: Vec<Vec<u8>> = (0..3).map(|_| vec![0u8; PAGE_SIZE]).collect();
         let pages: Vec<PageRef> = frames
             .iter()
             .enumerate()
             .map(|(i, f)| PageRef {
-                offset: 8192 + (i * PAGE_SIZE) as u64,
+                offset: (2 + i) as u64 * P,
                 frame: NonNull::new(f.as_ptr() as *mut u8).unwrap(),
             })
             .collect();
-        let segments = page_segments(&pages, 8192 + 3584, 4096 + 1024).unwrap();
+        let segments = page_segments(&pages, 3 * P - 512, PAGE_SIZE + 1024).unwrap();
         let lens: Vec<usize> = segments.iter().map(Segment::len).collect();
-        assert_eq!(lens, [512, 4096, 512]);
+        assert_eq!(lens, [512, PAGE_SIZE, 512]);
         assert_eq!(
             segments[0].as_ptr().as_ptr() as usize,
-            frames[0].as_ptr() as usize + 3584
+            frames[0].as_ptr() as usize + PAGE_SIZE - 512
         );
         assert_eq!(
-            page_segments(&pages, 8192, 4 * PAGE_SIZE).err(),
+            page_segments(&pages, 2 * P, 4 * PAGE_SIZE).err(),
             Some(Error::Invalid)
         );
     }

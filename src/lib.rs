@@ -115,19 +115,21 @@
 //!     fn fs_bshift(&self) -> u32 { 12 }
 //! }
 //!
-//! let mut bytes = vec![0u8; 64 * 1024];
-//! bytes[4100] = 42;
+//! // With 4 KiB pages: a 64 KiB disk, a 10,000-byte file, byte 4100 is 42.
+//! let mut bytes = vec![0u8; 16 * PAGE_SIZE];
+//! bytes[PAGE_SIZE + 4] = 42;
+//! let size = 2 * PAGE_SIZE as u64 + 1808;
 //! let file = Arc::new(File {
-//!     object: VmObject::new(DefaultCache::new(), 10_000),
+//!     object: VmObject::new(DefaultCache::new(), size),
 //!     disk: RamDisk(Mutex::new(bytes)),
 //! });
 //! let mut buf = [0u8; 100];
-//! assert_eq!(read(&file, 4090, &mut buf).unwrap(), 100);
+//! assert_eq!(read(&file, PAGE_SIZE as u64 - 6, &mut buf).unwrap(), 100);
 //! assert_eq!(buf[10], 42);
 //! // The two pages stay cached; the next read of them is served from memory.
 //! assert_eq!(file.object().read().cache().resident_pages(), 2);
 //! // Reads stop at the end of file.
-//! assert_eq!(read(&file, 9_950, &mut buf).unwrap(), 50);
+//! assert_eq!(read(&file, size - 50, &mut buf).unwrap(), 50);
 //! ```
 //!
 //! ## Features
@@ -135,6 +137,9 @@
 //! - `std`: waiting parks std threads (condition variables) instead of the
 //!   [`sync::Park`] hook.
 //! - `testing`: the test rig — `MemDisk`, `MemFs`, fault injection (implies `std`).
+//! - `page-16k`, `page-64k`: 16 KiB or 64 KiB pages ([`PAGE_SIZE`]) instead of 4 KiB, as
+//!   AArch64 kernels may run. At most one of them: both on is a compile error (so build
+//!   with an explicit feature list, not `--all-features`).
 
 extern crate alloc;
 #[cfg(any(feature = "std", test))]

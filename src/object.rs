@@ -422,16 +422,19 @@ impl<C: PageCache> ObjectState<C> {
 mod tests {
     use super::*;
     use crate::cache::DefaultCache;
+    use crate::page::PAGE_SIZE;
     use alloc::vec::Vec;
     use std::sync::Arc;
     use std::thread;
     use std::time::Duration;
 
+    const P: u64 = PAGE_SIZE as u64;
+
     #[test]
     fn busy_page_waiter_sleeps_and_is_woken_on_unbusy() {
-        let object = Arc::new(VmObject::new(DefaultCache::new(), 8 * 4096));
+        let object = Arc::new(VmObject::new(DefaultCache::new(), 8 * P));
         let mut held = Vec::new();
-        let (state, found) = object.find_pages(object.lock(), 4096, 2, true, &mut held);
+        let (state, found) = object.find_pages(object.lock(), P, 2, true, &mut held);
         found.unwrap();
         drop(state);
         let waiter = {
@@ -458,7 +461,7 @@ mod tests {
             assert!(
                 state
                     .cache()
-                    .lookup(4096)
+                    .lookup(P)
                     .unwrap()
                     .flags
                     .contains(PageFlags::WANTED)
@@ -479,7 +482,7 @@ mod tests {
         drop(state);
         assert!(wake, "unbusying a WANTED page asks for a wakeup");
         object.wake_if(wake);
-        assert_eq!(waiter.join().unwrap(), [0, 4096, 8192]);
+        assert_eq!(waiter.join().unwrap(), [0, P, 2 * P]);
         assert_eq!(
             object
                 .read()
@@ -493,9 +496,9 @@ mod tests {
 
     #[test]
     fn find_pages_without_waiting_gives_busy_and_releases_what_it_took() {
-        let object = VmObject::new(DefaultCache::new(), 8 * 4096);
+        let object = VmObject::new(DefaultCache::new(), 8 * P);
         let mut held = Vec::new();
-        let (state, found) = object.find_pages(object.lock(), 8192, 1, true, &mut held);
+        let (state, found) = object.find_pages(object.lock(), 2 * P, 1, true, &mut held);
         found.unwrap();
         let mut pages = Vec::new();
         let (state, found) = object.find_pages(state, 0, 4, false, &mut pages);

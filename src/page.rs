@@ -13,10 +13,24 @@ use core::ptr::NonNull;
 use bitflags::bitflags;
 use static_assertions::const_assert;
 
-/// Bytes in one page. Offsets handed to the crate are multiples of this.
-pub const PAGE_SIZE: usize = 4096;
-/// `log2(PAGE_SIZE)`.
+#[cfg(all(feature = "page-16k", feature = "page-64k"))]
+compile_error!("features `page-16k` and `page-64k` are mutually exclusive: pick one page size");
+
+/// `log2(PAGE_SIZE)`: 12 (4 KiB) by default, 14 with the `page-16k` feature, 16 with
+/// `page-64k`.
+#[cfg(not(any(feature = "page-16k", feature = "page-64k")))]
 pub const PAGE_SHIFT: u32 = 12;
+/// `log2(PAGE_SIZE)`: 12 (4 KiB) by default, 14 with the `page-16k` feature, 16 with
+/// `page-64k`.
+#[cfg(all(feature = "page-16k", not(feature = "page-64k")))]
+pub const PAGE_SHIFT: u32 = 14;
+/// `log2(PAGE_SIZE)`: 12 (4 KiB) by default, 14 with the `page-16k` feature, 16 with
+/// `page-64k`.
+#[cfg(feature = "page-64k")]
+pub const PAGE_SHIFT: u32 = 16;
+/// Bytes in one page (a build-time choice: see [`PAGE_SHIFT`]). Offsets handed to the
+/// crate are multiples of this.
+pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 /// Mask of the offset inside a page.
 pub const PAGE_MASK: u64 = PAGE_SIZE as u64 - 1;
 
@@ -237,16 +251,17 @@ mod tests {
 
     #[test]
     fn rounding() {
-        assert_eq!(trunc_page(4097), 4096);
-        assert_eq!(round_page(4097), 8192);
-        assert_eq!(round_page(8192), 8192);
+        let page = PAGE_SIZE as u64;
+        assert_eq!(trunc_page(page + 1), page);
+        assert_eq!(round_page(page + 1), 2 * page);
+        assert_eq!(round_page(2 * page), 2 * page);
         assert_eq!(round_page(u64::MAX), trunc_page(u64::MAX));
     }
 
     #[test]
     fn new_page_is_busy_fake_clean() {
         let mut byte = 0u8;
-        let page = Page::new(8192, NonNull::from(&mut byte));
+        let page = Page::new(2 * PAGE_SIZE as u64, NonNull::from(&mut byte));
         assert!(page.is_busy());
         assert!(page.flags.contains(PageFlags::FAKE));
         assert_eq!(page.dirty(), DirtyStatus::Clean);

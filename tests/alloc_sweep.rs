@@ -26,10 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use genpager::Fault;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout as FsLayout, MemDisk, MemFile, MemFs};
-use genpager::{
-    Access, Advice, GetFlags, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages, putpages, read,
-    setsize, write,
-};
+use genpager::{PAGE_SIZE, PageCache, PutFlags, Vnode, getpages, putpages, read, setsize, write};
 
 /// The test's allocator: `System`, except that a thread may arm it to fail one of its
 /// own coming allocations (other threads, such as a device's, are never affected).
@@ -178,9 +175,14 @@ fn result_effect<T>(result: genpager::Result<T>, ok: Effect, span: std::ops::Ran
     }
 }
 
-fn write_effect(setup: &Setup, offset: u64, data: Vec<u8>) -> Effect {
+fn write_effect(setup: &Setup, offset: u64, mut data: Vec<u8>) -> Effect {
     let span = offset..offset + data.len() as u64;
     let result = write(&setup.file, offset, &data);
+    // A write that fails part-way returns what it wrote (one page a batch at 64 KiB
+    // pages, where the default maximum transfer is a single page).
+    if let Ok(written) = result {
+        unarmed(|| data.truncate(written));
+    }
     result_effect(result, Effect::Wrote(offset, data), span)
 }
 
@@ -225,18 +227,7 @@ fn ops() -> Vec<Op> {
             hole: false,
             read_all: false,
             run: |s| {
-                let _ = getpages(
-                    &s.file,
-                    Fault {
-                        offset: 0,
-                        count: FILE_PAGES,
-                        center: 0,
-                        access: Access::Read,
-                        advice: Advice::Normal,
-                        flags: GetFlags::empty(),
-                    },
-                )
-                .map(drop);
+                let _ = getpages(&s.file, Fault::read_ahead(0, FILE_PAGES)).map(drop);
                 Effect::None
             },
         },
@@ -246,18 +237,7 @@ fn ops() -> Vec<Op> {
             hole: false,
             read_all: false,
             run: |s| {
-                let _ = getpages(
-                    &s.file,
-                    Fault {
-                        offset: 0,
-                        count: FILE_PAGES,
-                        center: 0,
-                        access: Access::Read,
-                        advice: Advice::Normal,
-                        flags: GetFlags::empty(),
-                    },
-                )
-                .map(drop);
+                let _ = getpages(&s.file, Fault::read_ahead(0, FILE_PAGES)).map(drop);
                 Effect::None
             },
         },
@@ -267,18 +247,7 @@ fn ops() -> Vec<Op> {
             hole: true,
             read_all: false,
             run: |s| {
-                let _ = getpages(
-                    &s.file,
-                    Fault {
-                        offset: 2 * PAGE_SIZE as u64,
-                        count: 2,
-                        center: 0,
-                        access: Access::Read,
-                        advice: Advice::Normal,
-                        flags: GetFlags::SYNCIO,
-                    },
-                )
-                .map(drop);
+                let _ = getpages(&s.file, Fault::read(2 * PAGE_SIZE as u64, 2)).map(drop);
                 Effect::None
             },
         },

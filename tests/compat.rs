@@ -117,6 +117,11 @@ impl Vnode for ByteFile {
     fn fs_bshift(&self) -> u32 {
         12
     }
+    fn max_transfer(&self) -> usize {
+        // The default 64 KiB, but at least four pages (the default is a single page at
+        // 64 KiB pages), so a cluster spans several pages at every page size.
+        genpager::DEFAULT_MAX_TRANSFER.max(4 * PAGE_SIZE)
+    }
     fn byte_io(&self) -> Option<&dyn ByteIo> {
         Some(self)
     }

@@ -18,6 +18,11 @@ use genpager::{
 
 const P: u64 = PAGE_SIZE as u64;
 const K64: usize = 64 * 1024;
+/// The test files' maximum transfer, so the largest direct chunk: 64 KiB up to 16 KiB
+/// pages.
+const CHUNK: usize = TEST_MAX_TRANSFER;
+/// [`CHUNK`] in sectors.
+const CHUNK_SECTORS: u64 = CHUNK as u64 / 512;
 
 fn uio(offset: u64, direction: Direction, buf: &mut [u8]) -> Uio<'_> {
     Uio::new(offset, direction, AddressSpace::User, vec![IoVec::new(buf)]).unwrap()
@@ -58,7 +63,7 @@ fn sector(file: &MemFile, offset: u64) -> u64 {
 #[test]
 fn d01_kernel_memory_falls_back_untouched() {
     let data = pattern(16 * PAGE_SIZE, 1);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let mut kernel = Uio::new(
         0,
@@ -80,7 +85,7 @@ fn d01_kernel_memory_falls_back_untouched() {
 #[test]
 fn d01_user_memory_moves_directly_without_the_page_cache() {
     let data = pattern(16 * PAGE_SIZE, 2);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let mut user = uio(P, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(4 * PAGE_SIZE)));
@@ -148,7 +153,7 @@ fn d01_uio_checks_its_segments() {
 #[test]
 fn d02_mapped_file_falls_back_without_flushing() {
     let data = pattern(4 * PAGE_SIZE, 3);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     write(&file, P, &[0x77; PAGE_SIZE]).unwrap();
     disk.clear_log();
     file.object().lock().set_flags(ObjectFlags::MAPPED, true);
@@ -176,9 +181,9 @@ fn d02_mapped_file_falls_back_without_flushing() {
 
 #[test]
 fn d03_chunks_are_at_most_the_max_transfer() {
-    let len = 3 * K64 + 2 * PAGE_SIZE;
+    let len = 3 * CHUNK + 2 * PAGE_SIZE;
     let data = pattern(len, 4);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(len);
     let mut user = uio(0, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(len)));
@@ -187,10 +192,10 @@ fn d03_chunks_are_at_most_the_max_transfer() {
     assert_eq!(
         requests(&disk),
         [
-            (Direction::Read, base, K64),
-            (Direction::Read, base + 128, K64),
-            (Direction::Read, base + 256, K64),
-            (Direction::Read, base + 384, 2 * PAGE_SIZE),
+            (Direction::Read, base, CHUNK),
+            (Direction::Read, base + CHUNK_SECTORS, CHUNK),
+            (Direction::Read, base + 2 * CHUNK_SECTORS, CHUNK),
+            (Direction::Read, base + 3 * CHUNK_SECTORS, 2 * PAGE_SIZE),
         ]
     );
     assert_eq!(buf.get(), &data[..]);
@@ -210,7 +215,7 @@ fn d03_chunks_are_at_most_the_max_transfer() {
 #[test]
 fn d03_short_segment_stops_and_the_caller_finishes_buffered() {
     let data = pattern(8 * PAGE_SIZE, 5);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let total = PAGE_SIZE + 700 + PAGE_SIZE;
     let mut buf = Buffer::aligned(total);
     let (first, second) = buf.get_mut().split_at_mut(PAGE_SIZE + 700);
@@ -245,26 +250,27 @@ fn d03_short_segment_stops_and_the_caller_finishes_buffered() {
 
 #[test]
 fn d03_stops_before_eof_and_the_tail_goes_buffered() {
-    let size = 100_000;
+    // 100,000 bytes and a 100 KiB buffer with 64 KiB chunks.
+    let size = CHUNK + 34_464;
     let data = pattern(size, 6);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
-    // A 100 KiB buffer: the second chunk (36 KiB) would end past EOF.
-    let mut buf = Buffer::aligned(100 * 1024);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
+    // The second chunk (36 KiB) would end past EOF.
+    let mut buf = Buffer::aligned(CHUNK + 36 * 1024);
     let mut user = uio(0, Direction::Read, buf.get_mut());
     assert_eq!(
         direct(&file, &mut user),
-        Ok(stopped(K64, Fallback::PastEof))
+        Ok(stopped(CHUNK, Fallback::PastEof))
     );
-    assert_eq!(
-        (user.offset(), user.resid()),
-        (K64 as u64, 100 * 1024 - K64)
-    );
+    assert_eq!((user.offset(), user.resid()), (CHUNK as u64, 36 * 1024));
     drop(user);
-    assert_eq!(requests(&disk), [(Direction::Read, sector(&file, 0), K64)]);
+    assert_eq!(
+        requests(&disk),
+        [(Direction::Read, sector(&file, 0), CHUNK)]
+    );
     assert!(resident(&file).is_empty());
     assert_eq!(
-        read(&file, K64 as u64, &mut buf.get_mut()[K64..]).unwrap(),
-        size - K64
+        read(&file, CHUNK as u64, &mut buf.get_mut()[CHUNK..]).unwrap(),
+        size - CHUNK
     );
     assert_eq!(&buf.get()[..size], &data[..]);
 
@@ -280,7 +286,11 @@ fn d03_stops_before_eof_and_the_tail_goes_buffered() {
 
     // Starting at or past EOF: nothing at all, and a write never extends the file.
     let mut src = Buffer::aligned(PAGE_SIZE);
-    let mut past = uio(100_352, Direction::Write, src.get_mut());
+    let mut past = uio(
+        size.next_multiple_of(512) as u64,
+        Direction::Write,
+        src.get_mut(),
+    );
     assert_eq!(direct(&file, &mut past), Ok(stopped(0, Fallback::PastEof)));
     assert_eq!(file.object().size(), size as u64);
 }
@@ -290,7 +300,7 @@ fn d03_stops_before_eof_and_the_tail_goes_buffered() {
 #[test]
 fn d04_unaligned_offset_or_memory_falls_back() {
     let data = pattern(8 * PAGE_SIZE, 7);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(2 * PAGE_SIZE);
     let mut user = uio(100, Direction::Read, buf.get_mut());
     assert_eq!(
@@ -313,7 +323,7 @@ fn d04_unaligned_offset_or_memory_falls_back() {
 #[test]
 fn d04_sector_alignment_is_enough() {
     let data = pattern(8 * PAGE_SIZE, 8);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::new(2048, 512, 0);
     let mut user = uio(3 * 512, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(2048)));
@@ -330,7 +340,7 @@ fn d04_sector_alignment_is_enough() {
 #[test]
 fn d05_write_over_a_hole_falls_back_and_buffered_fills_it() {
     let data = pattern(4 * PAGE_SIZE, 9);
-    let (disk, file) = sparse_file(12, &data, &[2]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &data, &[2]);
     let before = file.disk_contents();
     let new = pattern(4 * PAGE_SIZE, 90);
     let mut src = Buffer::with(&new);
@@ -363,7 +373,7 @@ fn d05_write_over_a_hole_falls_back_and_buffered_fills_it() {
 #[test]
 fn d05_read_over_a_hole_zero_fills_without_a_request() {
     let data = pattern(4 * PAGE_SIZE, 10);
-    let (disk, file) = sparse_file(12, &data, &[2]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &data, &[2]);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let mut user = uio(0, Direction::Read, buf.get_mut());
     assert_eq!(direct(&file, &mut user), Ok(done(4 * PAGE_SIZE)));
@@ -386,7 +396,7 @@ fn d05_read_over_a_hole_zero_fills_without_a_request() {
 #[test]
 fn d05_bmap_error_is_returned_with_exact_progress() {
     let data = pattern(4 * PAGE_SIZE, 11);
-    let (disk, file) = file_with(12, Layout::Fragmented { run: 1 }, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Fragmented { run: 1 }, &data);
     file.fail_bmap(Some(2));
     let mut src = Buffer::with(&pattern(4 * PAGE_SIZE, 110));
     let mut user = uio(0, Direction::Write, src.get_mut());
@@ -416,7 +426,7 @@ fn d05_bmap_error_is_returned_with_exact_progress() {
 #[test]
 fn d06_direct_read_sees_buffered_writes() {
     let data = pattern(4 * PAGE_SIZE, 12);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     write(&file, P + 100, &[0x55; 300]).unwrap();
     disk.clear_log();
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
@@ -440,7 +450,7 @@ fn d06_direct_read_sees_buffered_writes() {
 #[test]
 fn d06_cached_read_after_a_direct_write_sees_the_new_data() {
     let data = pattern(4 * PAGE_SIZE, 13);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut out = vec![0; 4 * PAGE_SIZE];
     read(&file, 0, &mut out).unwrap();
     assert_eq!(resident(&file).len(), 4);
@@ -466,7 +476,7 @@ fn d06_cached_read_after_a_direct_write_sees_the_new_data() {
 #[test]
 fn d06_direct_write_lands_after_dirty_buffered_data() {
     let data = pattern(4 * PAGE_SIZE, 14);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     write(&file, 2 * P, &[0x66; 10]).unwrap();
     disk.clear_log();
     let new = pattern(4 * PAGE_SIZE, 140);
@@ -580,7 +590,7 @@ impl Vnode for Wiring {
 #[test]
 fn d07_memory_is_wired_around_each_chunk() {
     let data = pattern(2 * K64, 15);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let host = Wiring::new(file, disk.clone(), false);
     let mut buf = Buffer::aligned(2 * K64);
     let base = buf.get().as_ptr() as usize;
@@ -603,7 +613,7 @@ fn d07_memory_is_wired_around_each_chunk() {
 #[test]
 fn d07_a_wiring_failure_ends_the_transfer() {
     let data = pattern(2 * K64, 16);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let host = Wiring::new(file, disk.clone(), false);
     *host.fail_wire.lock().unwrap() = Some(1);
     let mut buf = Buffer::aligned(2 * K64);
@@ -621,7 +631,7 @@ fn d07_a_wiring_failure_ends_the_transfer() {
 #[test]
 fn d07_an_alias_from_the_host_is_what_the_device_sees() {
     let data = pattern(K64, 17);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let host = Wiring::new(file.clone(), disk.clone(), true);
     let mut buf = Buffer::aligned(K64);
     let mut user = uio(0, Direction::Read, buf.get_mut());
@@ -643,6 +653,7 @@ fn d07_an_alias_from_the_host_is_what_the_device_sees() {
 #[test]
 fn d07_device_error_mid_read_reports_exactly_what_completed() {
     let data = pattern(2 * K64, 18);
+    // 4 KiB blocks whatever the page size, in runs of two.
     let (disk, file) = file_with(12, Layout::Fragmented { run: 2 }, &data);
     let mut buf = Buffer::aligned(2 * K64);
     // Each 64 KiB chunk is eight 8 KiB runs: fail the third run of the second chunk.
@@ -660,6 +671,7 @@ fn d07_device_error_mid_read_reports_exactly_what_completed() {
 #[test]
 fn d07_device_error_mid_write_changes_nothing_else_and_can_be_resumed() {
     let data = pattern(2 * K64, 19);
+    // 4 KiB blocks whatever the page size, in runs of two (see above).
     let (disk, file) = file_with(12, Layout::Fragmented { run: 2 }, &data);
     let new = pattern(2 * K64, 190);
     let mut src = Buffer::with(&new);
@@ -695,7 +707,7 @@ fn d07_device_error_mid_write_changes_nothing_else_and_can_be_resumed() {
 #[test]
 fn d08_journal_brackets_the_transfer() {
     let data = pattern(4 * PAGE_SIZE, 20);
-    let (_disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     file.set_journal(true);
     write(&file, 0, &[1; 10]).unwrap();
     file.reset_hooks();
@@ -722,10 +734,10 @@ fn d08_journal_brackets_the_transfer() {
 
 #[test]
 fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
-    let data = pattern(2 * K64, 21);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let data = pattern(2 * CHUNK, 21);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     file.set_journal(true);
-    let mut buf = Buffer::aligned(2 * K64);
+    let mut buf = Buffer::aligned(2 * CHUNK);
     let mut kernel = Uio::new(
         0,
         Direction::Read,
@@ -748,7 +760,7 @@ fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
     file.object().lock().set_flags(ObjectFlags::MAPPED, false);
     disk.fail_nth(2, Error::Io);
     assert_eq!(direct(&file, &mut user), Err(Error::Io));
-    assert_eq!(user.offset(), K64 as u64);
+    assert_eq!(user.offset(), CHUNK as u64);
     let hooks = file.hooks();
     assert_eq!((hooks.journal_begin, hooks.journal_end), (1, 1));
     assert_eq!(hooks.trans_begin, hooks.trans_end);
@@ -757,7 +769,7 @@ fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
 #[test]
 fn d07_a_caller_holding_the_node_lock_says_so() {
     let data = pattern(4 * PAGE_SIZE, 22);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     let mut buf = Buffer::aligned(4 * PAGE_SIZE);
     let node = file.object().node_lock().write();
     let mut user = uio(0, Direction::Read, buf.get_mut());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use genpager::Fault;
 use genpager::cache::MapState;
-use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, Priority};
+use genpager::testing::{Direction, Layout, MAX_RUN, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
     Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache,
     PageFlags, PageQueue, Vnode, VnodeKind, getpages, read,
@@ -52,7 +52,7 @@ fn read_fault(file: &Arc<MemFile>, offset: u64, count: usize) -> genpager::BusyP
 #[test]
 fn g01_locked_fast_path_returns_resident_pages_without_io() {
     let data = pattern(8 * PAGE_SIZE, 1);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     read_fault(&file, 0, 4).release();
     disk.clear_log();
     let pages = fault(&file, 0, 4, 1, Access::Read, GetFlags::LOCKED)
@@ -68,7 +68,7 @@ fn g01_locked_fast_path_returns_resident_pages_without_io() {
 
 #[test]
 fn g01_locked_fast_path_missing_center_is_ebusy_and_allocates_nothing() {
-    let (disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 2));
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 2));
     read_fault(&file, 0, 1).release();
     let result = fault(&file, 0, 4, 2, Access::Read, GetFlags::LOCKED);
     assert!(matches!(result, Err(Error::Busy)));
@@ -83,7 +83,7 @@ fn g01_locked_fast_path_missing_center_is_ebusy_and_allocates_nothing() {
 
 #[test]
 fn g01_locked_fast_path_skips_busy_pages_and_never_sleeps() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 3));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 3));
     read_fault(&file, 0, 4).release();
     let held = read_fault(&file, P, 1);
     let pages = fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED)
@@ -106,7 +106,7 @@ fn g01_locked_fast_path_skips_busy_pages_and_never_sleeps() {
 
 #[test]
 fn g01_locked_fast_path_backs_off_while_a_truncation_holds_the_node_lock() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 4));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 4));
     read_fault(&file, 0, 4).release();
     let truncating = file.object().node_lock().write();
     assert!(matches!(
@@ -121,7 +121,7 @@ fn g01_locked_fast_path_backs_off_while_a_truncation_holds_the_node_lock() {
 fn g01_locked_write_fault_skips_read_only_pages_and_starts_dirty_tracking() {
     let mut data = pattern(4 * PAGE_SIZE, 5);
     data[PAGE_SIZE..2 * PAGE_SIZE].fill(0);
-    let (_disk, file) = sparse_file(12, &data, &[1]);
+    let (_disk, file) = sparse_file(PAGE_SHIFT, &data, &[1]);
     read_fault(&file, 0, 4).release();
     assert!(page(&file, P).unwrap().0.contains(PageFlags::RDONLY));
     let mut pages = fault(&file, 0, 4, 0, Access::Write, GetFlags::LOCKED)
@@ -150,7 +150,7 @@ fn g01_locked_write_fault_skips_read_only_pages_and_starts_dirty_tracking() {
 
 #[test]
 fn g01_cached_reads_share_the_object_lock() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 6));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 6));
     read_fault(&file, 0, 4).release();
     let first = fault(&file, 0, 4, 0, Access::Read, GetFlags::LOCKED)
         .unwrap()
@@ -175,7 +175,7 @@ fn g01_cached_reads_share_the_object_lock() {
 
 #[test]
 fn g02_bad_arguments_are_invalid_and_leave_nothing_behind() {
-    let (disk, file) = file_with(12, Layout::Contiguous, &pattern(3 * PAGE_SIZE, 7));
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(3 * PAGE_SIZE, 7));
     for (offset, count, center) in [
         (1, 1, 0),
         (0, 0, 0),
@@ -211,7 +211,11 @@ fn g02_bad_arguments_are_invalid_and_leave_nothing_behind() {
 
 #[test]
 fn g02_request_straddling_eof_returns_only_pages_before_it() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(2 * PAGE_SIZE + 10, 8));
+    let (_disk, file) = file_with(
+        PAGE_SHIFT,
+        Layout::Contiguous,
+        &pattern(2 * PAGE_SIZE + 10, 8),
+    );
     let pages = read_fault(&file, 0, 8);
     assert_eq!(pages.len(), 3, "pages past memory EOF are not made");
     drop(pages);
@@ -220,7 +224,7 @@ fn g02_request_straddling_eof_returns_only_pages_before_it() {
 
 #[test]
 fn g02_pasteof_creates_zeroed_pages_past_eof() {
-    let (disk, file) = file_with(12, Layout::Contiguous, &pattern(PAGE_SIZE, 9));
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(PAGE_SIZE, 9));
     let pages = fault(
         &file,
         2 * P,
@@ -243,7 +247,7 @@ fn g02_pasteof_creates_zeroed_pages_past_eof() {
 
 #[test]
 fn g03_faults_mark_access_and_modification_times() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 10));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 10));
     read_fault(&file, 0, 1).release();
     let hooks = file.hooks();
     assert_eq!(
@@ -274,7 +278,7 @@ fn g03_faults_mark_access_and_modification_times() {
 
 #[test]
 fn g03_mount_flags_and_notimestamp_suppress_updates() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 11));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 11));
     file.set_mount_flags(MountFlags::NO_ATIME);
     read_fault(&file, 0, 1).release();
     assert_eq!(file.hooks().mark_update_accessed, 0);
@@ -314,7 +318,7 @@ fn g03_mount_flags_and_notimestamp_suppress_updates() {
 
 #[test]
 fn g04_dead_vnode_fails_every_way_through() {
-    let (disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 12));
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 12));
     file.set_dead(true);
     for flags in [SYNC, GetFlags::empty(), GetFlags::LOCKED] {
         assert!(matches!(
@@ -332,7 +336,7 @@ fn g04_dead_vnode_fails_every_way_through() {
 
 #[test]
 fn g05_file_shrinking_while_unlocked_makes_the_fault_start_over() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 13));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 13));
     // Play the truncating thread: hold the node lock while the fault computes its
     // bounds (8 pages: it wants pages 5, 6 and 7), shrink the file to 6.5 pages, then
     // let it go. Only a fault that starts over sees that page 7 is gone.
@@ -372,7 +376,7 @@ fn g05_file_shrinking_while_unlocked_makes_the_fault_start_over() {
 
 #[test]
 fn g06_read_ahead_meeting_a_busy_page_fails_at_once() {
-    let (disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 14));
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 14));
     let held = read_fault(&file, 2 * P, 1);
     disk.clear_log();
     let result = fault(&file, 0, 4, 0, Access::Read, GetFlags::empty());
@@ -389,7 +393,7 @@ fn g06_read_ahead_meeting_a_busy_page_fails_at_once() {
 
 #[test]
 fn g06_read_ahead_out_of_memory_is_ebusy() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 15));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 15));
     file.object().lock().cache_mut().set_limit(2);
     assert!(matches!(
         fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()),
@@ -407,12 +411,16 @@ fn g06_read_ahead_out_of_memory_is_ebusy() {
 
 #[test]
 fn g07_overwrite_reads_nothing_and_pages_start_dirty() {
-    let (disk, file) = file_with(14, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 16));
+    let (disk, file) = file_with(
+        PAGE_SHIFT + 2,
+        Layout::Contiguous,
+        &pattern(8 * PAGE_SIZE, 16),
+    );
     let mut pages = fault(&file, P, 2, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
         .unwrap()
         .into_writable()
         .unwrap();
-    assert_eq!(pages.len(), 2, "no widening to the 16 KiB block");
+    assert_eq!(pages.len(), 2, "no widening to the four-page block");
     assert!(disk.log().is_empty(), "overwrite reads nothing");
     pages.bytes_mut(0).fill(0xAB);
     pages.bytes_mut(1).fill(0xCD);
@@ -430,7 +438,7 @@ fn g07_overwrite_reads_nothing_and_pages_start_dirty() {
 
 #[test]
 fn g07_overwrite_page_left_unwritten_is_not_kept_as_valid() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 17));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 17));
     fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
         .unwrap()
         .into_busy()
@@ -444,7 +452,7 @@ fn g07_overwrite_page_left_unwritten_is_not_kept_as_valid() {
 
 #[test]
 fn g07_overwrite_over_a_known_hole_is_invalid() {
-    let (_disk, file) = sparse_file(12, &pattern(4 * PAGE_SIZE, 38), &[1]);
+    let (_disk, file) = sparse_file(PAGE_SHIFT, &pattern(4 * PAGE_SIZE, 38), &[1]);
     read_fault(&file, 0, 4).release();
     assert!(page(&file, P).unwrap().0.contains(PageFlags::RDONLY));
     let result = fault(&file, P, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE);
@@ -462,7 +470,7 @@ fn g07_overwrite_over_a_known_hole_is_invalid() {
 
 #[test]
 fn g08_resident_pages_need_no_io() {
-    let (disk, file) = file_with(12, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 18));
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(8 * PAGE_SIZE, 18));
     read_fault(&file, 0, 8).release();
     disk.clear_log();
     let pages = read_fault(&file, 2 * P, 4);
@@ -478,7 +486,7 @@ fn g08_resident_pages_need_no_io() {
 
 #[test]
 fn g08_hole_page_under_write_fault_still_needs_work() {
-    let (disk, file) = sparse_file(12, &pattern(4 * PAGE_SIZE, 19), &[2]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &pattern(4 * PAGE_SIZE, 19), &[2]);
     read_fault(&file, 0, 4).release();
     assert!(page(&file, 2 * P).unwrap().0.contains(PageFlags::RDONLY));
     disk.clear_log();
@@ -503,10 +511,13 @@ fn g08_hole_page_under_write_fault_still_needs_work() {
 
 #[test]
 fn g09_block_larger_than_page_reads_the_whole_block() {
-    for bshift in [14u32, 16] {
+    // Blocks of four and sixteen pages (16 and 64 KiB at 4 KiB pages), each read in one
+    // request (the maximum transfer is raised to a block if smaller).
+    for bshift in [PAGE_SHIFT + 2, PAGE_SHIFT + 4] {
         let bsize = 1usize << bshift;
         let data = pattern(4 * bsize, 20);
         let (disk, file) = file_with(bshift, Layout::Reversed, &data);
+        file.set_max_transfer(TEST_MAX_TRANSFER.max(bsize));
         let pages = read_fault(&file, (bsize + PAGE_SIZE) as u64, 1);
         assert_eq!(pages.len(), 1);
         assert_eq!(pages.offset(0), (bsize + PAGE_SIZE) as u64);
@@ -533,8 +544,8 @@ fn g09_block_larger_than_page_reads_the_whole_block() {
 
 #[test]
 fn g09_widened_read_skips_a_dirty_page_inside_the_block() {
-    let data = pattern(2 * 16384, 21);
-    let (disk, file) = file_with(14, Layout::Contiguous, &data);
+    let data = pattern(8 * PAGE_SIZE, 21);
+    let (disk, file) = file_with(PAGE_SHIFT + 2, Layout::Contiguous, &data);
     // Dirty page 2 of block 0 with new bytes.
     let mut pages = fault(
         &file,
@@ -556,20 +567,20 @@ fn g09_widened_read_skips_a_dirty_page_inside_the_block() {
     let base = sector_of(&file, 0).unwrap();
     assert_eq!(
         blocks_and_lens(&disk.log()),
-        [(base, 2 * PAGE_SIZE), (base + 24, PAGE_SIZE)]
+        [(base, 2 * PAGE_SIZE), (base + 3 * P / 512, PAGE_SIZE)]
     );
-    let mut buf = vec![0u8; 16384];
+    let mut buf = vec![0u8; 4 * PAGE_SIZE];
     read(&file, 0, &mut buf).unwrap();
     assert_eq!(&buf[..2 * PAGE_SIZE], &data[..2 * PAGE_SIZE]);
     assert!(buf[2 * PAGE_SIZE..3 * PAGE_SIZE].iter().all(|&b| b == 0x5A));
-    assert_eq!(&buf[3 * PAGE_SIZE..], &data[3 * PAGE_SIZE..16384]);
+    assert_eq!(&buf[3 * PAGE_SIZE..], &data[3 * PAGE_SIZE..4 * PAGE_SIZE]);
     assert_eq!(page(&file, 2 * P).unwrap().1, DirtyStatus::Dirty);
 }
 
 #[test]
 fn g09_widening_waits_for_a_busy_lower_page_in_ascending_order() {
-    let data = pattern(16384, 22);
-    let (_disk, file) = file_with(14, Layout::Contiguous, &data);
+    let data = pattern(4 * PAGE_SIZE, 22);
+    let (_disk, file) = file_with(PAGE_SHIFT + 2, Layout::Contiguous, &data);
     let held = fault(&file, 0, 1, 0, Access::Write, SYNC | GetFlags::OVERWRITE)
         .unwrap()
         .into_writable()
@@ -598,6 +609,9 @@ fn g09_widening_waits_for_a_busy_lower_page_in_ascending_order() {
 // ---- G10: one request per contiguous run ---------------------------------------------------
 
 fn expected_runs(file: &MemFile, start: u64, end: u64, max: u64) -> Vec<(u64, usize)> {
+    // The rig's bmap reports at most MAX_RUN more blocks, so no request is longer (only
+    // shorter than the maximum transfer with small blocks and large transfers).
+    let max = max.min((MAX_RUN + 1) << file.fs_bshift());
     let mut runs: Vec<(u64, usize)> = Vec::new();
     let mut at = start;
     while at < end {
@@ -625,7 +639,9 @@ fn g10_one_request_per_contiguous_run_for_every_block_size_and_layout() {
             Layout::Fragmented { run: 3 },
             Layout::Reversed,
         ] {
-            let data = pattern(200_000, bshift as u8);
+            // 200,000 bytes at 4 KiB pages; the fault's window ends well before EOF.
+            let size = 48 * PAGE_SIZE + 3392;
+            let data = pattern(size, bshift as u8);
             let (disk, file) = file_with(bshift, layout, &data);
             let bsize = 1u64 << bshift;
             let start = 5 * P;
@@ -633,11 +649,16 @@ fn g10_one_request_per_contiguous_run_for_every_block_size_and_layout() {
             let pages = read_fault(&file, start, count);
             let wstart = start & !(bsize - 1);
             let wend = ((start + count as u64 * P + bsize - 1) & !(bsize - 1))
-                .min(200_000u64.div_ceil(P) * P);
+                .min((size as u64).div_ceil(P) * P);
             let log = disk.log();
             assert_eq!(
                 blocks_and_lens(&log),
-                expected_runs(&file, wstart, wend.min(200_000), 65536),
+                expected_runs(
+                    &file,
+                    wstart,
+                    wend.min(size as u64),
+                    TEST_MAX_TRANSFER as u64
+                ),
                 "bshift {bshift} {layout:?}"
             );
             assert!(log.iter().all(|r| r.direction == Direction::Read && r.priority == Priority::TimeCritical));
@@ -670,36 +691,39 @@ fn g10_whole_file_reads_back_through_every_geometry() {
 #[test]
 fn g10_reads_never_exceed_the_max_transfer() {
     let data = pattern(64 * PAGE_SIZE, 23);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
-    file.set_max_transfer(16384);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
+    file.set_max_transfer(4 * PAGE_SIZE);
     let pages = read_fault(&file, 0, 32);
     drop(pages);
     let lens: Vec<usize> = disk.log().iter().map(|r| r.len).collect();
-    assert_eq!(lens, [16384; 8]);
+    assert_eq!(lens, [4 * PAGE_SIZE; 8]);
 }
 
 // ---- G11: zero past disk EOF ---------------------------------------------------------------
 
 #[test]
 fn g11_eof_mid_page_and_mid_block_is_zero_filled() {
-    for bshift in [12u32, 14] {
-        let size = 16384 + 6000;
+    for bshift in [PAGE_SHIFT, PAGE_SHIFT + 2] {
+        // EOF 1,904 bytes into the second page of the second four-page stretch (6,000
+        // bytes past it at 4 KiB pages).
+        let (four, tail) = (4 * PAGE_SIZE, PAGE_SIZE + 1904);
+        let size = four + tail;
         let mut data = pattern(size, 24);
         let (disk, file) = file_with(bshift, Layout::Contiguous, &data);
         // Garbage on the disk past EOF must not show through.
-        let after = sector_of(&file, 16384).unwrap() * 512 + 6000;
-        disk.write_raw(after, &[0xFF; 2192]);
-        let pages = read_fault(&file, 16384 + P, 1);
-        data.resize(16384 + 2 * PAGE_SIZE, 0);
+        let after = sector_of(&file, four as u64).unwrap() * 512 + tail as u64;
+        disk.write_raw(after, &vec![0xFF; 2 * PAGE_SIZE - tail]);
+        let pages = read_fault(&file, four as u64 + P, 1);
+        data.resize(four + 2 * PAGE_SIZE, 0);
         assert_eq!(
             pages.bytes(0),
-            &data[16384 + PAGE_SIZE..16384 + 2 * PAGE_SIZE],
+            &data[four + PAGE_SIZE..four + 2 * PAGE_SIZE],
             "bshift {bshift}"
         );
         drop(pages);
         let read_bytes: usize = disk.log().iter().map(|r| r.len).sum();
         assert!(
-            read_bytes <= 6000usize.next_multiple_of(512) + 16384,
+            read_bytes <= tail.next_multiple_of(512) + four,
             "nothing past EOF is read"
         );
     }
@@ -710,7 +734,7 @@ fn g11_eof_mid_page_and_mid_block_is_zero_filled() {
 #[test]
 fn g12_read_fault_on_hole_maps_page_read_only_and_reads_nothing_there() {
     let data = pattern(6 * PAGE_SIZE, 25);
-    let (disk, file) = sparse_file(12, &data, &[2, 3]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &data, &[2, 3]);
     let pages = read_fault(&file, 0, 6);
     assert!(pages.bytes(2).iter().all(|&b| b == 0));
     assert!(pages.bytes(3).iter().all(|&b| b == 0));
@@ -737,7 +761,7 @@ fn g12_read_fault_on_hole_maps_page_read_only_and_reads_nothing_there() {
 #[test]
 fn g12_write_fault_on_hole_allocates_then_page_is_dirty_and_writable() {
     let data = pattern(4 * PAGE_SIZE, 26);
-    let (disk, file) = sparse_file(12, &data, &[1]);
+    let (disk, file) = sparse_file(PAGE_SHIFT, &data, &[1]);
     let pages = fault(&file, P, 1, 0, Access::Write, SYNC)
         .unwrap()
         .into_busy()
@@ -767,7 +791,10 @@ fn g12_write_fault_on_hole_in_sub_page_block_filesystem() {
     drop(pages);
     let s0 = sector_of(&file, 0).unwrap();
     let s4 = sector_of(&file, 2048).unwrap();
-    assert_eq!(blocks_and_lens(&disk.log()), [(s0, 1536), (s4, 2048)]);
+    assert_eq!(
+        blocks_and_lens(&disk.log()),
+        [(s0, 1536), (s4, PAGE_SIZE - 2048)]
+    );
     assert!(!file.is_hole(3), "the hole was allocated");
     assert_eq!(page(&file, 0).unwrap().1, DirtyStatus::Dirty);
 }
@@ -775,11 +802,11 @@ fn g12_write_fault_on_hole_in_sub_page_block_filesystem() {
 #[test]
 fn g12_write_fault_on_hole_with_full_filesystem_is_enospc_and_frees_pages() {
     let data = pattern(4 * PAGE_SIZE, 28);
-    let disk = MemDisk::new(4 * 8);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let disk = MemDisk::new(4 * P / 512);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create_sparse(data.len() as u64, &data, &[1]).unwrap();
     assert_eq!(fs.free_blocks(), 1);
-    let _filler = fs.create(&[1u8; 4096]).unwrap();
+    let _filler = fs.create(&vec![1u8; PAGE_SIZE]).unwrap();
     let result = fault(&file, P, 1, 0, Access::Write, SYNC);
     assert!(matches!(result, Err(Error::NoSpace)));
     assert!(!any_busy(&file));
@@ -791,7 +818,7 @@ fn g12_write_fault_on_hole_with_full_filesystem_is_enospc_and_frees_pages() {
 #[test]
 fn g13_bmap_error_frees_the_pages_and_is_returned() {
     let (disk, file) = file_with(
-        12,
+        PAGE_SHIFT,
         Layout::Fragmented { run: 1 },
         &pattern(8 * PAGE_SIZE, 29),
     );
@@ -812,7 +839,7 @@ fn g13_bmap_error_frees_the_pages_and_is_returned() {
 #[test]
 fn g14_device_error_on_second_of_three_requests_frees_every_page() {
     let data = pattern(6 * PAGE_SIZE, 30);
-    let (disk, file) = file_with(12, Layout::Fragmented { run: 2 }, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Fragmented { run: 2 }, &data);
     disk.fail_nth(2, Error::Io);
     let result = fault(&file, 0, 6, 0, Access::Read, SYNC);
     assert!(matches!(result, Err(Error::Io)));
@@ -825,8 +852,8 @@ fn g14_device_error_on_second_of_three_requests_frees_every_page() {
 
 #[test]
 fn g14_device_error_keeps_previously_valid_pages() {
-    let data = pattern(16384, 31);
-    let (disk, file) = file_with(14, Layout::Contiguous, &data);
+    let data = pattern(4 * PAGE_SIZE, 31);
+    let (disk, file) = file_with(PAGE_SHIFT + 2, Layout::Contiguous, &data);
     read_fault(&file, 2 * P, 1).release();
     assert_eq!(
         resident(&file),
@@ -854,7 +881,11 @@ fn g14_device_error_keeps_previously_valid_pages() {
 
 #[test]
 fn g15_extra_pages_are_unbusied_and_queued_requested_ones_returned_busy() {
-    let (_disk, file) = file_with(14, Layout::Contiguous, &pattern(16384, 32));
+    let (_disk, file) = file_with(
+        PAGE_SHIFT + 2,
+        Layout::Contiguous,
+        &pattern(4 * PAGE_SIZE, 32),
+    );
     let pages = read_fault(&file, P, 2);
     for i in 0..4 {
         let (flags, _, queue) = page(&file, i * P).unwrap();
@@ -872,7 +903,7 @@ fn g15_extra_pages_are_unbusied_and_queued_requested_ones_returned_busy() {
 
 #[test]
 fn g15_write_fault_starts_dirty_tracking_and_joins_the_work_list() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 33));
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &pattern(4 * PAGE_SIZE, 33));
     let pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
         .unwrap()
         .into_busy()
@@ -892,7 +923,7 @@ fn g15_write_fault_starts_dirty_tracking_and_joins_the_work_list() {
 
 #[test]
 fn g15_journal_is_entered_for_allocating_faults_only() {
-    let (_disk, file) = sparse_file(12, &pattern(4 * PAGE_SIZE, 34), &[1]);
+    let (_disk, file) = sparse_file(PAGE_SHIFT, &pattern(4 * PAGE_SIZE, 34), &[1]);
     file.set_journal(true);
     read_fault(&file, 0, 1).release();
     assert_eq!(file.hooks().journal_begin, 0);
@@ -924,8 +955,9 @@ fn g15_journal_is_entered_for_allocating_faults_only() {
 fn g16_read_ahead_returns_at_once_and_completion_settles_pages() {
     let data = pattern(8 * PAGE_SIZE, 35);
     let disk = MemDisk::threaded(8192, true);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Fragmented { run: 2 });
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Fragmented { run: 2 });
     let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
     disk.hold();
     let started = fault(&file, 0, 8, 0, Access::Read, GetFlags::empty()).unwrap();
     assert!(matches!(started, Fetched::Started));
@@ -961,7 +993,7 @@ fn g16_read_ahead_returns_at_once_and_completion_settles_pages() {
 #[test]
 fn g16_failed_read_ahead_frees_its_pages() {
     let disk = MemDisk::threaded(8192, false);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create(&pattern(4 * PAGE_SIZE, 36)).unwrap();
     disk.fail_nth(1, Error::Io);
     assert!(matches!(
@@ -979,8 +1011,9 @@ fn g16_failed_read_ahead_frees_its_pages() {
 fn g16_a_sync_fault_waits_for_read_ahead_in_flight() {
     let data = pattern(4 * PAGE_SIZE, 37);
     let disk = MemDisk::threaded(8192, false);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
     disk.hold();
     assert!(matches!(
         fault(&file, 0, 4, 0, Access::Read, GetFlags::empty()),
@@ -1011,7 +1044,7 @@ fn map_state(file: &MemFile, offset: u64) -> MapState {
 #[test]
 fn a_fault_write_protects_a_writable_mapped_page_before_handing_out_its_bytes() {
     let data = pattern(4 * PAGE_SIZE, 41);
-    let (_disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     for access in [Access::Read, Access::Write] {
         read_fault(&file, 0, 2).release();
         map_page(&file, 0, MapState::Writable);
@@ -1041,7 +1074,7 @@ fn a_fault_write_protects_a_writable_mapped_page_before_handing_out_its_bytes() 
 #[test]
 fn the_shared_fast_path_leaves_out_pages_mapped_writable_and_the_exclusive_one_protects_them() {
     let data = pattern(4 * PAGE_SIZE, 42);
-    let (_disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (_disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     read_fault(&file, 0, 2).release();
     map_page(&file, P, MapState::Writable);
     {

@@ -519,17 +519,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 }
 
 fn read_busy(file: &Arc<File>, offset: u64, count: usize) -> genpager::Result<Vec<Vec<u8>>> {
-    let fetched = getpages(
-        file,
-        Fault {
-            offset,
-            count,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )?;
+    let fetched = getpages(file, Fault::read(offset, count))?;
     let pages = fetched
         .into_busy()
         .expect("a synchronous fault returns busy pages");
@@ -695,17 +685,7 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
             .write_through_mapping(0, 10, store);
         if stored.is_err() {
             // The store faulted: a write fault, then the store, as the kernel retries it.
-            let fetched = getpages(
-                &rig.file,
-                Fault {
-                    offset: 0,
-                    count: 1,
-                    center: 0,
-                    access: Access::Write,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO,
-                },
-            );
+            let fetched = getpages(&rig.file, Fault::write(0, 1));
             let mut pages = fetched
                 .expect("write fault")
                 .into_writable()
@@ -756,17 +736,7 @@ fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
             putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
         });
 
-        let fetched = getpages(
-            &rig.file,
-            Fault {
-                offset: P,
-                count: 1,
-                center: 0,
-                access: Access::Write,
-                advice: Advice::Normal,
-                flags: GetFlags::SYNCIO,
-            },
-        );
+        let fetched = getpages(&rig.file, Fault::write(P, 1));
         let mut pages = fetched
             .expect("write fault")
             .into_writable()
@@ -803,17 +773,7 @@ fn l7_async_completion_wakes_a_thread_sleeping_on_a_wanted_page() {
         let data = pattern(PAGE_SIZE, 7);
         let rig = Setup::new(12, data.clone()).start();
         let ahead = spawn(&rig, |file| {
-            match getpages(
-                &file,
-                Fault {
-                    offset: 0,
-                    count: 1,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::empty(),
-                },
-            ) {
+            match getpages(&file, Fault::read_ahead(0, 1)) {
                 Ok(Fetched::Started) | Err(Error::Busy) => {}
                 Ok(_) => panic!("read-ahead returned pages"),
                 Err(err) => panic!("read-ahead failed: {err}"),
@@ -1026,17 +986,7 @@ fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
         let rig = Setup::new(12, data.clone()).start();
         read_busy(&rig.file, 0, 2).expect("make both pages resident");
         let truncate = spawn(&rig, |file| setsize(&file, 100));
-        match getpages(
-            &rig.file,
-            Fault {
-                offset: 0,
-                count: 2,
-                center: 0,
-                access: Access::Read,
-                advice: Advice::Normal,
-                flags: GetFlags::LOCKED,
-            },
-        ) {
+        match getpages(&rig.file, Fault::resident(0, 2, Access::Read)) {
             Ok(Fetched::Resident(pages)) => {
                 // The size cannot be read under the handle (loom's RwLock is not
                 // recursive), but the handle shows it: the fast path only looks below

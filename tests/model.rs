@@ -83,7 +83,7 @@ fn setup(compat: bool, largest: Largest) -> impl Strategy<Value = Setup> {
             layout(),
             // Under Miri, small files: the checker compares every byte after every step.
             size(if cfg!(miri) {
-                8 * 4096
+                8 * genpager::PAGE_SIZE as u64
             } else {
                 model::MAX_SIZE
             }),

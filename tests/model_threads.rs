@@ -77,8 +77,7 @@ use genpager::Fault;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout, MemDisk, MemFile, MemFs, SECTOR_SIZE};
 use genpager::{
-    Access, Advice, Error, Fetched, GetFlags, PAGE_SIZE, PutFlags, Vnode, getpages, putpages, read,
-    setsize, write,
+    Error, Fetched, PAGE_SIZE, PutFlags, Vnode, getpages, putpages, read, setsize, write,
 };
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -226,17 +225,7 @@ fn run_op(file: &Arc<MemFile>, op: &Op) -> Outcome {
         }
         Op::ReadFault { page } => {
             let at = page * PAGE;
-            match getpages(
-                file,
-                Fault {
-                    offset: at,
-                    count: 1,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO,
-                },
-            ) {
+            match getpages(file, Fault::read(at, 1)) {
                 Ok(Fetched::Busy(pages)) => {
                     let size = file.object().size();
                     Outcome::Page {
@@ -251,17 +240,7 @@ fn run_op(file: &Arc<MemFile>, op: &Op) -> Outcome {
         }
         Op::WriteFault { page, at, data } => {
             let offset = page * PAGE;
-            match getpages(
-                file,
-                Fault {
-                    offset,
-                    count: 1,
-                    center: 0,
-                    access: Access::Write,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO,
-                },
-            ) {
+            match getpages(file, Fault::write(offset, 1)) {
                 Ok(Fetched::Writable(mut pages)) => {
                     // A shrink waits for the busy page and a growth zeroes the old
                     // tail through it: the size is stable for what this page holds.

@@ -54,7 +54,7 @@ fn read_all<V: Vnode>(file: &Arc<V>) -> Vec<u8> {
 #[test]
 fn overwrite_fault_rechecks_the_size_after_waiting_for_the_node_lock() {
     let data = pattern(8 * PAGE_SIZE, 41);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     putpages(&file, 0, 0, EVICT).unwrap();
     assert!(resident(&file).is_empty());
 
@@ -115,24 +115,13 @@ fn overwrite_fault_rechecks_the_size_after_waiting_for_the_node_lock() {
 #[test]
 fn store_through_a_write_fault_reaches_the_disk() {
     let data = pattern(4 * PAGE_SIZE, 42);
-    let (disk, file) = small_file(12, &data);
+    let (disk, file) = small_file(PAGE_SHIFT, &data);
     // Page 1 resident and clean.
     let mut buf = vec![0u8; PAGE_SIZE];
     assert_eq!(read(&file, P, &mut buf), Ok(PAGE_SIZE));
     assert_eq!(buf, data[PAGE_SIZE..2 * PAGE_SIZE]);
 
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .unwrap();
+    let fetched = getpages(&file, Fault::write(P, 1)).unwrap();
     let mut pages = fetched.into_writable().expect("writable pages");
     pages.bytes_mut(0)[100..108].copy_from_slice(b"stored!!");
     drop(pages);
@@ -157,25 +146,14 @@ fn store_through_a_write_fault_reaches_the_disk() {
 #[test]
 fn mark_all_written_dirties_every_page_and_a_flush_writes_them() {
     let data = pattern(4 * PAGE_SIZE, 43);
-    let (disk, file) = small_file(12, &data);
+    let (disk, file) = small_file(PAGE_SHIFT, &data);
     let mut buf = vec![0u8; 4 * PAGE_SIZE];
     assert_eq!(read(&file, 0, &mut buf), Ok(4 * PAGE_SIZE));
     for index in 0..4 {
         assert_eq!(page(&file, index * P).unwrap().1, DirtyStatus::Clean);
     }
 
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 2,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .unwrap();
+    let fetched = getpages(&file, Fault::write(P, 2)).unwrap();
     let mut pages = fetched.into_writable().expect("writable pages");
     assert_eq!(pages.len(), 2);
     pages.mark_all_written();
@@ -203,17 +181,7 @@ fn mark_all_written_dirties_every_page_and_a_flush_writes_them() {
 fn journal_paths(file: &Arc<MemFile>) {
     assert_eq!(write(file, 100, b"journal?"), Ok(8));
     assert_eq!(write(file, 6 * P + 10, b"grow"), Ok(4));
-    let fetched = getpages(
-        file,
-        Fault {
-            offset: 8 * P,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    );
+    let fetched = getpages(file, Fault::write(8 * P, 1));
     // Past EOF: refused, or handed out; either way no journal is left open.
     if let Ok(fetched) = fetched {
         drop(fetched);
@@ -232,7 +200,7 @@ fn journal_paths(file: &Arc<MemFile>) {
 #[test]
 fn journal_is_begun_only_on_a_journalled_mount_and_once() {
     let data = pattern(4 * PAGE_SIZE, 44);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     assert!(!file.has_journal());
     file.reset_hooks();
     journal_paths(&file);
@@ -242,7 +210,7 @@ fn journal_is_begun_only_on_a_journalled_mount_and_once() {
     assert_eq!(hooks.journal_begin, 0, "no journal on this mount");
     assert_eq!(hooks.journal_end, 0);
 
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     file.set_journal(true);
     file.reset_hooks();
     journal_paths(&file);
@@ -258,7 +226,7 @@ fn journal_is_begun_only_on_a_journalled_mount_and_once() {
 #[test]
 fn mapped_bytes_shows_a_valid_page_and_hides_a_busy_one() {
     let data = pattern(2 * PAGE_SIZE, 45);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     let mut buf = vec![0u8; 2 * PAGE_SIZE];
     assert_eq!(read(&file, 0, &mut buf), Ok(2 * PAGE_SIZE));
     {
@@ -269,18 +237,7 @@ fn mapped_bytes_shows_a_valid_page_and_hides_a_busy_one() {
     }
 
     // Page 1 busy (in a read fault's hands), valid, not fake.
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 1,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .unwrap();
+    let fetched = getpages(&file, Fault::read(P, 1)).unwrap();
     {
         let state = file.object().read();
         assert_eq!(state.cache().mapped_bytes(P), None, "busy");
@@ -300,24 +257,13 @@ fn mapped_bytes_shows_a_valid_page_and_hides_a_busy_one() {
 #[test]
 fn read_fault_write_protects_a_writable_mapped_page() {
     let data = pattern(2 * PAGE_SIZE, 46);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     let mut buf = vec![0u8; 2 * PAGE_SIZE];
     assert_eq!(read(&file, 0, &mut buf), Ok(2 * PAGE_SIZE));
     file.object().lock().cache_mut().map(P, MapState::Writable);
     assert!(file.object().read().cache().is_writable_mapped(P));
 
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 1,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .unwrap();
+    let fetched = getpages(&file, Fault::read(P, 1)).unwrap();
     assert_eq!(
         file.object().read().cache().map_state(P),
         MapState::ReadOnly,
@@ -334,8 +280,8 @@ fn read_fault_write_protects_a_writable_mapped_page() {
 #[test]
 fn write_failing_part_way_returns_its_short_count() {
     let data = pattern(PAGE_SIZE, 47);
-    let disk = MemDisk::new(64);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let disk = MemDisk::new(8 * P / 512);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create(&data).expect("file fits");
     // One page a batch; room for `free` more pages.
     file.set_max_transfer(PAGE_SIZE);
@@ -360,13 +306,13 @@ fn write_failing_part_way_returns_its_short_count() {
 /// `block_size / 1` (a page-aligned old end inside a block taken for a block end),
 /// and with the end of the old last block as `(old_size | mask) - 1`.
 ///
-/// With 8 KiB blocks and a 4 KiB file, the second half of block 0 is past EOF on the
-/// disk and may hold stale bytes; a write that grows the file over it must leave it
-/// reading as zero.
+/// With blocks of two pages (8 KiB at 4 KiB pages) and a file of one page, the second
+/// half of block 0 is past EOF on the disk and may hold stale bytes; a write that grows
+/// the file over it must leave it reading as zero.
 #[test]
 fn growth_zeroes_the_old_last_block_past_a_page_aligned_end() {
     let data = pattern(PAGE_SIZE, 49);
-    let (disk, file) = small_file(13, &data);
+    let (disk, file) = small_file(PAGE_SHIFT + 1, &data);
     putpages(&file, 0, 0, EVICT).unwrap();
     let sector = sector_of(&file, 0).expect("block 0 mapped");
     disk.write_raw(sector * 512 + P, &[0xee; PAGE_SIZE]);
@@ -388,7 +334,7 @@ fn growth_zeroes_the_old_last_block_past_a_page_aligned_end() {
 #[test]
 fn growth_from_a_block_aligned_end_keeps_the_gap_a_hole() {
     let data = pattern(PAGE_SIZE, 50);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     assert_eq!(write(&file, 10 * P, b"far"), Ok(3));
     putpages(&file, 0, 0, EVICT).unwrap();
     for lbn in 1..10 {
@@ -406,7 +352,7 @@ fn growth_from_a_block_aligned_end_keeps_the_gap_a_hole() {
 #[test]
 fn write_from_mid_page_to_its_end_keeps_the_bytes_before_it() {
     let data = pattern(2 * PAGE_SIZE, 51);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     putpages(&file, 0, 0, EVICT).unwrap();
     let half = PAGE_SIZE / 2;
     assert_eq!(
@@ -425,7 +371,7 @@ fn write_from_mid_page_to_its_end_keeps_the_bytes_before_it() {
 #[test]
 fn setsize_allows_exactly_the_largest_size() {
     let data = pattern(PAGE_SIZE, 52);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     assert_eq!(setsize(&file, MAX_FILE_SIZE + 1), Err(Error::TooBig));
     assert_eq!(file.object().size(), P);
     assert_eq!(setsize(&file, MAX_FILE_SIZE), Ok(()));
@@ -441,7 +387,7 @@ fn setsize_allows_exactly_the_largest_size() {
 #[test]
 fn shrink_to_mid_page_zeroes_the_resident_tail() {
     let data = pattern(2 * PAGE_SIZE, 53);
-    let (_disk, file) = small_file(12, &data);
+    let (_disk, file) = small_file(PAGE_SHIFT, &data);
     let mut buf = vec![0u8; 2 * PAGE_SIZE];
     assert_eq!(read(&file, 0, &mut buf), Ok(2 * PAGE_SIZE));
     assert_eq!(setsize(&file, P + 100), Ok(()));

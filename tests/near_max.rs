@@ -7,20 +7,20 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{file_with, pattern};
+use common::{PAGE_SHIFT, file_with, pattern};
 use genpager::Fault;
 use genpager::testing::{Layout, MemFile};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MAX_FILE_SIZE, ObjectFlags, PAGE_SIZE,
-    PageCache, PageFlags, PutFlags, Vnode, getpages, putpages, read, write,
+    Access, DirtyStatus, Error, Fetched, MAX_FILE_SIZE, ObjectFlags, PAGE_SIZE, PageCache,
+    PageFlags, PutFlags, Vnode, getpages, putpages, read, write,
 };
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
-/// A file of `pages` pages of pattern bytes, 4 KiB blocks, laid out contiguously.
+/// A file of `pages` pages of pattern bytes, blocks of one page, laid out contiguously.
 fn rig(pages: usize) -> (genpager::testing::MemDisk, Arc<MemFile>, Vec<u8>) {
     let data = pattern(pages * PAGE_SIZE, 7);
-    let (disk, file) = file_with(12, Layout::Contiguous, &data);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
     (disk, file, data)
 }
 
@@ -52,33 +52,12 @@ fn write_fault_on_resident_pages_with_a_memory_eof_near_u64_max() {
     let mut buf = vec![0u8; data.len()];
     assert_eq!(read(&file, 0, &mut buf), Ok(data.len()));
     set_size(&file, u64::MAX);
-    let fetched = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 2,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .expect("write fault");
+    let fetched = getpages(&file, Fault::write(0, 2)).expect("write fault");
     let pages = fetched.into_writable().expect("writable pages");
     assert_eq!(pages.len(), 2);
     drop(pages);
     // The fast path sees the same EOF.
-    let resident = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 1,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    );
+    let resident = getpages(&file, Fault::resident(0, 1, Access::Read));
     assert!(matches!(resident, Ok(Fetched::Resident(_))));
 }
 
@@ -94,17 +73,7 @@ fn faults_reaching_past_the_largest_file_are_too_big() {
         (0, usize::MAX),
         (PAGE, usize::MAX / PAGE_SIZE + 1),
     ] {
-        let result = getpages(
-            &file,
-            Fault {
-                offset,
-                count,
-                center: 0,
-                access: Access::Read,
-                advice: Advice::Normal,
-                flags: GetFlags::SYNCIO,
-            },
-        );
+        let result = getpages(&file, Fault::read(offset, count));
         assert!(
             matches!(result, Err(Error::TooBig)),
             "{offset:#x}+{count} pages"
@@ -121,20 +90,10 @@ fn resident_pages_offset_of_a_slot_far_past_the_end_saturates() {
     let (_disk, file, data) = rig(1);
     let mut buf = vec![0u8; data.len()];
     assert_eq!(read(&file, 0, &mut buf), Ok(data.len()));
-    let pages = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 1,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    )
-    .expect("fast path")
-    .into_resident()
-    .expect("resident pages");
+    let pages = getpages(&file, Fault::resident(0, 1, Access::Read))
+        .expect("fast path")
+        .into_resident()
+        .expect("resident pages");
     assert_eq!(pages.offset(0), 0);
     assert_eq!(pages.offset(3), 3 * PAGE);
     assert_eq!(pages.offset(usize::MAX), u64::MAX);

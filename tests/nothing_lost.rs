@@ -195,17 +195,7 @@ fn async_write_fault_over_a_hole_then_locked_store_is_not_lost() {
         return; // refused: nothing to lose
     }
     wait_for("read-ahead to settle", || !any_busy(&file));
-    let stored = match getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::LOCKED,
-        },
-    ) {
+    let stored = match getpages(&file, Fault::resident(P, 1, Access::Write)) {
         Ok(fetched) => {
             let mut pages = fetched.into_resident().expect("resident pages");
             match pages.bytes_mut(0) {
@@ -248,18 +238,7 @@ fn read_ahead_without_memory_fails_and_loses_nothing() {
         for (offset, count) in [(0u64, 8usize), (P, 8), (4 * P, 4), (8 * P, 8)] {
             let f = file.clone();
             let result = within("read-ahead without memory", move || {
-                getpages(
-                    &f,
-                    Fault {
-                        offset,
-                        count,
-                        center: 0,
-                        access: Access::Read,
-                        advice: Advice::Normal,
-                        flags: GetFlags::empty(),
-                    },
-                )
-                .map(|_| ())
+                getpages(&f, Fault::read_ahead(offset, count)).map(|_| ())
             });
             assert!(
                 matches!(result, Err(Error::Busy | Error::NoMemory) | Ok(())),
@@ -279,18 +258,7 @@ fn read_ahead_without_memory_fails_and_loses_nothing() {
 fn read_ahead_without_memory_is_no_memory_as_documented() {
     let (_disk, file) = small_file(12, &pattern(8 * PAGE_SIZE, 32));
     file.object().lock().cache_mut().set_limit(0);
-    let result = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 4,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::empty(),
-        },
-    )
-    .map(|_| ());
+    let result = getpages(&file, Fault::read_ahead(0, 4)).map(|_| ());
     assert_eq!(result, Err(Error::NoMemory));
     assert!(resident(&file).is_empty());
 }
@@ -521,42 +489,34 @@ fn requests_are_whole_sectors_for_a_ragged_file() {
     }
 }
 
-/// Defect 7: the last page of a 10,000-byte file reads its bytes, then zeroes past the
-/// end of file, even when the disk holds garbage after the last byte in that sector.
+/// Defect 7: the last page of a 10,000-byte file (at 4 KiB pages; two pages and 1,808
+/// bytes at any page size) reads its bytes, then zeroes past the end of file, even when
+/// the disk holds garbage after the last byte in that sector.
 #[test]
 fn requests_are_whole_sectors_and_the_tail_reads_as_zero() {
     for bshift in [12u32, 10, 9] {
-        let model = pattern(10_000, 8);
+        let size = 2 * PAGE_SIZE + 1808;
+        let model = pattern(size, 8);
         let (disk, file) = small_file(bshift, &model);
-        let last = sector_of(&file, 9_999).unwrap();
-        let garbage_from = last * 512 + (10_000 % 512) as u64;
-        let block_end =
-            (sector_of(&file, 9_999 & !((1 << bshift) - 1)).unwrap() * 512) + (1u64 << bshift);
+        let last = sector_of(&file, size as u64 - 1).unwrap();
+        let garbage_from = last * 512 + (size % 512) as u64;
+        let block_end = (sector_of(&file, (size as u64 - 1) & !((1 << bshift) - 1)).unwrap() * 512)
+            + (1u64 << bshift);
         disk.write_raw(
             garbage_from,
             &vec![0xEE; (block_end - garbage_from) as usize],
         );
         disk.clear_log();
-        let pages = getpages(
-            &file,
-            Fault {
-                offset: 2 * P,
-                count: 1,
-                center: 0,
-                access: Access::Read,
-                advice: Advice::Normal,
-                flags: GetFlags::SYNCIO,
-            },
-        )
-        .unwrap()
-        .into_busy()
-        .unwrap();
+        let pages = getpages(&file, Fault::read(2 * P, 1))
+            .unwrap()
+            .into_busy()
+            .unwrap();
         let bytes = pages.bytes(0);
         assert!(
-            bytes[..10_000 - 2 * PAGE_SIZE] == model[2 * PAGE_SIZE..],
+            bytes[..size - 2 * PAGE_SIZE] == model[2 * PAGE_SIZE..],
             "bshift {bshift}: file bytes"
         );
-        let past = &bytes[10_000 - 2 * PAGE_SIZE..];
+        let past = &bytes[size - 2 * PAGE_SIZE..];
         assert!(
             past.iter().all(|&b| b == 0),
             "bshift {bshift}: {} non-zero bytes past EOF in the last page",
@@ -743,10 +703,10 @@ fn extension_of_a_resident_last_page_keeps_every_byte() {
 /// were never written.
 #[test]
 fn truncate_then_write_in_the_last_page_reaches_the_disk() {
-    let data = pattern(4096, 11);
+    let data = pattern(PAGE_SIZE, 11);
     let (_disk, file) = small_file(10, &data);
     let mut buf = vec![0u8; PAGE_SIZE];
-    assert_eq!(read(&file, 0, &mut buf).unwrap(), 4096);
+    assert_eq!(read(&file, 0, &mut buf).unwrap(), PAGE_SIZE);
     setsize(&file, 1000).unwrap();
     file.free_blocks_past(1000);
     let fresh = pattern(100, 12);
@@ -770,17 +730,7 @@ fn fsync_waits_for_dirty_pages_busy_in_a_read() {
     let mut model = data.clone();
     model[..22].copy_from_slice(b"new bytes of page zero");
     disk.hold();
-    let started = getpages(
-        &file,
-        Fault {
-            offset: 0,
-            count: 2,
-            center: 0,
-            access: Access::Read,
-            advice: Advice::Normal,
-            flags: GetFlags::empty(),
-        },
-    );
+    let started = getpages(&file, Fault::read_ahead(0, 2));
     assert!(matches!(started, Ok(Fetched::Started)));
     drop(started);
     let in_flight = disk.pending();

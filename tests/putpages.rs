@@ -21,15 +21,27 @@ const PG: u64 = PAGE_SIZE as u64;
 const SYNC: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
 const ASYNC: PutFlags = PutFlags::CLEANIT;
 
-/// A 4 MiB disk, a 4 KiB-block filesystem on it, and a file of `pages` pages whose
-/// page `i` holds the byte `i` everywhere.
+/// A disk of 1024 pages (4 MiB at 4 KiB pages), a filesystem of one-page blocks on it,
+/// and a file of `pages` pages whose page `i` holds the byte `i` everywhere. Its maximum
+/// transfer is [`RIG_MAX_TRANSFER`].
 fn rig(pages: u64) -> (MemDisk, Arc<MemFile>) {
-    rig_on(MemDisk::new(8192), Layout::Contiguous, pages)
+    rig_on(MemDisk::new(DISK_SECTORS), Layout::Contiguous, pages)
 }
 
+/// The rig's disk: 1024 pages of sectors.
+const DISK_SECTORS: u64 = 1024 * PG / 512;
+
+/// `log2` of the page size: the rig's blocks are one page each.
+const PAGE_SHIFT: u32 = genpager::page::PAGE_SHIFT;
+
+/// The rig's maximum transfer: 16 pages, the default 64 KiB at 4 KiB pages, so that a
+/// cluster holds as many pages at every page size.
+const RIG_MAX_TRANSFER: usize = 16 * PAGE_SIZE;
+
 fn rig_on(disk: MemDisk, layout: Layout, pages: u64) -> (MemDisk, Arc<MemFile>) {
-    let fs = MemFs::new(disk.clone(), 12, layout);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, layout);
     let file = fs.create(&original(pages)).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     (disk, file)
 }
 
@@ -115,7 +127,7 @@ fn object_flags(file: &MemFile) -> ObjectFlags {
     file.object().read().flags()
 }
 
-/// The first sector of the block holding page `index` (4 KiB blocks).
+/// The first sector of the block holding page `index` (blocks of one page).
 fn sector(file: &MemFile, index: u64) -> u64 {
     file.block_table()[index as usize].expect("mapped block")
 }
@@ -557,6 +569,7 @@ fn p10_clusters_are_bounded_by_the_maximum_transfer() {
     let (disk, file) = rig(24);
     dirty(&file, 0..20);
     putpages(&file, 0, 0, SYNC).unwrap();
+    // The rig's 16 pages, then 4.
     assert_eq!(
         writes(&disk),
         [
@@ -567,7 +580,7 @@ fn p10_clusters_are_bounded_by_the_maximum_transfer() {
     assert_eq!(file.disk_contents(), expected(24, 0..20));
 
     let (disk, file) = rig(8);
-    file.set_max_transfer(8192);
+    file.set_max_transfer(2 * PAGE_SIZE);
     dirty(&file, 0..5);
     putpages(&file, 0, 0, SYNC).unwrap();
     assert_eq!(
@@ -802,7 +815,11 @@ fn p14_no_leaving_while_writes_are_in_flight() {
 
 #[test]
 fn p15_synchronous_flush_waits_for_another_threads_writeback() {
-    let (disk, file) = rig_on(MemDisk::threaded(8192, false), Layout::Contiguous, 8);
+    let (disk, file) = rig_on(
+        MemDisk::threaded(DISK_SECTORS, false),
+        Layout::Contiguous,
+        8,
+    );
     dirty(&file, 0..4);
     disk.hold();
     putpages(&file, 0, 0, ASYNC).unwrap();
@@ -824,7 +841,11 @@ fn p15_synchronous_flush_waits_for_another_threads_writeback() {
 
 #[test]
 fn p15_synchronous_flush_reports_another_threads_failed_write() {
-    let (disk, file) = rig_on(MemDisk::threaded(8192, false), Layout::Contiguous, 4);
+    let (disk, file) = rig_on(
+        MemDisk::threaded(DISK_SECTORS, false),
+        Layout::Contiguous,
+        4,
+    );
     dirty(&file, 0..1);
     disk.hold();
     disk.fail_nth(1, Error::Io);
@@ -845,7 +866,11 @@ fn p15_synchronous_flush_reports_another_threads_failed_write() {
 
 #[test]
 fn p16_reclaim_repeats_until_clean() {
-    let (disk, file) = rig_on(MemDisk::threaded(8192, false), Layout::Contiguous, 40);
+    let (disk, file) = rig_on(
+        MemDisk::threaded(DISK_SECTORS, false),
+        Layout::Contiguous,
+        40,
+    );
     clean(&file, 0..40);
     dirty(&file, 3..30);
     let reclaim = PutFlags::CLEANIT | PutFlags::FREE | PutFlags::ALLPAGES | PutFlags::RECLAIM;
@@ -891,22 +916,23 @@ fn p16_reclaim_stops_when_no_pass_can_make_progress() {
 
 #[test]
 fn w01_writes_stop_at_the_write_size() {
-    let disk = MemDisk::new(8192);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
-    let file = fs.create(&[7u8; 4096 + 100]).unwrap();
+    let disk = MemDisk::new(DISK_SECTORS);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
+    let file = fs.create(&vec![7u8; PAGE_SIZE + 100]).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     dirty(&file, 0..2);
     putpages(&file, 0, 0, SYNC).unwrap();
     // Whole sectors: the last one is written to its end, zeroes past EOF.
-    assert_eq!(writes(&disk), [(sector(&file, 0), 4096 + 512)]);
-    let mut tail = vec![0xffu8; 4096 - 100];
+    assert_eq!(writes(&disk), [(sector(&file, 0), PAGE_SIZE + 512)]);
+    let mut tail = vec![0xffu8; PAGE_SIZE - 100];
     disk.read_raw(sector(&file, 1) * 512 + 100, &mut tail);
     assert!(
         tail.iter().all(|&b| b == 0),
         "nothing past EOF reaches the disk"
     );
     let contents = file.disk_contents();
-    assert!(contents[..4096].iter().all(|&b| b == fill_of(0)));
-    assert!(contents[4096..].iter().all(|&b| b == fill_of(1)));
+    assert!(contents[..PAGE_SIZE].iter().all(|&b| b == fill_of(0)));
+    assert!(contents[PAGE_SIZE..].iter().all(|&b| b == fill_of(1)));
     assert_eq!(status(&file, 1), DirtyStatus::Clean);
 }
 
@@ -930,9 +956,10 @@ fn w02_writes_in_flight_are_counted_until_settled() {
 
 #[test]
 fn w03_holes_in_a_cluster_are_skipped() {
-    let disk = MemDisk::new(8192);
-    let fs = MemFs::new(disk.clone(), 12, Layout::Contiguous);
+    let disk = MemDisk::new(DISK_SECTORS);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
     let file = fs.create_sparse(5 * PG, &original(5), &[2]).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     dirty(&file, 0..5);
     putpages(&file, 0, 0, SYNC).unwrap();
     assert_eq!(
@@ -949,7 +976,7 @@ fn w03_holes_in_a_cluster_are_skipped() {
 
 #[test]
 fn w03_a_bmap_error_abandons_the_rest_and_keeps_the_pages_dirty() {
-    let (disk, file) = rig_on(MemDisk::new(8192), Layout::Fragmented { run: 2 }, 6);
+    let (disk, file) = rig_on(MemDisk::new(DISK_SECTORS), Layout::Fragmented { run: 2 }, 6);
     dirty(&file, 0..6);
     file.fail_bmap(Some(2));
     assert_eq!(putpages(&file, 0, 0, SYNC), Err(Error::Io));
@@ -970,7 +997,7 @@ fn w04_one_request_per_contiguous_run() {
     putpages(&file, 0, 0, SYNC).unwrap();
     assert_eq!(writes(&disk), [(sector(&file, 0), 8 * PAGE_SIZE)]);
 
-    let (disk, file) = rig_on(MemDisk::new(8192), Layout::Fragmented { run: 3 }, 8);
+    let (disk, file) = rig_on(MemDisk::new(DISK_SECTORS), Layout::Fragmented { run: 3 }, 8);
     dirty(&file, 0..8);
     putpages(&file, 0, 0, SYNC).unwrap();
     assert_eq!(
@@ -983,7 +1010,7 @@ fn w04_one_request_per_contiguous_run() {
     );
     assert_eq!(file.disk_contents(), expected(8, 0..8));
 
-    let (disk, file) = rig_on(MemDisk::new(8192), Layout::Reversed, 4);
+    let (disk, file) = rig_on(MemDisk::new(DISK_SECTORS), Layout::Reversed, 4);
     dirty(&file, 0..4);
     putpages(&file, 0, 0, SYNC).unwrap();
     let want: Vec<_> = (0..4).map(|i| (sector(&file, i), PAGE_SIZE)).collect();
@@ -994,25 +1021,27 @@ fn w04_one_request_per_contiguous_run() {
 #[test]
 fn w04_blocks_smaller_and_larger_than_a_page() {
     // 1 KiB blocks, contiguous: one request for the whole cluster.
-    let disk = MemDisk::new(8192);
+    let disk = MemDisk::new(DISK_SECTORS);
     let fs = MemFs::new(disk.clone(), 10, Layout::Contiguous);
     let file = fs.create(&original(3)).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     dirty(&file, 0..3);
     putpages(&file, 0, 0, SYNC).unwrap();
     let first = file.block_table()[0].unwrap();
     assert_eq!(writes(&disk), [(first, 3 * PAGE_SIZE)]);
     assert_eq!(file.disk_contents(), expected(3, 0..3));
 
-    // 16 KiB blocks: a dirty page in the middle of a block is written alone, at the
-    // right sector inside the block.
-    let disk = MemDisk::new(8192);
-    let fs = MemFs::new(disk.clone(), 14, Layout::Contiguous);
+    // Blocks of four pages (16 KiB at 4 KiB pages): a dirty page in the middle of a
+    // block is written alone, at the right sector inside the block.
+    let disk = MemDisk::new(DISK_SECTORS);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT + 2, Layout::Contiguous);
     let file = fs.create(&original(8)).unwrap();
+    file.set_max_transfer(RIG_MAX_TRANSFER);
     clean(&file, 0..8);
     dirty(&file, 5..6);
     putpages(&file, 0, 0, SYNC).unwrap();
     let block1 = file.block_table()[1].unwrap();
-    assert_eq!(writes(&disk), [(block1 + 8, PAGE_SIZE)]);
+    assert_eq!(writes(&disk), [(block1 + PG / 512, PAGE_SIZE)]);
     assert_eq!(file.disk_contents(), expected(8, [5]));
 }
 
@@ -1020,7 +1049,7 @@ fn w04_blocks_smaller_and_larger_than_a_page() {
 
 #[test]
 fn w05_failed_sub_request_keeps_every_page_dirty_and_reports_once() {
-    let (disk, file) = rig_on(MemDisk::new(8192), Layout::Fragmented { run: 2 }, 8);
+    let (disk, file) = rig_on(MemDisk::new(DISK_SECTORS), Layout::Fragmented { run: 2 }, 8);
     dirty(&file, 0..6);
     disk.fail_nth(2, Error::Io);
     putpages(&file, 0, 0, ASYNC).unwrap();
@@ -1189,7 +1218,7 @@ fn w07_rwmap_writes_let_the_device_modify_the_data() {
 #[test]
 fn concurrent_flushes_on_a_threaded_device_lose_nothing() {
     let (disk, file) = rig_on(
-        MemDisk::threaded(8192, true),
+        MemDisk::threaded(DISK_SECTORS, true),
         Layout::Fragmented { run: 2 },
         64,
     );

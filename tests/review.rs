@@ -117,21 +117,11 @@ fn store_through_mapping<V: Vnode<Cache = DefaultCache>>(
     at: usize,
     data: &[u8],
 ) {
-    getpages(
-        file,
-        Fault {
-            offset,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::SYNCIO,
-        },
-    )
-    .expect("write fault")
-    .into_writable()
-    .expect("writable pages")
-    .release();
+    getpages(file, Fault::write(offset, 1))
+        .expect("write fault")
+        .into_writable()
+        .expect("writable pages")
+        .release();
     let mut state = file.object().lock();
     state.cache_mut().map(offset, MapState::Writable);
     state
@@ -292,62 +282,13 @@ fn probe_near_max_file_size() {
         assert_eq!(write(&host, u64::MAX - 3, &[9u8; 3]), Err(Error::TooBig));
         assert_eq!(setsize(&host, MAX_FILE_SIZE + 1), Err(Error::TooBig));
         let last = MAX_FILE_SIZE - P;
-        let g = getpages(
-            &host,
-            Fault {
-                offset: last,
-                count: 1,
-                center: 0,
-                access: Access::Read,
-                advice: Advice::Normal,
-                flags: GetFlags::SYNCIO,
-            },
-        );
+        let g = getpages(&host, Fault::read(last, 1));
         assert!(g.is_ok(), "{what}: {:?}", g.err());
         drop(g);
-        assert!(
-            getpages(
-                &host,
-                Fault {
-                    offset: last,
-                    count: 2,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO
-                }
-            )
-            .is_err()
-        );
+        assert!(getpages(&host, Fault::read(last, 2)).is_err());
         let top = !(P - 1);
-        assert!(
-            getpages(
-                &host,
-                Fault {
-                    offset: top,
-                    count: 1,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO
-                }
-            )
-            .is_err()
-        );
-        assert!(
-            getpages(
-                &host,
-                Fault {
-                    offset: top,
-                    count: 1,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::LOCKED
-                }
-            )
-            .is_err()
-        );
+        assert!(getpages(&host, Fault::read(top, 1)).is_err());
+        assert!(getpages(&host, Fault::resident(top, 1, Access::Read)).is_err());
         putpages(&host, last, 0, FLUSH).unwrap();
         putpages(&host, top, 0, FLUSH).unwrap();
         putpages(&host, 0, top, EVICT).unwrap();
@@ -448,20 +389,10 @@ fn probe_fsync_waits_for_another_threads_writable_pages() {
         let holder = {
             let file = file.clone();
             thread::spawn(move || {
-                let mut pages = getpages(
-                    &file,
-                    Fault {
-                        offset: P,
-                        count: 1,
-                        center: 0,
-                        access: Access::Write,
-                        advice: Advice::Normal,
-                        flags: GetFlags::SYNCIO,
-                    },
-                )
-                .unwrap()
-                .into_writable()
-                .unwrap();
+                let mut pages = getpages(&file, Fault::write(P, 1))
+                    .unwrap()
+                    .into_writable()
+                    .unwrap();
                 pages.bytes_mut(0)[10..20].fill(0x5A);
                 stored_tx.send(()).unwrap();
                 thread::sleep(Duration::from_millis(200));
@@ -538,17 +469,7 @@ fn probe_locked_write_fast_path_over_a_hole_loses_nothing() {
         let (_disk, file) = sparse_file(9, &model, &[hole]);
         assert!(read_all(&file) == model);
         let stored = {
-            let fetched = getpages(
-                &file,
-                Fault {
-                    offset: 0,
-                    count: 1,
-                    center: 0,
-                    access: Access::Write,
-                    advice: Advice::Normal,
-                    flags: GetFlags::LOCKED,
-                },
-            );
+            let fetched = getpages(&file, Fault::resident(0, 1, Access::Write));
             match fetched.ok().and_then(|f| f.into_resident()) {
                 Some(mut pages) => match pages.bytes_mut(0) {
                     Some(bytes) => {
@@ -1039,20 +960,10 @@ fn probe_truncate_waits_for_a_held_last_page_then_zeroes_its_tail() {
         let holder = {
             let host = host.clone();
             thread::spawn(move || {
-                let mut pages = getpages(
-                    &host,
-                    Fault {
-                        offset: 0,
-                        count: 1,
-                        center: 0,
-                        access: Access::Write,
-                        advice: Advice::Normal,
-                        flags: GetFlags::SYNCIO,
-                    },
-                )
-                .unwrap()
-                .into_writable()
-                .unwrap();
+                let mut pages = getpages(&host, Fault::write(0, 1))
+                    .unwrap()
+                    .into_writable()
+                    .unwrap();
                 tx.send(()).unwrap();
                 thread::sleep(Duration::from_millis(100));
                 pages.bytes_mut(0)[3000..3010].fill(0x99);

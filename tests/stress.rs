@@ -132,17 +132,7 @@ fn roam(world: &World, rng: &mut Rng) {
             let Some((at, count)) = any_pages(file, rng) else {
                 return;
             };
-            match getpages(
-                file,
-                Fault {
-                    offset: at,
-                    count,
-                    center: 0,
-                    access: Access::Read,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO,
-                },
-            ) {
+            match getpages(file, Fault::read(at, count)) {
                 Ok(Fetched::Busy(pages)) => assert!(pages.len() <= count),
                 Ok(_) => panic!("a synchronous fault returns busy pages"),
                 // Only the truncated file shrinks under a fault.
@@ -203,18 +193,7 @@ fn change_own(world: &World, thread: usize, rng: &mut Rng) {
         2 => {
             // A write fault, then stores through the busy page.
             let page = at & !(P - 1);
-            let fetched = getpages(
-                file,
-                Fault {
-                    offset: page,
-                    count: 1,
-                    center: 0,
-                    access: Access::Write,
-                    advice: Advice::Normal,
-                    flags: GetFlags::SYNCIO,
-                },
-            )
-            .expect("write fault");
+            let fetched = getpages(file, Fault::write(page, 1)).expect("write fault");
             let mut pages = fetched.into_writable().expect("busy page");
             let within = (at - page) as usize;
             pages.bytes_mut(0)[within..within + len].copy_from_slice(&data);
@@ -223,17 +202,7 @@ fn change_own(world: &World, thread: usize, rng: &mut Rng) {
         _ => {
             // The fast path for writing: only if the page is resident and idle.
             let page = at & !(P - 1);
-            match getpages(
-                file,
-                Fault {
-                    offset: page,
-                    count: 1,
-                    center: 0,
-                    access: Access::Write,
-                    advice: Advice::Normal,
-                    flags: GetFlags::LOCKED,
-                },
-            ) {
+            match getpages(file, Fault::resident(page, 1, Access::Write)) {
                 Ok(Fetched::Resident(mut pages)) => match pages.bytes_mut(0) {
                     Some(bytes) => {
                         let within = (at - page) as usize;

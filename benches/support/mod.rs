@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use genpager::PAGE_SIZE;
 use genpager::testing::{MemDisk, MemFile};
 
 /// Counts heap allocations, so a bench can show a path allocates nothing.
@@ -43,20 +44,28 @@ pub fn allocations() -> u64 {
 }
 
 /// One page frame for a limit: page aligned, as a kernel's frames and genpager's are
-/// (a `Box<[u8; 4096]>` starts 16 bytes into an allocation, so each of its copies
+/// (a `Box<[u8; PAGE_SIZE]>` starts 16 bytes into an allocation, so each of its copies
 /// straddles two pages and runs ~10% slower, which would flatter the pager).
-#[repr(C, align(4096))]
-pub struct PageFrame(pub [u8; 4096]);
+/// `align` takes a literal only, hence one attribute per page size.
+#[cfg_attr(
+    not(any(feature = "page-16k", feature = "page-64k")),
+    repr(C, align(4096))
+)]
+#[cfg_attr(feature = "page-16k", repr(C, align(16384)))]
+#[cfg_attr(feature = "page-64k", repr(C, align(65536)))]
+pub struct PageFrame(pub [u8; PAGE_SIZE]);
+
+const _: () = assert!(core::mem::align_of::<PageFrame>() == PAGE_SIZE);
 
 /// `count` contiguous page frames filled with `byte`.
 pub fn page_frames(count: usize, byte: u8) -> Vec<PageFrame> {
-    (0..count).map(|_| PageFrame([byte; 4096])).collect()
+    (0..count).map(|_| PageFrame([byte; PAGE_SIZE])).collect()
 }
 
 /// The physical limit of moving a file's bytes between its disk and page-sized
-/// buffers: one memcpy per 4 KiB segment, as a device's DMA into or out of page frames
-/// would be, through the disk's own memory (so that where the allocator placed a
-/// buffer does not count against the pager).
+/// buffers: one memcpy per page, as a device's DMA into or out of page frames would
+/// be, through the disk's own memory (so that where the allocator placed a buffer does
+/// not count against the pager). The file's blocks must be one page each.
 pub struct SegmentedCopy {
     disk: MemDisk,
     /// Disk byte offset of each page of the file.
@@ -66,6 +75,11 @@ pub struct SegmentedCopy {
 
 impl SegmentedCopy {
     pub fn new(file: &MemFile) -> Self {
+        assert_eq!(
+            file.fs().block_size() as usize,
+            PAGE_SIZE,
+            "one block per page"
+        );
         let plan: Vec<usize> = file
             .block_table()
             .iter()
@@ -88,7 +102,7 @@ impl SegmentedCopy {
             median(rounds, || {
                 let start = Instant::now();
                 for (frame, &at) in frames.iter_mut().zip(plan.iter()) {
-                    frame.0.copy_from_slice(&image[at..at + 4096]);
+                    frame.0.copy_from_slice(&image[at..at + PAGE_SIZE]);
                 }
                 black_box(&frames);
                 start.elapsed()
@@ -104,12 +118,12 @@ impl SegmentedCopy {
         let Self { disk, plan, frames } = self;
         disk.with_image(|image| {
             median(rounds, || {
-                for (frame, bytes) in frames.iter_mut().zip(data.chunks_exact(4096)) {
+                for (frame, bytes) in frames.iter_mut().zip(data.chunks_exact(PAGE_SIZE)) {
                     frame.0.copy_from_slice(bytes);
                 }
                 let start = Instant::now();
                 for (frame, &at) in frames.iter().zip(plan.iter()) {
-                    image[at..at + 4096].copy_from_slice(&frame.0);
+                    image[at..at + PAGE_SIZE].copy_from_slice(&frame.0);
                 }
                 black_box(&image);
                 start.elapsed()

@@ -2,7 +2,7 @@
 //! `examples/perf_report.rs` to measure genpager against.
 //!
 //! - The page cache is a `BTreeMap` from page index to a heap frame
-//!   (`Box<[u8; 4096]>`) and a dirty bit. Freed frames go on a free list and are
+//!   (`Box<[u8; PAGE_SIZE]>`) and a dirty bit. Freed frames go on a free list and are
 //!   reused, as a kernel's page allocator would.
 //! - A page fault asks the filesystem's [`BlockMap::bmap`] for its one block and
 //!   moves that one page from the device: one bmap and one device request per page,
@@ -21,11 +21,12 @@
 //! to `DiskStats::device_time_ns` for a request of that size. Its requests do not show
 //! in `MemDisk::stats` or `MemDisk::log`; read them from [`NaivePager::stats`].
 //!
-//! Only filesystems whose block is one page (`fs_bshift == 12`) are supported, and it
+//! Only filesystems whose block is one page (`fs_bshift == PAGE_SHIFT`) are supported, and it
 //! never allocates blocks: a write-back over a hole fails.
 
 use std::collections::BTreeMap;
 
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::{LatencyModel, MemDisk, SECTOR_SIZE};
 use genpager::{BlockMap, Error, PAGE_SIZE, Result};
 
@@ -163,7 +164,7 @@ impl<'a, M: BlockMap> NaivePager<'a, M> {
     /// it is not resident.
     pub fn fault(&mut self, index: u64) -> Result<&mut NaivePage> {
         if !self.pages.contains_key(&index) {
-            if index << 12 >= self.size {
+            if index << PAGE_SHIFT >= self.size {
                 return Err(Error::Invalid);
             }
             let mut frame = self.frame();
@@ -214,7 +215,7 @@ impl<'a, M: BlockMap> NaivePager<'a, M> {
             let len = (PAGE_SIZE - within).min((end - at) as usize);
             let done = (at - offset) as usize;
             if !self.pages.contains_key(&index) {
-                if len == PAGE_SIZE || index << 12 >= self.size {
+                if len == PAGE_SIZE || index << PAGE_SHIFT >= self.size {
                     // Overwritten whole, or past the end of file: nothing to read.
                     let mut frame = self.frame();
                     if len < PAGE_SIZE {

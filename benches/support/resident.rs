@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use genpager::cache::DefaultCache;
+use genpager::page::PAGE_SHIFT;
 use genpager::testing::MemDisk;
 use genpager::{
     BlockMap, DEFAULT_MAX_TRANSFER, Mapping, PAGE_SIZE, PageCache, PageFlags, PageQueue, Result,
     VmObject, Vnode,
 };
+
+/// Blocks are one page each, of this many 512-byte sectors.
+const SECTORS_PER_PAGE: u64 = (PAGE_SIZE / 512) as u64;
 
 pub struct Resident {
     pub object: VmObject<DefaultCache>,
@@ -23,7 +27,7 @@ impl Resident {
     pub fn new(size: u64) -> Self {
         Self {
             object: VmObject::new(DefaultCache::new(), size),
-            disk: MemDisk::new(8192 + 64),
+            disk: MemDisk::new(1024 * SECTORS_PER_PAGE + 64),
             max_transfer: AtomicUsize::new(DEFAULT_MAX_TRANSFER),
         }
     }
@@ -31,7 +35,7 @@ impl Resident {
 
 impl BlockMap for Resident {
     fn bmap(&self, lbn: u64) -> Result<Mapping> {
-        Ok(Mapping::mapped((lbn % 1024) * 8, 0))
+        Ok(Mapping::mapped((lbn % 1024) * SECTORS_PER_PAGE, 0))
     }
 }
 
@@ -49,7 +53,7 @@ impl Vnode for Resident {
         &self.disk
     }
     fn fs_bshift(&self) -> u32 {
-        12
+        PAGE_SHIFT
     }
     fn max_transfer(&self) -> usize {
         self.max_transfer.load(Ordering::Relaxed)

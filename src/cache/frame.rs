@@ -6,6 +6,13 @@
 //! zeroed (the allocator maps large zeroed blocks lazily, so untouched frames cost no
 //! memory). Freed frames stay in the pool for reuse.
 //!
+//! A chunk is 256 KiB of frames where the page size allows: 64 frames of 4 KiB (one
+//! bitmap word), 16 of 16 KiB. With 64 KiB pages it is 16 frames, 1 MiB: fewer frames
+//! would make the spare page each chunk carries for alignment (see `CHUNK_LAYOUT`)
+//! too large a share (a fifth at 4 frames), and 64 frames would be 4 MiB, a lot to hold
+//! for each small file's cache (every object has its own pool) on a kernel whose
+//! allocator does not map zeroed memory lazily.
+//!
 //! The pool always hands out the free frame lowest in chunk order (a bitmap per chunk,
 //! and a bitmap of chunks with a free frame), not the one freed last. Pages
 //! allocated together, like a read-ahead window or a file written from the start,
@@ -15,10 +22,11 @@
 //! about 15% slower.
 //!
 //! Arithmetic here cannot overflow (hence the module's `allow`): frame indices are
-//! below `CHUNK_FRAMES` and chunk indices below the number of chunks, each a 256 KiB
-//! allocation, so chunk and frame counts (and `spare`, which counts free frames of
-//! live chunks) are far below `usize::MAX / 64`; a frame is taken only from a chunk
-//! whose free bitmap is non-zero, and `spare` drops only by frames it counted.
+//! below `CHUNK_FRAMES` and chunk indices below the number of chunks, each an
+//! allocation of at least 256 KiB, so chunk and frame counts (and `spare`, which counts
+//! free frames of live chunks) are far below `usize::MAX / 64`; a frame is taken only
+//! from a chunk whose free bitmap is non-zero, and `spare` drops only by frames it
+//! counted.
 #![allow(clippy::arithmetic_side_effects)]
 
 use alloc::alloc::{Layout, alloc_zeroed, dealloc};
@@ -28,8 +36,21 @@ use core::ptr::NonNull;
 use crate::error::{Error, Result};
 use crate::page::PAGE_SIZE;
 
-/// Frames per chunk: 256 KiB, above the usual threshold for lazily zeroed mappings.
-pub(crate) const CHUNK_FRAMES: usize = 64;
+/// Frames per chunk: 256 KiB (above the usual threshold for lazily zeroed mappings),
+/// but at least 16 frames and at most one bitmap word of them.
+pub(crate) const CHUNK_FRAMES: usize = {
+    let frames = (256 << 10) / PAGE_SIZE;
+    if frames < 16 {
+        16
+    } else if frames > 64 {
+        64
+    } else {
+        frames
+    }
+};
+
+/// A chunk's free bitmap with every frame free.
+const ALL_FREE: u64 = u64::MAX >> (u64::BITS as usize - CHUNK_FRAMES);
 
 /// One allocation holding `CHUNK_FRAMES` page-aligned frames; freed on drop.
 struct Chunk {
@@ -112,7 +133,7 @@ unsafe impl Send for FramePool {}
 unsafe impl Sync for FramePool {}
 
 const _: () = assert!(
-    CHUNK_FRAMES == u64::BITS as usize,
+    CHUNK_FRAMES > 0 && CHUNK_FRAMES <= u64::BITS as usize,
     "one bitmap word per chunk"
 );
 
@@ -158,7 +179,7 @@ impl FramePool {
     /// Returns to the allocator every chunk none of whose frames is in use.
     pub(crate) fn trim(&mut self) {
         for chunk in 0..self.chunks.len() {
-            if self.chunks[chunk].is_some() && self.free[chunk] == u64::MAX {
+            if self.chunks[chunk].is_some() && self.free[chunk] == ALL_FREE {
                 self.chunks[chunk] = None;
                 self.free[chunk] = 0;
                 self.with_free[chunk / 64] &= !(1 << (chunk % 64));
@@ -206,7 +227,7 @@ impl FramePool {
                 self.chunks.len() - 1
             }
         };
-        self.free[index] = u64::MAX;
+        self.free[index] = ALL_FREE;
         self.spare += CHUNK_FRAMES;
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         self.with_free[word] |= bit;

@@ -10,8 +10,8 @@
 //! Freed frames are kept for reuse, as a kernel keeps free pages on a list instead of
 //! handing them back: a cache never holds more frames than at its peak, and
 //! [`DefaultCache::trim_spare_frames`] returns wholly unused chunks of them to the
-//! allocator. Frames are carved from 256 KiB chunks (`frame.rs`), so they are
-//! contiguous and cost no allocator header each.
+//! allocator. Frames are carved from chunks of 256 KiB or more (`frame.rs`), so they
+//! are contiguous and cost no allocator header each.
 //!
 //! The page queues are doubly linked lists threaded through the slab by slot
 //! index: O(1) to move a page, and no `unsafe` — an intrusive list of heap nodes would
@@ -526,10 +526,12 @@ mod tests {
     use super::*;
     use crate::page::PageFlags;
 
+    const P: u64 = PAGE_SIZE as u64;
+
     fn cache_with(pages: u64) -> DefaultCache {
         let mut cache = DefaultCache::new();
         for i in 0..pages {
-            cache.alloc(i * 4096).unwrap();
+            cache.alloc(i * P).unwrap();
         }
         cache
     }
@@ -539,24 +541,24 @@ mod tests {
         let mut cache = cache_with(3);
         assert!(!cache.is_writable_mapped(0));
         cache.map(0, MapState::Writable);
-        cache.map(4096, MapState::Writable);
-        cache.map(8192, MapState::ReadOnly);
-        assert!(cache.is_writable_mapped(0) && cache.is_writable_mapped(4096));
-        assert!(!cache.is_writable_mapped(8192));
+        cache.map(P, MapState::Writable);
+        cache.map(2 * P, MapState::ReadOnly);
+        assert!(cache.is_writable_mapped(0) && cache.is_writable_mapped(P));
+        assert!(!cache.is_writable_mapped(2 * P));
         cache.protect(0, Protection::ReadOnly);
-        assert!(!cache.is_writable_mapped(0) && cache.is_writable_mapped(4096));
+        assert!(!cache.is_writable_mapped(0) && cache.is_writable_mapped(P));
         cache.map(0, MapState::Writable);
         cache.write_protect_and_clear_modified(0);
         assert!(!cache.is_writable_mapped(0));
-        cache.free(4096);
+        cache.free(P);
         assert_eq!(
             cache.writable_mapped, 0,
             "a freed page takes its mapping along"
         );
-        cache.alloc(4096).unwrap();
-        assert!(!cache.is_writable_mapped(4096));
-        cache.map(4096, MapState::Writable);
-        assert!(cache.is_writable_mapped(4096));
+        cache.alloc(P).unwrap();
+        assert!(!cache.is_writable_mapped(P));
+        cache.map(P, MapState::Writable);
+        assert!(cache.is_writable_mapped(P));
         assert_eq!(cache.writable_mapped, 1);
     }
 
@@ -578,26 +580,26 @@ mod tests {
     fn tags_follow_dirty_status_and_next_tagged_is_ordered() {
         let mut cache = cache_with(10);
         assert!(!cache.any_tagged(Tag::Dirty));
-        for off in [7 * 4096, 2 * 4096, 5 * 4096] {
+        for off in [7 * P, 2 * P, 5 * P] {
             cache.set_dirty(off, DirtyStatus::Dirty);
         }
-        cache.set_dirty(4096, DirtyStatus::Unknown);
+        cache.set_dirty(P, DirtyStatus::Unknown);
         assert!(cache.any_tagged(Tag::Dirty));
         let mut seen = Vec::new();
         let mut from = 0;
         while let Some(off) = cache.next_tagged(Tag::Dirty, from) {
-            seen.push(off / 4096);
-            from = off + 4096;
+            seen.push(off / P);
+            from = off + P;
         }
         assert_eq!(seen, [1, 2, 5, 7]);
-        cache.set_dirty(2 * 4096, DirtyStatus::Clean);
-        assert_eq!(cache.next_tagged(Tag::Dirty, 2 * 4096), Some(5 * 4096));
-        cache.free(5 * 4096);
-        assert_eq!(cache.next_tagged(Tag::Dirty, 2 * 4096), Some(7 * 4096));
-        cache.set_writeback(3 * 4096, true);
-        assert!(cache.lookup(3 * 4096).unwrap().in_writeback());
-        assert_eq!(cache.next_tagged(Tag::Writeback, 0), Some(3 * 4096));
-        cache.set_writeback(3 * 4096, false);
+        cache.set_dirty(2 * P, DirtyStatus::Clean);
+        assert_eq!(cache.next_tagged(Tag::Dirty, 2 * P), Some(5 * P));
+        cache.free(5 * P);
+        assert_eq!(cache.next_tagged(Tag::Dirty, 2 * P), Some(7 * P));
+        cache.set_writeback(3 * P, true);
+        assert!(cache.lookup(3 * P).unwrap().in_writeback());
+        assert_eq!(cache.next_tagged(Tag::Writeback, 0), Some(3 * P));
+        cache.set_writeback(3 * P, false);
         assert!(!cache.any_tagged(Tag::Writeback));
     }
 
@@ -605,56 +607,53 @@ mod tests {
     fn writeback_range_tags_exactly_the_resident_pages_of_the_range() {
         let mut cache = cache_with(300);
         for hole in [70u64, 128, 200] {
-            cache.free(hole * 4096);
+            cache.free(hole * P);
         }
         // Crosses three leaves of the index, and starts and ends mid-leaf.
-        let range = 60 * 4096..210 * 4096;
+        let range = 60 * P..210 * P;
         cache.set_writeback_range(range.clone(), true);
         let mut tagged = Vec::new();
         let mut from = 0;
         while let Some(at) = cache.next_tagged(Tag::Writeback, from) {
-            tagged.push(at / 4096);
-            from = at + 4096;
+            tagged.push(at / P);
+            from = at + P;
         }
         let expected: Vec<u64> = (60..210).filter(|i| ![70, 128, 200].contains(i)).collect();
         assert_eq!(tagged, expected);
-        for page in cache.range(0..300 * 4096) {
+        for page in cache.range(0..300 * P) {
             assert_eq!(page.in_writeback(), range.contains(&page.offset()));
         }
         cache.set_writeback_range(range, false);
         assert!(!cache.any_tagged(Tag::Writeback));
-        assert!(cache.range(0..300 * 4096).all(|page| !page.in_writeback()));
+        assert!(cache.range(0..300 * P).all(|page| !page.in_writeback()));
     }
 
     #[test]
     fn queues_move_pages_in_constant_steps() {
         let mut cache = cache_with(5);
         for i in 0..5 {
-            cache.set_queue(i * 4096, PageQueue::Active);
+            cache.set_queue(i * P, PageQueue::Active);
         }
-        cache.set_queue(2 * 4096, PageQueue::Inactive);
+        cache.set_queue(2 * P, PageQueue::Inactive);
         cache.set_queue(0, PageQueue::Inactive);
-        assert_eq!(
-            cache.queue_offsets(PageQueue::Active),
-            [4096, 3 * 4096, 4 * 4096]
-        );
-        assert_eq!(cache.queue_offsets(PageQueue::Inactive), [2 * 4096, 0]);
-        cache.free(3 * 4096);
-        assert_eq!(cache.queue_offsets(PageQueue::Active), [4096, 4 * 4096]);
-        cache.set_queue(4096, PageQueue::None);
+        assert_eq!(cache.queue_offsets(PageQueue::Active), [P, 3 * P, 4 * P]);
+        assert_eq!(cache.queue_offsets(PageQueue::Inactive), [2 * P, 0]);
+        cache.free(3 * P);
+        assert_eq!(cache.queue_offsets(PageQueue::Active), [P, 4 * P]);
+        cache.set_queue(P, PageQueue::None);
         assert_eq!(cache.queue_len(PageQueue::Active), 1);
         assert_eq!(cache.queue_len(PageQueue::None), 1);
-        assert_eq!(cache.lookup(4 * 4096).unwrap().queue(), PageQueue::Active);
+        assert_eq!(cache.lookup(4 * P).unwrap().queue(), PageQueue::Active);
     }
 
     #[test]
     fn limit_refuses_allocation_and_slots_are_reused() {
         let mut cache = DefaultCache::with_limit(2);
         cache.alloc(0).unwrap();
-        cache.alloc(4096).unwrap();
-        assert_eq!(cache.alloc(8192).err(), Some(Error::NoMemory));
+        cache.alloc(P).unwrap();
+        assert_eq!(cache.alloc(2 * P).err(), Some(Error::NoMemory));
         cache.free(0);
-        let page = cache.alloc(8192).unwrap();
+        let page = cache.alloc(2 * P).unwrap();
         assert!(page.flags.contains(PageFlags::BUSY | PageFlags::FAKE));
         assert_eq!(cache.resident_pages(), 2);
     }
@@ -681,7 +680,7 @@ mod tests {
         assert!(cache.clear_modified(0));
         assert!(!cache.clear_modified(0));
         assert_eq!(
-            cache.write_through_mapping(0, 4095, b"xy"),
+            cache.write_through_mapping(0, PAGE_SIZE - 1, b"xy"),
             Err(Error::Invalid)
         );
     }
@@ -689,7 +688,7 @@ mod tests {
     #[test]
     fn write_protect_and_clear_modified_is_protect_then_clear() {
         let mut cache = cache_with(3);
-        for offset in [0, 4096, 8192] {
+        for offset in [0, P, 2 * P] {
             cache
                 .lookup_mut(offset)
                 .unwrap()
@@ -698,14 +697,14 @@ mod tests {
         }
         cache.map(0, MapState::Writable);
         cache.write_through_mapping(0, 0, b"x").unwrap();
-        cache.map(4096, MapState::Writable);
+        cache.map(P, MapState::Writable);
         assert!(cache.write_protect_and_clear_modified(0));
-        assert!(!cache.write_protect_and_clear_modified(4096));
-        assert!(!cache.write_protect_and_clear_modified(8192));
+        assert!(!cache.write_protect_and_clear_modified(P));
+        assert!(!cache.write_protect_and_clear_modified(2 * P));
         assert_eq!(cache.map_state(0), MapState::ReadOnly);
-        assert_eq!(cache.map_state(4096), MapState::ReadOnly);
+        assert_eq!(cache.map_state(P), MapState::ReadOnly);
         assert_eq!(
-            cache.map_state(8192),
+            cache.map_state(2 * P),
             MapState::Unmapped,
             "not mapped by it"
         );

@@ -2,7 +2,8 @@
 //! default cache's index (the shape of Linux's xarray and NetBSD's radix tree).
 //!
 //! Lookups and inserts cost one step per level (a 64 MiB file of 4 KiB pages is three
-//! levels). Every node keeps, for each tag, a bitmap of which of its slots carry the
+//! levels). The tree is keyed by page index, so its fan-out does not depend on the page
+//! size: larger pages just make a file's indices, and the tree, smaller. Every node keeps, for each tag, a bitmap of which of its slots carry the
 //! tag below them, so "any page tagged?" reads the root and "next tagged page at or
 //! after x" descends only into tagged subtrees: O(height), never a walk over untagged
 //! pages. Nodes live in an arena grown with `try_reserve`, so running out of memory is
@@ -15,11 +16,11 @@
 //! sharing the tree never write to it.
 //!
 //! Arithmetic here cannot overflow (hence the module's `allow`): indices are page
-//! indices (`offset >> PAGE_SHIFT`, below 2^52), so a leaf's end fits; levels and
-//! depths are at most `MAX_HEIGHT` and at least 1 where one is subtracted (a tree with
-//! a root has height >= 1, a found path holds the root, a child is one level below a
-//! level > 0); `len` and the node counts count values and nodes in memory; and a bit
-//! is cleared from a bitmap (`x & (x - 1)`) only while it is non-zero.
+//! indices (`offset >> PAGE_SHIFT`, below 2^52, less with larger pages), so a leaf's
+//! end fits; levels and depths are at most `MAX_HEIGHT` and at least 1 where one is
+//! subtracted (a tree with a root has height >= 1, a found path holds the root, a child
+//! is one level below a level > 0); `len` and the node counts count values and nodes in
+//! memory; and a bit is cleared from a bitmap (`x & (x - 1)`) only while it is non-zero.
 #![allow(clippy::arithmetic_side_effects)]
 
 use alloc::vec::Vec;

@@ -114,6 +114,13 @@ struct State {
     malformed_seen: u64,
 }
 
+/// Requests the log and the queue have room for from the start, so that submitting
+/// allocates nothing until a disk has seen that many: the allocation-failure sweep
+/// (`tests/alloc_sweep.rs`) fails the submitting thread's allocations, and the rig's own
+/// bookkeeping must not be among them (with one-page requests at 64 KiB pages, a sweep
+/// case submits more requests than an empty log would hold without growing).
+const ROOM: usize = 256;
+
 /// What the disk and its completion thread share.
 struct Shared {
     sectors: u64,
@@ -182,12 +189,12 @@ impl MemDisk {
             state: Mutex::new(State {
                 held: false,
                 shutdown: false,
-                queue: VecDeque::new(),
+                queue: VecDeque::with_capacity(ROOM),
                 in_service: 0,
                 submitted: 0,
                 nth_faults: Vec::new(),
                 range_faults: Vec::new(),
-                log: Vec::new(),
+                log: Vec::with_capacity(ROOM),
                 stats: DiskStats::default(),
                 latency: LatencyModel::default(),
                 rng: 0x5eed_d15c,

@@ -21,8 +21,9 @@ use crate::object::VmObject;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::vnode::Vnode;
 
-/// The longest run [`MemFile`]'s `bmap` reports, whatever the maximum transfer.
-const MAX_RUN: u64 = 256;
+/// The longest run [`MemFile`]'s `bmap` reports, whatever the maximum transfer: an
+/// extent is at most this many blocks and one more.
+pub const MAX_RUN: u64 = 256;
 
 /// How [`MemFs`] places the blocks of a new file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

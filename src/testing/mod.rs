@@ -32,7 +32,7 @@ pub mod model;
 
 pub use crate::buf::{Direction, Priority};
 pub use disk::{DiskStats, LatencyModel, LoggedRequest, MemDisk, SECTOR_SIZE};
-pub use fs::{Hook, HookCounts, Layout, Ledger, MemFile, MemFs};
+pub use fs::{Hook, HookCounts, Layout, Ledger, MAX_RUN, MemFile, MemFs};
 
 /// The name of [`MemDisk::threaded`]'s completion thread.
 const COMPLETION_THREAD: &str = "memdisk-completion";

@@ -4,7 +4,14 @@
 use std::sync::Arc;
 
 use genpager::testing::{Layout, LoggedRequest, MemDisk, MemFile, MemFs};
-use genpager::{DirtyStatus, PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode};
+use genpager::{
+    DEFAULT_MAX_TRANSFER, DirtyStatus, PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode,
+};
+
+/// `log2` of the page size (12 at the default 4 KiB pages; see the `page-16k` and
+/// `page-64k` features): the `fs_bshift` of a filesystem whose blocks are one page.
+/// Tests that mean "one block per page" use it, not 12.
+pub const PAGE_SHIFT: u32 = genpager::page::PAGE_SHIFT;
 
 /// Deterministic, position-dependent bytes, so a misplaced page shows.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -19,26 +26,38 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The maximum transfer of the files made here: the default (64 KiB), but at least four
+/// pages, so that a cluster spans several pages at every page size (the default is a
+/// single page at 64 KiB pages). The same as the default up to 16 KiB pages.
+pub const TEST_MAX_TRANSFER: usize = if DEFAULT_MAX_TRANSFER > 4 * PAGE_SIZE {
+    DEFAULT_MAX_TRANSFER
+} else {
+    4 * PAGE_SIZE
+};
+
 /// A disk big enough for a few files of `bytes` each.
 pub fn disk_for(bytes: usize) -> MemDisk {
     MemDisk::new(((bytes as u64 * 4) / 512).max(4096) + 1024)
 }
 
-/// A file holding `data` on a fresh filesystem.
+/// A file holding `data` on a fresh filesystem, its maximum transfer [`TEST_MAX_TRANSFER`].
 pub fn file_with(fs_bshift: u32, layout: Layout, data: &[u8]) -> (MemDisk, Arc<MemFile>) {
     let disk = disk_for(data.len());
     let fs = MemFs::new(disk.clone(), fs_bshift, layout);
     let file = fs.create(data).expect("file fits");
+    file.set_max_transfer(TEST_MAX_TRANSFER);
     (disk, file)
 }
 
-/// A sparse file: `holes` are logical block numbers.
+/// A sparse file: `holes` are logical block numbers. Its maximum transfer is
+/// [`TEST_MAX_TRANSFER`].
 pub fn sparse_file(fs_bshift: u32, data: &[u8], holes: &[u64]) -> (MemDisk, Arc<MemFile>) {
     let disk = disk_for(data.len());
     let fs = MemFs::new(disk.clone(), fs_bshift, Layout::Contiguous);
     let file = fs
         .create_sparse(data.len() as u64, data, holes)
         .expect("file fits");
+    file.set_max_transfer(TEST_MAX_TRANSFER);
     (disk, file)
 }
 
