@@ -28,8 +28,8 @@ use genpager::Fault;
 use genpager::buf::{Direction, IoRequest};
 use genpager::cache::{DefaultCache, MapState};
 use genpager::{
-    Access, Advice, BlockMap, DirtyStatus, Error, Fetched, GetFlags, Mapping, PAGE_SIZE, PageCache,
-    PageFlags, PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize, write,
+    Access, BlockMap, DirtyStatus, Error, Fetched, Mapping, PAGE_SIZE, PageCache, PageFlags,
+    PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize, write,
 };
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
