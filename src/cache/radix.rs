@@ -467,11 +467,69 @@ mod tests {
         }
     }
 
+    /// What a radix tree should hold, in ordered maps: the values and each tag's keys.
+    #[derive(Default)]
+    struct Expected {
+        values: BTreeMap<u64, u32>,
+        tags: [BTreeSet<u64>; 2],
+    }
+
+    impl Expected {
+        fn insert(&mut self, index: u64, value: u32) {
+            self.values.insert(index, value);
+            self.untag(index);
+        }
+
+        fn remove(&mut self, index: u64) -> Option<u32> {
+            self.untag(index);
+            self.values.remove(&index)
+        }
+
+        fn untag(&mut self, index: u64) {
+            self.tags.iter_mut().for_each(|t| {
+                t.remove(&index);
+            });
+        }
+
+        /// Tags (or untags) `index` if a value is there, as the tree does.
+        fn set_tag(&mut self, index: u64, tag: usize, on: bool) {
+            if !self.values.contains_key(&index) {
+                return;
+            }
+            if on {
+                self.tags[tag].insert(index);
+            } else {
+                self.tags[tag].remove(&index);
+            }
+        }
+
+        /// Checks every lookup the tree answers at `index`.
+        fn check_lookups(&self, radix: &mut Radix, index: u64, remembered: bool) {
+            let found = if remembered {
+                radix.get_remembered(index)
+            } else {
+                radix.get(index)
+            };
+            assert_eq!(found, self.values.get(&index).copied());
+            assert_eq!(
+                radix.next_present(index),
+                self.values.range(index..).next().map(|(&k, &v)| (k, v))
+            );
+            for (tag, tagged) in self.tags.iter().enumerate() {
+                assert_eq!(
+                    radix.next_tagged(tag, index),
+                    tagged.range(index..).next().copied()
+                );
+                assert_eq!(radix.any_tagged(tag), !tagged.is_empty());
+                assert_eq!(radix.has_tag(index, tag), tagged.contains(&index));
+            }
+        }
+    }
+
     #[test]
     fn agrees_with_ordered_maps_under_random_operations() {
         let mut radix = Radix::new();
-        let mut values = BTreeMap::new();
-        let mut tags = [BTreeSet::new(), BTreeSet::new()];
+        let mut expected = Expected::default();
         let mut rng = Lcg(7);
         // Miri interprets every step: a shorter walk still crosses all four spreads.
         let steps: u64 = if cfg!(miri) { 800 } else { 20_000 };
@@ -481,69 +539,37 @@ mod tests {
             match rng.next() % 6 {
                 0 | 1 => {
                     radix.insert(index, step as u32).unwrap();
-                    values.insert(index, step as u32);
-                    tags.iter_mut().for_each(|t| {
-                        t.remove(&index);
-                    });
+                    expected.insert(index, step as u32);
                 }
-                2 => {
-                    assert_eq!(radix.remove(index), values.remove(&index));
-                    tags.iter_mut().for_each(|t| {
-                        t.remove(&index);
-                    });
-                }
+                2 => assert_eq!(radix.remove(index), expected.remove(index)),
                 3 if step % 3 == 0 => {
                     let tag = (rng.next() % 2) as usize;
                     let on = rng.next() % 3 != 0;
                     let end = index.saturating_add(rng.next() % 200);
                     let mut seen = Vec::new();
                     radix.set_tag_range(index..end, tag, on, |value| seen.push(value));
-                    let expected: Vec<u32> = values.range(index..end).map(|(_, &v)| v).collect();
-                    assert_eq!(seen, expected, "each present value, in order");
-                    for (&key, _) in values.range(index..end) {
-                        if on {
-                            tags[tag].insert(key);
-                        } else {
-                            tags[tag].remove(&key);
-                        }
+                    let present: Vec<(u64, u32)> = expected
+                        .values
+                        .range(index..end)
+                        .map(|(&k, &v)| (k, v))
+                        .collect();
+                    let values: Vec<u32> = present.iter().map(|&(_, v)| v).collect();
+                    assert_eq!(seen, values, "each present value, in order");
+                    for (key, _) in present {
+                        expected.set_tag(key, tag, on);
                     }
                 }
                 3 | 4 => {
                     let tag = (rng.next() % 2) as usize;
                     let on = rng.next() % 3 != 0;
                     radix.set_tag(index, tag, on);
-                    if values.contains_key(&index) {
-                        if on {
-                            tags[tag].insert(index);
-                        } else {
-                            tags[tag].remove(&index);
-                        }
-                    }
+                    expected.set_tag(index, tag, on);
                 }
-                _ => {
-                    let found = if step % 2 == 0 {
-                        radix.get(index)
-                    } else {
-                        radix.get_remembered(index)
-                    };
-                    assert_eq!(found, values.get(&index).copied());
-                    assert_eq!(
-                        radix.next_present(index),
-                        values.range(index..).next().map(|(&k, &v)| (k, v))
-                    );
-                    for (tag, tagged) in tags.iter().enumerate() {
-                        assert_eq!(
-                            radix.next_tagged(tag, index),
-                            tagged.range(index..).next().copied()
-                        );
-                        assert_eq!(radix.any_tagged(tag), !tagged.is_empty());
-                        assert_eq!(radix.has_tag(index, tag), tagged.contains(&index));
-                    }
-                }
+                _ => expected.check_lookups(&mut radix, index, step % 2 == 1),
             }
-            assert_eq!(radix.len(), values.len());
+            assert_eq!(radix.len(), expected.values.len());
         }
-        for (&index, _) in values.clone().iter() {
+        for (&index, _) in expected.values.iter() {
             radix.remove(index);
         }
         assert_eq!(radix.len(), 0);
