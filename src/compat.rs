@@ -25,7 +25,7 @@ use crate::object::ObjectState;
 use crate::page::PageRef;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
 
-use crate::sync::Arc;
+use crate::sync::{Arc, Wait};
 use crate::vnode::Vnode;
 
 /// A block map and device for a vnode that has neither: every block is unmapped and
@@ -92,7 +92,13 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
     #[allow(clippy::arithmetic_side_effects)]
     let wanted = ((round_page(memeof) - fault.offset) >> PAGE_SHIFT).min(fault.count as u64);
     let mut pages = Vec::new();
-    let (state, found) = object.find_pages(state, fault.offset, wanted as usize, true, &mut pages);
+    let (state, found) = object.find_pages(
+        state,
+        fault.offset,
+        wanted as usize,
+        Wait::Sleep,
+        &mut pages,
+    );
     found?;
     let fake_pages = match collect_fake(&state, &pages) {
         Ok(list) => list,

@@ -36,7 +36,8 @@ use crate::object::ObjectFlags;
 use crate::page::{round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::Arc;
-use crate::transaction::{Transaction, Wait};
+use crate::sync::Wait;
+use crate::transaction::Transaction;
 use crate::vnode::{Vnode, geometry};
 
 /// Whose memory a [`Uio`] describes.

@@ -30,8 +30,9 @@ use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page,
 };
 use crate::page::{PageRef, zero_file_range};
+use crate::sync::Wait;
 use crate::sync::{Arc, SleepGuard, WriteGuard};
-use crate::transaction::{Transaction, Wait};
+use crate::transaction::Transaction;
 use crate::vnode::{Vnode, geometry, max_transfer, note_dirty};
 
 /// Faults in the pages `fault` names from `vnode`. See the module docs for the three
@@ -159,6 +160,15 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     /// Read-ahead: starts the reads and returns without sleeping.
     fn is_async(&self) -> bool {
         !self.fault.flags.contains(GetFlags::SYNCIO)
+    }
+
+    /// Whether the fault sleeps for busy pages (read-ahead does not).
+    fn wait(&self) -> Wait {
+        if self.is_async() {
+            Wait::DontSleep
+        } else {
+            Wait::Sleep
+        }
     }
 
     /// A write fault that allocates the blocks under its pages.
@@ -317,7 +327,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     ) -> Step<(Locked<'a, V>, Vec<PageRef>)> {
         let mut pages = Vec::new();
         let object = self.vnode.object();
-        let (state, found) = object.find_pages(state, offset, count, !self.is_async(), &mut pages);
+        let (state, found) = object.find_pages(state, offset, count, self.wait(), &mut pages);
         found?;
         Ok((state, pages))
     }

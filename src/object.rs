@@ -12,7 +12,7 @@ use bitflags::bitflags;
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
 use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef};
-use crate::sync::{ReadGuard, RwLock, SleepRwLock, WaitQueue, WriteGuard};
+use crate::sync::{ReadGuard, RwLock, SleepRwLock, Wait, WaitQueue, WriteGuard};
 
 bitflags! {
     /// Vnode state bits kept under the object lock (the reference's `v_iflag` bits
@@ -154,7 +154,7 @@ impl<C: PageCache> VmObject<C> {
         mut state: WriteGuard<'a, ObjectState<C>>,
         start: u64,
         count: usize,
-        wait: bool,
+        wait: Wait,
         pages: &mut alloc::vec::Vec<PageRef>,
     ) -> (WriteGuard<'a, ObjectState<C>>, Result) {
         let first = pages.len();
@@ -192,7 +192,7 @@ impl<C: PageCache> VmObject<C> {
                         offset += crate::page::PAGE_SIZE as u64;
                     }
                 }
-                None if wait => {
+                None if wait == Wait::Sleep => {
                     self.sleep_on_page(state, offset);
                     state = self.state.write();
                 }
@@ -434,14 +434,15 @@ mod tests {
     fn busy_page_waiter_sleeps_and_is_woken_on_unbusy() {
         let object = Arc::new(VmObject::new(DefaultCache::new(), 8 * P));
         let mut held = Vec::new();
-        let (state, found) = object.find_pages(object.lock(), P, 2, true, &mut held);
+        let (state, found) = object.find_pages(object.lock(), P, 2, Wait::Sleep, &mut held);
         found.unwrap();
         drop(state);
         let waiter = {
             let object = object.clone();
             thread::spawn(move || {
                 let mut pages = Vec::new();
-                let (mut state, found) = object.find_pages(object.lock(), 0, 3, true, &mut pages);
+                let (mut state, found) =
+                    object.find_pages(object.lock(), 0, 3, Wait::Sleep, &mut pages);
                 found.unwrap();
                 let offsets: Vec<u64> = pages.iter().map(|p| p.offset).collect();
                 let wake = state.release_pages(&pages);
@@ -498,10 +499,10 @@ mod tests {
     fn find_pages_without_waiting_gives_busy_and_releases_what_it_took() {
         let object = VmObject::new(DefaultCache::new(), 8 * P);
         let mut held = Vec::new();
-        let (state, found) = object.find_pages(object.lock(), 2 * P, 1, true, &mut held);
+        let (state, found) = object.find_pages(object.lock(), 2 * P, 1, Wait::Sleep, &mut held);
         found.unwrap();
         let mut pages = Vec::new();
-        let (state, found) = object.find_pages(state, 0, 4, false, &mut pages);
+        let (state, found) = object.find_pages(state, 0, 4, Wait::DontSleep, &mut pages);
         assert_eq!(found, Err(Error::Busy));
         assert!(pages.is_empty());
         assert_eq!(

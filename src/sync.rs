@@ -57,6 +57,15 @@ pub fn set_park(park: &'static dyn Park) {
     let _ = park;
 }
 
+/// Whether a call may sleep: to enter the mount transaction, or for a busy page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Sleep until it can go on.
+    Sleep,
+    /// Fail instead (`Busy`): the page daemon's transaction, read-ahead's pages.
+    DontSleep,
+}
+
 /// A mutual-exclusion spin lock (loom's under `cfg(loom)`).
 pub struct Mutex<T> {
     #[cfg(not(loom))]

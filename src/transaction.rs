@@ -2,16 +2,8 @@
 //! order), as one guard.
 
 use crate::error::Result;
+use crate::sync::Wait;
 use crate::vnode::Vnode;
-
-/// Whether entering the mount transaction may sleep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// Sleep until the transaction can be entered.
-    Sleep,
-    /// Fail with the hook's error (`Busy`) instead (the page daemon).
-    DontSleep,
-}
 
 /// A mount transaction this thread entered, and the journal if it began one.
 ///

@@ -25,8 +25,8 @@ use crate::hooks::{PageCache, Protection, max_file_size};
 use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
-use crate::sync::Arc;
-use crate::transaction::{Transaction, Wait};
+use crate::sync::{Arc, Wait};
+use crate::transaction::Transaction;
 use crate::vnode::{Vnode, geometry, note_dirty};
 
 /// Flags of every fault made under the write's own transaction and node lock.
@@ -299,7 +299,7 @@ fn zero_resident_tail<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         return Ok(());
     }
     let mut page = alloc::vec::Vec::new();
-    let (mut state, found) = object.find_pages(state, at, 1, true, &mut page);
+    let (mut state, found) = object.find_pages(state, at, 1, Wait::Sleep, &mut page);
     found?;
     let page: &PageRef = &page[0];
     let valid = state

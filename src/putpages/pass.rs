@@ -8,7 +8,8 @@ use crate::error::Result;
 use crate::hooks::{MountFlags, PageCache, Update, VnodeKind};
 use crate::object::{ObjectFlags, ObjectState};
 use crate::page::Tag;
-use crate::transaction::{Transaction, Wait};
+use crate::sync::Wait;
+use crate::transaction::Transaction;
 use crate::vnode::Vnode;
 
 impl<'a, V: Vnode> Flush<'a, V> {
