@@ -37,8 +37,13 @@ for file in $(find . -name '*.rs' ! -name lib.rs | sort); do
     continue
   fi
   # Code lines before the unit tests, comments stripped, then every `crate::name`.
-  used=$(awk '/^#\[cfg\((all\()?test[,)]/ { exit } { sub(/\/\/.*/, ""); print }' "$file" \
-    | grep -o 'crate::[a-z_]*' | sed 's/crate:://' | sort -u || true)
+  code=$(awk '/^#\[cfg\((all\()?test[,)]/ { exit } { sub(/\/\/.*/, ""); print }' "$file")
+  # A grouped `crate::{a::x, b::y}` would hide its modules from the scan below.
+  if echo "$code" | grep -q 'crate::{'; then
+    echo "layers: src/${file#./} groups modules in one \`use crate::{…}\`: write one use per module"
+    status=1
+  fi
+  used=$(echo "$code" | grep -o 'crate::[a-z_]*' | sed 's/crate:://' | sort -u || true)
   for target in $used; do
     [ "$target" = "$module" ] && continue
     theirs=$(layer_of "$target")
