@@ -8,12 +8,11 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use genpager::Fault;
 use genpager::cache::MapState;
 use genpager::testing::{Direction, Layout, MAX_RUN, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache,
-    PageFlags, PageQueue, Vnode, VnodeKind, getpages, read,
+    Access, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache, PageFlags,
+    PageQueue, Vnode, VnodeKind, getpages, read,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -27,17 +26,7 @@ fn fault(
     access: Access,
     flags: GetFlags,
 ) -> genpager::Result<Fetched<'_, MemFile>> {
-    getpages(
-        file,
-        Fault {
-            offset,
-            count,
-            center,
-            access,
-            advice: Advice::Normal,
-            flags,
-        },
-    )
+    getpages(file, fault_of(offset, count, center, access, flags))
 }
 
 fn read_fault(file: &Arc<MemFile>, offset: u64, count: usize) -> genpager::BusyPages<'_, MemFile> {
