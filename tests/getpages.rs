@@ -1019,7 +1019,10 @@ fn g16_a_sync_fault_waits_for_read_ahead_in_flight() {
     assert_eq!(disk.log().len(), 1, "the waiting fault did not read again");
 }
 
-// ---- Page bytes and real MMUs: no slice over a page some mapping can store to ------
+// ---- outside the catalogue: page bytes and real MMUs -----------------------------------
+//
+// No slice over a page some mapping can store to: a fault write-protects what it hands
+// out, and the shared fast path leaves out pages mapped writable.
 
 /// Maps the resident page at `offset` as a user mapping would (the emulated MMU).
 fn map_page(file: &MemFile, offset: u64, state: MapState) {
