@@ -2,18 +2,24 @@
 //! C1 (getpages through `read_at`) and C2 (gop_write through `write_at`, then the normal
 //! write completion).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
-use genpager::Fault;
+use common::{fault_of, pattern};
 use genpager::cache::DefaultCache;
 use genpager::compat::{ByteIo, NoBlocks, getpages};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, ObjectFlags, PAGE_SIZE, PageCache,
+    Access, BusyPages, DirtyStatus, Error, Fetched, GetFlags, ObjectFlags, PAGE_SIZE, PageCache,
     PageFlags, PutFlags, VmObject, Vnode, putpages,
 };
 
 const P: u64 = PAGE_SIZE as u64;
 const SYNC: GetFlags = GetFlags::SYNCIO;
+/// What fsync asks for: every dirty page written, synchronously.
+const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
+/// [`FLUSH`], and the pages freed once written.
+const FLUSH_AND_FREE: PutFlags = FLUSH.union(PutFlags::FREE);
 
 /// One call the pager made into the filesystem: (`"read"` or `"write"`, offset, length).
 type Call = (&'static str, u64, usize);
@@ -38,8 +44,19 @@ impl ByteFile {
         })
     }
 
+    /// The calls made since the last look, forgotten.
     fn calls(&self) -> Vec<Call> {
         std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    /// Makes `read_at` fail at `offset` (or nowhere, with `None`).
+    fn fail_read_at(&self, offset: Option<u64>) {
+        *self.fail_read_at.lock().unwrap() = offset;
+    }
+
+    /// Makes every `write_at` fail (or none).
+    fn fail_writes(&self, fail: bool) {
+        *self.fail_writes.lock().unwrap() = fail;
     }
 
     fn contents(&self) -> Vec<u8> {
@@ -127,18 +144,6 @@ impl Vnode for ByteFile {
     }
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| {
-            ((i / 7) as u8)
-                .wrapping_mul(31)
-                .wrapping_add(i as u8)
-                .wrapping_add(seed)
-                | 1
-        })
-        .collect()
-}
-
 fn fault(
     file: &Arc<ByteFile>,
     offset: u64,
@@ -147,17 +152,65 @@ fn fault(
     access: Access,
     flags: GetFlags,
 ) -> genpager::Result<Fetched<'_, ByteFile>> {
-    getpages(
-        file,
-        Fault {
-            offset,
-            count,
-            center,
-            access,
-            advice: Advice::Normal,
-            flags,
-        },
-    )
+    getpages(file, fault_of(offset, count, center, access, flags))
+}
+
+/// The busy pages of a synchronous read fault of `count` pages from `offset`, the
+/// caller needing the `center`-th.
+fn read_fault(
+    file: &Arc<ByteFile>,
+    offset: u64,
+    count: usize,
+    center: usize,
+) -> BusyPages<'_, ByteFile> {
+    fault(file, offset, count, center, Access::Read, SYNC)
+        .unwrap()
+        .into_busy()
+        .unwrap()
+}
+
+/// Makes `count` pages from `offset` resident and valid (a read fault, released) and
+/// forgets the calls that took.
+fn make_resident(file: &Arc<ByteFile>, offset: u64, count: usize) {
+    read_fault(file, offset, count, 0).release();
+    file.calls();
+}
+
+/// A synchronous write fault of the first `count` pages that stores each
+/// `(page, at, byte)` and releases them dirty; the calls it made are forgotten.
+fn write_fault_storing(file: &Arc<ByteFile>, count: usize, stores: &[(usize, usize, u8)]) {
+    let mut pages = fault(file, 0, count, 0, Access::Write, SYNC)
+        .unwrap()
+        .into_writable()
+        .unwrap();
+    for &(page, at, byte) in stores {
+        pages.bytes_mut(page)[at] = byte;
+    }
+    drop(pages);
+    file.calls();
+}
+
+/// What a write fault leaves behind: dirty tracking started on the first page (its
+/// status unknown) and the vnode on the work list.
+fn assert_dirty_tracking_started(file: &ByteFile) {
+    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Unknown);
+    assert!(
+        file.object
+            .read()
+            .flags()
+            .contains(ObjectFlags::ON_WORKLIST)
+    );
+}
+
+/// What a finished flush leaves behind: the pages at `offsets` neither busy nor in
+/// writeback, and no write in flight.
+fn assert_settled(file: &ByteFile, offsets: &[u64]) {
+    let state = file.object.read();
+    for &offset in offsets {
+        let page = state.cache().lookup(offset).unwrap();
+        assert!(!page.is_busy() && !page.in_writeback());
+    }
+    assert_eq!(state.writes_in_flight(), 0);
 }
 
 // ---- C1: getpages through read_at ----------------------------------------------------
@@ -166,10 +219,7 @@ fn fault(
 fn c01_reads_each_fake_page_and_zeroes_the_short_tail() {
     let data = pattern(2 * PAGE_SIZE + 1000, 1);
     let file = ByteFile::new(&data);
-    let pages = fault(&file, 0, 8, 0, Access::Read, SYNC)
-        .unwrap()
-        .into_busy()
-        .unwrap();
+    let pages = read_fault(&file, 0, 8, 0);
     assert_eq!(pages.len(), 3, "no page wholly past EOF");
     assert_eq!(pages.bytes(0), &data[..PAGE_SIZE]);
     assert_eq!(pages.bytes(1), &data[PAGE_SIZE..2 * PAGE_SIZE]);
@@ -201,16 +251,8 @@ fn c01_reads_each_fake_page_and_zeroes_the_short_tail() {
 fn c01_valid_pages_are_not_read_again() {
     let data = pattern(4 * PAGE_SIZE, 2);
     let file = ByteFile::new(&data);
-    fault(&file, P, 1, 0, Access::Read, SYNC)
-        .unwrap()
-        .into_busy()
-        .unwrap()
-        .release();
-    file.calls();
-    let pages = fault(&file, 0, 3, 1, Access::Read, SYNC)
-        .unwrap()
-        .into_busy()
-        .unwrap();
+    make_resident(&file, P, 1);
+    let pages = read_fault(&file, 0, 3, 1);
     assert_eq!(pages.bytes(1), &data[PAGE_SIZE..2 * PAGE_SIZE]);
     drop(pages);
     assert_eq!(
@@ -223,12 +265,7 @@ fn c01_valid_pages_are_not_read_again() {
 fn c01_locked_fast_path_serves_resident_pages_without_io() {
     let data = pattern(4 * PAGE_SIZE, 3);
     let file = ByteFile::new(&data);
-    fault(&file, 0, 2, 0, Access::Read, SYNC)
-        .unwrap()
-        .into_busy()
-        .unwrap()
-        .release();
-    file.calls();
+    make_resident(&file, 0, 2);
     let pages = fault(&file, 0, 2, 1, Access::Read, GetFlags::LOCKED)
         .unwrap()
         .into_resident()
@@ -252,13 +289,7 @@ fn c01_locked_fast_path_serves_resident_pages_without_io() {
         .into_resident()
         .unwrap();
     drop(pages);
-    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Unknown);
-    assert!(
-        file.object
-            .read()
-            .flags()
-            .contains(ObjectFlags::ON_WORKLIST)
-    );
+    assert_dirty_tracking_started(&file);
 }
 
 #[test]
@@ -310,12 +341,8 @@ fn c01_past_eof_is_invalid_and_async_answers_without_io() {
 fn c01_read_error_releases_the_pages() {
     let data = pattern(4 * PAGE_SIZE, 5);
     let file = ByteFile::new(&data);
-    fault(&file, 0, 1, 0, Access::Read, SYNC)
-        .unwrap()
-        .into_busy()
-        .unwrap()
-        .release();
-    *file.fail_read_at.lock().unwrap() = Some(2 * P);
+    make_resident(&file, 0, 1);
+    file.fail_read_at(Some(2 * P));
     let result = fault(&file, 0, 4, 0, Access::Read, SYNC);
     assert!(matches!(result, Err(Error::Io)));
     assert_eq!(
@@ -324,11 +351,8 @@ fn c01_read_error_releases_the_pages() {
         "never-read pages are freed, the valid one stays"
     );
     assert!(!file.page(0).unwrap().0.contains(PageFlags::BUSY));
-    *file.fail_read_at.lock().unwrap() = None;
-    let pages = fault(&file, 0, 4, 0, Access::Read, SYNC)
-        .unwrap()
-        .into_busy()
-        .unwrap();
+    file.fail_read_at(None);
+    let pages = read_fault(&file, 0, 4, 0);
     assert_eq!(pages.bytes(3), &data[3 * PAGE_SIZE..]);
 }
 
@@ -341,13 +365,7 @@ fn c01_write_fault_starts_dirty_tracking() {
         .into_writable()
         .unwrap();
     drop(pages);
-    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Unknown);
-    assert!(
-        file.object
-            .read()
-            .flags()
-            .contains(ObjectFlags::ON_WORKLIST)
-    );
+    assert_dirty_tracking_started(&file);
 }
 
 // ---- C2: gop_write through write_at, then the normal completion ------------------------
@@ -356,19 +374,8 @@ fn c01_write_fault_starts_dirty_tracking() {
 fn c02_flush_writes_through_write_at_up_to_the_write_size() {
     let data = pattern(2 * PAGE_SIZE + 1000, 7);
     let file = ByteFile::new(&data);
-    let mut pages = fault(&file, 0, 3, 0, Access::Write, SYNC)
-        .unwrap()
-        .into_writable()
-        .unwrap();
-    pages.bytes_mut(0)[10] = 0x11;
-    pages.bytes_mut(1)[20] = 0x55;
-    pages.bytes_mut(2)[999] = 0x22;
-    drop(pages);
-    file.calls();
-    assert_eq!(
-        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO),
-        Ok(())
-    );
+    write_fault_storing(&file, 3, &[(0, 10, 0x11), (1, 20, 0x55), (2, 999, 0x22)]);
+    assert_eq!(putpages(&file, 0, 0, FLUSH), Ok(()));
     assert_eq!(
         file.calls(),
         [("write", 0, 2 * PAGE_SIZE + 1000)],
@@ -379,19 +386,12 @@ fn c02_flush_writes_through_write_at_up_to_the_write_size() {
     expect[PAGE_SIZE + 20] = 0x55;
     expect[2 * PAGE_SIZE + 999] = 0x22;
     assert_eq!(file.contents(), expect, "the file did not grow");
-    {
-        let state = file.object.read();
-        for offset in [0, P, 2 * P] {
-            let page = state.cache().lookup(offset).unwrap();
-            assert_ne!(page.dirty(), DirtyStatus::Dirty, "settled as written");
-            assert!(!page.is_busy() && !page.in_writeback());
-        }
-        assert_eq!(state.writes_in_flight(), 0);
+    assert_settled(&file, &[0, P, 2 * P]);
+    for offset in [0, P, 2 * P] {
+        let dirty = file.page(offset).unwrap().1;
+        assert_ne!(dirty, DirtyStatus::Dirty, "settled as written");
     }
-    assert_eq!(
-        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO),
-        Ok(())
-    );
+    assert_eq!(putpages(&file, 0, 0, FLUSH), Ok(()));
     assert!(file.calls().is_empty(), "nothing left to write");
 }
 
@@ -399,21 +399,8 @@ fn c02_flush_writes_through_write_at_up_to_the_write_size() {
 fn c02_flush_and_free() {
     let data = pattern(2 * PAGE_SIZE, 8);
     let file = ByteFile::new(&data);
-    let mut pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
-        .unwrap()
-        .into_writable()
-        .unwrap();
-    pages.bytes_mut(1)[0] = 0x33;
-    drop(pages);
-    assert_eq!(
-        putpages(
-            &file,
-            0,
-            0,
-            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO
-        ),
-        Ok(())
-    );
+    write_fault_storing(&file, 2, &[(1, 0, 0x33)]);
+    assert_eq!(putpages(&file, 0, 0, FLUSH_AND_FREE), Ok(()));
     assert!(file.resident().is_empty());
     assert_eq!(file.contents()[PAGE_SIZE], 0x33);
 }
@@ -422,52 +409,34 @@ fn c02_flush_and_free() {
 fn c02_failed_write_keeps_the_data_dirty_and_reports_once() {
     let data = pattern(2 * PAGE_SIZE, 9);
     let file = ByteFile::new(&data);
-    let mut pages = fault(&file, 0, 2, 0, Access::Write, SYNC)
-        .unwrap()
-        .into_writable()
-        .unwrap();
-    pages.bytes_mut(0)[0] = 0x44;
-    drop(pages);
-    *file.fail_writes.lock().unwrap() = true;
+    write_fault_storing(&file, 2, &[(0, 0, 0x44)]);
+    file.fail_writes(true);
 
     // An asynchronous flush (the syncer): the error is latched for the next fsync.
     assert_eq!(putpages(&file, 0, 0, PutFlags::CLEANIT), Err(Error::Io));
+    assert_settled(&file, &[0]);
     {
         let state = file.object.read();
         assert_eq!(state.pending_write_error(), Some(Error::Io));
-        assert_eq!(state.writes_in_flight(), 0);
-        let page = state.cache().lookup(0).unwrap();
         assert_eq!(
-            page.dirty(),
+            state.cache().lookup(0).unwrap().dirty(),
             DirtyStatus::Dirty,
             "no acknowledged write is lost"
         );
-        assert!(!page.is_busy() && !page.in_writeback());
         assert!(state.flags().contains(ObjectFlags::ON_WORKLIST));
     }
     assert_eq!(file.contents(), data);
 
     // Freeing while the device keeps failing frees nothing dirty.
-    assert_eq!(
-        putpages(
-            &file,
-            0,
-            0,
-            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO
-        ),
-        Err(Error::Io)
-    );
+    assert_eq!(putpages(&file, 0, 0, FLUSH_AND_FREE), Err(Error::Io));
     assert_eq!(file.resident(), [0, P]);
     assert_eq!(file.page(0).unwrap().1, DirtyStatus::Dirty);
 
     // That synchronous flush reported the error; once the device recovers the data
     // reaches the file and nothing is reported again.
     assert_eq!(file.object.read().pending_write_error(), None);
-    *file.fail_writes.lock().unwrap() = false;
-    assert_eq!(
-        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO),
-        Ok(())
-    );
+    file.fail_writes(false);
+    assert_eq!(putpages(&file, 0, 0, FLUSH), Ok(()));
     assert_eq!(file.contents()[0], 0x44);
     assert_ne!(file.page(0).unwrap().1, DirtyStatus::Dirty);
     assert_eq!(file.object.read().pending_write_error(), None);

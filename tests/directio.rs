@@ -702,6 +702,23 @@ fn d07_device_error_mid_write_changes_nothing_else_and_can_be_resumed() {
     assert_eq!(file.disk_contents(), new);
 }
 
+#[test]
+fn d07_a_caller_holding_the_node_lock_says_so() {
+    let data = pattern(4 * PAGE_SIZE, 22);
+    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
+    let mut buf = Buffer::aligned(4 * PAGE_SIZE);
+    let node = file.object().node_lock().write();
+    let mut user = uio(0, Direction::Read, buf.get_mut());
+    assert_eq!(
+        directio(&file, &mut user, DirectFlags::GLOCKHELD),
+        Ok(done(4 * PAGE_SIZE))
+    );
+    drop(node);
+    drop(user);
+    assert_eq!(disk.log().len(), 1);
+    assert_eq!(buf.get(), &data[..]);
+}
+
 // ---- D8: journal ---------------------------------------------------------------------
 
 #[test]
@@ -764,21 +781,4 @@ fn d08_no_journal_for_early_fallbacks_and_balanced_on_error() {
     let hooks = file.hooks();
     assert_eq!((hooks.journal_begin, hooks.journal_end), (1, 1));
     assert_eq!(hooks.trans_begin, hooks.trans_end);
-}
-
-#[test]
-fn d07_a_caller_holding_the_node_lock_says_so() {
-    let data = pattern(4 * PAGE_SIZE, 22);
-    let (disk, file) = file_with(PAGE_SHIFT, Layout::Contiguous, &data);
-    let mut buf = Buffer::aligned(4 * PAGE_SIZE);
-    let node = file.object().node_lock().write();
-    let mut user = uio(0, Direction::Read, buf.get_mut());
-    assert_eq!(
-        directio(&file, &mut user, DirectFlags::GLOCKHELD),
-        Ok(done(4 * PAGE_SIZE))
-    );
-    drop(node);
-    drop(user);
-    assert_eq!(disk.log().len(), 1);
-    assert_eq!(buf.get(), &data[..]);
 }

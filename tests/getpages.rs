@@ -8,12 +8,11 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use genpager::Fault;
 use genpager::cache::MapState;
 use genpager::testing::{Direction, Layout, MAX_RUN, MemDisk, MemFile, MemFs, Priority};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache,
-    PageFlags, PageQueue, Vnode, VnodeKind, getpages, read,
+    Access, DirtyStatus, Error, Fetched, GetFlags, MountFlags, PAGE_SIZE, PageCache, PageFlags,
+    PageQueue, Vnode, VnodeKind, getpages, read,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -27,17 +26,7 @@ fn fault(
     access: Access,
     flags: GetFlags,
 ) -> genpager::Result<Fetched<'_, MemFile>> {
-    getpages(
-        file,
-        Fault {
-            offset,
-            count,
-            center,
-            access,
-            advice: Advice::Normal,
-            flags,
-        },
-    )
+    getpages(file, fault_of(offset, count, center, access, flags))
 }
 
 fn read_fault(file: &Arc<MemFile>, offset: u64, count: usize) -> genpager::BusyPages<'_, MemFile> {
@@ -1030,7 +1019,10 @@ fn g16_a_sync_fault_waits_for_read_ahead_in_flight() {
     assert_eq!(disk.log().len(), 1, "the waiting fault did not read again");
 }
 
-// ---- Page bytes and real MMUs: no slice over a page some mapping can store to ------
+// ---- outside the catalogue: page bytes and real MMUs -----------------------------------
+//
+// No slice over a page some mapping can store to: a fault write-protects what it hands
+// out, and the shared fast path leaves out pages mapped writable.
 
 /// Maps the resident page at `offset` as a user mapping would (the emulated MMU).
 fn map_page(file: &MemFile, offset: u64, state: MapState) {

@@ -27,6 +27,7 @@ use std::sync::Mutex as StdMutex;
 use genpager::Fault;
 use genpager::buf::{Direction, IoRequest};
 use genpager::cache::{DefaultCache, MapState};
+use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::{
     Access, BlockMap, DirtyStatus, Error, Fetched, Mapping, PAGE_SIZE, PageCache, PageFlags,
     PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize, write,
@@ -36,6 +37,12 @@ use loom::thread;
 
 const P: u64 = PAGE_SIZE as u64;
 const SECTOR: usize = 512;
+/// What the syncer asks for: the dirty pages written back asynchronously.
+const SYNCER: PutFlags = PutFlags::CLEANIT;
+/// What fsync asks for: every dirty page written, synchronously.
+const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
+/// [`FLUSH`], and the pages freed once written.
+const FLUSH_AND_FREE: PutFlags = FLUSH.union(PutFlags::FREE);
 
 // ---- the loom rig: a device completing on its own thread, and a file over it ----
 
@@ -370,6 +377,30 @@ impl Setup {
         }
     }
 
+    /// A disk of `bytes` (whole blocks; at least the file).
+    fn capacity(self, bytes: usize) -> Self {
+        Self {
+            capacity: bytes,
+            ..self
+        }
+    }
+
+    /// The mount transaction modelled as one holder at a time.
+    fn with_transaction(self) -> Self {
+        Self {
+            transaction: true,
+            ..self
+        }
+    }
+
+    /// A mount with a journal.
+    fn with_journal(self) -> Self {
+        Self {
+            journal: true,
+            ..self
+        }
+    }
+
     fn start(self) -> Rig {
         let mut bytes = self.data.clone();
         bytes.resize(self.capacity, 0);
@@ -396,8 +427,7 @@ impl Rig {
     /// Flushes everything synchronously, stops the device once idle, and checks the
     /// final state: invariants of every resident page, and the disk against `model`.
     fn finish(mut self, model: &[u8]) -> Arc<File> {
-        putpages(&self.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
-            .expect("the final flush reports no error");
+        putpages(&self.file, 0, 0, FLUSH).expect("the final flush reports no error");
         check_left_everything("the model's main thread");
         self.file.check_lock_order();
         self.stop();
@@ -539,6 +569,104 @@ fn spawn<T: Send + 'static>(
     })
 }
 
+// ---- what the models do again and again -----------------------------------------
+
+/// The rig most models use: a file of one-page blocks holding `data`, its disk just
+/// large enough, no transaction modelled, no journal.
+fn rig(data: &[u8]) -> Rig {
+    Setup::new(12, data.to_vec()).start()
+}
+
+/// Writes `len` bytes of pattern `seed` at offset 0 through the buffered write helper,
+/// leaving their pages dirty, and returns them.
+fn write_dirty(file: &Arc<File>, len: usize, seed: u8) -> Vec<u8> {
+    let bytes = pattern(len, seed);
+    write(file, 0, &bytes).expect("buffered write");
+    bytes
+}
+
+/// Spawns the syncer: an asynchronous flush of the whole file.
+fn spawn_syncer(rig: &Rig) -> thread::JoinHandle<genpager::Result> {
+    spawn(rig, |file| putpages(&file, 0, 0, SYNCER))
+}
+
+/// Stores `bytes` at `at` of the page at `offset` after a synchronous write fault of
+/// it, as a store through a mapping is retried after its fault.
+fn store_after_write_fault(file: &Arc<File>, offset: u64, at: usize, bytes: &[u8]) {
+    let fetched = getpages(file, Fault::write(offset, 1));
+    let mut pages = fetched
+        .expect("write fault")
+        .into_writable()
+        .expect("writable page");
+    pages.bytes_mut(0)[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// `bytes` padded with zeroes to a whole page: what the page holding them, and the end
+/// of file after them, reads as.
+fn page_of(bytes: &[u8]) -> Vec<u8> {
+    let mut page = bytes.to_vec();
+    page.resize(PAGE_SIZE, 0);
+    page
+}
+
+/// The bytes of the resident, idle page at `at`, if there is one.
+fn cached_page(file: &File, at: u64) -> Option<Vec<u8>> {
+    let state = file.object().read();
+    let page = state.cache().lookup(at)?;
+    assert!(
+        !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE),
+        "page {at:#x} left {:?}",
+        page.flags
+    );
+    // SAFETY: the page is resident and neither busy nor unread, and this thread holds
+    // the object lock, so nothing writes its bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(page.frame().as_ptr(), PAGE_SIZE) };
+    Some(bytes.to_vec())
+}
+
+/// The device's requests so far, for a failure message: the order in which the
+/// reads and writes reached the disk.
+fn device_log(file: &File) -> Vec<(Direction, u64, usize)> {
+    file.device.log.lock().unwrap().clone()
+}
+
+/// Sector-aligned memory for a direct transfer.
+#[repr(C, align(4096))]
+struct Aligned([u8; PAGE_SIZE]);
+
+impl Aligned {
+    /// A page of pattern `seed`.
+    fn pattern(seed: u8) -> Box<Self> {
+        Box::new(Aligned(pattern(PAGE_SIZE, seed).try_into().unwrap()))
+    }
+}
+
+/// A direct write of `bytes` (aligned user memory) at offset 0 that moves every byte.
+fn direct_write(file: &Arc<File>, bytes: &[u8]) {
+    let iov = vec![IoVec::readonly(bytes)];
+    let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
+    let progress = directio(file, &mut uio, DirectFlags::empty()).expect("directio");
+    assert_eq!(progress.transferred, bytes.len(), "{:?}", progress.fallback);
+}
+
+/// A direct read into `buf` (aligned user memory) from offset 0 that fills it.
+fn direct_read(file: &Arc<File>, buf: &mut [u8]) {
+    let len = buf.len();
+    let iov = vec![IoVec::new(buf)];
+    let mut uio = Uio::new(0, Direction::Read, AddressSpace::User, iov).expect("uio");
+    let progress = directio(file, &mut uio, DirectFlags::empty()).expect("directio");
+    assert_eq!(progress.transferred, len, "{:?}", progress.fallback);
+}
+
+/// What a fault racing an extending write (L10) may see of the old last page: the end
+/// of file before the write (`old`) or after it (`new`), zeroes past it.
+fn assert_old_or_new_end(page: &[u8], old: &[u8], new: &[u8]) {
+    assert!(
+        page == page_of(old) || page == page_of(new),
+        "the fault saw neither the old nor the new end of file"
+    );
+}
+
 // ---- L1: read fault vs truncate ------------------------------------------------
 
 /// A synchronous read fault computes its range from the size, drops the object lock
@@ -549,17 +677,15 @@ fn spawn<T: Send + 'static>(
 fn l1_read_fault_racing_truncate_starts_over_and_leaves_nothing_past_eof() {
     model(|| {
         let data = pattern(2 * PAGE_SIZE, 1);
-        let rig = Setup::new(12, data.clone()).start();
+        let rig = rig(&data);
         let truncate = spawn(&rig, |file| setsize(&file, 100));
         let pages = read_busy(&rig.file, 0, 2).expect("page 0 stays inside the file");
         truncate.join().unwrap().expect("setsize");
-        let mut shrunk = data[..100].to_vec();
-        shrunk.resize(PAGE_SIZE, 0);
         match pages.len() {
             // Faulted before the truncate: both pages as they were.
             2 => assert!(pages.concat() == data),
             // After it: the page holds the new EOF, zero beyond it.
-            1 => assert!(pages[0] == data[..PAGE_SIZE] || pages[0] == shrunk),
+            1 => assert!(pages[0] == data[..PAGE_SIZE] || pages[0] == page_of(&data[..100])),
             n => panic!("{n} pages"),
         }
         rig.finish(&data[..100]);
@@ -578,11 +704,9 @@ fn l2_overlapping_faults_on_a_large_block_take_pages_in_order_and_read_once() {
     model(|| {
         let data = pattern(2 * PAGE_SIZE, 2);
         let rig = Setup::new(13, data.clone()).start();
-        let newer = pattern(PAGE_SIZE, 22);
-        write(&rig.file, 0, &newer).expect("dirty page 0 only");
-        let mut model_bytes = newer.clone();
-        model_bytes.extend_from_slice(&data[PAGE_SIZE..]);
-        let syncer = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+        let newer = write_dirty(&rig.file, PAGE_SIZE, 22); // page 0 only
+        let model_bytes = [&newer[..], &data[PAGE_SIZE..]].concat();
+        let syncer = spawn_syncer(&rig);
         let whole = spawn(&rig, |file| read_busy(&file, 0, 2));
         let high = read_busy(&rig.file, P, 1).expect("fault of the second page");
         assert!(high == [data[PAGE_SIZE..].to_vec()], "second page data");
@@ -610,18 +734,9 @@ fn l2_overlapping_faults_on_a_large_block_take_pages_in_order_and_read_once() {
 #[test]
 fn l3_fault_racing_putpages_free_sees_the_data_and_frees_only_idle_pages() {
     model(|| {
-        let data = pattern(2 * PAGE_SIZE, 3);
-        let rig = Setup::new(12, data.clone()).start();
-        let newer = pattern(2 * PAGE_SIZE, 33);
-        write(&rig.file, 0, &newer).expect("dirty both pages");
-        let free = spawn(&rig, |file| {
-            putpages(
-                &file,
-                0,
-                0,
-                PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
-            )
-        });
+        let rig = rig(&pattern(2 * PAGE_SIZE, 3));
+        let newer = write_dirty(&rig.file, 2 * PAGE_SIZE, 33);
+        let free = spawn(&rig, |file| putpages(&file, 0, 0, FLUSH_AND_FREE));
         let pages = read_busy(&rig.file, 0, 2).expect("fault");
         assert!(
             pages.concat() == newer,
@@ -640,12 +755,10 @@ fn l3_fault_racing_putpages_free_sees_the_data_and_frees_only_idle_pages() {
 #[test]
 fn l4_syncio_flush_waits_for_another_threads_async_writeback() {
     model(|| {
-        let data = pattern(PAGE_SIZE, 4);
-        let rig = Setup::new(12, data).start();
-        let newer = pattern(PAGE_SIZE, 44);
-        write(&rig.file, 0, &newer).expect("dirty the page");
-        let lazy = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
-        putpages(&rig.file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO).expect("fsync");
+        let rig = rig(&pattern(PAGE_SIZE, 4));
+        let newer = write_dirty(&rig.file, PAGE_SIZE, 44);
+        let lazy = spawn_syncer(&rig);
+        putpages(&rig.file, 0, 0, FLUSH).expect("fsync");
         assert!(
             disk_bytes(&rig.file) == newer,
             "fsync returned before the data was on disk"
@@ -665,16 +778,14 @@ fn l4_syncio_flush_waits_for_another_threads_async_writeback() {
 #[test]
 fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
     model(|| {
-        let data = pattern(PAGE_SIZE, 5);
-        let rig = Setup::new(12, data).start();
-        let older = pattern(PAGE_SIZE, 55);
-        write(&rig.file, 0, &older).expect("dirty the page");
+        let rig = rig(&pattern(PAGE_SIZE, 5));
+        let older = write_dirty(&rig.file, PAGE_SIZE, 55);
         rig.file
             .object()
             .lock()
             .cache_mut()
             .map(0, MapState::Writable);
-        let flush = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+        let flush = spawn_syncer(&rig);
 
         let store = b"late";
         let stored = rig
@@ -685,12 +796,7 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
             .write_through_mapping(0, 10, store);
         if stored.is_err() {
             // The store faulted: a write fault, then the store, as the kernel retries it.
-            let fetched = getpages(&rig.file, Fault::write(0, 1));
-            let mut pages = fetched
-                .expect("write fault")
-                .into_writable()
-                .expect("writable page");
-            pages.bytes_mut(0)[10..14].copy_from_slice(store);
+            store_after_write_fault(&rig.file, 0, 10, store);
         }
         flush.join().unwrap().expect("async flush");
         let mut model_bytes = older.clone();
@@ -727,29 +833,12 @@ fn l5_store_through_a_mapping_during_writeback_leaves_the_page_dirty() {
 fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
     model(|| {
         let data = pattern(2 * PAGE_SIZE, 6);
-        let mut setup = Setup::new(12, data);
-        setup.transaction = true;
-        let rig = setup.start();
-        let older = pattern(2 * PAGE_SIZE, 66);
-        write(&rig.file, 0, &older).expect("dirty both pages");
-        let flush = spawn(&rig, |file| {
-            putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
-        });
+        let rig = Setup::new(12, data).with_transaction().start();
+        let older = write_dirty(&rig.file, 2 * PAGE_SIZE, 66);
+        let flush = spawn(&rig, |file| putpages(&file, 0, 0, FLUSH));
 
-        let fetched = getpages(&rig.file, Fault::write(P, 1));
-        let mut pages = fetched
-            .expect("write fault")
-            .into_writable()
-            .expect("writable page");
-        pages.bytes_mut(0)[..4].copy_from_slice(b"new!");
-        drop(pages);
-        putpages(
-            &rig.file,
-            0,
-            P,
-            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
-        )
-        .expect("flush and free page 0");
+        store_after_write_fault(&rig.file, P, 0, b"new!");
+        putpages(&rig.file, 0, P, FLUSH_AND_FREE).expect("flush and free page 0");
         flush.join().unwrap().expect("flush");
 
         let mut model_bytes = older.clone();
@@ -771,7 +860,7 @@ fn l6_putpages_takes_its_transaction_unlocked_and_retries_while_pages_change() {
 fn l7_async_completion_wakes_a_thread_sleeping_on_a_wanted_page() {
     model(|| {
         let data = pattern(PAGE_SIZE, 7);
-        let rig = Setup::new(12, data.clone()).start();
+        let rig = rig(&data);
         let ahead = spawn(&rig, |file| {
             match getpages(&file, Fault::read_ahead(0, 1)) {
                 Ok(Fetched::Started) | Err(Error::Busy) => {}
@@ -789,28 +878,19 @@ fn l7_async_completion_wakes_a_thread_sleeping_on_a_wanted_page() {
 
 // ---- L8: directio vs a cached dirty page ---------------------------------------
 
-/// Sector-aligned memory for a direct transfer.
-#[repr(C, align(4096))]
-struct Aligned([u8; PAGE_SIZE]);
-
 /// A direct write over a page that is cached dirty while the syncer starts writing it
 /// back asynchronously. The direct write flushes and invalidates the cached page first
 /// (D6), which must include waiting for the syncer's write in flight: otherwise the
 /// stale page lands on the disk after the direct write, or stays cached over it.
 #[test]
 fn l8_directio_write_over_a_dirty_page_in_writeback_is_not_overwritten() {
-    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
     model(|| {
-        let data = pattern(PAGE_SIZE, 8);
-        let rig = Setup::new(12, data).start();
-        write(&rig.file, 0, &pattern(PAGE_SIZE, 88)).expect("dirty the page");
-        let syncer = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+        let rig = rig(&pattern(PAGE_SIZE, 8));
+        write_dirty(&rig.file, PAGE_SIZE, 88);
+        let syncer = spawn_syncer(&rig);
 
-        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 188).try_into().unwrap()));
-        let iov = vec![IoVec::readonly(&direct.0)];
-        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
-        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
-        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
+        let direct = Aligned::pattern(188);
+        direct_write(&rig.file, &direct.0);
         assert!(
             disk_bytes(&rig.file) == direct.0,
             "the direct write is on the disk"
@@ -825,25 +905,13 @@ fn l8_directio_write_over_a_dirty_page_in_writeback_is_not_overwritten() {
 /// flight (P15), or the read returns the disk's old bytes.
 #[test]
 fn l8_directio_read_waits_for_a_writeback_in_flight() {
-    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
     model(|| {
-        let data = pattern(PAGE_SIZE, 18);
-        let rig = Setup::new(12, data).start();
-        let newer = pattern(PAGE_SIZE, 118);
-        write(&rig.file, 0, &newer).expect("dirty the page");
-        let syncer = spawn(&rig, |file| putpages(&file, 0, 0, PutFlags::CLEANIT));
+        let rig = rig(&pattern(PAGE_SIZE, 18));
+        let newer = write_dirty(&rig.file, PAGE_SIZE, 118);
+        let syncer = spawn_syncer(&rig);
 
         let mut buffer = Box::new(Aligned([0; PAGE_SIZE]));
-        let mut uio = Uio::new(
-            0,
-            Direction::Read,
-            AddressSpace::User,
-            vec![IoVec::new(&mut buffer.0)],
-        )
-        .expect("uio");
-        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
-        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
-        drop(uio);
+        direct_read(&rig.file, &mut buffer.0);
         assert!(
             buffer.0[..] == newer[..],
             "the direct read missed the cached write"
@@ -851,27 +919,6 @@ fn l8_directio_read_waits_for_a_writeback_in_flight() {
         syncer.join().unwrap().expect("syncer");
         rig.finish(&newer);
     });
-}
-
-/// The bytes of the resident, idle page at `at`, if there is one.
-fn cached_page(file: &File, at: u64) -> Option<Vec<u8>> {
-    let state = file.object().read();
-    let page = state.cache().lookup(at)?;
-    assert!(
-        !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE),
-        "page {at:#x} left {:?}",
-        page.flags
-    );
-    // SAFETY: the page is resident and neither busy nor unread, and this thread holds
-    // the object lock, so nothing writes its bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(page.frame().as_ptr(), PAGE_SIZE) };
-    Some(bytes.to_vec())
-}
-
-/// The device's requests so far, for a failure message: the order in which the
-/// reads and writes reached the disk.
-fn device_log(file: &File) -> Vec<(Direction, u64, usize)> {
-    file.device.log.lock().unwrap().clone()
 }
 
 /// A buffered read of a page racing a direct write of it. The direct write holds the
@@ -882,10 +929,9 @@ fn device_log(file: &File) -> Vec<(Direction, u64, usize)> {
 /// keeps serving them after the direct write has returned.
 #[test]
 fn l8_read_racing_a_direct_write_caches_no_stale_bytes() {
-    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
     model(|| {
         let data = pattern(PAGE_SIZE, 28);
-        let rig = Setup::new(12, data.clone()).start();
+        let rig = rig(&data);
         let reader = spawn(&rig, |file| {
             let mut buf = vec![0; PAGE_SIZE];
             let n = genpager::read(&file, 0, &mut buf).expect("buffered read");
@@ -893,11 +939,8 @@ fn l8_read_racing_a_direct_write_caches_no_stale_bytes() {
             buf
         });
 
-        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 128).try_into().unwrap()));
-        let iov = vec![IoVec::readonly(&direct.0)];
-        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
-        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
-        assert_eq!(progress.transferred, PAGE_SIZE, "{:?}", progress.fallback);
+        let direct = Aligned::pattern(128);
+        direct_write(&rig.file, &direct.0);
         let seen = reader.join().unwrap();
         assert!(
             seen == data || seen == direct.0,
@@ -934,27 +977,17 @@ fn l8_read_racing_a_direct_write_caches_no_stale_bytes() {
 /// first sector over the direct write's.
 #[test]
 fn l8_buffered_write_racing_a_direct_write_of_the_same_page_keeps_both() {
-    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
     model(|| {
         let data = pattern(PAGE_SIZE, 38);
-        let rig = Setup::new(12, data.clone()).start();
+        let rig = rig(&data);
         let buffered = b"buff";
         let writer = spawn(&rig, move |file| write(&file, 1000, buffered));
 
-        let direct = Box::new(Aligned(pattern(PAGE_SIZE, 138).try_into().unwrap()));
-        let iov = vec![IoVec::readonly(&direct.0[..SECTOR])];
-        let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, iov).expect("uio");
-        let progress = directio(&rig.file, &mut uio, DirectFlags::empty()).expect("directio");
-        assert_eq!(progress.transferred, SECTOR, "{:?}", progress.fallback);
+        let direct = Aligned::pattern(138);
+        direct_write(&rig.file, &direct.0[..SECTOR]);
         assert_eq!(writer.join().unwrap().expect("buffered write"), 4);
 
-        putpages(
-            &rig.file,
-            0,
-            0,
-            PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
-        )
-        .expect("flush and evict");
+        putpages(&rig.file, 0, 0, FLUSH_AND_FREE).expect("flush and evict");
         let mut model_bytes = data.clone();
         model_bytes[..SECTOR].copy_from_slice(&direct.0[..SECTOR]);
         model_bytes[1000..1004].copy_from_slice(buffered);
@@ -983,7 +1016,7 @@ fn l8_buffered_write_racing_a_direct_write_of_the_same_page_keeps_both() {
 fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
     model(|| {
         let data = pattern(2 * PAGE_SIZE, 9);
-        let rig = Setup::new(12, data.clone()).start();
+        let rig = rig(&data);
         read_busy(&rig.file, 0, 2).expect("make both pages resident");
         let truncate = spawn(&rig, |file| setsize(&file, 100));
         match getpages(&rig.file, Fault::resident(0, 2, Access::Read)) {
@@ -1027,35 +1060,16 @@ fn l9_locked_fast_path_backs_off_while_a_truncate_is_under_way() {
 fn l10_fault_racing_an_extending_write_sees_the_written_bytes_past_the_old_end() {
     model(|| {
         let data = pattern(100, 10);
-        let mut setup = Setup::new(12, data.clone());
-        setup.capacity = PAGE_SIZE;
-        let rig = setup.start();
+        let rig = Setup::new(12, data.clone()).capacity(PAGE_SIZE).start();
         let newer = pattern(200, 110);
         let other = spawn(&rig, |file| {
-            putpages(
-                &file,
-                0,
-                0,
-                PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
-            )
-            .expect("flush and free");
+            putpages(&file, 0, 0, FLUSH_AND_FREE).expect("flush and free");
             read_busy(&file, 0, 1).expect("page 0 is inside the file")
         });
         write(&rig.file, 100, &newer).expect("extending write");
         let page = other.join().unwrap().remove(0);
-        let mut model_bytes = data.clone();
-        model_bytes.extend_from_slice(&newer);
-        let before = {
-            let mut old = data.clone();
-            old.resize(PAGE_SIZE, 0);
-            old
-        };
-        let mut after = model_bytes.clone();
-        after.resize(PAGE_SIZE, 0);
-        assert!(
-            page == before || page == after,
-            "the fault saw neither the old nor the new end of file"
-        );
+        let model_bytes = [&data[..], &newer[..]].concat();
+        assert_old_or_new_end(&page, &data, &model_bytes);
         rig.finish(&model_bytes);
     });
 }
@@ -1068,18 +1082,10 @@ fn l10_fault_racing_an_extending_write_sees_the_written_bytes_past_the_old_end()
 fn l10_fault_waking_after_an_extending_write_looks_at_the_size_again() {
     model(|| {
         let data = pattern(100, 11);
-        let mut setup = Setup::new(12, data.clone());
-        setup.capacity = PAGE_SIZE;
-        let rig = setup.start();
+        let rig = Setup::new(12, data.clone()).capacity(PAGE_SIZE).start();
         let newer = pattern(200, 111);
         let flush = spawn(&rig, |file| {
-            putpages(
-                &file,
-                0,
-                0,
-                PutFlags::CLEANIT | PutFlags::FREE | PutFlags::SYNCIO,
-            )
-            .expect("flush and free")
+            putpages(&file, 0, 0, FLUSH_AND_FREE).expect("flush and free")
         });
         let fault = spawn(&rig, |file| {
             read_busy(&file, 0, 1).expect("page 0 is inside the file")
@@ -1087,19 +1093,8 @@ fn l10_fault_waking_after_an_extending_write_looks_at_the_size_again() {
         write(&rig.file, 100, &newer).expect("extending write");
         let page = fault.join().unwrap().remove(0);
         flush.join().unwrap();
-        let mut model_bytes = data.clone();
-        model_bytes.extend_from_slice(&newer);
-        let before = {
-            let mut old = data.clone();
-            old.resize(PAGE_SIZE, 0);
-            old
-        };
-        let mut after = model_bytes.clone();
-        after.resize(PAGE_SIZE, 0);
-        assert!(
-            page == before || page == after,
-            "the fault saw neither the old nor the new end of file"
-        );
+        let model_bytes = [&data[..], &newer[..]].concat();
+        assert_old_or_new_end(&page, &data, &model_bytes);
         rig.finish(&model_bytes);
     });
 }
@@ -1118,17 +1113,13 @@ fn l10_fault_waking_after_an_extending_write_looks_at_the_size_again() {
 fn l11_truncate_to_mid_page_racing_a_read_fault_keeps_the_lock_order() {
     model(|| {
         let data = pattern(PAGE_SIZE, 12);
-        let mut setup = Setup::new(12, data.clone());
-        setup.journal = true;
-        let rig = setup.start();
+        let rig = Setup::new(12, data.clone()).with_journal().start();
         read_busy(&rig.file, 0, 1).expect("make the page resident");
         let truncate = spawn(&rig, |file| setsize(&file, 100));
         let pages = read_busy(&rig.file, 0, 1).expect("page 0 stays inside the file");
         truncate.join().unwrap().expect("setsize");
-        let mut shrunk = data[..100].to_vec();
-        shrunk.resize(PAGE_SIZE, 0);
         assert!(
-            pages[0] == data || pages[0] == shrunk,
+            pages[0] == data || pages[0] == page_of(&data[..100]),
             "the fault saw a half-zeroed page"
         );
         rig.finish(&data[..100]);

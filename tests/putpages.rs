@@ -162,7 +162,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-// ---- caller errors ----------------------------------------------------------------
+// ---- outside the catalogue: caller errors, refused before P1 ------------------------
 
 #[test]
 fn caller_errors_are_invalid() {
@@ -1213,7 +1213,7 @@ fn w07_rwmap_writes_let_the_device_modify_the_data() {
     assert_eq!(file.disk_contents(), expected(4, [0, 2]));
 }
 
-// ---- threads ----------------------------------------------------------------------
+// ---- outside the catalogue: concurrent flushes on a threaded device -----------------
 
 #[test]
 fn concurrent_flushes_on_a_threaded_device_lose_nothing() {

@@ -1,20 +1,69 @@
 //! The buffered write helper and setsize, end to end with putpages.
+//!
+//! These are outside the catalogue (its rows cover getpages, putpages, direct I/O and
+//! the compat pager): the sections below say what each group covers, and each
+//! regression the model tests found tells its bug in its doc comment.
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
-use genpager::Fault;
-use genpager::testing::{Layout, MemDisk, MemFs};
-use genpager::{PAGE_SIZE, PageCache, PutFlags, Vnode, putpages, read, setsize, write};
+use genpager::page::round_page;
+use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
+use genpager::{
+    Fault, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages, putpages, read, setsize, write,
+};
 
+/// What fsync asks for: every dirty page written, synchronously.
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
+/// [`FLUSH`], and the pages freed once written.
+const FLUSH_AND_FREE: PutFlags = FLUSH.union(PutFlags::FREE);
 
-fn read_all(file: &std::sync::Arc<genpager::testing::MemFile>) -> Vec<u8> {
+/// The whole file through the buffered read helper.
+fn read_all(file: &Arc<MemFile>) -> Vec<u8> {
     let mut buf = vec![0u8; file.object().size() as usize + 10];
     let n = read(file, 0, &mut buf).unwrap();
     buf.truncate(n);
     buf
 }
+
+/// A file holding `data` in contiguous blocks on a disk of only `sectors` sectors, so
+/// that a write can run out of space.
+fn file_on_small_disk(sectors: u64, fs_bshift: u32, data: &[u8]) -> Arc<MemFile> {
+    let fs = MemFs::new(MemDisk::new(sectors), fs_bshift, Layout::Contiguous);
+    fs.create(data).unwrap()
+}
+
+/// The file reads as `model` from the cache, and once flushed the disk holds it too.
+fn assert_cache_then_disk_hold(file: &Arc<MemFile>, model: &[u8], what: &str) {
+    assert!(read_all(file) == model, "{what}: cache");
+    putpages(file, 0, 0, FLUSH).unwrap();
+    assert!(file.disk_contents() == model, "{what}: disk");
+}
+
+/// Once flushed and freed, the file reads back from the disk as `model`, and the disk
+/// holds it.
+fn assert_evicted_file_holds(file: &Arc<MemFile>, model: &[u8], what: &str) {
+    putpages(file, 0, 0, FLUSH_AND_FREE).unwrap();
+    assert!(read_all(file) == model, "{what}: read back");
+    assert!(file.disk_contents() == model, "{what}: disk");
+}
+
+/// Stores `bytes` at `at` of the page at `page` the way a store through a mapping
+/// does after its write fault, flushes, and returns what the disk then holds.
+fn store_through_a_write_fault(file: &Arc<MemFile>, page: u64, at: usize, bytes: &[u8]) -> Vec<u8> {
+    let mut pages = getpages(file, Fault::write(page, 1))
+        .unwrap()
+        .into_writable()
+        .unwrap();
+    pages.bytes_mut(0)[at..at + bytes.len()].copy_from_slice(bytes);
+    drop(pages);
+    putpages(file, 0, 0, FLUSH).unwrap();
+    file.disk_contents()
+}
+
+// ---- the buffered write: what it writes reaches the cache and the disk ----------------
 
 #[test]
 fn writes_read_back_and_reach_the_disk_for_every_block_size() {
@@ -32,9 +81,7 @@ fn writes_read_back_and_reach_the_disk_for_every_block_size() {
             assert_eq!(write(&file, offset as u64, &data).unwrap(), len);
             model[offset..offset + len].copy_from_slice(&data);
         }
-        assert!(read_all(&file) == model, "bshift {bshift}: cache");
-        putpages(&file, 0, 0, FLUSH).unwrap();
-        assert!(file.disk_contents() == model, "bshift {bshift}: disk");
+        assert_cache_then_disk_hold(&file, &model, &format!("bshift {bshift}"));
     }
 }
 
@@ -51,9 +98,7 @@ fn extending_write_grows_the_file_and_zeroes_the_gap() {
         model.resize(9000, 0);
         model.extend_from_slice(&data);
         assert_eq!(file.object().size(), model.len() as u64);
-        assert!(read_all(&file) == model, "bshift {bshift}: cache");
-        putpages(&file, 0, 0, FLUSH).unwrap();
-        assert!(file.disk_contents() == model, "bshift {bshift}: disk");
+        assert_cache_then_disk_hold(&file, &model, &format!("bshift {bshift}"));
     }
 }
 
@@ -86,10 +131,55 @@ fn write_into_big_block_hole_zeroes_the_rest_of_the_block() {
     let file = fs.create_sparse(model.len() as u64, &model, &[1]).unwrap();
     write(&file, 65536 + 8192, b"hello").unwrap();
     model[65536 + 8192..65536 + 8197].copy_from_slice(b"hello");
-    putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
-    assert!(read_all(&file) == model);
-    assert!(file.disk_contents() == model);
+    assert_evicted_file_holds(&file, &model, "64 KiB blocks");
 }
+
+#[test]
+fn empty_and_overflowing_writes() {
+    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(100, 7));
+    assert_eq!(write(&file, 5, &[]).unwrap(), 0);
+    assert_eq!(
+        write(&file, u64::MAX - 3, b"abcdef"),
+        Err(genpager::Error::TooBig)
+    );
+    assert_eq!(file.object().size(), 100);
+}
+
+#[test]
+fn a_short_write_grows_the_file_by_what_it_wrote_and_leaves_no_page_past_it() {
+    for bshift in [9u32, 10, 12] {
+        // Room for the file's block and 5 pages more; the write wants 25 pages (20 and
+        // 100 KiB at 4 KiB pages).
+        let block = 1u64 << bshift;
+        let mut model = pattern(block as usize, 31);
+        let file = file_on_small_disk((block + 5 * PAGE_SIZE as u64) / 512, bshift, &model);
+        // One page a batch, so the write gets part of the way before space runs out.
+        file.set_max_transfer(PAGE_SIZE);
+        let data = pattern(25 * PAGE_SIZE, 32);
+        let written = write(&file, block, &data).unwrap();
+        assert!(
+            written > 0 && written < data.len(),
+            "bshift {bshift}: {written} of {} bytes",
+            data.len()
+        );
+        let size = file.object().size();
+        assert_eq!(size, block + written as u64, "bshift {bshift}");
+        assert_eq!(file.object().read().write_size(), size);
+        let past: Vec<u64> = {
+            let state = file.object().read();
+            state
+                .cache()
+                .range(round_page(size)..u64::MAX)
+                .map(|page| page.offset())
+                .collect()
+        };
+        assert!(past.is_empty(), "bshift {bshift}: pages past EOF {past:x?}");
+        model.extend_from_slice(&data[..written]);
+        assert_evicted_file_holds(&file, &model, &format!("bshift {bshift}"));
+    }
+}
+
+// ---- setsize ---------------------------------------------------------------------------
 
 #[test]
 fn setsize_shrink_frees_pages_and_zeroes_the_tail() {
@@ -113,16 +203,7 @@ fn setsize_shrink_frees_pages_and_zeroes_the_tail() {
     );
 }
 
-#[test]
-fn empty_and_overflowing_writes() {
-    let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(100, 7));
-    assert_eq!(write(&file, 5, &[]).unwrap(), 0);
-    assert_eq!(
-        write(&file, u64::MAX - 3, b"abcdef"),
-        Err(genpager::Error::TooBig)
-    );
-    assert_eq!(file.object().size(), 100);
-}
+// ---- regressions the model tests found, in write and setsize ----------------------------
 
 /// Bug found by the model tests: truncating into a block and growing the file again
 /// with `setsize` showed the old bytes past the truncation point. The truncation zeroes
@@ -139,22 +220,22 @@ fn setsize_grow_after_truncate_reads_zeroes_past_the_old_end() {
         let (_disk, file) = file_with(bshift, Layout::Contiguous, &data);
         let cut = PAGE_SIZE + 100;
         // Resident first (the tail is zeroed in memory), then not.
-        let mut buf = vec![0u8; 3 * PAGE_SIZE];
-        read(&file, 0, &mut buf).unwrap();
+        read_all(&file);
         setsize(&file, cut as u64).unwrap();
-        putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
+        putpages(&file, 0, 0, FLUSH_AND_FREE).unwrap();
         // Extend within the old last block, or up to its end, and not past the old
         // size: the rig frees no blocks on a shrinking setsize, so blocks past the old
         // last one still hold the old bytes (a filesystem's business, not the pager's).
         let grown = cut.next_multiple_of(1 << bshift).min(3 * PAGE_SIZE);
         setsize(&file, grown as u64).unwrap();
-        assert_eq!(read(&file, 0, &mut buf).unwrap(), grown);
-        assert!(buf[..cut] == data[..cut], "bshift {bshift}: kept bytes");
+        let got = read_all(&file);
+        assert_eq!(got.len(), grown);
+        assert!(got[..cut] == data[..cut], "bshift {bshift}: kept bytes");
         assert!(
-            buf[cut..grown].iter().all(|&b| b == 0),
+            got[cut..grown].iter().all(|&b| b == 0),
             "bshift {bshift}: stale bytes after the truncation point"
         );
-        putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
+        putpages(&file, 0, 0, FLUSH_AND_FREE).unwrap();
         let disk = file.disk_contents();
         assert!(
             disk[cut..grown].iter().all(|&b| b == 0),
@@ -168,9 +249,8 @@ fn setsize_grow_after_truncate_reads_zeroes_past_the_old_end() {
 /// write past the end of file. It now takes the announced end back.
 #[test]
 fn failed_write_restores_the_write_size() {
-    let disk = MemDisk::new(8); // 4 KiB: one block of 4 KiB, and the file has it.
-    let fs = MemFs::new(disk, 12, Layout::Contiguous);
-    let file = fs.create(&pattern(100, 2)).unwrap();
+    // 4 KiB: one block of 4 KiB, and the file has it.
+    let file = file_on_small_disk(8, 12, &pattern(100, 2));
     assert_eq!(
         write(&file, 10_000, &pattern(5000, 3)),
         Err(genpager::Error::NoSpace)
@@ -196,25 +276,7 @@ fn sub_page_block_write_leaves_no_hole_under_a_writable_page() {
     // Extends by one byte: block 16 only; blocks 17..24 of page 2 stay holes.
     write(&file, 2 * PAGE_SIZE as u64 + 1, &[0x5a]).unwrap();
     setsize(&file, 3 * PAGE_SIZE as u64).unwrap();
-    let flags = genpager::GetFlags::SYNCIO;
-    let mut pages = genpager::getpages(
-        &file,
-        Fault {
-            offset: 2 * PAGE_SIZE as u64,
-            count: 1,
-            center: 0,
-            access: genpager::Access::Write,
-            advice: genpager::Advice::Normal,
-            flags,
-        },
-    )
-    .unwrap()
-    .into_writable()
-    .unwrap();
-    pages.bytes_mut(0)[2048..2058].copy_from_slice(&[0xa5; 10]);
-    drop(pages);
-    putpages(&file, 0, 0, FLUSH).unwrap();
-    let disk = file.disk_contents();
+    let disk = store_through_a_write_fault(&file, 2 * PAGE_SIZE as u64, 2048, &[0xa5; 10]);
     assert_eq!(disk[2 * PAGE_SIZE + 1], 0x5a);
     assert_eq!(
         &disk[2 * PAGE_SIZE + 2048..2 * PAGE_SIZE + 2058],
@@ -234,28 +296,10 @@ fn holes_past_eof_under_a_page_are_allocated_by_a_write_fault() {
     // 30 blocks of 512 bytes: page 3 holds blocks 24..=29 and two holes past EOF.
     let data = pattern(30 * 512, 5);
     let (_disk, file) = file_with(9, Layout::Contiguous, &data);
-    let mut buf = vec![0u8; data.len()];
-    read(&file, 0, &mut buf).unwrap();
+    read_all(&file);
     setsize(&file, 4 * PAGE_SIZE as u64).unwrap();
-    let flags = genpager::GetFlags::SYNCIO;
-    let mut pages = genpager::getpages(
-        &file,
-        Fault {
-            offset: 3 * PAGE_SIZE as u64,
-            count: 1,
-            center: 0,
-            access: genpager::Access::Write,
-            advice: genpager::Advice::Normal,
-            flags,
-        },
-    )
-    .unwrap()
-    .into_writable()
-    .unwrap();
-    pages.bytes_mut(0)[PAGE_SIZE - 10..].copy_from_slice(&[0xa5; 10]);
-    drop(pages);
-    putpages(&file, 0, 0, FLUSH).unwrap();
-    let disk = file.disk_contents();
+    let disk =
+        store_through_a_write_fault(&file, 3 * PAGE_SIZE as u64, PAGE_SIZE - 10, &[0xa5; 10]);
     assert_eq!(
         &disk[4 * PAGE_SIZE - 10..],
         &[0xa5; 10],
@@ -272,75 +316,15 @@ fn holes_past_eof_under_a_page_are_allocated_by_a_write_fault() {
 fn truncate_into_a_page_over_a_hole_keeps_it_read_only() {
     let data = pattern(0x5b15, 6);
     let (_disk, file) = sparse_file(9, &data, &[21]);
-    let mut buf = vec![0u8; data.len()];
-    read(&file, 0, &mut buf).unwrap();
+    read_all(&file);
     setsize(&file, 0x2a22).unwrap();
     // The page holding the new end of file, over hole block 21 (0x2a00..0x2c00).
     let page_at = 0x2a22 & !(PAGE_SIZE as u64 - 1);
     let within = (0x2a00 - page_at) as usize;
-    let flags = genpager::GetFlags::SYNCIO;
-    let mut pages = genpager::getpages(
-        &file,
-        Fault {
-            offset: page_at,
-            count: 1,
-            center: 0,
-            access: genpager::Access::Write,
-            advice: genpager::Advice::Normal,
-            flags,
-        },
-    )
-    .unwrap()
-    .into_writable()
-    .unwrap();
-    pages.bytes_mut(0)[within..within + 16].copy_from_slice(&[0xa5; 16]);
-    drop(pages);
-    putpages(&file, 0, 0, FLUSH).unwrap();
+    let disk = store_through_a_write_fault(&file, page_at, within, &[0xa5; 16]);
     assert_eq!(
-        &file.disk_contents()[0x2a00..0x2a10],
+        &disk[0x2a00..0x2a10],
         &[0xa5; 16],
         "store over the hole lost"
     );
-}
-
-#[test]
-fn a_short_write_grows_the_file_by_what_it_wrote_and_leaves_no_page_past_it() {
-    for bshift in [9u32, 10, 12] {
-        // Room for the file's block and 5 pages more; the write wants 25 pages (20 and
-        // 100 KiB at 4 KiB pages).
-        let block = 1u64 << bshift;
-        let disk = MemDisk::new((block + 5 * PAGE_SIZE as u64) / 512);
-        let fs = MemFs::new(disk, bshift, Layout::Contiguous);
-        let mut model = pattern(block as usize, 31);
-        let file = fs.create(&model).unwrap();
-        // One page a batch, so the write gets part of the way before space runs out.
-        file.set_max_transfer(PAGE_SIZE);
-        let data = pattern(25 * PAGE_SIZE, 32);
-        let written = write(&file, block, &data).unwrap();
-        assert!(
-            written > 0 && written < data.len(),
-            "bshift {bshift}: {written} of {} bytes",
-            data.len()
-        );
-        let size = file.object().size();
-        assert_eq!(size, block + written as u64, "bshift {bshift}");
-        assert_eq!(file.object().read().write_size(), size);
-        let past: Vec<u64> = {
-            let state = file.object().read();
-            state
-                .cache()
-                .range(round_page(size)..u64::MAX)
-                .map(|page| page.offset())
-                .collect()
-        };
-        assert!(past.is_empty(), "bshift {bshift}: pages past EOF {past:x?}");
-        model.extend_from_slice(&data[..written]);
-        putpages(&file, 0, 0, FLUSH | PutFlags::FREE).unwrap();
-        assert!(read_all(&file) == model, "bshift {bshift}: read back");
-        assert!(file.disk_contents() == model, "bshift {bshift}: disk");
-    }
-}
-
-fn round_page(offset: u64) -> u64 {
-    offset.div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
 }

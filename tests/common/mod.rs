@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use genpager::testing::{Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
-    DEFAULT_MAX_TRANSFER, DirtyStatus, PAGE_SIZE, PageCache, PageFlags, PageQueue, Vnode,
+    Access, DEFAULT_MAX_TRANSFER, DirtyStatus, Fault, GetFlags, PAGE_SIZE, PageCache, PageFlags,
+    PageQueue, Vnode,
 };
 
 /// `log2` of the page size (12 at the default 4 KiB pages; see the `page-16k` and
@@ -59,6 +60,23 @@ pub fn sparse_file(fs_bshift: u32, data: &[u8], holes: &[u64]) -> (MemDisk, Arc<
         .expect("file fits");
     file.set_max_transfer(TEST_MAX_TRANSFER);
     (disk, file)
+}
+
+/// A fault as the scenario tests spell it out: `count` pages from `offset`, the caller
+/// needing the `center`-th, with `access` and `flags` as given and normal advice.
+pub fn fault_of(
+    offset: u64,
+    count: usize,
+    center: usize,
+    access: Access,
+    flags: GetFlags,
+) -> Fault {
+    Fault {
+        center,
+        access,
+        flags,
+        ..Fault::read(offset, count)
+    }
 }
 
 /// Flags, dirty status and queue of the resident page at `offset`.

@@ -166,6 +166,17 @@ const HOLE_PAGE: u64 = 4 * PAGE_SIZE as u64;
 /// The page of the sample file whose second block is a hole.
 const PARTIAL_HOLE_PAGE: u64 = 10 * PAGE_SIZE as u64;
 
+/// Flush and evict: what a kernel's fsync and "drop this vnode's pages" call.
+const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
+const EVICT: PutFlags = PutFlags::CLEANIT
+    .union(PutFlags::SYNCIO)
+    .union(PutFlags::FREE);
+
+/// Size of the file the write tests create: three pages and 500 bytes.
+const WRITTEN_SIZE: usize = 3 * PAGE_SIZE + 500;
+
+// ---- the files the tests start from -------------------------------------------------
+
 /// The sample file's block placement: runs out of order, a whole-page hole and a
 /// one-block hole inside a page.
 fn sample_layout() -> Vec<Option<u64>> {
@@ -194,19 +205,68 @@ fn filesystem() -> Arc<RamFs> {
     RamFs::new(1024, BSHIFT)
 }
 
-/// The sample file on a fresh filesystem, and the bytes it must read as.
-fn sample() -> (Arc<RamFile>, Vec<u8>) {
-    let file = filesystem().create(SAMPLE_SIZE, &sample_layout());
-    let mut expected = patterned(7, 0, SAMPLE_SIZE as usize);
+/// A file of `size` bytes on `fs` whose blocks lie where `layout` says, its mapped
+/// blocks holding pattern `seed` on the disk, and the bytes it must read as (zeroes
+/// over the holes).
+fn laid_out_file(
+    fs: &Arc<RamFs>,
+    size: u64,
+    layout: &[Option<u64>],
+    seed: u8,
+) -> (Arc<RamFile>, Vec<u8>) {
+    let file = fs.create(size, layout);
+    let mut expected = patterned(seed, 0, size as usize);
     file.write_disk(0, &expected);
-    // Garbage after EOF in the last block: the pager must not show it.
-    file.write_disk(SAMPLE_SIZE, &[0xee; 24]);
-    for (lbn, block) in sample_layout().iter().enumerate() {
-        if block.is_none() {
-            expected[lbn << BSHIFT..(lbn + 1) << BSHIFT].fill(0);
+    let block = fs.block_size();
+    for (lbn, mapped) in layout.iter().enumerate() {
+        if mapped.is_none() {
+            let hole = lbn * block..((lbn + 1) * block).min(expected.len());
+            expected[hole].fill(0);
         }
     }
     (file, expected)
+}
+
+/// The sample file on a fresh filesystem, and the bytes it must read as.
+fn sample() -> (Arc<RamFile>, Vec<u8>) {
+    let (file, expected) = laid_out_file(&filesystem(), SAMPLE_SIZE, &sample_layout(), 7);
+    // Garbage after EOF in the last block: the pager must not show it.
+    file.write_disk(SAMPLE_SIZE, &[0xee; 24]);
+    (file, expected)
+}
+
+/// A new empty file on a fresh filesystem, written through the buffered write helper,
+/// and the bytes written.
+fn written_file() -> Result<(Arc<RamFile>, Vec<u8>), String> {
+    let file = filesystem().create(0, &[]);
+    let data = patterned(3, 0, WRITTEN_SIZE);
+    ensure_eq!(write(&file, 0, &data).context("write")?, WRITTEN_SIZE);
+    Ok((file, data))
+}
+
+/// [`written_file`], flushed: its bytes on the disk.
+fn flushed_file() -> Result<(Arc<RamFile>, Vec<u8>), String> {
+    let (file, data) = written_file()?;
+    putpages(&file, 0, 0, FLUSH).context("flush")?;
+    Ok((file, data))
+}
+
+// ---- what the tests do and check again and again ------------------------------------
+
+/// Writes every dirty page back and frees every page of `file`.
+fn evict(file: &Arc<RamFile>) -> Outcome {
+    putpages(file, 0, 0, EVICT).context("evict")
+}
+
+/// The whole page at `offset`, inside the file, through `read` (which leaves it
+/// resident).
+fn read_page(file: &Arc<RamFile>, offset: u64) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; PAGE_SIZE];
+    ensure_eq!(
+        read(file, offset, &mut buf).context("read a page")?,
+        PAGE_SIZE
+    );
+    Ok(buf)
 }
 
 /// The flags and dirty status of the resident page at `offset`, if any.
@@ -231,6 +291,97 @@ fn none_busy(file: &RamFile) -> Outcome {
         None => Ok(()),
     }
 }
+
+/// Fails unless the page at `offset` is resident and `RDONLY` (a hole under it).
+fn read_only(file: &RamFile, offset: u64) -> Outcome {
+    let (flags, _) =
+        page_state(file, offset).ok_or_else(|| format!("page {offset:#x} not resident"))?;
+    ensure!(
+        flags.contains(PageFlags::RDONLY),
+        "page {offset:#x} flags {flags:?} lack RDONLY"
+    );
+    Ok(())
+}
+
+/// Fails unless the page at `offset` is resident, no longer `RDONLY`, and dirty: what
+/// a write into a hole leaves.
+fn writable_and_dirty(file: &RamFile, offset: u64) -> Outcome {
+    let (flags, dirty) = page_state(file, offset).ok_or("page gone")?;
+    ensure!(
+        !flags.contains(PageFlags::RDONLY),
+        "page still RDONLY: {flags:?}"
+    );
+    ensure_eq!(dirty, DirtyStatus::Dirty);
+    Ok(())
+}
+
+/// Fails unless the first `count` pages of `file` are resident with dirty status
+/// `status`.
+fn pages_are(file: &RamFile, count: u64, status: DirtyStatus) -> Outcome {
+    for index in 0..count {
+        let (_, dirty) = page_state(file, index * PAGE_SIZE as u64)
+            .ok_or_else(|| format!("page {index} missing"))?;
+        ensure!(
+            dirty == status,
+            "page {index} is {dirty:?}, expected {status:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Fails at the first byte where `have` differs from `expected`, naming `what`.
+fn same_bytes(what: &str, have: &[u8], expected: &[u8]) -> Outcome {
+    ensure_eq!(have.len(), expected.len());
+    match (0..expected.len()).find(|&i| have[i] != expected[i]) {
+        Some(at) => Err(format!(
+            "{what} byte {at:#x} is {:#x}, expected {:#x}",
+            have[at], expected[at]
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Fails unless `read` of the whole file returns exactly `expected`: those bytes, and
+/// not one more.
+fn reads_back(file: &Arc<RamFile>, expected: &[u8]) -> Outcome {
+    let mut buf = vec![0xffu8; expected.len() + PAGE_SIZE];
+    let got = read(file, 0, &mut buf).context("read")?;
+    ensure_eq!(got, expected.len());
+    same_bytes("file", &buf[..got], expected)
+}
+
+/// Fails unless the disk holds `expected` at file offset 0.
+fn disk_holds(file: &RamFile, expected: &[u8]) -> Outcome {
+    let mut disk = vec![0u8; expected.len()];
+    file.read_disk(0, &mut disk);
+    same_bytes("disk", &disk, expected)
+}
+
+/// Fails unless the getpages fast path finds the first `count` pages of `file`
+/// resident and page `index` holding its bytes of `expected`.
+fn fast_path_serves(file: &Arc<RamFile>, count: usize, index: usize, expected: &[u8]) -> Outcome {
+    let fetched = getpages(file, Fault::resident(0, count, Access::Read)).context("fast path")?;
+    let pages = fetched
+        .into_resident()
+        .ok_or("fast path returned no resident pages")?;
+    ensure!(pages.is_complete(), "fast path missed a cached page");
+    ensure!(
+        pages.bytes(index) == Some(&expected[index * PAGE_SIZE..(index + 1) * PAGE_SIZE]),
+        "fast-path bytes of page {index} differ"
+    );
+    Ok(())
+}
+
+/// Fails unless the device failure armed with `fail_next` has been injected.
+fn failure_injected(file: &RamFile) -> Outcome {
+    ensure!(
+        !file.device().failure_armed(),
+        "the failure was never injected"
+    );
+    Ok(())
+}
+
+// ---- the tests -----------------------------------------------------------------------
 
 /// Test: frames: the kernel's frames are handed out poisoned and come back.
 fn frames_round_trip() -> Outcome {
@@ -262,15 +413,7 @@ fn frames_round_trip() -> Outcome {
 /// Test: read: a file with holes and scattered 1 KiB blocks reads back exactly.
 fn read_whole_file() -> Outcome {
     let (file, expected) = sample();
-    let mut buf = vec![0u8; SAMPLE_SIZE as usize + 5000];
-    let got = read(&file, 0, &mut buf).context("read")?;
-    ensure_eq!(got, SAMPLE_SIZE as usize);
-    if let Some(at) = (0..got).find(|&i| buf[i] != expected[i]) {
-        return Err(format!(
-            "byte {at:#x} is {:#x}, expected {:#x}",
-            buf[at], expected[at]
-        ));
-    }
+    reads_back(&file, &expected)?;
     ensure_eq!(resident(&file), 12);
     none_busy(&file)
 }
@@ -282,12 +425,7 @@ fn cached_reread() -> Outcome {
     read(&file, 0, &mut buf).context("first read")?;
     let reads = file.device().requests(Direction::Read);
     ensure!(reads > 0, "the first read did no device I/O");
-    buf.fill(0);
-    ensure_eq!(
-        read(&file, 0, &mut buf).context("second read")?,
-        SAMPLE_SIZE as usize
-    );
-    ensure!(buf == expected, "second read differs");
+    reads_back(&file, &expected)?;
     ensure_eq!(file.device().requests(Direction::Read), reads);
     {
         let state = file.object().read();
@@ -299,16 +437,7 @@ fn cached_reread() -> Outcome {
             );
         }
     }
-    let fetched = getpages(&file, Fault::resident(0, 4, Access::Read)).context("fast path")?;
-    let pages = fetched
-        .into_resident()
-        .ok_or("fast path returned no resident pages")?;
-    ensure!(pages.is_complete(), "fast path missed a cached page");
-    ensure!(
-        pages.bytes(3) == Some(&expected[3 * PAGE_SIZE..4 * PAGE_SIZE]),
-        "fast-path bytes differ"
-    );
-    Ok(())
+    fast_path_serves(&file, 4, 3, &expected)
 }
 
 /// Test: read: unaligned reads and reads at end of file.
@@ -353,15 +482,13 @@ fn hole_reads_zero_rdonly() -> Outcome {
         "hole page is not zero"
     );
     drop(pages);
-    let (flags, dirty) = page_state(&file, HOLE_PAGE).ok_or("hole page not resident")?;
-    ensure!(
-        flags.contains(PageFlags::RDONLY),
-        "hole page flags {flags:?} lack RDONLY"
+    read_only(&file, HOLE_PAGE)?;
+    ensure_eq!(
+        page_state(&file, HOLE_PAGE).map(|(_, dirty)| dirty),
+        Some(DirtyStatus::Clean)
     );
-    ensure_eq!(dirty, DirtyStatus::Clean);
     // A page that is only partly a hole is read-only too, and zero only over the hole.
-    let mut buf = vec![0u8; PAGE_SIZE];
-    read(&file, PARTIAL_HOLE_PAGE, &mut buf).context("read partial hole")?;
+    let buf = read_page(&file, PARTIAL_HOLE_PAGE)?;
     ensure!(
         buf[..] == expected[PARTIAL_HOLE_PAGE as usize..][..PAGE_SIZE],
         "partial-hole page differs"
@@ -370,14 +497,9 @@ fn hole_reads_zero_rdonly() -> Outcome {
         buf[1024..2048].iter().all(|&b| b == 0),
         "partial hole not zero"
     );
-    let (flags, _) =
-        page_state(&file, PARTIAL_HOLE_PAGE).ok_or("partial-hole page not resident")?;
-    ensure!(
-        flags.contains(PageFlags::RDONLY),
-        "partial-hole page flags {flags:?} lack RDONLY"
-    );
+    read_only(&file, PARTIAL_HOLE_PAGE)?;
     // A fully mapped page is not.
-    read(&file, 0, &mut buf).context("read page 0")?;
+    read_page(&file, 0)?;
     let (flags, _) = page_state(&file, 0).ok_or("page 0 not resident")?;
     ensure!(!flags.contains(PageFlags::RDONLY), "mapped page is RDONLY");
     ensure_eq!(file.alloc_calls(), 0);
@@ -387,12 +509,8 @@ fn hole_reads_zero_rdonly() -> Outcome {
 /// Test: hole: a write fault calls BlockMap::alloc, page turns writable and dirty.
 fn hole_write_fault() -> Outcome {
     let (file, _) = sample();
-    let mut buf = vec![0u8; PAGE_SIZE];
-    read(&file, HOLE_PAGE, &mut buf).context("read hole")?;
-    ensure!(
-        page_state(&file, HOLE_PAGE).is_some_and(|(f, _)| f.contains(PageFlags::RDONLY)),
-        "not RDONLY"
-    );
+    read_page(&file, HOLE_PAGE)?;
+    read_only(&file, HOLE_PAGE)?;
     let lbn = HOLE_PAGE >> BSHIFT;
     ensure!(file.block_of(lbn).is_none(), "hole already has a block");
     let fetched = getpages(&file, Fault::write(HOLE_PAGE, 1)).context("write fault")?;
@@ -406,12 +524,7 @@ fn hole_write_fault() -> Outcome {
     }
     pages.bytes_mut(0)[100..105].copy_from_slice(b"hello");
     drop(pages);
-    let (flags, dirty) = page_state(&file, HOLE_PAGE).ok_or("page gone")?;
-    ensure!(
-        !flags.contains(PageFlags::RDONLY),
-        "page still RDONLY: {flags:?}"
-    );
-    ensure_eq!(dirty, DirtyStatus::Dirty);
+    writable_and_dirty(&file, HOLE_PAGE)?;
     // The page is writable now: the write fast path hands it out without a fault.
     let fetched =
         getpages(&file, Fault::resident(HOLE_PAGE, 1, Access::Write)).context("write fast path")?;
@@ -443,17 +556,7 @@ fn read_ahead() -> Outcome {
         let (flags, _) = page_state(&file, index * PAGE_SIZE as u64).ok_or("page missing")?;
         ensure!(!flags.contains(PageFlags::FAKE), "page {index} still FAKE");
     }
-    let fetched = getpages(&file, Fault::resident(0, 4, Access::Read)).context("fast path")?;
-    let pages = fetched.into_resident().ok_or("no resident pages")?;
-    ensure!(
-        pages.is_complete(),
-        "read-ahead pages not found by the fast path"
-    );
-    ensure!(
-        pages.bytes(2) == Some(&expected[2 * PAGE_SIZE..3 * PAGE_SIZE]),
-        "read-ahead bytes differ"
-    );
-    Ok(())
+    fast_path_serves(&file, 4, 2, &expected)
 }
 
 /// Test: error: a failed device read is reported and leaves no page.
@@ -463,10 +566,7 @@ fn read_error() -> Outcome {
     file.device().fail_next(Direction::Read);
     let mut buf = vec![0u8; 2 * PAGE_SIZE];
     ensure_eq!(read(&file, 0, &mut buf), Err(Error::Io));
-    ensure!(
-        !file.device().failure_armed(),
-        "the failure was never injected"
-    );
+    failure_injected(&file)?;
     ensure_eq!(resident(&file), 0);
     ensure_eq!(frames::free_frames(), frames_before);
     ensure_eq!(
@@ -503,37 +603,6 @@ fn frame_exhaustion() -> Outcome {
     none_busy(&file)
 }
 
-/// Flush and evict: what a kernel's fsync and "drop this vnode's pages" call.
-const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
-const EVICT: PutFlags = PutFlags::CLEANIT
-    .union(PutFlags::SYNCIO)
-    .union(PutFlags::FREE);
-
-/// Size of the file the write tests create: three pages and 500 bytes.
-const WRITTEN_SIZE: usize = 3 * PAGE_SIZE + 500;
-
-/// A new empty file on a fresh filesystem, written through the buffered write helper,
-/// and the bytes written.
-fn written_file() -> Result<(Arc<RamFile>, Vec<u8>), String> {
-    let file = filesystem().create(0, &[]);
-    let data = patterned(3, 0, WRITTEN_SIZE);
-    ensure_eq!(write(&file, 0, &data).context("write")?, WRITTEN_SIZE);
-    Ok((file, data))
-}
-
-/// Fails unless the disk holds `expected` at file offset 0.
-fn disk_holds(file: &RamFile, expected: &[u8]) -> Outcome {
-    let mut disk = vec![0u8; expected.len()];
-    file.read_disk(0, &mut disk);
-    match (0..expected.len()).find(|&i| disk[i] != expected[i]) {
-        Some(at) => Err(format!(
-            "disk byte {at:#x} is {:#x}, expected {:#x}",
-            disk[at], expected[at]
-        )),
-        None => Ok(()),
-    }
-}
-
 /// Test: write: buffered write then putpages(SYNCIO) puts the bytes on disk.
 fn write_and_flush() -> Outcome {
     let (file, data) = written_file()?;
@@ -555,20 +624,14 @@ fn write_and_flush() -> Outcome {
         !file.object().read().cache().any_tagged(Tag::Dirty),
         "pages still tagged dirty after one flush"
     );
-    for index in 0..4u64 {
-        let (_, dirty) = page_state(&file, index * PAGE_SIZE as u64).ok_or("page missing")?;
-        ensure_eq!(dirty, DirtyStatus::Clean);
-    }
+    pages_are(&file, 4, DirtyStatus::Clean)?;
     putpages(&file, 0, 0, FLUSH).context("second flush")?;
     ensure_eq!(file.device().requests(Direction::Write), writes);
     ensure!(
         !file.object().read().cache().any_tagged(Tag::Dirty),
         "pages still tagged dirty"
     );
-    for index in 0..4u64 {
-        let (_, dirty) = page_state(&file, index * PAGE_SIZE as u64).ok_or("page missing")?;
-        ensure_eq!(dirty, DirtyStatus::Clean);
-    }
+    pages_are(&file, 4, DirtyStatus::Clean)?;
     disk_holds(&file, &data)?;
     none_busy(&file)
 }
@@ -576,9 +639,8 @@ fn write_and_flush() -> Outcome {
 /// Test: write: putpages(FREE) evicts, getpages reads the file back.
 fn evict_and_read_back() -> Outcome {
     let frames_before = frames::free_frames();
-    let (file, data) = written_file()?;
-    putpages(&file, 0, 0, FLUSH).context("flush")?;
-    putpages(&file, 0, 0, EVICT).context("putpages(FREE)")?;
+    let (file, data) = flushed_file()?;
+    evict(&file)?;
     ensure_eq!(resident(&file), 0);
     ensure_eq!(frames::free_frames(), frames_before);
     let reads = file.device().requests(Direction::Read);
@@ -601,12 +663,7 @@ fn evict_and_read_back() -> Outcome {
         file.device().requests(Direction::Read) > reads,
         "read back without device I/O"
     );
-    let mut buf = vec![0u8; WRITTEN_SIZE + 100];
-    ensure_eq!(read(&file, 0, &mut buf).context("read")?, WRITTEN_SIZE);
-    ensure!(
-        buf[..WRITTEN_SIZE] == data[..],
-        "read(2) differs after eviction"
-    );
+    reads_back(&file, &data)?;
     none_busy(&file)
 }
 
@@ -624,7 +681,7 @@ fn sparse_write() -> Outcome {
         file.block_of(at >> BSHIFT).is_some(),
         "the written block is a hole"
     );
-    putpages(&file, 0, 0, EVICT).context("evict")?;
+    evict(&file)?;
     ensure_eq!(resident(&file), 0);
     let mut buf = vec![0xffu8; at as usize + 4];
     ensure_eq!(read(&file, 0, &mut buf).context("read")?, at as usize + 4);
@@ -633,20 +690,15 @@ fn sparse_write() -> Outcome {
         "the hole before the write is not zero"
     );
     ensure!(&buf[at as usize..] == b"tail", "written bytes differ");
-    let (flags, _) = page_state(&file, 0).ok_or("page 0 not resident")?;
-    ensure!(flags.contains(PageFlags::RDONLY), "hole page 0 not RDONLY");
+    read_only(&file, 0)?;
     none_busy(&file)
 }
 
 /// Test: hole: a buffered write into a hole allocates, page turns writable and dirty.
 fn hole_buffered_write() -> Outcome {
     let (file, mut expected) = sample();
-    let mut buf = vec![0u8; PAGE_SIZE];
-    read(&file, HOLE_PAGE, &mut buf).context("read hole")?;
-    ensure!(
-        page_state(&file, HOLE_PAGE).is_some_and(|(f, _)| f.contains(PageFlags::RDONLY)),
-        "not RDONLY"
-    );
+    read_page(&file, HOLE_PAGE)?;
+    read_only(&file, HOLE_PAGE)?;
     let at = HOLE_PAGE as usize + 100;
     ensure_eq!(
         write(&file, at as u64, b"hello, kernel").context("write into the hole")?,
@@ -657,22 +709,12 @@ fn hole_buffered_write() -> Outcome {
         file.block_of(HOLE_PAGE >> BSHIFT).is_some(),
         "the written block is still a hole"
     );
-    let (flags, dirty) = page_state(&file, HOLE_PAGE).ok_or("page gone")?;
-    ensure!(
-        !flags.contains(PageFlags::RDONLY),
-        "page still RDONLY: {flags:?}"
-    );
-    ensure_eq!(dirty, DirtyStatus::Dirty);
+    writable_and_dirty(&file, HOLE_PAGE)?;
     expected[at..at + 13].copy_from_slice(b"hello, kernel");
     putpages(&file, 0, 0, FLUSH).context("flush")?;
     disk_holds(&file, &expected)?;
-    putpages(&file, 0, 0, EVICT).context("evict")?;
-    let mut all = vec![0u8; SAMPLE_SIZE as usize];
-    ensure_eq!(
-        read(&file, 0, &mut all).context("read back")?,
-        SAMPLE_SIZE as usize
-    );
-    ensure!(all == expected, "file differs after the hole write");
+    evict(&file)?;
+    reads_back(&file, &expected)?;
     none_busy(&file)
 }
 
@@ -681,20 +723,10 @@ fn write_error() -> Outcome {
     let (file, data) = written_file()?;
     file.device().fail_next(Direction::Write);
     ensure_eq!(putpages(&file, 0, 0, FLUSH), Err(Error::Io));
-    ensure!(
-        !file.device().failure_armed(),
-        "the failure was never injected"
-    );
+    failure_injected(&file)?;
     ensure_eq!(resident(&file), 4);
-    for index in 0..4u64 {
-        let offset = index * PAGE_SIZE as u64;
-        let (flags, dirty) = page_state(&file, offset).ok_or("page evicted by the failure")?;
-        ensure!(!flags.contains(PageFlags::BUSY), "page {index} left busy");
-        ensure!(
-            dirty == DirtyStatus::Dirty,
-            "page {index} is {dirty:?} after the failed write"
-        );
-    }
+    none_busy(&file)?;
+    pages_are(&file, 4, DirtyStatus::Dirty)?;
     ensure!(
         file.object().read().cache().any_tagged(Tag::Dirty),
         "dirty tag lost"
@@ -708,8 +740,7 @@ fn write_error() -> Outcome {
 
 /// Test: truncate: setsize frees pages past the end, regrown tail reads zero.
 fn truncate_and_regrow() -> Outcome {
-    let (file, data) = written_file()?;
-    putpages(&file, 0, 0, FLUSH).context("flush")?;
+    let (file, data) = flushed_file()?;
     let size = PAGE_SIZE as u64 + 100;
     let free_blocks = file.filesystem().free_blocks();
     file.truncate(size).context("truncate")?;
@@ -747,7 +778,7 @@ fn truncate_and_regrow() -> Outcome {
             buf[size as usize..2 * PAGE_SIZE].iter().all(|&b| b == 0),
             "{pass}: old bytes came back"
         );
-        putpages(&file, 0, 0, EVICT).context("evict")?;
+        evict(&file)?;
     }
     none_busy(&file)
 }
@@ -759,14 +790,12 @@ fn truncate_and_regrow() -> Outcome {
 /// later must allocate them again, or writeback skips them as holes and the bytes are
 /// lost once the page is evicted.
 fn truncate_then_write_in_the_last_page() -> Outcome {
-    let (file, data) = written_file()?;
-    putpages(&file, 0, 0, FLUSH).context("flush")?;
-    let mut buf = vec![0u8; PAGE_SIZE];
-    ensure_eq!(read(&file, 0, &mut buf).context("read")?, PAGE_SIZE);
+    let (file, data) = flushed_file()?;
+    read_page(&file, 0)?;
     file.truncate(1000).context("truncate")?;
     let bytes = patterned(21, 0, 100);
     ensure_eq!(write(&file, 2600, &bytes).context("write")?, 100);
-    putpages(&file, 0, 0, EVICT).context("evict")?;
+    evict(&file)?;
     ensure_eq!(resident(&file), 0);
     let mut back = vec![0xffu8; 2700];
     ensure_eq!(read(&file, 0, &mut back).context("read back")?, 2700);
@@ -783,20 +812,10 @@ fn truncate_then_write_in_the_last_page() -> Outcome {
 fn large_blocks() -> Outcome {
     // 8 KiB blocks: block 0 mapped, block 1 a hole, block 2 mapped, 20 KiB file.
     let fs = RamFs::new(128, 13);
-    let size = 20 * 1024;
-    let file = fs.create(size, &[Some(5), None, Some(9)]);
-    let mut expected = patterned(9, 0, size as usize);
-    file.write_disk(0, &expected);
-    expected[8192..16384].fill(0);
-    let mut buf = vec![0u8; size as usize];
-    ensure_eq!(read(&file, 0, &mut buf).context("read")?, size as usize);
-    ensure!(buf == expected, "8 KiB-block file differs");
+    let (file, mut expected) = laid_out_file(&fs, 20 * 1024, &[Some(5), None, Some(9)], 9);
+    reads_back(&file, &expected)?;
     for page in [2u64, 3] {
-        let (flags, _) = page_state(&file, page * PAGE_SIZE as u64).ok_or("hole page missing")?;
-        ensure!(
-            flags.contains(PageFlags::RDONLY),
-            "hole page {page} not RDONLY"
-        );
+        read_only(&file, page * PAGE_SIZE as u64)?;
     }
     // A write into the second page of the hole block allocates the whole block.
     let at = 3 * PAGE_SIZE + 7;
@@ -804,15 +823,10 @@ fn large_blocks() -> Outcome {
     expected[at..at + 9].copy_from_slice(b"big block");
     ensure!(file.alloc_calls() >= 1, "BlockMap::alloc was not called");
     ensure!(file.block_of(1).is_some(), "the hole block is still a hole");
-    putpages(&file, 0, 0, EVICT).context("evict")?;
+    evict(&file)?;
     ensure_eq!(resident(&file), 0);
     disk_holds(&file, &expected)?;
-    buf.fill(0xff);
-    ensure_eq!(
-        read(&file, 0, &mut buf).context("read back")?,
-        size as usize
-    );
-    ensure!(buf == expected, "8 KiB-block file differs after the write");
+    reads_back(&file, &expected)?;
     none_busy(&file)
 }
 
