@@ -21,11 +21,11 @@ use crate::error::{Error, Result};
 use crate::fault::{Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, settle};
 pub use crate::hooks::ByteIo;
 use crate::hooks::{BlockMap, Mapping, PageCache, Strategy};
-use crate::object::ObjectState;
+use crate::object::{ObjectState, VmObject};
 use crate::page::PageRef;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
 
-use crate::sync::{Arc, Wait};
+use crate::sync::{Arc, Wait, WriteGuard};
 use crate::vnode::Vnode;
 
 /// A block map and device for a vnode that has neither: every block is unmapped and
@@ -60,11 +60,13 @@ impl Strategy for NoBlocks {
 ///   valid is filled by one [`ByteIo::read_at`], its tail past a short read zeroed. A
 ///   write access starts dirty tracking of the returned pages.
 ///
-/// [`GetFlags::PASTEOF`] lets pages past the end of file be made; other flags are
-/// ignored.
+/// [`GetFlags::PASTEOF`] lets pages past the end of file be made, and
+/// [`GetFlags::GLOCKHELD`] says the caller holds the node lock; other flags are ignored,
+/// except that the combinations [`crate::getpages`] refuses are refused here too.
 ///
 /// Errors: [`Error::Invalid`] for an unaligned offset, a zero count, a center outside
-/// the range, a center page past the end of file, or (unless `LOCKED`) a vnode whose
+/// the range, a center page past the end of file, an [`GetFlags::OVERWRITE`] read fault,
+/// an asynchronous write fault, or (unless `LOCKED`) a vnode whose
 /// [`Vnode::byte_io`] is `None`; [`Error::TooBig`] for a range reaching past the page
 /// holding the file's last addressable byte ([`BlockMap::max_size`]); [`Error::Dead`]; the error of `read_at`, after which no page
 /// it was filling stays resident.
@@ -87,6 +89,19 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
     if !fault.flags.contains(GetFlags::SYNCIO) {
         return Ok(Fetched::Started);
     }
+    let (state, pages) = collect_to_eof(object, state, &fault, memeof)?;
+    let state = fill_fake_pages(io, object, state, &pages)?;
+    let settling = handout(&fault, pages.len());
+    Ok(settle(vnode, state, pages, settling))
+}
+
+/// Collects the fault's pages up to memory EOF, busy, in ascending order.
+fn collect_to_eof<'a, C: PageCache>(
+    object: &'a VmObject<C>,
+    state: WriteGuard<'a, ObjectState<C>>,
+    fault: &Fault,
+    memeof: u64,
+) -> Result<(WriteGuard<'a, ObjectState<C>>, Vec<PageRef>)> {
     // Cannot overflow: `offset` is page aligned and below `memeof`, so at most
     // `round_page(memeof)` (which saturates at `trunc_page(u64::MAX)`).
     #[allow(clippy::arithmetic_side_effects)]
@@ -99,37 +114,50 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
         Wait::Sleep,
         &mut pages,
     );
-    found?;
-    let fake_pages = match collect_fake(&state, &pages) {
+    found.map(|()| (state, pages))
+}
+
+/// Fills each page among `pages` not valid yet with one [`ByteIo::read_at`], without
+/// the object lock; returns with it. On error every page is released.
+fn fill_fake_pages<'a, C: PageCache>(
+    io: &dyn ByteIo,
+    object: &'a VmObject<C>,
+    state: WriteGuard<'a, ObjectState<C>>,
+    pages: &[PageRef],
+) -> Result<WriteGuard<'a, ObjectState<C>>> {
+    let fake_pages = match collect_fake(&state, pages) {
         Ok(list) => list,
         Err(error) => {
-            object.release(state, &pages);
+            object.release(state, pages);
             return Err(error);
         }
     };
     drop(state);
-
     let result = fake_pages.iter().try_for_each(|page| fill(io, page));
     let state = object.lock();
-    if let Err(error) = result {
-        log::trace!("compat getpages: read_at failed: {error}");
-        object.release(state, &pages);
-        return Err(error);
+    match result {
+        Ok(()) => Ok(state),
+        Err(error) => {
+            log::trace!("compat getpages: read_at failed: {error}");
+            object.release(state, pages);
+            Err(error)
+        }
     }
-    // Every block is the filesystem's own business here: a write fault's pages are
-    // always writable.
-    let handout = if fault.is_write() {
-        Handout::Writable
-    } else {
-        Handout::ReadOnly
-    };
-    let settling = Settle {
-        keep: 0..pages.len(),
-        handout,
+}
+
+/// How the fault's `count` pages are handed out. Every block is the filesystem's own
+/// business here: a write fault's pages are always writable.
+fn handout(fault: &Fault, count: usize) -> Settle {
+    Settle {
+        keep: 0..count,
+        handout: if fault.is_write() {
+            Handout::Writable
+        } else {
+            Handout::ReadOnly
+        },
         dirty_tracking: fault.is_write(),
         overwrite: false,
-    };
-    Ok(settle(vnode, state, pages, settling))
+    }
 }
 
 /// The busy pages among `pages` that hold nothing valid yet.

@@ -338,6 +338,18 @@ fn c01_past_eof_is_invalid_and_async_answers_without_io() {
 }
 
 #[test]
+fn c01_refuses_the_combinations_getpages_refuses_without_io() {
+    let data = pattern(2 * PAGE_SIZE, 4);
+    let file = ByteFile::new(&data);
+    let overwrite_read = fault(&file, 0, 1, 0, Access::Read, SYNC | GetFlags::OVERWRITE);
+    assert!(matches!(overwrite_read, Err(Error::Invalid)));
+    let async_write = fault(&file, 0, 1, 0, Access::Write, GetFlags::empty());
+    assert!(matches!(async_write, Err(Error::Invalid)));
+    assert!(file.calls().is_empty());
+    assert!(file.resident().is_empty());
+}
+
+#[test]
 fn c01_read_error_releases_the_pages() {
     let data = pattern(4 * PAGE_SIZE, 5);
     let file = ByteFile::new(&data);
