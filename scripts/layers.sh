@@ -27,29 +27,51 @@ layer_of() {
   echo "unknown"
 }
 
+complain() {
+  echo "layers: src/${file#./} $*"
+  status=1
+}
+
 status=0
 for file in $(find . -name '*.rs' ! -name lib.rs | sort); do
   module=$(echo "$file" | sed -e 's#^\./##' -e 's#/.*##' -e 's#\.rs$##')
   own=$(layer_of "$module")
   if [ "$own" = unknown ]; then
-    echo "layers: src/${file#./} belongs to module '$module', which has no layer in scripts/layers.sh"
-    status=1
+    complain "belongs to module '$module', which has no layer in scripts/layers.sh"
     continue
   fi
-  # Code lines before the unit tests, comments stripped, then every `crate::name`.
-  code=$(awk '/^#\[cfg\((all\()?test[,)]/ { exit } { sub(/\/\/.*/, ""); print }' "$file")
-  # A grouped `crate::{a::x, b::y}` would hide its modules from the scan below.
+  # Code before the unit tests (a `#[cfg(test)]` line followed by a `mod` line),
+  # comments stripped.
+  code=$(awk '
+    /^#\[cfg\((all\()?test[,)]/ { pending = 1; held = $0; next }
+    pending && /^(pub(\([a-z]+\))? )?mod / { exit }
+    pending { pending = 0; sub(/\/\/.*/, "", held); print held }
+    { sub(/\/\/.*/, ""); print }
+  ' "$file")
+  # Paths the scan below could not attribute to a module are refused outright.
   if echo "$code" | grep -q 'crate::{'; then
-    echo "layers: src/${file#./} groups modules in one \`use crate::{…}\`: write one use per module"
-    status=1
+    complain "groups modules in one \`use crate::{…}\`: write one use per module"
+  fi
+  if echo "$code" | grep -Eq '\bcrate as\b'; then
+    complain "renames the crate: name modules through \`crate::\`"
+  fi
+  case "$file" in
+    ./*/*.rs) own_root='super::super' ;;
+    *) own_root='super::' ;;
+  esac
+  if [ "${file##*/}" = mod.rs ]; then own_root='super::'; fi
+  if echo "$code" | grep -q "$own_root"; then
+    complain "reaches the crate root through \`$own_root\`: name the module through \`crate::\`"
+  fi
+  if echo "$code" | grep -Eq 'crate::[A-Z]'; then
+    complain "uses a root re-export (\`crate::Name\`): name the module that defines it"
   fi
   used=$(echo "$code" | grep -o 'crate::[a-z_]*' | sed 's/crate:://' | sort -u || true)
   for target in $used; do
     [ "$target" = "$module" ] && continue
     theirs=$(layer_of "$target")
     if [ "$theirs" = unknown ] || [ "$theirs" -ge "$own" ]; then
-      echo "layers: src/${file#./} ($module, layer $own) uses crate::$target (layer $theirs)"
-      status=1
+      complain "($module, layer $own) uses crate::$target (layer $theirs)"
     fi
   done
 done

@@ -12,6 +12,7 @@
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
+use crate::error::{Error, Result};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
 use crate::page::PageRef;
@@ -175,14 +176,12 @@ pub(crate) enum Frames {
 }
 
 impl Frames {
-    pub(crate) fn with_len(len: usize) -> crate::Result<Self> {
+    pub(crate) fn with_len(len: usize) -> Result<Self> {
         if len <= INLINE_PAGES {
             return Ok(Frames::Inline([None; INLINE_PAGES], len));
         }
         let mut frames = Vec::new();
-        frames
-            .try_reserve_exact(len)
-            .map_err(|_| crate::Error::NoMemory)?;
+        frames.try_reserve_exact(len).map_err(|_| Error::NoMemory)?;
         frames.resize(len, None);
         Ok(Frames::Heap(frames))
     }

@@ -67,16 +67,17 @@ pub enum Advice {
 /// (page aligned), `center` indexing the page it really needs, for `access`, with the
 /// mapping's `advice` and the reference's `PGO_*` options in `flags`.
 ///
-/// The constructors say which way through [`getpages`](crate::getpages) the fault goes; the builders
-/// add the rest:
+/// The constructors say which way through [`getpages`](crate::getpages) the fault goes;
+/// the builders add the rest:
 ///
 /// ```
-/// use genpager::{Advice, Fault, GetFlags};
+/// use genpager::{Advice, Fault, GetFlags, PAGE_SIZE};
 ///
-/// // A synchronous read fault on the page at 12 KiB that also brings in its three
-/// // successors.
-/// let fault = Fault::read(8192, 4).centered_on(1).with_advice(Advice::Sequential);
-/// assert_eq!(fault.center, 1);
+/// // A synchronous read fault on the third page of a file that also brings in the page
+/// // before it and the two after.
+/// let page = PAGE_SIZE as u64;
+/// let fault = Fault::read(page, 4).centered_on(1).with_advice(Advice::Sequential);
+/// assert_eq!(fault.offset + fault.center as u64 * page, 2 * page);
 /// assert!(fault.flags.contains(GetFlags::SYNCIO));
 /// // The write(2) path's overwrite of a page whose blocks it allocated.
 /// let fault = Fault::write(0, 1).with_flags(GetFlags::OVERWRITE | GetFlags::GLOCKHELD);
@@ -175,21 +176,14 @@ impl Fault {
         self.offset + (self.center * PAGE_SIZE) as u64
     }
 
-    /// The checks every pager makes before a fault goes its way: a page-aligned offset,
-    /// at least one page, the center inside the range, a combination of access and
-    /// flags the reference allows, a range inside the file's largest size, a live
-    /// vnode. Returns the end of the requested range.
+    /// The checks every pager makes before a fault goes its way, in this order (the
+    /// first that fails decides the error): a page-aligned offset, at least one page and
+    /// the center inside the range ([`Error::Invalid`]); a range that does not wrap
+    /// ([`Error::TooBig`]); a combination of access and flags the reference allows
+    /// ([`Error::Invalid`]); a range inside the file's largest size ([`Error::TooBig`]);
+    /// a live vnode ([`Error::Dead`]). Returns the end of the requested range.
     pub(crate) fn check<V: Vnode>(&self, vnode: &V) -> Result<u64> {
         if self.offset & PAGE_MASK != 0 || self.count == 0 || self.center >= self.count {
-            return Err(Error::Invalid);
-        }
-        let synchronous = self.flags.intersects(GetFlags::LOCKED | GetFlags::SYNCIO);
-        if self.is_write() && !synchronous {
-            // A write fault must allocate and hand back writable pages before it
-            // returns; UVM, too, only reads ahead asynchronously.
-            return Err(Error::Invalid);
-        }
-        if self.flags.contains(GetFlags::OVERWRITE) && !self.is_write() {
             return Err(Error::Invalid);
         }
         // In `usize` too: the pagers turn page counts and indexes below `count` into
@@ -200,6 +194,15 @@ impl Fault {
             .and_then(|span| u64::try_from(span).ok())
             .and_then(|span| self.offset.checked_add(span))
             .ok_or(Error::TooBig)?;
+        let synchronous = self.flags.intersects(GetFlags::LOCKED | GetFlags::SYNCIO);
+        if self.is_write() && !synchronous {
+            // A write fault must allocate and hand back writable pages before it
+            // returns; UVM, too, only reads ahead asynchronously.
+            return Err(Error::Invalid);
+        }
+        if self.flags.contains(GetFlags::OVERWRITE) && !self.is_write() {
+            return Err(Error::Invalid);
+        }
         if request_end > fault_limit(vnode) {
             return Err(Error::TooBig);
         }

@@ -248,14 +248,16 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         }
     }
 
-    /// Reads the size under the object lock, works out the attempt's span from it, and
+    /// Under the object lock, reads the size, works out the attempt's span from it and
     /// marks the timestamps. A center page past memory EOF is [`Error::Invalid`].
     fn measure(&self) -> Step<Span> {
         let state = self.vnode.object().lock();
-        let span = self.span(state.size(), state.write_size());
-        drop(state);
-        let span = span.ok_or(Error::Invalid)?;
+        let span = self
+            .span(state.size(), state.write_size())
+            .ok_or(Error::Invalid)?;
+        // `Vnode::mark_update` is called under the object lock.
         mark_timestamps(&**self.vnode, &self.fault);
+        drop(state);
         Ok(span)
     }
 

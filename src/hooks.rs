@@ -128,8 +128,10 @@ pub enum Protection {
 /// The filesystem's view of one file's blocks: the reference's `VOP_BMAP`,
 /// `GOP_ALLOC`, `GOP_PUTRANGE` and `GOP_SIZE`.
 ///
-/// Every method may sleep and is called with no genpager spin lock held (the node
-/// lock may be held: exclusively when blocks may be allocated).
+/// Every method but [`BlockMap::size`] may sleep and is called with no genpager spin
+/// lock held (the node lock may be held: exclusively when blocks may be allocated).
+/// `size` is called under the object lock, as the reference calls `GOP_SIZE`, and must
+/// not sleep.
 pub trait BlockMap: Send + Sync {
     /// Maps logical block `lbn` (in filesystem blocks of `1 << fs_bshift` bytes) to
     /// the device.
@@ -165,6 +167,7 @@ pub trait BlockMap: Send + Sync {
 
     /// Where the end of file `size` falls for `kind` (the reference's `GOP_SIZE`).
     /// The default is `size` for both: memory EOF and disk EOF are the file size.
+    /// Called under the object lock: must not sleep.
     fn size(&self, size: u64, kind: SizeKind) -> u64 {
         let _ = kind;
         size

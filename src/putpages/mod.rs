@@ -94,7 +94,9 @@ bitflags! {
         /// write fails).
         const RECLAIM = 1 << 5;
         /// Fail with [`Error::Deadlock`] instead of waiting on a page that is busy
-        /// being freed or paged out; [`putpages_busy`] reports that page.
+        /// being freed or paged out; [`putpages_busy`] reports that page. The flush
+        /// stops there, but with [`PutFlags::SYNCIO`] it still waits for the writes
+        /// already in flight, as the reference does, before it returns.
         const BUSYFAIL = 1 << 6;
         /// Background writeback: hint the device that the writes are not urgent.
         const LAZY = 1 << 7;
