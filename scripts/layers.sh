@@ -49,10 +49,12 @@ for file in $(find . -name '*.rs' ! -name lib.rs | sort); do
     { sub(/\/\/.*/, ""); print }
   ' "$file")
   # Paths the scan below could not attribute to a module are refused outright.
-  if echo "$code" | grep -q 'crate::{'; then
+  # Here-strings, not `echo | grep -q`: under pipefail, grep -q closing the pipe early
+  # fails the echo, and the match would be read as no match.
+  if grep -q 'crate::{' <<<"$code"; then
     complain "groups modules in one \`use crate::{…}\`: write one use per module"
   fi
-  if echo "$code" | grep -Eq '\bcrate as\b'; then
+  if grep -Eq '\bcrate as\b' <<<"$code"; then
     complain "renames the crate: name modules through \`crate::\`"
   fi
   case "$file" in
@@ -60,13 +62,13 @@ for file in $(find . -name '*.rs' ! -name lib.rs | sort); do
     *) own_root='super::' ;;
   esac
   if [ "${file##*/}" = mod.rs ]; then own_root='super::'; fi
-  if echo "$code" | grep -q "$own_root"; then
+  if grep -q "$own_root" <<<"$code"; then
     complain "reaches the crate root through \`$own_root\`: name the module through \`crate::\`"
   fi
-  if echo "$code" | grep -Eq 'crate::[A-Z]'; then
+  if grep -Eq 'crate::[A-Z]' <<<"$code"; then
     complain "uses a root re-export (\`crate::Name\`): name the module that defines it"
   fi
-  used=$(echo "$code" | grep -o 'crate::[a-z_]*' | sed 's/crate:://' | sort -u || true)
+  used=$(grep -o 'crate::[a-z_]*' <<<"$code" | sed 's/crate:://' | sort -u || true)
   for target in $used; do
     [ "$target" = "$module" ] && continue
     theirs=$(layer_of "$target")

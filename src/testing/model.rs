@@ -761,7 +761,7 @@ impl Backend for BlockBackend {
     }
 
     fn max_size(&self) -> u64 {
-        crate::BlockMap::max_size(&*self.file).min(MAX_FILE_SIZE)
+        crate::hooks::BlockMap::max_size(&*self.file).min(MAX_FILE_SIZE)
     }
 
     fn fail_hook(&self, hook: Hook, calls: u64, error: Error) {
