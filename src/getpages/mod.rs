@@ -14,6 +14,26 @@
 //!   page is [`Error::Busy`], memory that cannot be had [`Error::NoMemory`], and
 //!   either way no page is left behind); the request's completion
 //!   settles the pages.
+//!
+//! ## The fault pipeline
+//!
+//! [`getpages`] checks the [`Fault`] (`Fault::check`, shared with the compat pager in
+//! `fault.rs`), takes the fast path or enters the transaction, then makes attempts
+//! until one ends with a result. An attempt is a run of small steps over a `FaultJob`,
+//! each returning its product or why the attempt stops (start over when the size moved
+//! under it, or fail):
+//!
+//! 1. **measure**: under the object lock, the span the size allows (whole blocks
+//!    around the requested pages, clipped to memory EOF) and the timestamps;
+//! 2. **lock_node**: shared, or exclusive for a fault that allocates;
+//! 3. **collect**: the requested pages, busy, in ascending order;
+//! 4. **needs**: whether any must be read, or a block under them allocated;
+//! 5. **widen_to_blocks**: let go and collect the span's whole blocks afresh when they
+//!    reach below the fault or beyond it;
+//! 6. **read** (`read_job.rs`): zero what no sector brings, start the requests, walk
+//!    the extents (submit mapped runs, zero holes), wait, allocate for a write fault;
+//! 7. **settle** (`fault.rs`): pages lose `FAKE`, the ones outside the request are
+//!    unbusied, the requested ones handed out.
 
 use alloc::vec::Vec;
 use core::ops::Range;
