@@ -16,8 +16,8 @@ use genpager::Fault;
 use genpager::cache::MapState;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
 use genpager::{
-    Access, Advice, DirtyStatus, Error, GetFlags, MAX_FILE_SIZE, PAGE_SIZE, PageCache, PutFlags,
-    Vnode, getpages, putpages, read, setsize, write,
+    DirtyStatus, Error, GetFlags, MAX_FILE_SIZE, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages,
+    putpages, read, setsize, write,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -62,18 +62,8 @@ fn overwrite_fault_rechecks_the_size_after_waiting_for_the_node_lock() {
     let faulter = {
         let file = file.clone();
         thread::spawn(move || {
-            let flags = GetFlags::SYNCIO | GetFlags::OVERWRITE;
-            match getpages(
-                &file,
-                Fault {
-                    offset: 5 * P,
-                    count: 2,
-                    center: 0,
-                    access: Access::Write,
-                    advice: Advice::Normal,
-                    flags,
-                },
-            ) {
+            let fault = Fault::write(5 * P, 2).with_flags(GetFlags::OVERWRITE);
+            match getpages(&file, fault) {
                 Ok(fetched) => {
                     let mut pages = fetched.into_writable().expect("writable pages");
                     for i in 0..pages.len() {

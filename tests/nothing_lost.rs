@@ -141,23 +141,24 @@ const MAX_TABLE: u64 = 1 << 20;
 
 // ---- 1: asynchronous write faults -------------------------------------------------
 
+/// A write fault started as read-ahead (no `SYNCIO`) on the second page: a combination
+/// no `Fault` constructor makes, which getpages must refuse.
+const ASYNC_WRITE_FAULT_AT_PAGE_1: Fault = Fault {
+    offset: P,
+    count: 1,
+    center: 0,
+    access: Access::Write,
+    advice: Advice::Normal,
+    flags: GetFlags::empty(),
+};
+
 /// Defect 1: a write fault without SYNCIO (and without LOCKED) over a hole was
 /// started as read-ahead; it must be refused, leaving nothing busy or resident.
 #[test]
 fn async_write_fault_over_a_hole_is_refused() {
     let data = pattern(4 * PAGE_SIZE, 1);
     let (_disk, file) = sparse_file(12, &data, &[1]);
-    let result = getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::empty(),
-        },
-    );
+    let result = getpages(&file, ASYNC_WRITE_FAULT_AT_PAGE_1);
     assert!(
         matches!(result, Err(Error::Invalid)),
         "asynchronous write fault not refused: {}",
@@ -179,18 +180,7 @@ fn async_write_fault_over_a_hole_then_locked_store_is_not_lost() {
     let mut model = pattern(4 * PAGE_SIZE, 2);
     model[PAGE_SIZE..2 * PAGE_SIZE].fill(0);
     let (_disk, file) = sparse_file(12, &model, &[1]);
-    let result = getpages(
-        &file,
-        Fault {
-            offset: P,
-            count: 1,
-            center: 0,
-            access: Access::Write,
-            advice: Advice::Normal,
-            flags: GetFlags::empty(),
-        },
-    )
-    .map(|_| ());
+    let result = getpages(&file, ASYNC_WRITE_FAULT_AT_PAGE_1).map(|_| ());
     if result == Err(Error::Invalid) {
         return; // refused: nothing to lose
     }
@@ -1014,18 +1004,8 @@ fn overwrite_fault_racing_a_truncate_leaves_no_page_past_eof() {
             let (file, barrier) = (file.clone(), barrier.clone());
             thread::spawn(move || {
                 barrier.wait();
-                let flags = GetFlags::SYNCIO | GetFlags::OVERWRITE;
-                match getpages(
-                    &file,
-                    Fault {
-                        offset: 5 * P,
-                        count: 2,
-                        center: 0,
-                        access: Access::Write,
-                        advice: Advice::Normal,
-                        flags,
-                    },
-                ) {
+                let fault = Fault::write(5 * P, 2).with_flags(GetFlags::OVERWRITE);
+                match getpages(&file, fault) {
                     Ok(fetched) => {
                         let mut pages = fetched.into_writable().expect("writable pages");
                         for i in 0..pages.len() {

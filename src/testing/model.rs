@@ -1377,31 +1377,18 @@ impl<B: Backend> Harness<B> {
         access: Access,
         flags: GetFlags,
     ) -> Result<Fetched<'_, B::V>> {
-        let offset = self.base + offset;
+        let fault = Fault {
+            offset: self.base + offset,
+            count,
+            center,
+            access,
+            advice: Advice::Normal,
+            flags,
+        };
         if self.compat {
-            compat::getpages(
-                self.v(),
-                Fault {
-                    offset,
-                    count,
-                    center,
-                    access,
-                    advice: Advice::Normal,
-                    flags,
-                },
-            )
+            compat::getpages(self.v(), fault)
         } else {
-            getpages(
-                self.v(),
-                Fault {
-                    offset,
-                    count,
-                    center,
-                    access,
-                    advice: Advice::Normal,
-                    flags,
-                },
-            )
+            getpages(self.v(), fault)
         }
     }
 
