@@ -65,6 +65,16 @@ impl Geometry {
     pub fn block_size(&self) -> u64 {
         1 << self.fs_bshift
     }
+
+    /// The mask of an offset's bytes within its filesystem block.
+    pub fn block_mask(&self) -> u64 {
+        !(u64::MAX << self.fs_bshift)
+    }
+
+    /// The mask of an offset's bytes within its device block (sector).
+    pub fn sector_mask(&self) -> u64 {
+        !(u64::MAX << self.dev_bshift)
+    }
 }
 
 /// The extent that starts at `offset` and ends at the end of its `bmap` run or at

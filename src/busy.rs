@@ -284,10 +284,7 @@ impl<V: Vnode> ResidentPages<'_, V> {
 
     /// The file size, under the lock this handle holds.
     pub(crate) fn size(&self) -> u64 {
-        match &self.guard {
-            ObjectGuard::Shared(state) => state.size(),
-            ObjectGuard::Exclusive(state) => state.size(),
-        }
+        self.guard.size()
     }
 
     /// Releases the lock now (the same as dropping the handle).

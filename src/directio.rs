@@ -38,7 +38,7 @@ use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::Arc;
 use crate::sync::Wait;
 use crate::transaction::Transaction;
-use crate::vnode::{Vnode, geometry};
+use crate::vnode::{Vnode, geometry, max_transfer};
 
 /// Whose memory a [`Uio`] describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -478,8 +478,8 @@ impl<'a, V: Vnode> Chunk<'a, V> {
             return Err(None);
         };
         let (ptr, seg_len) = (segment.ptr, segment.len);
-        let sector_mask = !(u64::MAX << geometry.dev_bshift);
-        let len = seg_len.min(vnode.max_transfer()) & !(sector_mask as usize);
+        let sector_mask = geometry.sector_mask();
+        let len = seg_len.min(max_transfer(&**vnode)) & !(sector_mask as usize);
         let stop = if len == 0 {
             Some(Fallback::ShortSegment)
         } else if offset.saturating_add(len as u64) > vnode.object().size() {

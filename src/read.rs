@@ -7,7 +7,7 @@ use crate::getpages::getpages;
 use crate::hooks::{Access, max_file_size};
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
 use crate::sync::Arc;
-use crate::vnode::Vnode;
+use crate::vnode::{Vnode, max_transfer};
 
 /// Reads file bytes from `offset` into `buf` through the page cache — what a kernel's
 /// read(2) calls. Faults pages in a batch at a time (the fast path first, a
@@ -24,7 +24,7 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
     if offset > max_file_size(vnode.block_map()) {
         return Err(Error::Invalid);
     }
-    let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16);
+    let batch_pages = (max_transfer(&**vnode) / PAGE_SIZE).min(16);
     let mut done = 0;
     while done < buf.len() {
         let size = vnode.object().size();

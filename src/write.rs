@@ -27,7 +27,7 @@ use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc
 use crate::putpages::{PutFlags, TransactionHeld, flush};
 use crate::sync::{Arc, Wait};
 use crate::transaction::Transaction;
-use crate::vnode::{Vnode, geometry, note_dirty};
+use crate::vnode::{Vnode, geometry, max_transfer, note_dirty};
 
 /// Flags of every fault made under the write's own transaction and node lock.
 const HELD: GetFlags = GetFlags::GLOCKHELD.union(GetFlags::JOURNALLOCKED);
@@ -113,7 +113,7 @@ fn write_batches<V: Vnode>(
         return (0, Err(error));
     }
     let end = offset + data.len() as u64;
-    let batch_pages = (vnode.max_transfer() / PAGE_SIZE).clamp(1, 16) as u64;
+    let batch_pages = (max_transfer(&**vnode) / PAGE_SIZE).min(16) as u64;
     let mut done = 0usize;
     while done < data.len() {
         let pos = offset + done as u64;
@@ -139,7 +139,7 @@ fn write_batches<V: Vnode>(
 // so the end of its block fits, and `old_size <= at < gap_end`.
 #[allow(clippy::arithmetic_side_effects)]
 fn zero_old_tail<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, old_size: u64, upto: u64) -> Result {
-    let block_mask = !(u64::MAX << geometry.fs_bshift);
+    let block_mask = geometry.block_mask();
     if upto <= old_size || old_size & block_mask == 0 && old_size & PAGE_MASK == 0 {
         return Ok(());
     }
@@ -216,7 +216,7 @@ fn write_batch<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, pos: u64, bytes: &[
 // more fits.
 #[allow(clippy::arithmetic_side_effects)]
 fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end: u64) -> Result {
-    let block_mask = geometry.block_size() - 1;
+    let block_mask = geometry.block_mask();
     let first = trunc_page(start & !block_mask);
     let last = round_page((end + block_mask) & !block_mask);
     let count = ((last - first) >> PAGE_SHIFT) as usize;

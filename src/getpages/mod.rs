@@ -298,7 +298,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         }
         let requested =
             ((round_page(memeof - offset) >> PAGE_SHIFT) as usize).min(self.fault.count);
-        let block_mask = self.geometry.block_size() - 1;
+        let block_mask = self.geometry.block_mask();
         let start = offset & !block_mask;
         let end = round_page((offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
             .min(round_page(memeof));
@@ -412,12 +412,11 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             drop(pages);
             (state, pages) = self.collect(state, span.start, span.pages())?;
         }
-        if state.size() != span.size {
-            // Waiting for a busy page let an extending write publish its size: bytes
-            // past the old end may be on the disk now, so the old disk end is stale.
-            log::trace!("getpages: size changed while waiting for pages, starting over");
+        // Waiting for a busy page may have let an extending write publish its size:
+        // bytes past the old end may be on the disk now, so the old disk end is stale.
+        if let Err(stop) = self.check_size(&state, span) {
             object.release(state, &pages);
-            return Err(Stop::Retry);
+            return Err(stop);
         }
         Ok((state, pages))
     }

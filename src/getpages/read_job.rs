@@ -144,7 +144,7 @@ impl<V: Vnode> ReadJob<'_, V> {
     fn sectors(&self, count: usize, status: &[PageStatus]) -> Sectors {
         let total = (count * PAGE_SIZE) as u64;
         let to_eof = total.min(self.diskeof.saturating_sub(self.start));
-        let sector_mask = (1u64 << self.geometry.dev_bshift) - 1;
+        let sector_mask = self.geometry.sector_mask();
         let bytes = ((to_eof + sector_mask) & !sector_mask).min(total);
         let past_eof = (to_eof < bytes && status[(to_eof >> PAGE_SHIFT) as usize].fake)
             .then_some((self.start + to_eof, self.start + bytes));

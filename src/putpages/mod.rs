@@ -62,7 +62,7 @@ use crate::object::ObjectState;
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SIZE, PageFlags, PageRef, trunc_page};
 use crate::sync::{Arc, WriteGuard};
 use crate::transaction::Transaction;
-use crate::vnode::Vnode;
+use crate::vnode::{Vnode, max_transfer};
 
 bitflags! {
     /// Options of a [`putpages`] call (the reference's `PGO_*` flags).
@@ -215,7 +215,7 @@ pub(crate) fn flush<V: Vnode>(
     if end != 0 && start == end {
         return Ok(());
     }
-    let max_pages = (vnode.max_transfer() / PAGE_SIZE).max(1);
+    let max_pages = max_transfer(&**vnode) / PAGE_SIZE;
     let mut pages = Vec::new();
     pages
         .try_reserve_exact(max_pages)

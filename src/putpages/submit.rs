@@ -63,7 +63,7 @@ fn gop_write_bytes<'a, V: Vnode>(
     write: InFlight,
 ) -> (Guard<'a, V>, Result) {
     let first = pages.first().map_or(0, |page| page.offset);
-    let eof = vnode.block_map().size(write.write_size(), SizeKind::Disk);
+    let eof = disk_eof(vnode, &write);
     let bytes = usize::try_from(eof.saturating_sub(first))
         .unwrap_or(usize::MAX)
         .min(pages.len().saturating_mul(PAGE_SIZE));
@@ -78,6 +78,12 @@ fn gop_write_bytes<'a, V: Vnode>(
         write,
     };
     settle_locked(vnode, written, result)
+}
+
+/// Where a write counted in flight stops: disk EOF for the write size it saw (nothing
+/// past it is written).
+fn disk_eof<V: Vnode>(vnode: &V, write: &InFlight) -> u64 {
+    vnode.block_map().size(write.write_size(), SizeKind::Disk)
 }
 
 /// Hands the first `bytes` of `pages` to `io` as one vectored write.
@@ -178,11 +184,8 @@ fn clip_to_eof<V: Vnode>(vnode: &V, pages: &[PageRef], written: &PageWrite) -> u
     // Cannot overflow: a cluster is at most `max_transfer` bytes (`take_neighbours`).
     #[allow(clippy::arithmetic_side_effects)]
     let len = written.count * PAGE_SIZE;
-    let eof = vnode
-        .block_map()
-        .size(written.write.write_size(), SizeKind::Disk);
-    let dev_bshift = geometry(vnode).map_or(DEV_BSHIFT, |geometry| geometry.dev_bshift);
-    let sector_mask = !(u64::MAX << dev_bshift);
+    let eof = disk_eof(vnode, &written.write);
+    let sector_mask = geometry(vnode).map_or(!(u64::MAX << DEV_BSHIFT), |g| g.sector_mask());
     let to_eof = eof.saturating_sub(first).min(len as u64);
     // Cannot overflow: `to_eof <= len` (a `usize`), and a sector (<= 1 MiB) more fits.
     #[allow(clippy::arithmetic_side_effects)]
