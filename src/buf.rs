@@ -7,18 +7,31 @@
 //! for the submitter; it completes exactly once, when the submitter has said it is
 //! done building (`Nest::finish`, with the bytes it skipped over holes) and the last
 //! request has completed, carrying the first error any of them reported.
+//!
+//! ## Completion touches no heap
+//!
+//! [`IoRequest::complete`] may run in a device interrupt, so it neither allocates nor
+//! frees heap memory, and never drops what the master's callback captured (a vnode's
+//! last reference among it). Everything completion needs is made at submission: the
+//! requests' segment lists are parked in their master (a request only points at its
+//! list), the asynchronous callback is called through `&mut` and kept, and when a
+//! completion gives up the last reference to a master it does not free it: it pushes
+//! the master onto a global lock-free stack of completed masters, through a link inside
+//! the master's own allocation. [`reap_completions`] frees them, in thread context;
+//! genpager calls it whenever it creates a master and when a synchronous wait ends, and
+//! a kernel may call it too (see its docs).
 
 use alloc::alloc::Layout;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Deref;
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 use crate::error::{Error, Result};
 use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SIZE};
-use crate::sync::{AtomicUsize, Mutex, Ordering, WaitQueue};
+use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Mutex, Ordering, WaitQueue, spin_turn};
 
 /// Which way data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,7 +106,10 @@ impl Outcome {
     }
 }
 
-type Callback = Box<dyn FnOnce(Outcome) + Send>;
+/// An asynchronous master's completion: called once, through `&mut`, so that nothing
+/// it captures is dropped where it runs (possibly an interrupt); it is dropped with the
+/// master, in thread context.
+type Callback = Box<dyn FnMut(Outcome) + Send>;
 
 enum Done {
     /// Post the outcome for the [`BioWait`] of a synchronous transfer.
@@ -110,7 +126,21 @@ struct MasterState {
     done: Option<Done>,
     /// The outcome, once complete, of a master whose submitter waits for it.
     posted: Option<Outcome>,
+    /// The segment lists of the requests built, parked here by the submitter
+    /// (`Nest::finish`) and freed with the master, so that a request's completion frees
+    /// none: each request points into its list.
+    segments: Parked,
 }
+
+/// Segment lists kept only to be freed with their master.
+struct Parked {
+    _lists: Vec<Vec<Segment>>,
+}
+
+// SAFETY: the master never reaches the memory the segments point at (its requests do,
+// and are `Send` on their own terms); it only frees the lists, on any thread, which
+// the global allocator allows.
+unsafe impl Send for Parked {}
 
 struct Master {
     total: usize,
@@ -144,15 +174,140 @@ fn try_box<T>(value: T) -> core::result::Result<Box<T>, T> {
 /// A master and the count of the references to it.
 struct Counted {
     references: AtomicUsize,
+    /// The next master down the [`COMPLETED`] stack, once this one is on it.
+    next: AtomicPtr<Counted>,
     master: Master,
+}
+
+/// Frees `counted`, in thread context: its callback (and what that captured), its
+/// segment lists, its allocation.
+///
+/// # Safety
+///
+/// - `counted` came from `MasterRef::try_new` and no reference to it is left.
+unsafe fn free(counted: NonNull<Counted>) {
+    // SAFETY: the caller promises the allocation is a `Box<Counted>` nothing else
+    // reaches any more.
+    drop(unsafe { Box::from_raw(counted.as_ptr()) });
+}
+
+/// Masters whose last reference a completion gave up, waiting for [`reap_completions`]
+/// to free them: a lock-free stack (Treiber's), linked through `Counted::next`.
+/// Completions push one master at a time; the reaper takes the whole stack at once with
+/// a swap, so no node is ever popped alone and a pushed node cannot come back while a
+/// push is reading the head (no ABA).
+struct Completed {
+    head: AtomicPtr<Counted>,
+    /// Held by one reaper at a time, so that a reaper that returns has freed every
+    /// master pushed before it began (another reaper may have taken them).
+    reaping: AtomicBool,
+}
+
+impl Completed {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Self {
+            head: AtomicPtr::new(ptr::null_mut()),
+            reaping: AtomicBool::new(false),
+        }
+    }
+
+    /// Pushes `counted`, which no reference reaches any more. Lock-free, allocates
+    /// nothing: fit for an interrupt.
+    fn push(&self, counted: NonNull<Counted>) {
+        // SAFETY: the allocation stays until a reaper takes it off the stack, which it
+        // joins below; until then only this push touches its link.
+        let link = unsafe { &counted.as_ref().next };
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            link.store(head, Ordering::Relaxed);
+            // Release: the master's last use (and its link) happen before a reaper,
+            // which acquires the head, frees it.
+            match self.head.compare_exchange(
+                head,
+                counted.as_ptr(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Frees every master on the stack.
+    fn reap(&self) {
+        while self
+            .reaping
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spin_turn();
+        }
+        // Acquire: see each pushed master's last use and link (later pushes continue
+        // the release sequence of the earlier ones on the head).
+        let mut next = self.head.swap(ptr::null_mut(), Ordering::Acquire);
+        while let Some(counted) = NonNull::new(next) {
+            // SAFETY: the swap made this reaper the only owner of the taken stack.
+            next = unsafe { counted.as_ref() }.next.load(Ordering::Relaxed);
+            // SAFETY: a master is pushed only once its last reference is gone
+            // (`MasterRef::drop`), and taken off the stack only here.
+            unsafe { free(counted) };
+        }
+        self.reaping.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Completed {
+    /// Under loom the stack is a lazy static, dropped at the end of each execution:
+    /// what is left on it is freed then, so no model leaks into the next.
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+#[cfg(not(loom))]
+static COMPLETED: Completed = Completed::new();
+
+#[cfg(loom)]
+crate::sync::lazy_static! {
+    static ref COMPLETED: Completed = Completed {
+        head: AtomicPtr::new(ptr::null_mut()),
+        reaping: AtomicBool::new(false),
+    };
+}
+
+/// Frees what I/O completions left behind: the request groups whose last request
+/// completed, with their segment lists and their asynchronous callbacks, and the
+/// references those callbacks hold — among them references to vnodes, so this may drop
+/// the last reference to a vnode and run its teardown.
+///
+/// [`IoRequest::complete`] may run in an interrupt, where freeing memory or tearing a
+/// file down is not allowed, so it leaves that work here. Call this from thread context
+/// only, where dropping a vnode is allowed and no spin lock is held: a kernel worker,
+/// the idle loop, or after handling interrupts. genpager calls it too, each time it
+/// starts a transfer (creates a request group) and when a synchronous wait for the
+/// device ends, so what a completion leaves is freed by the next I/O at the latest.
+///
+/// Lock-free for completions; concurrent callers take turns, and a call that returns
+/// has freed everything completed before it began.
+pub fn reap_completions() {
+    COMPLETED.reap();
 }
 
 /// A counted reference to a [`Master`] that is shared by its submitter, its waiter
 /// and its requests (which complete on any thread): an `Arc` whose allocation can
 /// fail. `Arc::new` aborts when the heap is out of room and `Arc::try_new` is not
 /// stable; the count uses the lock facade's atomics, so loom models it.
+///
+/// The submitter's and the waiter's references live in thread context, and the last of
+/// them frees the master where it is dropped. A request's reference may be dropped in
+/// an interrupt: when it is the last, the master goes on the [`COMPLETED`] stack
+/// instead, for [`reap_completions`].
 struct MasterRef {
     counted: NonNull<Counted>,
+    /// Whether this reference is dropped in thread context, where it may free.
+    in_thread: bool,
 }
 
 // SAFETY: a `MasterRef` hands out only `&Master` (Sync: a lock, a wait queue and a
@@ -171,6 +326,7 @@ impl MasterRef {
     fn try_new(total: usize, done: Done) -> core::result::Result<Self, Done> {
         let Ok(counted) = try_box(Counted {
             references: AtomicUsize::new(1),
+            next: AtomicPtr::new(ptr::null_mut()),
             master: Master {
                 total,
                 state: Mutex::new(MasterState {
@@ -181,6 +337,7 @@ impl MasterRef {
                     // Set once the master exists, so a refusal can give `done` back.
                     done: None,
                     posted: None,
+                    segments: Parked { _lists: Vec::new() },
                 }),
                 waiters: WaitQueue::new(),
             },
@@ -190,7 +347,15 @@ impl MasterRef {
         counted.master.state.lock().done = Some(done);
         Ok(Self {
             counted: NonNull::from(Box::leak(counted)),
+            in_thread: true,
         })
+    }
+
+    /// Another reference, for a request: one that may be dropped in an interrupt.
+    fn for_request(&self) -> Self {
+        let mut request = self.clone();
+        request.in_thread = false;
+        request
     }
 
     fn counted(&self) -> &Counted {
@@ -206,6 +371,7 @@ impl Clone for MasterRef {
         self.counted().references.fetch_add(1, Ordering::Relaxed);
         Self {
             counted: self.counted,
+            in_thread: self.in_thread,
         }
     }
 }
@@ -222,10 +388,16 @@ impl Drop for MasterRef {
         // AcqRel: every other holder's use of the master happens before its
         // decrement (release), and the last holder sees them all (acquire) before
         // it frees the master.
-        if self.counted().references.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.counted().references.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if self.in_thread {
             // SAFETY: that was the last reference: nothing else can reach the
             // allocation, which `try_new` made from a `Box<Counted>`.
-            drop(unsafe { Box::from_raw(self.counted.as_ptr()) });
+            unsafe { free(self.counted) };
+        } else {
+            // Perhaps in an interrupt: leave the freeing to thread context.
+            COMPLETED.push(self.counted);
         }
     }
 }
@@ -267,7 +439,12 @@ impl Master {
         };
         match finished {
             Some((Done::Wake, _)) => self.waiters.notify_all(),
-            Some((Done::Call(callback), outcome)) => callback(outcome),
+            Some((Done::Call(mut callback), outcome)) => {
+                callback(outcome);
+                // Kept, not dropped: what it captured goes with the master, in thread
+                // context.
+                self.state.lock().done = Some(Done::Call(callback));
+            }
             None => {}
         }
     }
@@ -282,7 +459,10 @@ pub struct IoRequest {
     len: usize,
     priority: Priority,
     device_may_modify: bool,
-    segments: Vec<Segment>,
+    /// The request's segment list, owned by its nest until it finishes and then by its
+    /// master (`MasterState::segments`), which `master` keeps alive: completing the
+    /// request frees nothing.
+    segments: NonNull<[Segment]>,
     master: Option<MasterRef>,
 }
 
@@ -298,7 +478,7 @@ impl fmt::Debug for IoRequest {
             .field("block", &self.block)
             .field("len", &self.len)
             .field("priority", &self.priority)
-            .field("segments", &self.segments.len())
+            .field("segments", &self.segments().len())
             .finish()
     }
 }
@@ -342,7 +522,10 @@ impl IoRequest {
 
     /// The memory to transfer, in order.
     pub fn segments(&self) -> &[Segment] {
-        &self.segments
+        // SAFETY: the list is parked in the nest and then the master, and freed only
+        // with the master, which this request's reference keeps alive; a parked list is
+        // never changed (moving its `Vec` leaves its elements in place).
+        unsafe { self.segments.as_ref() }
     }
 
     /// Copies `data` (exactly [`IoRequest::len`] bytes, read from the device) into the
@@ -352,7 +535,7 @@ impl IoRequest {
             return Err(Error::Invalid);
         }
         let mut at = 0;
-        for segment in &self.segments {
+        for segment in self.segments() {
             // SAFETY: each segment is memory the request owns until it completes: a
             // busy page's frame range (the busy protocol keeps every other thread off
             // it) or a wired buffer; the lengths sum to `self.len == data.len()`.
@@ -379,7 +562,7 @@ impl IoRequest {
             return Err(Error::Invalid);
         }
         let mut at = 0;
-        for segment in &self.segments {
+        for segment in self.segments() {
             // SAFETY: as in `fill`; the segments are only read here.
             unsafe {
                 core::ptr::copy_nonoverlapping(
@@ -400,6 +583,14 @@ impl IoRequest {
     /// Reports the transfer finished: `Ok` when every byte moved, or the device's
     /// error. Consumes the request, so it completes at most once; a request dropped
     /// without completing completes with [`Error::Io`], so no page stays busy forever.
+    ///
+    /// May be called from an interrupt handler: it takes only short spin locks (the
+    /// request group's and, when the group completes, the object's through the
+    /// [`PageCache`](crate::PageCache) calls that settle its pages), never sleeps,
+    /// never allocates or frees heap memory, and never drops a vnode. What it leaves
+    /// (the finished group, what its completion captured) is freed in thread context by
+    /// [`reap_completions`], which the kernel calls from thread context (genpager also
+    /// calls it on its next transfer).
     pub fn complete(mut self, result: Result) {
         if let Some(master) = self.master.take() {
             let bytes = if result.is_ok() { self.len } else { 0 };
@@ -419,6 +610,13 @@ impl Drop for IoRequest {
 
 /// A synchronous waiter for a master (the reference's `biowait`).
 pub(crate) struct BioWait(MasterRef);
+
+impl Drop for BioWait {
+    /// The wait is over, in thread context: frees what completions left behind.
+    fn drop(&mut self) {
+        reap_completions();
+    }
+}
 
 impl BioWait {
     /// Sleeps until the master completes and returns its outcome.
@@ -445,6 +643,9 @@ pub(crate) struct Nest {
     priority: Priority,
     device_may_modify: bool,
     submitted: usize,
+    /// The segment lists of the requests built so far, parked in the master when the
+    /// nest finishes.
+    segments: Vec<Vec<Segment>>,
 }
 
 impl Nest {
@@ -455,6 +656,7 @@ impl Nest {
             priority,
             device_may_modify: false,
             submitted: 0,
+            segments: Vec::new(),
         }
     }
 
@@ -465,6 +667,7 @@ impl Nest {
         direction: Direction,
         priority: Priority,
     ) -> Result<(Self, BioWait)> {
+        reap_completions();
         let master = MasterRef::try_new(total, Done::Wake).map_err(|_| Error::NoMemory)?;
         Ok((
             Self::over(master.clone(), direction, priority),
@@ -473,7 +676,10 @@ impl Nest {
     }
 
     /// A master for `total` bytes that runs `callback` when it completes, on whichever
-    /// thread completes the last request (possibly the submitter's).
+    /// thread completes the last request (possibly the submitter's), possibly in an
+    /// interrupt. The callback is called once, through `&mut`: what it captures is
+    /// dropped with the master, in thread context ([`reap_completions`]), so it may
+    /// hold a vnode; it must take what it settles by reference.
     ///
     /// When the heap has no room for the master, `callback` runs at once, on this
     /// thread, with [`Error::NoMemory`] and nothing transferred — as if every request
@@ -489,11 +695,12 @@ impl Nest {
         callback: F,
     ) -> Result<Self>
     where
-        F: FnOnce(Outcome) + Send + 'static,
+        F: FnMut(Outcome) + Send + 'static,
     {
+        reap_completions();
         let boxed = match try_box(callback) {
             Ok(boxed) => boxed,
-            Err(callback) => {
+            Err(mut callback) => {
                 callback(Outcome::failed(Error::NoMemory));
                 return Err(Error::NoMemory);
             }
@@ -501,7 +708,7 @@ impl Nest {
         match MasterRef::try_new(total, Done::Call(boxed)) {
             Ok(master) => Ok(Self::over(master, direction, priority)),
             Err(done) => {
-                if let Done::Call(callback) = done {
+                if let Done::Call(mut callback) = done {
                     callback(Outcome::failed(Error::NoMemory));
                 }
                 Err(Error::NoMemory)
@@ -520,18 +727,21 @@ impl Nest {
         self.submitted
     }
 
-    /// A request for `segments` at device `block`, counted against the master.
+    /// A request for `segments` at device `block`, counted against the master; or
+    /// [`Error::NoMemory`] when the heap has no room to park the segment list (the
+    /// request's completion must not free it), with nothing counted.
     pub(crate) fn request(
         &mut self,
         block: u64,
         file_offset: u64,
         segments: Vec<Segment>,
-    ) -> IoRequest {
+    ) -> Result<IoRequest> {
+        self.segments.try_reserve(1).map_err(|_| Error::NoMemory)?;
         let master = self
             .master
             .as_ref()
             .expect("nest used after finish")
-            .clone();
+            .for_request();
         // Cannot overflow: each request built covers at least one byte of the nest's
         // `total` (a `usize`).
         #[allow(clippy::arithmetic_side_effects)]
@@ -539,22 +749,33 @@ impl Nest {
             master.state.lock().pending += 1;
             self.submitted += 1;
         }
-        IoRequest {
+        let list = NonNull::from(segments.as_slice());
+        let len = segments.iter().map(|s| s.len).sum();
+        // Moving the `Vec` leaves its elements where `list` points.
+        self.segments.push(segments);
+        Ok(IoRequest {
             direction: self.direction,
             block,
             file_offset,
-            len: segments.iter().map(|s| s.len).sum(),
+            len,
             priority: self.priority,
             device_may_modify: self.device_may_modify,
-            segments,
+            segments: list,
             master: Some(master),
-        }
+        })
     }
 
     /// Ends building (the reference's `nestiobuf_done`): `skipped` bytes needed no
     /// I/O, and `result` is the error building met, if any.
     pub(crate) fn finish(mut self, skipped: usize, result: Result) {
+        self.end(skipped, result);
+    }
+
+    /// Parks the segment lists in the master, then gives up the submitter's hold.
+    fn end(&mut self, skipped: usize, result: Result) {
         if let Some(master) = self.master.take() {
+            let parked = core::mem::take(&mut self.segments);
+            master.state.lock().segments = Parked { _lists: parked };
             master.put(0, skipped, result);
         }
     }
@@ -562,9 +783,7 @@ impl Nest {
 
 impl Drop for Nest {
     fn drop(&mut self) {
-        if let Some(master) = self.master.take() {
-            master.put(0, 0, Err(Error::Io));
-        }
+        self.end(0, Err(Error::Io));
     }
 }
 
@@ -707,7 +926,10 @@ mod tests {
         let requests: Vec<IoRequest> = buffers
             .iter_mut()
             .enumerate()
-            .map(|(i, buf)| nest.request(i as u64, i as u64 * 512, segment_over(buf)))
+            .map(|(i, buf)| {
+                nest.request(i as u64, i as u64 * 512, segment_over(buf))
+                    .unwrap()
+            })
             .collect();
         assert_eq!(nest.submitted(), 3);
         nest.finish(100, Ok(()));
@@ -742,8 +964,8 @@ mod tests {
             Nest::synchronous(1024, Direction::Write, Priority::TimeCritical).unwrap();
         let mut a = vec![1u8; 512];
         let mut b = vec![2u8; 512];
-        let first = nest.request(0, 0, segment_over(&mut a));
-        let second = nest.request(1, 512, segment_over(&mut b));
+        let first = nest.request(0, 0, segment_over(&mut a)).unwrap();
+        let second = nest.request(1, 512, segment_over(&mut b)).unwrap();
         nest.finish(0, Ok(()));
         let device = thread::spawn(move || {
             let mut out = [0u8; 512];
@@ -763,7 +985,9 @@ mod tests {
         let (mut nest, waiter) =
             Nest::synchronous(512, Direction::Read, Priority::TimeCritical).unwrap();
         let mut a = vec![0u8; 512];
-        nest.request(3, 0, segment_over(&mut a)).complete(Ok(()));
+        nest.request(3, 0, segment_over(&mut a))
+            .unwrap()
+            .complete(Ok(()));
         nest.finish(0, Err(Error::Invalid));
         assert_eq!(
             waiter.wait().result,
@@ -777,7 +1001,7 @@ mod tests {
         let (mut nest, waiter) =
             Nest::synchronous(512, Direction::Read, Priority::TimeCritical).unwrap();
         let mut a = vec![0u8; 512];
-        drop(nest.request(0, 0, segment_over(&mut a)));
+        drop(nest.request(0, 0, segment_over(&mut a)).unwrap());
         nest.finish(0, Ok(()));
         assert_eq!(waiter.wait().result, Err(Error::Io));
     }
@@ -842,7 +1066,7 @@ mod tests {
         let (mut nest, _waiter) =
             Nest::synchronous(8, Direction::Read, Priority::TimeCritical).unwrap();
         let mut a = vec![0u8; 8];
-        let mut request = nest.request(0, 0, segment_over(&mut a));
+        let mut request = nest.request(0, 0, segment_over(&mut a)).unwrap();
         assert_eq!(request.fill(&[0u8; 4]), Err(Error::Invalid));
         assert_eq!(request.gather(&mut [0u8; 9]), Err(Error::Invalid));
         assert_eq!(request.len(), 8);

@@ -581,7 +581,7 @@ impl<'a, V: Vnode> Chunk<'a, V> {
         let (pieces, built) = self.start_pieces(base);
         let (done, failed) = wait_for(pieces);
         if let Some(write) = write {
-            let wake = object.lock().end_write(write);
+            let wake = object.lock().end_write(&write);
             object.wake_if(wake);
         }
         match failed {
@@ -657,9 +657,8 @@ impl<'a, V: Vnode> Chunk<'a, V> {
             self.direction,
             extent.offset
         );
-        self.vnode
-            .device()
-            .submit(nest.request(block, extent.offset, segments));
+        let request = nest.request(block, extent.offset, segments)?;
+        self.vnode.device().submit(request);
         nest.finish(0, Ok(()));
         Ok(Piece::Request(len, waiter))
     }

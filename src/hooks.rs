@@ -183,6 +183,14 @@ pub trait Strategy: Send + Sync {
     /// before `submit` returns, or later on another thread or in interrupt context.
     /// Until then the request's segments are the device's to read (writes) or fill
     /// (reads); afterwards it must not touch them.
+    ///
+    /// Completing never allocates or frees heap memory and never drops a vnode, so it
+    /// is fit for an interrupt handler. What it leaves behind (finished request groups,
+    /// the vnode references of asynchronous writes and read-ahead) is freed by
+    /// [`reap_completions`](crate::reap_completions), which genpager calls on its next
+    /// transfer; a kernel whose device completes in interrupts should also call it from
+    /// thread context (a worker, the idle loop, after handling interrupts), so that
+    /// memory and vnodes are released even when no further I/O comes.
     fn submit(&self, request: IoRequest);
 }
 
@@ -191,6 +199,15 @@ pub trait Strategy: Send + Sync {
 /// The crate ships [`DefaultCache`](crate::cache::DefaultCache); a kernel with its own
 /// page allocator implements this instead. Every method is called with the object lock
 /// held, so implementations need no locking of their own and must not sleep.
+///
+/// An I/O completion ([`IoRequest::complete`]) settles its pages through this trait,
+/// possibly in interrupt context: [`PageCache::lookup_mut`], [`PageCache::free`],
+/// [`PageCache::set_dirty`], [`PageCache::set_writeback_range`] (and what its default
+/// calls) and [`PageCache::set_queue`] — the calls that unbusy, requeue and free a page
+/// — must not sleep, allocate or free heap memory there. Reserve at
+/// [`PageCache::alloc`] whatever freeing a page will need (`DefaultCache` keeps room in
+/// its free lists for every slot and index node it ever made), and keep freed frames
+/// for reuse rather than returning them to the heap.
 ///
 /// # Implementation safety
 ///
@@ -224,7 +241,9 @@ pub unsafe trait PageCache: Send + Sync {
     /// the state [`Page::new`] gives: busy, `FAKE`, clean. Its bytes are unspecified.
     /// Fails with [`Error::NoMemory`] when no frame can be had; must not sleep.
     fn alloc(&mut self, offset: u64) -> Result<&mut Page>;
-    /// Removes the page at `offset` and releases its frame and tags.
+    /// Removes the page at `offset` and releases its frame and tags. May run in
+    /// interrupt context (a write completion freeing a released page): must not sleep,
+    /// allocate or free heap memory.
     fn free(&mut self, offset: u64);
     /// Sets the dirty status of the page at `offset` and its [`Tag::Dirty`] tag
     /// (tagged exactly when the status is not clean).

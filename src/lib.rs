@@ -176,6 +176,7 @@ mod write;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use buf::reap_completions;
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
 pub use fault::{Advice, Fault, Fetched, GetFlags};

@@ -325,7 +325,7 @@ impl<C: PageCache> ObjectState<C> {
 
     /// Ends the count of `write`; returns whether waiters must be woken (the last
     /// write in flight is done).
-    pub(crate) fn end_write(&mut self, write: InFlight) -> bool {
+    pub(crate) fn end_write(&mut self, write: &InFlight) -> bool {
         let InFlight { .. } = write;
         debug_assert!(self.writes_in_flight > 0);
         // Cannot underflow: `write` is the token of a `start_write`, consumed here.

@@ -306,9 +306,8 @@ impl<V: Vnode> ReadJob<'_, V> {
         let first_index = ((trunc_page(offset) - self.start) >> PAGE_SHIFT) as usize;
         let segments = page_segments(&pages[first_index..], offset, len as usize)?;
         log::trace!("getpages: read {len:#x} bytes at {offset:#x} from block {block:#x}");
-        self.vnode
-            .device()
-            .submit(nest.request(block, offset, segments));
+        let request = nest.request(block, offset, segments)?;
+        self.vnode.device().submit(request);
         Ok(())
     }
 

@@ -28,25 +28,26 @@ pub(super) fn settle_locked<V: Vnode>(
 ) -> (Guard<'_, V>, Result) {
     let object = vnode.object();
     let mut state = object.lock();
-    let wake = complete_write(&mut state, vnode, written, result);
+    let wake = complete_write(&mut state, vnode, &written, result);
     object.wake_if(wake);
     (state, result)
 }
 
 /// Completes a page write under the object lock (the pipeline's *settle* step): settles
 /// its pages ([`settle_written`]) and ends its in-flight count. Returns whether waiters
-/// must be woken.
+/// must be woken. Takes the write by reference: an asynchronous write's completion,
+/// possibly in an interrupt, keeps what it captured for thread context to drop.
 pub(super) fn complete_write<V: Vnode>(
     state: &mut ObjectState<V::Cache>,
     vnode: &V,
-    written: PageWrite,
+    written: &PageWrite,
     result: Result,
 ) -> bool {
     let PageWrite {
         first,
         count,
-        write,
-    } = written;
+        ref write,
+    } = *written;
     let wake = settle_written(state, vnode, first, count, result);
     state.end_write(write) | wake
 }

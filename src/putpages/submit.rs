@@ -143,7 +143,7 @@ fn do_io<'a, V: Vnode>(
     let object = vnode.object();
     let Some(first) = pages.first().map(|page| page.offset) else {
         let mut state = object.lock();
-        let wake = state.end_write(write);
+        let wake = state.end_write(&write);
         object.wake_if(wake);
         return (state, Ok(()));
     };
@@ -243,7 +243,7 @@ impl DeviceWrite<'_> {
             move |outcome| {
                 let object = owner.object();
                 let mut state = object.lock();
-                let wake = complete_write(&mut state, &*owner, written, outcome.result);
+                let wake = complete_write(&mut state, &*owner, &written, outcome.result);
                 drop(state);
                 object.wake_if(wake);
             },
@@ -311,7 +311,10 @@ fn submit_runs<V: Vnode>(
             extent.offset,
             extent.len
         );
-        let request = nest.request(block, extent.offset, segments);
+        let request = match nest.request(block, extent.offset, segments) {
+            Ok(request) => request,
+            Err(error) => return (skipped + (end - extent.offset) as usize, Err(error)),
+        };
         vnode.device().submit(request);
     }
     (skipped, Ok(()))

@@ -583,7 +583,9 @@ mod tests {
     fn sync_io(disk: &MemDisk, direction: Direction, block: u64, buf: &mut [u8]) -> Result {
         let (mut nest, wait) =
             Nest::synchronous(buf.len(), direction, Priority::TimeCritical).unwrap();
-        let request = nest.request(block, block.wrapping_mul(512), vec![segment(buf)]);
+        let request = nest
+            .request(block, block.wrapping_mul(512), vec![segment(buf)])
+            .unwrap();
         disk.submit(request);
         nest.finish(0, Ok(()));
         wait.wait().result
@@ -596,11 +598,11 @@ mod tests {
         direction: Direction,
         block: u64,
         buf: &mut [u8],
-        done: impl FnOnce(Outcome) + Send + 'static,
+        done: impl FnMut(Outcome) + Send + 'static,
     ) {
         let mut nest =
             Nest::asynchronous(buf.len(), direction, Priority::TimeNonCritical, done).unwrap();
-        let request = nest.request(block, 0, vec![segment(buf)]);
+        let request = nest.request(block, 0, vec![segment(buf)]).unwrap();
         disk.submit(request);
         nest.finish(0, Ok(()));
     }
