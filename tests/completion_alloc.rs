@@ -1,0 +1,436 @@
+//! Completion may run in a device interrupt: `IoRequest::complete` neither allocates
+//! nor frees heap memory, and never drops the last reference to a vnode (DESIGN.md §4).
+//!
+//! A counting global allocator counts, per thread, the allocations and frees made while
+//! the thread is inside `IoRequest::complete`. A test device captures every request, so
+//! each test completes them itself — on its own thread or on another one, out of order,
+//! after the submitter has returned — and checks the counts for each kind of completion:
+//! a synchronous read fault, a synchronous flush, an asynchronous flush that frees its
+//! pages, read-ahead, and a direct transfer. What completion leaves behind is freed by
+//! `reap_completions` in thread context.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use genpager::buf::{Direction, IoRequest};
+use genpager::cache::DefaultCache;
+use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+use genpager::{
+    BlockMap, Fault, Mapping, PAGE_SIZE, PageCache, PutFlags, Strategy, VmObject, Vnode, getpages,
+    putpages, reap_completions,
+};
+
+// ---- the counting allocator ------------------------------------------------------------
+
+/// `System`, counting what a thread allocates and frees while it is inside `complete`.
+struct Counting;
+
+std::thread_local! {
+    /// Whether this thread is inside `IoRequest::complete` (set by [`complete`]).
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+    static FREES: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count(counter: &'static std::thread::LocalKey<Cell<usize>>) {
+    // `try_with`: the allocator also runs while the thread's locals are torn down.
+    let inside = INSIDE.try_with(Cell::get).unwrap_or(false);
+    if inside {
+        let _ = counter.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; counting touches only
+// const-initialised thread-locals, which allocate nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(&ALLOCS);
+        // SAFETY: forwarded with the caller's own guarantees.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(&ALLOCS);
+        // SAFETY: forwarded with the caller's own guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(&ALLOCS);
+        count(&FREES);
+        // SAFETY: forwarded with the caller's own guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(&FREES);
+        // SAFETY: `ptr` came from `System` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Allocations and frees made inside `complete` calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Heap {
+    allocs: usize,
+    frees: usize,
+}
+
+impl Heap {
+    const NONE: Heap = Heap {
+        allocs: 0,
+        frees: 0,
+    };
+
+    fn plus(self, other: Heap) -> Heap {
+        Heap {
+            allocs: self.allocs + other.allocs,
+            frees: self.frees + other.frees,
+        }
+    }
+}
+
+/// Completes `request` with `result`, counting what the call allocates and frees.
+fn complete(request: IoRequest, result: genpager::Result) -> Heap {
+    ALLOCS.with(|c| c.set(0));
+    FREES.with(|c| c.set(0));
+    INSIDE.with(|inside| inside.set(true));
+    request.complete(result);
+    INSIDE.with(|inside| inside.set(false));
+    Heap {
+        allocs: ALLOCS.with(Cell::get),
+        frees: FREES.with(Cell::get),
+    }
+}
+
+// ---- a file whose device hands its requests to the test --------------------------------
+
+const SECTORS_PER_PAGE: u64 = (PAGE_SIZE / 512) as u64;
+
+/// A RAM disk that serves requests inline until told to capture them.
+struct Device {
+    bytes: Mutex<Vec<u8>>,
+    capturing: AtomicBool,
+    captured: Mutex<Vec<IoRequest>>,
+}
+
+impl Device {
+    /// Moves the request's data (outside any counting).
+    fn transfer(&self, request: &mut IoRequest) {
+        let mut disk = self.bytes.lock().unwrap();
+        let at = request.block() as usize * 512;
+        let bytes = &mut disk[at..at + request.len()];
+        match request.direction() {
+            Direction::Read => request.fill(bytes).unwrap(),
+            Direction::Write => request.gather(bytes).unwrap(),
+        }
+    }
+
+    /// Waits until `n` requests are captured and takes them, data moved.
+    fn take(&self, n: usize) -> Vec<IoRequest> {
+        let taken = self.take_some();
+        assert_eq!(taken.len(), n, "requests captured");
+        taken
+    }
+
+    /// Waits until some request is captured and takes all there are, data moved.
+    fn take_some(&self) -> Vec<IoRequest> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let mut captured = self.captured.lock().unwrap();
+                if !captured.is_empty() {
+                    let mut taken: Vec<IoRequest> = captured.drain(..).collect();
+                    for request in &mut taken {
+                        self.transfer(request);
+                    }
+                    return taken;
+                }
+            }
+            assert!(Instant::now() < deadline, "no request came");
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Strategy for Device {
+    fn submit(&self, mut request: IoRequest) {
+        if self.capturing.load(Ordering::SeqCst) {
+            self.captured.lock().unwrap().push(request);
+        } else {
+            self.transfer(&mut request);
+            request.complete(Ok(()));
+        }
+    }
+}
+
+/// A file of `pages` pages, one page per block, each block a run of its own (so every
+/// page is a request of its own), laid out every other page on the disk.
+struct File {
+    object: VmObject<DefaultCache>,
+    device: Device,
+    pages: u64,
+    /// Set by `Drop`: whether the file was dropped, and whether inside `complete`.
+    dropped: Arc<AtomicBool>,
+    dropped_inside_complete: Arc<AtomicBool>,
+}
+
+impl BlockMap for File {
+    fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
+        if lbn >= self.pages {
+            return Ok(Mapping::hole(0));
+        }
+        Ok(Mapping::mapped(2 * lbn * SECTORS_PER_PAGE, 0))
+    }
+}
+
+impl Vnode for File {
+    type Cache = DefaultCache;
+    type Map = Self;
+    type Dev = Device;
+    fn object(&self) -> &VmObject<DefaultCache> {
+        &self.object
+    }
+    fn block_map(&self) -> &Self {
+        self
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn fs_bshift(&self) -> u32 {
+        genpager::page::PAGE_SHIFT
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        if INSIDE.with(Cell::get) {
+            self.dropped_inside_complete.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+const PAGES: u64 = 4;
+const P: u64 = PAGE_SIZE as u64;
+
+fn file() -> Arc<File> {
+    let disk: Vec<u8> = (0..2 * PAGES as usize * PAGE_SIZE)
+        .map(|i| (i / 512) as u8 | 1)
+        .collect();
+    Arc::new(File {
+        object: VmObject::new(DefaultCache::new(), PAGES * P),
+        device: Device {
+            bytes: Mutex::new(disk),
+            capturing: AtomicBool::new(false),
+            captured: Mutex::new(Vec::with_capacity(16)),
+        },
+        pages: PAGES,
+        dropped: Arc::new(AtomicBool::new(false)),
+        dropped_inside_complete: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+fn capture(file: &File) {
+    file.device.capturing.store(true, Ordering::SeqCst);
+}
+
+/// Completes `requests` last first on this thread; returns what the calls did.
+fn complete_here(requests: Vec<IoRequest>) -> Heap {
+    requests
+        .into_iter()
+        .rev()
+        .map(|request| complete(request, Ok(())))
+        .fold(Heap::NONE, Heap::plus)
+}
+
+/// Completes `requests` last first on a thread of their own, as a device would.
+fn complete_elsewhere(requests: Vec<IoRequest>) -> Heap {
+    thread::spawn(move || complete_here(requests))
+        .join()
+        .unwrap()
+}
+
+/// Dirties every page of `file` through write faults served inline.
+fn dirty_all(file: &Arc<File>) {
+    let fetched = getpages(file, Fault::write(0, PAGES as usize)).unwrap();
+    let mut pages = fetched.into_writable().unwrap();
+    for i in 0..PAGES as usize {
+        pages.bytes_mut(i)[0] = 0xee;
+    }
+}
+
+/// No page of `file` is busy.
+fn none_busy(file: &File) -> bool {
+    let state = file.object().read();
+    (0..PAGES).all(|i| {
+        state
+            .cache()
+            .lookup(i * P)
+            .is_none_or(|page| !page.flags.contains(genpager::PageFlags::BUSY))
+    })
+}
+
+// ---- the five kinds of completion ------------------------------------------------------
+
+#[test]
+fn a_synchronous_read_fault_completes_without_the_heap() {
+    let file = file();
+    capture(&file);
+    let faulting = {
+        let file = file.clone();
+        thread::spawn(move || {
+            let fetched = getpages(&file, Fault::read(0, PAGES as usize)).unwrap();
+            drop(fetched);
+        })
+    };
+    let heap = complete_here(file.device.take(PAGES as usize));
+    faulting.join().unwrap();
+    assert_eq!(heap, Heap::NONE, "a synchronous read's completion");
+    assert!(none_busy(&file));
+    reap_completions();
+    assert_eq!(Arc::strong_count(&file), 1);
+}
+
+#[test]
+fn a_synchronous_flush_completes_without_the_heap() {
+    let file = file();
+    dirty_all(&file);
+    capture(&file);
+    let flushing = {
+        let file = file.clone();
+        thread::spawn(move || {
+            putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO).unwrap();
+        })
+    };
+    let heap = complete_elsewhere(file.device.take(PAGES as usize));
+    flushing.join().unwrap();
+    assert_eq!(heap, Heap::NONE, "a synchronous write's completion");
+    reap_completions();
+    assert_eq!(Arc::strong_count(&file), 1);
+}
+
+#[test]
+fn an_asynchronous_flush_that_frees_its_pages_completes_without_the_heap_or_the_vnode() {
+    for elsewhere in [false, true] {
+        let file = file();
+        let (dropped, inside) = (file.dropped.clone(), file.dropped_inside_complete.clone());
+        dirty_all(&file);
+        capture(&file);
+        putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
+        let requests = file.device.take(PAGES as usize);
+        // The completion's references are now the only ones to the file.
+        drop(file);
+        assert!(!dropped.load(Ordering::SeqCst), "the writes hold the file");
+        let heap = if elsewhere {
+            complete_elsewhere(requests)
+        } else {
+            complete_here(requests)
+        };
+        assert!(
+            !inside.load(Ordering::SeqCst),
+            "the file was dropped inside complete"
+        );
+        assert_eq!(
+            heap,
+            Heap::NONE,
+            "asynchronous FREE writes' completion (on another thread: {elsewhere})"
+        );
+        reap_completions();
+        assert!(dropped.load(Ordering::SeqCst), "reaping drops the file");
+        assert!(!inside.load(Ordering::SeqCst));
+    }
+}
+
+#[test]
+fn the_freed_pages_of_an_asynchronous_flush_are_gone_and_nothing_lingers() {
+    let file = file();
+    dirty_all(&file);
+    capture(&file);
+    putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
+    let requests = file.device.take(PAGES as usize);
+    assert!(Arc::strong_count(&file) > 1, "the writes hold the file");
+    assert_eq!(complete_elsewhere(requests), Heap::NONE);
+    assert_eq!(file.object().read().cache().resident_pages(), 0);
+    reap_completions();
+    assert_eq!(
+        Arc::strong_count(&file),
+        1,
+        "nothing holds the file once reaped"
+    );
+}
+
+#[test]
+fn read_ahead_completes_without_the_heap() {
+    for elsewhere in [false, true] {
+        let file = file();
+        capture(&file);
+        let started = getpages(&file, Fault::read_ahead(0, PAGES as usize)).unwrap();
+        assert!(matches!(started, genpager::Fetched::Started));
+        let requests = file.device.take(PAGES as usize);
+        let heap = if elsewhere {
+            complete_elsewhere(requests)
+        } else {
+            complete_here(requests)
+        };
+        assert_eq!(heap, Heap::NONE, "read-ahead's completion ({elsewhere})");
+        assert!(none_busy(&file));
+        assert_eq!(
+            file.object().read().cache().resident_pages(),
+            PAGES as usize
+        );
+        reap_completions();
+        assert_eq!(Arc::strong_count(&file), 1);
+        assert!(!file.dropped_inside_complete.load(Ordering::SeqCst));
+    }
+}
+
+/// Page-aligned memory for direct I/O.
+#[repr(C, align(65536))]
+struct Aligned([u8; 2 * 65536]);
+
+#[test]
+fn a_direct_transfer_completes_without_the_heap() {
+    let file = file();
+    capture(&file);
+    let mut buffer = Box::new(Aligned([0; 2 * 65536]));
+    let len = 2 * PAGE_SIZE;
+    let address = NonNull::from(&mut buffer.0[0]).as_ptr() as usize;
+    let reading = {
+        let file = file.clone();
+        thread::spawn(move || {
+            let buf = &mut buffer.0[..len];
+            let mut uio = Uio::new(
+                0,
+                Direction::Read,
+                AddressSpace::User,
+                vec![IoVec::new(buf)],
+            )
+            .unwrap();
+            let progress = directio(&file, &mut uio, DirectFlags::empty()).unwrap();
+            assert_eq!(progress.transferred, len);
+            buffer
+        })
+    };
+    // Two pages, each a run of its own: two requests.
+    let (mut heap, mut completed) = (Heap::NONE, 0);
+    while completed < 2 {
+        let requests = file.device.take_some();
+        completed += requests.len();
+        heap = heap.plus(complete_here(requests));
+    }
+    let buffer = reading.join().unwrap();
+    assert_eq!(NonNull::from(&buffer.0[0]).as_ptr() as usize, address);
+    assert_eq!(buffer.0[0], 1);
+    assert_eq!(heap, Heap::NONE, "a direct read's completion");
+    reap_completions();
+    assert_eq!(Arc::strong_count(&file), 1);
+}
