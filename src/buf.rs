@@ -31,7 +31,7 @@ use core::ptr::{self, NonNull};
 use crate::error::{Error, Result};
 use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SIZE};
-use crate::sync::{AtomicBool, AtomicPtr, AtomicUsize, Mutex, Ordering, WaitQueue, spin_turn};
+use crate::sync::{AtomicPtr, AtomicUsize, Mutex, Ordering, WaitQueue};
 
 /// Which way data moves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,14 +193,13 @@ unsafe fn free(counted: NonNull<Counted>) {
 
 /// Masters whose last reference a completion gave up, waiting for [`reap_completions`]
 /// to free them: a lock-free stack (Treiber's), linked through `Counted::next`.
-/// Completions push one master at a time; the reaper takes the whole stack at once with
+/// Completions push one master at a time; a reaper takes the whole stack at once with
 /// a swap, so no node is ever popped alone and a pushed node cannot come back while a
-/// push is reading the head (no ABA).
+/// push is reading the head (no ABA). Reapers need no lock between them: each frees the
+/// stack it took. Nor does a reaper hold anything while it frees, so a vnode whose
+/// teardown (run by the free) starts I/O, and so reaps again, cannot deadlock.
 struct Completed {
     head: AtomicPtr<Counted>,
-    /// Held by one reaper at a time, so that a reaper that returns has freed every
-    /// master pushed before it began (another reaper may have taken them).
-    reaping: AtomicBool,
 }
 
 impl Completed {
@@ -208,7 +207,14 @@ impl Completed {
     const fn new() -> Self {
         Self {
             head: AtomicPtr::new(ptr::null_mut()),
-            reaping: AtomicBool::new(false),
+        }
+    }
+
+    /// Loom's atomics have no `const` constructor (the stack is a lazy static there).
+    #[cfg(loom)]
+    fn new() -> Self {
+        Self {
+            head: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -237,13 +243,6 @@ impl Completed {
 
     /// Frees every master on the stack.
     fn reap(&self) {
-        while self
-            .reaping
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            spin_turn();
-        }
         // Acquire: see each pushed master's last use and link (later pushes continue
         // the release sequence of the earlier ones on the head).
         let mut next = self.head.swap(ptr::null_mut(), Ordering::Acquire);
@@ -254,7 +253,6 @@ impl Completed {
             // (`MasterRef::drop`), and taken off the stack only here.
             unsafe { free(counted) };
         }
-        self.reaping.store(false, Ordering::Release);
     }
 }
 
@@ -271,10 +269,7 @@ static COMPLETED: Completed = Completed::new();
 
 #[cfg(loom)]
 crate::sync::lazy_static! {
-    static ref COMPLETED: Completed = Completed {
-        head: AtomicPtr::new(ptr::null_mut()),
-        reaping: AtomicBool::new(false),
-    };
+    static ref COMPLETED: Completed = Completed::new();
 }
 
 /// Frees what I/O completions left behind: the request groups whose last request
@@ -289,8 +284,9 @@ crate::sync::lazy_static! {
 /// starts a transfer (creates a request group) and when a synchronous wait for the
 /// device ends, so what a completion leaves is freed by the next I/O at the latest.
 ///
-/// Lock-free for completions; concurrent callers take turns, and a call that returns
-/// has freed everything completed before it began.
+/// Lock-free, and it holds nothing while it frees (a vnode teardown it runs may start
+/// I/O, which reaps again). A call that returns has freed everything completed before
+/// it began, except what a concurrent call took first, which that call frees.
 pub fn reap_completions() {
     COMPLETED.reap();
 }

@@ -12,17 +12,15 @@
 //!   it sleeps on a [`WaitQueue`] instead of spinning.
 
 #[cfg(loom)]
+pub(crate) use loom::lazy_static;
+#[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
 #[allow(unused_imports)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-#[cfg(loom)]
-pub(crate) use loom::{lazy_static, thread::yield_now as spin_turn};
 
 #[cfg(not(loom))]
 pub(crate) use alloc::sync::Arc;
-#[cfg(not(loom))]
-pub(crate) use core::hint::spin_loop as spin_turn;
 #[cfg(not(loom))]
 #[cfg(not(loom))]
 #[allow(unused_imports)]

@@ -181,6 +181,8 @@ struct File {
     /// Set by `Drop`: whether the file was dropped, and whether inside `complete`.
     dropped: Arc<AtomicBool>,
     dropped_inside_complete: Arc<AtomicBool>,
+    /// A file its teardown reads, as a filesystem's teardown may do I/O.
+    reads_when_dropped: Mutex<Option<Arc<File>>>,
 }
 
 impl BlockMap for File {
@@ -216,7 +218,21 @@ impl Drop for File {
         if INSIDE.with(Cell::get) {
             self.dropped_inside_complete.store(true, Ordering::SeqCst);
         }
+        if let Some(other) = self.reads_when_dropped.lock().unwrap().take() {
+            drop(getpages(&other, Fault::read(0, 1)).unwrap());
+        }
     }
+}
+
+/// Taken by every test here: a reap on another test's thread could take this test's
+/// finished transfers off the completed stack, and still be freeing them when this
+/// test's own reap returns and it counts the file's references.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const PAGES: u64 = 4;
@@ -236,6 +252,7 @@ fn file() -> Arc<File> {
         pages: PAGES,
         dropped: Arc::new(AtomicBool::new(false)),
         dropped_inside_complete: Arc::new(AtomicBool::new(false)),
+        reads_when_dropped: Mutex::new(None),
     })
 }
 
@@ -283,6 +300,7 @@ fn none_busy(file: &File) -> bool {
 
 #[test]
 fn a_synchronous_read_fault_completes_without_the_heap() {
+    let _serial = serial();
     let file = file();
     capture(&file);
     let faulting = {
@@ -302,6 +320,7 @@ fn a_synchronous_read_fault_completes_without_the_heap() {
 
 #[test]
 fn a_synchronous_flush_completes_without_the_heap() {
+    let _serial = serial();
     let file = file();
     dirty_all(&file);
     capture(&file);
@@ -320,6 +339,7 @@ fn a_synchronous_flush_completes_without_the_heap() {
 
 #[test]
 fn an_asynchronous_flush_that_frees_its_pages_completes_without_the_heap_or_the_vnode() {
+    let _serial = serial();
     for elsewhere in [false, true] {
         let file = file();
         let (dropped, inside) = (file.dropped.clone(), file.dropped_inside_complete.clone());
@@ -352,6 +372,7 @@ fn an_asynchronous_flush_that_frees_its_pages_completes_without_the_heap_or_the_
 
 #[test]
 fn the_freed_pages_of_an_asynchronous_flush_are_gone_and_nothing_lingers() {
+    let _serial = serial();
     let file = file();
     dirty_all(&file);
     capture(&file);
@@ -370,6 +391,7 @@ fn the_freed_pages_of_an_asynchronous_flush_are_gone_and_nothing_lingers() {
 
 #[test]
 fn read_ahead_completes_without_the_heap() {
+    let _serial = serial();
     for elsewhere in [false, true] {
         let file = file();
         capture(&file);
@@ -399,6 +421,7 @@ struct Aligned([u8; 2 * 65536]);
 
 #[test]
 fn a_direct_transfer_completes_without_the_heap() {
+    let _serial = serial();
     let file = file();
     capture(&file);
     let mut buffer = Box::new(Aligned([0; 2 * 65536]));
@@ -433,4 +456,30 @@ fn a_direct_transfer_completes_without_the_heap() {
     assert_eq!(heap, Heap::NONE, "a direct read's completion");
     reap_completions();
     assert_eq!(Arc::strong_count(&file), 1);
+}
+
+/// A vnode torn down by `reap_completions` may start I/O, which reaps again: nothing
+/// deadlocks, and the read is served.
+#[test]
+fn a_vnode_whose_teardown_does_io_can_be_reaped() {
+    let _serial = serial();
+    let other = file();
+    let file = file();
+    *file.reads_when_dropped.lock().unwrap() = Some(other.clone());
+    let dropped = file.dropped.clone();
+    dirty_all(&file);
+    capture(&file);
+    putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
+    let requests = file.device.take(PAGES as usize);
+    drop(file);
+    assert_eq!(complete_elsewhere(requests), Heap::NONE);
+    reap_completions();
+    assert!(dropped.load(Ordering::SeqCst));
+    assert_eq!(
+        other.object().read().cache().resident_pages(),
+        1,
+        "the teardown's read"
+    );
+    reap_completions();
+    assert_eq!(Arc::strong_count(&other), 1);
 }
