@@ -136,18 +136,24 @@ impl Device {
 
     /// Waits until `n` requests are captured and takes them, data moved.
     fn take(&self, n: usize) -> Vec<IoRequest> {
-        let taken = self.take_some();
+        let taken = self.take_at_least(n);
         assert_eq!(taken.len(), n, "requests captured");
         taken
     }
 
     /// Waits until some request is captured and takes all there are, data moved.
     fn take_some(&self) -> Vec<IoRequest> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.take_at_least(1)
+    }
+
+    /// Waits until at least `n` requests are captured and takes all there are, data
+    /// moved.
+    fn take_at_least(&self, n: usize) -> Vec<IoRequest> {
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             {
                 let mut captured = self.captured.lock().unwrap();
-                if !captured.is_empty() {
+                if captured.len() >= n {
                     let mut taken: Vec<IoRequest> = captured.drain(..).collect();
                     for request in &mut taken {
                         self.transfer(request);
@@ -155,7 +161,7 @@ impl Device {
                     return taken;
                 }
             }
-            assert!(Instant::now() < deadline, "no request came");
+            assert!(Instant::now() < deadline, "{n} requests never came");
             thread::sleep(Duration::from_millis(1));
         }
     }
