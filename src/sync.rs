@@ -94,12 +94,70 @@ use core::ops::{Deref, DerefMut, Range};
 
 use intrusive_collections::{LinkedList, LinkedListAtomicLink, UnsafeRef, intrusive_adapter};
 
-/// One turn of a spin loop: a pause hint, or under loom a yield (loom's scheduler is
-/// not fair, and a spinning thread must let the one it waits for run).
-fn spin_hint() {
+/// Where a thread that found a spin lock taken waits for its word to change.
+///
+/// On hardware it spins ([`core::hint::spin_loop`]) until `blocked` no longer holds of
+/// the word, then the caller tries again. Under loom spinning cannot be modelled
+/// cheaply (loom explores every turn of every spin, and every stale value a relaxed
+/// load may return), so the thread instead blocks on a condition variable that every
+/// release of the lock notifies, looking at the newest value of the word under its
+/// mutex: the same wait, in a form loom can exhaust. The lock word and its orderings
+/// (what loom checks) are the lock's own atomics in both cases.
+struct Spin {
     #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    changed: loom::sync::Condvar,
+}
+
+impl Spin {
+    fn new() -> Self {
+        Self {
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            changed: loom::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits while `blocked` holds of `word`.
+    fn wait(&self, word: &AtomicUsize, blocked: impl Fn(usize) -> bool) {
+        #[cfg(not(loom))]
+        while blocked(word.load(Ordering::Relaxed)) {
+            core::hint::spin_loop();
+        }
+        #[cfg(loom)]
+        {
+            let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            // A compare-exchange that cannot succeed (no lock word is ever
+            // `usize::MAX`) reads the newest value without writing.
+            let newest = || match word.compare_exchange(
+                usize::MAX,
+                usize::MAX,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(value) | Err(value) => value,
+            };
+            while blocked(newest()) {
+                guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+
+    /// Called after each release of the lock: under loom, wakes its waiters.
+    fn released(&self) {
+        #[cfg(loom)]
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// One turn of a wait on a flag when no scheduler is registered.
+#[cfg(not(any(feature = "std", loom)))]
+fn spin_hint() {
     core::hint::spin_loop();
 }
 
@@ -211,9 +269,10 @@ impl Drop for NoInterrupts {
     }
 }
 
-/// The [`Scheduler`] of std threads (loom's under `--cfg loom`): a thread's token is
-/// the address of a thread-local record of its `Thread` handle, `block` is `park` and
-/// `wake` is `unpark`. The default with `std` when no scheduler is registered; public
+/// The [`Scheduler`] of std threads: a thread's token is the address of a
+/// thread-local record of its `Thread` handle, `block` is `park` and `wake` is
+/// `unpark`. Under `--cfg loom`, the same over a per-thread permit guarded by a loom
+/// mutex. The default with `std` when no scheduler is registered; public
 /// so a test can wrap it (to count wakeups, say) and register the wrapper.
 #[cfg(any(feature = "std", loom))]
 #[derive(Clone, Copy, Debug, Default)]
@@ -221,16 +280,24 @@ pub struct ThreadParker;
 
 #[cfg(any(feature = "std", loom))]
 mod parker {
-    #[cfg(loom)]
-    use loom::thread::{Thread, current, park};
     #[cfg(not(loom))]
     use std::thread::{Thread, current, park};
 
-    use super::{Scheduler, ThreadParker, Token};
+    use crate::sync::{Scheduler, ThreadParker, Token};
 
     /// A thread's record: its address is the thread's [`Token`].
+    #[cfg(not(loom))]
     pub(super) struct Parker {
         thread: Thread,
+    }
+
+    /// A thread's record under loom: a permit under a loom mutex, and a condition
+    /// variable to wait for it. (Not loom's `park`/`unpark`: loom's `unpark` also ends
+    /// a wait for a loom mutex, which the spin locks use under loom.)
+    #[cfg(loom)]
+    pub(super) struct Parker {
+        permit: loom::sync::Mutex<bool>,
+        changed: loom::sync::Condvar,
     }
 
     #[cfg(not(loom))]
@@ -239,7 +306,10 @@ mod parker {
     }
     #[cfg(loom)]
     loom::thread_local! {
-        static PARKER: Parker = Parker { thread: current() };
+        static PARKER: Parker = Parker {
+            permit: loom::sync::Mutex::new(false),
+            changed: loom::sync::Condvar::new(),
+        };
     }
 
     // Miri's strict provenance forbids turning a token (an integer) back into a
@@ -264,7 +334,19 @@ mod parker {
         }
 
         fn block(&self, _token: Token) {
+            #[cfg(not(loom))]
             park();
+            #[cfg(loom)]
+            PARKER.with(|parker| {
+                let mut permit = parker.permit.lock().unwrap_or_else(|p| p.into_inner());
+                while !*permit {
+                    permit = parker
+                        .changed
+                        .wait(permit)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                *permit = false;
+            });
         }
 
         fn wake(&self, token: Token) {
@@ -276,7 +358,14 @@ mod parker {
                 // this thread-local) before this call has: the waker calls `wake`
                 // under the wait channel's lock, and the waiter takes that lock before
                 // it leaves the wait (`WaitQueue::sleep`).
-                unsafe { &*parker }.thread.unpark();
+                let parker = unsafe { &*parker };
+                #[cfg(not(loom))]
+                parker.thread.unpark();
+                #[cfg(loom)]
+                {
+                    *parker.permit.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    parker.changed.notify_one();
+                }
             }
             #[cfg(miri)]
             {
@@ -399,7 +488,9 @@ pub(crate) enum Wait {
 
 /// A mutual-exclusion spin lock that masks interrupts ([`Interrupts`]) while held.
 pub struct Mutex<T> {
-    locked: AtomicBool,
+    /// 1 while held, else 0.
+    locked: AtomicUsize,
+    spin: Spin,
     data: UnsafeCell<T>,
 }
 
@@ -420,7 +511,8 @@ impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub fn new(value: T) -> Self {
         Self {
-            locked: AtomicBool::new(false),
+            locked: AtomicUsize::new(0),
+            spin: Spin::new(),
             data: UnsafeCell::new(value),
         }
     }
@@ -431,12 +523,11 @@ impl<T> Mutex<T> {
         let interrupts = NoInterrupts::new();
         while self
             .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            while self.locked.load(Ordering::Relaxed) {
-                spin_hint();
-            }
+            // Test and test-and-set: wait for a release by looking only.
+            self.spin.wait(&self.locked, |locked| locked != 0);
         }
         MutexGuard {
             lock: self,
@@ -466,7 +557,8 @@ impl<T> Drop for MutexGuard<'_, T> {
         // SAFETY: dropped once, here, and never used again; the access ends before
         // the lock is released.
         unsafe { ManuallyDrop::drop(&mut self.data) };
-        self.lock.locked.store(false, Ordering::Release);
+        self.lock.locked.store(0, Ordering::Release);
+        self.lock.spin.released();
         // `_interrupts` drops next: interrupts come back after the release.
     }
 }
@@ -489,6 +581,7 @@ const RW_READERS: usize = RW_WRITER_WAITING - 1;
 /// One word holds the reader count, the writer bit and the writer-waiting bit.
 pub struct RwLock<T> {
     state: AtomicUsize,
+    spin: Spin,
     data: UnsafeCell<T>,
 }
 
@@ -519,6 +612,7 @@ impl<T> RwLock<T> {
     pub fn new(value: T) -> Self {
         Self {
             state: AtomicUsize::new(0),
+            spin: Spin::new(),
             data: UnsafeCell::new(value),
         }
     }
@@ -527,22 +621,28 @@ impl<T> RwLock<T> {
     /// or waits for it.
     pub fn read(&self) -> ReadGuard<'_, T> {
         let interrupts = NoInterrupts::new();
+        let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            let state = self.state.load(Ordering::Relaxed);
             if state & (RW_WRITER | RW_WRITER_WAITING) == 0 {
                 debug_assert!(state < RW_READERS, "too many readers");
                 // Cannot overflow: without the high bits the count is below them.
                 #[allow(clippy::arithmetic_side_effects)]
                 let more = state + 1;
-                if self
-                    .state
-                    .compare_exchange_weak(state, more, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    break;
+                match self.state.compare_exchange_weak(
+                    state,
+                    more,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => state = actual,
                 }
+            } else {
+                self.spin.wait(&self.state, |state| {
+                    state & (RW_WRITER | RW_WRITER_WAITING) != 0
+                });
+                state = self.state.load(Ordering::Relaxed);
             }
-            spin_hint();
         }
         ReadGuard {
             lock: self,
@@ -555,22 +655,28 @@ impl<T> RwLock<T> {
     /// it, keeping new readers out meanwhile.
     pub fn write(&self) -> WriteGuard<'_, T> {
         let interrupts = NoInterrupts::new();
+        let mut state = self.state.load(Ordering::Relaxed);
         loop {
-            let state = self.state.load(Ordering::Relaxed);
             if state & !RW_WRITER_WAITING == 0 {
                 // Free: take it, clearing the waiting bit (another waiting writer sets
                 // it again on its next look).
-                if self
-                    .state
-                    .compare_exchange_weak(state, RW_WRITER, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    break;
+                match self.state.compare_exchange_weak(
+                    state,
+                    RW_WRITER,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => state = actual,
                 }
-            } else if state & RW_WRITER_WAITING == 0 {
-                self.state.fetch_or(RW_WRITER_WAITING, Ordering::Relaxed);
+            } else {
+                if state & RW_WRITER_WAITING == 0 {
+                    self.state.fetch_or(RW_WRITER_WAITING, Ordering::Relaxed);
+                }
+                self.spin
+                    .wait(&self.state, |state| state & !RW_WRITER_WAITING != 0);
+                state = self.state.load(Ordering::Relaxed);
             }
-            spin_hint();
         }
         WriteGuard {
             lock: self,
@@ -593,6 +699,7 @@ impl<T> Drop for ReadGuard<'_, T> {
         // SAFETY: dropped once, here; the access ends before the lock is released.
         unsafe { ManuallyDrop::drop(&mut self.data) };
         self.lock.state.fetch_sub(1, Ordering::Release);
+        self.lock.spin.released();
     }
 }
 
@@ -617,6 +724,7 @@ impl<T> Drop for WriteGuard<'_, T> {
         unsafe { ManuallyDrop::drop(&mut self.data) };
         // Keeps a waiting writer's bit.
         self.lock.state.fetch_and(!RW_WRITER, Ordering::Release);
+        self.lock.spin.released();
     }
 }
 
@@ -728,7 +836,10 @@ impl WaitQueue {
         while !waiter.woken.load(Ordering::Acquire) {
             match scheduler {
                 Some(scheduler) => scheduler.block(token),
+                #[cfg(not(any(feature = "std", loom)))]
                 None => spin_hint(),
+                #[cfg(any(feature = "std", loom))]
+                None => unreachable!("std and loom always have a scheduler"),
             }
         }
         // `linked` drops here and takes the channel's lock: the waker that set `woken`
