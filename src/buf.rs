@@ -434,7 +434,9 @@ impl Master {
             }
         };
         match finished {
-            Some((Done::Wake, _)) => self.waiters.notify_all(),
+            Some((Done::Wake, _)) => {
+                self.waiters.wake_all();
+            }
             Some((Done::Call(mut callback), outcome)) => {
                 callback(outcome);
                 // Kept, not dropped: what it captured goes with the master, in thread
@@ -619,14 +621,11 @@ impl BioWait {
     pub(crate) fn wait(&self) -> Outcome {
         let master = &self.0;
         loop {
-            let ticket = {
-                let state = master.state.lock();
-                if let Some(outcome) = state.posted {
-                    return outcome;
-                }
-                master.waiters.ticket()
-            };
-            master.waiters.wait(ticket);
+            let state = master.state.lock();
+            if let Some(outcome) = state.posted {
+                return outcome;
+            }
+            master.waiters.sleep(0, state);
         }
     }
 }

@@ -14,7 +14,7 @@ use core::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::hooks::PageCache;
-use crate::object::ObjectState;
+use crate::object::{ObjectState, Wakeup};
 use crate::page::PageRef;
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags};
 use crate::sync::{ReadGuard, WriteGuard};
@@ -98,7 +98,7 @@ impl<V: Vnode> Drop for BusyPages<'_, V> {
     fn drop(&mut self) {
         let object = self.vnode.object();
         let mut state = object.lock();
-        let mut wake = false;
+        let mut wake = Wakeup::NONE;
         for page in &self.pages {
             if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
                 if resident.flags.contains(PageFlags::FAKE) {

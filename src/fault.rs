@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{
     Access, BlockMap, MountFlags, PageCache, Protection, SizeKind, Update, VnodeKind, max_file_size,
 };
-use crate::object::ObjectState;
+use crate::object::{ObjectState, Wakeup};
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageRef, round_page};
 use crate::sync::{Arc, WriteGuard};
 use crate::vnode::{Vnode, geometry, note_dirty};
@@ -439,7 +439,7 @@ pub(crate) fn settle<'a, V: Vnode>(
     pages: Vec<PageRef>,
     settle: Settle,
 ) -> Fetched<'a, V> {
-    let mut wake = false;
+    let mut wake = Wakeup::NONE;
     let handing_out = settle.handout != Handout::Started;
     // The caller's pages are kept in place: no allocation on the way out.
     let mut kept = pages;

@@ -180,8 +180,12 @@ pub trait Strategy: Send + Sync {
     ///
     /// The device must eventually call [`IoRequest::complete`] exactly once (the
     /// type guarantees at most once: `complete` consumes the request). It may do so
-    /// before `submit` returns, or later on another thread or in interrupt context.
-    /// Until then the request's segments are the device's to read (writes) or fill
+    /// before `submit` returns, or later on another thread. It may do so in an
+    /// interrupt handler only if the kernel registered an
+    /// [`Interrupts`](crate::sync::Interrupts) hook (so no genpager spin lock is held
+    /// by the code it interrupts) and its [`Scheduler::wake`](crate::sync::Scheduler)
+    /// is interrupt-safe; without an `Interrupts` hook, completion must run in thread
+    /// context. Until then the request's segments are the device's to read (writes) or fill
     /// (reads); afterwards it must not touch them.
     ///
     /// Completing never allocates or frees heap memory and never drops a vnode, so it

@@ -53,8 +53,18 @@
 //! held across read I/O, so it sleeps), the object lock (a short spin lock never held
 //! across a hook that may sleep or a device submission), page busy bits in ascending
 //! offset order. Nothing enters the transaction or journal while holding the node lock:
-//! [`GetFlags::GLOCKHELD`] means the caller holds all three. Without `std`, register a
-//! [`sync::Park`] hook so waiting sleeps.
+//! [`GetFlags::GLOCKHELD`] means the caller holds all three.
+//!
+//! A kernel lends genpager two hooks, registered once at boot (the [`sync`] module
+//! docs show both for a toy kernel):
+//! - [`sync::Scheduler`] (`current`, `block`, `wake`, with std's park/unpark permit
+//!   semantics), through [`sync::set_scheduler`]: a thread waiting for a busy page, a
+//!   request or the node lock sleeps on a keyed wait channel and is woken alone.
+//!   Without one and without `std`, waits spin on the waiter's own flag.
+//! - [`sync::Interrupts`] (`disable`/`enable`, nesting per CPU), through
+//!   [`sync::set_interrupts`]: every genpager spin lock masks interrupts while held, so
+//!   a device may complete requests in its interrupt handler. Without one, completions
+//!   must run in thread context.
 //!
 //! ## Concurrency
 //!
@@ -134,8 +144,8 @@
 //!
 //! ## Features
 //!
-//! - `std`: waiting parks std threads (condition variables) instead of the
-//!   [`sync::Park`] hook.
+//! - `std`: with no [`sync::Scheduler`] registered, waiting parks std threads
+//!   ([`sync::ThreadParker`]).
 //! - `testing`: the test rig — `MemDisk`, `MemFs`, fault injection (implies `std`).
 //! - `page-16k`, `page-64k`: 16 KiB or 64 KiB pages ([`PAGE_SIZE`]) instead of 4 KiB, as
 //!   AArch64 kernels may run. At most one of them: both on is a compile error (so build

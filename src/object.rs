@@ -3,9 +3,10 @@
 //! [`VmObject`] bundles what the reference spreads over the vnode, its genfs node and
 //! its uvm_object: the object lock (an [`RwLock`] over [`ObjectState`]), the node
 //! lock (a [`SleepRwLock`] held across read I/O and block allocation) and the wait
-//! queue on which busy-page and in-flight-write waiters sleep.
+//! channel on which busy-page waiters (keyed by the page's offset) and in-flight-write
+//! waiters (keyed by [`IN_FLIGHT`]) sleep.
 
-use core::ops::Range;
+use core::ops::{BitOr, BitOrAssign, Range};
 
 use bitflags::bitflags;
 
@@ -54,6 +55,73 @@ pub struct VmObject<C> {
     state: RwLock<ObjectState<C>>,
     node_lock: SleepRwLock,
     waiters: WaitQueue,
+}
+
+/// The wait key of a thread waiting for an object's writes in flight: no page offset
+/// (a multiple of the page size below the largest file size) takes it.
+const IN_FLIGHT: u64 = u64::MAX;
+
+/// Whom a change under the object lock must wake, once the lock may be dropped: the
+/// waiters for the pages in a covering range of offsets, and those for the writes in
+/// flight. Made by unbusying wanted pages ([`ObjectState::settle`] and friends) and by
+/// ending the last write in flight ([`ObjectState::end_write`]); combined with `|`;
+/// handed to [`VmObject::wake_if`]. The default wakes nobody.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "the waiters a change concerns must be woken (VmObject::wake_if)"]
+pub(crate) struct Wakeup {
+    /// The first and last offsets of the pages waited for, if any.
+    pages: Option<(u64, u64)>,
+    /// Whether the waiters for the writes in flight are concerned.
+    writes: bool,
+}
+
+impl Wakeup {
+    /// Nobody to wake.
+    pub(crate) const NONE: Self = Self {
+        pages: None,
+        writes: false,
+    };
+
+    /// The waiters for the page at `offset`.
+    pub(crate) fn page(offset: u64) -> Self {
+        Self {
+            pages: Some((offset, offset)),
+            writes: false,
+        }
+    }
+
+    /// The waiters for the writes in flight.
+    fn writes() -> Self {
+        Self {
+            pages: None,
+            writes: true,
+        }
+    }
+
+    /// Whether nobody is to be woken.
+    pub(crate) fn is_none(self) -> bool {
+        self == Self::NONE
+    }
+}
+
+impl BitOr for Wakeup {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        let pages = match (self.pages, other.pages) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (pages, None) | (None, pages) => pages,
+        };
+        Self {
+            pages,
+            writes: self.writes || other.writes,
+        }
+    }
+}
+
+impl BitOrAssign for Wakeup {
+    fn bitor_assign(&mut self, other: Self) {
+        *self = *self | other;
+    }
 }
 
 /// A write counted in flight on its object ([`ObjectState::start_write`]), with the
@@ -111,20 +179,15 @@ impl<C: PageCache> VmObject<C> {
         self.state.read().size
     }
 
-    /// Wakes every thread sleeping on a page or on in-flight writes of this object.
-    pub(crate) fn wake(&self) {
-        self.waiters.notify_all();
-    }
-
-    /// Marks the page at `offset` wanted, drops the object lock and sleeps until some
-    /// page of the object is unbusied. The caller re-takes the lock and looks again.
+    /// Marks the busy page at `offset` wanted, drops the object lock and sleeps until
+    /// that page is unbusied (or freed). The caller re-takes the lock and looks again;
+    /// if the page is no longer resident and busy, this returns at once.
     pub(crate) fn sleep_on_page(&self, mut state: WriteGuard<'_, ObjectState<C>>, offset: u64) {
-        if let Some(page) = state.cache.lookup_mut(offset) {
-            page.flags |= PageFlags::WANTED;
+        match state.cache.lookup_mut(offset) {
+            Some(page) if page.is_busy() => page.flags |= PageFlags::WANTED,
+            _ => return,
         }
-        let ticket = self.waiters.ticket();
-        drop(state);
-        self.waiters.wait(ticket);
+        self.waiters.sleep(offset, state);
     }
 
     /// Sleeps until no write of this object is in flight (the reference's
@@ -134,9 +197,7 @@ impl<C: PageCache> VmObject<C> {
         mut state: WriteGuard<'a, ObjectState<C>>,
     ) -> WriteGuard<'a, ObjectState<C>> {
         while state.writes_in_flight > 0 {
-            let ticket = self.waiters.ticket();
-            drop(state);
-            self.waiters.wait(ticket);
+            self.waiters.sleep(IN_FLIGHT, state);
             state = self.state.write();
         }
         state
@@ -241,10 +302,25 @@ impl<C: PageCache> VmObject<C> {
         self.wake_if(wake);
     }
 
-    pub(crate) fn wake_if(&self, wake: bool) {
-        if wake {
-            self.wake();
+    /// Wakes the threads `wake` names: those sleeping on a page in its range, and
+    /// those waiting for the writes in flight if it says so. Never sleeps nor
+    /// allocates: a completion may call it in an interrupt handler.
+    pub(crate) fn wake_if(&self, wake: Wakeup) {
+        if wake.is_none() {
+            return;
         }
+        let pages = wake.pages.map_or(0..0, |(first, last)| {
+            // Offsets stay below `IN_FLIGHT`, so the range never reaches it.
+            first..last.saturating_add(1)
+        });
+        self.waiters
+            .wake_where(|key| pages.contains(&key) || (wake.writes && key == IN_FLIGHT));
+    }
+
+    /// How many threads sleep on the page at `offset` right now (for tests).
+    #[cfg(test)]
+    pub(crate) fn sleepers_on_page(&self, offset: u64) -> usize {
+        self.waiters.sleepers(offset)
     }
 }
 
@@ -323,9 +399,9 @@ impl<C: PageCache> ObjectState<C> {
         }
     }
 
-    /// Ends the count of `write`; returns whether waiters must be woken (the last
-    /// write in flight is done).
-    pub(crate) fn end_write(&mut self, write: &InFlight) -> bool {
+    /// Ends the count of `write`; returns whom to wake: the waiters for the writes in
+    /// flight once the last is done.
+    pub(crate) fn end_write(&mut self, write: &InFlight) -> Wakeup {
         let InFlight { .. } = write;
         debug_assert!(self.writes_in_flight > 0);
         // Cannot underflow: `write` is the token of a `start_write`, consumed here.
@@ -333,7 +409,11 @@ impl<C: PageCache> ObjectState<C> {
         {
             self.writes_in_flight -= 1;
         }
-        self.writes_in_flight == 0
+        if self.writes_in_flight == 0 {
+            Wakeup::writes()
+        } else {
+            Wakeup::NONE
+        }
     }
 
     pub(crate) fn set_flag(&mut self, flag: ObjectFlags, on: bool) {
@@ -359,27 +439,31 @@ impl<C: PageCache> ObjectState<C> {
     }
 
     /// Unbusies one page (the reference's `uvm_page_unbusy`): frees it if it was
-    /// released, otherwise clears `BUSY` and `WANTED`. Returns whether a waiter must
-    /// be woken.
-    pub(crate) fn unbusy(&mut self, offset: u64) -> bool {
+    /// released, otherwise clears `BUSY` and `WANTED`. Returns whom to wake: the page's
+    /// waiters if it was wanted.
+    pub(crate) fn unbusy(&mut self, offset: u64) -> Wakeup {
         self.unbusy_onto(offset, None, PageFlags::RELEASED)
     }
 
     /// [`Self::unbusy`] for a page whose write succeeded: one the page daemon was
     /// paging out (`PAGEOUT`) is freed too.
-    pub(crate) fn unbusy_written(&mut self, offset: u64) -> bool {
+    pub(crate) fn unbusy_written(&mut self, offset: u64) -> Wakeup {
         self.unbusy_onto(offset, None, PageFlags::RELEASED | PageFlags::PAGEOUT)
     }
 
     /// [`Self::unbusy`], putting a kept page that is on no queue onto `queue`, and
     /// freeing it if it carries any of `free_if`.
-    fn unbusy_onto(&mut self, offset: u64, queue: Option<PageQueue>, free_if: PageFlags) -> bool {
+    fn unbusy_onto(&mut self, offset: u64, queue: Option<PageQueue>, free_if: PageFlags) -> Wakeup {
         let Some(page) = self.cache.lookup_mut(offset) else {
             debug_assert!(false, "unbusy of a page that is not resident");
-            return false;
+            return Wakeup::NONE;
         };
         debug_assert!(page.is_busy());
-        let wanted = page.flags.contains(PageFlags::WANTED);
+        let wanted = if page.flags.contains(PageFlags::WANTED) {
+            Wakeup::page(offset)
+        } else {
+            Wakeup::NONE
+        };
         if page.flags.intersects(free_if) {
             self.cache.free(offset);
             return wanted;
@@ -392,10 +476,10 @@ impl<C: PageCache> ObjectState<C> {
     }
 
     /// Releases busy pages that did not become valid: never-read (`FAKE`) pages are
-    /// freed, the rest unbusied (the reference's `genfs_rel_pages`). Returns whether a
-    /// waiter must be woken.
-    pub(crate) fn release_pages(&mut self, pages: &[PageRef]) -> bool {
-        let mut wake = false;
+    /// freed, the rest unbusied (the reference's `genfs_rel_pages`). Returns whom to
+    /// wake.
+    pub(crate) fn release_pages(&mut self, pages: &[PageRef]) -> Wakeup {
+        let mut wake = Wakeup::NONE;
         for page in pages {
             if let Some(resident) = self.cache.lookup_mut(page.offset) {
                 if resident.flags.contains(PageFlags::FAKE) {
@@ -408,7 +492,8 @@ impl<C: PageCache> ObjectState<C> {
     }
 
     /// Unbusies a page that now holds valid data and puts it on a page queue.
-    pub(crate) fn settle(&mut self, offset: u64) -> bool {
+    /// Returns whom to wake.
+    pub(crate) fn settle(&mut self, offset: u64) -> Wakeup {
         self.unbusy_onto(offset, Some(PageQueue::Active), PageFlags::RELEASED)
     }
 
@@ -479,9 +564,13 @@ mod tests {
         }
         let wake = held
             .iter()
-            .fold(false, |wake, page| wake | state.settle(page.offset));
+            .fold(Wakeup::NONE, |wake, page| wake | state.settle(page.offset));
         drop(state);
-        assert!(wake, "unbusying a WANTED page asks for a wakeup");
+        assert_eq!(
+            wake,
+            Wakeup::page(P),
+            "unbusying a WANTED page asks for a wakeup of that page"
+        );
         object.wake_if(wake);
         assert_eq!(waiter.join().unwrap(), [0, P, 2 * P]);
         assert_eq!(
@@ -493,6 +582,52 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn threaded_unbusy_wakes_only_the_waiters_of_that_page() {
+        let object = Arc::new(VmObject::new(DefaultCache::new(), 8 * P));
+        let mut held = Vec::new();
+        let (state, found) = object.find_pages(object.lock(), 0, 3, Wait::Sleep, &mut held);
+        found.unwrap();
+        drop(state);
+        // Two waiters on page 0, one on page 2; page 1 is busy with nobody waiting.
+        let waiters: Vec<_> = [0, 0, 2]
+            .into_iter()
+            .map(|page| {
+                let object = object.clone();
+                thread::spawn(move || {
+                    let mut pages = Vec::new();
+                    let (state, found) =
+                        object.find_pages(object.lock(), page * P, 1, Wait::Sleep, &mut pages);
+                    found.unwrap();
+                    object.release(state, &pages);
+                })
+            })
+            .collect();
+        while object.sleepers_on_page(0) != 2 || object.sleepers_on_page(2 * P) != 1 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let mut state = object.lock();
+        assert!(state.unbusy(P).is_none(), "nobody wanted page 1");
+        let wake = state.unbusy(2 * P);
+        drop(state);
+        assert_eq!(wake, Wakeup::page(2 * P));
+        object.wake_if(wake);
+        assert_eq!(object.sleepers_on_page(0), 2, "page 0's waiters sleep on");
+        let mut state = object.lock();
+        let wake = state.unbusy(0);
+        let write = state.start_write();
+        assert_eq!(
+            wake | Wakeup::NONE | state.end_write(&write),
+            Wakeup::page(0) | Wakeup::writes()
+        );
+        drop(state);
+        object.wake_if(wake);
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(object.sleepers_on_page(0), 0);
     }
 
     #[test]

@@ -1,15 +1,81 @@
-//! The lock facade: the only file in the crate that names a concrete lock, atomic, cell
-//! or condition-variable type.
-//!
-//! Normally the short locks are spin's and waiting goes through a [`Park`] hook (with the
-//! `std` feature, through std's condition variables). Under `--cfg loom` everything is
-//! loom's, so the loom tests explore the same code the kernel runs.
+//! The lock facade: the only file in the crate that names a concrete lock, atomic or
+//! cell type, and the two hooks through which a kernel lends genpager its scheduler
+//! ([`Scheduler`]) and its interrupt mask ([`Interrupts`]).
 //!
 //! Two kinds of lock exist, matching DESIGN.md §4:
 //! - [`RwLock`] and [`Mutex`] are short spin locks: never held across a sleep, a hook
-//!   call into the filesystem, or device submission.
+//!   call into the filesystem, or device submission. The object lock is an [`RwLock`]:
+//!   writer-preferring (a writer waiting keeps new readers out), so a stream of
+//!   readers cannot starve the exclusive lock a completion needs. Taking either, and
+//!   the lock of a [`WaitQueue`], first calls [`Interrupts::disable`]; releasing it
+//!   calls [`Interrupts::enable`].
 //! - [`SleepRwLock`] is the node lock, held across read I/O: a thread that cannot take
 //!   it sleeps on a [`WaitQueue`] instead of spinning.
+//!
+//! ## Waiting
+//!
+//! A [`WaitQueue`] is a keyed wait channel. A sleeper links a node that lives on its
+//! own stack into the channel's intrusive list (no allocation) while it still holds
+//! the lock that guards its condition, releases that lock, and blocks through the
+//! [`Scheduler`] until a waker for its key unlinks it. Busy-page waits are keyed by the
+//! page's offset, so releasing one page wakes only the threads waiting for that page.
+//!
+//! Which code blocks does not depend on the build: without `std` it is the kernel's
+//! registered [`Scheduler`] (or, with none registered, a spin on the waiter's own
+//! flag); with `std` a [`ThreadParker`] over std's `park`/`unpark`; under `--cfg
+//! loom` the same parker over loom's threads, so the loom models explore exactly the
+//! wait and lock code the kernel runs.
+//!
+//! ## Plugging in a kernel
+//!
+//! A kernel with a run queue implements both hooks and registers them at boot, before
+//! genpager takes any lock. Here a toy kernel: threads are numbered, each has a wakeup
+//! permit, and the interrupt flag of its one CPU is an atomic.
+//!
+//! ```
+//! use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+//! use genpager::sync::{Interrupts, Mutex, Scheduler, Token, set_interrupts, set_scheduler};
+//!
+//! static RUNNING: AtomicUsize = AtomicUsize::new(0); // the current thread's number
+//! static PERMIT: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
+//! static INTERRUPTS_ON: AtomicBool = AtomicBool::new(true); // the CPU's flag
+//! static DEPTH: AtomicUsize = AtomicUsize::new(0); // per CPU in a real kernel
+//! static WERE_ON: AtomicBool = AtomicBool::new(false);
+//! fn switch_to_next_ready_thread() { /* the kernel's context switch */ }
+//! fn make_ready(_thread: usize) { /* put it on the run queue: no sleeping here */ }
+//!
+//! struct Kernel;
+//! impl Scheduler for Kernel {
+//!     fn current(&self) -> Token { Token(RUNNING.load(Relaxed)) }
+//!     fn block(&self, token: Token) {
+//!         // A wake that came first left its permit: the block returns at once.
+//!         while !PERMIT[token.0].swap(false, Acquire) { switch_to_next_ready_thread() }
+//!     }
+//!     fn wake(&self, token: Token) {
+//!         PERMIT[token.0].store(true, Release);
+//!         make_ready(token.0);
+//!     }
+//! }
+//! impl Interrupts for Kernel {
+//!     fn disable(&self) {
+//!         let were_on = INTERRUPTS_ON.swap(false, SeqCst); // `cli` after `pushf`
+//!         if DEPTH.fetch_add(1, SeqCst) == 0 { WERE_ON.store(were_on, SeqCst) }
+//!     }
+//!     fn enable(&self) {
+//!         if DEPTH.fetch_sub(1, SeqCst) == 1 && WERE_ON.load(SeqCst) {
+//!             INTERRUPTS_ON.store(true, SeqCst); // `sti`
+//!         }
+//!     }
+//! }
+//!
+//! set_scheduler(&Kernel);
+//! set_interrupts(&Kernel);
+//! let lock = Mutex::new(0);
+//! let guard = lock.lock();
+//! assert!(!INTERRUPTS_ON.load(SeqCst), "no interrupt while a spin lock is held");
+//! drop(guard);
+//! assert!(INTERRUPTS_ON.load(SeqCst));
+//! ```
 
 #[cfg(loom)]
 pub(crate) use loom::lazy_static;
@@ -22,42 +88,394 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsiz
 #[cfg(not(loom))]
 pub(crate) use alloc::sync::Arc;
 #[cfg(not(loom))]
-#[cfg(not(loom))]
 #[allow(unused_imports)]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use core::ops::{Deref, DerefMut};
+use core::mem::ManuallyDrop;
+use core::ops::{Deref, DerefMut, Range};
 
-/// How a thread waits when it must sleep and no `std` is available.
+use intrusive_collections::{LinkedList, LinkedListAtomicLink, UnsafeRef, intrusive_adapter};
+
+/// Where a thread that found a spin lock taken waits for its word to change.
 ///
-/// A kernel registers one with [`set_park`]: `park` blocks the current CPU or thread
-/// until some `unpark_all` (for example: halt until the next interrupt, or yield to the
-/// scheduler), and `unpark_all` wakes every parked waiter. Spurious returns from `park`
-/// are fine: the caller re-checks its condition. `park` must not wait for an
-/// `unpark_all` that may already have happened (a wakeup can land between the caller's
-/// check and its `park`): halting until the next interrupt or yielding once both
-/// qualify. `unpark_all` is called only when some thread is inside a wait. Without a
-/// registered hook, waiting
-/// spins with [`core::hint::spin_loop`], which is correct on a single CPU whose device
-/// completes requests inline (nothing ever really waits there).
-pub trait Park: Sync {
-    /// Block the caller for a while; may return early.
-    fn park(&self);
-    /// Wake every caller blocked in [`Park::park`].
-    fn unpark_all(&self);
+/// On hardware it spins ([`core::hint::spin_loop`]) until `blocked` no longer holds of
+/// the word, then the caller tries again. Under loom spinning cannot be modelled
+/// cheaply (loom explores every turn of every spin, and every stale value a relaxed
+/// load may return), so the thread instead blocks on a condition variable that every
+/// release of the lock notifies, looking at the newest value of the word under its
+/// mutex: the same wait, in a form loom can exhaust. The lock word and its orderings
+/// (what loom checks) are the lock's own atomics in both cases.
+struct Spin {
+    #[cfg(loom)]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    changed: loom::sync::Condvar,
 }
 
-#[cfg(not(any(loom, feature = "std")))]
-static PARK: spin::Once<&'static dyn Park> = spin::Once::new();
+impl Spin {
+    fn new() -> Self {
+        Self {
+            #[cfg(loom)]
+            lock: loom::sync::Mutex::new(()),
+            #[cfg(loom)]
+            changed: loom::sync::Condvar::new(),
+        }
+    }
 
-/// Registers the kernel's [`Park`] hook, used by every wait in the crate when neither
-/// `std` nor loom is in use. The first registration wins; later calls are ignored.
-pub fn set_park(park: &'static dyn Park) {
-    #[cfg(not(any(loom, feature = "std")))]
-    PARK.call_once(|| park);
-    #[cfg(any(loom, feature = "std"))]
-    let _ = park;
+    /// Waits while `blocked` holds of `word`.
+    fn wait(&self, word: &AtomicUsize, blocked: impl Fn(usize) -> bool) {
+        #[cfg(not(loom))]
+        while blocked(word.load(Ordering::Relaxed)) {
+            core::hint::spin_loop();
+        }
+        #[cfg(loom)]
+        {
+            let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            // A compare-exchange that cannot succeed (no lock word is ever
+            // `usize::MAX`) reads the newest value without writing.
+            let newest = || match word.compare_exchange(
+                usize::MAX,
+                usize::MAX,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(value) | Err(value) => value,
+            };
+            while blocked(newest()) {
+                guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+
+    /// Called after each release of the lock: under loom, wakes its waiters.
+    fn released(&self) {
+        #[cfg(loom)]
+        {
+            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.changed.notify_all();
+        }
+    }
 }
+
+/// One turn of a wait on a flag when no scheduler is registered.
+#[cfg(not(any(feature = "std", loom)))]
+fn spin_hint() {
+    core::hint::spin_loop();
+}
+
+// ---- the hooks ------------------------------------------------------------------
+
+/// Names a thread for the [`Scheduler`]: whatever the kernel can find the thread by
+/// (an index, a pointer to its control block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token(pub usize);
+
+/// How genpager blocks a thread and wakes it again: the kernel's scheduler.
+///
+/// A kernel registers one with [`set_scheduler`] at boot, before any wait. The
+/// contract is the one of std's `park`/`unpark`, per thread:
+/// - [`Scheduler::current`] names the calling thread.
+/// - [`Scheduler::block`] returns once [`Scheduler::wake`] has been called for the
+///   token since the previous return of `block` for it. A wake that comes before the
+///   block is not lost: it leaves a permit that the next `block` consumes at once.
+///   Spurious returns are fine: genpager looks at its own flag again.
+/// - [`Scheduler::wake`] may be called from an interrupt handler, with interrupts
+///   disabled and a genpager spin lock held: it must not sleep, allocate, or call into
+///   genpager (marking the thread runnable is all it should do).
+///
+/// genpager calls `wake(token)` only while the thread named by `token` is inside a
+/// wait, and that wait cannot return before the `wake` call has: a token need not
+/// stay valid after its thread leaves genpager.
+pub trait Scheduler: Sync {
+    /// The calling thread.
+    fn current(&self) -> Token;
+    /// Blocks the calling thread, named `token`, until a [`Scheduler::wake`] of it.
+    fn block(&self, token: Token);
+    /// Makes the thread named `token` runnable (its next or current `block` returns).
+    fn wake(&self, token: Token);
+}
+
+/// How genpager masks interrupts on the current CPU while it holds a spin lock, so an
+/// I/O completion that runs in an interrupt handler never spins on a lock the
+/// interrupted code holds.
+///
+/// The semantics are those of xv6's `push_off`/`pop_off`: calls nest per CPU;
+/// [`Interrupts::disable`] masks interrupts (and, at the outermost call, remembers
+/// whether they were on); [`Interrupts::enable`] undoes one `disable` and unmasks
+/// only when the count returns to zero and they were on at the outermost `disable`.
+/// Counting rather than saving and restoring a value lets genpager release locks out
+/// of order (a sleeper releases the object lock while it holds its wait channel's).
+/// Each `disable` is matched by one `enable` on the same CPU (genpager's lock guards
+/// cannot move to another thread).
+pub trait Interrupts: Sync {
+    /// Masks interrupts on this CPU (nesting).
+    fn disable(&self);
+    /// Undoes one [`Interrupts::disable`] on this CPU.
+    fn enable(&self);
+}
+
+static SCHEDULER: spin::Once<&'static dyn Scheduler> = spin::Once::new();
+static INTERRUPTS: spin::Once<&'static dyn Interrupts> = spin::Once::new();
+
+/// Registers the kernel's [`Scheduler`], used by every wait in the crate. The first
+/// registration wins; later calls are ignored. Register it before anything can wait.
+///
+/// With none registered, a wait spins on the waiter's own flag without `std` (correct
+/// on several CPUs, and on one CPU whose device completes requests inline or from an
+/// interrupt), and with `std` (or under loom) parks the thread with a
+/// [`ThreadParker`]. Registering one with `std` replaces the parker: a test can wrap
+/// [`ThreadParker`] to watch every block and wake.
+pub fn set_scheduler(scheduler: &'static dyn Scheduler) {
+    SCHEDULER.call_once(|| scheduler);
+}
+
+/// Registers the kernel's [`Interrupts`] hook, called around every spin lock. The
+/// first registration wins; later calls are ignored. Register it before genpager
+/// takes any lock. Without one, nothing is masked, and I/O completions must run in
+/// thread context.
+pub fn set_interrupts(hook: &'static dyn Interrupts) {
+    INTERRUPTS.call_once(|| hook);
+}
+
+/// The scheduler waits go through, if any.
+fn scheduler() -> Option<&'static dyn Scheduler> {
+    match SCHEDULER.get() {
+        Some(scheduler) => Some(*scheduler),
+        #[cfg(any(feature = "std", loom))]
+        None => Some(&ThreadParker),
+        #[cfg(not(any(feature = "std", loom)))]
+        None => None,
+    }
+}
+
+/// Interrupts masked on this CPU for as long as it lives: taken before a spin lock
+/// spins, dropped after it is released. Remembers the hook it disabled with, so a hook
+/// registered meanwhile is never enabled without a matching disable.
+struct NoInterrupts(Option<&'static dyn Interrupts>);
+
+impl NoInterrupts {
+    fn new() -> Self {
+        let hook = INTERRUPTS.get().copied();
+        if let Some(hook) = hook {
+            hook.disable();
+        }
+        Self(hook)
+    }
+}
+
+impl Drop for NoInterrupts {
+    fn drop(&mut self) {
+        if let Some(hook) = self.0 {
+            hook.enable();
+        }
+    }
+}
+
+/// The [`Scheduler`] of std threads: a thread's token is the address of a
+/// thread-local record of its `Thread` handle, `block` is `park` and `wake` is
+/// `unpark`. Under `--cfg loom`, the same over a per-thread permit guarded by a loom
+/// mutex. The default with `std` when no scheduler is registered; public
+/// so a test can wrap it (to count wakeups, say) and register the wrapper.
+#[cfg(any(feature = "std", loom))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadParker;
+
+#[cfg(any(feature = "std", loom))]
+mod parker {
+    #[cfg(not(loom))]
+    use std::thread::{Thread, current, park};
+
+    use crate::sync::{Scheduler, ThreadParker, Token};
+
+    /// A thread's record: its address is the thread's [`Token`].
+    #[cfg(not(loom))]
+    pub(super) struct Parker {
+        thread: Thread,
+    }
+
+    /// A thread's record under loom: a permit under a loom mutex, and a condition
+    /// variable to wait for it. (Not loom's `park`/`unpark`: loom's `unpark` also ends
+    /// a wait for a loom mutex, which the spin locks use under loom.)
+    #[cfg(loom)]
+    pub(super) struct Parker {
+        permit: loom::sync::Mutex<bool>,
+        changed: loom::sync::Condvar,
+    }
+
+    #[cfg(not(loom))]
+    std::thread_local! {
+        static PARKER: Parker = Parker { thread: current() };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static PARKER: Parker = Parker {
+            permit: loom::sync::Mutex::new(false),
+            changed: loom::sync::Condvar::new(),
+        };
+    }
+
+    // Miri's strict provenance forbids turning a token (an integer) back into a
+    // pointer: there, tokens are looked up in a table of the live threads instead.
+    #[cfg(miri)]
+    static LIVE: std::sync::Mutex<alloc::vec::Vec<(usize, Thread)>> =
+        std::sync::Mutex::new(alloc::vec::Vec::new());
+
+    impl Scheduler for ThreadParker {
+        fn current(&self) -> Token {
+            PARKER.with(|parker| {
+                let token = Token(core::ptr::from_ref(parker) as usize);
+                #[cfg(miri)]
+                {
+                    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+                    if !live.iter().any(|(at, _)| *at == token.0) {
+                        live.push((token.0, parker.thread.clone()));
+                    }
+                }
+                token
+            })
+        }
+
+        fn block(&self, _token: Token) {
+            #[cfg(not(loom))]
+            park();
+            #[cfg(loom)]
+            PARKER.with(|parker| {
+                let mut permit = parker.permit.lock().unwrap_or_else(|p| p.into_inner());
+                while !*permit {
+                    permit = parker
+                        .changed
+                        .wait(permit)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+                *permit = false;
+            });
+        }
+
+        fn wake(&self, token: Token) {
+            #[cfg(not(miri))]
+            {
+                let parker = token.0 as *const Parker;
+                // SAFETY: `token` came from `current` on a thread that is inside a
+                // genpager wait, which cannot return (nor its thread exit and drop
+                // this thread-local) before this call has: the waker calls `wake`
+                // under the wait channel's lock, and the waiter takes that lock before
+                // it leaves the wait (`WaitQueue::sleep`).
+                let parker = unsafe { &*parker };
+                #[cfg(not(loom))]
+                parker.thread.unpark();
+                #[cfg(loom)]
+                {
+                    *parker.permit.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    parker.changed.notify_one();
+                }
+            }
+            #[cfg(miri)]
+            {
+                let live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((_, thread)) = live.iter().find(|(at, _)| *at == token.0) {
+                    thread.unpark();
+                }
+            }
+        }
+    }
+}
+
+// ---- cells: core's, or loom's tracked ones ------------------------------------------
+
+#[cfg(not(loom))]
+mod cell {
+    /// The data of a lock.
+    pub(super) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+    /// A shared access to a cell's data, for as long as it lives.
+    pub(super) struct Shared<T>(*const T);
+    /// An exclusive access to a cell's data, for as long as it lives.
+    pub(super) struct Exclusive<T>(*mut T);
+
+    impl<T> UnsafeCell<T> {
+        pub(super) const fn new(value: T) -> Self {
+            Self(core::cell::UnsafeCell::new(value))
+        }
+        pub(super) fn shared(&self) -> Shared<T> {
+            Shared(self.0.get())
+        }
+        pub(super) fn exclusive(&self) -> Exclusive<T> {
+            Exclusive(self.0.get())
+        }
+    }
+
+    impl<T> Shared<T> {
+        /// # Safety
+        /// No exclusive access to the cell lives while the reference does.
+        pub(super) unsafe fn get(&self) -> &T {
+            // SAFETY: the pointer is the cell's, and the caller rules out writers.
+            unsafe { &*self.0 }
+        }
+    }
+
+    impl<T> Exclusive<T> {
+        /// # Safety
+        /// No other access to the cell lives while the reference does.
+        pub(super) unsafe fn get(&self) -> &T {
+            // SAFETY: the pointer is the cell's, and the caller rules out writers.
+            unsafe { &*self.0 }
+        }
+        /// # Safety
+        /// No other access to the cell lives while the reference does.
+        pub(super) unsafe fn get_mut(&mut self) -> &mut T {
+            // SAFETY: the pointer is the cell's, and the caller rules out any other
+            // access.
+            unsafe { &mut *self.0 }
+        }
+    }
+}
+
+#[cfg(loom)]
+mod cell {
+    /// The data of a lock: loom checks that the accesses the lock allows do not race.
+    pub(super) struct UnsafeCell<T>(loom::cell::UnsafeCell<T>);
+    /// A shared access to a cell's data, tracked by loom for as long as it lives.
+    pub(super) struct Shared<T>(loom::cell::ConstPtr<T>);
+    /// An exclusive access to a cell's data, tracked by loom for as long as it lives.
+    pub(super) struct Exclusive<T>(loom::cell::MutPtr<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(super) fn new(value: T) -> Self {
+            Self(loom::cell::UnsafeCell::new(value))
+        }
+        pub(super) fn shared(&self) -> Shared<T> {
+            Shared(self.0.get())
+        }
+        pub(super) fn exclusive(&self) -> Exclusive<T> {
+            Exclusive(self.0.get_mut())
+        }
+    }
+
+    impl<T> Shared<T> {
+        /// # Safety
+        /// No exclusive access to the cell lives while the reference does.
+        pub(super) unsafe fn get(&self) -> &T {
+            // SAFETY: the caller rules out writers; loom checks it.
+            unsafe { self.0.deref() }
+        }
+    }
+
+    impl<T> Exclusive<T> {
+        /// # Safety
+        /// No other access to the cell lives while the reference does.
+        pub(super) unsafe fn get(&self) -> &T {
+            // SAFETY: the caller rules out any other access; loom checks it.
+            unsafe { self.0.deref() }
+        }
+        /// # Safety
+        /// No other access to the cell lives while the reference does.
+        pub(super) unsafe fn get_mut(&mut self) -> &mut T {
+            // SAFETY: the caller rules out any other access; loom checks it.
+            unsafe { self.0.deref() }
+        }
+    }
+}
+
+use cell::{Exclusive, Shared, UnsafeCell};
 
 /// Whether a call may sleep: to enter the mount transaction, or for a busy page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,185 +486,282 @@ pub(crate) enum Wait {
     DontSleep,
 }
 
-/// A mutual-exclusion spin lock (loom's under `cfg(loom)`).
+// ---- Mutex ------------------------------------------------------------------------
+
+/// A mutual-exclusion spin lock that masks interrupts ([`Interrupts`]) while held.
 pub struct Mutex<T> {
-    #[cfg(not(loom))]
-    inner: spin::Mutex<T>,
-    #[cfg(loom)]
-    inner: loom::sync::Mutex<T>,
+    /// 1 while held, else 0.
+    locked: AtomicUsize,
+    spin: Spin,
+    data: UnsafeCell<T>,
 }
 
-/// Guard of a [`Mutex`].
+// SAFETY: the lock hands the data to one thread at a time, like std's `Mutex`.
+unsafe impl<T: Send> Send for Mutex<T> {}
+// SAFETY: as for `Send`: `&Mutex` gives access to `T` only under the lock.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+
+/// Guard of a [`Mutex`]: releases it on drop (on the thread that took it).
+#[must_use = "dropping the guard releases the lock"]
 pub struct MutexGuard<'a, T> {
-    #[cfg(not(loom))]
-    inner: spin::MutexGuard<'a, T>,
-    #[cfg(loom)]
-    inner: loom::sync::MutexGuard<'a, T>,
+    lock: &'a Mutex<T>,
+    data: ManuallyDrop<Exclusive<T>>,
+    _interrupts: NoInterrupts,
 }
 
 impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub fn new(value: T) -> Self {
         Self {
-            #[cfg(not(loom))]
-            inner: spin::Mutex::new(value),
-            #[cfg(loom)]
-            inner: loom::sync::Mutex::new(value),
+            locked: AtomicUsize::new(0),
+            spin: Spin::new(),
+            data: UnsafeCell::new(value),
         }
     }
 
-    /// Takes the lock, spinning while another thread holds it.
+    /// Takes the lock, masking interrupts first and spinning while another thread
+    /// holds it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
-        #[cfg(not(loom))]
-        let inner = self.inner.lock();
-        #[cfg(loom)]
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        MutexGuard { inner }
+        let interrupts = NoInterrupts::new();
+        while self
+            .locked
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Test and test-and-set: wait for a release by looking only.
+            self.spin.wait(&self.locked, |locked| locked != 0);
+        }
+        MutexGuard {
+            lock: self,
+            data: ManuallyDrop::new(self.data.exclusive()),
+            _interrupts: interrupts,
+        }
     }
 }
 
 impl<T> Deref for MutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.inner
+        // SAFETY: this guard holds the lock: no other access to the data lives.
+        unsafe { self.data.get() }
     }
 }
 
 impl<T> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner
+        // SAFETY: this guard holds the lock: no other access to the data lives.
+        unsafe { self.data.get_mut() }
     }
 }
 
-/// A reader-writer spin lock: the object lock. Readers run in parallel (the cached
-/// fast path); writers are exclusive.
-pub struct RwLock<T> {
-    #[cfg(not(loom))]
-    inner: spin::RwLock<T>,
-    #[cfg(loom)]
-    inner: loom::sync::RwLock<T>,
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here, and never used again; the access ends before
+        // the lock is released.
+        unsafe { ManuallyDrop::drop(&mut self.data) };
+        self.lock.locked.store(0, Ordering::Release);
+        self.lock.spin.released();
+        // `_interrupts` drops next: interrupts come back after the release.
+    }
 }
 
+// ---- RwLock ---------------------------------------------------------------------------
+
+/// A writer holds the [`RwLock`].
+const RW_WRITER: usize = 1 << (usize::BITS - 1);
+/// A writer waits for the [`RwLock`]: new readers back off.
+const RW_WRITER_WAITING: usize = 1 << (usize::BITS - 2);
+/// The reader count of the [`RwLock`]'s word.
+const RW_READERS: usize = RW_WRITER_WAITING - 1;
+
+/// A writer-preferring reader-writer spin lock that masks interrupts while held: the
+/// object lock. Readers run in parallel (the cached fast path); a writer is exclusive,
+/// and once one waits no new reader enters, so readers cannot starve it. (Hence a
+/// thread must never take it shared twice: with a writer waiting in between, the
+/// second read would wait for the writer, which waits for the first.)
+///
+/// One word holds the reader count, the writer bit and the writer-waiting bit.
+pub struct RwLock<T> {
+    state: AtomicUsize,
+    spin: Spin,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: like std's `RwLock`: the data moves with the lock.
+unsafe impl<T: Send> Send for RwLock<T> {}
+// SAFETY: like std's `RwLock`: readers share `&T` across threads (`T: Sync`), a writer
+// gets `&mut T` on its own thread (`T: Send`).
+unsafe impl<T: Send + Sync> Sync for RwLock<T> {}
+
 /// Shared guard of a [`RwLock`].
+#[must_use = "dropping the guard releases the lock"]
 pub struct ReadGuard<'a, T> {
-    #[cfg(not(loom))]
-    inner: spin::RwLockReadGuard<'a, T>,
-    #[cfg(loom)]
-    inner: loom::sync::RwLockReadGuard<'a, T>,
+    lock: &'a RwLock<T>,
+    data: ManuallyDrop<Shared<T>>,
+    _interrupts: NoInterrupts,
 }
 
 /// Exclusive guard of a [`RwLock`].
+#[must_use = "dropping the guard releases the lock"]
 pub struct WriteGuard<'a, T> {
-    #[cfg(not(loom))]
-    inner: spin::RwLockWriteGuard<'a, T>,
-    #[cfg(loom)]
-    inner: loom::sync::RwLockWriteGuard<'a, T>,
+    lock: &'a RwLock<T>,
+    data: ManuallyDrop<Exclusive<T>>,
+    _interrupts: NoInterrupts,
 }
 
 impl<T> RwLock<T> {
     /// A new unlocked reader-writer lock.
     pub fn new(value: T) -> Self {
         Self {
-            #[cfg(not(loom))]
-            inner: spin::RwLock::new(value),
-            #[cfg(loom)]
-            inner: loom::sync::RwLock::new(value),
+            state: AtomicUsize::new(0),
+            spin: Spin::new(),
+            data: UnsafeCell::new(value),
         }
     }
 
-    /// Takes the lock shared.
+    /// Takes the lock shared, masking interrupts first; spins while a writer holds it
+    /// or waits for it.
     pub fn read(&self) -> ReadGuard<'_, T> {
-        #[cfg(not(loom))]
-        let inner = self.inner.read();
-        #[cfg(loom)]
-        let inner = self
-            .inner
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner());
-        ReadGuard { inner }
+        let interrupts = NoInterrupts::new();
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & (RW_WRITER | RW_WRITER_WAITING) == 0 {
+                debug_assert!(state < RW_READERS, "too many readers");
+                // Cannot overflow: without the high bits the count is below them.
+                #[allow(clippy::arithmetic_side_effects)]
+                let more = state + 1;
+                match self.state.compare_exchange_weak(
+                    state,
+                    more,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => state = actual,
+                }
+            } else {
+                self.spin.wait(&self.state, |state| {
+                    state & (RW_WRITER | RW_WRITER_WAITING) != 0
+                });
+                state = self.state.load(Ordering::Relaxed);
+            }
+        }
+        ReadGuard {
+            lock: self,
+            data: ManuallyDrop::new(self.data.shared()),
+            _interrupts: interrupts,
+        }
     }
 
-    /// Takes the lock exclusively.
+    /// Takes the lock exclusively, masking interrupts first; spins while anyone holds
+    /// it, keeping new readers out meanwhile.
     pub fn write(&self) -> WriteGuard<'_, T> {
-        #[cfg(not(loom))]
-        let inner = self.inner.write();
-        #[cfg(loom)]
-        let inner = self
-            .inner
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        WriteGuard { inner }
+        let interrupts = NoInterrupts::new();
+        let mut state = self.state.load(Ordering::Relaxed);
+        loop {
+            if state & !RW_WRITER_WAITING == 0 {
+                // Free: take it, clearing the waiting bit (another waiting writer sets
+                // it again on its next look).
+                match self.state.compare_exchange_weak(
+                    state,
+                    RW_WRITER,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => state = actual,
+                }
+            } else {
+                if state & RW_WRITER_WAITING == 0 {
+                    self.state.fetch_or(RW_WRITER_WAITING, Ordering::Relaxed);
+                }
+                self.spin
+                    .wait(&self.state, |state| state & !RW_WRITER_WAITING != 0);
+                state = self.state.load(Ordering::Relaxed);
+            }
+        }
+        WriteGuard {
+            lock: self,
+            data: ManuallyDrop::new(self.data.exclusive()),
+            _interrupts: interrupts,
+        }
     }
 }
 
 impl<T> Deref for ReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.inner
+        // SAFETY: this guard holds the lock shared: no writer's access lives.
+        unsafe { self.data.get() }
+    }
+}
+
+impl<T> Drop for ReadGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; the access ends before the lock is released.
+        unsafe { ManuallyDrop::drop(&mut self.data) };
+        self.lock.state.fetch_sub(1, Ordering::Release);
+        self.lock.spin.released();
     }
 }
 
 impl<T> Deref for WriteGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.inner
+        // SAFETY: this guard holds the lock exclusively: no other access lives.
+        unsafe { self.data.get() }
     }
 }
 
 impl<T> DerefMut for WriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.inner
+        // SAFETY: this guard holds the lock exclusively: no other access lives.
+        unsafe { self.data.get_mut() }
     }
 }
 
-/// A ticket taken from a [`WaitQueue`] while the waiter still holds the lock that
-/// protects its condition; any wakeup after the ticket ends the wait.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "a ticket is only useful when waited on"]
-pub struct Ticket(u64);
+impl<T> Drop for WriteGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; the access ends before the lock is released.
+        unsafe { ManuallyDrop::drop(&mut self.data) };
+        // Keeps a waiting writer's bit.
+        self.lock.state.fetch_and(!RW_WRITER, Ordering::Release);
+        self.lock.spin.released();
+    }
+}
 
-/// A wait channel with no lost wakeups.
+// ---- WaitQueue ----------------------------------------------------------------------
+
+/// A sleeping thread's node in a [`WaitQueue`]: lives on the sleeper's stack, linked
+/// into the channel's list while it waits.
 ///
-/// The waiter takes a [`Ticket`] while it holds the lock that guards the condition,
-/// drops that lock, and calls [`WaitQueue::wait`]. The waker changes the condition
-/// (under the same lock) and then calls [`WaitQueue::notify_all`]. Because the ticket
-/// predates the change, the wait returns.
+/// Intrusive lists require that a linked node neither moves nor dies (see
+/// intrusive-collections' design notes). [`WaitQueue::sleep_unless`] guarantees both:
+/// the node is a local that a [`Linked`] guard borrows (so it cannot move), and the
+/// guard, made before the node is linked, unlinks it under the channel's lock when the
+/// frame ends, by return or by unwinding.
+struct Waiter {
+    link: LinkedListAtomicLink,
+    key: u64,
+    token: Token,
+    /// Set by the waker (after unlinking the node, under the channel's lock).
+    woken: AtomicBool,
+}
+
+intrusive_adapter!(WaiterAdapter = UnsafeRef<Waiter>: Waiter { link: LinkedListAtomicLink });
+
+/// A keyed wait channel with no lost wakeups and no allocation.
+///
+/// The waiter calls [`WaitQueue::sleep`] with a key and the guard of the lock that
+/// protects its condition; the waker changes the condition (under that lock) and then
+/// calls [`WaitQueue::wake`] for the key (or [`WaitQueue::wake_range`],
+/// [`WaitQueue::wake_all`]), with or without the lock. Because the sleeper's node is
+/// linked before it releases its guard, a wake for its key that follows the change
+/// finds it. Wakers never sleep or allocate, and may run in an interrupt handler
+/// (given an [`Interrupts`] hook and an interrupt-safe [`Scheduler::wake`]).
 pub struct WaitQueue {
-    /// The generation (bumped by every wakeup; a ticket is its value) in the high
-    /// bits and, in the low [`SLEEPER_BITS`], how many threads are inside
-    /// [`WaitQueue::wait`]. One word, so that a waker's bump and a sleeper's count are
-    /// ordered by the word itself: whichever comes second sees the first. With no
-    /// sleeper a wakeup is one atomic add: no lock, no system call (the common case,
-    /// an I/O completion that nobody waits for).
-    state: AtomicU64,
-    /// Held by a sleeper from counting itself to sleeping, so a waker that saw it
-    /// counted cannot signal before it sleeps.
-    #[cfg(any(loom, feature = "std"))]
-    lock: CondMutex<()>,
-    #[cfg(any(loom, feature = "std"))]
-    cond: Condvar,
+    waiters: Mutex<LinkedList<WaiterAdapter>>,
 }
-
-/// Low bits of [`WaitQueue`]'s word that count sleepers (about a million at once).
-const SLEEPER_BITS: u32 = 20;
-const ONE_SLEEPER: u64 = 1;
-const ONE_GENERATION: u64 = 1 << SLEEPER_BITS;
-
-fn generation(state: u64) -> u64 {
-    state >> SLEEPER_BITS
-}
-
-fn sleepers(state: u64) -> u64 {
-    state & (ONE_GENERATION - 1)
-}
-
-#[cfg(loom)]
-use loom::sync::{Condvar, Mutex as CondMutex};
-#[cfg(all(not(loom), feature = "std"))]
-use std::sync::{Condvar, Mutex as CondMutex};
 
 impl Default for WaitQueue {
     fn default() -> Self {
@@ -254,68 +769,132 @@ impl Default for WaitQueue {
     }
 }
 
-impl WaitQueue {
-    /// A new wait queue with no waiters.
-    pub fn new() -> Self {
-        Self {
-            state: AtomicU64::new(0),
-            #[cfg(any(loom, feature = "std"))]
-            lock: CondMutex::new(()),
-            #[cfg(any(loom, feature = "std"))]
-            cond: Condvar::new(),
-        }
-    }
+/// Unlinks its waiter, if still linked, when dropped: so a node cannot outlive its
+/// frame while linked, and the sleeper leaves only after taking the channel's lock
+/// (after any waker that woke it has returned from [`Scheduler::wake`]).
+struct Linked<'a> {
+    queue: &'a WaitQueue,
+    waiter: &'a Waiter,
+}
 
-    /// Takes a ticket: call while holding the lock that guards the awaited condition.
-    pub fn ticket(&self) -> Ticket {
-        Ticket(generation(self.state.load(Ordering::Acquire)))
-    }
-
-    /// Sleeps until some [`WaitQueue::notify_all`] later than `ticket`.
-    pub fn wait(&self, ticket: Ticket) {
-        #[cfg(any(loom, feature = "std"))]
-        {
-            let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut state = self.state.fetch_add(ONE_SLEEPER, Ordering::AcqRel);
-            debug_assert!(sleepers(state) < ONE_GENERATION - 1, "too many sleepers");
-            while generation(state) == ticket.0 {
-                guard = self.cond.wait(guard).unwrap_or_else(|p| p.into_inner());
-                state = self.state.load(Ordering::Acquire);
-            }
-            self.state.fetch_sub(ONE_SLEEPER, Ordering::Release);
-        }
-        #[cfg(not(any(loom, feature = "std")))]
-        {
-            let mut state = self.state.fetch_add(ONE_SLEEPER, Ordering::AcqRel);
-            while generation(state) == ticket.0 {
-                match PARK.get() {
-                    Some(park) => park.park(),
-                    None => core::hint::spin_loop(),
-                }
-                state = self.state.load(Ordering::Acquire);
-            }
-            self.state.fetch_sub(ONE_SLEEPER, Ordering::Release);
-        }
-    }
-
-    /// Wakes every waiter whose ticket predates this call.
-    pub fn notify_all(&self) {
-        let state = self.state.fetch_add(ONE_GENERATION, Ordering::AcqRel);
-        if sleepers(state) == 0 {
-            return;
-        }
-        #[cfg(any(loom, feature = "std"))]
-        {
-            // Taking the lock waits for a sleeper between counting itself and sleeping.
-            let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.cond.notify_all();
-        }
-        #[cfg(not(any(loom, feature = "std")))]
-        if let Some(park) = PARK.get() {
-            park.unpark_all();
+impl Drop for Linked<'_> {
+    fn drop(&mut self) {
+        let mut list = self.queue.waiters.lock();
+        if self.waiter.link.is_linked() {
+            // SAFETY: a waiter is linked only into the list of the queue it sleeps on
+            // (`sleep_unless` links it into `self.queue`'s), and only under that
+            // list's lock, which we hold: it is an element of this list.
+            let mut cursor = unsafe { list.cursor_mut_from_ptr(self.waiter) };
+            cursor.remove();
         }
     }
 }
+
+impl WaitQueue {
+    /// A new wait channel with no waiters.
+    pub fn new() -> Self {
+        Self {
+            waiters: Mutex::new(LinkedList::new(WaiterAdapter::new())),
+        }
+    }
+
+    /// Sleeps on `key` until a wake for it: links this thread's node under the
+    /// channel's lock while the caller still holds `guard` (the lock protecting the
+    /// awaited condition), releases `guard`, then blocks. The caller re-takes its lock
+    /// and looks at the condition again.
+    pub fn sleep<G>(&self, key: u64, guard: G) {
+        self.sleep_unless(key, move || {
+            drop(guard);
+            false
+        });
+    }
+
+    /// Links this thread's node for `key`, then (under the channel's lock) asks
+    /// `ready`: if it says so, returns at once, else blocks until woken.
+    fn sleep_unless(&self, key: u64, ready: impl FnOnce() -> bool) {
+        let scheduler = scheduler();
+        let token = scheduler.map_or(Token(0), |scheduler| scheduler.current());
+        let waiter = Waiter {
+            link: LinkedListAtomicLink::new(),
+            key,
+            token,
+            woken: AtomicBool::new(false),
+        };
+        // Made before linking: it unlinks on any way out of this frame.
+        let linked = Linked {
+            queue: self,
+            waiter: &waiter,
+        };
+        let mut list = self.waiters.lock();
+        // SAFETY: `waiter` is borrowed by `linked` until this frame ends, so it does
+        // not move, and `linked` unlinks it (under this lock) before it is dropped:
+        // the list never holds a pointer to a moved or dead node.
+        list.push_back(unsafe { UnsafeRef::from_raw(linked.waiter) });
+        let ready = ready();
+        drop(list);
+        if ready {
+            return;
+        }
+        while !waiter.woken.load(Ordering::Acquire) {
+            match scheduler {
+                Some(scheduler) => scheduler.block(token),
+                #[cfg(not(any(feature = "std", loom)))]
+                None => spin_hint(),
+                #[cfg(any(feature = "std", loom))]
+                None => unreachable!("std and loom always have a scheduler"),
+            }
+        }
+        // `linked` drops here and takes the channel's lock: the waker that set `woken`
+        // has returned from `Scheduler::wake` by then.
+    }
+
+    /// Wakes the threads sleeping on a key `matches` accepts; returns how many.
+    pub(crate) fn wake_where(&self, matches: impl Fn(u64) -> bool) -> usize {
+        let scheduler = scheduler();
+        let mut woken = 0usize;
+        let mut list = self.waiters.lock();
+        let mut cursor = list.front_mut();
+        while let Some(waiter) = cursor.get() {
+            if !matches(waiter.key) {
+                cursor.move_next();
+                continue;
+            }
+            if let Some(waiter) = cursor.remove() {
+                // Still under the lock: the sleeper cannot leave (nor its node die)
+                // before the lock is released, after `wake` has returned.
+                waiter.woken.store(true, Ordering::Release);
+                if let Some(scheduler) = scheduler {
+                    scheduler.wake(waiter.token);
+                }
+                woken = woken.saturating_add(1);
+            }
+        }
+        woken
+    }
+
+    /// Wakes the threads sleeping on `key`; returns how many.
+    pub fn wake(&self, key: u64) -> usize {
+        self.wake_where(|at| at == key)
+    }
+
+    /// Wakes the threads sleeping on a key in `range`; returns how many.
+    pub fn wake_range(&self, range: Range<u64>) -> usize {
+        self.wake_where(|at| range.contains(&at))
+    }
+
+    /// Wakes every thread sleeping on the channel; returns how many.
+    pub fn wake_all(&self) -> usize {
+        self.wake_where(|_| true)
+    }
+
+    /// How many threads sleep on `key` right now (not yet woken).
+    pub fn sleepers(&self, key: u64) -> usize {
+        let list = self.waiters.lock();
+        list.iter().filter(|waiter| waiter.key == key).count()
+    }
+}
+
+// ---- SleepRwLock -------------------------------------------------------------------
 
 /// A sleeping reader-writer lock (the node lock): held across read I/O, so a thread
 /// that cannot take it sleeps on a [`WaitQueue`] rather than spinning.
@@ -330,6 +909,8 @@ pub struct SleepRwLock {
 }
 
 const WRITER: usize = 1 << (usize::BITS - 1);
+/// The one key of a [`SleepRwLock`]'s channel: every sleeper waits for a release.
+const RELEASED: u64 = 0;
 
 /// Proof of holding a [`SleepRwLock`], shared or exclusive; releases on drop.
 #[must_use = "dropping the guard releases the node lock"]
@@ -381,14 +962,14 @@ impl SleepRwLock {
 
     fn acquire(&self, exclusive: bool) -> SleepGuard<'_> {
         while !self.try_acquire(exclusive) {
-            // Announce the sleep before the last look, so a release after that look
-            // sees a sleeper and wakes the queue after our ticket.
+            // Announce the sleep before the last look (made with the node linked), so
+            // a release after that look sees a sleeper and wakes the channel.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            let ticket = self.released.ticket();
-            let acquired = self.try_acquire(exclusive);
-            if !acquired {
-                self.released.wait(ticket);
-            }
+            let mut acquired = false;
+            self.released.sleep_unless(RELEASED, || {
+                acquired = self.try_acquire(exclusive);
+                acquired
+            });
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if acquired {
                 break;
@@ -481,7 +1062,7 @@ impl Drop for SleepGuard<'_> {
         // load this is the store-buffering pattern, correct only under SeqCst's total
         // order, which loom does not model: it reports a lost wakeup.)
         if self.lock.sleepers.fetch_add(0, Ordering::SeqCst) > 0 {
-            self.lock.released.notify_all();
+            self.lock.released.wake_all();
         }
     }
 }
@@ -489,22 +1070,254 @@ impl Drop for SleepGuard<'_> {
 #[cfg(all(test, not(loom), feature = "std"))]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
+    use core::cell::Cell;
     use std::thread;
+    use std::time::Duration;
+
+    /// Waits (a bounded while) until `queue` has `count` sleepers on `key`.
+    fn until_sleeping(queue: &WaitQueue, key: u64, count: usize) {
+        for _ in 0..10_000 {
+            if queue.sleepers(key) == count {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        panic!("{count} sleepers on {key} never came");
+    }
+
+    /// A thread that sleeps on `key` of `queue` until `flag` is set, counting its
+    /// returns from `sleep`.
+    fn sleeper(
+        queue: &Arc<WaitQueue>,
+        lock: &Arc<Mutex<[bool; 4]>>,
+        key: u64,
+    ) -> thread::JoinHandle<usize> {
+        let (queue, lock) = (queue.clone(), lock.clone());
+        thread::spawn(move || {
+            let mut sleeps = 0;
+            loop {
+                let state = lock.lock();
+                if state[usize::try_from(key).unwrap()] {
+                    return sleeps;
+                }
+                sleeps += 1;
+                queue.sleep(key, state);
+            }
+        })
+    }
 
     #[test]
-    fn waiter_sleeps_until_notified() {
+    fn threaded_keyed_wake_wakes_only_its_key() {
         let queue = Arc::new(WaitQueue::new());
-        let flag = Arc::new(AtomicBool::new(false));
-        let ticket = queue.ticket();
+        let lock = Arc::new(Mutex::new([false; 4]));
+        let sleepers: Vec<_> = (0..4).map(|key| sleeper(&queue, &lock, key)).collect();
+        for key in 0..4 {
+            until_sleeping(&queue, key, 1);
+        }
+        lock.lock()[2] = true;
+        assert_eq!(queue.wake(2), 1, "one thread sleeps on key 2");
+        for key in [0, 1, 3] {
+            assert_eq!(queue.sleepers(key), 1, "key {key} still asleep");
+        }
+        let mut sleepers: Vec<_> = sleepers.into_iter().map(Some).collect();
+        assert_eq!(sleepers[2].take().unwrap().join().unwrap(), 1);
+        *lock.lock() = [true; 4];
+        assert_eq!(queue.wake_range(0..2), 2);
+        assert_eq!(queue.wake_all(), 1);
+        for sleeper in sleepers.into_iter().flatten() {
+            assert_eq!(sleeper.join().unwrap(), 1, "woken once, by its own key");
+        }
+    }
+
+    #[test]
+    fn threaded_wake_between_check_and_block_is_not_lost() {
+        for _ in 0..200 {
+            let queue = Arc::new(WaitQueue::new());
+            let lock = Arc::new(Mutex::new([false; 4]));
+            let waiter = sleeper(&queue, &lock, 1);
+            lock.lock()[1] = true;
+            queue.wake(1);
+            waiter.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn threaded_many_sleepers_all_wake() {
+        let queue = Arc::new(WaitQueue::new());
+        let lock = Arc::new(Mutex::new([false; 4]));
+        let sleepers: Vec<_> = (0..16).map(|i| sleeper(&queue, &lock, i % 4)).collect();
+        for key in 0..4 {
+            until_sleeping(&queue, key, 4);
+        }
+        *lock.lock() = [true; 4];
+        assert_eq!(queue.wake_all(), 16);
+        for sleeper in sleepers {
+            assert_eq!(sleeper.join().unwrap(), 1);
+        }
+    }
+
+    #[test]
+    fn sleep_with_nobody_to_wake_is_left_by_a_ready_check() {
+        let queue = WaitQueue::new();
+        queue.sleep_unless(7, || true);
+        assert_eq!(queue.sleepers(7), 0, "the node was unlinked");
+        assert_eq!(queue.wake(7), 0);
+    }
+
+    #[test]
+    fn threaded_rwlock_prefers_a_waiting_writer() {
+        let lock = Arc::new(RwLock::new(0u32));
+        let first = lock.read();
+        let writer = {
+            let lock = lock.clone();
+            thread::spawn(move || *lock.write() += 1)
+        };
+        // Wait until the writer has announced itself.
+        while lock.state.load(Ordering::Relaxed) & RW_WRITER_WAITING == 0 {
+            thread::yield_now();
+        }
+        let reader = {
+            let lock = lock.clone();
+            thread::spawn(move || *lock.read())
+        };
+        thread::sleep(Duration::from_millis(20));
+        assert!(
+            !reader.is_finished(),
+            "a new reader waits behind the writer"
+        );
+        assert_eq!(*first, 0);
+        drop(first);
+        writer.join().unwrap();
+        assert_eq!(reader.join().unwrap(), 1, "the writer went first");
+    }
+
+    #[test]
+    fn threaded_rwlock_excludes() {
+        let lock = Arc::new(RwLock::new((0u64, 0u64)));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let lock = lock.clone();
+                thread::spawn(move || {
+                    for _ in 0..2000 {
+                        if i % 2 == 0 {
+                            let mut pair = lock.write();
+                            pair.0 += 1;
+                            pair.1 += 1;
+                        } else {
+                            let pair = lock.read();
+                            assert_eq!(pair.0, pair.1);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(*lock.read(), (4000, 4000));
+    }
+
+    std::thread_local! {
+        /// The counting hook's per-thread nesting depth.
+        static DEPTH: Cell<usize> = const { Cell::new(0) };
+        /// Every disable and enable on this thread.
+        static CALLS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    }
+
+    /// An [`Interrupts`] hook that counts per thread (a thread is a CPU here).
+    struct Counting;
+
+    impl Interrupts for Counting {
+        fn disable(&self) {
+            DEPTH.with(|depth| depth.set(depth.get() + 1));
+            CALLS.with(|calls| calls.set((calls.get().0 + 1, calls.get().1)));
+        }
+        fn enable(&self) {
+            DEPTH.with(|depth| {
+                assert!(depth.get() > 0, "enable without disable");
+                depth.set(depth.get() - 1)
+            });
+            CALLS.with(|calls| calls.set((calls.get().0, calls.get().1 + 1)));
+        }
+    }
+
+    fn depth() -> usize {
+        DEPTH.with(Cell::get)
+    }
+
+    #[test]
+    fn threaded_every_lock_masks_interrupts_and_nesting_unwinds_out_of_order() {
+        static COUNTING: Counting = Counting;
+        set_interrupts(&COUNTING);
+        if !core::ptr::addr_eq(*INTERRUPTS.get().unwrap(), &COUNTING) {
+            return; // another hook won (not in this binary)
+        }
+        // Run on a fresh thread, so nothing taken before the registration counts.
+        thread::spawn(|| {
+            let mutex = Mutex::new(1);
+            let rwlock = RwLock::new(2);
+            let queue = Arc::new(WaitQueue::new());
+            let guard = mutex.lock();
+            assert_eq!(depth(), 1);
+            let shared = rwlock.read();
+            assert_eq!(depth(), 2);
+            drop(guard); // not LIFO
+            assert_eq!(depth(), 1);
+            drop(shared);
+            assert_eq!(depth(), 0);
+            let exclusive = rwlock.write();
+            let guard = mutex.lock();
+            drop(exclusive);
+            drop(guard);
+            assert_eq!(depth(), 0);
+            // A sleep drops the caller's guard under the channel's lock.
+            let flag = Arc::new(Mutex::new(false));
+            let waker = {
+                let (queue, flag) = (queue.clone(), flag.clone());
+                thread::spawn(move || {
+                    until_sleeping(&queue, 3, 1);
+                    *flag.lock() = true;
+                    queue.wake(3);
+                    depth()
+                })
+            };
+            loop {
+                let state = flag.lock();
+                if *state {
+                    break;
+                }
+                queue.sleep(3, state);
+                assert_eq!(depth(), 0, "a sleep returns with nothing masked");
+            }
+            assert_eq!(waker.join().unwrap(), 0);
+            assert_eq!(depth(), 0);
+            let (disables, enables) = CALLS.with(Cell::get);
+            assert_eq!(disables, enables, "every disable was paired");
+            assert!(disables >= 8);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn waiter_sleeps_until_woken() {
+        let queue = Arc::new(WaitQueue::new());
+        let flag = Arc::new(Mutex::new(false));
         let waker = {
             let (queue, flag) = (queue.clone(), flag.clone());
             thread::spawn(move || {
-                flag.store(true, Ordering::Release);
-                queue.notify_all();
+                *flag.lock() = true;
+                queue.wake_all();
             })
         };
-        queue.wait(ticket);
-        assert!(flag.load(Ordering::Acquire));
+        loop {
+            let state = flag.lock();
+            if *state {
+                break;
+            }
+            queue.sleep(0, state);
+        }
         waker.join().unwrap();
     }
 

@@ -19,6 +19,14 @@
 //! (no node lock held by the calling thread, the journal inside a transaction, each
 //! begin ended once on its own thread), counting node-lock guards per loom thread with
 //! `genpager::sync::sleep_locks_held_by_this_thread`.
+//!
+//! Every model runs genpager's own locks and wait channels (under `--cfg loom` they are
+//! built on loom's atomics and tracked cells) with the hooks a kernel would register:
+//! a [`Scheduler`] over loom's thread parker ([`ModelScheduler`]) and an [`Interrupts`]
+//! hook ([`ModelInterrupts`]) that delivers a device's interrupt on the thread playing
+//! CPU 0 wherever that CPU has interrupts enabled. L12 to L15 model those pieces
+//! directly: a wakeup racing a sleeper, keyed wakeups, a completion in an interrupt
+//! handler, and the writer-preferring object lock.
 #![cfg(loom)]
 
 use std::collections::VecDeque;
@@ -28,10 +36,15 @@ use genpager::Fault;
 use genpager::buf::{Direction, IoRequest};
 use genpager::cache::{DefaultCache, MapState};
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+use genpager::sync::{
+    Interrupts, Mutex as SpinMutex, RwLock as SpinRwLock, Scheduler, ThreadParker, Token,
+    WaitQueue, set_interrupts, set_scheduler,
+};
 use genpager::{
     Access, BlockMap, DirtyStatus, Error, Fetched, Mapping, PAGE_SIZE, PageCache, PageFlags,
     PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize, write,
 };
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
@@ -529,13 +542,156 @@ fn check_cache(file: &File, model: &[u8]) {
     }
 }
 
+// ---- the kernel hooks every model runs with ------------------------------------------
+
+/// Tokens whose thread has left its last wait: waking one is a use after free in a
+/// kernel (the waiter's stack and thread may be gone), so [`ModelScheduler`] refuses
+/// to. Keyed by token; a token is forgotten when its thread (or a later thread at the
+/// same address) names itself again.
+static RETIRED: StdMutex<std::collections::BTreeSet<usize>> =
+    StdMutex::new(std::collections::BTreeSet::new());
+
+/// The [`Scheduler`] of the models: loom's thread parker, which also takes pending
+/// interrupts (on the thread playing CPU 0) before it blocks, as a halted CPU does.
+struct ModelScheduler;
+
+impl Scheduler for ModelScheduler {
+    fn current(&self) -> Token {
+        let token = ThreadParker.current();
+        RETIRED.lock().unwrap().remove(&token.0);
+        token
+    }
+
+    fn block(&self, token: Token) {
+        interrupt_point();
+        ThreadParker.block(token);
+    }
+
+    fn wake(&self, token: Token) {
+        assert!(
+            !RETIRED.lock().unwrap().contains(&token.0),
+            "woke a thread after it had left its wait"
+        );
+        ThreadParker.wake(token);
+    }
+}
+
+/// Marks the calling thread as done waiting: a later wake of it is a bug.
+fn retire_this_thread() {
+    let token = ThreadParker.current();
+    RETIRED.lock().unwrap().insert(token.0);
+}
+
+/// A device's interrupt line to one CPU: a pending flag, the handler to run, and the
+/// CPU's thread (unparked when the interrupt is raised, as an interrupt wakes a halted
+/// CPU).
+struct Irq {
+    pending: AtomicBool,
+    handler: StdMutex<Option<Box<dyn FnOnce() + Send>>>,
+    cpu: Token,
+}
+
+impl Irq {
+    /// The interrupt line of the calling thread, which becomes its CPU.
+    fn this_cpu() -> std::sync::Arc<Self> {
+        let irq = std::sync::Arc::new(Self {
+            pending: AtomicBool::new(false),
+            handler: StdMutex::new(None),
+            cpu: ThreadParker.current(),
+        });
+        CPU.with(|cpu| cpu.borrow_mut().irq = Some(irq.clone()));
+        irq
+    }
+
+    /// Raises the interrupt (from the device's thread): `handler` runs on the CPU at
+    /// its next point with interrupts enabled.
+    fn raise(&self, handler: impl FnOnce() + Send + 'static) {
+        *self.handler.lock().unwrap() = Some(Box::new(handler));
+        self.pending.store(true, Ordering::SeqCst);
+        ThreadParker.wake(self.cpu);
+    }
+}
+
+/// One loom thread's CPU: how deep its interrupts are disabled, and the interrupt line
+/// it takes interrupts from (only the thread playing CPU 0 has one).
+#[derive(Default)]
+struct Cpu {
+    depth: usize,
+    irq: Option<std::sync::Arc<Irq>>,
+}
+
+loom::thread_local! {
+    static CPU: std::cell::RefCell<Cpu> = std::cell::RefCell::new(Cpu::default());
+}
+
+/// Where an interrupt may land: if the calling thread is a CPU with interrupts enabled
+/// and one pending, its handler runs here (with interrupts disabled, as in a handler).
+/// The models also call it between their own steps: a real interrupt can land at any
+/// instruction.
+fn interrupt_point() {
+    let irq = CPU.with(|cpu| {
+        let cpu = cpu.borrow();
+        if cpu.depth == 0 {
+            cpu.irq.clone()
+        } else {
+            None
+        }
+    });
+    let Some(irq) = irq else { return };
+    if !irq.pending.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    let handler = irq
+        .handler
+        .lock()
+        .unwrap()
+        .take()
+        .expect("a raised interrupt");
+    CPU.with(|cpu| cpu.borrow_mut().depth += 1);
+    handler();
+    CPU.with(|cpu| cpu.borrow_mut().depth -= 1);
+}
+
+/// The [`Interrupts`] hook of the models: xv6's push_off/pop_off nesting per loom
+/// thread; interrupts land when the count is zero at `disable` and when it returns to
+/// zero at `enable`.
+struct ModelInterrupts;
+
+impl Interrupts for ModelInterrupts {
+    fn disable(&self) {
+        interrupt_point();
+        CPU.with(|cpu| cpu.borrow_mut().depth += 1);
+    }
+
+    fn enable(&self) {
+        CPU.with(|cpu| {
+            let mut cpu = cpu.borrow_mut();
+            assert!(cpu.depth > 0, "enable without disable");
+            cpu.depth -= 1;
+        });
+        interrupt_point();
+    }
+}
+
+/// Interrupts disabled on the calling thread right now.
+fn interrupt_depth() -> usize {
+    CPU.with(|cpu| cpu.borrow().depth)
+}
+
 /// Runs `f` under loom with the preemption bound of the environment, or 2.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_with_branches(100_000, f);
+}
+
+/// [`model`] with at most `max_branches` branches per execution.
+fn model_with_branches(max_branches: usize, f: impl Fn() + Sync + Send + 'static) {
+    set_scheduler(&ModelScheduler);
+    set_interrupts(&ModelInterrupts);
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(2);
     }
-    builder.max_branches = builder.max_branches.max(100_000);
+    builder.max_branches = builder.max_branches.max(max_branches);
     let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = runs.clone();
     builder.check(move || {
@@ -1123,5 +1279,199 @@ fn l11_truncate_to_mid_page_racing_a_read_fault_keeps_the_lock_order() {
             "the fault saw a half-zeroed page"
         );
         rig.finish(&data[..100]);
+    });
+}
+
+// ---- the waiting and interrupt machinery itself ----------------------------------
+
+/// The key the channel models sleep on (any key would do).
+const KEY: u64 = 3;
+
+/// A condition under a genpager spin lock and the channel its waiters sleep on.
+struct Condition<T> {
+    state: SpinMutex<T>,
+    channel: WaitQueue,
+}
+
+impl<T> Condition<T> {
+    fn new(state: T) -> Arc<Self> {
+        Arc::new(Self {
+            state: SpinMutex::new(state),
+            channel: WaitQueue::new(),
+        })
+    }
+
+    /// Sleeps on `key` until `ready` holds; returns how many times it slept.
+    fn wait_until(&self, key: u64, ready: impl Fn(&T) -> bool) -> usize {
+        let mut sleeps = 0;
+        loop {
+            let state = self.state.lock();
+            if ready(&state) {
+                return sleeps;
+            }
+            sleeps += 1;
+            self.channel.sleep(key, state);
+        }
+    }
+}
+
+#[test]
+fn l12_a_wake_racing_a_sleeper_between_its_check_and_its_block_is_not_lost() {
+    model(|| {
+        let condition = Condition::new(false);
+        let waiter = {
+            let condition = condition.clone();
+            thread::spawn(move || {
+                condition.wait_until(KEY, |&set| set);
+                // From here on the thread may be gone: no wake may name it any more.
+                retire_this_thread();
+            })
+        };
+        *condition.state.lock() = true;
+        condition.channel.wake(KEY);
+        waiter.join().unwrap();
+        assert_eq!(condition.channel.sleepers(KEY), 0);
+    });
+}
+
+#[test]
+fn l13_a_wake_for_one_key_wakes_only_the_threads_sleeping_on_it() {
+    model(|| {
+        let condition = Condition::new([false; 2]);
+        let sleepers: Vec<_> = (0..2)
+            .map(|key| {
+                let condition = condition.clone();
+                thread::spawn(move || condition.wait_until(key as u64, |set| set[key]))
+            })
+            .collect();
+        let mut sleeps = Vec::new();
+        for (key, sleeper) in sleepers.into_iter().enumerate() {
+            condition.state.lock()[key] = true;
+            assert!(condition.channel.wake(key as u64) <= 1);
+            sleeps.push(sleeper.join().unwrap());
+        }
+        // Each sleeper sleeps at most once: only the wake of its own key ends a
+        // sleep, and that comes after its condition holds.
+        assert!(
+            sleeps.iter().all(|&count| count <= 1),
+            "a sleeper was woken by another key's wake: slept {sleeps:?} times"
+        );
+    });
+}
+
+/// The object lock, a request's state and its wait channel, as a completion sees them.
+struct Completion {
+    object: SpinRwLock<u32>,
+    request: Condition<bool>,
+}
+
+#[test]
+#[ignore = "unfinished: exceeds loom's branch limit (the interrupt never lands); see the issue 16 report"]
+fn l14_a_completion_in_an_interrupt_never_spins_on_a_lock_its_cpu_holds() {
+    model(|| {
+        let shared = Arc::new(Completion {
+            object: SpinRwLock::new(0),
+            request: Condition {
+                state: SpinMutex::new(false),
+                channel: WaitQueue::new(),
+            },
+        });
+        // This thread is CPU 0; the device raises its interrupt from its own thread.
+        let irq = Irq::this_cpu();
+        let device = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                irq.raise(move || {
+                    // The completion, in the handler: settles the pages under the
+                    // object lock, posts the outcome and wakes the submitter.
+                    *shared.object.write() += 1;
+                    *shared.request.state.lock() = true;
+                    shared.request.channel.wake(KEY);
+                });
+            })
+        };
+        {
+            let mut object = shared.object.write();
+            interrupt_point(); // an interrupt must wait for the object lock's release
+            *object += 10;
+        }
+        {
+            let object = shared.object.read();
+            interrupt_point();
+            assert!(*object >= 10);
+        }
+        // The submitter waits for its request with interrupts on, as an idle loop
+        // does: the completion lands at one of its interrupt points.
+        loop {
+            let posted = shared.request.state.lock();
+            interrupt_point(); // must not land while the request's lock is held
+            if *posted {
+                break;
+            }
+            drop(posted);
+            thread::yield_now();
+            interrupt_point();
+        }
+        assert_eq!(interrupt_depth(), 0, "every disable was undone");
+        device.join().unwrap();
+        assert_eq!(*shared.object.read(), 11);
+        CPU.with(|cpu| cpu.borrow_mut().irq = None);
+    });
+}
+
+#[test]
+fn l15_a_waiting_writer_is_not_starved_by_a_stream_of_readers() {
+    // With readers preferred the stream never lets the writer in: the model then
+    // spins until loom's branch limit, so keep the limit small.
+    model_with_branches(20_000, || {
+        let lock = Arc::new(SpinRwLock::new((0u32, 0u32)));
+        let first = lock.read();
+        let writer = {
+            let lock = lock.clone();
+            thread::spawn(move || {
+                let mut pair = lock.write();
+                pair.0 += 1;
+                pair.1 += 1;
+            })
+        };
+        let stream = {
+            let lock = lock.clone();
+            thread::spawn(move || {
+                // Readers overlapping one another: each read starts while the one
+                // before (held across a yield) may still be held.
+                let mut reads = 0;
+                loop {
+                    let pair = lock.read();
+                    thread::yield_now();
+                    assert_eq!(pair.0, pair.1, "a reader saw a write half done");
+                    reads += 1;
+                    if pair.0 == 1 {
+                        return reads;
+                    }
+                }
+            })
+        };
+        thread::yield_now();
+        drop(first);
+        writer.join().unwrap();
+        assert!(stream.join().unwrap() >= 1);
+        assert_eq!(*lock.read(), (1, 1));
+    });
+}
+
+#[test]
+fn zz_debug_mutex() {
+    model(|| {
+        let m = SpinMutex::new(1);
+        eprintln!("a");
+        *m.lock() += 1;
+        eprintln!("b");
+        let q = WaitQueue::new();
+        q.wake(1);
+        eprintln!("c");
+        let rw = SpinRwLock::new(1);
+        drop(rw.read());
+        drop(rw.write());
+        eprintln!("d");
     });
 }

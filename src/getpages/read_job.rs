@@ -8,7 +8,7 @@ use crate::bmap::{Geometry, extent_at, is_allocated};
 use crate::buf::{BioWait, Direction, Nest, Outcome, Priority, page_segments};
 use crate::error::{Error, Result};
 use crate::hooks::{BlockMap, PageCache, Strategy};
-use crate::object::ObjectState;
+use crate::object::{ObjectState, Wakeup};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageRef, round_page, trunc_page,
     zero_file_range,
@@ -415,7 +415,7 @@ fn read_ahead_done<V: Vnode>(
     }
     let mut state = object.lock();
     let wake = match result {
-        Ok(()) => settled.iter().fold(false, |wake, page| {
+        Ok(()) => settled.iter().fold(Wakeup::NONE, |wake, page| {
             if let Some(resident) = state.cache_mut().lookup_mut(page.offset) {
                 resident.flags.remove(PageFlags::FAKE);
             }

@@ -6,7 +6,7 @@ use super::Guard;
 use super::cluster::pages_at;
 use crate::error::Result;
 use crate::hooks::PageCache;
-use crate::object::{InFlight, ObjectState};
+use crate::object::{InFlight, ObjectState, Wakeup};
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags};
 use crate::vnode::{Vnode, note_dirty};
 
@@ -42,7 +42,7 @@ pub(super) fn complete_write<V: Vnode>(
     vnode: &V,
     written: &PageWrite,
     result: Result,
-) -> bool {
+) -> Wakeup {
     let PageWrite {
         first,
         count,
@@ -68,8 +68,8 @@ fn settle_written<V: Vnode>(
     first: u64,
     count: usize,
     result: Result,
-) -> bool {
-    let mut wake = false;
+) -> Wakeup {
+    let mut wake = Wakeup::NONE;
     let cluster = pages_at(first, count);
     state
         .cache_mut()

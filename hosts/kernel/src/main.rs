@@ -67,7 +67,7 @@ fn main() -> uefi::Status {
     // SAFETY: as for the heap: FRAME_PAGES page-aligned pages used only by the frame
     // allocator from now on.
     unsafe { frames::init(frames, FRAME_PAGES) };
-    genpager::sync::set_park(&park::PARK);
+    genpager::sync::set_scheduler(&park::SCHEDULER);
     kprintln!(
         "genpager kernel: heap {} MiB at {:p}, {} page frames at {:p}",
         (HEAP_PAGES * PAGE_SIZE) >> 20,

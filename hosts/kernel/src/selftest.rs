@@ -832,7 +832,7 @@ fn large_blocks() -> Outcome {
 
 /// Test: park: nothing ever waited on this single CPU.
 fn never_parked() -> Outcome {
-    ensure_eq!(park::PARK.parks(), 0);
+    ensure_eq!(park::SCHEDULER.blocks(), 0);
     Ok(())
 }
 
