@@ -34,8 +34,9 @@ pub use crate::buf::{Direction, Priority};
 pub use disk::{DiskStats, LatencyModel, LoggedRequest, MemDisk, SECTOR_SIZE};
 pub use fs::{Hook, HookCounts, Layout, Ledger, MAX_RUN, MemFile, MemFs};
 
-/// The name of [`MemDisk::threaded`]'s completion thread.
-const COMPLETION_THREAD: &str = "memdisk-completion";
+/// The name of [`MemDisk::threaded`]'s completion thread (the rig's "interrupt": a
+/// test's scheduler hook can tell wakeups sent from it).
+pub const COMPLETION_THREAD: &str = "memdisk-completion";
 
 /// Fails a check the rig makes when a disk or file is dropped (unless the thread is
 /// already panicking, where a second panic would abort and hide the first).
