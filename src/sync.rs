@@ -106,6 +106,9 @@ use intrusive_collections::{LinkedList, LinkedListAtomicLink, UnsafeRef, intrusi
 /// mutex: the same wait, in a form loom can exhaust. The lock word and its orderings
 /// (what loom checks) are the lock's own atomics in both cases.
 struct Spin {
+    /// Threads waiting on `changed` (or about to): a release notifies only if some.
+    #[cfg(loom)]
+    waiters: AtomicUsize,
     #[cfg(loom)]
     lock: loom::sync::Mutex<()>,
     #[cfg(loom)]
@@ -115,6 +118,8 @@ struct Spin {
 impl Spin {
     fn new() -> Self {
         Self {
+            #[cfg(loom)]
+            waiters: AtomicUsize::new(0),
             #[cfg(loom)]
             lock: loom::sync::Mutex::new(()),
             #[cfg(loom)]
@@ -131,6 +136,10 @@ impl Spin {
         #[cfg(loom)]
         {
             let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            // Announced before the look at the word: a release whose count check
+            // misses this increment came before it (the increment reads from the
+            // check, a read-modify-write), so the look sees that release's store.
+            self.waiters.fetch_add(1, Ordering::SeqCst);
             // A compare-exchange that cannot succeed (no lock word is ever
             // `usize::MAX`) reads the newest value without writing.
             let newest = || match word.compare_exchange(
@@ -144,13 +153,18 @@ impl Spin {
             while blocked(newest()) {
                 guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
             }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            drop(guard);
         }
     }
 
-    /// Called after each release of the lock: under loom, wakes its waiters.
+    /// Called after each release of the lock: under loom, wakes its waiters, if any.
     fn released(&self) {
         #[cfg(loom)]
-        {
+        // A read-modify-write, not a load: it reads the newest count (a plain load
+        // is the store-buffering pattern, which needs SeqCst's total order, and loom
+        // does not model that order: a waiter would be missed).
+        if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.changed.notify_all();
         }
