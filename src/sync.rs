@@ -127,10 +127,15 @@ impl Spin {
         }
     }
 
-    /// Waits while `blocked` holds of `word`.
-    fn wait(&self, word: &AtomicUsize, blocked: impl Fn(usize) -> bool) {
+    /// Waits while `blocked` holds of `word`; returns the value it last read, of
+    /// which `blocked` does not hold (the caller's next guess of the word).
+    fn wait(&self, word: &AtomicUsize, blocked: impl Fn(usize) -> bool) -> usize {
         #[cfg(not(loom))]
-        while blocked(word.load(Ordering::Relaxed)) {
+        loop {
+            let value = word.load(Ordering::Relaxed);
+            if !blocked(value) {
+                return value;
+            }
             core::hint::spin_loop();
         }
         #[cfg(loom)]
@@ -150,11 +155,14 @@ impl Spin {
             ) {
                 Ok(value) | Err(value) => value,
             };
-            while blocked(newest()) {
+            let mut value = newest();
+            while blocked(value) {
                 guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+                value = newest();
             }
             self.waiters.fetch_sub(1, Ordering::SeqCst);
             drop(guard);
+            value
         }
     }
 
@@ -543,7 +551,7 @@ impl<T> Mutex<T> {
             .is_err()
         {
             // Test and test-and-set: wait for a release by looking only.
-            self.spin.wait(&self.locked, |locked| locked != 0);
+            let _ = self.spin.wait(&self.locked, |locked| locked != 0);
         }
         MutexGuard {
             lock: self,
@@ -637,7 +645,9 @@ impl<T> RwLock<T> {
     /// or waits for it.
     pub fn read(&self) -> ReadGuard<'_, T> {
         let interrupts = NoInterrupts::new();
-        let mut state = self.state.load(Ordering::Relaxed);
+        // A guess, not a load: the compare-exchange reads the word (a relaxed load
+        // first would only add a stale value to retry from).
+        let mut state = 0;
         loop {
             if state & (RW_WRITER | RW_WRITER_WAITING) == 0 {
                 debug_assert!(state < RW_READERS, "too many readers");
@@ -654,10 +664,9 @@ impl<T> RwLock<T> {
                     Err(actual) => state = actual,
                 }
             } else {
-                self.spin.wait(&self.state, |state| {
+                state = self.spin.wait(&self.state, |state| {
                     state & (RW_WRITER | RW_WRITER_WAITING) != 0
                 });
-                state = self.state.load(Ordering::Relaxed);
             }
         }
         ReadGuard {
@@ -671,7 +680,8 @@ impl<T> RwLock<T> {
     /// it, keeping new readers out meanwhile.
     pub fn write(&self) -> WriteGuard<'_, T> {
         let interrupts = NoInterrupts::new();
-        let mut state = self.state.load(Ordering::Relaxed);
+        // A guess, as in `read`.
+        let mut state = 0;
         loop {
             if state & !RW_WRITER_WAITING == 0 {
                 // Free: take it, clearing the waiting bit (another waiting writer sets
@@ -689,9 +699,9 @@ impl<T> RwLock<T> {
                 if state & RW_WRITER_WAITING == 0 {
                     self.state.fetch_or(RW_WRITER_WAITING, Ordering::Relaxed);
                 }
-                self.spin
+                state = self
+                    .spin
                     .wait(&self.state, |state| state & !RW_WRITER_WAITING != 0);
-                state = self.state.load(Ordering::Relaxed);
             }
         }
         WriteGuard {
