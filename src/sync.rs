@@ -511,10 +511,19 @@ pub(crate) enum Wait {
 // ---- Mutex ------------------------------------------------------------------------
 
 /// A mutual-exclusion spin lock that masks interrupts ([`Interrupts`]) while held.
+///
+/// Under loom its lock word is loom's own mutex (a stand-in: one scheduling point
+/// per critical section instead of three, which the models need to explore in
+/// time); the interrupt masking and the tracked cell stay. The object lock
+/// ([`RwLock`]) keeps its own lock word under loom.
 pub struct Mutex<T> {
     /// 1 while held, else 0.
+    #[cfg(not(loom))]
     locked: AtomicUsize,
+    #[cfg(not(loom))]
     spin: Spin,
+    #[cfg(loom)]
+    locked: loom::sync::Mutex<()>,
     data: UnsafeCell<T>,
 }
 
@@ -526,7 +535,10 @@ unsafe impl<T: Send> Sync for Mutex<T> {}
 /// Guard of a [`Mutex`]: releases it on drop (on the thread that took it).
 #[must_use = "dropping the guard releases the lock"]
 pub struct MutexGuard<'a, T> {
+    #[cfg(not(loom))]
     lock: &'a Mutex<T>,
+    #[cfg(loom)]
+    held: ManuallyDrop<loom::sync::MutexGuard<'a, ()>>,
     data: ManuallyDrop<Exclusive<T>>,
     _interrupts: NoInterrupts,
 }
@@ -535,8 +547,12 @@ impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub fn new(value: T) -> Self {
         Self {
+            #[cfg(not(loom))]
             locked: AtomicUsize::new(0),
+            #[cfg(not(loom))]
             spin: Spin::new(),
+            #[cfg(loom)]
+            locked: loom::sync::Mutex::new(()),
             data: UnsafeCell::new(value),
         }
     }
@@ -545,6 +561,7 @@ impl<T> Mutex<T> {
     /// holds it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         let interrupts = NoInterrupts::new();
+        #[cfg(not(loom))]
         while self
             .locked
             .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
@@ -554,7 +571,10 @@ impl<T> Mutex<T> {
             let _ = self.spin.wait(&self.locked, |locked| locked != 0);
         }
         MutexGuard {
+            #[cfg(not(loom))]
             lock: self,
+            #[cfg(loom)]
+            held: ManuallyDrop::new(self.locked.lock().unwrap_or_else(|p| p.into_inner())),
             data: ManuallyDrop::new(self.data.exclusive()),
             _interrupts: interrupts,
         }
@@ -581,8 +601,16 @@ impl<T> Drop for MutexGuard<'_, T> {
         // SAFETY: dropped once, here, and never used again; the access ends before
         // the lock is released.
         unsafe { ManuallyDrop::drop(&mut self.data) };
-        self.lock.locked.store(0, Ordering::Release);
-        self.lock.spin.released();
+        #[cfg(not(loom))]
+        {
+            self.lock.locked.store(0, Ordering::Release);
+            self.lock.spin.released();
+        }
+        // SAFETY: dropped once, here, after the access ended.
+        #[cfg(loom)]
+        unsafe {
+            ManuallyDrop::drop(&mut self.held)
+        };
         // `_interrupts` drops next: interrupts come back after the release.
     }
 }
