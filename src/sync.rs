@@ -23,8 +23,9 @@
 //! Which code blocks does not depend on the build: without `std` it is the kernel's
 //! registered [`Scheduler`] (or, with none registered, a spin on the waiter's own
 //! flag); with `std` a [`ThreadParker`] over std's `park`/`unpark`; under `--cfg
-//! loom` the same parker over loom's threads, so the loom models explore exactly the
-//! wait and lock code the kernel runs.
+//! loom` the same parker over loom's threads, so the loom models explore the wait
+//! code and the object lock the kernel runs ([`Mutex`]'s lock word alone is loom's
+//! mutex there).
 //!
 //! ## Plugging in a kernel
 //!

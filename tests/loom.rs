@@ -24,9 +24,23 @@
 //! built on loom's atomics and tracked cells) with the hooks a kernel would register:
 //! a [`Scheduler`] over loom's thread parker ([`ModelScheduler`]) and an [`Interrupts`]
 //! hook ([`ModelInterrupts`]) that delivers a device's interrupt on the thread playing
-//! CPU 0 wherever that CPU has interrupts enabled. L12 to L15 model those pieces
-//! directly: a wakeup racing a sleeper, keyed wakeups, a completion in an interrupt
-//! handler, and the writer-preferring object lock.
+//! CPU 0 wherever that CPU has interrupts enabled. Stand-ins under loom: the lock word
+//! of `sync::Mutex` is loom's mutex (still masking interrupts through the hook, its
+//! data still a tracked cell), a spin wait on the `RwLock` blocks on a loom condition
+//! variable instead of spinning, and `ThreadParker` is a permit under a loom mutex.
+//! The object lock (`RwLock`, its word and orderings), the `WaitQueue` and the
+//! `Scheduler`/`Interrupts` calls are the code the kernel runs.
+//!
+//! L12 to L15 model those pieces directly:
+//! - L12: a wake racing a sleeper between its check and its block is not lost, and no
+//!   wake names the sleeper after it left its wait.
+//! - L13: a wake for one key wakes only the threads sleeping on that key.
+//! - L14: a completion delivered as an interrupt on CPU 0's thread (at a `disable` with
+//!   the count at 0, at an `enable` bringing it back to 0, at a halted CPU's block)
+//!   never lands while CPU 0 holds a spin lock: no deadlock, and the submitter asleep
+//!   on its request is woken.
+//! - L15: a waiting writer is not starved by a stream of overlapping readers, and no
+//!   reader sees a write half done.
 #![cfg(loom)]
 
 use std::collections::VecDeque;
@@ -1289,6 +1303,20 @@ fn l11_truncate_to_mid_page_racing_a_read_fault_keeps_the_lock_order() {
 }
 
 // ---- the waiting and interrupt machinery itself ----------------------------------
+//
+// Each of L12-L15 fails when the protection it checks is removed from src/sync.rs
+// (mutation applied, model run, mutation reverted; issue 16):
+//
+// | model | mutation                                            | loom's report                                   |
+// |-------|-----------------------------------------------------|-------------------------------------------------|
+// | L12   | `sleep_unless` asks `ready` (drops the caller's     | `deadlock; threads = [(Id(0), Blocked), (Id(1), |
+// |       | guard) before linking the node                      | Blocked)]`: the wake found no node, lost        |
+// | L13   | `wake_where` ignores the key filter                 | "a sleeper was woken by another key's wake"     |
+// | L14   | `RwLock::write` does not call `Interrupts::disable` | `deadlock; threads = [(Id(0), Blocked),         |
+// |       |                                                     | (Id(1), Terminated)]`: the handler spins on the |
+// |       |                                                     | object lock its own CPU holds                   |
+// | L15   | readers ignore the writer-waiting bit               | "Model exceeded maximum number of branches":    |
+// |       |                                                     | the reader stream never lets the writer in      |
 
 /// The key the channel models sleep on (any key would do).
 const KEY: u64 = 3;
