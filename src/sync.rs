@@ -23,8 +23,9 @@
 //! Which code blocks does not depend on the build: without `std` it is the kernel's
 //! registered [`Scheduler`] (or, with none registered, a spin on the waiter's own
 //! flag); with `std` a [`ThreadParker`] over std's `park`/`unpark`; under `--cfg
-//! loom` the same parker over loom's threads, so the loom models explore exactly the
-//! wait and lock code the kernel runs.
+//! loom` the same parker over loom's threads, so the loom models explore the wait
+//! code and the object lock the kernel runs ([`Mutex`]'s lock word alone is loom's
+//! mutex there).
 //!
 //! ## Plugging in a kernel
 //!
@@ -106,6 +107,9 @@ use intrusive_collections::{LinkedList, LinkedListAtomicLink, UnsafeRef, intrusi
 /// mutex: the same wait, in a form loom can exhaust. The lock word and its orderings
 /// (what loom checks) are the lock's own atomics in both cases.
 struct Spin {
+    /// Threads waiting on `changed` (or about to): a release notifies only if some.
+    #[cfg(loom)]
+    waiters: AtomicUsize,
     #[cfg(loom)]
     lock: loom::sync::Mutex<()>,
     #[cfg(loom)]
@@ -116,21 +120,32 @@ impl Spin {
     fn new() -> Self {
         Self {
             #[cfg(loom)]
+            waiters: AtomicUsize::new(0),
+            #[cfg(loom)]
             lock: loom::sync::Mutex::new(()),
             #[cfg(loom)]
             changed: loom::sync::Condvar::new(),
         }
     }
 
-    /// Waits while `blocked` holds of `word`.
-    fn wait(&self, word: &AtomicUsize, blocked: impl Fn(usize) -> bool) {
+    /// Waits while `blocked` holds of `word`; returns the value it last read, of
+    /// which `blocked` does not hold (the caller's next guess of the word).
+    fn wait(&self, word: &AtomicUsize, blocked: impl Fn(usize) -> bool) -> usize {
         #[cfg(not(loom))]
-        while blocked(word.load(Ordering::Relaxed)) {
+        loop {
+            let value = word.load(Ordering::Relaxed);
+            if !blocked(value) {
+                return value;
+            }
             core::hint::spin_loop();
         }
         #[cfg(loom)]
         {
             let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            // Announced before the look at the word: a release whose count check
+            // misses this increment came before it (the increment reads from the
+            // check, a read-modify-write), so the look sees that release's store.
+            self.waiters.fetch_add(1, Ordering::SeqCst);
             // A compare-exchange that cannot succeed (no lock word is ever
             // `usize::MAX`) reads the newest value without writing.
             let newest = || match word.compare_exchange(
@@ -141,16 +156,24 @@ impl Spin {
             ) {
                 Ok(value) | Err(value) => value,
             };
-            while blocked(newest()) {
+            let mut value = newest();
+            while blocked(value) {
                 guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
+                value = newest();
             }
+            self.waiters.fetch_sub(1, Ordering::SeqCst);
+            drop(guard);
+            value
         }
     }
 
-    /// Called after each release of the lock: under loom, wakes its waiters.
+    /// Called after each release of the lock: under loom, wakes its waiters, if any.
     fn released(&self) {
         #[cfg(loom)]
-        {
+        // A read-modify-write, not a load: it reads the newest count (a plain load
+        // is the store-buffering pattern, which needs SeqCst's total order, and loom
+        // does not model that order: a waiter would be missed).
+        if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
             self.changed.notify_all();
         }
@@ -489,10 +512,19 @@ pub(crate) enum Wait {
 // ---- Mutex ------------------------------------------------------------------------
 
 /// A mutual-exclusion spin lock that masks interrupts ([`Interrupts`]) while held.
+///
+/// Under loom its lock word is loom's own mutex (a stand-in: one scheduling point
+/// per critical section instead of three, which the models need to explore in
+/// time); the interrupt masking and the tracked cell stay. The object lock
+/// ([`RwLock`]) keeps its own lock word under loom.
 pub struct Mutex<T> {
     /// 1 while held, else 0.
+    #[cfg(not(loom))]
     locked: AtomicUsize,
+    #[cfg(not(loom))]
     spin: Spin,
+    #[cfg(loom)]
+    locked: loom::sync::Mutex<()>,
     data: UnsafeCell<T>,
 }
 
@@ -504,7 +536,10 @@ unsafe impl<T: Send> Sync for Mutex<T> {}
 /// Guard of a [`Mutex`]: releases it on drop (on the thread that took it).
 #[must_use = "dropping the guard releases the lock"]
 pub struct MutexGuard<'a, T> {
+    #[cfg(not(loom))]
     lock: &'a Mutex<T>,
+    #[cfg(loom)]
+    held: ManuallyDrop<loom::sync::MutexGuard<'a, ()>>,
     data: ManuallyDrop<Exclusive<T>>,
     _interrupts: NoInterrupts,
 }
@@ -513,8 +548,12 @@ impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub fn new(value: T) -> Self {
         Self {
+            #[cfg(not(loom))]
             locked: AtomicUsize::new(0),
+            #[cfg(not(loom))]
             spin: Spin::new(),
+            #[cfg(loom)]
+            locked: loom::sync::Mutex::new(()),
             data: UnsafeCell::new(value),
         }
     }
@@ -523,16 +562,20 @@ impl<T> Mutex<T> {
     /// holds it.
     pub fn lock(&self) -> MutexGuard<'_, T> {
         let interrupts = NoInterrupts::new();
+        #[cfg(not(loom))]
         while self
             .locked
             .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             // Test and test-and-set: wait for a release by looking only.
-            self.spin.wait(&self.locked, |locked| locked != 0);
+            let _ = self.spin.wait(&self.locked, |locked| locked != 0);
         }
         MutexGuard {
+            #[cfg(not(loom))]
             lock: self,
+            #[cfg(loom)]
+            held: ManuallyDrop::new(self.locked.lock().unwrap_or_else(|p| p.into_inner())),
             data: ManuallyDrop::new(self.data.exclusive()),
             _interrupts: interrupts,
         }
@@ -559,8 +602,16 @@ impl<T> Drop for MutexGuard<'_, T> {
         // SAFETY: dropped once, here, and never used again; the access ends before
         // the lock is released.
         unsafe { ManuallyDrop::drop(&mut self.data) };
-        self.lock.locked.store(0, Ordering::Release);
-        self.lock.spin.released();
+        #[cfg(not(loom))]
+        {
+            self.lock.locked.store(0, Ordering::Release);
+            self.lock.spin.released();
+        }
+        // SAFETY: dropped once, here, after the access ended.
+        #[cfg(loom)]
+        unsafe {
+            ManuallyDrop::drop(&mut self.held)
+        };
         // `_interrupts` drops next: interrupts come back after the release.
     }
 }
@@ -623,7 +674,9 @@ impl<T> RwLock<T> {
     /// or waits for it.
     pub fn read(&self) -> ReadGuard<'_, T> {
         let interrupts = NoInterrupts::new();
-        let mut state = self.state.load(Ordering::Relaxed);
+        // A guess, not a load: the compare-exchange reads the word (a relaxed load
+        // first would only add a stale value to retry from).
+        let mut state = 0;
         loop {
             if state & (RW_WRITER | RW_WRITER_WAITING) == 0 {
                 debug_assert!(state < RW_READERS, "too many readers");
@@ -640,10 +693,9 @@ impl<T> RwLock<T> {
                     Err(actual) => state = actual,
                 }
             } else {
-                self.spin.wait(&self.state, |state| {
+                state = self.spin.wait(&self.state, |state| {
                     state & (RW_WRITER | RW_WRITER_WAITING) != 0
                 });
-                state = self.state.load(Ordering::Relaxed);
             }
         }
         ReadGuard {
@@ -657,7 +709,8 @@ impl<T> RwLock<T> {
     /// it, keeping new readers out meanwhile.
     pub fn write(&self) -> WriteGuard<'_, T> {
         let interrupts = NoInterrupts::new();
-        let mut state = self.state.load(Ordering::Relaxed);
+        // A guess, as in `read`.
+        let mut state = 0;
         loop {
             if state & !RW_WRITER_WAITING == 0 {
                 // Free: take it, clearing the waiting bit (another waiting writer sets
@@ -675,9 +728,9 @@ impl<T> RwLock<T> {
                 if state & RW_WRITER_WAITING == 0 {
                     self.state.fetch_or(RW_WRITER_WAITING, Ordering::Relaxed);
                 }
-                self.spin
+                state = self
+                    .spin
                     .wait(&self.state, |state| state & !RW_WRITER_WAITING != 0);
-                state = self.state.load(Ordering::Relaxed);
             }
         }
         WriteGuard {
