@@ -17,9 +17,9 @@
 //! list), the asynchronous callback is called through `&mut` and kept, and when a
 //! completion gives up the last reference to a master it does not free it: it pushes
 //! the master onto a global lock-free stack of completed masters, through a link inside
-//! the master's own allocation. [`reap_completions`] frees them, in thread context;
-//! genpager calls it whenever it creates a master and when a synchronous wait ends, and
-//! a kernel may call it too (see its docs).
+//! the master's own allocation. [`reap_completions`] frees them, in thread context:
+//! genpager calls it first thing in its entry points, before it takes any lock, and a
+//! kernel calls it too (see its docs).
 
 use alloc::alloc::Layout;
 use alloc::boxed::Box;
@@ -243,6 +243,11 @@ impl Completed {
 
     /// Frees every master on the stack.
     fn reap(&self) {
+        // A look first, so that the common case (nothing completed since the last
+        // reap) writes no shared cache line: every fault and read may come here.
+        if self.head.load(Ordering::Relaxed).is_null() {
+            return;
+        }
         // Acquire: see each pushed master's last use and link (later pushes continue
         // the release sequence of the earlier ones on the head).
         let mut next = self.head.swap(ptr::null_mut(), Ordering::Acquire);
@@ -280,9 +285,16 @@ crate::sync::lazy_static! {
 /// [`IoRequest::complete`] may run in an interrupt, where freeing memory or tearing a
 /// file down is not allowed, so it leaves that work here. Call this from thread context
 /// only, where dropping a vnode is allowed and no spin lock is held: a kernel worker,
-/// the idle loop, or after handling interrupts. genpager calls it too, each time it
-/// starts a transfer (creates a request group) and when a synchronous wait for the
-/// device ends, so what a completion leaves is freed by the next I/O at the latest.
+/// the idle loop, or after handling interrupts.
+///
+/// genpager calls it too, first thing in each entry point that holds nothing of the
+/// caller's: `read`, `write`, `setsize`, `putpages`, `directio`, and faults without
+/// `GLOCKHELD` or `LOCKED` — before it takes any lock of its own, so a vnode teardown
+/// run there may start I/O on any file. (A host that calls those entry points while
+/// holding a lock of its own must not need that lock in a vnode's teardown.) Never
+/// from the middle of a transfer, where this thread holds a node lock, busy pages or
+/// the object lock. What a completion leaves is therefore freed at the latest by the
+/// next such call, or by the kernel's own.
 ///
 /// Lock-free, and it holds nothing while it frees (a vnode teardown it runs may start
 /// I/O, which reaps again). A call that returns has freed everything completed before
@@ -588,7 +600,7 @@ impl IoRequest {
     /// never allocates or frees heap memory, and never drops a vnode. What it leaves
     /// (the finished group, what its completion captured) is freed in thread context by
     /// [`reap_completions`], which the kernel calls from thread context (genpager also
-    /// calls it on its next transfer).
+    /// calls it at the start of its next entry point).
     pub fn complete(mut self, result: Result) {
         if let Some(master) = self.master.take() {
             let bytes = if result.is_ok() { self.len } else { 0 };
@@ -608,13 +620,6 @@ impl Drop for IoRequest {
 
 /// A synchronous waiter for a master (the reference's `biowait`).
 pub(crate) struct BioWait(MasterRef);
-
-impl Drop for BioWait {
-    /// The wait is over, in thread context: frees what completions left behind.
-    fn drop(&mut self) {
-        reap_completions();
-    }
-}
 
 impl BioWait {
     /// Sleeps until the master completes and returns its outcome.
@@ -662,7 +667,6 @@ impl Nest {
         direction: Direction,
         priority: Priority,
     ) -> Result<(Self, BioWait)> {
-        reap_completions();
         let master = MasterRef::try_new(total, Done::Wake).map_err(|_| Error::NoMemory)?;
         Ok((
             Self::over(master.clone(), direction, priority),
@@ -692,7 +696,6 @@ impl Nest {
     where
         F: FnMut(Outcome) + Send + 'static,
     {
-        reap_completions();
         let boxed = match try_box(callback) {
             Ok(boxed) => boxed,
             Err(mut callback) => {

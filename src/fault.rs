@@ -12,6 +12,7 @@ use core::ops::Range;
 
 use bitflags::bitflags;
 
+use crate::buf::reap_completions;
 use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages, WritablePages};
 use crate::error::{Error, Result};
 use crate::hooks::{
@@ -307,6 +308,19 @@ pub(crate) fn mark_timestamps<V: Vnode>(vnode: &V, fault: &Fault) {
     }
 }
 
+/// Frees what completions left ([`reap_completions`]) before a fault takes any lock,
+/// unless it runs inside a caller's locks (`GLOCKHELD`: the node lock and the
+/// transaction; `LOCKED`: the fast path, which must stay cheap and is where a kernel's
+/// fault handler may hold its own VM locks).
+pub(crate) fn reap_unless_nested(fault: &Fault) {
+    if !fault
+        .flags
+        .intersects(GetFlags::GLOCKHELD.union(GetFlags::LOCKED))
+    {
+        reap_completions();
+    }
+}
+
 /// The fast path (G1): the resident, valid, non-busy pages of the range under the
 /// object lock, shared for a read fault, so cached reads run in parallel. Never sleeps.
 pub(crate) fn fast_path<'a, V: Vnode>(
@@ -473,7 +487,8 @@ pub(crate) fn settle<'a, V: Vnode>(
         note_dirty(&mut *state, &**vnode);
     }
     drop(state);
-    vnode.object().wake_if(wake);
+    // The pages handed out stay busy: their waiters sleep on.
+    vnode.object().wake_except(wake, &kept);
     let pages = BusyPages::new(&**vnode, kept);
     match settle.handout {
         Handout::Started => Fetched::Started,

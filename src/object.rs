@@ -306,6 +306,13 @@ impl<C: PageCache> VmObject<C> {
     /// those waiting for the writes in flight if it says so. Never sleeps nor
     /// allocates: a completion may call it in an interrupt handler.
     pub(crate) fn wake_if(&self, wake: Wakeup) {
+        self.wake_except(wake, &[]);
+    }
+
+    /// [`VmObject::wake_if`], leaving asleep the waiters of `still_busy` (ascending
+    /// offsets inside the wakeup's covering range that stay busy: the pages a fault
+    /// hands out between pages it settles).
+    pub(crate) fn wake_except(&self, wake: Wakeup, still_busy: &[PageRef]) {
         if wake.is_none() {
             return;
         }
@@ -313,8 +320,14 @@ impl<C: PageCache> VmObject<C> {
             // Offsets stay below `IN_FLIGHT`, so the range never reaches it.
             first..last.saturating_add(1)
         });
-        self.waiters
-            .wake_where(|key| pages.contains(&key) || (wake.writes && key == IN_FLIGHT));
+        let busy = |key: u64| {
+            still_busy
+                .binary_search_by_key(&key, |page| page.offset)
+                .is_ok()
+        };
+        self.waiters.wake_where(|key| {
+            (pages.contains(&key) && !busy(key)) || (wake.writes && key == IN_FLIGHT)
+        });
     }
 
     /// How many threads sleep on the page at `offset` right now (for tests).

@@ -728,9 +728,13 @@ impl<T> RwLock<T> {
                 if state & RW_WRITER_WAITING == 0 {
                     self.state.fetch_or(RW_WRITER_WAITING, Ordering::Relaxed);
                 }
-                state = self
-                    .spin
-                    .wait(&self.state, |state| state & !RW_WRITER_WAITING != 0);
+                // Waits while the lock is held and the waiting bit still keeps new
+                // readers out; when another writer's take clears the bit, it comes
+                // back to set it again (with two writers waiting, the one left behind
+                // would otherwise wait with the bit clear while readers overlap).
+                state = self.spin.wait(&self.state, |state| {
+                    state & !RW_WRITER_WAITING != 0 && state & RW_WRITER_WAITING != 0
+                });
             }
         }
         WriteGuard {

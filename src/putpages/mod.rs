@@ -56,6 +56,7 @@ use core::fmt;
 
 use bitflags::bitflags;
 
+use crate::buf::reap_completions;
 use crate::error::{Error, Result};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
@@ -183,6 +184,7 @@ pub fn putpages_busy<V: Vnode>(
     end: u64,
     flags: PutFlags,
 ) -> core::result::Result<(), PutError> {
+    reap_completions();
     flush(vnode, start, end, flags, TransactionHeld::No)
 }
 
