@@ -221,6 +221,12 @@ impl<C> core::ops::Deref for ObjectGuard<'_, C> {
 /// the object lock: shared for read access, so cached reads run in parallel;
 /// exclusive for write access. Entries are `None` where no page could be had without
 /// sleeping. Dropping the handle drops the lock.
+///
+/// While it lives, interrupts stay masked on this CPU (the object lock is a spin lock
+/// that masks them, see [`crate::sync::Interrupts`]) and the thread must not call into
+/// genpager for the same file or take its object lock again: the lock is
+/// writer-preferring, so a second shared take behind a waiting writer never returns.
+/// Map the pages, then drop it.
 #[must_use = "the handle holds the object lock"]
 pub struct ResidentPages<'a, V: Vnode> {
     pub(crate) vnode: &'a V,

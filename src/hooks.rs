@@ -167,7 +167,8 @@ pub trait BlockMap: Send + Sync {
 
     /// Where the end of file `size` falls for `kind` (the reference's `GOP_SIZE`).
     /// The default is `size` for both: memory EOF and disk EOF are the file size.
-    /// Called under the object lock: must not sleep.
+    /// Called under the object lock: must not sleep or take that lock (it is a
+    /// writer-preferring spin lock: `VmObject::size` here could wait forever).
     fn size(&self, size: u64, kind: SizeKind) -> u64 {
         let _ = kind;
         size
