@@ -9,8 +9,8 @@
 //! pages, read-ahead, and a direct transfer. What completion leaves behind is freed by
 //! `reap_completions` in thread context.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod heap;
+
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,91 +24,13 @@ use genpager::{
     BlockMap, Fault, Mapping, PAGE_SIZE, PageCache, PutFlags, Strategy, VmObject, Vnode, getpages,
     putpages, reap_completions,
 };
+use heap::{Heap, counted};
 
 // ---- the counting allocator ------------------------------------------------------------
 
-/// `System`, counting what a thread allocates and frees while it is inside `complete`.
-struct Counting;
-
-std::thread_local! {
-    /// Whether this thread is inside `IoRequest::complete` (set by [`complete`]).
-    static INSIDE: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-    static FREES: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count(counter: &'static std::thread::LocalKey<Cell<usize>>) {
-    // `try_with`: the allocator also runs while the thread's locals are torn down.
-    let inside = INSIDE.try_with(Cell::get).unwrap_or(false);
-    if inside {
-        let _ = counter.try_with(|c| c.set(c.get() + 1));
-    }
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; counting touches only
-// const-initialised thread-locals, which allocate nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(&ALLOCS);
-        // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(&ALLOCS);
-        // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(&ALLOCS);
-        count(&FREES);
-        // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(&FREES);
-        // SAFETY: `ptr` came from `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Allocations and frees made inside `complete` calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Heap {
-    allocs: usize,
-    frees: usize,
-}
-
-impl Heap {
-    const NONE: Heap = Heap {
-        allocs: 0,
-        frees: 0,
-    };
-
-    fn plus(self, other: Heap) -> Heap {
-        Heap {
-            allocs: self.allocs + other.allocs,
-            frees: self.frees + other.frees,
-        }
-    }
-}
-
 /// Completes `request` with `result`, counting what the call allocates and frees.
 fn complete(request: IoRequest, result: genpager::Result) -> Heap {
-    ALLOCS.with(|c| c.set(0));
-    FREES.with(|c| c.set(0));
-    INSIDE.with(|inside| inside.set(true));
-    request.complete(result);
-    INSIDE.with(|inside| inside.set(false));
-    Heap {
-        allocs: ALLOCS.with(Cell::get),
-        frees: FREES.with(Cell::get),
-    }
+    counted(|| request.complete(result))
 }
 
 // ---- a file whose device hands its requests to the test --------------------------------
@@ -221,7 +143,7 @@ impl Vnode for File {
 impl Drop for File {
     fn drop(&mut self) {
         self.dropped.store(true, Ordering::SeqCst);
-        if INSIDE.with(Cell::get) {
+        if heap::counting() {
             self.dropped_inside_complete.store(true, Ordering::SeqCst);
         }
         if let Some(other) = self.reads_when_dropped.lock().unwrap().take() {
@@ -272,7 +194,7 @@ fn complete_here(requests: Vec<IoRequest>) -> Heap {
         .into_iter()
         .rev()
         .map(|request| complete(request, Ok(())))
-        .fold(Heap::NONE, Heap::plus)
+        .fold(Heap::default(), |sum, heap| sum + heap)
 }
 
 /// Completes `requests` last first on a thread of their own, as a device would.
@@ -318,7 +240,7 @@ fn a_synchronous_read_fault_completes_without_the_heap() {
     };
     let heap = complete_here(file.device.take(PAGES as usize));
     faulting.join().unwrap();
-    assert_eq!(heap, Heap::NONE, "a synchronous read's completion");
+    assert_eq!(heap, Heap::default(), "a synchronous read's completion");
     assert!(none_busy(&file));
     reap_completions();
     assert_eq!(Arc::strong_count(&file), 1);
@@ -338,7 +260,7 @@ fn a_synchronous_flush_completes_without_the_heap() {
     };
     let heap = complete_elsewhere(file.device.take(PAGES as usize));
     flushing.join().unwrap();
-    assert_eq!(heap, Heap::NONE, "a synchronous write's completion");
+    assert_eq!(heap, Heap::default(), "a synchronous write's completion");
     reap_completions();
     assert_eq!(Arc::strong_count(&file), 1);
 }
@@ -367,7 +289,7 @@ fn an_asynchronous_flush_that_frees_its_pages_completes_without_the_heap_or_the_
         );
         assert_eq!(
             heap,
-            Heap::NONE,
+            Heap::default(),
             "asynchronous FREE writes' completion (on another thread: {elsewhere})"
         );
         reap_completions();
@@ -385,7 +307,7 @@ fn the_freed_pages_of_an_asynchronous_flush_are_gone_and_nothing_lingers() {
     putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
     let requests = file.device.take(PAGES as usize);
     assert!(Arc::strong_count(&file) > 1, "the writes hold the file");
-    assert_eq!(complete_elsewhere(requests), Heap::NONE);
+    assert_eq!(complete_elsewhere(requests), Heap::default());
     assert_eq!(file.object().read().cache().resident_pages(), 0);
     reap_completions();
     assert_eq!(
@@ -409,7 +331,11 @@ fn read_ahead_completes_without_the_heap() {
         } else {
             complete_here(requests)
         };
-        assert_eq!(heap, Heap::NONE, "read-ahead's completion ({elsewhere})");
+        assert_eq!(
+            heap,
+            Heap::default(),
+            "read-ahead's completion ({elsewhere})"
+        );
         assert!(none_busy(&file));
         assert_eq!(
             file.object().read().cache().resident_pages(),
@@ -450,16 +376,16 @@ fn a_direct_transfer_completes_without_the_heap() {
         })
     };
     // Two pages, each a run of its own: two requests.
-    let (mut heap, mut completed) = (Heap::NONE, 0);
+    let (mut heap, mut completed) = (Heap::default(), 0);
     while completed < 2 {
         let requests = file.device.take_some();
         completed += requests.len();
-        heap = heap.plus(complete_here(requests));
+        heap = heap + complete_here(requests);
     }
     let buffer = reading.join().unwrap();
     assert_eq!(NonNull::from(&buffer.0[0]).as_ptr() as usize, address);
     assert_eq!(buffer.0[0], 1);
-    assert_eq!(heap, Heap::NONE, "a direct read's completion");
+    assert_eq!(heap, Heap::default(), "a direct read's completion");
     reap_completions();
     assert_eq!(Arc::strong_count(&file), 1);
 }
@@ -478,7 +404,7 @@ fn a_vnode_whose_teardown_does_io_can_be_reaped() {
     putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
     let requests = file.device.take(PAGES as usize);
     drop(file);
-    assert_eq!(complete_elsewhere(requests), Heap::NONE);
+    assert_eq!(complete_elsewhere(requests), Heap::default());
     reap_completions();
     assert!(dropped.load(Ordering::SeqCst));
     assert_eq!(

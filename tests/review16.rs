@@ -15,8 +15,8 @@
 #![cfg(not(loom))]
 
 mod common;
+mod heap;
 
-use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
 use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -44,10 +44,6 @@ const P: u64 = PAGE_SIZE as u64;
 std::thread_local! {
     /// This "CPU"'s interrupt-disable nesting depth.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
-    /// Whether this thread counts its heap use (inside `complete`).
-    static COUNTING_HEAP: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-    static FREES: Cell<usize> = const { Cell::new(0) };
 }
 
 static UNMATCHED_ENABLES: AtomicUsize = AtomicUsize::new(0);
@@ -97,12 +93,12 @@ impl Scheduler for Spurious {
     fn wake(&self, token: Token) {
         // The log is the test's, not genpager's: its growth is not counted against
         // the completion that wakes.
-        let counting = COUNTING_HEAP.with(|c| c.replace(false));
-        self.wakes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(token);
-        COUNTING_HEAP.with(|c| c.set(counting));
+        heap::uncounted(|| {
+            self.wakes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(token)
+        });
         self.parker.wake(token);
     }
 }
@@ -137,52 +133,10 @@ fn wakes_to_since(token: Token, since: usize) -> usize {
         .count()
 }
 
-// ---- the counting allocator ------------------------------------------------------
-
-struct CountingAlloc;
-
-fn count(counter: &'static std::thread::LocalKey<Cell<usize>>) {
-    if COUNTING_HEAP.try_with(Cell::get).unwrap_or(false) {
-        let _ = counter.try_with(|c| c.set(c.get() + 1));
-    }
-}
-
-// SAFETY: forwards to `System`; counting touches const thread-locals only.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
-        count(&ALLOCS);
-        // SAFETY: forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
-        count(&ALLOCS);
-        // SAFETY: forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
-        count(&ALLOCS);
-        count(&FREES);
-        // SAFETY: forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
-        count(&FREES);
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAlloc = CountingAlloc;
-
 /// Completes `request`, returning (allocations, frees) made inside the call.
 fn complete_counted(request: IoRequest, result: genpager::Result) -> (usize, usize) {
-    ALLOCS.with(|c| c.set(0));
-    FREES.with(|c| c.set(0));
-    COUNTING_HEAP.with(|c| c.set(true));
-    request.complete(result);
-    COUNTING_HEAP.with(|c| c.set(false));
-    (ALLOCS.with(Cell::get), FREES.with(Cell::get))
+    let heap = heap::counted(|| request.complete(result));
+    (heap.allocs, heap.frees)
 }
 
 // ---- a file whose device hands its requests to the test --------------------------
