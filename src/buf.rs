@@ -132,9 +132,27 @@ struct MasterState {
     segments: Parked,
 }
 
-/// Segment lists kept only to be freed with their master.
+/// Segment lists kept only to be freed with their master. The first is kept inline:
+/// most transfers are one request, and parking its list then allocates nothing.
+#[derive(Default)]
 struct Parked {
-    _lists: Vec<Vec<Segment>>,
+    first: Option<Vec<Segment>>,
+    rest: Vec<Vec<Segment>>,
+}
+
+impl Parked {
+    /// Keeps `list` (moving a `Vec` leaves its elements in place) and returns where its
+    /// segments are; or [`Error::NoMemory`] when there is no room to keep it.
+    fn park(&mut self, list: Vec<Segment>) -> Result<NonNull<[Segment]>> {
+        let segments = NonNull::from(list.as_slice());
+        if self.first.is_none() {
+            self.first = Some(list);
+        } else {
+            self.rest.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            self.rest.push(list);
+        }
+        Ok(segments)
+    }
 }
 
 // SAFETY: the master never reaches the memory the segments point at (its requests do,
@@ -345,7 +363,7 @@ impl MasterRef {
                     // Set once the master exists, so a refusal can give `done` back.
                     done: None,
                     posted: None,
-                    segments: Parked { _lists: Vec::new() },
+                    segments: Parked::default(),
                 }),
                 waiters: WaitQueue::new(),
             },
@@ -645,7 +663,7 @@ pub(crate) struct Nest {
     submitted: usize,
     /// The segment lists of the requests built so far, parked in the master when the
     /// nest finishes.
-    segments: Vec<Vec<Segment>>,
+    segments: Parked,
 }
 
 impl Nest {
@@ -656,7 +674,7 @@ impl Nest {
             priority,
             device_may_modify: false,
             submitted: 0,
-            segments: Vec::new(),
+            segments: Parked::default(),
         }
     }
 
@@ -734,7 +752,8 @@ impl Nest {
         file_offset: u64,
         segments: Vec<Segment>,
     ) -> Result<IoRequest> {
-        self.segments.try_reserve(1).map_err(|_| Error::NoMemory)?;
+        let len = segments.iter().map(|s| s.len).sum();
+        let list = self.segments.park(segments)?;
         let master = self
             .master
             .as_ref()
@@ -747,10 +766,6 @@ impl Nest {
             master.state.lock().pending += 1;
             self.submitted += 1;
         }
-        let list = NonNull::from(segments.as_slice());
-        let len = segments.iter().map(|s| s.len).sum();
-        // Moving the `Vec` leaves its elements where `list` points.
-        self.segments.push(segments);
         Ok(IoRequest {
             direction: self.direction,
             block,
@@ -773,7 +788,7 @@ impl Nest {
     fn end(&mut self, skipped: usize, result: Result) {
         if let Some(master) = self.master.take() {
             let parked = core::mem::take(&mut self.segments);
-            master.state.lock().segments = Parked { _lists: parked };
+            master.state.lock().segments = parked;
             master.put(0, skipped, result);
         }
     }
