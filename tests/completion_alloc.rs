@@ -9,20 +9,19 @@
 //! pages, read-ahead, and a direct transfer. What completion leaves behind is freed by
 //! `reap_completions` in thread context.
 
+mod capture;
 mod heap;
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
 
+use capture::{PAGES, capture, dirty_all, file, none_busy};
 use genpager::buf::{Direction, IoRequest};
-use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::{
-    BlockMap, Fault, Mapping, PAGE_SIZE, PageCache, PutFlags, Strategy, VmObject, Vnode, getpages,
-    putpages, reap_completions,
+    Fault, PAGE_SIZE, PageCache, PutFlags, Vnode, getpages, putpages, reap_completions,
 };
 use heap::{Heap, counted};
 
@@ -31,125 +30,6 @@ use heap::{Heap, counted};
 /// Completes `request` with `result`, counting what the call allocates and frees.
 fn complete(request: IoRequest, result: genpager::Result) -> Heap {
     counted(|| request.complete(result))
-}
-
-// ---- a file whose device hands its requests to the test --------------------------------
-
-const SECTORS_PER_PAGE: u64 = (PAGE_SIZE / 512) as u64;
-
-/// A RAM disk that serves requests inline until told to capture them.
-struct Device {
-    bytes: Mutex<Vec<u8>>,
-    capturing: AtomicBool,
-    captured: Mutex<Vec<IoRequest>>,
-}
-
-impl Device {
-    /// Moves the request's data (outside any counting).
-    fn transfer(&self, request: &mut IoRequest) {
-        let mut disk = self.bytes.lock().unwrap();
-        let at = request.block() as usize * 512;
-        let bytes = &mut disk[at..at + request.len()];
-        match request.direction() {
-            Direction::Read => request.fill(bytes).unwrap(),
-            Direction::Write => request.gather(bytes).unwrap(),
-        }
-    }
-
-    /// Waits until `n` requests are captured and takes them, data moved.
-    fn take(&self, n: usize) -> Vec<IoRequest> {
-        let taken = self.take_at_least(n);
-        assert_eq!(taken.len(), n, "requests captured");
-        taken
-    }
-
-    /// Waits until some request is captured and takes all there are, data moved.
-    fn take_some(&self) -> Vec<IoRequest> {
-        self.take_at_least(1)
-    }
-
-    /// Waits until at least `n` requests are captured and takes all there are, data
-    /// moved.
-    fn take_at_least(&self, n: usize) -> Vec<IoRequest> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            {
-                let mut captured = self.captured.lock().unwrap();
-                if captured.len() >= n {
-                    let mut taken: Vec<IoRequest> = captured.drain(..).collect();
-                    for request in &mut taken {
-                        self.transfer(request);
-                    }
-                    return taken;
-                }
-            }
-            assert!(Instant::now() < deadline, "{n} requests never came");
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Strategy for Device {
-    fn submit(&self, mut request: IoRequest) {
-        if self.capturing.load(Ordering::SeqCst) {
-            self.captured.lock().unwrap().push(request);
-        } else {
-            self.transfer(&mut request);
-            request.complete(Ok(()));
-        }
-    }
-}
-
-/// A file of `pages` pages, one page per block, each block a run of its own (so every
-/// page is a request of its own), laid out every other page on the disk.
-struct File {
-    object: VmObject<DefaultCache>,
-    device: Device,
-    pages: u64,
-    /// Set by `Drop`: whether the file was dropped, and whether inside `complete`.
-    dropped: Arc<AtomicBool>,
-    dropped_inside_complete: Arc<AtomicBool>,
-    /// A file its teardown reads, as a filesystem's teardown may do I/O.
-    reads_when_dropped: Mutex<Option<Arc<File>>>,
-}
-
-impl BlockMap for File {
-    fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
-        if lbn >= self.pages {
-            return Ok(Mapping::hole(0));
-        }
-        Ok(Mapping::mapped(2 * lbn * SECTORS_PER_PAGE, 0))
-    }
-}
-
-impl Vnode for File {
-    type Cache = DefaultCache;
-    type Map = Self;
-    type Dev = Device;
-    fn object(&self) -> &VmObject<DefaultCache> {
-        &self.object
-    }
-    fn block_map(&self) -> &Self {
-        self
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn fs_bshift(&self) -> u32 {
-        genpager::page::PAGE_SHIFT
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
-        if heap::counting() {
-            self.dropped_inside_complete.store(true, Ordering::SeqCst);
-        }
-        if let Some(other) = self.reads_when_dropped.lock().unwrap().take() {
-            drop(getpages(&other, Fault::read(0, 1)).unwrap());
-        }
-    }
 }
 
 /// Taken by every test here: a reap on another test's thread could take this test's
@@ -161,31 +41,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-const PAGES: u64 = 4;
-const P: u64 = PAGE_SIZE as u64;
-
-fn file() -> Arc<File> {
-    let disk: Vec<u8> = (0..2 * PAGES as usize * PAGE_SIZE)
-        .map(|i| (i / 512) as u8 | 1)
-        .collect();
-    Arc::new(File {
-        object: VmObject::new(DefaultCache::new(), PAGES * P),
-        device: Device {
-            bytes: Mutex::new(disk),
-            capturing: AtomicBool::new(false),
-            captured: Mutex::new(Vec::with_capacity(16)),
-        },
-        pages: PAGES,
-        dropped: Arc::new(AtomicBool::new(false)),
-        dropped_inside_complete: Arc::new(AtomicBool::new(false)),
-        reads_when_dropped: Mutex::new(None),
-    })
-}
-
-fn capture(file: &File) {
-    file.device.capturing.store(true, Ordering::SeqCst);
 }
 
 /// Completes `requests` last first on this thread; returns what the calls did.
@@ -204,33 +59,13 @@ fn complete_elsewhere(requests: Vec<IoRequest>) -> Heap {
         .unwrap()
 }
 
-/// Dirties every page of `file` through write faults served inline.
-fn dirty_all(file: &Arc<File>) {
-    let fetched = getpages(file, Fault::write(0, PAGES as usize)).unwrap();
-    let mut pages = fetched.into_writable().unwrap();
-    for i in 0..PAGES as usize {
-        pages.bytes_mut(i)[0] = 0xee;
-    }
-}
-
-/// No page of `file` is busy.
-fn none_busy(file: &File) -> bool {
-    let state = file.object().read();
-    (0..PAGES).all(|i| {
-        state
-            .cache()
-            .lookup(i * P)
-            .is_none_or(|page| !page.flags.contains(genpager::PageFlags::BUSY))
-    })
-}
-
 // ---- the five kinds of completion ------------------------------------------------------
 
 #[test]
 fn a_synchronous_read_fault_completes_without_the_heap() {
     let _serial = serial();
     let file = file();
-    capture(&file);
+    capture(&file, true);
     let faulting = {
         let file = file.clone();
         thread::spawn(move || {
@@ -251,7 +86,7 @@ fn a_synchronous_flush_completes_without_the_heap() {
     let _serial = serial();
     let file = file();
     dirty_all(&file);
-    capture(&file);
+    capture(&file, true);
     let flushing = {
         let file = file.clone();
         thread::spawn(move || {
@@ -270,21 +105,24 @@ fn an_asynchronous_flush_that_frees_its_pages_completes_without_the_heap_or_the_
     let _serial = serial();
     for elsewhere in [false, true] {
         let file = file();
-        let (dropped, inside) = (file.dropped.clone(), file.dropped_inside_complete.clone());
+        let teardown = file.teardown.clone();
         dirty_all(&file);
-        capture(&file);
+        capture(&file, true);
         putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
         let requests = file.device.take(PAGES as usize);
         // The completion's references are now the only ones to the file.
         drop(file);
-        assert!(!dropped.load(Ordering::SeqCst), "the writes hold the file");
+        assert!(
+            !teardown.dropped.load(Ordering::SeqCst),
+            "the writes hold the file"
+        );
         let heap = if elsewhere {
             complete_elsewhere(requests)
         } else {
             complete_here(requests)
         };
         assert!(
-            !inside.load(Ordering::SeqCst),
+            !teardown.inside_complete.load(Ordering::SeqCst),
             "the file was dropped inside complete"
         );
         assert_eq!(
@@ -293,8 +131,11 @@ fn an_asynchronous_flush_that_frees_its_pages_completes_without_the_heap_or_the_
             "asynchronous FREE writes' completion (on another thread: {elsewhere})"
         );
         reap_completions();
-        assert!(dropped.load(Ordering::SeqCst), "reaping drops the file");
-        assert!(!inside.load(Ordering::SeqCst));
+        assert!(
+            teardown.dropped.load(Ordering::SeqCst),
+            "reaping drops the file"
+        );
+        assert!(!teardown.inside_complete.load(Ordering::SeqCst));
     }
 }
 
@@ -303,7 +144,7 @@ fn the_freed_pages_of_an_asynchronous_flush_are_gone_and_nothing_lingers() {
     let _serial = serial();
     let file = file();
     dirty_all(&file);
-    capture(&file);
+    capture(&file, true);
     putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
     let requests = file.device.take(PAGES as usize);
     assert!(Arc::strong_count(&file) > 1, "the writes hold the file");
@@ -322,7 +163,7 @@ fn read_ahead_completes_without_the_heap() {
     let _serial = serial();
     for elsewhere in [false, true] {
         let file = file();
-        capture(&file);
+        capture(&file, true);
         let started = getpages(&file, Fault::read_ahead(0, PAGES as usize)).unwrap();
         assert!(matches!(started, genpager::Fetched::Started));
         let requests = file.device.take(PAGES as usize);
@@ -343,7 +184,7 @@ fn read_ahead_completes_without_the_heap() {
         );
         reap_completions();
         assert_eq!(Arc::strong_count(&file), 1);
-        assert!(!file.dropped_inside_complete.load(Ordering::SeqCst));
+        assert!(!file.teardown.inside_complete.load(Ordering::SeqCst));
     }
 }
 
@@ -355,7 +196,7 @@ struct Aligned([u8; 2 * 65536]);
 fn a_direct_transfer_completes_without_the_heap() {
     let _serial = serial();
     let file = file();
-    capture(&file);
+    capture(&file, true);
     let mut buffer = Box::new(Aligned([0; 2 * 65536]));
     let len = 2 * PAGE_SIZE;
     let address = NonNull::from(&mut buffer.0[0]).as_ptr() as usize;
@@ -398,15 +239,15 @@ fn a_vnode_whose_teardown_does_io_can_be_reaped() {
     let other = file();
     let file = file();
     *file.reads_when_dropped.lock().unwrap() = Some(other.clone());
-    let dropped = file.dropped.clone();
+    let teardown = file.teardown.clone();
     dirty_all(&file);
-    capture(&file);
+    capture(&file, true);
     putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE).unwrap();
     let requests = file.device.take(PAGES as usize);
     drop(file);
     assert_eq!(complete_elsewhere(requests), Heap::default());
     reap_completions();
-    assert!(dropped.load(Ordering::SeqCst));
+    assert!(teardown.dropped.load(Ordering::SeqCst));
     assert_eq!(
         other.object().read().cache().resident_pages(),
         1,

@@ -8,12 +8,15 @@
 //! - a [`Scheduler`] around the std [`ThreadParker`] whose `block` returns spuriously
 //!   every other call (allowed by the contract), which logs every wake and counts the
 //!   blocks made with interrupts masked (a kernel cannot sleep with them masked);
-//! - a counting global allocator (per thread, only while a test says so).
+//! - a counting global allocator (per thread, only while a test says so);
+//! - the hook's nesting depth as the depth probe of the capture rig (`tests/capture`),
+//!   whose files record it when they are torn down.
 //!
 //! FINDINGS are tests that failed on the reviewed code (each comment says how) and pass
 //! since the fixes that followed; PASSING PROBES passed from the start.
 #![cfg(not(loom))]
 
+mod capture;
 mod common;
 mod heap;
 
@@ -24,17 +27,16 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use capture::{PAGES, capture, dirty_all, file, none_busy};
 use common::*;
 use genpager::buf::{Direction, IoRequest};
-use genpager::cache::DefaultCache;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::sync::{
     Interrupts, RwLock, Scheduler, ThreadParker, Token, set_interrupts, set_scheduler,
 };
 use genpager::testing::{Layout, MemDisk, MemFs};
 use genpager::{
-    BlockMap, Error, Fault, Fetched, GetFlags, Mapping, PAGE_SIZE, PageCache, PutFlags, Strategy,
-    VmObject, Vnode, getpages, putpages, reap_completions,
+    Error, Fault, Fetched, GetFlags, PAGE_SIZE, PutFlags, getpages, putpages, reap_completions,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -109,7 +111,7 @@ static SCHED: Spurious = Spurious {
     wakes: Mutex::new(Vec::new()),
 };
 
-/// Registers the hooks (first thing in every test) and serialises the tests of this
+/// Registers the hooks and the depth probe (first thing in every test) and serialises the tests of this
 /// binary (a reap on one test's thread must not free another test's completions, and
 /// the wake log is global).
 fn init() -> std::sync::MutexGuard<'static, ()> {
@@ -117,6 +119,7 @@ fn init() -> std::sync::MutexGuard<'static, ()> {
     INSTALL.call_once(|| {
         set_interrupts(&INTERRUPTS);
         set_scheduler(&SCHED);
+        let _ = capture::DEPTH_PROBE.set(depth);
     });
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
@@ -137,153 +140,6 @@ fn wakes_to_since(token: Token, since: usize) -> usize {
 fn complete_counted(request: IoRequest, result: genpager::Result) -> (usize, usize) {
     let heap = heap::counted(|| request.complete(result));
     (heap.allocs, heap.frees)
-}
-
-// ---- a file whose device hands its requests to the test --------------------------
-
-const SECTORS_PER_PAGE: u64 = (PAGE_SIZE / 512) as u64;
-const PAGES: u64 = 4;
-
-struct Device {
-    bytes: Mutex<Vec<u8>>,
-    capturing: AtomicBool,
-    captured: Mutex<Vec<IoRequest>>,
-}
-
-impl Device {
-    fn transfer(&self, request: &mut IoRequest) {
-        let mut disk = self.bytes.lock().unwrap();
-        let at = request.block() as usize * 512;
-        let bytes = &mut disk[at..at + request.len()];
-        match request.direction() {
-            Direction::Read => request.fill(bytes).unwrap(),
-            Direction::Write => request.gather(bytes).unwrap(),
-        }
-    }
-
-    /// Waits (bounded) for at least `n` captured requests and takes them all, data
-    /// moved.
-    fn take_at_least(&self, n: usize) -> Vec<IoRequest> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            {
-                let mut captured = self.captured.lock().unwrap();
-                if captured.len() >= n {
-                    let mut taken: Vec<IoRequest> = captured.drain(..).collect();
-                    for request in &mut taken {
-                        self.transfer(request);
-                    }
-                    return taken;
-                }
-            }
-            assert!(Instant::now() < deadline, "{n} requests never came");
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-impl Strategy for Device {
-    fn submit(&self, mut request: IoRequest) {
-        if self.capturing.load(Ordering::SeqCst) {
-            self.captured.lock().unwrap().push(request);
-        } else {
-            self.transfer(&mut request);
-            request.complete(Ok(()));
-        }
-    }
-}
-
-/// What a [`File`] saw when it was torn down.
-#[derive(Default)]
-struct Teardown {
-    dropped: AtomicBool,
-    /// The interrupt nesting depth of the dropping thread (spin locks it held).
-    depth_at_drop: AtomicUsize,
-}
-
-struct File {
-    object: VmObject<DefaultCache>,
-    device: Device,
-    pages: u64,
-    teardown: Arc<Teardown>,
-    /// A file its teardown reads one page of (a filesystem's teardown may do I/O).
-    reads_when_dropped: Mutex<Option<Arc<File>>>,
-}
-
-impl BlockMap for File {
-    fn bmap(&self, lbn: u64) -> genpager::Result<Mapping> {
-        if lbn >= self.pages {
-            return Ok(Mapping::hole(0));
-        }
-        Ok(Mapping::mapped(2 * lbn * SECTORS_PER_PAGE, 0))
-    }
-}
-
-impl Vnode for File {
-    type Cache = DefaultCache;
-    type Map = Self;
-    type Dev = Device;
-    fn object(&self) -> &VmObject<DefaultCache> {
-        &self.object
-    }
-    fn block_map(&self) -> &Self {
-        self
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn fs_bshift(&self) -> u32 {
-        genpager::page::PAGE_SHIFT
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        self.teardown.depth_at_drop.store(depth(), Ordering::SeqCst);
-        self.teardown.dropped.store(true, Ordering::SeqCst);
-        if let Some(other) = self.reads_when_dropped.lock().unwrap().take() {
-            drop(getpages(&other, Fault::read(0, 1)).unwrap());
-        }
-    }
-}
-
-fn file() -> Arc<File> {
-    let disk: Vec<u8> = (0..2 * PAGES as usize * PAGE_SIZE)
-        .map(|i| (i / 512) as u8 | 1)
-        .collect();
-    Arc::new(File {
-        object: VmObject::new(DefaultCache::new(), PAGES * P),
-        device: Device {
-            bytes: Mutex::new(disk),
-            capturing: AtomicBool::new(false),
-            captured: Mutex::new(Vec::with_capacity(16)),
-        },
-        pages: PAGES,
-        teardown: Arc::new(Teardown::default()),
-        reads_when_dropped: Mutex::new(None),
-    })
-}
-
-fn capture(file: &File, on: bool) {
-    file.device.capturing.store(on, Ordering::SeqCst);
-}
-
-fn dirty_all(file: &Arc<File>) {
-    let fetched = getpages(file, Fault::write(0, PAGES as usize)).unwrap();
-    let mut pages = fetched.into_writable().unwrap();
-    for i in 0..PAGES as usize {
-        pages.bytes_mut(i)[0] = 0xee;
-    }
-}
-
-fn none_busy(file: &File) -> bool {
-    let state = file.object().read();
-    (0..PAGES).all(|i| {
-        state
-            .cache()
-            .lookup(i * P)
-            .is_none_or(|page| !page.flags.contains(genpager::PageFlags::BUSY))
-    })
 }
 
 /// Asserts this thread has nothing masked and no hook misuse was seen.
