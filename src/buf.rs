@@ -17,9 +17,9 @@
 //! list), the asynchronous callback is called through `&mut` and kept, and when a
 //! completion gives up the last reference to a master it does not free it: it pushes
 //! the master onto a global lock-free stack of completed masters, through a link inside
-//! the master's own allocation. [`reap_completions`] frees them, in thread context:
-//! genpager calls it first thing in its entry points, before it takes any lock, and a
-//! kernel calls it too (see its docs).
+//! the master's own allocation. [`reap_completions`], which the kernel calls from a
+//! thread that holds nothing, frees them; genpager never calls it itself (see its
+//! docs).
 
 use alloc::alloc::Layout;
 use alloc::boxed::Box;
@@ -262,7 +262,7 @@ impl Completed {
     /// Frees every master on the stack.
     fn reap(&self) {
         // A look first, so that the common case (nothing completed since the last
-        // reap) writes no shared cache line: every fault and read may come here.
+        // reap) writes no shared cache line: a kernel may call this very often.
         if self.head.load(Ordering::Relaxed).is_null() {
             return;
         }
@@ -301,18 +301,17 @@ crate::sync::lazy_static! {
 /// the last reference to a vnode and run its teardown.
 ///
 /// [`IoRequest::complete`] may run in an interrupt, where freeing memory or tearing a
-/// file down is not allowed, so it leaves that work here. Call this from thread context
-/// only, where dropping a vnode is allowed and no spin lock is held: a kernel worker,
-/// the idle loop, or after handling interrupts.
+/// file down is not allowed, so it leaves that work here. Call this from a thread that
+/// holds nothing — no genpager page, lock or transaction and no lock of the kernel's a
+/// vnode teardown could need: a kernel worker woken after interrupts, or the idle loop
+/// (NetBSD defers `vrele` from `biodone` to a thread of its own for the same reason).
+/// A teardown run here may do I/O on any file.
 ///
-/// genpager calls it too, first thing in each entry point that holds nothing of the
-/// caller's: `read`, `write`, `setsize`, `putpages`, `directio`, and faults without
-/// `GLOCKHELD` or `LOCKED` — before it takes any lock of its own, so a vnode teardown
-/// run there may start I/O on any file. (A host that calls those entry points while
-/// holding a lock of its own must not need that lock in a vnode's teardown.) Never
-/// from the middle of a transfer, where this thread holds a node lock, busy pages or
-/// the object lock. What a completion leaves is therefore freed at the latest by the
-/// next such call, or by the kernel's own.
+/// genpager never calls it itself: in the middle of any call it cannot know what its
+/// caller holds (a `read` copying out to a user buffer mapped from another file
+/// faults that file while holding pages of the first, and a teardown reading the first
+/// would wait for itself). Until it is called, each finished asynchronous transfer
+/// keeps its request group and a reference to its vnode.
 ///
 /// Lock-free, and it holds nothing while it frees (a vnode teardown it runs may start
 /// I/O, which reaps again). A call that returns has freed everything completed before
@@ -617,8 +616,7 @@ impl IoRequest {
     /// [`PageCache`](crate::PageCache) calls that settle its pages), never sleeps,
     /// never allocates or frees heap memory, and never drops a vnode. What it leaves
     /// (the finished group, what its completion captured) is freed in thread context by
-    /// [`reap_completions`], which the kernel calls from thread context (genpager also
-    /// calls it at the start of its next entry point).
+    /// [`reap_completions`], which the kernel calls from a thread that holds nothing.
     pub fn complete(mut self, result: Result) {
         if let Some(master) = self.master.take() {
             let bytes = if result.is_ok() { self.len } else { 0 };

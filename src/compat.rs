@@ -18,9 +18,7 @@ use alloc::vec::Vec;
 
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
-use crate::fault::{
-    Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, reap_unless_nested, settle,
-};
+use crate::fault::{Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, settle};
 pub use crate::hooks::ByteIo;
 use crate::hooks::{BlockMap, Mapping, PageCache, Strategy};
 use crate::object::{ObjectState, VmObject};
@@ -73,7 +71,6 @@ impl Strategy for NoBlocks {
 /// holding the file's last addressable byte ([`BlockMap::max_size`]); [`Error::Dead`]; the error of `read_at`, after which no page
 /// it was filling stays resident.
 pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched<'a, V>> {
-    reap_unless_nested(&fault);
     let request_end = fault.check(&**vnode)?;
     log::trace!("compat getpages {fault:?}");
     if fault.flags.contains(GetFlags::LOCKED) {

@@ -28,7 +28,7 @@ use core::ptr::NonNull;
 use bitflags::bitflags;
 
 use crate::bmap::{Extent, Geometry, extents, is_allocated};
-use crate::buf::{BioWait, Direction, Nest, Priority, raw_segment, reap_completions};
+use crate::buf::{BioWait, Direction, Nest, Priority, raw_segment};
 use crate::error::{Error, Result};
 use crate::hooks::Strategy;
 pub use crate::hooks::Wired;
@@ -344,7 +344,6 @@ pub fn directio<V: Vnode>(
     uio: &mut Uio<'_>,
     flags: DirectFlags,
 ) -> Result<Progress> {
-    reap_completions();
     let progress = Progress {
         transferred: 0,
         fallback: None,

@@ -12,7 +12,6 @@ use core::ops::Range;
 
 use bitflags::bitflags;
 
-use crate::buf::reap_completions;
 use crate::busy::{BusyPages, Frames, ObjectGuard, ResidentPages, WritablePages};
 use crate::error::{Error, Result};
 use crate::hooks::{
@@ -305,19 +304,6 @@ pub(crate) fn mark_timestamps<V: Vnode>(vnode: &V, fault: &Fault) {
     }
     if !update.is_empty() {
         vnode.mark_update(update);
-    }
-}
-
-/// Frees what completions left ([`reap_completions`]) before a fault takes any lock,
-/// unless it runs inside a caller's locks (`GLOCKHELD`: the node lock and the
-/// transaction; `LOCKED`: the fast path, which must stay cheap and is where a kernel's
-/// fault handler may hold its own VM locks).
-pub(crate) fn reap_unless_nested(fault: &Fault) {
-    if !fault
-        .flags
-        .intersects(GetFlags::GLOCKHELD.union(GetFlags::LOCKED))
-    {
-        reap_completions();
     }
 }
 

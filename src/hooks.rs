@@ -192,10 +192,9 @@ pub trait Strategy: Send + Sync {
     /// Completing never allocates or frees heap memory and never drops a vnode, so it
     /// is fit for an interrupt handler. What it leaves behind (finished request groups,
     /// the vnode references of asynchronous writes and read-ahead) is freed by
-    /// [`reap_completions`](crate::reap_completions), which genpager calls on its next
-    /// transfer; a kernel whose device completes in interrupts should also call it from
-    /// thread context (a worker, the idle loop, after handling interrupts), so that
-    /// memory and vnodes are released even when no further I/O comes.
+    /// [`reap_completions`](crate::reap_completions), which the kernel calls from a
+    /// thread that holds nothing (a worker woken after interrupts, the idle loop);
+    /// genpager never calls it itself.
     fn submit(&self, request: IoRequest);
 }
 

@@ -1,7 +1,6 @@
 //! read(2) through the page cache: batches of pages from the fast path, or from a
 //! synchronous fault when some are missing, copied out up to the end of file.
 
-use crate::buf::reap_completions;
 use crate::error::{Error, Result};
 use crate::fault::{Advice, Fault, Fetched};
 use crate::getpages::getpages;
@@ -22,7 +21,6 @@ use crate::vnode::{Vnode, max_transfer};
 // (< 2^63), so `pos` fits.
 #[allow(clippy::arithmetic_side_effects)]
 pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
-    reap_completions();
     if offset > max_file_size(vnode.block_map()) {
         return Err(Error::Invalid);
     }

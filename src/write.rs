@@ -17,7 +17,6 @@
 //! first.
 
 use crate::bmap::{Geometry, is_allocated};
-use crate::buf::reap_completions;
 use crate::error::{Error, Result};
 
 use crate::fault::{Advice, Fault, GetFlags};
@@ -50,7 +49,6 @@ const HELD: GetFlags = GetFlags::GLOCKHELD.union(GetFlags::JOURNALLOCKED);
 /// [`Error::NoSpace`] when blocks cannot be allocated; the transaction hooks' errors;
 /// any fault error.
 pub fn write<V: Vnode>(vnode: &Arc<V>, offset: u64, data: &[u8]) -> Result<usize> {
-    reap_completions();
     if data.is_empty() {
         return Ok(0);
     }
@@ -248,7 +246,6 @@ fn allocate_range<V: Vnode>(vnode: &Arc<V>, geometry: Geometry, start: u64, end:
 /// [`BlockMap::max_size`](crate::BlockMap::max_size); the transaction hooks' errors;
 /// growing can fail as [`write()`] does, and then the size stays as it was.
 pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
-    reap_completions();
     if size > max_file_size(vnode.block_map()) {
         return Err(Error::TooBig);
     }

@@ -41,8 +41,7 @@ use core::ops::Range;
 use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
 use crate::fault::{
-    Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, mark_timestamps,
-    reap_unless_nested, settle,
+    Bounds, Fault, Fetched, GetFlags, Handout, Settle, fast_path, mark_timestamps, settle,
 };
 use crate::hooks::{PageCache, max_file_size};
 use crate::object::ObjectState;
@@ -78,7 +77,6 @@ use read_job::{PageStatus, ReadJob};
 /// from the transaction hooks, `bmap`, `alloc` or the device. On error no page is left
 /// busy, no page this call allocated stays resident, and the transaction is left.
 pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched<'a, V>> {
-    reap_unless_nested(&fault);
     let request_end = fault.check(&**vnode)?;
     log::trace!("getpages {fault:?}");
     if fault.flags.contains(GetFlags::LOCKED) {

@@ -56,7 +56,6 @@ use core::fmt;
 
 use bitflags::bitflags;
 
-use crate::buf::reap_completions;
 use crate::error::{Error, Result};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
@@ -184,7 +183,6 @@ pub fn putpages_busy<V: Vnode>(
     end: u64,
     flags: PutFlags,
 ) -> core::result::Result<(), PutError> {
-    reap_completions();
     flush(vnode, start, end, flags, TransactionHeld::No)
 }
 

@@ -255,14 +255,17 @@ impl MemDisk {
     }
 
     /// Lets pending requests complete. On an inline disk they complete on the calling
-    /// thread before this returns, in submission order; on a threaded disk the
-    /// completion thread takes them (use [`MemDisk::quiesce`] to wait).
+    /// thread before this returns, in submission order, and what they leave is reaped
+    /// there (`reap_completions`: the test's thread holds nothing of genpager's here);
+    /// on a threaded disk the completion thread takes them (use [`MemDisk::quiesce`]
+    /// to wait).
     pub fn release(&self) {
         let shared = self.shared();
         lock(&shared.state).held = false;
         shared.changed.notify_all();
         if !shared.threaded {
             shared.run_ready();
+            crate::buf::reap_completions();
         }
     }
 
@@ -527,6 +530,10 @@ impl Shared {
             if let Some(entry) = self.next_ready(&mut state) {
                 drop(state);
                 self.service(entry);
+                // The completion thread holds nothing between requests: it is the
+                // kernel's worker that frees what completions left (and so the rig's
+                // files and disks are dropped, and checked, as the test expects).
+                crate::buf::reap_completions();
                 state = lock(&self.state);
                 continue;
             }
