@@ -187,7 +187,10 @@ fn eight_threads_and_an_interrupt_thread() {
     let since = counting.logged();
     let blocks_before = counting.blocks.load(Ordering::SeqCst);
     let requests_before = disk.stats().requests;
-    let (tokens, models): (Vec<Token>, Vec<Vec<u8>>) = within("eight threads", {
+    // A debug build takes seconds here (more at 16 KiB pages): a hang is what
+    // minutes without a return mean.
+    let limit = Duration::from_secs(120);
+    let (tokens, models): (Vec<Token>, Vec<Vec<u8>>) = within_for("eight threads", limit, {
         let file = file.clone();
         move || {
             thread::scope(|scope| {
