@@ -66,6 +66,10 @@
 //!   a device may complete requests in its interrupt handler. Without one, completions
 //!   must run in thread context.
 //!
+//! Completion allocates nothing, frees nothing and drops no vnode: what it leaves is
+//! freed by [`reap_completions`], which the kernel calls from a thread that holds
+//! nothing (a worker, the idle loop); genpager never calls it itself.
+//!
 //! ## Concurrency
 //!
 //! Every entry point may run at the same time as every other on one file, from any
