@@ -25,6 +25,7 @@ use alloc::alloc::Layout;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
+use core::mem::ManuallyDrop;
 use core::ops::Deref;
 use core::ptr::{self, NonNull};
 
@@ -326,14 +327,16 @@ pub fn reap_completions() {
 /// stable; the count uses the lock facade's atomics, so loom models it.
 ///
 /// The submitter's and the waiter's references live in thread context, and the last of
-/// them frees the master where it is dropped. A request's reference may be dropped in
-/// an interrupt: when it is the last, the master goes on the [`COMPLETED`] stack
-/// instead, for [`reap_completions`].
+/// them frees the master where it is dropped. A request holds a [`RequestRef`]
+/// instead, which may be dropped in an interrupt.
 struct MasterRef {
     counted: NonNull<Counted>,
-    /// Whether this reference is dropped in thread context, where it may free.
-    in_thread: bool,
 }
+
+/// A request's reference to its [`Master`]: dropped where the request completes,
+/// perhaps in an interrupt, so when it is the last it puts the master on the
+/// [`COMPLETED`] stack, for [`reap_completions`], instead of freeing it.
+struct RequestRef(ManuallyDrop<MasterRef>);
 
 // SAFETY: a `MasterRef` hands out only `&Master` (Sync: a lock, a wait queue and a
 // `Send` callback), and the last one, on whatever thread, frees it; like
@@ -372,15 +375,21 @@ impl MasterRef {
         counted.master.state.lock().done = Some(done);
         Ok(Self {
             counted: NonNull::from(Box::leak(counted)),
-            in_thread: true,
         })
     }
 
     /// Another reference, for a request: one that may be dropped in an interrupt.
-    fn for_request(&self) -> Self {
-        let mut request = self.clone();
-        request.in_thread = false;
-        request
+    fn for_request(&self) -> RequestRef {
+        RequestRef(ManuallyDrop::new(self.clone()))
+    }
+
+    /// Gives up this reference; returns the master's allocation when it was the last,
+    /// for the caller to free or to leave on the completed stack.
+    fn release(&self) -> Option<NonNull<Counted>> {
+        // AcqRel: every other holder's use of the master happens before its
+        // decrement (release), and the last holder sees them all (acquire) before
+        // it frees the master.
+        (self.counted().references.fetch_sub(1, Ordering::AcqRel) == 1).then_some(self.counted)
     }
 
     fn counted(&self) -> &Counted {
@@ -396,7 +405,6 @@ impl Clone for MasterRef {
         self.counted().references.fetch_add(1, Ordering::Relaxed);
         Self {
             counted: self.counted,
-            in_thread: self.in_thread,
         }
     }
 }
@@ -410,19 +418,27 @@ impl Deref for MasterRef {
 
 impl Drop for MasterRef {
     fn drop(&mut self) {
-        // AcqRel: every other holder's use of the master happens before its
-        // decrement (release), and the last holder sees them all (acquire) before
-        // it frees the master.
-        if self.counted().references.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        if self.in_thread {
+        if let Some(last) = self.release() {
             // SAFETY: that was the last reference: nothing else can reach the
             // allocation, which `try_new` made from a `Box<Counted>`.
-            unsafe { free(self.counted) };
-        } else {
-            // Perhaps in an interrupt: leave the freeing to thread context.
-            COMPLETED.push(self.counted);
+            unsafe { free(last) };
+        }
+    }
+}
+
+impl Deref for RequestRef {
+    type Target = Master;
+    fn deref(&self) -> &Master {
+        &self.0
+    }
+}
+
+impl Drop for RequestRef {
+    fn drop(&mut self) {
+        // Perhaps in an interrupt: the last reference leaves the freeing to thread
+        // context. (The inner `MasterRef` is never dropped, so it frees nothing.)
+        if let Some(last) = self.0.release() {
+            COMPLETED.push(last);
         }
     }
 }
@@ -490,7 +506,7 @@ pub struct IoRequest {
     /// master (`MasterState::segments`), which `master` keeps alive: completing the
     /// request frees nothing.
     segments: NonNull<[Segment]>,
-    master: Option<MasterRef>,
+    master: Option<RequestRef>,
 }
 
 // SAFETY: the segments point at busy pages or wired buffers that the request owns
