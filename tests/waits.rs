@@ -2,16 +2,19 @@
 //! which thread each wakeup goes to, and from where.
 //!
 //! A counting scheduler wraps the std thread parker (registered before anything in
-//! this binary waits), so these tests run exactly the wait code a kernel runs. Two
+//! this binary waits), so these tests run exactly the wait code a kernel runs. Three
 //! promises are checked:
+//! - sleeping allocates nothing (a counting allocator, `tests/heap`, around a sleep:
+//!   [`sleeping_allocates_nothing`]);
 //! - an unbusy wakes only the threads waiting for that page ([`one_unbusy_wakes_only_its_waiter`]);
 //! - a device completing from its own ("interrupt") thread wakes, per request, at most
 //!   the one thread that waits for it, while eight threads fault, write and flush one
 //!   file ([`eight_threads_and_an_interrupt_thread`], which also reports how many
-//!   wakeups found their condition still false).
+//!   wakeups and blocks there were).
 #![cfg(not(loom))]
 
 mod common;
+mod heap;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use genpager::sync::{Scheduler, ThreadParker, Token, set_scheduler};
+use genpager::sync::{Scheduler, ThreadParker, Token, WaitQueue, set_scheduler};
 use genpager::testing::{Layout, MemDisk, MemFs};
 use genpager::{Fault, Fetched, PAGE_SIZE, PutFlags, getpages, putpages, read, write};
 
@@ -49,9 +52,10 @@ impl Scheduler for Counting {
 
     fn block(&self, token: Token) {
         self.blocks.fetch_add(1, Ordering::SeqCst);
-        *self.blocked.lock().unwrap().entry(token.0).or_default() += 1;
+        // The test's own bookkeeping: not counted against the wait that blocks.
+        heap::uncounted(|| *self.blocked.lock().unwrap().entry(token.0).or_default() += 1);
         self.parker.block(token);
-        *self.blocked.lock().unwrap().entry(token.0).or_default() -= 1;
+        heap::uncounted(|| *self.blocked.lock().unwrap().entry(token.0).or_default() -= 1);
     }
 
     fn wake(&self, token: Token) {
@@ -107,6 +111,32 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// Sleeping allocates nothing: the waiter's node lives on its own stack. A thread
+/// sleeps on a wait channel, counted by the counting allocator from before it links
+/// its node until it is woken and has left the wait.
+#[test]
+fn sleeping_allocates_nothing() {
+    let counting = counting();
+    let queue = std::sync::Arc::new(WaitQueue::new());
+    let condition = std::sync::Arc::new(Mutex::new(false));
+    let sleeper = {
+        let (queue, condition) = (queue.clone(), condition.clone());
+        thread::spawn(move || {
+            // This thread's parker record is made before counting starts.
+            counting.current();
+            let guard = condition.lock().unwrap();
+            let heap = heap::counted(|| queue.sleep(1, guard));
+            (heap, *condition.lock().unwrap())
+        })
+    };
+    until("the sleeper sleeps", || queue.sleepers(1) == 1);
+    *condition.lock().unwrap() = true;
+    assert_eq!(queue.wake(1), 1);
+    let (heap, woken) = sleeper.join().unwrap();
+    assert!(woken, "the sleeper saw the condition its wake announced");
+    assert_eq!(heap, heap::Heap::default(), "a sleep allocated or freed");
 }
 
 /// Eight pages held busy by one thread, eight threads each faulting one of them: each
