@@ -19,6 +19,7 @@ use crate::hooks::{
 };
 use crate::object::{ObjectState, Wakeup};
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, PageRef, round_page};
+use crate::readahead::Advice;
 use crate::sync::{Arc, WriteGuard};
 use crate::vnode::{Vnode, geometry, note_dirty};
 
@@ -47,20 +48,13 @@ bitflags! {
         const JOURNALLOCKED = 1 << 6;
         /// A write fault that must not allocate blocks over holes.
         const NOBLOCKALLOC = 1 << 7;
+        /// A synchronous read fault that starts no read-ahead of its own: the caller
+        /// planned it (with its own [`ReadAhead`](crate::ReadAhead), as
+        /// [`read_with`](crate::read_with) and [`fault_around`](crate::fault_around)
+        /// do) or wants none. Without it, a synchronous read fault feeds the object's
+        /// read-ahead state (see [`getpages`](crate::getpages)).
+        const NOREADAHEAD = 1 << 8;
     }
-}
-
-/// The access pattern the faulting mapping announced (passed through, for hosts that
-/// log or tune by it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Advice {
-    /// No particular pattern.
-    #[default]
-    Normal,
-    /// Random access.
-    Random,
-    /// Sequential access.
-    Sequential,
 }
 
 /// One fault as a kernel's fault handler asks for it: `count` pages from `offset`

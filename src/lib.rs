@@ -18,7 +18,7 @@
 //!  kernel: fault handler · read/write · fsync · truncate · page daemon
 //!         │  getpages()  putpages()  read()  write()  setsize()  directio()
 //!  ┌──────┴──────────────────────────────────────────────────────────────┐
-//!  │ 8  read · write (write, setsize) · directio                         │
+//!  │ 8  read · write (write, setsize) · directio · fault_around          │
 //!  │ 7  getpages · putpages (scan → prepare → cluster → submit → settle) │
 //!  │    · compat                                                         │
 //!  │ 6  fault — Fault, the fast path, settling a fault's pages           │
@@ -26,6 +26,7 @@
 //!  │ 4  vnode — the Vnode hook, which names the object                   │
 //!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
+//!  │    · readahead — the window a reader's pattern earns                │
 //!  │ 1  buf — requests and their completion                              │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
@@ -140,8 +141,9 @@
 //! let mut buf = [0u8; 100];
 //! assert_eq!(read(&file, PAGE_SIZE as u64 - 6, &mut buf).unwrap(), 100);
 //! assert_eq!(buf[10], 42);
-//! // The two pages stay cached; the next read of them is served from memory.
-//! assert_eq!(file.object().read().cache().resident_pages(), 2);
+//! // The two pages stay cached, and read-ahead brought the file's third (its first
+//! // read, from page 0, looks sequential): the next reads are served from memory.
+//! assert_eq!(file.object().read().cache().resident_pages(), 3);
 //! // Reads stop at the end of file.
 //! assert_eq!(read(&file, size - 50, &mut buf).unwrap(), 50);
 //! ```
@@ -167,6 +169,7 @@ pub mod sync;
 pub mod buf;
 
 mod hooks;
+mod readahead;
 
 pub mod bmap;
 pub mod cache;
@@ -184,6 +187,7 @@ mod getpages;
 mod putpages;
 
 pub mod directio;
+mod fault_around;
 mod read;
 mod write;
 
@@ -193,7 +197,8 @@ pub mod testing;
 pub use buf::reap_completions;
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
-pub use fault::{Advice, Fault, Fetched, GetFlags};
+pub use fault::{Fault, Fetched, GetFlags};
+pub use fault_around::{Around, FAULT_AROUND_BYTES, fault_around};
 pub use getpages::getpages;
 pub use hooks::{
     Access, BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags,
@@ -202,6 +207,7 @@ pub use hooks::{
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
 pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
-pub use read::read;
+pub use read::{read, read_with};
+pub use readahead::{Advice, ReadAhead};
 pub use vnode::Vnode;
 pub use write::{setsize, write};

@@ -13,7 +13,8 @@ use bitflags::bitflags;
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
 use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef};
-use crate::sync::{ReadGuard, RwLock, SleepRwLock, Wait, WaitQueue, WriteGuard};
+use crate::readahead::ReadAhead;
+use crate::sync::{Mutex, MutexGuard, ReadGuard, RwLock, SleepRwLock, Wait, WaitQueue, WriteGuard};
 
 bitflags! {
     /// Vnode state bits kept under the object lock (the reference's `v_iflag` bits
@@ -55,6 +56,9 @@ pub struct VmObject<C> {
     state: RwLock<ObjectState<C>>,
     node_lock: SleepRwLock,
     waiters: WaitQueue,
+    /// The read-ahead of readers that bring none of their own ([`read`](crate::read),
+    /// synchronous read faults). A leaf lock: nothing is taken while it is held.
+    read_ahead: Mutex<ReadAhead>,
 }
 
 /// The wait key of a thread waiting for an object's writes in flight: no page offset
@@ -155,6 +159,7 @@ impl<C: PageCache> VmObject<C> {
             }),
             node_lock: SleepRwLock::new(),
             waiters: WaitQueue::new(),
+            read_ahead: Mutex::new(ReadAhead::new()),
         }
     }
 
@@ -172,6 +177,13 @@ impl<C: PageCache> VmObject<C> {
     /// and exclusively while blocks may be allocated or the file truncated.
     pub fn node_lock(&self) -> &SleepRwLock {
         &self.node_lock
+    }
+
+    /// The object's own read-ahead state, used by [`read`](crate::read) and by
+    /// synchronous read faults that bring none (a leaf lock: take nothing while
+    /// holding it). A kernel may reset it or set its maximum window.
+    pub fn read_ahead(&self) -> MutexGuard<'_, ReadAhead> {
+        self.read_ahead.lock()
     }
 
     /// The file size.

@@ -1,11 +1,15 @@
 //! read(2) through the page cache: batches of pages from the fast path, or from a
-//! synchronous fault when some are missing, copied out up to the end of file.
+//! synchronous fault when some are missing, copied out up to the end of file; each
+//! batch fed to read-ahead, the reader's own or the object's.
 
 use crate::error::{Error, Result};
-use crate::fault::{Advice, Fault, Fetched};
+use crate::fault::{Fault, Fetched, GetFlags};
+use crate::getpages::ahead::{self, Reading};
 use crate::getpages::getpages;
 use crate::hooks::{Access, max_file_size};
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
+use crate::readahead::Advice;
+use crate::readahead::{Found, ReadAhead};
 use crate::sync::Arc;
 use crate::vnode::{Vnode, max_transfer};
 
@@ -14,13 +18,61 @@ use crate::vnode::{Vnode, max_transfer};
 /// synchronous fault for what is missing), stops at end of file, and returns how many
 /// bytes it copied (0 at or past the end of file).
 ///
+/// Read-ahead follows the object's own [`ReadAhead`] state, shared by every reader of
+/// the file that brings none ([`Advice::Normal`](crate::Advice::Normal)); a kernel
+/// with a state per open file calls [`read_with`] instead.
+///
 /// Errors: [`Error::Invalid`] for an offset past the file's
 /// [`BlockMap::max_size`](crate::BlockMap::max_size) (a negative `off_t` to a kernel);
-/// any fault error.
+/// any fault error. A failed read-ahead is not the reader's error: pages it did not
+/// bring are read by the reader's own fault, which reports what that read meets.
+pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    read_through(vnode, None, offset, buf)
+}
+
+/// [`read`] with the reader's own read-ahead state — the one a kernel keeps in each
+/// open file description, with its `fadvise` advice ([`ReadAhead::set_advice`]) — so
+/// that two readers of one file each keep their own window.
+///
+/// ```
+/// # use genpager::testing::{MemDisk, MemFs, Layout};
+/// use genpager::{Advice, ReadAhead, read_with, PAGE_SIZE};
+/// # let disk = MemDisk::new(4096);
+/// # let fs = MemFs::new(disk.clone(), genpager::page::PAGE_SHIFT, Layout::Contiguous);
+/// # let file = fs.create(&vec![7u8; 64 * PAGE_SIZE]).unwrap();
+/// let mut ahead = ReadAhead::new();
+/// ahead.set_advice(Advice::Sequential);
+/// let mut buf = [0u8; 4096];
+/// let mut offset = 0;
+/// while let n @ 1.. = read_with(&file, &mut ahead, offset, &mut buf).unwrap() {
+///     offset += n as u64;
+/// }
+/// assert_eq!(offset, 64 * PAGE_SIZE as u64);
+/// // 64 pages in a handful of requests, not 64.
+/// assert!(disk.stats().requests <= 8);
+/// ```
+///
+/// Errors: as [`read`].
+pub fn read_with<V: Vnode>(
+    vnode: &Arc<V>,
+    ahead: &mut ReadAhead,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize> {
+    read_through(vnode, Some(ahead), offset, buf)
+}
+
+/// The read: batches until `buf` is full or the file ends, each fed to read-ahead
+/// (`own`, or the object's).
 // Cannot overflow: `offset <= max_file_size` (< 2^63, checked) and `done <= buf.len()`
 // (< 2^63), so `pos` fits.
 #[allow(clippy::arithmetic_side_effects)]
-pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usize> {
+fn read_through<V: Vnode>(
+    vnode: &Arc<V>,
+    mut own: Option<&mut ReadAhead>,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<usize> {
     if offset > max_file_size(vnode.block_map()) {
         return Err(Error::Invalid);
     }
@@ -37,7 +89,8 @@ pub fn read<V: Vnode>(vnode: &Arc<V>, offset: u64, buf: &mut [u8]) -> Result<usi
         let pos = trunc_page(offset + done as u64).max(offset);
         let restart = (pos - offset) as usize;
         let batch = Batch::new(pos, buf.len() - restart, size, batch_pages);
-        let Some(copied) = copy_batch(vnode, &batch, &mut buf[restart..])? else {
+        let Some(copied) = copy_batch(vnode, own.as_deref_mut(), &batch, &mut buf[restart..])?
+        else {
             // The file shrank under us: what is left is past the end.
             break;
         };
@@ -81,13 +134,27 @@ impl Batch {
 }
 
 /// Copies one batch into `out`: from the cache if every page is resident, otherwise
-/// through a synchronous fault. Returns how many bytes it copied, or `None` if the
-/// file has shrunk below the batch.
+/// through a synchronous fault; either way feeds the batch to read-ahead (after the
+/// copy from the cache, whose pages hold the object lock; before the fault, so that
+/// the fault waits for what read-ahead starts instead of reading it again). Returns
+/// how many bytes it copied, or `None` if the file has shrunk below the batch.
 // Cannot overflow: the fault's pages lie inside the batch's range.
 #[allow(clippy::arithmetic_side_effects)]
-fn copy_batch<V: Vnode>(vnode: &Arc<V>, batch: &Batch, out: &mut [u8]) -> Result<Option<usize>> {
+fn copy_batch<V: Vnode>(
+    vnode: &Arc<V>,
+    mut own: Option<&mut ReadAhead>,
+    batch: &Batch,
+    out: &mut [u8],
+) -> Result<Option<usize>> {
     let (first, count) = (batch.first, batch.count);
-    let cached = Fault::resident(first, count, Access::Read).with_advice(Advice::Sequential);
+    let advice = own.as_ref().map_or(Advice::Normal, |ahead| ahead.advice());
+    let access = |found| Reading {
+        first: first >> PAGE_SHIFT,
+        count: count as u64,
+        found,
+        advice,
+    };
+    let cached = Fault::resident(first, count, Access::Read).with_advice(advice);
     match getpages(vnode, cached) {
         // The size is read again with the pages in hand: a truncation may have shrunk
         // the file (and zeroed the new last page's tail) since the batch was planned,
@@ -95,16 +162,20 @@ fn copy_batch<V: Vnode>(vnode: &Arc<V>, batch: &Batch, out: &mut [u8]) -> Result
         Ok(Fetched::Resident(pages)) if pages.is_complete() => {
             let end = batch.end.min(pages.size());
             let bytes = |i| pages.bytes(i).unwrap_or(&[]);
-            return Ok(Some(copy_out(bytes, first, batch.pos, end, out)));
+            let copied = copy_out(bytes, first, batch.pos, end, out);
+            drop(pages);
+            ahead::read_ahead(vnode, own.as_deref_mut(), access(Found::Resident));
+            return Ok(Some(copied));
         }
         Ok(_) | Err(Error::Busy) => {}
         Err(Error::Invalid) => return Ok(None),
         Err(err) => return Err(err),
     }
-    match getpages(
-        vnode,
-        Fault::read(first, count).with_advice(Advice::Sequential),
-    ) {
+    ahead::read_ahead(vnode, own, access(Found::Missing));
+    let fault = Fault::read(first, count)
+        .with_advice(advice)
+        .with_flags(GetFlags::NOREADAHEAD);
+    match getpages(vnode, fault) {
         Ok(Fetched::Busy(pages)) => {
             // As above; the pages are busy, so a truncation waits for them before it
             // frees or zeroes any, and the size now tells whether it has begun (then

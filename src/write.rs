@@ -19,12 +19,13 @@
 use crate::bmap::{Geometry, is_allocated};
 use crate::error::{Error, Result};
 
-use crate::fault::{Advice, Fault, GetFlags};
+use crate::fault::{Fault, GetFlags};
 use crate::getpages::getpages;
 use crate::hooks::{PageCache, Protection, max_file_size};
 use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
+use crate::readahead::Advice;
 use crate::sync::{Arc, Wait};
 use crate::transaction::Transaction;
 use crate::vnode::{Vnode, geometry, max_transfer, note_dirty};

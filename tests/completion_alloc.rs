@@ -248,9 +248,10 @@ fn a_vnode_whose_teardown_does_io_can_be_reaped() {
     assert_eq!(complete_elsewhere(requests), Heap::default());
     reap_completions();
     assert!(teardown.dropped.load(Ordering::SeqCst));
-    assert_eq!(
-        other.object().read().cache().resident_pages(),
-        1,
+    // The teardown's read of page 0 (which read-ahead, starting at page 0, widens to
+    // the file's few pages).
+    assert!(
+        other.object().read().cache().lookup(0).is_some(),
         "the teardown's read"
     );
     reap_completions();

@@ -935,7 +935,14 @@ fn r15_device_error_mid_read_fault_leaves_nothing() {
     let (disk, file) = file_with(PAGE_SHIFT, Layout::Fragmented { run: 1 }, &data);
     disk.fail_nth(2, Error::Io);
     assert_eq!(
-        err_of(gp(&file, 0, 6, 0, Access::Read, SYNC)),
+        err_of(gp(
+            &file,
+            0,
+            6,
+            0,
+            Access::Read,
+            SYNC | GetFlags::NOREADAHEAD
+        )),
         Some(Error::Io)
     );
     assert!(!any_busy(&file));

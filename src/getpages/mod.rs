@@ -47,11 +47,13 @@ use crate::hooks::{PageCache, max_file_size};
 use crate::object::ObjectState;
 use crate::page::PageRef;
 use crate::page::{DirtyStatus, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
+use crate::readahead::Found;
 use crate::sync::Wait;
 use crate::sync::{Arc, SleepGuard, WriteGuard};
 use crate::transaction::Transaction;
 use crate::vnode::{Vnode, geometry};
 
+pub(crate) mod ahead;
 mod read_job;
 
 use read_job::{PageStatus, ReadJob};
@@ -83,6 +85,7 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
         return fast_path(vnode, &fault, request_end).map(Fetched::Resident);
     }
     let job = FaultJob::new(vnode, fault, request_end)?;
+    job.read_ahead();
     let _transaction = job.enter_transaction()?;
     if vnode.is_dead() {
         return Err(Error::Dead);
@@ -91,6 +94,23 @@ pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched
         if let Attempt::Done(result) = job.attempt() {
             return result;
         }
+    }
+}
+
+/// Whether every page of `offset .. end` is resident, valid and not busy.
+// Cannot overflow: `end` is a checked fault's end, so the count of its pages fits.
+#[allow(clippy::arithmetic_side_effects)]
+fn all_valid<C: PageCache>(state: &ObjectState<C>, offset: u64, end: u64) -> Found {
+    let wanted = (end - offset) >> PAGE_SHIFT;
+    let valid = state
+        .cache()
+        .range(offset..end)
+        .filter(|page| !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE))
+        .count() as u64;
+    if valid == wanted {
+        Found::Resident
+    } else {
+        Found::Missing
     }
 }
 
@@ -176,6 +196,32 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             geometry: geometry(&**vnode)?,
             request_end,
         })
+    }
+
+    /// A synchronous read fault feeds the object's read-ahead (as `uvn_get` calls
+    /// `uvm_ra_request` before `VOP_GETPAGES`) and starts what it plans, before its own
+    /// transaction: pages it starts reading are busy when this fault collects them, so
+    /// it waits for that read instead of issuing its own. Not with the node lock held
+    /// (read-ahead takes it), nor when the caller planned read-ahead itself.
+    fn read_ahead(&self) {
+        let flags = self.fault.flags;
+        let own = GetFlags::GLOCKHELD | GetFlags::NOREADAHEAD | GetFlags::OVERWRITE;
+        if self.is_async() || self.fault.is_write() || flags.intersects(own) {
+            return;
+        }
+        let first = self.fault.offset >> PAGE_SHIFT;
+        let count = self.fault.count as u64;
+        let found = {
+            let state = self.vnode.object().read();
+            all_valid(&state, self.fault.offset, self.request_end)
+        };
+        let access = ahead::Reading {
+            first,
+            count,
+            found,
+            advice: self.fault.advice,
+        };
+        ahead::read_ahead(self.vnode, None, access);
     }
 
     /// Read-ahead: starts the reads and returns without sleeping.

@@ -66,13 +66,14 @@ use crate::compat::{self, ByteIo, NoBlocks};
 use crate::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use crate::error::{Error, Result};
 
-use crate::fault::{Advice, Fault, Fetched, GetFlags};
+use crate::fault::{Fault, Fetched, GetFlags};
 use crate::getpages::getpages;
 use crate::hooks::{Access, MAX_FILE_SIZE, PageCache, Protection};
 use crate::object::{ObjectFlags, VmObject};
 use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags, Tag, trunc_page};
 use crate::putpages::{PutFlags, putpages};
 use crate::read::read;
+use crate::readahead::Advice;
 use crate::vnode::Vnode;
 use crate::write::{setsize, write};
 

@@ -1,0 +1,155 @@
+//! Starting read-ahead: the pages a [`ReadAhead`] plans, read asynchronously one
+//! transfer at a time, resident pages skipped, every failure quiet.
+//!
+//! Each request group is one transfer, so its pages settle when that request lands: a
+//! reader waiting for the first page of a window waits for one request, not for the
+//! whole window.
+
+use core::ops::Range;
+
+use crate::error::Error;
+use crate::fault::{Fault, GetFlags};
+use crate::hooks::PageCache;
+use crate::object::ObjectState;
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, round_page};
+use crate::readahead::{Advice, Found, Limits, ReadAhead};
+use crate::sync::Arc;
+use crate::vnode::{Vnode, max_transfer};
+
+use super::getpages;
+
+/// One reader's reading of `count` pages from page index `first`, for read-ahead to
+/// learn from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reading {
+    pub(crate) first: u64,
+    pub(crate) count: u64,
+    pub(crate) found: Found,
+    pub(crate) advice: Advice,
+}
+
+/// Feeds `access` to the reader's own read-ahead state (`own`), or to the object's if
+/// it brings none, and starts what that plans. Takes and drops the object lock; call
+/// it holding no page and no object lock.
+pub(crate) fn read_ahead<V: Vnode>(vnode: &Arc<V>, own: Option<&mut ReadAhead>, access: Reading) {
+    if let Some(window) = plan(vnode, own, access) {
+        start(vnode, window);
+    }
+}
+
+/// What `access` earns: the pages to start reading, if any.
+fn plan<V: Vnode>(
+    vnode: &Arc<V>,
+    own: Option<&mut ReadAhead>,
+    access: Reading,
+) -> Option<Range<u64>> {
+    let Reading {
+        first,
+        count,
+        found,
+        advice,
+    } = access;
+    let object = vnode.object();
+    let transfer = (max_transfer(&**vnode) >> PAGE_SHIFT) as u64;
+    let plan_with = |ahead: &mut ReadAhead, state: &ObjectState<V::Cache>| {
+        let limits = Limits {
+            max: ahead.max_pages(transfer),
+            transfer,
+            eof: round_page(state.size()) >> PAGE_SHIFT,
+        };
+        ahead.access(first, count, found, advice, limits, |limit| {
+            resident_below(state, first, limit)
+        })
+    };
+    // Most accesses (resident pages short of the marker) only move the reader on, and
+    // need neither the object lock nor the limits.
+    match own {
+        Some(ahead) => {
+            if ahead.quiet_access(first, count, found, advice) {
+                return None;
+            }
+            let state = object.read();
+            plan_with(ahead, &state)
+        }
+        None => {
+            if object
+                .read_ahead()
+                .quiet_access(first, count, found, advice)
+            {
+                return None;
+            }
+            // The object lock before the read-ahead lock, a leaf.
+            let state = object.read();
+            let mut ahead = object.read_ahead();
+            plan_with(&mut ahead, &state)
+        }
+    }
+}
+
+/// How many resident pages lead up to page `first`, at most `limit`.
+// Cannot overflow: `count < limit`.
+#[allow(clippy::arithmetic_side_effects)]
+fn resident_below<C: PageCache>(state: &ObjectState<C>, first: u64, limit: u64) -> u64 {
+    let cache = state.cache();
+    let mut count = 0;
+    let mut page = first;
+    while count < limit {
+        let Some(below) = page.checked_sub(1) else {
+            break;
+        };
+        if cache.lookup(below << PAGE_SHIFT).is_none() {
+            break;
+        }
+        page = below;
+        count += 1;
+    }
+    count
+}
+
+/// Starts reading the pages `window` (page indexes) asynchronously: each transfer's
+/// worth on its own, its resident pages skipped, no timestamp marked (the reader's
+/// own access marks it). A transfer with a busy page is left
+/// to whoever holds it; running out of memory ends read-ahead quietly, as does any
+/// other error (a reader that needs the pages reads them and meets it then).
+// Cannot overflow: `transfer` is at least one page (`max_transfer`), and a run lies
+// inside its chunk, at most one transfer.
+#[allow(clippy::arithmetic_side_effects)]
+pub(crate) fn start<V: Vnode>(vnode: &Arc<V>, window: Range<u64>) {
+    let transfer = (max_transfer(&**vnode) / PAGE_SIZE) as u64;
+    let mut at = window.start;
+    while at < window.end {
+        let boundary = (at / transfer).saturating_add(1).saturating_mul(transfer);
+        let chunk = at..boundary.min(window.end);
+        at = chunk.end;
+        let Some(missing) = first_missing_run(&**vnode, chunk.clone()) else {
+            continue;
+        };
+        let count = (missing.end - missing.start) as usize;
+        let fault = Fault::read_ahead(missing.start << PAGE_SHIFT, count)
+            .with_flags(GetFlags::NOREADAHEAD | GetFlags::NOTIMESTAMP);
+        match getpages(vnode, fault) {
+            Ok(_) | Err(Error::Busy) => {}
+            Err(error) => {
+                log::trace!("read-ahead at page {:#x} ends: {error}", missing.start);
+                return;
+            }
+        }
+        // What follows the run inside this transfer (after a resident page) is left:
+        // splitting one transfer into several requests costs more than it saves.
+    }
+}
+
+/// The first run of pages in `chunk` that are not resident (page indexes), if any.
+fn first_missing_run<V: Vnode>(vnode: &V, chunk: Range<u64>) -> Option<Range<u64>> {
+    let state = vnode.object().read();
+    let cache = state.cache();
+    let mut start = chunk.start;
+    for page in cache.range(chunk.start << PAGE_SHIFT..chunk.end << PAGE_SHIFT) {
+        let index = page.offset() >> PAGE_SHIFT;
+        if index > start {
+            return Some(start..index);
+        }
+        start = index.saturating_add(1);
+    }
+    (start < chunk.end).then_some(start..chunk.end)
+}
