@@ -22,7 +22,7 @@ pub const FAULT_AROUND_BYTES: usize = 64 << 10;
 /// What [`fault_around`] hands the fault handler.
 #[must_use = "the pages stay busy or the object stays locked until this is dropped"]
 pub enum Around<'a, V: Vnode> {
-    /// The faulting page was resident: it (at [`Around::center`]) and the resident,
+    /// The faulting page was resident: it (at `center`) and the resident,
     /// valid neighbours of the aligned block around it, under the object lock. Map
     /// every page whose [`ResidentPages::bytes`] is `Some`, read-only, then drop.
     Resident {

@@ -3,31 +3,7 @@
 //! [`read_with`](crate::read_with), synchronous faults, [`fault_around`](crate::fault_around)
 //! — start what it plans).
 //!
-//! The ideas are Linux's on-demand read-ahead and NetBSD's `uvm_readahead.c`:
-//! - A **miss** that continues the reader's last access (or starts at page 0, or the
-//!   current window's end) opens a window from the request: the request rounded up to
-//!   a power of two, ×4 when small and ×2 when middling, at least one transfer (as
-//!   NetBSD's `RA_MINSIZE`, so the first request is a full one) and at most the
-//!   maximum (default: 8 transfers, 512 KiB at the default 64 KiB transfer).
-//! - Each window carries a **marker**: the first page after the request that opened
-//!   it, or the first page of a window started ahead. A reader reaching the marker,
-//!   resident or not, starts the next window at once, ×4 while small then ×2 up to
-//!   the maximum: the device always has the next window to read while the reader
-//!   copies the current one, and sequential reading waits for the device only for the
-//!   first window.
-//! - A miss that does not continue anything looks at the pages just below it: if more
-//!   resident pages lead up to it than it asks for, some reader is going sequentially
-//!   there (a second reader sharing this state, as Linux's context read-ahead
-//!   detects); otherwise the access is **random** and only what it asked is read.
-//! - Windows end on transfer boundaries once they span a transfer, so that each of
-//!   their requests is a full one.
-//! - [`Advice::Random`] never reads ahead; [`Advice::Sequential`] opens and continues
-//!   with the maximum window at once; [`Advice::Normal`] adapts as above.
-//!
-//! A kernel keeps one [`ReadAhead`] per open file description and passes it to
-//! [`read_with`](crate::read_with) and [`fault_around`](crate::fault_around); each
-//! [`VmObject`](crate::VmObject) keeps one more, for [`read`](crate::read) and for
-//! synchronous read faults that come without one.
+//! See [`ReadAhead`] for what it does.
 
 use core::ops::Range;
 
@@ -66,7 +42,33 @@ pub(crate) struct Limits {
 /// Read-ahead state of one reader (an open file description) or of one object.
 ///
 /// A plain value: no allocation, no lock (the caller owns it or keeps it under its
-/// own lock), copied or reset freely. See the [module docs](self) for what it does.
+/// own lock), copied or reset freely.
+///
+/// The ideas are Linux's on-demand read-ahead and NetBSD's `uvm_readahead.c`:
+/// - A **miss** that continues the reader's last access (or starts at page 0, or the
+///   current window's end) opens a window from the request: the request rounded up to
+///   a power of two, ×4 when small and ×2 when middling, at least one transfer (as
+///   NetBSD's `RA_MINSIZE`, so the first request is a full one) and at most the
+///   maximum (default: 8 transfers, 512 KiB at the default 64 KiB transfer).
+/// - Each window carries a **marker**: the first page after the request that opened
+///   it, or the first page of a window started ahead. A reader reaching the marker,
+///   resident or not, starts the next window at once, ×4 while small then ×2 up to
+///   the maximum: the device always has the next window to read while the reader
+///   copies the current one, and sequential reading waits for the device only for the
+///   first window.
+/// - A miss that does not continue anything looks at the pages just below it: if more
+///   resident pages lead up to it than it asks for, some reader is going sequentially
+///   there (a second reader sharing this state, as Linux's context read-ahead
+///   detects); otherwise the access is **random** and only what it asked is read.
+/// - Windows end on transfer boundaries once they span a transfer, so that each of
+///   their requests is a full one.
+/// - [`Advice::Random`] never reads ahead; [`Advice::Sequential`] opens and continues
+///   with the maximum window at once; [`Advice::Normal`] adapts as above.
+///
+/// A kernel keeps one [`ReadAhead`] per open file description and passes it to
+/// [`read_with`](crate::read_with) and [`fault_around`](crate::fault_around); each
+/// [`VmObject`](crate::VmObject) keeps one more, for [`read`](crate::read) and for
+/// synchronous read faults that come without one.
 ///
 /// ```
 /// use genpager::{Advice, ReadAhead};
