@@ -47,7 +47,7 @@ use crate::hooks::{PageCache, max_file_size};
 use crate::object::ObjectState;
 use crate::page::PageRef;
 use crate::page::{DirtyStatus, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
-use crate::readahead::Found;
+use crate::readahead::{Advice, Found};
 use crate::sync::Wait;
 use crate::sync::{Arc, SleepGuard, WriteGuard};
 use crate::transaction::Transaction;
@@ -206,7 +206,8 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     fn read_ahead(&self) {
         let flags = self.fault.flags;
         let own = GetFlags::GLOCKHELD | GetFlags::NOREADAHEAD | GetFlags::OVERWRITE;
-        if self.is_async() || self.fault.is_write() || flags.intersects(own) {
+        let random = self.fault.advice == Advice::Random;
+        if self.is_async() || self.fault.is_write() || flags.intersects(own) || random {
             return;
         }
         let first = self.fault.offset >> PAGE_SHIFT;
