@@ -6,9 +6,9 @@ use core::ops::Range;
 
 use crate::busy::{BusyPages, ResidentPages};
 use crate::error::{Error, Result};
-use crate::fault::{Fault, Fetched, GetFlags};
+use crate::fault::{Fault, Fetched};
 use crate::getpages::ahead::{self, Reading};
-use crate::getpages::getpages;
+use crate::getpages::{getpages, getpages_with};
 use crate::hooks::{Access, PageCache, max_file_size};
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::readahead::{Advice, Found, ReadAhead};
@@ -57,7 +57,8 @@ impl<V: Vnode> Around<'_, V> {
 ///    aligned [`FAULT_AROUND_BYTES`] block around it ([`Around::Resident`]), so the
 ///    handler maps them all and the next faults there never happen;
 /// 3. otherwise reads it with a synchronous fault, which waits for read-ahead's
-///    request if that is bringing the page, and hands it back busy
+///    request if that is bringing the page (or reads the rest of its transfer along
+///    with it when the window starts there), and hands it back busy
 ///    ([`Around::Read`]).
 ///
 /// ```
@@ -99,26 +100,22 @@ pub fn fault_around<'a, V: Vnode>(
 ) -> Result<Around<'a, V>> {
     let page = trunc_page(offset);
     let block = block_around(&**vnode, page)?;
-    let found = found(&**vnode, page);
-    ahead::read_ahead(
-        vnode,
-        own,
-        Reading {
+    let mut own = own;
+    if found(&**vnode, page) == Found::Resident {
+        let reading = Reading {
             first: page >> PAGE_SHIFT,
             count: 1,
-            found,
+            found: Found::Resident,
             advice,
-        },
-    );
-    if found == Found::Resident {
+        };
+        ahead::read_ahead(vnode, own.as_deref_mut(), reading);
         if let Some(around) = map_resident(vnode, page, &block)? {
             return Ok(around);
         }
     }
-    let fault = Fault::read(page, 1)
-        .with_advice(advice)
-        .with_flags(GetFlags::NOREADAHEAD);
-    match getpages(vnode, fault)? {
+    // The fault feeds the miss to read-ahead itself (reading the rest of the page's
+    // transfer along with it), and waits for the page if read-ahead is bringing it.
+    match getpages_with(vnode, Fault::read(page, 1).with_advice(advice), own)? {
         Fetched::Busy(pages) => Ok(Around::Read(pages)),
         _ => Err(Error::Invalid),
     }

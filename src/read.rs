@@ -3,9 +3,9 @@
 //! batch fed to read-ahead, the reader's own or the object's.
 
 use crate::error::{Error, Result};
-use crate::fault::{Fault, Fetched, GetFlags};
+use crate::fault::{Fault, Fetched};
 use crate::getpages::ahead::{self, Reading};
-use crate::getpages::getpages;
+use crate::getpages::{getpages, getpages_with};
 use crate::hooks::{Access, max_file_size};
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
 use crate::readahead::Advice;
@@ -135,8 +135,8 @@ impl Batch {
 
 /// Copies one batch into `out`: from the cache if every page is resident, otherwise
 /// through a synchronous fault; either way feeds the batch to read-ahead (after the
-/// copy from the cache, whose pages hold the object lock; before the fault, so that
-/// the fault waits for what read-ahead starts instead of reading it again). Returns
+/// copy from the cache, whose pages hold the object lock; through the fault, which
+/// reads the rest of its transfer along and starts the next ones first). Returns
 /// how many bytes it copied, or `None` if the file has shrunk below the batch.
 // Cannot overflow: the fault's pages lie inside the batch's range.
 #[allow(clippy::arithmetic_side_effects)]
@@ -171,11 +171,10 @@ fn copy_batch<V: Vnode>(
         Err(Error::Invalid) => return Ok(None),
         Err(err) => return Err(err),
     }
-    ahead::read_ahead(vnode, own, access(Found::Missing));
-    let fault = Fault::read(first, count)
-        .with_advice(advice)
-        .with_flags(GetFlags::NOREADAHEAD);
-    match getpages(vnode, fault) {
+    // The fault feeds the miss to read-ahead itself: it reads the rest of its transfer
+    // along with its pages, and starts the transfers after it.
+    let fault = Fault::read(first, count).with_advice(advice);
+    match getpages_with(vnode, fault, own) {
         Ok(Fetched::Busy(pages)) => {
             // As above; the pages are busy, so a truncation waits for them before it
             // frees or zeroes any, and the size now tells whether it has begun (then

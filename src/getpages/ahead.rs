@@ -38,7 +38,7 @@ pub(crate) fn read_ahead<V: Vnode>(vnode: &Arc<V>, own: Option<&mut ReadAhead>, 
 }
 
 /// What `access` earns: the pages to start reading, if any.
-fn plan<V: Vnode>(
+pub(crate) fn plan<V: Vnode>(
     vnode: &Arc<V>,
     own: Option<&mut ReadAhead>,
     access: Reading,
@@ -83,6 +83,34 @@ fn plan<V: Vnode>(
             let mut ahead = object.read_ahead();
             plan_with(&mut ahead, &state)
         }
+    }
+}
+
+/// The pages of `window` a synchronous fault of `request` (page indexes) reads in its
+/// own request: if the window holds the request, the missing pages that follow it up
+/// to the end of its last page's transfer (empty otherwise). Their read is the
+/// fault's, so an error there is the reader's to hear; the window's later transfers
+/// are read-ahead's.
+// Cannot overflow: `transfer` is at least one page; the request's last page and the
+// transfer boundary after it are page indexes of a checked fault (below 2^52).
+#[allow(clippy::arithmetic_side_effects)]
+pub(crate) fn read_along<V: Vnode>(
+    vnode: &Arc<V>,
+    window: &Range<u64>,
+    request: Range<u64>,
+) -> Range<u64> {
+    let none = request.end..request.end;
+    if window.start > request.start || window.end <= request.end {
+        return none;
+    }
+    let transfer = (max_transfer(&**vnode) >> PAGE_SHIFT) as u64;
+    let last = request.end - 1;
+    let boundary = (last / transfer + 1) * transfer;
+    let chunk = request.end..boundary.min(window.end);
+    match first_missing_run(&**vnode, chunk.clone()) {
+        // Only a run straight after the request joins its read.
+        Some(run) if run.start == chunk.start => run,
+        _ => none,
     }
 }
 

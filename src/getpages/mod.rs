@@ -47,7 +47,7 @@ use crate::hooks::{PageCache, max_file_size};
 use crate::object::ObjectState;
 use crate::page::PageRef;
 use crate::page::{DirtyStatus, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
-use crate::readahead::{Advice, Found};
+use crate::readahead::{Advice, Found, ReadAhead};
 use crate::sync::Wait;
 use crate::sync::{Arc, SleepGuard, WriteGuard};
 use crate::transaction::Transaction;
@@ -79,13 +79,23 @@ use read_job::{PageStatus, ReadJob};
 /// from the transaction hooks, `bmap`, `alloc` or the device. On error no page is left
 /// busy, no page this call allocated stays resident, and the transaction is left.
 pub fn getpages<'a, V: Vnode>(vnode: &'a Arc<V>, fault: Fault) -> Result<Fetched<'a, V>> {
+    getpages_with(vnode, fault, None)
+}
+
+/// [`getpages`] with the reader's own read-ahead state (`own`) for a synchronous read
+/// fault, instead of the object's.
+pub(crate) fn getpages_with<'a, V: Vnode>(
+    vnode: &'a Arc<V>,
+    fault: Fault,
+    own: Option<&mut ReadAhead>,
+) -> Result<Fetched<'a, V>> {
     let request_end = fault.check(&**vnode)?;
     log::trace!("getpages {fault:?}");
     if fault.flags.contains(GetFlags::LOCKED) {
         return fast_path(vnode, &fault, request_end).map(Fetched::Resident);
     }
-    let job = FaultJob::new(vnode, fault, request_end)?;
-    job.read_ahead();
+    let mut job = FaultJob::new(vnode, fault, request_end)?;
+    job.read_along = job.read_ahead(own);
     let _transaction = job.enter_transaction()?;
     if vnode.is_dead() {
         return Err(Error::Dead);
@@ -120,6 +130,10 @@ struct FaultJob<'a, V: Vnode> {
     fault: Fault,
     geometry: Geometry,
     request_end: u64,
+    /// Where the pages this fault reads along with its own end (read-ahead's first
+    /// transfer, at or past `request_end`): read in the fault's own request, so that
+    /// its error is the fault's, and unbusied once read.
+    read_along: u64,
 }
 
 /// How one attempt at a fault ends: over again, or with a result.
@@ -157,8 +171,8 @@ struct Span {
     diskeof: u64,
     /// Pages asked for that lie before memory EOF.
     requested: usize,
-    /// The whole filesystem blocks around them, clipped to memory EOF's page:
-    /// `start .. end`.
+    /// The whole filesystem blocks around them and the pages read along with them
+    /// (`FaultJob::read_along`), clipped to memory EOF's page: `start .. end`.
     start: u64,
     end: u64,
     /// Where file data ends within `start .. end`: the size, or the write size a
@@ -195,34 +209,41 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             fault,
             geometry: geometry(&**vnode)?,
             request_end,
+            read_along: request_end,
         })
     }
 
-    /// A synchronous read fault feeds the object's read-ahead (as `uvn_get` calls
-    /// `uvm_ra_request` before `VOP_GETPAGES`) and starts what it plans, before its own
-    /// transaction: pages it starts reading are busy when this fault collects them, so
-    /// it waits for that read instead of issuing its own. Not with the node lock held
-    /// (read-ahead takes it), nor when the caller planned read-ahead itself.
-    fn read_ahead(&self) {
+    /// A synchronous read fault feeds read-ahead — the reader's own state, or the
+    /// object's (as `uvn_get` calls `uvm_ra_request` before `VOP_GETPAGES`) — before
+    /// its transaction, and returns where the pages it reads along with its own end.
+    /// Of a window that holds the fault's pages, the fault reads the rest of their
+    /// transfer itself (one request, whose error is the fault's), and read-ahead starts
+    /// the transfers after it; a window further on is all read-ahead's, and the fault
+    /// waits for any of its pages read-ahead holds busy instead of reading them again.
+    /// Nothing with the node lock held (read-ahead takes it), nor when the caller opts
+    /// out or advises random access.
+    fn read_ahead(&self, own: Option<&mut ReadAhead>) -> u64 {
         let flags = self.fault.flags;
-        let own = GetFlags::GLOCKHELD | GetFlags::NOREADAHEAD | GetFlags::OVERWRITE;
+        let opted_out = GetFlags::GLOCKHELD | GetFlags::NOREADAHEAD | GetFlags::OVERWRITE;
         let random = self.fault.advice == Advice::Random;
-        if self.is_async() || self.fault.is_write() || flags.intersects(own) || random {
-            return;
+        if self.is_async() || self.fault.is_write() || flags.intersects(opted_out) || random {
+            return self.request_end;
         }
-        let first = self.fault.offset >> PAGE_SHIFT;
-        let count = self.fault.count as u64;
-        let found = {
-            let state = self.vnode.object().read();
-            all_valid(&state, self.fault.offset, self.request_end)
-        };
-        let access = ahead::Reading {
-            first,
-            count,
+        let object = self.vnode.object();
+        let found = all_valid(&object.read(), self.fault.offset, self.request_end);
+        let reading = ahead::Reading {
+            first: self.fault.offset >> PAGE_SHIFT,
+            count: self.fault.count as u64,
             found,
             advice: self.fault.advice,
         };
-        ahead::read_ahead(self.vnode, None, access);
+        let Some(window) = ahead::plan(self.vnode, own, reading) else {
+            return self.request_end;
+        };
+        let request = reading.first..self.request_end >> PAGE_SHIFT;
+        let along = ahead::read_along(self.vnode, &window, request);
+        ahead::start(self.vnode, along.end..window.end);
+        along.end << PAGE_SHIFT
     }
 
     /// Read-ahead: starts the reads and returns without sleeping.
@@ -332,7 +353,8 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     /// Works out the attempt's span from the size now (`None`: the center page is past
     /// memory EOF).
     // Cannot overflow: `offset + count` pages is `request_end` (checked), `memeof` is
-    // clipped to `max_file_size` (< 2^63), and a block (<= 1 MiB) more fits.
+    // clipped to `max_file_size` (< 2^63), `read_along` lies below the end of file's
+    // page, and a block (<= 1 MiB) more fits.
     #[allow(clippy::arithmetic_side_effects)]
     fn span(&self, size: u64, write_size: u64) -> Option<Span> {
         let map = self.vnode.block_map();
@@ -347,8 +369,8 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             ((round_page(memeof - offset) >> PAGE_SHIFT) as usize).min(self.fault.count);
         let block_mask = self.geometry.block_mask();
         let start = offset & !block_mask;
-        let end = round_page((offset + (requested * PAGE_SIZE) as u64 + block_mask) & !block_mask)
-            .min(round_page(memeof));
+        let along = self.read_along.max(offset + (requested * PAGE_SIZE) as u64);
+        let end = round_page((along + block_mask) & !block_mask).min(round_page(memeof));
         let data_eof = size.max(write_size).min(max_file_size(map));
         let data_end = ((data_eof + block_mask) & !block_mask).clamp(start, end);
         Some(Span {
