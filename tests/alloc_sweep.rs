@@ -23,9 +23,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use genpager::Fault;
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use genpager::testing::{Direction, Layout as FsLayout, MemDisk, MemFile, MemFs};
+use genpager::{Advice, Fault, ReadAhead, fault_around, read_with};
 use genpager::{PAGE_SIZE, PageCache, PutFlags, Vnode, getpages, putpages, read, setsize, write};
 
 /// The test's allocator: `System`, except that a thread may arm it to fail one of its
@@ -186,6 +186,34 @@ fn write_effect(setup: &Setup, offset: u64, mut data: Vec<u8>) -> Effect {
     result_effect(result, Effect::Wrote(offset, data), span)
 }
 
+/// Reads the file a page at a time with `read_one`, at a maximum transfer of one page
+/// (so that read-ahead runs ahead of the reader in requests of its own), checking
+/// every byte a successful read returns; stops at the first error.
+fn read_pages(
+    setup: &Setup,
+    mut read_one: impl FnMut(&Setup, u64, &mut [u8]) -> genpager::Result<usize>,
+) -> Effect {
+    unarmed(|| setup.file.set_max_transfer(PAGE_SIZE));
+    let mut buf = unarmed(|| vec![0u8; PAGE_SIZE]);
+    for page in 0..FILE_PAGES {
+        let at = page * PAGE_SIZE;
+        match read_one(setup, at as u64, &mut buf) {
+            Ok(n) => {
+                if setup.expected.get(at..at + n) != Some(&buf[..n]) {
+                    // Disarmed first: the panic's message allocates.
+                    disarm();
+                    panic!(
+                        "read: page {page} differs ({n} bytes; the file holds {})",
+                        setup.expected.len()
+                    );
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Effect::None
+}
+
 fn put(setup: &Setup, flags: PutFlags) -> Effect {
     let _ = putpages(&setup.file, 0, 0, flags);
     Effect::None
@@ -248,6 +276,50 @@ fn ops() -> Vec<Op> {
             read_all: false,
             run: |s| {
                 let _ = getpages(&s.file, Fault::read(2 * PAGE_SIZE as u64, 2)).map(drop);
+                Effect::None
+            },
+        },
+        Op {
+            name: "read-sequential-ahead",
+            threaded: false,
+            hole: true,
+            read_all: false,
+            run: |s| read_pages(s, |s, offset, buf| read(&s.file, offset, buf)),
+        },
+        Op {
+            name: "read-with-threaded",
+            threaded: true,
+            hole: false,
+            read_all: false,
+            run: |s| {
+                let mut ahead = unarmed(ReadAhead::new);
+                read_pages(s, |s, offset, buf| {
+                    read_with(&s.file, &mut ahead, offset, buf)
+                })
+            },
+        },
+        Op {
+            name: "fault-around",
+            threaded: false,
+            hole: false,
+            read_all: false,
+            run: |s| {
+                unarmed(|| s.file.set_max_transfer(PAGE_SIZE));
+                let mut ahead = ReadAhead::new();
+                for page in 0..FILE_PAGES {
+                    let offset = (page * PAGE_SIZE) as u64;
+                    let Ok(around) =
+                        fault_around(&s.file, Some(&mut ahead), offset, Advice::Normal)
+                    else {
+                        break;
+                    };
+                    let at = page * PAGE_SIZE;
+                    if around.center_bytes() != &s.expected[at..at + PAGE_SIZE] {
+                        disarm();
+                        panic!("fault_around: page {page} differs");
+                    }
+                    drop(around);
+                }
                 Effect::None
             },
         },
@@ -377,10 +449,12 @@ fn run_case(op: &Op, fs_bshift: u32, n: Option<u64>) -> (BTreeSet<String>, bool)
         file,
         mut expected,
     } = setup;
+    // The operation sees the expected bytes too (the read operations check what they
+    // read against them); this copy is made before the allocator is armed.
     let setup = Setup {
         disk: disk.clone(),
         file: file.clone(),
-        expected: Vec::new(),
+        expected: expected.clone(),
     };
     if let Some(n) = n {
         arm(n);
