@@ -12,7 +12,7 @@ use crate::fault::{Fault, GetFlags};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE, round_page};
-use crate::readahead::{Advice, Found, Limits, ReadAhead};
+use crate::readahead::{Advice, Found, Limits, ReadAhead, transfer_end};
 use crate::sync::Arc;
 use crate::vnode::{Vnode, max_transfer};
 
@@ -91,8 +91,7 @@ pub(crate) fn plan<V: Vnode>(
 /// to the end of its last page's transfer (empty otherwise). Their read is the
 /// fault's, so an error there is the reader's to hear; the window's later transfers
 /// are read-ahead's.
-// Cannot overflow: `transfer` is at least one page; the request's last page and the
-// transfer boundary after it are page indexes of a checked fault (below 2^52).
+// Cannot overflow: a fault asks for at least one page, so `request.end >= 1`.
 #[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn read_along<V: Vnode>(
     vnode: &Arc<V>,
@@ -104,9 +103,7 @@ pub(crate) fn read_along<V: Vnode>(
         return none;
     }
     let transfer = (max_transfer(&**vnode) >> PAGE_SHIFT) as u64;
-    let last = request.end - 1;
-    let boundary = (last / transfer + 1) * transfer;
-    let chunk = request.end..boundary.min(window.end);
+    let chunk = request.end..transfer_end(request.end - 1, transfer).min(window.end);
     match first_missing_run(&**vnode, chunk.clone()) {
         // Only a run straight after the request joins its read.
         Some(run) if run.start == chunk.start => run,
@@ -139,15 +136,13 @@ fn resident_below<C: PageCache>(state: &ObjectState<C>, first: u64, limit: u64) 
 /// own access marks it). A transfer with a busy page is left
 /// to whoever holds it; running out of memory ends read-ahead quietly, as does any
 /// other error (a reader that needs the pages reads them and meets it then).
-// Cannot overflow: `transfer` is at least one page (`max_transfer`), and a run lies
-// inside its chunk, at most one transfer.
+// Cannot overflow: a run lies inside its chunk, so it does not end before it starts.
 #[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn start<V: Vnode>(vnode: &Arc<V>, window: Range<u64>) {
     let transfer = (max_transfer(&**vnode) / PAGE_SIZE) as u64;
     let mut at = window.start;
     while at < window.end {
-        let boundary = (at / transfer).saturating_add(1).saturating_mul(transfer);
-        let chunk = at..boundary.min(window.end);
+        let chunk = at..transfer_end(at, transfer).min(window.end);
         at = chunk.end;
         let Some(missing) = first_missing_run(&**vnode, chunk.clone()) else {
             continue;
