@@ -956,9 +956,17 @@ impl WaitQueue {
 /// A sleeping reader-writer lock (the node lock): held across read I/O, so a thread
 /// that cannot take it sleeps on a [`WaitQueue`] rather than spinning.
 ///
-/// The state is one atomic word (reader count, or the writer bit), so taking it shared
-/// and checking it ([`SleepRwLock::is_write_locked`]) costs one atomic operation; the
-/// wait queue is touched only when someone sleeps.
+/// The state is one atomic word (reader count, the writer bit, and a writer-waiting
+/// bit), so taking it shared and checking it ([`SleepRwLock::is_write_locked`]) costs
+/// one atomic operation; the wait queue is touched only when someone sleeps.
+///
+/// Writer-preferring, like the object lock: a writer that has to wait sets a bit that
+/// keeps new readers out (`read` sleeps, `try_read` fails), so a stream of readers
+/// each missing the cache — each taking the lock shared for its read — cannot starve a
+/// truncation or a write. A writer whose bit another writer's take cleared sets it
+/// again before it sleeps. Hence the rule for a thread holding it shared: it must not
+/// take it shared again (a writer waiting between the two would deadlock them), and
+/// genpager never does.
 pub struct SleepRwLock {
     state: AtomicUsize,
     sleepers: AtomicUsize,
@@ -966,6 +974,8 @@ pub struct SleepRwLock {
 }
 
 const WRITER: usize = 1 << (usize::BITS - 1);
+/// A writer sleeps waiting for the lock: no new reader takes it.
+const WRITER_WAITING: usize = 1 << (usize::BITS - 2);
 /// The one key of a [`SleepRwLock`]'s channel: every sleeper waits for a release.
 const RELEASED: u64 = 0;
 
@@ -993,15 +1003,25 @@ impl SleepRwLock {
     }
 
     fn try_acquire(&self, exclusive: bool) -> bool {
-        if exclusive {
-            return self
-                .state
-                .compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok();
-        }
         let mut current = self.state.load(Ordering::SeqCst);
-        while current & WRITER == 0 {
-            // Cannot overflow: without the `WRITER` bit the count is below it.
+        if exclusive {
+            // Free but for a waiting writer's bit, which the take clears (any other
+            // writer still waiting sets it again before it sleeps).
+            while current & !WRITER_WAITING == 0 {
+                match self.state.compare_exchange_weak(
+                    current,
+                    WRITER,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return true,
+                    Err(actual) => current = actual,
+                }
+            }
+            return false;
+        }
+        while current & (WRITER | WRITER_WAITING) == 0 {
+            // Cannot overflow: without the two high bits the count is below them.
             #[allow(clippy::arithmetic_side_effects)]
             let more = current + 1;
             match self.state.compare_exchange_weak(
@@ -1024,6 +1044,10 @@ impl SleepRwLock {
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             let mut acquired = false;
             self.released.sleep_unless(RELEASED, || {
+                if exclusive {
+                    // Before the last look: a reader that comes after it waits for us.
+                    self.state.fetch_or(WRITER_WAITING, Ordering::SeqCst);
+                }
                 acquired = self.try_acquire(exclusive);
                 acquired
             });
@@ -1035,7 +1059,7 @@ impl SleepRwLock {
         SleepGuard::held(self, exclusive)
     }
 
-    /// Takes the lock shared, sleeping while a writer holds it.
+    /// Takes the lock shared, sleeping while a writer holds it or waits for it.
     pub fn read(&self) -> SleepGuard<'_> {
         self.acquire(false)
     }
@@ -1045,7 +1069,8 @@ impl SleepRwLock {
         self.acquire(true)
     }
 
-    /// Takes the lock shared if that needs no sleep.
+    /// Takes the lock shared if that needs no sleep (not while a writer holds it or
+    /// waits for it).
     pub fn try_read(&self) -> Option<SleepGuard<'_>> {
         self.try_acquire(false)
             .then(|| SleepGuard::held(self, false))
@@ -1110,7 +1135,8 @@ impl Drop for SleepGuard<'_> {
         #[cfg(any(feature = "std", loom))]
         SLEEP_GUARDS_HELD.with(|held| held.set(held.get().saturating_sub(1)));
         if self.exclusive {
-            self.lock.state.store(0, Ordering::SeqCst);
+            // Keeps a waiting writer's bit, set while this guard held the lock.
+            self.lock.state.fetch_and(!WRITER, Ordering::SeqCst);
         } else {
             self.lock.state.fetch_sub(1, Ordering::SeqCst);
         }
@@ -1418,6 +1444,32 @@ mod tests {
         drop(again);
         let _writer = lock.write();
         assert_eq!(sleep_locks_held_by_this_thread(), 1);
+    }
+
+    #[test]
+    fn a_waiting_writer_keeps_new_readers_out_of_the_sleep_lock() {
+        let lock = Arc::new(SleepRwLock::new());
+        let reader = lock.read();
+        let writer = {
+            let lock = lock.clone();
+            thread::spawn(move || lock.write().is_exclusive())
+        };
+        until_sleeping(&lock.released, RELEASED, 1);
+        // A reader streaming behind the first (a read missing the cache takes the lock
+        // for its read) would keep the count above zero for ever.
+        assert!(
+            lock.try_read().is_none(),
+            "a new reader overtook a waiting writer"
+        );
+        let late_reader = {
+            let lock = lock.clone();
+            thread::spawn(move || drop(lock.read()))
+        };
+        until_sleeping(&lock.released, RELEASED, 2);
+        drop(reader);
+        assert!(writer.join().unwrap());
+        late_reader.join().unwrap();
+        assert_eq!(lock.state.load(Ordering::SeqCst), 0, "no bit left behind");
     }
 
     #[test]
