@@ -884,3 +884,747 @@ fn sequential_reads_of_a_fragmented_file_cost_one_request_per_run() {
     assert_eq!(disk.stats().bytes_read, size as u64);
     assert_each_sector_read_once(&disk, "fragmented");
 }
+
+// ---- 7: a fault inside a window being read ----------------------------------------------
+
+/// Waits (at most [`HANG`]) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < HANG, "{what}: timed out");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The sectors of pages `pages` of a contiguous file.
+fn sectors_of(file: &MemFile, pages: std::ops::Range<usize>) -> std::ops::Range<u64> {
+    let first = sector_of(file, pages.start as u64 * P).unwrap();
+    let last = sector_of(file, pages.end as u64 * P - 512).unwrap();
+    first..last + 1
+}
+
+/// How the second reader reaches a page inside the window in flight.
+#[derive(Clone, Copy, Debug)]
+enum Second {
+    /// `read` (it feeds the object's state: its pages are there, busy).
+    Read,
+    /// A one-page synchronous fault.
+    Fault,
+    /// `fault_around` with [`Advice::Normal`].
+    Around,
+}
+
+/// A first reader's `read_with` ([`Advice::Sequential`]) at page 0 starts the largest
+/// window, 8 transfers, on a held disk, and waits for page 0. A second reader then
+/// asks for a page in the window's third transfer: it blocks, and issues no request of
+/// its own. Once the disk is released both get their bytes, and exactly the window's 8
+/// requests reached the disk. The window's sixth transfer fails on the device: had the
+/// window been one request group, its failure would have taken the second reader's
+/// pages with it (and the reader would read them again, or fail); it waits only for
+/// the request covering its page, one transfer.
+#[test]
+fn a_fault_inside_a_window_in_flight_waits_for_its_request_only() {
+    for second in [Second::Read, Second::Fault, Second::Around] {
+        let size = 16 * TRANSFER;
+        let data = pattern(size, 16);
+        let disk = MemDisk::threaded(disk_for(size).sectors(), false);
+        let fs = genpager::testing::MemFs::new(
+            disk.clone(),
+            PAGE_SHIFT,
+            genpager::testing::Layout::Contiguous,
+        );
+        let file = fs.create(&data).unwrap();
+        file.set_max_transfer(TRANSFER);
+        let window = 8 * T;
+        disk.fail_blocks(sectors_of(&file, 5 * T..6 * T), genpager::Error::Io);
+        disk.hold();
+
+        let first = {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let mut ahead = ReadAhead::new();
+                ahead.set_advice(Advice::Sequential);
+                let mut buf = vec![0u8; PAGE_SIZE];
+                let n = read_with(&file, &mut ahead, 0, &mut buf).unwrap();
+                buf.truncate(n);
+                buf
+            })
+        };
+        wait_until("the window's requests", || disk.pending() == 8);
+        let log = disk.log();
+        assert_eq!(
+            log.iter()
+                .map(|r| (r.file_offset, r.len))
+                .collect::<Vec<_>>(),
+            (0..8)
+                .map(|i| ((i * TRANSFER) as u64, TRANSFER))
+                .collect::<Vec<_>>(),
+            "{second:?}: the window, one request per transfer"
+        );
+
+        let target = 2 * T + 1;
+        let reader = {
+            let file = file.clone();
+            std::thread::spawn(move || {
+                let offset = target as u64 * P;
+                match second {
+                    Second::Read => {
+                        let mut buf = vec![0u8; PAGE_SIZE];
+                        let n = read(&file, offset, &mut buf).unwrap();
+                        buf.truncate(n);
+                        buf
+                    }
+                    Second::Fault => getpages(&file, Fault::read(offset, 1))
+                        .unwrap()
+                        .into_busy()
+                        .unwrap()
+                        .bytes(0)
+                        .to_vec(),
+                    Second::Around => fault_around(&file, None, offset, Advice::Normal)
+                        .unwrap()
+                        .center_bytes()
+                        .to_vec(),
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!reader.is_finished(), "{second:?}: the reader did not wait");
+        assert!(
+            !first.is_finished(),
+            "{second:?}: the first reader did not wait"
+        );
+        assert_eq!(
+            disk.log().len(),
+            8,
+            "{second:?}: the waiting reader issued a request"
+        );
+
+        disk.release();
+        assert!(
+            first.join().unwrap() == page_of(&data, 0),
+            "{second:?}: page 0"
+        );
+        assert!(
+            reader.join().unwrap() == page_of(&data, target),
+            "{second:?}: its page"
+        );
+        disk.quiesce();
+        wait_until("pages unbusied", || !any_busy(&file));
+        assert_eq!(
+            disk.log().len(),
+            8,
+            "{second:?}: exactly the read-ahead's requests reached the disk"
+        );
+        // The failed transfer's pages are gone (read-ahead failed quietly); the others
+        // of the window stayed.
+        let resident = resident(&file);
+        let failed = (5 * T as u64 * P)..(6 * T as u64 * P);
+        assert!(
+            !resident.iter().any(|offset| failed.contains(offset)),
+            "{second:?}: pages of the failed transfer left resident"
+        );
+        assert_eq!(resident.len(), window - T, "{second:?}: resident pages");
+        println!("{second:?} inside a window in flight: 8 requests, the failed one's pages gone");
+    }
+}
+
+// ---- 8: memory pressure -------------------------------------------------------------------
+
+/// Limits the file's cache to `pages` resident pages.
+fn limit_cache(file: &MemFile, pages: usize) {
+    file.object().lock().cache_mut().set_limit(pages);
+}
+
+/// With room for one page only, a reader's read at page 0 starts a window that the
+/// cache refuses (`NoMemory`): read-ahead ends quietly and the reader's own read of
+/// its page succeeds, every way a reader comes. Its next page finds no room: that read
+/// fails with the reader's own clear error, `NoMemory`. No page is left busy, and
+/// nothing but the reader's page is resident.
+#[test]
+fn read_ahead_without_memory_ends_quietly() {
+    for way in WAYS {
+        let (disk, file, data) = contiguous(4 * TRANSFER, 17);
+        limit_cache(&file, 1);
+        let mut ahead = ReadAhead::new();
+        ahead.set_advice(Advice::Sequential);
+        touch(&file, way, &mut ahead, 0, &data);
+        assert_eq!(resident(&file), [0], "{way:?}: only the reader's page");
+        assert!(!any_busy(&file), "{way:?}");
+        let next = match way {
+            Way::Read | Way::ReadWith => {
+                let mut buf = vec![0u8; PAGE_SIZE];
+                let own = matches!(way, Way::ReadWith).then_some(&mut ahead);
+                read_at(&file, own, P, &mut buf).map(drop)
+            }
+            Way::Fault => getpages(&file, Fault::read(P, 1)).map(drop),
+            Way::AroundObject | Way::AroundOwn => {
+                let own = matches!(way, Way::AroundOwn).then_some(&mut ahead);
+                fault_around(&file, own, P, Advice::Sequential).map(drop)
+            }
+        };
+        assert_eq!(
+            next,
+            Err(genpager::Error::NoMemory),
+            "{way:?}: the next page"
+        );
+        assert!(!any_busy(&file), "{way:?}");
+        assert_eq!(resident(&file), [0], "{way:?}");
+        println!(
+            "{way:?}, one page of memory: {} requests",
+            disk.stats().requests
+        );
+        // Room again: the next read reads ahead as before.
+        limit_cache(&file, usize::MAX);
+        touch(&file, way, &mut ahead, 1, &data);
+    }
+}
+
+/// Reads the whole file in one-page reads in a cache of `limit` pages, a page daemon
+/// freeing the pages behind the reader after each read, and checks that every read
+/// succeeds with the right bytes, the cache never holds more than its limit, no page
+/// is left busy and no page is read twice. Returns the requests.
+fn read_under_pressure(size: usize, limit: usize, own: bool) -> u64 {
+    let what = format!(
+        "{} with a cache of {limit} pages",
+        if own { "read_with" } else { "read" }
+    );
+    let (disk, file, data) = contiguous(size, 18);
+    limit_cache(&file, limit);
+    let mut ahead = ReadAhead::new();
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let mut offset = 0u64;
+    while offset < size as u64 {
+        let n = read_at(&file, own.then_some(&mut ahead), offset, &mut buf)
+            .unwrap_or_else(|e| panic!("{what} at {offset:#x}: {e:?}"));
+        assert!(n > 0, "{what} at {offset:#x}: nothing read");
+        let at = offset as usize;
+        assert!(buf[..n] == data[at..at + n], "{what} at {offset:#x}");
+        offset += n as u64;
+        assert!(resident(&file).len() <= limit, "{what}: over the limit");
+        assert!(!any_busy(&file), "{what} at {offset:#x}");
+        // The page daemon frees what the reader has left behind.
+        let behind = offset.saturating_sub(P) & !(P - 1);
+        if behind > 0 {
+            genpager::putpages(&file, 0, behind, genpager::PutFlags::FREE).unwrap();
+        }
+    }
+    let requests = disk.stats().requests;
+    println!(
+        "{what}: {requests} requests for {} pages, {} bytes read",
+        size / PAGE_SIZE,
+        disk.stats().bytes_read
+    );
+    assert_eq!(
+        disk.stats().bytes_read,
+        size as u64,
+        "{what}: a page read twice"
+    );
+    requests
+}
+
+/// A reader of a whole file in a cache of two transfers' worth of pages (and as much
+/// as the largest window): read-ahead keeps failing for memory, quietly; every read
+/// succeeds with the right bytes, the cache stays within its limit, nothing is left
+/// busy, nothing is read twice.
+#[test]
+fn a_reader_under_memory_pressure_reads_the_whole_file() {
+    for limit in [2 * T + 2, 8 * T] {
+        for own in [false, true] {
+            read_under_pressure(64 * TRANSFER, limit, own);
+        }
+    }
+}
+
+/// With room for two of the largest windows and a transfer (the one the reader is in,
+/// the one started at its marker), memory pressure costs sequential reading nothing:
+/// one request per transfer.
+#[test]
+fn a_cache_with_room_for_two_windows_keeps_read_ahead_at_full_pace() {
+    let size = 64 * TRANSFER;
+    for own in [false, true] {
+        let requests = read_under_pressure(size, 17 * T, own);
+        assert!(requests <= transfers(size) + RAMP, "{requests} requests");
+    }
+}
+
+// ---- 9: device errors ---------------------------------------------------------------------
+
+/// A one-page read of page `index` the `way` way, its result.
+fn try_page(
+    file: &Arc<MemFile>,
+    way: Way,
+    ahead: &mut ReadAhead,
+    index: usize,
+) -> genpager::Result<Vec<u8>> {
+    let offset = index as u64 * P;
+    match way {
+        Way::Read | Way::ReadWith => {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            let own = matches!(way, Way::ReadWith).then_some(ahead);
+            let n = read_at(file, own, offset, &mut buf)?;
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Way::Fault => Ok(getpages(file, Fault::read(offset, 1))?
+            .into_busy()
+            .unwrap()
+            .bytes(0)
+            .to_vec()),
+        Way::AroundObject | Way::AroundOwn => {
+            let own = matches!(way, Way::AroundOwn).then_some(ahead);
+            Ok(fault_around(file, own, offset, Advice::Sequential)?
+                .center_bytes()
+                .to_vec())
+        }
+    }
+}
+
+/// Whether any page of `pages` is resident.
+fn any_resident(file: &MemFile, pages: std::ops::Range<usize>) -> bool {
+    let range = pages.start as u64 * P..pages.end as u64 * P;
+    resident(file).iter().any(|offset| range.contains(offset))
+}
+
+/// A reader whose first access opens the largest window ([`Advice::Sequential`]; the
+/// object-state ways open the first transfer and, at the next page, the next
+/// window): the device fails one read-ahead request of the window, not covering the
+/// reader's pages, every time. The reader's reads return `Ok` with the right bytes;
+/// nothing is left busy; the failed transfer's pages are not resident; and once the
+/// device recovers, reading there reads them (a retry, not a remembered error).
+#[test]
+fn a_read_ahead_error_outside_the_readers_pages_is_not_its_error() {
+    for way in WAYS {
+        let (disk, file, data) = contiguous(16 * TRANSFER, 19);
+        // The second transfer: in the Sequential window from page 0, and in the window
+        // the object's state starts at the marker (page 1).
+        let failing = T..2 * T;
+        disk.fail_blocks(sectors_of(&file, failing.clone()), genpager::Error::Io);
+        let mut ahead = ReadAhead::new();
+        ahead.set_advice(Advice::Sequential);
+        for index in [0, 1, 2] {
+            let got = try_page(&file, way, &mut ahead, index);
+            assert_eq!(
+                got.as_deref(),
+                Ok(page_of(&data, index)),
+                "{way:?}: page {index}"
+            );
+        }
+        let failed = disk
+            .log()
+            .iter()
+            .filter(|r| r.file_offset == (T * PAGE_SIZE) as u64)
+            .count();
+        assert!(
+            failed >= 1,
+            "{way:?}: the failing transfer was never read ahead"
+        );
+        assert_eq!(
+            disk.stats().bytes_read,
+            disk.log()
+                .iter()
+                .filter(|r| r.file_offset != (T * PAGE_SIZE) as u64)
+                .map(|r| r.len as u64)
+                .sum::<u64>()
+        );
+        assert!(!any_busy(&file), "{way:?}");
+        assert!(
+            !any_resident(&file, failing.clone()),
+            "{way:?}: failed pages resident"
+        );
+        // The device recovers: the pages are read again.
+        disk.clear_faults();
+        let before = disk.stats().requests;
+        let got = try_page(&file, way, &mut ahead, T);
+        assert_eq!(
+            got.as_deref(),
+            Ok(page_of(&data, T)),
+            "{way:?}: after recovery"
+        );
+        assert!(
+            disk.stats().requests > before,
+            "{way:?}: nothing read again"
+        );
+        println!("{way:?}: a read-ahead error ({failed} failed requests) not reported");
+    }
+}
+
+/// The device fails the reader's own pages, every time: the read ahead of them fails
+/// quietly, then the reader's own read meets the error and reports it (`Io`); nothing
+/// is left busy or resident there; once the device recovers, the same read succeeds.
+#[test]
+fn a_persistent_error_on_the_readers_pages_is_reported() {
+    for way in WAYS {
+        let (disk, file, data) = contiguous(16 * TRANSFER, 20);
+        disk.fail_blocks(sectors_of(&file, 0..T), genpager::Error::Io);
+        let mut ahead = ReadAhead::new();
+        ahead.set_advice(Advice::Sequential);
+        let got = try_page(&file, way, &mut ahead, 0);
+        assert_eq!(got, Err(genpager::Error::Io), "{way:?}");
+        assert!(!any_busy(&file), "{way:?}");
+        assert!(!any_resident(&file, 0..T), "{way:?}: failed pages resident");
+        let requests = disk.stats().requests;
+        disk.clear_faults();
+        let got = try_page(&file, way, &mut ahead, 0);
+        assert_eq!(
+            got.as_deref(),
+            Ok(page_of(&data, 0)),
+            "{way:?}: after recovery"
+        );
+        println!(
+            "{way:?}: the reader's own error reported after {requests} requests, then retried"
+        );
+    }
+}
+
+/// The device fails once, on the read-ahead request that covers the reader's own
+/// page (the window's first): the failure is read-ahead's, not the reader's. Its own
+/// read reads the page again and returns it, on a disk completing inline and on one
+/// completing on its own thread (where the reader waits for the request that fails).
+#[test]
+fn a_transient_error_on_read_ahead_of_the_readers_page_is_retried() {
+    for threaded in [false, true] {
+        for way in WAYS {
+            let what = format!("{way:?}, threaded disk: {threaded}");
+            let data = pattern(16 * TRANSFER, 21);
+            let disk = if threaded {
+                MemDisk::threaded(disk_for(data.len()).sectors(), false)
+            } else {
+                disk_for(data.len())
+            };
+            let fs = genpager::testing::MemFs::new(
+                disk.clone(),
+                PAGE_SHIFT,
+                genpager::testing::Layout::Contiguous,
+            );
+            let file = fs.create(&data).unwrap();
+            file.set_max_transfer(TRANSFER);
+            disk.fail_nth(1, genpager::Error::Io);
+            let mut ahead = ReadAhead::new();
+            ahead.set_advice(Advice::Sequential);
+            let got = try_page(&file, way, &mut ahead, 0);
+            assert_eq!(got.as_deref(), Ok(page_of(&data, 0)), "{what}");
+            disk.quiesce();
+            wait_until("pages unbusied", || !any_busy(&file));
+            let log = disk.log();
+            assert!(
+                log.iter().filter(|r| r.file_offset == 0).count() == 2,
+                "{what}: page 0 read twice (read-ahead's failed, the reader's own): {:?}",
+                blocks_and_lens(&log)
+            );
+        }
+    }
+}
+
+/// A whole-file sequential reader whose read-ahead meets one failed request in the
+/// middle of the file: every read returns `Ok` with the right bytes, the failed
+/// transfer is read again by the reader, and nothing else twice. (The reader reads it
+/// with its own one-page reads: a miss inside the window starts no read-ahead, so the
+/// 4 MiB cost 80 requests, not 65.)
+#[test]
+fn a_sequential_reader_reads_through_a_failed_read_ahead_request() {
+    for own in [false, true] {
+        let size = 64 * TRANSFER;
+        let (disk, file, data) = contiguous(size, 22);
+        disk.fail_nth(5, genpager::Error::Io);
+        let mut ahead = ReadAhead::new();
+        let got = read_sequentially(&file, own.then_some(&mut ahead), 4 << 10);
+        assert!(got == data, "own state: {own}");
+        assert_eq!(
+            disk.stats().bytes_read,
+            size as u64,
+            "own state: {own}: read twice"
+        );
+        assert!(!any_busy(&file));
+        println!(
+            "own state {own}: a failed read-ahead request mid-file: {} requests",
+            disk.stats().requests
+        );
+    }
+}
+
+// ---- 10: truncation racing read-ahead -----------------------------------------------------
+
+/// What readers racing a truncator know of the file: its bytes are the pattern below a
+/// prefix that only shrinks, zero above it (nothing writes, and the filesystem frees
+/// the blocks past each shrink).
+struct Prefix {
+    /// The lowest size a shrink has begun to set.
+    started: std::sync::atomic::AtomicU64,
+    /// The lowest size a shrink has finished setting, its blocks freed.
+    done: std::sync::atomic::AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// Checks bytes `got` read at file offset `at` against the model, given the finished
+/// shrinks' lowest size when the read began (`done`) and the begun shrinks' lowest
+/// when it ended (`started`): a byte below `started` is the pattern's, a byte at or
+/// above `done` is zero, and no pattern byte follows a zero one (each page's bytes
+/// are from one instant, and pages are copied in order while the prefix only shrinks).
+fn check_against_model(what: &str, data: &[u8], at: usize, got: &[u8], done: u64, started: u64) {
+    assert!(
+        at + got.len() <= data.len(),
+        "{what}: {} bytes at {at:#x} past the end",
+        got.len()
+    );
+    // The pattern has no zero byte: the first zero ends the file's bytes.
+    let zero = got.iter().position(|&b| b == 0).unwrap_or(got.len());
+    if let Some(x) = (0..zero).find(|&i| got[i] != data[at + i]) {
+        panic!("{what}: byte {:#x} neither the file's nor zero", at + x);
+    }
+    if let Some(x) = (zero..got.len()).find(|&i| got[i] != 0) {
+        panic!(
+            "{what}: the file's byte at {:#x} after a zero at {:#x}",
+            at + x,
+            at + zero
+        );
+    }
+    if zero > 0 {
+        let last = (at + zero - 1) as u64;
+        assert!(
+            last < done,
+            "{what}: stale byte at {last:#x}, past a finished shrink to {done:#x}"
+        );
+    }
+    if zero < got.len() {
+        let first = (at + zero) as u64;
+        assert!(
+            first >= started,
+            "{what}: zero at {first:#x}, below every shrink begun ({started:#x})"
+        );
+    }
+}
+
+/// Readers — `read`, `read_with` with [`Advice::Sequential`] (the largest windows)
+/// and one-page faults — read a file over and over while a truncator shrinks it (to
+/// ever lower, unaligned sizes, its blocks freed past the new end) and grows it back,
+/// on a disk completing out of order on its own thread. Nothing panics or hangs;
+/// every byte read is the file's at some instant (zero past a shrink, never a stale
+/// byte past one finished before the read began); afterwards no page past the end of
+/// file is resident and the file reads back as the model.
+#[test]
+fn truncation_racing_read_ahead_keeps_reads_consistent() {
+    use std::sync::atomic::Ordering::SeqCst;
+    within_for(
+        "truncation racing read-ahead",
+        std::time::Duration::from_secs(20),
+        || {
+            let size = 64 * TRANSFER + 1234;
+            let data = Arc::new(pattern(size, 23));
+            assert!(data.iter().all(|&b| b != 0), "the pattern has no zero byte");
+            let disk = MemDisk::threaded(disk_for(size).sectors(), true);
+            let fs = genpager::testing::MemFs::new(
+                disk.clone(),
+                PAGE_SHIFT,
+                genpager::testing::Layout::Contiguous,
+            );
+            let file = fs.create(&data).unwrap();
+            file.set_max_transfer(TRANSFER);
+            let model = Arc::new(Prefix {
+                started: (size as u64).into(),
+                done: (size as u64).into(),
+                stop: false.into(),
+            });
+
+            let readers: Vec<_> = (0..3)
+                .map(|kind| {
+                    let (file, data, model) = (file.clone(), data.clone(), model.clone());
+                    std::thread::spawn(move || {
+                        let what = ["read", "read_with(Sequential)", "faults"][kind];
+                        let mut ahead = ReadAhead::new();
+                        ahead.set_advice(Advice::Sequential);
+                        let mut buf = vec![0u8; [4 << 10, 16 << 10, PAGE_SIZE][kind]];
+                        let (mut reads, mut checked) = (0u64, 0u64);
+                        let mut offset = 0usize;
+                        while !model.stop.load(SeqCst) {
+                            let done = model.done.load(SeqCst);
+                            let n = match kind {
+                                0 => read(&file, offset as u64, &mut buf).unwrap(),
+                                1 => read_with(&file, &mut ahead, offset as u64, &mut buf).unwrap(),
+                                _ => match getpages(&file, Fault::read(offset as u64, 1)) {
+                                    Ok(fetched) => {
+                                        let pages = fetched.into_busy().unwrap();
+                                        buf.copy_from_slice(pages.bytes(0));
+                                        PAGE_SIZE.min(size - offset)
+                                    }
+                                    // The page is past the end of file now.
+                                    Err(genpager::Error::Invalid) => 0,
+                                    Err(e) => panic!("{what}: fault at {offset:#x}: {e:?}"),
+                                },
+                            };
+                            let started = model.started.load(SeqCst);
+                            check_against_model(what, &data, offset, &buf[..n], done, started);
+                            reads += 1;
+                            checked += n as u64;
+                            offset = if n == 0 { 0 } else { offset + n };
+                            if offset >= size {
+                                offset = 0;
+                            }
+                        }
+                        (what, reads, checked)
+                    })
+                })
+                .collect();
+
+            let cycles = 12u64;
+            let step = size as u64 * 7 / 8 / (cycles + 1);
+            let mut shrinks = 0;
+            for cycle in 0..cycles {
+                let to = size as u64 - (cycle + 1) * step - (cycle * 997) % P;
+                model.started.fetch_min(to, SeqCst);
+                genpager::setsize(&file, to).unwrap();
+                file.free_blocks_past(to);
+                model.done.fetch_min(to, SeqCst);
+                shrinks += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                // A shrink above the prefix: it frees pages (of zeroes) readers may be
+                // reading ahead, and changes no byte.
+                let above = (to + size as u64) / 2 + 77;
+                genpager::setsize(&file, size as u64).unwrap();
+                genpager::setsize(&file, above).unwrap();
+                file.free_blocks_past(above);
+                shrinks += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                genpager::setsize(&file, size as u64).unwrap();
+                // The page daemon takes the clean pages back, so that the readers read
+                // ahead again while the next shrink comes.
+                genpager::putpages(&file, 0, 0, genpager::PutFlags::FREE).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            // The last shrink stays.
+            let last = size as u64 / 16 + 321;
+            model.started.fetch_min(last, SeqCst);
+            genpager::setsize(&file, last).unwrap();
+            file.free_blocks_past(last);
+            model.done.fetch_min(last, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            model.stop.store(true, SeqCst);
+            for reader in readers {
+                let (what, reads, checked) = reader.join().unwrap();
+                println!(
+                    "{what}: {reads} reads, {checked} bytes checked against {shrinks} shrinks"
+                );
+                assert!(reads > 0);
+            }
+            disk.quiesce();
+            wait_until("pages unbusied", || !any_busy(&file));
+            let past: Vec<u64> = resident(&file)
+                .into_iter()
+                .filter(|&offset| offset >= round_page(last))
+                .collect();
+            assert!(
+                past.is_empty(),
+                "pages past the end of file resident: {past:x?}"
+            );
+            let mut buf = vec![0u8; size];
+            let n = read(&file, 0, &mut buf).unwrap();
+            assert_eq!(n as u64, last);
+            assert!(buf[..n] == data[..n], "the file after the race");
+            println!("truncation race: {} requests", disk.stats().requests);
+        },
+    );
+}
+
+// ---- 11: timestamps -----------------------------------------------------------------------
+
+/// The access times marked for `touch`ing pages `pages` of a fresh file the `way` way,
+/// with read-ahead (`ahead`) or without it (the reader's own state with
+/// [`Advice::Random`], or `NOREADAHEAD` for a fault).
+fn access_marks(way: Way, pages: &[usize], with_read_ahead: bool) -> (u64, usize) {
+    let (disk, file, data) = contiguous(16 * TRANSFER, 24);
+    let mut ahead = ReadAhead::new();
+    ahead.set_advice(if with_read_ahead {
+        Advice::Sequential
+    } else {
+        Advice::Random
+    });
+    for &index in pages {
+        let offset = index as u64 * P;
+        let bytes = match (way, with_read_ahead) {
+            (Way::Read, true) => {
+                let mut buf = vec![0u8; PAGE_SIZE];
+                read(&file, offset, &mut buf).unwrap();
+                buf
+            }
+            (Way::Read | Way::ReadWith, _) => {
+                let mut buf = vec![0u8; PAGE_SIZE];
+                read_with(&file, &mut ahead, offset, &mut buf).unwrap();
+                buf
+            }
+            (Way::Fault, _) => {
+                let mut fault = Fault::read(offset, 1);
+                if !with_read_ahead {
+                    fault = fault.with_flags(genpager::GetFlags::NOREADAHEAD);
+                }
+                getpages(&file, fault)
+                    .unwrap()
+                    .into_busy()
+                    .unwrap()
+                    .bytes(0)
+                    .to_vec()
+            }
+            (Way::AroundObject | Way::AroundOwn, _) => {
+                let own = matches!(way, Way::AroundOwn).then_some(&mut ahead);
+                let advice = ahead_or_random(with_read_ahead);
+                fault_around(&file, own, offset, advice)
+                    .unwrap()
+                    .center_bytes()
+                    .to_vec()
+            }
+        };
+        assert!(bytes == page_of(&data, index), "{way:?}: page {index}");
+    }
+    let hooks = file.hooks();
+    assert_eq!(
+        hooks.mark_update_modified, 0,
+        "{way:?}: a read marked a modification"
+    );
+    let pages = resident(&file).len();
+    assert_eq!(
+        disk.stats().bytes_read,
+        (pages * PAGE_SIZE) as u64,
+        "{way:?}: pages read twice or dropped"
+    );
+    (hooks.mark_update_accessed, pages)
+}
+
+fn ahead_or_random(with_read_ahead: bool) -> Advice {
+    if with_read_ahead {
+        Advice::Sequential
+    } else {
+        Advice::Random
+    }
+}
+
+/// Read-ahead marks no access time of its own: a reader's first access, which starts
+/// a whole window (8 transfers with [`Advice::Sequential`], a transfer through the
+/// object's state), marks what the same access marks without read-ahead; and reading
+/// a file through, every access still marks the reader's own access time (at least
+/// one per access), and no more than the same accesses without read-ahead.
+#[test]
+fn read_ahead_marks_no_access_time_of_its_own() {
+    let sequential: Vec<usize> = (0..8 * T).collect();
+    for way in WAYS {
+        let (with, pages) = access_marks(way, &[0], true);
+        let (without, _) = access_marks(way, &[0], false);
+        println!(
+            "{way:?}, first access: {with} access marks with read-ahead ({pages} pages read), {without} without"
+        );
+        assert!(pages > 1, "{way:?}: no read-ahead started");
+        assert_eq!(with, without, "{way:?}: the first access");
+
+        let (with, pages) = access_marks(way, &sequential, true);
+        let (without, _) = access_marks(way, &sequential, false);
+        println!(
+            "{way:?}, {} accesses: {with} access marks with read-ahead ({pages} pages read), {without} without",
+            sequential.len()
+        );
+        assert!(
+            with >= sequential.len() as u64,
+            "{way:?}: an access marked nothing"
+        );
+        assert!(
+            with <= without,
+            "{way:?}: {with} marks with read-ahead, {without} without"
+        );
+    }
+}
