@@ -1070,6 +1070,49 @@ fn sequential_reads_of_a_fragmented_file_cost_one_request_per_run() {
     assert_each_sector_read_once(&disk, "fragmented");
 }
 
+/// A sparse file (every fifth block a hole, blocks of 512 B to 64 KiB): read-ahead
+/// reads the allocated blocks only, each once, and the reader gets zeroes at the
+/// holes and the file's bytes elsewhere.
+#[test]
+fn read_ahead_over_holes_reads_only_allocated_blocks() {
+    let size = 16 * TRANSFER;
+    for bshift in block_shifts() {
+        let bsize = 1usize << bshift;
+        let blocks = size / bsize;
+        let holes: Vec<u64> = (0..blocks as u64).filter(|b| b % 5 == 2).collect();
+        let mut data = pattern(size, 30);
+        for &hole in &holes {
+            let at = hole as usize * bsize;
+            data[at..at + bsize].fill(0);
+        }
+        let (disk, file) = sparse_file(bshift, &data, &holes);
+        for own in [false, true] {
+            let what = format!("{}-byte blocks, own state: {own}", 1 << bshift);
+            let mut ahead = ReadAhead::new();
+            assert!(
+                read_sequentially(&file, own.then_some(&mut ahead), 4 << 10) == data,
+                "{what}"
+            );
+            let allocated = ((blocks - holes.len()) * bsize) as u64;
+            assert_eq!(disk.stats().bytes_read, allocated, "{what}: bytes read");
+            assert_each_sector_read_once(&disk, &what);
+            for r in disk.log() {
+                let first = r.file_offset >> bshift;
+                let last = (r.file_offset + r.len as u64 - 1) >> bshift;
+                assert!(
+                    (first..=last).all(|b| !holes.contains(&b)),
+                    "{what}: {r:?} reads a hole"
+                );
+            }
+            println!("{what}: {} requests", disk.stats().requests);
+            // Read again from the disk for the second way.
+            genpager::putpages(&file, 0, 0, genpager::PutFlags::FREE).unwrap();
+            disk.clear_log();
+            disk.reset_stats();
+        }
+    }
+}
+
 // ---- 7: a fault inside a window being read ----------------------------------------------
 
 /// Waits (at most [`HANG`]) until `done` holds.
