@@ -7,7 +7,11 @@
 //! the device. Sizes are in pages and transfers ([`TRANSFER`]), so the tests hold at
 //! every page size; the numbers in comments are for 4 KiB pages and 64 KiB transfers.
 //!
-//! Every test prints what it measured (`--nocapture` shows it).
+//! Every test prints what it measured (`--nocapture` shows it). Two are ignored, each
+//! a finding about the library (see their `ignore` reasons): a reader touching every
+//! other page from page 0 gets the whole file read, and pages a window did not bring
+//! (a failed request, no memory, a resident page in a transfer) cost a sequential
+//! reader one request per page.
 
 mod common;
 
@@ -1806,9 +1810,10 @@ fn truncation_racing_read_ahead_keeps_reads_consistent() {
 
 // ---- 11: timestamps -----------------------------------------------------------------------
 
-/// The access times marked for `touch`ing pages `pages` of a fresh file the `way` way,
-/// with read-ahead (`ahead`) or without it (the reader's own state with
-/// [`Advice::Random`], or `NOREADAHEAD` for a fault).
+/// The access times marked for reading pages `pages` of a fresh file the `way` way,
+/// with read-ahead (the largest window, [`Advice::Sequential`], for the ways that take
+/// advice) or without it (a reader's own state with [`Advice::Random`], or
+/// `NOREADAHEAD` for a fault), and how many pages were read in all.
 fn access_marks(way: Way, pages: &[usize], with_read_ahead: bool) -> (u64, usize) {
     let (disk, file, data) = contiguous(16 * TRANSFER, 24);
     let mut ahead = ReadAhead::new();
