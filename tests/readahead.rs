@@ -1749,7 +1749,7 @@ fn truncation_racing_read_ahead_keeps_reads_consistent() {
                 })
                 .collect();
 
-            let cycles = 12u64;
+            let cycles = 8u64;
             let step = size as u64 * 7 / 8 / (cycles + 1);
             let mut shrinks = 0;
             for cycle in 0..cycles {
