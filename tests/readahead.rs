@@ -1808,6 +1808,75 @@ fn truncation_racing_read_ahead_keeps_reads_consistent() {
     );
 }
 
+/// A truncation (here its node lock, which `setsize` takes exclusively) gets in while
+/// one reader streams through the file on a disk completing on its own thread: once
+/// the truncation waits, the reader's next read waits behind it. The node lock has no
+/// writer preference: each of the reader's reads (read-ahead's chunks and its own
+/// faults hold the lock shared across their I/O) takes it again the moment it drops
+/// it, before the woken writer runs, and the writer waits while the reader completes
+/// thousands of reads (seconds, on a loaded machine). Read-ahead does not cause this
+/// (a reader with `Advice::Random` starves the writer as well) but takes the lock more
+/// often per read. Counted in the reader's reads, not in time: a writer-preferring
+/// lock lets at most the read in progress finish.
+#[test]
+#[ignore = "BUG: the node lock (SleepRwLock) lets a streaming reader starve setsize: \
+            readers re-take it shared ahead of a waiting writer"]
+fn a_truncation_is_not_starved_by_a_streaming_reader() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let size = 64 * TRANSFER;
+    let data = pattern(size, 31);
+    let disk = MemDisk::threaded(disk_for(size).sectors(), false);
+    let fs = genpager::testing::MemFs::new(
+        disk.clone(),
+        PAGE_SHIFT,
+        genpager::testing::Layout::Contiguous,
+    );
+    let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TRANSFER);
+    let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (file, reads, stop) = (file.clone(), reads.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            let mut offset = 0u64;
+            while !stop.load(SeqCst) {
+                let n = read(&file, offset, &mut buf).unwrap();
+                reads.fetch_add(1, SeqCst);
+                offset += n as u64;
+                if n == 0 || offset >= size as u64 {
+                    offset = 0;
+                }
+                // The page daemon takes everything back: each read misses.
+                genpager::putpages(&file, 0, 0, genpager::PutFlags::FREE).unwrap();
+            }
+        })
+    };
+    wait_until("the reader reads", || reads.load(SeqCst) > 100);
+    let worst = within_for("the writer", std::time::Duration::from_secs(60), {
+        let (file, reads) = (file.clone(), reads.clone());
+        move || {
+            let mut worst = 0;
+            for _ in 0..10 {
+                let before = reads.load(SeqCst);
+                let node = file.object().node_lock().write();
+                let during = reads.load(SeqCst) - before;
+                drop(node);
+                worst = worst.max(during);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            worst
+        }
+    });
+    stop.store(true, SeqCst);
+    reader.join().unwrap();
+    println!("a writer waiting for the node lock: up to {worst} reads completed meanwhile");
+    assert!(
+        worst <= 8,
+        "the writer waited while the reader completed {worst} reads"
+    );
+}
+
 // ---- 11: timestamps -----------------------------------------------------------------------
 
 /// The access times marked for reading pages `pages` of a fresh file the `way` way,
