@@ -7,11 +7,12 @@
 //! the device. Sizes are in pages and transfers ([`TRANSFER`]), so the tests hold at
 //! every page size; the numbers in comments are for 4 KiB pages and 64 KiB transfers.
 //!
-//! Every test prints what it measured (`--nocapture` shows it). Two are ignored, each
-//! a finding about the library (see their `ignore` reasons): a reader touching every
-//! other page from page 0 gets the whole file read, and pages a window did not bring
+//! Every test prints what it measured (`--nocapture` shows it). Three are ignored,
+//! each a finding about the library (see their `ignore` reasons): a reader touching
+//! every other page from page 0 gets the whole file read; pages a window did not bring
 //! (a failed request, no memory, a resident page in a transfer) cost a sequential
-//! reader one request per page.
+//! reader one request per page; and a streaming reader starves a truncation's node
+//! lock.
 
 mod common;
 
