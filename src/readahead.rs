@@ -62,6 +62,14 @@ pub(crate) struct Limits {
 ///   detects); otherwise the access is **random** and only what it asked is read.
 /// - Windows end on transfer boundaries once they span a transfer, so that each of
 ///   their requests is a full one.
+/// - A miss inside a window (its pages failed, were refused memory or were taken
+///   back) reads the rest of its transfer with it: a window cut short still costs one
+///   request per transfer.
+/// - The trade: a reader touching every other page from a window's start is read
+///   whole (it lands on each window's end with resident pages leading up to it, as a
+///   sequential reader served by the fast path does): twice the bytes it asks for, in
+///   one request per transfer rather than one per page asked — less device time
+///   wherever a request costs more than a few pages' transfer.
 /// - [`Advice::Random`] never reads ahead; [`Advice::Sequential`] opens and continues
 ///   with the maximum window at once; [`Advice::Normal`] adapts as above.
 ///

@@ -86,28 +86,40 @@ pub(crate) fn plan<V: Vnode>(
     }
 }
 
-/// The pages of `window` a synchronous fault of `request` (page indexes) reads in its
-/// own request: if the window holds the request, the missing pages that follow it up
-/// to the end of its last page's transfer (empty otherwise). Their read is the
-/// fault's, so an error there is the reader's to hear; the window's later transfers
-/// are read-ahead's.
+/// How a window splits between a synchronous fault of `request` (page indexes) and
+/// read-ahead: if the window holds the request, the fault reads along the missing
+/// pages that follow it up to the end of its last page's transfer (their read is the
+/// fault's, so an error there is the reader's to hear), and read-ahead starts at the
+/// next transfer; otherwise the whole window is read-ahead's.
+pub(crate) struct Split {
+    /// The pages the fault reads along with its own, from `request.end`.
+    pub(crate) along: Range<u64>,
+    /// The pages to start reading ahead.
+    pub(crate) ahead: Range<u64>,
+}
+
 // Cannot overflow: a fault asks for at least one page, so `request.end >= 1`.
 #[allow(clippy::arithmetic_side_effects)]
-pub(crate) fn read_along<V: Vnode>(
-    vnode: &Arc<V>,
-    window: &Range<u64>,
-    request: Range<u64>,
-) -> Range<u64> {
-    let none = request.end..request.end;
+pub(crate) fn split<V: Vnode>(vnode: &Arc<V>, window: Range<u64>, request: Range<u64>) -> Split {
+    let along = request.end..request.end;
     if window.start > request.start || window.end <= request.end {
-        return none;
+        return Split {
+            along,
+            ahead: window,
+        };
     }
     let transfer = (max_transfer(&**vnode) >> PAGE_SHIFT) as u64;
-    let chunk = request.end..transfer_end(request.end - 1, transfer).min(window.end);
-    match first_missing_run(&**vnode, chunk.clone()) {
-        // Only a run straight after the request joins its read.
+    let next_transfer = transfer_end(request.end - 1, transfer).min(window.end);
+    let chunk = request.end..next_transfer;
+    let along = match first_missing_run(&**vnode, chunk.clone()) {
+        // Only a run straight after the request joins its read; what follows a
+        // resident page in this transfer is left, as read-ahead leaves it.
         Some(run) if run.start == chunk.start => run,
-        _ => none,
+        _ => along,
+    };
+    Split {
+        along,
+        ahead: next_transfer..window.end,
     }
 }
 

@@ -95,16 +95,15 @@ pub(crate) fn getpages_with<'a, V: Vnode>(
         return fast_path(vnode, &fault, request_end).map(Fetched::Resident);
     }
     let mut job = FaultJob::new(vnode, fault, request_end)?;
-    job.read_along = job.read_ahead(own);
-    let _transaction = job.enter_transaction()?;
-    if vnode.is_dead() {
-        return Err(Error::Dead);
+    let ahead = job.plan_read_ahead(own);
+    let result = job.run();
+    // After the fault's own request, so that the reader never waits behind read-ahead,
+    // and outside its transaction; read-ahead never sleeps, so the pages this fault
+    // hands back may be held meanwhile.
+    if result.is_ok() {
+        ahead::start(vnode, ahead);
     }
-    loop {
-        if let Attempt::Done(result) = job.attempt() {
-            return result;
-        }
-    }
+    result
 }
 
 /// Whether every page of `offset .. end` is resident, valid and not busy.
@@ -213,21 +212,39 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         })
     }
 
+    /// Inside the transaction, attempts until one ends with a result. A fault that
+    /// reads pages along with its own and runs out of memory tries again without them:
+    /// read-ahead never costs the reader its read.
+    fn run(&mut self) -> Result<Fetched<'a, V>> {
+        let _transaction = self.enter_transaction()?;
+        if self.vnode.is_dead() {
+            return Err(Error::Dead);
+        }
+        loop {
+            match self.attempt() {
+                Attempt::Done(Err(Error::NoMemory)) if self.read_along > self.request_end => {
+                    self.read_along = self.request_end;
+                }
+                Attempt::Done(result) => return result,
+                Attempt::Retry => {}
+            }
+        }
+    }
+
     /// A synchronous read fault feeds read-ahead — the reader's own state, or the
     /// object's (as `uvn_get` calls `uvm_ra_request` before `VOP_GETPAGES`) — before
-    /// its transaction, and returns where the pages it reads along with its own end.
-    /// Of a window that holds the fault's pages, the fault reads the rest of their
-    /// transfer itself (one request, whose error is the fault's), and read-ahead starts
-    /// the transfers after it; a window further on is all read-ahead's, and the fault
-    /// waits for any of its pages read-ahead holds busy instead of reading them again.
-    /// Nothing with the node lock held (read-ahead takes it), nor when the caller opts
-    /// out or advises random access.
-    fn read_ahead(&self, own: Option<&mut ReadAhead>) -> u64 {
+    /// its transaction. Of a window that holds the fault's pages, the fault reads the
+    /// rest of their transfer itself (`read_along`: one request, whose error is the
+    /// fault's); returns the pages to start reading ahead once the fault is done (the
+    /// transfers after it, or a whole window further on, whose pages in flight the
+    /// fault waits for instead of reading them again). Nothing with the node lock held
+    /// or when the caller opts out or advises random access.
+    fn plan_read_ahead(&mut self, own: Option<&mut ReadAhead>) -> Range<u64> {
         let flags = self.fault.flags;
         let opted_out = GetFlags::GLOCKHELD | GetFlags::NOREADAHEAD | GetFlags::OVERWRITE;
         let random = self.fault.advice == Advice::Random;
         if self.is_async() || self.fault.is_write() || flags.intersects(opted_out) || random {
-            return self.request_end;
+            return 0..0;
         }
         let object = self.vnode.object();
         let found = all_valid(&object.read(), self.fault.offset, self.request_end);
@@ -238,12 +255,12 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             advice: self.fault.advice,
         };
         let Some(window) = ahead::plan(self.vnode, own, reading) else {
-            return self.request_end;
+            return 0..0;
         };
         let request = reading.first..self.request_end >> PAGE_SHIFT;
-        let along = ahead::read_along(self.vnode, &window, request);
-        ahead::start(self.vnode, along.end..window.end);
-        along.end << PAGE_SHIFT
+        let split = ahead::split(self.vnode, window, request);
+        self.read_along = split.along.end << PAGE_SHIFT;
+        split.ahead
     }
 
     /// Read-ahead: starts the reads and returns without sleeping.
@@ -273,7 +290,8 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         if flags.contains(GetFlags::GLOCKHELD) {
             return Ok(None);
         }
-        let mut transaction = Transaction::begin(&**self.vnode, Wait::Sleep)?;
+        // Read-ahead never sleeps, not even to enter the transaction.
+        let mut transaction = Transaction::begin(&**self.vnode, self.wait())?;
         if self.allocates() && !flags.contains(GetFlags::JOURNALLOCKED) {
             transaction.begin_journal()?;
         }
@@ -293,7 +311,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     fn try_attempt(&self) -> Step<Fetched<'a, V>> {
         let object = self.vnode.object();
         let span = self.measure()?;
-        let node_guard = self.lock_node();
+        let node_guard = self.lock_node()?;
         let state = object.lock();
         // A shrink would leave pages past the new end; a growth would zero-fill, as
         // past the old disk end, bytes a writer has meanwhile put there (and that a
@@ -386,15 +404,19 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     /// Takes the node lock, unless the caller holds it: exclusively for a fault that
     /// allocates, shared otherwise (held across the read, so a truncation cannot free
     /// the pages or blocks under it).
-    fn lock_node(&self) -> Option<SleepGuard<'a>> {
+    fn lock_node(&self) -> Step<Option<SleepGuard<'a>>> {
         let node = self.vnode.object().node_lock();
-        if self.fault.flags.contains(GetFlags::GLOCKHELD) {
+        Ok(if self.fault.flags.contains(GetFlags::GLOCKHELD) {
             None
         } else if self.allocates() {
             Some(node.write())
+        } else if self.is_async() {
+            // Read-ahead never sleeps: a writer holding or waiting for the lock makes
+            // it give up.
+            Some(node.try_read().ok_or(Error::Busy)?)
         } else {
             Some(node.read())
-        }
+        })
     }
 
     /// Starts the attempt over if the size is no longer the one its span was made from.
