@@ -36,6 +36,7 @@
 //!    unbusied, the requested ones handed out.
 
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::ops::Range;
 
 use crate::bmap::{Geometry, is_allocated};
@@ -133,6 +134,9 @@ struct FaultJob<'a, V: Vnode> {
     /// transfer, at or past `request_end`): read in the fault's own request, so that
     /// its error is the fault's, and unbusied once read.
     read_along: u64,
+    /// The last attempt's read failed building its requests past the fault's own
+    /// pages (`ReadJob::along_failed`).
+    along_failed: Cell<bool>,
 }
 
 /// How one attempt at a fault ends: over again, or with a result.
@@ -174,6 +178,9 @@ struct Span {
     /// (`FaultJob::read_along`), clipped to memory EOF's page: `start .. end`.
     start: u64,
     end: u64,
+    /// Where the whole blocks around the requested pages end (before the pages read
+    /// along), at most `end`.
+    own_end: u64,
     /// Where file data ends within `start .. end`: the size, or the write size a
     /// write in progress announced, rounded up to its block. A write fault allocates
     /// the blocks up to here; blocks past it (under the last page, with blocks
@@ -209,12 +216,15 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             geometry: geometry(&**vnode)?,
             request_end,
             read_along: request_end,
+            along_failed: Cell::new(false),
         })
     }
 
     /// Inside the transaction, attempts until one ends with a result. A fault that
-    /// reads pages along with its own and runs out of memory tries again without them:
-    /// read-ahead never costs the reader its read.
+    /// reads pages along with its own and runs out of memory, or cannot map the pages
+    /// it reads along (a corrupt block pointer past its own), tries again without
+    /// them: read-ahead never costs the reader its read. (A device error on the one
+    /// request holding both is the reader's.)
     fn run(&mut self) -> Result<Fetched<'a, V>> {
         let _transaction = self.enter_transaction()?;
         if self.vnode.is_dead() {
@@ -222,7 +232,10 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         }
         loop {
             match self.attempt() {
-                Attempt::Done(Err(Error::NoMemory)) if self.read_along > self.request_end => {
+                Attempt::Done(Err(error))
+                    if self.read_along > self.request_end
+                        && (error == Error::NoMemory || self.along_failed.get()) =>
+                {
                     self.read_along = self.request_end;
                 }
                 Attempt::Done(result) => return result,
@@ -346,8 +359,11 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             allocates: self.allocates(),
             must_allocate: needs.allocation,
             alloc_end: span.data_end,
+            own_end: span.own_end,
+            along_failed: Cell::new(false),
         };
         let result = read.run(pages, &status);
+        self.along_failed.set(read.along_failed.get());
         drop(node_guard);
         match result? {
             None => Ok(Fetched::Started),
@@ -387,8 +403,10 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             ((round_page(memeof - offset) >> PAGE_SHIFT) as usize).min(self.fault.count);
         let block_mask = self.geometry.block_mask();
         let start = offset & !block_mask;
-        let along = self.read_along.max(offset + (requested * PAGE_SIZE) as u64);
+        let own = offset + (requested * PAGE_SIZE) as u64;
+        let along = self.read_along.max(own);
         let end = round_page((along + block_mask) & !block_mask).min(round_page(memeof));
+        let own_end = round_page((own + block_mask) & !block_mask).min(end);
         let data_eof = size.max(write_size).min(max_file_size(map));
         let data_end = ((data_eof + block_mask) & !block_mask).clamp(start, end);
         Some(Span {
@@ -397,6 +415,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             requested,
             start,
             end,
+            own_end,
             data_end,
         })
     }

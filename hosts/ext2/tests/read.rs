@@ -254,7 +254,15 @@ fn triple_indirect_at_one_kib() {
         }
         at += n;
         file.drop_cached(at as u64).unwrap();
-        assert!(file.resident_pages() <= 1, "dropped pages stay dropped");
+        // What stays: a page across `at`, and what read-ahead brought beyond it (the
+        // window the reader is in and the one its marker started: two of the largest,
+        // 8 transfers each).
+        let ahead = 2 * 8 * genpager::DEFAULT_MAX_TRANSFER / genpager::PAGE_SIZE;
+        let resident = file.resident_pages();
+        assert!(
+            resident <= 1 + ahead,
+            "dropped pages stay dropped: {resident} resident"
+        );
     }
     let map = file.map_summary().unwrap();
     assert_eq!(map.mapped_blocks, data_blocks);
