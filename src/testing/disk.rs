@@ -445,25 +445,13 @@ impl Strategy for MemDisk {
     fn submit(&self, request: IoRequest) {
         let shared = self.shared();
         let mut state = lock(&shared.state);
-        state.submitted += 1;
-        let sequence = state.submitted;
-        let len = request.len();
-        state.log.push(LoggedRequest {
+        let fault = state.admit(LoggedRequest {
             direction: request.direction(),
             block: request.block(),
-            len,
+            len: request.len(),
             priority: request.priority(),
             file_offset: request.file_offset(),
         });
-        state.stats.requests += 1;
-        let cost = state.latency.cost_ns(len as u64);
-        state.stats.device_time_ns = state.stats.device_time_ns.saturating_add(cost);
-        let mut fault = state.fault_for(sequence, request.block(), len);
-        if len == 0 || len % SECTOR_SIZE != 0 {
-            state.stats.malformed_requests += 1;
-            state.malformed_seen += 1;
-            fault = Some(Error::Invalid);
-        }
         let entry = Entry { request, fault };
         if state.held || shared.threaded {
             state.queue.push_back(entry);
@@ -480,7 +468,57 @@ impl Strategy for MemDisk {
     }
 }
 
+impl MemDisk {
+    /// One synchronous read request of `buf.len()` bytes from sector `block`, for a
+    /// caller that cannot build an [`IoRequest`] (they are made only inside the crate):
+    /// a baseline pager in a benchmark. It is logged (at [`Priority::TimeCritical`],
+    /// with `file_offset`), counted, costed, fault-injected and transferred exactly as
+    /// [`Strategy::submit`] does an inline request of that size, through the same code
+    /// and the same locks, so that such a pager pays the device's bookkeeping that
+    /// genpager pays; then it is serviced at once on the calling thread, whether the
+    /// disk is held or threaded. A failed read leaves `buf` untouched.
+    pub fn read_request(&self, block: u64, file_offset: u64, buf: &mut [u8]) -> Result {
+        self.shared()
+            .raw_request(Direction::Read, block, file_offset, buf.len(), |sectors| {
+                buf.copy_from_slice(sectors);
+            })
+    }
+
+    /// [`MemDisk::read_request`] the other way: writes `data` at sector `block`. A
+    /// failed write leaves the disk unchanged.
+    pub fn write_request(&self, block: u64, file_offset: u64, data: &[u8]) -> Result {
+        self.shared().raw_request(
+            Direction::Write,
+            block,
+            file_offset,
+            data.len(),
+            |sectors| {
+                sectors.copy_from_slice(data);
+            },
+        )
+    }
+}
+
 impl State {
+    /// Logs and counts a request as it is submitted, and decides how it fails, if it
+    /// does: the bookkeeping every request pays, whoever submits it.
+    fn admit(&mut self, logged: LoggedRequest) -> Option<Error> {
+        self.submitted += 1;
+        let sequence = self.submitted;
+        let (block, len) = (logged.block, logged.len);
+        self.log.push(logged);
+        self.stats.requests += 1;
+        let cost = self.latency.cost_ns(len as u64);
+        self.stats.device_time_ns = self.stats.device_time_ns.saturating_add(cost);
+        let mut fault = self.fault_for(sequence, block, len);
+        if len == 0 || len % SECTOR_SIZE != 0 {
+            self.stats.malformed_requests += 1;
+            self.malformed_seen += 1;
+            fault = Some(Error::Invalid);
+        }
+        fault
+    }
+
     /// The injected error for request number `sequence` covering `len` bytes from
     /// sector `block`, if any (consuming a matching one-shot fault).
     fn fault_for(&mut self, sequence: u64, block: u64, len: usize) -> Option<Error> {
@@ -504,11 +542,57 @@ impl Shared {
     /// the caller has already counted it in). Holds no lock while completing.
     fn service(&self, entry: Entry) {
         let Entry { mut request, fault } = entry;
+        let direction = request.direction();
+        let result =
+            match fault {
+                Some(error) => Err(error),
+                None => self.transfer(direction, request.block(), request.len(), |sectors| {
+                    match direction {
+                        Direction::Read => request.fill(sectors),
+                        Direction::Write => request.gather(sectors),
+                    }
+                }),
+            };
+        request.complete(result);
+        self.retire();
+    }
+
+    /// The request of [`MemDisk::read_request`] and [`MemDisk::write_request`]: admitted,
+    /// transferred by `copy` (between the caller's memory and the request's sectors)
+    /// and retired as [`Shared::service`] does an inline request.
+    fn raw_request(
+        &self,
+        direction: Direction,
+        block: u64,
+        file_offset: u64,
+        len: usize,
+        copy: impl FnOnce(&mut [u8]),
+    ) -> Result {
+        let fault = {
+            let mut state = lock(&self.state);
+            let fault = state.admit(LoggedRequest {
+                direction,
+                block,
+                len,
+                priority: Priority::TimeCritical,
+                file_offset,
+            });
+            state.in_service += 1;
+            fault
+        };
         let result = match fault {
             Some(error) => Err(error),
-            None => self.transfer(&mut request),
+            None => self.transfer(direction, block, len, |sectors| {
+                copy(sectors);
+                Ok(())
+            }),
         };
-        request.complete(result);
+        self.retire();
+        result
+    }
+
+    /// A request has completed: it leaves `in_service`, and whoever waits is told.
+    fn retire(&self) {
         let mut state = lock(&self.state);
         state.in_service -= 1;
         if state.sleepers > 0 {
@@ -516,21 +600,22 @@ impl Shared {
         }
     }
 
-    /// Moves the data of `request` between the disk and its segments.
-    fn transfer(&self, request: &mut IoRequest) -> Result {
-        let len = request.len();
-        let direction = request.direction();
+    /// Moves `len` bytes at sector `block` by `copy` (given those bytes of the disk),
+    /// and counts them.
+    fn transfer(
+        &self,
+        direction: Direction,
+        block: u64,
+        len: usize,
+        copy: impl FnOnce(&mut [u8]) -> Result,
+    ) -> Result {
         {
             let mut storage = lock(&self.storage);
-            let range = request
-                .block()
+            let range = block
                 .checked_mul(SECTOR_SIZE as u64)
                 .and_then(|offset| byte_range(offset, len, storage.len()))
                 .ok_or(Error::Io)?;
-            match direction {
-                Direction::Read => request.fill(&storage[range])?,
-                Direction::Write => request.gather(&mut storage[range])?,
-            }
+            copy(&mut storage[range])?;
         }
         let mut state = lock(&self.state);
         match direction {
@@ -711,6 +796,49 @@ mod tests {
         assert_eq!(disk.sectors(), 4);
         assert!(disk.log().is_empty());
         assert_eq!(disk.stats(), DiskStats::default());
+    }
+
+    #[test]
+    fn raw_requests_pay_what_submitted_ones_do() {
+        let disk = MemDisk::new(64);
+        let data: Vec<u8> = (0..1024u32).map(|i| i as u8).collect();
+        disk.write_request(4, 4 * 512, &data).unwrap();
+        let mut back = vec![0; 1024];
+        disk.read_request(4, 4 * 512, &mut back).unwrap();
+        assert_eq!(back, data);
+        // The same bytes through `submit`: the log and the counters cannot tell.
+        let mut submitted = vec![0; 1024];
+        sync_io(&disk, Direction::Read, 4, &mut submitted).unwrap();
+        assert_eq!(submitted, data);
+        let log = disk.log();
+        assert_eq!(log.len(), 3);
+        assert_eq!(log[1], log[2], "logged as a submitted request is");
+        let stats = disk.stats();
+        assert_eq!(
+            (stats.requests, stats.bytes_read, stats.bytes_written),
+            (3, 2048, 1024)
+        );
+        assert_eq!(stats.device_time_ns, 3 * disk.latency().cost_ns(1024));
+        // Faults apply; a failed read fills nothing, a failed write writes nothing.
+        disk.fail_nth(1, Error::Host(5));
+        let mut untouched = vec![0x77; 512];
+        assert_eq!(disk.read_request(0, 0, &mut untouched), Err(Error::Host(5)));
+        assert!(untouched.iter().all(|&b| b == 0x77));
+        disk.fail_blocks(4..5, Error::Io);
+        assert_eq!(disk.write_request(4, 0, &[0; 512]), Err(Error::Io));
+        disk.clear_faults();
+        assert_eq!(
+            disk.read_request(63, 0, &mut [0; 1024]),
+            Err(Error::Io),
+            "past the end"
+        );
+        disk.read_request(4, 0, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Serviced at once, even on a held disk, and retired.
+        disk.hold();
+        disk.read_request(4, 0, &mut back).unwrap();
+        assert_eq!(disk.pending(), 0);
+        disk.release();
     }
 
     #[test]
