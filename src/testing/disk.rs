@@ -1,5 +1,5 @@
 //! [`MemDisk`]: a RAM block device with a request log, fault injection, a latency
-//! model and optional completion on another thread.
+//! model (counted, or taken in real time), and optional completion on another thread.
 
 use alloc::sync::Arc;
 use alloc::vec;
@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::buf::{Direction, IoRequest, Priority};
 use crate::error::{Error, Result};
@@ -41,7 +42,8 @@ pub struct DiskStats {
     /// Bytes written successfully (counted when transferred).
     pub bytes_written: u64,
     /// Modelled device time of every submitted request, in nanoseconds
-    /// ([`LatencyModel::cost_ns`]); the disk never actually sleeps.
+    /// ([`LatencyModel::cost_ns`]); the disk takes that time only when realtime
+    /// ([`MemDisk::set_realtime`]).
     pub device_time_ns: u64,
     /// Requests that were not a whole, non-zero number of sectors: completed with
     /// [`Error::Invalid`] without touching the disk (see
@@ -86,6 +88,15 @@ impl LatencyModel {
 struct Entry {
     request: IoRequest,
     fault: Option<Error>,
+    submitted: Option<Submitted>,
+}
+
+/// When a request of a realtime disk ([`MemDisk::set_realtime`]) was submitted, and
+/// its modelled device time.
+#[derive(Clone, Copy)]
+struct Submitted {
+    at: Instant,
+    cost_ns: u64,
 }
 
 struct State {
@@ -113,6 +124,12 @@ struct State {
     /// Malformed requests ever submitted: unlike the stats, never reset, so a test
     /// cannot hide one from the check at drop by resetting the counters.
     malformed_seen: u64,
+    /// [`MemDisk::set_realtime`]: requests complete no earlier than modelled.
+    realtime: bool,
+    /// When the modelled device finishes the last request scheduled on it.
+    device_free_at: Option<Instant>,
+    /// When the disk was last released: a held request cannot start before that.
+    released_at: Option<Instant>,
 }
 
 /// Requests the log and the queue have room for from the start, so that submitting
@@ -186,7 +203,10 @@ struct Handle {
 /// Cloning gives another handle to the same disk. Requests are logged and counted at
 /// submission, then serviced: inline inside [`Strategy::submit`] ([`MemDisk::new`]) or
 /// on a completion thread ([`MemDisk::threaded`]). While the disk is held
-/// ([`MemDisk::hold`]) requests stay pending in either mode.
+/// ([`MemDisk::hold`]) requests stay pending in either mode. By default a request
+/// completes as soon as its bytes are copied, and its [`LatencyModel`] time is only
+/// counted; a realtime disk ([`MemDisk::set_realtime`], [`MemDisk::timed`]) also takes
+/// that time, as a serial device.
 ///
 /// A request reaching past the last sector completes with [`Error::Io`]; an injected
 /// fault ([`MemDisk::fail_nth`], [`MemDisk::fail_blocks`]) completes with its error.
@@ -244,6 +264,9 @@ impl MemDisk {
                 sleepers: 0,
                 malformed_expected: false,
                 malformed_seen: 0,
+                realtime: false,
+                device_free_at: None,
+                released_at: None,
             }),
             changed: Condvar::new(),
         });
@@ -304,7 +327,13 @@ impl MemDisk {
     /// to wait).
     pub fn release(&self) {
         let shared = self.shared();
-        lock(&shared.state).held = false;
+        {
+            let mut state = lock(&shared.state);
+            state.held = false;
+            if state.realtime {
+                state.released_at = Some(Instant::now());
+            }
+        }
         shared.changed.notify_all();
         if !shared.threaded {
             shared.run_ready();
@@ -390,6 +419,36 @@ impl MemDisk {
         lock(&self.shared().state).latency
     }
 
+    /// Makes the disk take its time (`true`) or not (`false`, the default), from the
+    /// next request submitted on.
+    ///
+    /// A realtime disk is a serial device of the current [`LatencyModel`]: each
+    /// request starts when it has been submitted, the request serviced before it is
+    /// done and the disk is not held ([`MemDisk::hold`]), whichever is last, and is done
+    /// [`LatencyModel::cost_ns`] of its length later. The thread that services it (the
+    /// completion thread of a [`MemDisk::threaded`] disk; the submitting thread of an
+    /// inline one, inside [`Strategy::submit`], as a polled device would) waits until
+    /// then, spinning on [`Instant::now`] (a sleep oversleeps by more than a small
+    /// request's whole cost), and only then moves the data and completes it. Failed
+    /// requests take their time too. [`MemDisk::read_request`] and
+    /// [`MemDisk::write_request`] are serviced the same way on the calling thread.
+    ///
+    /// What it is for: measuring a reader that overlaps its copies with read-ahead
+    /// against a device that is busy while they run. On a threaded disk only the
+    /// completion thread spins; the submitter goes on. Completion can be later than
+    /// modelled (the completion thread has to be scheduled), never earlier.
+    pub fn set_realtime(&self, on: bool) {
+        lock(&self.shared().state).realtime = on;
+    }
+
+    /// A zeroed, threaded, first-come-first-served disk of `sectors` sectors that
+    /// takes its time: [`MemDisk::threaded`] with [`MemDisk::set_realtime`] on.
+    pub fn timed(sectors: u64) -> MemDisk {
+        let disk = Self::threaded(sectors, false);
+        disk.set_realtime(true);
+        disk
+    }
+
     /// Copies disk bytes from `byte_offset` into `buf`, bypassing the log, the
     /// counters and the faults.
     ///
@@ -445,14 +504,18 @@ impl Strategy for MemDisk {
     fn submit(&self, request: IoRequest) {
         let shared = self.shared();
         let mut state = lock(&shared.state);
-        let fault = state.admit(LoggedRequest {
+        let (fault, submitted) = state.admit(LoggedRequest {
             direction: request.direction(),
             block: request.block(),
             len: request.len(),
             priority: request.priority(),
             file_offset: request.file_offset(),
         });
-        let entry = Entry { request, fault };
+        let entry = Entry {
+            request,
+            fault,
+            submitted,
+        };
         if state.held || shared.threaded {
             state.queue.push_back(entry);
             let wake = state.sleepers > 0;
@@ -462,8 +525,9 @@ impl Strategy for MemDisk {
             }
         } else {
             state.in_service += 1;
+            let due = state.schedule(entry.submitted);
             drop(state);
-            shared.service(entry);
+            shared.service(entry, due);
         }
     }
 }
@@ -501,8 +565,9 @@ impl MemDisk {
 
 impl State {
     /// Logs and counts a request as it is submitted, and decides how it fails, if it
-    /// does: the bookkeeping every request pays, whoever submits it.
-    fn admit(&mut self, logged: LoggedRequest) -> Option<Error> {
+    /// does: the bookkeeping every request pays, whoever submits it. On a realtime
+    /// disk, also when it was submitted and what it costs.
+    fn admit(&mut self, logged: LoggedRequest) -> (Option<Error>, Option<Submitted>) {
         self.submitted += 1;
         let sequence = self.submitted;
         let (block, len) = (logged.block, logged.len);
@@ -516,7 +581,26 @@ impl State {
             self.malformed_seen += 1;
             fault = Some(Error::Invalid);
         }
-        fault
+        let submitted = self.realtime.then(|| Submitted {
+            at: Instant::now(),
+            cost_ns: cost,
+        });
+        (fault, submitted)
+    }
+
+    /// Puts a realtime request on the modelled device as it is taken for service: a
+    /// serial device, which starts it once it is submitted, the previous request is
+    /// done and the disk is not held, and takes its cost. Returns when it is done
+    /// (`None` for a request that is not realtime).
+    fn schedule(&mut self, submitted: Option<Submitted>) -> Option<Instant> {
+        let Submitted { at, cost_ns } = submitted?;
+        let start = [self.device_free_at, self.released_at]
+            .into_iter()
+            .flatten()
+            .fold(at, Instant::max);
+        let done = start + Duration::from_nanos(cost_ns);
+        self.device_free_at = Some(done);
+        Some(done)
     }
 
     /// The injected error for request number `sequence` covering `len` bytes from
@@ -539,9 +623,13 @@ impl State {
 
 impl Shared {
     /// Transfers and completes one request, then retires it from `in_service` (which
-    /// the caller has already counted it in). Holds no lock while completing.
-    fn service(&self, entry: Entry) {
-        let Entry { mut request, fault } = entry;
+    /// the caller has already counted it in). Holds no lock while completing. A
+    /// realtime request waits for its modelled completion, `due`, first.
+    fn service(&self, entry: Entry, due: Option<Instant>) {
+        let Entry {
+            mut request, fault, ..
+        } = entry;
+        wait_until(due);
         let direction = request.direction();
         let result =
             match fault {
@@ -568,9 +656,9 @@ impl Shared {
         len: usize,
         copy: impl FnOnce(&mut [u8]),
     ) -> Result {
-        let fault = {
+        let (fault, due) = {
             let mut state = lock(&self.state);
-            let fault = state.admit(LoggedRequest {
+            let (fault, submitted) = state.admit(LoggedRequest {
                 direction,
                 block,
                 len,
@@ -578,8 +666,9 @@ impl Shared {
                 file_offset,
             });
             state.in_service += 1;
-            fault
+            (fault, state.schedule(submitted))
         };
+        wait_until(due);
         let result = match fault {
             Some(error) => Err(error),
             None => self.transfer(direction, block, len, |sectors| {
@@ -625,9 +714,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Takes the next serviceable request off the queue (counting it in service), or
-    /// `None` when the queue is empty or held (a shut-down disk ignores the hold).
-    fn next_ready(&self, state: &mut State) -> Option<Entry> {
+    /// Takes the next serviceable request off the queue (counting it in service, and
+    /// scheduling it on a realtime disk: it comes with when it is due), or `None` when
+    /// the queue is empty or held (a shut-down disk ignores the hold).
+    fn next_ready(&self, state: &mut State) -> Option<(Entry, Option<Instant>)> {
         if state.held && !state.shutdown {
             return None;
         }
@@ -638,16 +728,17 @@ impl Shared {
         };
         let entry = state.queue.remove(at)?;
         state.in_service += 1;
-        Some(entry)
+        let due = state.schedule(entry.submitted);
+        Some((entry, due))
     }
 
     /// Services queued requests on this thread until none is ready.
     fn run_ready(&self) {
         loop {
-            let Some(entry) = self.next_ready(&mut lock(&self.state)) else {
+            let Some((entry, due)) = self.next_ready(&mut lock(&self.state)) else {
                 return;
             };
-            self.service(entry);
+            self.service(entry, due);
         }
     }
 
@@ -656,9 +747,9 @@ impl Shared {
     fn work(&self) {
         let mut state = lock(&self.state);
         loop {
-            if let Some(entry) = self.next_ready(&mut state) {
+            if let Some((entry, due)) = self.next_ready(&mut state) {
                 drop(state);
-                self.service(entry);
+                self.service(entry, due);
                 // The completion thread holds nothing between requests: it is the
                 // kernel's worker that frees what completions left (and so the rig's
                 // files and disks are dropped, and checked, as the test expects).
@@ -675,6 +766,17 @@ impl Shared {
                 .wait(state)
                 .unwrap_or_else(|poison| poison.into_inner());
             state.sleepers -= 1;
+        }
+    }
+}
+
+/// Waits on this thread until `due` (if any) by spinning on the clock:
+/// `thread::sleep` oversleeps by tens of microseconds or more, longer than a 4 KiB
+/// request's whole modelled time (11 µs at the default model).
+fn wait_until(due: Option<Instant>) {
+    if let Some(due) = due {
+        while Instant::now() < due {
+            core::hint::spin_loop();
         }
     }
 }
@@ -1023,6 +1125,87 @@ mod tests {
         disk.fail_nth(1, Error::Io);
         let _ = sync_io(&disk, Direction::Read, 0, &mut buf[..512]);
         assert_eq!(disk.stats().device_time_ns, 4_610_000 + 513_000);
+    }
+
+    /// A model whose every request takes `ms` milliseconds, whatever its length:
+    /// long enough that scheduling noise cannot make a completion look early.
+    fn slow(ms: u64) -> LatencyModel {
+        LatencyModel {
+            per_request_ns: ms * 1_000_000,
+            bytes_per_sec: 0,
+        }
+    }
+
+    #[test]
+    fn timed_disk_completes_no_earlier_than_a_serial_device() {
+        let cost = Duration::from_millis(3);
+        let disk = MemDisk::timed(64);
+        disk.set_latency(slow(3));
+        let (tx, rx) = mpsc::channel();
+        let mut bufs = vec![vec![0u8; 512]; 3];
+        let start = Instant::now();
+        for (i, buf) in bufs.iter_mut().enumerate() {
+            let tx = tx.clone();
+            async_io(&disk, Direction::Read, i as u64, buf, move |outcome| {
+                assert_eq!(outcome.result, Ok(()));
+                tx.send((i, Instant::now())).unwrap();
+            });
+        }
+        disk.quiesce();
+        let done: Vec<(usize, Instant)> = rx.try_iter().collect();
+        assert_eq!(done.len(), 3);
+        for (k, &(i, at)) in done.iter().enumerate() {
+            assert_eq!(i, k, "FIFO");
+            // Serial: the k-th is done k + 1 costs after the first submission at the
+            // earliest. Only "not earlier" is checked: a loaded machine may be late.
+            assert!(
+                at.duration_since(start) >= cost * (k as u32 + 1),
+                "request {k} completed {:?} after the start, before its modelled {:?}",
+                at.duration_since(start),
+                cost * (k as u32 + 1)
+            );
+        }
+        // A request submitted once the device is idle starts when submitted.
+        let mut buf = vec![0u8; 512];
+        let before = Instant::now();
+        sync_io(&disk, Direction::Read, 0, &mut buf).unwrap();
+        assert!(before.elapsed() >= cost);
+
+        // A held request starts no earlier than the release.
+        disk.hold();
+        let (tx, rx) = mpsc::channel();
+        async_io(&disk, Direction::Read, 0, &mut buf, move |_| {
+            tx.send(Instant::now()).unwrap();
+        });
+        thread::sleep(Duration::from_millis(10));
+        let released = Instant::now();
+        disk.release();
+        disk.quiesce();
+        let at = rx.try_recv().expect("completed");
+        assert!(at.duration_since(released) >= cost);
+
+        // Counting is unchanged.
+        assert_eq!(disk.stats().device_time_ns, 5 * 3_000_000);
+    }
+
+    #[test]
+    fn realtime_inline_disk_and_raw_requests_wait_on_the_caller() {
+        let cost = Duration::from_millis(2);
+        let disk = MemDisk::new(64);
+        disk.set_latency(slow(2));
+        disk.set_realtime(true);
+        let mut buf = vec![0u8; 512];
+        let start = Instant::now();
+        sync_io(&disk, Direction::Write, 1, &mut buf).unwrap();
+        assert!(start.elapsed() >= cost, "inline submit waited");
+        disk.read_request(1, 0, &mut buf).unwrap();
+        disk.write_request(2, 0, &buf).unwrap();
+        assert!(start.elapsed() >= cost * 3, "serially, on the caller");
+        // A failed request occupies the device too.
+        disk.fail_nth(1, Error::Io);
+        let before = Instant::now();
+        assert_eq!(disk.read_request(1, 0, &mut buf), Err(Error::Io));
+        assert!(before.elapsed() >= cost);
     }
 
     #[test]
