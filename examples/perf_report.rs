@@ -1037,7 +1037,7 @@ fn print(report: &Report, elapsed: Duration) {
         "\nNotes:\n- The naive pager cannot build genpager IoRequests (crate-private), so it moves each page with \
          MemDisk::read_request/write_request: one synchronous request each, logged, counted, costed and \
          transferred by the same MemDisk code and locks as genpager's Strategy::submit (before, it used \
-         read_raw/write_raw, which skip that bookkeeping, and saved 50-90 ns a page that genpager paid). It also \
+         read_raw/write_raw, which skip that bookkeeping, and saved 50-170 ns a page that genpager paid). It also \
          counts its requests itself with MemDisk's LatencyModel::cost_ns (the device table; checked below).\n\
          - What each side pays per cold random 4 KiB fault. Both: one MemFile::bmap; one device request through \
          MemDisk's bookkeeping (log entry, counters and fault check under its state lock, the copy under its \

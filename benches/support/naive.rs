@@ -19,7 +19,7 @@
 //! [`MemDisk::write_request`]: one synchronous request each, which the disk logs,
 //! counts, costs and transfers through the same code and locks as an inline
 //! `submit` of genpager's (so both pagers pay the same device bookkeeping per request;
-//! with `read_raw`, which bypasses it, the naive pager skipped about 50-90 ns per page
+//! with `read_raw`, which bypasses it, the naive pager skipped 50-170 ns per page
 //! that genpager paid). It also keeps its own count, one request per page costed with
 //! the disk's own [`LatencyModel::cost_ns`], read from [`NaivePager::stats`] (the
 //! report checks that it agrees with `MemDisk::stats`).
