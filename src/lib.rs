@@ -67,6 +67,12 @@
 //!   a device may complete requests in its interrupt handler. Without one, completions
 //!   must run in thread context.
 //!
+//! Reading ahead is built in: [`read`] and synchronous read faults follow the
+//! object's [`ReadAhead`] state, [`read_with`] and [`fault_around`] a reader's own, so
+//! small sequential reads and one-page faults reach the device as whole transfers,
+//! the next window started before the reader needs it, while random access reads only
+//! what it asks ([`ReadAhead`] says how).
+//!
 //! Completion allocates nothing, frees nothing and drops no vnode: what it leaves is
 //! freed by [`reap_completions`], which the kernel calls from a thread that holds
 //! nothing (a worker, the idle loop); genpager never calls it itself.

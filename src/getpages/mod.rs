@@ -18,8 +18,10 @@
 //! ## The fault pipeline
 //!
 //! [`getpages`] checks the [`Fault`] (`Fault::check`, shared with the compat pager in
-//! `fault.rs`), takes the fast path or enters the transaction, then makes attempts
-//! until one ends with a result. An attempt is a run of small steps over a `FaultJob`,
+//! `fault.rs`), takes the fast path or, for a synchronous read fault, first feeds
+//! read-ahead (`ahead.rs`: the pages it reads along with its own, and the transfers to
+//! start after it), enters the transaction, then makes attempts until one ends with a
+//! result, and last starts read-ahead's transfers. An attempt is a run of small steps over a `FaultJob`,
 //! each returning its product or why the attempt stops (start over when the size moved
 //! under it, or fail):
 //!
@@ -97,12 +99,23 @@ pub(crate) fn getpages_with<'a, V: Vnode>(
     }
     let mut job = FaultJob::new(vnode, fault, request_end)?;
     let ahead = job.plan_read_ahead(own);
+    // A window that lies wholly past the fault's pages (the reader reached a marker,
+    // its own pages already in flight or resident) starts at once: the reader then
+    // waits for its request with the next window queued behind it, and the device
+    // never runs dry while it wakes. One that holds the fault's pages starts after the
+    // fault's own request, so that the reader never waits behind read-ahead, and
+    // outside its transaction (read-ahead never sleeps, so the pages this fault hands
+    // back may be held meanwhile).
+    let past_the_fault = ahead.start >= job.request_end >> PAGE_SHIFT;
+    let (now, later) = if past_the_fault && job.read_along == job.request_end {
+        (ahead, 0..0)
+    } else {
+        (0..0, ahead)
+    };
+    ahead::start(vnode, now);
     let result = job.run();
-    // After the fault's own request, so that the reader never waits behind read-ahead,
-    // and outside its transaction; read-ahead never sleeps, so the pages this fault
-    // hands back may be held meanwhile.
     if result.is_ok() {
-        ahead::start(vnode, ahead);
+        ahead::start(vnode, later);
     }
     result
 }
