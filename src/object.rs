@@ -181,7 +181,9 @@ impl<C: PageCache> VmObject<C> {
 
     /// The object's own read-ahead state, used by [`read`](crate::read) and by
     /// synchronous read faults that bring none (a leaf lock: take nothing while
-    /// holding it). A kernel may reset it or set its maximum window.
+    /// holding it). A kernel may reset it, set its maximum window, or set its advice
+    /// (`fadvise` for a kernel without a state per open file: [`read`](crate::read)
+    /// follows it; a fault follows its own [`Fault::advice`](crate::Fault::advice)).
     pub fn read_ahead(&self) -> MutexGuard<'_, ReadAhead> {
         self.read_ahead.lock()
     }

@@ -8,7 +8,6 @@ use crate::getpages::ahead::{self, Reading};
 use crate::getpages::{getpages, getpages_with};
 use crate::hooks::{Access, max_file_size};
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
-use crate::readahead::Advice;
 use crate::readahead::{Found, ReadAhead};
 use crate::sync::Arc;
 use crate::vnode::{Vnode, max_transfer};
@@ -18,9 +17,10 @@ use crate::vnode::{Vnode, max_transfer};
 /// synchronous fault for what is missing), stops at end of file, and returns how many
 /// bytes it copied (0 at or past the end of file).
 ///
-/// Read-ahead follows the object's own [`ReadAhead`] state, shared by every reader of
-/// the file that brings none ([`Advice::Normal`](crate::Advice::Normal)); a kernel
-/// with a state per open file calls [`read_with`] instead.
+/// Read-ahead follows the object's own [`ReadAhead`] state
+/// ([`VmObject::read_ahead`](crate::VmObject::read_ahead)), shared by every reader of
+/// the file that brings none, with the advice set there; a kernel with a state per
+/// open file calls [`read_with`] instead.
 ///
 /// Errors: [`Error::Invalid`] for an offset past the file's
 /// [`BlockMap::max_size`](crate::BlockMap::max_size) (a negative `off_t` to a kernel);
@@ -148,7 +148,12 @@ fn copy_batch<V: Vnode>(
     out: &mut [u8],
 ) -> Result<Option<usize>> {
     let (first, count) = (batch.first, batch.count);
-    let advice = own.as_ref().map_or(Advice::Normal, |ahead| ahead.advice());
+    // The reader's advice, or the object's (a kernel without a state per open file
+    // sets fadvise there).
+    let advice = match own {
+        Some(ref ahead) => ahead.advice(),
+        None => vnode.object().read_ahead().advice(),
+    };
     let access = |found| Reading {
         first: first >> PAGE_SHIFT,
         count: count as u64,

@@ -956,17 +956,16 @@ impl WaitQueue {
 /// A sleeping reader-writer lock (the node lock): held across read I/O, so a thread
 /// that cannot take it sleeps on a [`WaitQueue`] rather than spinning.
 ///
-/// The state is one atomic word (reader count, the writer bit, and a writer-waiting
-/// bit), so taking it shared and checking it ([`SleepRwLock::is_write_locked`]) costs
-/// one atomic operation; the wait queue is touched only when someone sleeps.
+/// The state is one atomic word (reader count, or the writer bit), so taking it shared
+/// and checking it ([`SleepRwLock::is_write_locked`]) costs one atomic operation; the
+/// wait queue is touched only when someone sleeps.
 ///
-/// Writer-preferring, like the object lock: a writer that has to wait sets a bit that
-/// keeps new readers out (`read` sleeps, `try_read` fails), so a stream of readers
-/// each missing the cache — each taking the lock shared for its read — cannot starve a
-/// truncation or a write. A writer whose bit another writer's take cleared sets it
-/// again before it sleeps. Hence the rule for a thread holding it shared: it must not
-/// take it shared again (a writer waiting between the two would deadlock them), and
-/// genpager never does.
+/// Not writer-preferring, unlike the object lock: a synchronous fault sleeps on a busy
+/// page while holding it shared, so a waiting writer that kept new readers out would
+/// deadlock a thread that holds a page and faults the same file again (a `read` whose
+/// buffer is mapped from that file) behind the sleeper. The price: a stream of
+/// readers that each miss the cache can keep a writer (a truncation) waiting while
+/// they last.
 pub struct SleepRwLock {
     state: AtomicUsize,
     sleepers: AtomicUsize,
@@ -974,8 +973,6 @@ pub struct SleepRwLock {
 }
 
 const WRITER: usize = 1 << (usize::BITS - 1);
-/// A writer sleeps waiting for the lock: no new reader takes it.
-const WRITER_WAITING: usize = 1 << (usize::BITS - 2);
 /// The one key of a [`SleepRwLock`]'s channel: every sleeper waits for a release.
 const RELEASED: u64 = 0;
 
@@ -1003,25 +1000,15 @@ impl SleepRwLock {
     }
 
     fn try_acquire(&self, exclusive: bool) -> bool {
-        let mut current = self.state.load(Ordering::SeqCst);
         if exclusive {
-            // Free but for a waiting writer's bit, which the take clears (any other
-            // writer still waiting sets it again before it sleeps).
-            while current & !WRITER_WAITING == 0 {
-                match self.state.compare_exchange_weak(
-                    current,
-                    WRITER,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
-                    Ok(_) => return true,
-                    Err(actual) => current = actual,
-                }
-            }
-            return false;
+            return self
+                .state
+                .compare_exchange(0, WRITER, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
         }
-        while current & (WRITER | WRITER_WAITING) == 0 {
-            // Cannot overflow: without the two high bits the count is below them.
+        let mut current = self.state.load(Ordering::SeqCst);
+        while current & WRITER == 0 {
+            // Cannot overflow: without the `WRITER` bit the count is below it.
             #[allow(clippy::arithmetic_side_effects)]
             let more = current + 1;
             match self.state.compare_exchange_weak(
@@ -1044,10 +1031,6 @@ impl SleepRwLock {
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             let mut acquired = false;
             self.released.sleep_unless(RELEASED, || {
-                if exclusive {
-                    // Before the last look: a reader that comes after it waits for us.
-                    self.state.fetch_or(WRITER_WAITING, Ordering::SeqCst);
-                }
                 acquired = self.try_acquire(exclusive);
                 acquired
             });
@@ -1059,7 +1042,7 @@ impl SleepRwLock {
         SleepGuard::held(self, exclusive)
     }
 
-    /// Takes the lock shared, sleeping while a writer holds it or waits for it.
+    /// Takes the lock shared, sleeping while a writer holds it.
     pub fn read(&self) -> SleepGuard<'_> {
         self.acquire(false)
     }
@@ -1069,8 +1052,7 @@ impl SleepRwLock {
         self.acquire(true)
     }
 
-    /// Takes the lock shared if that needs no sleep (not while a writer holds it or
-    /// waits for it).
+    /// Takes the lock shared if that needs no sleep.
     pub fn try_read(&self) -> Option<SleepGuard<'_>> {
         self.try_acquire(false)
             .then(|| SleepGuard::held(self, false))
@@ -1135,8 +1117,7 @@ impl Drop for SleepGuard<'_> {
         #[cfg(any(feature = "std", loom))]
         SLEEP_GUARDS_HELD.with(|held| held.set(held.get().saturating_sub(1)));
         if self.exclusive {
-            // Keeps a waiting writer's bit, set while this guard held the lock.
-            self.lock.state.fetch_and(!WRITER, Ordering::SeqCst);
+            self.lock.state.store(0, Ordering::SeqCst);
         } else {
             self.lock.state.fetch_sub(1, Ordering::SeqCst);
         }
@@ -1444,32 +1425,6 @@ mod tests {
         drop(again);
         let _writer = lock.write();
         assert_eq!(sleep_locks_held_by_this_thread(), 1);
-    }
-
-    #[test]
-    fn a_waiting_writer_keeps_new_readers_out_of_the_sleep_lock() {
-        let lock = Arc::new(SleepRwLock::new());
-        let reader = lock.read();
-        let writer = {
-            let lock = lock.clone();
-            thread::spawn(move || lock.write().is_exclusive())
-        };
-        until_sleeping(&lock.released, RELEASED, 1);
-        // A reader streaming behind the first (a read missing the cache takes the lock
-        // for its read) would keep the count above zero for ever.
-        assert!(
-            lock.try_read().is_none(),
-            "a new reader overtook a waiting writer"
-        );
-        let late_reader = {
-            let lock = lock.clone();
-            thread::spawn(move || drop(lock.read()))
-        };
-        until_sleeping(&lock.released, RELEASED, 2);
-        drop(reader);
-        assert!(writer.join().unwrap());
-        late_reader.join().unwrap();
-        assert_eq!(lock.state.load(Ordering::SeqCst), 0, "no bit left behind");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use genpager::sync::{Scheduler, ThreadParker, Token, WaitQueue, set_scheduler};
 use genpager::testing::{Layout, MemDisk, MemFs};
-use genpager::{Fault, Fetched, PAGE_SIZE, PutFlags, getpages, putpages, read, write};
+use genpager::{Fault, Fetched, GetFlags, PAGE_SIZE, PutFlags, getpages, putpages, read, write};
 
 const P: u64 = PAGE_SIZE as u64;
 
@@ -105,6 +105,14 @@ impl Counting {
     }
 }
 
+/// One test at a time: the counting scheduler is the whole binary's, and another
+/// test's threads waking their own (stack-held, reused) tokens while one test counts
+/// its wakeups showed up as wakeups of its waiters (about one run in six).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -118,6 +126,7 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
 /// its node until it is woken and has left the wait.
 #[test]
 fn sleeping_allocates_nothing() {
+    let _serial = serial();
     let counting = counting();
     let queue = std::sync::Arc::new(WaitQueue::new());
     let condition = std::sync::Arc::new(Mutex::new(false));
@@ -143,14 +152,20 @@ fn sleeping_allocates_nothing() {
 /// release wakes exactly the thread waiting for that page, and the others stay asleep.
 #[test]
 fn one_unbusy_wakes_only_its_waiter() {
+    let _serial = serial();
     let counting = counting();
     const N: usize = 8;
     let (_disk, file) = file_with(12, Layout::Contiguous, &pattern(N * PAGE_SIZE, 7));
     let mut held: Vec<Option<_>> = (0..N)
-        .map(|i| match getpages(&file, Fault::read(i as u64 * P, 1)) {
-            Ok(Fetched::Busy(pages)) => Some(pages),
-            Ok(_) => panic!("holding page {i}: not a busy page"),
-            Err(error) => panic!("holding page {i}: {error}"),
+        .map(|i| {
+            match getpages(
+                &file,
+                Fault::read(i as u64 * P, 1).with_flags(GetFlags::NOREADAHEAD),
+            ) {
+                Ok(Fetched::Busy(pages)) => Some(pages),
+                Ok(_) => panic!("holding page {i}: not a busy page"),
+                Err(error) => panic!("holding page {i}: {error}"),
+            }
         })
         .collect();
     let file = &file;
@@ -163,7 +178,10 @@ fn one_unbusy_wakes_only_its_waiter() {
                 let tokens_tx = tokens_tx.clone();
                 scope.spawn(move || {
                     tokens_tx.send((i, counting.current())).unwrap();
-                    match getpages(file, Fault::read(i as u64 * P, 1)) {
+                    // No read-ahead: its requests' completions would be wakeups
+                    // of their own, not the unbusy's this test counts.
+                    let fault = Fault::read(i as u64 * P, 1).with_flags(GetFlags::NOREADAHEAD);
+                    match getpages(file, fault) {
                         Ok(Fetched::Busy(pages)) => drop(pages),
                         Ok(_) => panic!("waiter {i}: not a busy page"),
                         Err(error) => panic!("waiter {i}: {error}"),
@@ -205,6 +223,7 @@ fn one_unbusy_wakes_only_its_waiter() {
 /// ends as written. Prints how many wakeups there were and how many blocks.
 #[test]
 fn eight_threads_and_an_interrupt_thread() {
+    let _serial = serial();
     let counting = counting();
     const THREADS: usize = 8;
     const PAGES_EACH: usize = 4;

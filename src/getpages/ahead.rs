@@ -18,6 +18,17 @@ use crate::vnode::{Vnode, max_transfer};
 
 use super::getpages;
 
+/// Read-ahead's unit at most: a device that reports no transfer limit (a RAM disk's
+/// `usize::MAX`) would otherwise have a one-byte read read the whole file before it
+/// returns.
+const LARGEST_TRANSFER: usize = 1 << 20;
+
+/// Read-ahead's unit in pages: the vnode's maximum transfer, at most
+/// [`LARGEST_TRANSFER`]; windows are whole multiples of it.
+fn transfer_pages<V: Vnode>(vnode: &V) -> u64 {
+    (max_transfer(vnode).min(LARGEST_TRANSFER.max(PAGE_SIZE)) >> PAGE_SHIFT) as u64
+}
+
 /// One reader's reading of `count` pages from page index `first`, for read-ahead to
 /// learn from.
 #[derive(Clone, Copy, Debug)]
@@ -50,7 +61,7 @@ pub(crate) fn plan<V: Vnode>(
         advice,
     } = access;
     let object = vnode.object();
-    let transfer = (max_transfer(&**vnode) >> PAGE_SHIFT) as u64;
+    let transfer = transfer_pages(&**vnode);
     let plan_with = |ahead: &mut ReadAhead, state: &ObjectState<V::Cache>| {
         let limits = Limits {
             max: ahead.max_pages(transfer),
@@ -108,7 +119,7 @@ pub(crate) fn split<V: Vnode>(vnode: &Arc<V>, window: Range<u64>, request: Range
             ahead: window,
         };
     }
-    let transfer = (max_transfer(&**vnode) >> PAGE_SHIFT) as u64;
+    let transfer = transfer_pages(&**vnode);
     let next_transfer = transfer_end(request.end - 1, transfer).min(window.end);
     let chunk = request.end..next_transfer;
     let along = match first_missing_run(&**vnode, chunk.clone()) {
@@ -151,7 +162,7 @@ fn resident_below<C: PageCache>(state: &ObjectState<C>, first: u64, limit: u64) 
 // Cannot overflow: a run lies inside its chunk, so it does not end before it starts.
 #[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn start<V: Vnode>(vnode: &Arc<V>, window: Range<u64>) {
-    let transfer = (max_transfer(&**vnode) / PAGE_SIZE) as u64;
+    let transfer = transfer_pages(&**vnode);
     let mut at = window.start;
     while at < window.end {
         let chunk = at..transfer_end(at, transfer).min(window.end);

@@ -38,7 +38,6 @@
 //!    unbusied, the requested ones handed out.
 
 use alloc::vec::Vec;
-use core::cell::Cell;
 use core::ops::Range;
 
 use crate::bmap::{Geometry, is_allocated};
@@ -147,9 +146,6 @@ struct FaultJob<'a, V: Vnode> {
     /// transfer, at or past `request_end`): read in the fault's own request, so that
     /// its error is the fault's, and unbusied once read.
     read_along: u64,
-    /// The last attempt's read failed building its requests past the fault's own
-    /// pages (`ReadJob::along_failed`).
-    along_failed: Cell<bool>,
 }
 
 /// How one attempt at a fault ends: over again, or with a result.
@@ -191,9 +187,6 @@ struct Span {
     /// (`FaultJob::read_along`), clipped to memory EOF's page: `start .. end`.
     start: u64,
     end: u64,
-    /// Where the whole blocks around the requested pages end (before the pages read
-    /// along), at most `end`.
-    own_end: u64,
     /// Where file data ends within `start .. end`: the size, or the write size a
     /// write in progress announced, rounded up to its block. A write fault allocates
     /// the blocks up to here; blocks past it (under the last page, with blocks
@@ -229,15 +222,15 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             geometry: geometry(&**vnode)?,
             request_end,
             read_along: request_end,
-            along_failed: Cell::new(false),
         })
     }
 
     /// Inside the transaction, attempts until one ends with a result. A fault that
-    /// reads pages along with its own and runs out of memory, or cannot map the pages
-    /// it reads along (a corrupt block pointer past its own), tries again without
-    /// them: read-ahead never costs the reader its read. (A device error on the one
-    /// request holding both is the reader's.)
+    /// reads pages along with its own and fails — out of memory, a block it cannot
+    /// map past its own, a device error on a request holding them — tries once more
+    /// with its own pages alone, and that attempt's result is the reader's: a bad
+    /// sector or corrupt pointer past the reader's pages never fails its read, and an
+    /// error on its own pages is reported if it happens again.
     fn run(&mut self) -> Result<Fetched<'a, V>> {
         let _transaction = self.enter_transaction()?;
         if self.vnode.is_dead() {
@@ -245,10 +238,11 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         }
         loop {
             match self.attempt() {
-                Attempt::Done(Err(error))
-                    if self.read_along > self.request_end
-                        && (error == Error::NoMemory || self.along_failed.get()) =>
-                {
+                // Any failure of a read that went along (memory, a block map error, a
+                // device error on the one request holding the fault's pages and the
+                // pages along) is tried once more with the fault's own pages alone:
+                // read-ahead never makes a read fail that would succeed without it.
+                Attempt::Done(Err(_)) if self.read_along > self.request_end => {
                     self.read_along = self.request_end;
                 }
                 Attempt::Done(result) => return result,
@@ -372,11 +366,8 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             allocates: self.allocates(),
             must_allocate: needs.allocation,
             alloc_end: span.data_end,
-            own_end: span.own_end,
-            along_failed: Cell::new(false),
         };
         let result = read.run(pages, &status);
-        self.along_failed.set(read.along_failed.get());
         drop(node_guard);
         match result? {
             None => Ok(Fetched::Started),
@@ -419,7 +410,6 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         let own = offset + (requested * PAGE_SIZE) as u64;
         let along = self.read_along.max(own);
         let end = round_page((along + block_mask) & !block_mask).min(round_page(memeof));
-        let own_end = round_page((own + block_mask) & !block_mask).min(end);
         let data_eof = size.max(write_size).min(max_file_size(map));
         let data_end = ((data_eof + block_mask) & !block_mask).clamp(start, end);
         Some(Span {
@@ -428,7 +418,6 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
             requested,
             start,
             end,
-            own_end,
             data_end,
         })
     }

@@ -3,7 +3,6 @@
 //! extent walker, and how its pages settle when it completes.
 
 use alloc::vec::Vec;
-use core::cell::Cell;
 
 use crate::bmap::{Geometry, extent_at, is_allocated};
 use crate::buf::{BioWait, Direction, Nest, Outcome, Priority, page_segments};
@@ -67,13 +66,6 @@ pub(super) struct ReadJob<'a, V: Vnode> {
     /// The end of the blocks a write fault allocates (from `start`): where the file's
     /// data ends.
     pub(super) alloc_end: u64,
-    /// Where the fault's own pages (whole blocks) end: pages past it are read along
-    /// for read-ahead.
-    pub(super) own_end: u64,
-    /// Set when building the requests failed on a page read along, past `own_end`:
-    /// the fault then tries again without them, as a failure there is not the
-    /// reader's.
-    pub(super) along_failed: Cell<bool>,
 }
 
 /// The device sectors a read covers, from the job's `start`.
@@ -94,8 +86,6 @@ struct Sectors {
 struct Walk {
     /// Bytes no request covers (valid pages, holes, what an error left).
     skipped: u64,
-    /// Where building the requests failed, if it did.
-    failed_at: Option<u64>,
     /// Some page backs a hole.
     saw_hole: bool,
     /// The first error building the requests.
@@ -106,7 +96,6 @@ impl Walk {
     fn new() -> Self {
         Self {
             skipped: 0,
-            failed_at: None,
             saw_hole: false,
             error: Ok(()),
         }
@@ -117,7 +106,6 @@ impl Walk {
     #[allow(clippy::arithmetic_side_effects)]
     fn fail(&mut self, offset: u64, end: u64, error: Error) {
         self.skipped += end - offset;
-        self.failed_at = Some(offset);
         self.error = Err(error);
     }
 }
@@ -138,9 +126,6 @@ impl<V: Vnode> ReadJob<'_, V> {
         self.zero_past_sectors(&pages, status, sectors);
         let (mut nest, waiter) = self.start_requests(&pages, sectors)?;
         let mut walk = self.submit_extents(&pages, status, &mut nest, sectors.bytes);
-        if walk.failed_at.is_some_and(|at| at >= self.own_end) {
-            self.along_failed.set(true);
-        }
         if walk.error.is_ok() {
             walk.saw_hole |= self.holes_past_eof(&pages, status, sectors);
         }
