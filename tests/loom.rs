@@ -41,12 +41,20 @@
 //!   on its request is woken.
 //! - L15: a waiting writer is not starved by a stream of overlapping readers, and no
 //!   reader sees a write half done.
+//!
+//! L16 and L17 model read-ahead (issue 17), whose pages stay busy until its request's
+//! completion runs on the device thread:
+//! - L16: a synchronous read fault of a page read-ahead holds busy waits for that
+//!   request instead of reading the page again, and a truncate below or through the
+//!   page waits for it before it frees pages or zeroes the new last page's tail.
+//! - L17: two readers feeding the object's one read-ahead state read each page once,
+//!   and the read-ahead lock stays a leaf under the object lock (no deadlock beside a
+//!   thread taking the object lock exclusively).
 #![cfg(loom)]
 
 use std::collections::VecDeque;
 use std::sync::Mutex as StdMutex;
 
-use genpager::Fault;
 use genpager::buf::{Direction, IoRequest};
 use genpager::cache::{DefaultCache, MapState};
 use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
@@ -55,9 +63,11 @@ use genpager::sync::{
     WaitQueue, set_interrupts, set_scheduler,
 };
 use genpager::{
-    Access, BlockMap, DirtyStatus, Error, Fetched, Mapping, PAGE_SIZE, PageCache, PageFlags,
-    PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize, write,
+    Access, BlockMap, DEFAULT_MAX_TRANSFER, DirtyStatus, Error, Fetched, Mapping, PAGE_SIZE,
+    PageCache, PageFlags, PutFlags, Strategy, Tag, VmObject, Vnode, getpages, putpages, setsize,
+    write,
 };
+use genpager::{Fault, GetFlags};
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
@@ -235,6 +245,8 @@ struct File {
     object: VmObject<DefaultCache>,
     device: Device,
     fs_bshift: u32,
+    /// The device's largest transfer, in bytes.
+    max_transfer: usize,
     transaction: Option<Transaction>,
     journal: bool,
     /// Broken lock-order rules, asserted empty by [`Rig::finish`]. Recorded rather
@@ -305,6 +317,10 @@ impl Vnode for File {
 
     fn fs_bshift(&self) -> u32 {
         self.fs_bshift
+    }
+
+    fn max_transfer(&self) -> usize {
+        self.max_transfer
     }
 
     fn trans_begin(&self, wait: bool) -> genpager::Result {
@@ -385,6 +401,8 @@ struct Setup {
     data: Vec<u8>,
     /// Disk capacity in bytes (whole blocks; at least the file).
     capacity: usize,
+    /// The device's largest transfer, in bytes.
+    max_transfer: usize,
     /// Model the mount transaction as one holder at a time.
     transaction: bool,
     /// The mount has a journal (begun by writes, truncations and direct I/O).
@@ -399,6 +417,7 @@ impl Setup {
             fs_bshift,
             data,
             capacity,
+            max_transfer: DEFAULT_MAX_TRANSFER,
             transaction: false,
             journal: false,
         }
@@ -408,6 +427,15 @@ impl Setup {
     fn capacity(self, bytes: usize) -> Self {
         Self {
             capacity: bytes,
+            ..self
+        }
+    }
+
+    /// A device whose largest transfer is `bytes` (a page: each page of a read-ahead
+    /// window past the reader's own is a transfer of its own, read asynchronously).
+    fn max_transfer(self, bytes: usize) -> Self {
+        Self {
+            max_transfer: bytes,
             ..self
         }
     }
@@ -435,6 +463,7 @@ impl Setup {
             object: VmObject::new(DefaultCache::new(), self.data.len() as u64),
             device: Device::new(bytes),
             fs_bshift: self.fs_bshift,
+            max_transfer: self.max_transfer,
             transaction: self.transaction.then(Transaction::default),
             journal: self.journal,
             violations: StdMutex::new(Vec::new()),
@@ -1484,5 +1513,253 @@ fn l15_a_waiting_writer_is_not_starved_by_a_stream_of_readers() {
         writer.join().unwrap();
         assert!(stream.join().unwrap() >= 1);
         assert_eq!(*lock.read(), (1, 1));
+    });
+}
+
+// ---- read-ahead: pages busy under an asynchronous read ---------------------------
+//
+// What the bound covers (LOOM_MAX_PREEMPTIONS=2): a two-page file of one-page blocks,
+// one read-ahead request group (both pages in L16; page 1 alone in L17's readers,
+// whose device transfers a page at a time; none in L17's lock order, whose first read
+// reads both pages along in one synchronous request), one fault, read or truncate per
+// thread, at most two preemptions per execution (any number of switches where a
+// thread blocks), the device completing in order on its own thread. Each of L16-L17
+// fails when a protection it checks is removed from src/ (mutation applied, model
+// run, mutation reverted; issue 17). M2 and M3 first trip the library's own debug
+// assertion (an unbusy of a page its caller does not hold); their second report is
+// with `RUSTFLAGS="--cfg loom"`, without debug assertions, where the models' own
+// checks fire.
+//
+// | mutation                                    | model       | report                                       |
+// |---------------------------------------------|-------------|----------------------------------------------|
+// | M1 `read_ahead_done` wakes nobody (its      | L16 (both)  | `deadlock`: B, C and the idle device blocked |
+// |    `wake_if` dropped)                       | L17 readers | `deadlock`: the reader of page 1 and the     |
+// |                                             |             | idle device blocked                          |
+// |                                             | L17 order   | passes: its first read reads page 1 along    |
+// |                                             |             | with page 0, no read-ahead completes         |
+// | M2 read-ahead clears `BUSY` on the pages it | L16, L17    | debug: `assertion failed: page.is_busy()`    |
+// |    collected (still `FAKE`) before reading  | readers     |                                              |
+// |                                             | L16 (both)  | "page 1 was read twice" (device: [(Read, 0,  |
+// |                                             |             | 8192), (Read, 4096, 4096), ...])             |
+// |                                             | L17 readers | "a sector was read twice" (device: [(Read,   |
+// |                                             |             | 4096, 4096), (Read, 0, 4096), (Read, 4096,   |
+// |                                             |             | 4096)])                                      |
+// |                                             | L17 order   | passes (no asynchronous read-ahead)          |
+// | M3 `find_pages` with `Wait::Sleep` takes a  | all four    | debug: `assertion failed: page.is_busy()`    |
+// |    busy page without waiting for it         | L16 (both)  | "page 1 was read twice"                      |
+// |                                             | L17 readers | "a sector was read twice"                    |
+// |                                             | L17 order   | passes (its pages are valid: taken twice,    |
+// |                                             |             | nothing is read again)                       |
+// | M4 `setsize` leaves busy pages past the new | L16 below   | "page 0x1000 resident past EOF 0x1000"       |
+// |    end (no `free_range_waiting`)            | others      | pass (L16 through frees no page, L17 does    |
+// |                                             |             | not truncate)                                |
+// | M5 `zero_resident_tail` skips a busy new    | L16 through | "page 0x1000 is zero past EOF" fails: the    |
+// |    last page                                |             | completion put old bytes past the new end    |
+// |                                             | L16 below   | passes: page 0 settles with page 1, which    |
+// |                                             |             | setsize has waited for before the zeroing    |
+// |                                             | L17 (both)  | pass (no truncate)                           |
+// | M6 `plan`'s quiet check takes the object    | L17 order   | `deadlock`: all four threads blocked         |
+// |    lock (`size()`) under the read-ahead     | others      | pass: no third thread takes the object lock  |
+// |    lock                                     |             | exclusively while both readers plan          |
+// | M7 `read_ahead_done` does not zero what the | L16 below   | "page 0x0 is zero past EOF" fails: read-     |
+// |    last sector brought from past disk EOF   |             | ahead after the truncate cached old bytes    |
+// |                                             | others      | pass (no read-ahead past a shrunk end)       |
+
+/// The device's read requests that covered any byte of the page at `offset`.
+fn reads_of_page(file: &File, offset: u64) -> usize {
+    let log = file.device.log.lock().unwrap();
+    log.iter()
+        .filter(|&&(direction, at, len)| {
+            direction == Direction::Read && at < offset + P && offset < at + len as u64
+        })
+        .count()
+}
+
+/// What read-ahead's `start` issues for one transfer of a window: pages 0 and 1, read
+/// asynchronously. Busy: a fault held page 1, and read-ahead left the transfer to it.
+fn read_ahead_both_pages(file: &Arc<File>) {
+    let fault = Fault::read_ahead(0, 2).with_flags(GetFlags::NOREADAHEAD | GetFlags::NOTIMESTAMP);
+    match getpages(file, fault) {
+        Ok(Fetched::Started) | Err(Error::Busy) => {}
+        Ok(_) => panic!("read-ahead returned pages"),
+        Err(err) => panic!("read-ahead failed: {err}"),
+    }
+}
+
+/// L16's synchronous read fault of page 1 (no read-ahead of its own), racing a
+/// truncate to `new_size`: before the truncate it sees the page as it was; after it,
+/// the new end of file and zeroes past it, or [`Error::Invalid`] if the page now lies
+/// past the end of file (G5).
+fn fault_page_1_racing_truncate(file: &Arc<File>, data: &[u8], new_size: usize) {
+    let fault = Fault::read(P, 1).with_flags(GetFlags::NOREADAHEAD);
+    let new_end = (new_size > PAGE_SIZE).then(|| page_of(&data[PAGE_SIZE..new_size]));
+    match getpages(file, fault) {
+        Ok(Fetched::Busy(pages)) => assert!(
+            pages.bytes(0) == &data[PAGE_SIZE..] || Some(pages.bytes(0)) == new_end.as_deref(),
+            "the fault of page 1 saw neither the file's bytes nor its new end (device: {:?})",
+            device_log(file)
+        ),
+        Ok(_) => panic!("a synchronous read fault returns busy pages"),
+        Err(Error::Invalid) if new_size <= PAGE_SIZE => {}
+        Err(err) => panic!("fault of page 1: {err}"),
+    }
+}
+
+/// L16's end: nothing busy, nothing past the new end resident, the cache and the disk
+/// holding the truncated file, and page 1 read by one request at most (a fault that
+/// found it under read-ahead waited for that request instead of reading it again).
+fn finish_l16(rig: Rig, data: &[u8], new_size: usize) {
+    let file = rig.finish(&data[..new_size]);
+    assert!(
+        reads_of_page(&file, P) <= 1,
+        "page 1 was read twice: the fault read a page read-ahead held busy (device: {:?})",
+        device_log(&file)
+    );
+    assert!(
+        file.device.max_sector_reads() <= 1,
+        "a sector was read twice (device: {:?})",
+        device_log(&file)
+    );
+}
+
+/// Read-ahead (thread A) collects pages 0 and 1 busy, submits one request for both and
+/// returns; the request's completion, on the device thread, makes them valid and
+/// unbusies them. A synchronous read fault of page 1 (this thread, B, `NOREADAHEAD`)
+/// racing it must wait for that request rather than read the page itself (page 1 is
+/// read by one request at most); if it holds page 1 first, read-ahead backs off. A
+/// truncate to 100 bytes (thread C), which drops page 1 and cuts through page 0, must
+/// wait for the read-ahead's pages before it frees page 1 and zeroes page 0's tail: a
+/// completion landing after either would fill a freed frame or put old bytes past the
+/// new end. Read-ahead that runs after the truncate (or measured the size before it
+/// and starts over) reads page 0 alone, and zeroes what its sector brings from past
+/// the new end (the disk still holds the old bytes there). The fault sees page 1 whole (it ran
+/// before the truncate) or gets [`Error::Invalid`] (after); nothing stays busy and
+/// nothing past the new end stays resident.
+#[test]
+fn l16_read_fault_under_read_ahead_racing_truncate_below_it() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 16);
+        let rig = rig(&data);
+        let ahead = spawn(&rig, |file| read_ahead_both_pages(&file));
+        let truncate = spawn(&rig, |file| setsize(&file, 100));
+        fault_page_1_racing_truncate(&rig.file, &data, 100);
+        ahead.join().unwrap();
+        truncate.join().unwrap().expect("setsize");
+        finish_l16(rig, &data, 100);
+    });
+}
+
+/// L16 with the truncate cutting through page 1, the page the fault wants, once
+/// read-ahead of both pages has started (its request in flight or done): no page is
+/// freed, so the truncate's only wait for read-ahead is its zeroing of the new last
+/// page's tail, which must not run while that page's read is in flight (the
+/// completion would put the old bytes back past the new end). The fault sees page 1
+/// whole, or its first 100 bytes and zeroes. Read-ahead starts on this thread before
+/// the others: the race of read-ahead with the fault is the model above's.
+#[test]
+fn l16_read_fault_under_read_ahead_racing_truncate_through_it() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 26);
+        let rig = rig(&data);
+        let new_size = PAGE_SIZE + 100;
+        read_ahead_both_pages(&rig.file);
+        let truncate = spawn(&rig, move |file| setsize(&file, new_size as u64));
+        fault_page_1_racing_truncate(&rig.file, &data, new_size);
+        truncate.join().unwrap().expect("setsize");
+        finish_l16(rig, &data, new_size);
+    });
+}
+
+/// Reads the page at `offset` through [`read`](genpager::read), which feeds the
+/// object's read-ahead; the page lies inside the file.
+fn read_page(file: &Arc<File>, offset: u64) -> Vec<u8> {
+    let mut buf = vec![0; PAGE_SIZE];
+    let n = genpager::read(file, offset, &mut buf).expect("read");
+    assert_eq!(n, PAGE_SIZE, "page {offset:#x} lies inside the file");
+    buf
+}
+
+/// Two readers of adjacent pages through [`read`](genpager::read), neither page
+/// resident, both feeding the object's one read-ahead state, on a device whose
+/// largest transfer is one page. Whichever plans first from page 0 opens a window
+/// over both pages: its fault reads page 0, and once it is done, read-ahead starts
+/// page 1 as a transfer of its own, asynchronously (its completion, on the device
+/// thread, takes the object lock exclusively). The reader of page 1 plans too (the
+/// marker, a random miss or nothing), then waits for page 1 if read-ahead holds it,
+/// or reads it itself (read-ahead then backs off from the busy page, or skips it
+/// resident). No interleaving deadlocks, each reader gets its page's bytes, and no
+/// page is read twice.
+#[test]
+fn l17_two_readers_feeding_the_objects_read_ahead_read_each_page_once() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 17);
+        let rig = Setup::new(12, data.clone()).max_transfer(PAGE_SIZE).start();
+        let first = spawn(&rig, |file| read_page(&file, 0));
+        assert!(
+            read_page(&rig.file, P) == data[PAGE_SIZE..],
+            "page 1 read other bytes"
+        );
+        assert!(
+            first.join().unwrap() == data[..PAGE_SIZE],
+            "page 0 read other bytes"
+        );
+        let file = rig.finish(&data);
+        assert!(
+            file.device.max_sector_reads() <= 1,
+            "a sector was read twice (device: {:?})",
+            device_log(&file)
+        );
+    });
+}
+
+/// The lock order of the object's read-ahead state: planning takes the object lock
+/// (shared) and then the read-ahead lock, a leaf; an access that needs no plan takes
+/// the read-ahead lock alone. Both pages are resident after a first read (which opened
+/// a window over them with its marker at page 1, and read page 1 along with page 0).
+/// This thread reads page 1, reaching
+/// the marker, so it plans (the next window would lie past the end of file); another
+/// reader reads page 0, a quiet access; a synchronous fault of page 0 takes the object
+/// lock exclusively, and while it waits, new shared takers wait behind it (the object
+/// lock prefers writers). Were the read-ahead lock ever held while taking the object
+/// lock, the quiet reader could hold it waiting behind the fault, which waits for the
+/// planner, which waits for the read-ahead lock.
+#[test]
+fn l17_readers_planning_read_ahead_beside_an_exclusive_fault_keep_the_lock_order() {
+    model(|| {
+        let data = pattern(2 * PAGE_SIZE, 27);
+        let rig = rig(&data);
+        read_page(&rig.file, 0);
+        assert_eq!(rig.file.object().read_ahead().window(), 0..2);
+        let quiet = spawn(&rig, |file| read_page(&file, 0));
+        let exclusive = spawn(&rig, |file| {
+            let fault = Fault::read(0, 1).with_flags(GetFlags::NOREADAHEAD);
+            let Ok(Fetched::Busy(pages)) = getpages(&file, fault) else {
+                panic!("a synchronous read fault returns busy pages");
+            };
+            pages.bytes(0).to_vec()
+        });
+        assert!(
+            read_page(&rig.file, P) == data[PAGE_SIZE..],
+            "page 1 read other bytes"
+        );
+        assert!(
+            quiet.join().unwrap() == data[..PAGE_SIZE],
+            "page 0 read other bytes"
+        );
+        assert!(
+            exclusive.join().unwrap() == data[..PAGE_SIZE],
+            "the fault saw other bytes"
+        );
+        assert_eq!(
+            rig.file.object().read_ahead().window(),
+            0..2,
+            "the marker found the end of file: no window past it"
+        );
+        let file = rig.finish(&data);
+        assert_eq!(
+            file.device.requests(Direction::Read),
+            1,
+            "the first read's window was the only read"
+        );
     });
 }
