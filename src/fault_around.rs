@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::fault::{Fault, Fetched};
 use crate::getpages::ahead::{self, Reading};
 use crate::getpages::{getpages, getpages_with};
-use crate::hooks::{Access, PageCache, max_file_size};
-use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
+use crate::hooks::{Access, max_file_size};
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
 use crate::readahead::{Advice, Found, ReadAhead};
 use crate::sync::Arc;
 use crate::vnode::Vnode;
@@ -103,7 +103,11 @@ pub fn fault_around<'a, V: Vnode>(
     let page = trunc_page(offset);
     let block = block_around(&**vnode, page)?;
     let mut own = own;
-    if found(&**vnode, page) == Found::Resident {
+    let found = ahead::found(
+        &vnode.object().read(),
+        page..page.saturating_add(PAGE_SIZE as u64),
+    );
+    if found == Found::Resident {
         let reading = Reading {
             first: page >> PAGE_SHIFT,
             count: 1,
@@ -137,15 +141,6 @@ fn block_around<V: Vnode>(vnode: &V, page: u64) -> Result<Range<u64>> {
     let start = page - page % span;
     let end = (start + span).min(round_page(size));
     Ok(start..end)
-}
-
-/// Whether the page at `page` is resident, valid and not busy now.
-fn found<V: Vnode>(vnode: &V, page: u64) -> Found {
-    let state = vnode.object().read();
-    match state.cache().lookup(page) {
-        Some(p) if !p.flags.intersects(PageFlags::BUSY | PageFlags::FAKE) => Found::Resident,
-        _ => Found::Missing,
-    }
 }
 
 /// The fast path over the block around `page`: `None` if the page is not (or no

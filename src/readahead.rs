@@ -182,8 +182,8 @@ impl ReadAhead {
         advice: Advice,
     ) -> bool {
         let request_end = first.saturating_add(count.max(1));
-        let reaches_marker = self.marker.is_some_and(|m| first <= m && m < request_end);
-        let quiet = advice == Advice::Random || (found == Found::Resident && !reaches_marker);
+        let quiet = advice == Advice::Random
+            || (found == Found::Resident && !self.reaches_marker(first, request_end));
         if quiet {
             if advice == Advice::Random {
                 self.forget_window();
@@ -214,9 +214,7 @@ impl ReadAhead {
                 self.forget_window();
                 None
             }
-            _ if self.marker.is_some_and(|m| first <= m && m < request_end) => {
-                self.advance(advice, limits)
-            }
+            _ if self.reaches_marker(first, request_end) => self.advance(advice, limits),
             _ if found == Found::Resident => None,
             // The pages are being read ahead, or were and are gone (a failed request,
             // memory taken back, a transfer read-ahead skipped): the caller's read
@@ -248,6 +246,11 @@ impl ReadAhead {
         };
         self.next = Some(request_end);
         plan
+    }
+
+    /// Whether an access of pages `first .. end` reaches the marker.
+    fn reaches_marker(&self, first: u64, end: u64) -> bool {
+        self.marker.is_some_and(|m| first <= m && m < end)
     }
 
     /// Whether an access at `first` continues the reader: right after its last access,

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::fault::{Fault, GetFlags};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
-use crate::page::{PAGE_SHIFT, PAGE_SIZE, round_page};
+use crate::page::{PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
 use crate::readahead::{Advice, Found, Limits, ReadAhead, transfer_end};
 use crate::sync::Arc;
 use crate::vnode::{Vnode, max_transfer};
@@ -39,27 +39,27 @@ pub(crate) struct Reading {
     pub(crate) advice: Advice,
 }
 
-/// Feeds `access` to the reader's own read-ahead state (`own`), or to the object's if
+/// Feeds `reading` to the reader's own read-ahead state (`own`), or to the object's if
 /// it brings none, and starts what that plans. Takes and drops the object lock; call
 /// it holding no page and no object lock.
-pub(crate) fn read_ahead<V: Vnode>(vnode: &Arc<V>, own: Option<&mut ReadAhead>, access: Reading) {
-    if let Some(window) = plan(vnode, own, access) {
+pub(crate) fn read_ahead<V: Vnode>(vnode: &Arc<V>, own: Option<&mut ReadAhead>, reading: Reading) {
+    if let Some(window) = plan(vnode, own, reading) {
         start(vnode, window);
     }
 }
 
-/// What `access` earns: the pages to start reading, if any.
+/// What `reading` earns: the pages to start reading, if any.
 pub(crate) fn plan<V: Vnode>(
     vnode: &Arc<V>,
     own: Option<&mut ReadAhead>,
-    access: Reading,
+    reading: Reading,
 ) -> Option<Range<u64>> {
     let Reading {
         first,
         count,
         found,
         advice,
-    } = access;
+    } = reading;
     let object = vnode.object();
     let transfer = transfer_pages(&**vnode);
     let plan_with = |ahead: &mut ReadAhead, state: &ObjectState<V::Cache>| {
@@ -98,25 +98,40 @@ pub(crate) fn plan<V: Vnode>(
 }
 
 /// How a window splits between a synchronous fault of `request` (page indexes) and
-/// read-ahead: if the window holds the request, the fault reads along the missing
-/// pages that follow it up to the end of its last page's transfer (their read is the
-/// fault's, so an error there is the reader's to hear), and read-ahead starts at the
-/// next transfer; otherwise the whole window is read-ahead's.
+/// read-ahead:
+/// - a window wholly past the request (the reader reached a marker, its own pages in
+///   flight or resident) is read ahead at once, before the fault waits, so the next
+///   window queues behind the request the reader waits for;
+/// - a window that holds the request has the fault read along the missing pages that
+///   follow it up to the end of its last page's transfer (one request with its own),
+///   and read-ahead start at the next transfer once the fault is done, so the reader
+///   never waits behind read-ahead;
+/// - a window that starts inside the request is read ahead once the fault is done.
 pub(crate) struct Split {
     /// The pages the fault reads along with its own, from `request.end`.
     pub(crate) along: Range<u64>,
-    /// The pages to start reading ahead.
-    pub(crate) ahead: Range<u64>,
+    /// The pages to start reading ahead before the fault.
+    pub(crate) now: Range<u64>,
+    /// The pages to start reading ahead once the fault has its pages.
+    pub(crate) later: Range<u64>,
 }
 
 // Cannot overflow: a fault asks for at least one page, so `request.end >= 1`.
 #[allow(clippy::arithmetic_side_effects)]
 pub(crate) fn split<V: Vnode>(vnode: &Arc<V>, window: Range<u64>, request: Range<u64>) -> Split {
-    let along = request.end..request.end;
+    let none = request.end..request.end;
+    if window.start >= request.end {
+        return Split {
+            along: none.clone(),
+            now: window,
+            later: none,
+        };
+    }
     if window.start > request.start || window.end <= request.end {
         return Split {
-            along,
-            ahead: window,
+            along: none.clone(),
+            now: none,
+            later: window,
         };
     }
     let transfer = transfer_pages(&**vnode);
@@ -126,11 +141,30 @@ pub(crate) fn split<V: Vnode>(vnode: &Arc<V>, window: Range<u64>, request: Range
         // Only a run straight after the request joins its read; what follows a
         // resident page in this transfer is left, as read-ahead leaves it.
         Some(run) if run.start == chunk.start => run,
-        _ => along,
+        _ => none.clone(),
     };
     Split {
         along,
-        ahead: next_transfer..window.end,
+        now: none,
+        later: next_transfer..window.end,
+    }
+}
+
+/// Whether every page of the byte range `range` is resident, valid and not busy (what
+/// a reader finds there, for read-ahead to learn from).
+// Cannot overflow: `range` is a checked fault's, so the count of its pages fits.
+#[allow(clippy::arithmetic_side_effects)]
+pub(crate) fn found<C: PageCache>(state: &ObjectState<C>, range: Range<u64>) -> Found {
+    let wanted = (range.end - range.start) >> PAGE_SHIFT;
+    let valid = state
+        .cache()
+        .range(range)
+        .filter(|page| !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE))
+        .count() as u64;
+    if valid == wanted {
+        Found::Resident
+    } else {
+        Found::Missing
     }
 }
 

@@ -49,7 +49,7 @@ use crate::hooks::{PageCache, max_file_size};
 use crate::object::ObjectState;
 use crate::page::PageRef;
 use crate::page::{DirtyStatus, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page};
-use crate::readahead::{Advice, Found, ReadAhead};
+use crate::readahead::{Advice, ReadAhead};
 use crate::sync::Wait;
 use crate::sync::{Arc, SleepGuard, WriteGuard};
 use crate::transaction::Transaction;
@@ -98,42 +98,12 @@ pub(crate) fn getpages_with<'a, V: Vnode>(
     }
     let mut job = FaultJob::new(vnode, fault, request_end)?;
     let ahead = job.plan_read_ahead(own);
-    // A window that lies wholly past the fault's pages (the reader reached a marker,
-    // its own pages already in flight or resident) starts at once: the reader then
-    // waits for its request with the next window queued behind it, and the device
-    // never runs dry while it wakes. One that holds the fault's pages starts after the
-    // fault's own request, so that the reader never waits behind read-ahead, and
-    // outside its transaction (read-ahead never sleeps, so the pages this fault hands
-    // back may be held meanwhile).
-    let past_the_fault = ahead.start >= job.request_end >> PAGE_SHIFT;
-    let (now, later) = if past_the_fault && job.read_along == job.request_end {
-        (ahead, 0..0)
-    } else {
-        (0..0, ahead)
-    };
-    ahead::start(vnode, now);
+    ahead::start(vnode, ahead.now);
     let result = job.run();
     if result.is_ok() {
-        ahead::start(vnode, later);
+        ahead::start(vnode, ahead.later);
     }
     result
-}
-
-/// Whether every page of `offset .. end` is resident, valid and not busy.
-// Cannot overflow: `end` is a checked fault's end, so the count of its pages fits.
-#[allow(clippy::arithmetic_side_effects)]
-fn all_valid<C: PageCache>(state: &ObjectState<C>, offset: u64, end: u64) -> Found {
-    let wanted = (end - offset) >> PAGE_SHIFT;
-    let valid = state
-        .cache()
-        .range(offset..end)
-        .filter(|page| !page.flags.intersects(PageFlags::BUSY | PageFlags::FAKE))
-        .count() as u64;
-    if valid == wanted {
-        Found::Resident
-    } else {
-        Found::Missing
-    }
 }
 
 /// A sleeping fault (the synchronous and read-ahead ways through), checked.
@@ -142,9 +112,9 @@ struct FaultJob<'a, V: Vnode> {
     fault: Fault,
     geometry: Geometry,
     request_end: u64,
-    /// Where the pages this fault reads along with its own end (read-ahead's first
-    /// transfer, at or past `request_end`): read in the fault's own request, so that
-    /// its error is the fault's, and unbusied once read.
+    /// Where the pages this fault reads along with its own end (the rest of the first
+    /// transfer of a read-ahead window, at or past `request_end`): read in the fault's
+    /// own request and unbusied once read; a failed attempt drops them (`run`).
     read_along: u64,
 }
 
@@ -253,34 +223,36 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
 
     /// A synchronous read fault feeds read-ahead — the reader's own state, or the
     /// object's (as `uvn_get` calls `uvm_ra_request` before `VOP_GETPAGES`) — before
-    /// its transaction. Of a window that holds the fault's pages, the fault reads the
-    /// rest of their transfer itself (`read_along`: one request, whose error is the
-    /// fault's); returns the pages to start reading ahead once the fault is done (the
-    /// transfers after it, or a whole window further on, whose pages in flight the
-    /// fault waits for instead of reading them again). Nothing with the node lock held
-    /// or when the caller opts out or advises random access.
-    fn plan_read_ahead(&mut self, own: Option<&mut ReadAhead>) -> Range<u64> {
+    /// its transaction, sets the pages it reads along with its own (`read_along`), and
+    /// returns the rest of the window to start before and after it ([`ahead::split`]).
+    /// Nothing with the node lock held, nor when the caller opts out or advises random
+    /// access.
+    fn plan_read_ahead(&mut self, own: Option<&mut ReadAhead>) -> ahead::Split {
+        let request = (self.fault.offset >> PAGE_SHIFT)..(self.request_end >> PAGE_SHIFT);
+        let nothing = ahead::Split {
+            along: request.end..request.end,
+            now: request.end..request.end,
+            later: request.end..request.end,
+        };
         let flags = self.fault.flags;
         let opted_out = GetFlags::GLOCKHELD | GetFlags::NOREADAHEAD | GetFlags::OVERWRITE;
         let random = self.fault.advice == Advice::Random;
         if self.is_async() || self.fault.is_write() || flags.intersects(opted_out) || random {
-            return 0..0;
+            return nothing;
         }
         let object = self.vnode.object();
-        let found = all_valid(&object.read(), self.fault.offset, self.request_end);
         let reading = ahead::Reading {
-            first: self.fault.offset >> PAGE_SHIFT,
+            first: request.start,
             count: self.fault.count as u64,
-            found,
+            found: ahead::found(&object.read(), self.fault.offset..self.request_end),
             advice: self.fault.advice,
         };
         let Some(window) = ahead::plan(self.vnode, own, reading) else {
-            return 0..0;
+            return nothing;
         };
-        let request = reading.first..self.request_end >> PAGE_SHIFT;
         let split = ahead::split(self.vnode, window, request);
         self.read_along = split.along.end << PAGE_SHIFT;
-        split.ahead
+        split
     }
 
     /// Read-ahead: starts the reads and returns without sleeping.
@@ -432,8 +404,7 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         } else if self.allocates() {
             Some(node.write())
         } else if self.is_async() {
-            // Read-ahead never sleeps: a writer holding or waiting for the lock makes
-            // it give up.
+            // Read-ahead never sleeps: a writer holding the lock makes it give up.
             Some(node.try_read().ok_or(Error::Busy)?)
         } else {
             Some(node.read())
