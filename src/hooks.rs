@@ -14,6 +14,7 @@ use bitflags::bitflags;
 
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
+use crate::memory::Memory;
 use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
 
 /// The largest file size `map` allows: its [`BlockMap::max_size`], at most
@@ -272,6 +273,13 @@ pub unsafe trait PageCache: Send + Sync {
     fn set_queue(&mut self, offset: u64, queue: PageQueue);
     /// How many pages are resident.
     fn resident_pages(&self) -> usize;
+
+    /// The memory domain this cache's frames are counted in, if any: its dirty
+    /// thresholds then hold [`write`](crate::write()) back. The default, `None`, suits
+    /// a cache whose kernel limits dirty memory its own way.
+    fn memory(&self) -> Option<&'static Memory> {
+        None
+    }
 
     /// Changes the MMU mappings of the page (the reference's `pmap_page_protect`).
     /// The default suits a kernel that never maps file pages into user space.

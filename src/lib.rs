@@ -27,7 +27,7 @@
 //!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
 //!  │    · readahead — the window a reader's pattern earns                │
-//!  │ 1  buf — requests and their completion                              │
+//!  │ 1  buf — requests and their completion · memory — frames, budget    │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
@@ -173,6 +173,7 @@ pub mod page;
 pub mod sync;
 
 pub mod buf;
+pub mod memory;
 
 mod hooks;
 mod readahead;

@@ -509,6 +509,88 @@ pub(crate) enum Wait {
     DontSleep,
 }
 
+// ---- LeafMutex ------------------------------------------------------------------------
+
+/// A spin lock that masks interrupts while held, for leaf critical sections that make
+/// no other synchronization call: the frame pool. It is not modelled under loom, which
+/// is sound: loom switches threads only at its own operations, so while a thread is
+/// inside such a section no other thread runs, and the lock is never seen taken. Under
+/// loom a taken lock is therefore a bug (a loom operation inside the section), and
+/// `lock` panics instead of spinning for ever. Its `new` is `const`, so it can live
+/// in a `static` in every build.
+pub(crate) struct LeafMutex<T> {
+    locked: core::sync::atomic::AtomicBool,
+    data: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands the data to one thread at a time, like std's `Mutex`.
+unsafe impl<T: Send> Send for LeafMutex<T> {}
+// SAFETY: as for `Send`: `&LeafMutex` gives access to `T` only under the lock.
+unsafe impl<T: Send> Sync for LeafMutex<T> {}
+
+/// Guard of a [`LeafMutex`]: releases it on drop.
+#[must_use = "dropping the guard releases the lock"]
+pub(crate) struct LeafGuard<'a, T> {
+    lock: &'a LeafMutex<T>,
+    _interrupts: NoInterrupts,
+}
+
+impl<T> LeafMutex<T> {
+    /// A new unlocked lock.
+    pub(crate) const fn new(value: T) -> Self {
+        Self {
+            locked: core::sync::atomic::AtomicBool::new(false),
+            data: core::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// Takes the lock, masking interrupts first and spinning while another thread
+    /// holds it.
+    pub(crate) fn lock(&self) -> LeafGuard<'_, T> {
+        use core::sync::atomic::Ordering::{Acquire, Relaxed};
+        let interrupts = NoInterrupts::new();
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            #[cfg(loom)]
+            if self.locked.load(Relaxed) {
+                panic!("a LeafMutex was found taken under loom: its section synchronizes");
+            }
+            core::hint::spin_loop();
+        }
+        LeafGuard {
+            lock: self,
+            _interrupts: interrupts,
+        }
+    }
+}
+
+impl<T> Deref for LeafGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock: no other access to the data lives.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for LeafGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this guard holds the lock: no other access to the data lives.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for LeafGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock
+            .locked
+            .store(false, core::sync::atomic::Ordering::Release);
+        // `_interrupts` drops next: interrupts come back after the release.
+    }
+}
+
 // ---- Mutex ------------------------------------------------------------------------
 
 /// A mutual-exclusion spin lock that masks interrupts ([`Interrupts`]) while held.

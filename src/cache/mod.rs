@@ -7,11 +7,11 @@
 //! tagged at or after x" descends only into tagged subtrees (O(height)), so dirty-only
 //! scans never touch clean pages.
 //!
-//! Freed frames are kept for reuse, as a kernel keeps free pages on a list instead of
-//! handing them back: a cache never holds more frames than at its peak, and
-//! [`DefaultCache::trim_spare_frames`] returns wholly unused chunks of them to the
-//! allocator. Frames are carved from chunks of 256 KiB or more (`frame.rs`), so they
-//! are contiguous and cost no allocator header each.
+//! Frames come from the cache's [`Memory`]: its [`FrameSource`](crate::memory::FrameSource)
+//! lends them (by default the process-wide [`ChunkPool`](crate::memory::ChunkPool),
+//! shared by every cache), within its budget, and the cache counts its resident, dirty
+//! and writeback pages in the memory's counters as they change. A freed frame goes
+//! back to the source at once, so memory one file frees serves the next.
 //!
 //! The page queues are doubly linked lists threaded through the slab by slot
 //! index: O(1) to move a page, and no `unsafe` — an intrusive list of heap nodes would
@@ -23,17 +23,16 @@
 //! and [`DefaultCache::write_through_mapping`] to store into a page as a user
 //! mapping would.
 
-mod frame;
 mod radix;
 
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use frame::{FrameId, FramePool};
 use radix::Radix;
 
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
+use crate::memory::{Frame, Memory};
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, Page, PageQueue, Tag};
 
 const NIL: u32 = u32::MAX;
@@ -74,7 +73,8 @@ impl MapState {
 
 struct Slot {
     page: Page,
-    frame: FrameId,
+    /// The cookie of the page's frame (`Page::frame` holds its bytes).
+    frame_cookie: usize,
     prev: u32,
     next: u32,
     map: MapState,
@@ -103,7 +103,7 @@ pub struct DefaultCache {
     free_slots: Vec<u32>,
     active: List,
     inactive: List,
-    frames: FramePool,
+    memory: &'static Memory,
     limit: usize,
     /// Resident pages mapped writable: while none is, `is_writable_mapped` answers
     /// without a lookup (the fast path asks it of every page it hands out).
@@ -117,39 +117,43 @@ impl Default for DefaultCache {
 }
 
 impl DefaultCache {
-    /// An empty cache with no limit on resident pages.
+    /// An empty cache taking frames from [`Memory::shared`], with no limit of its own.
     pub fn new() -> Self {
-        Self::with_limit(usize::MAX)
+        Self::in_memory(Memory::shared())
     }
 
-    /// An empty cache that refuses to hold more than `limit` pages: `alloc` beyond it
-    /// fails with [`Error::NoMemory`] (how tests model memory pressure).
-    pub fn with_limit(limit: usize) -> Self {
+    /// An empty cache taking frames from `memory` (and counted against its budget),
+    /// with no limit of its own.
+    pub fn in_memory(memory: &'static Memory) -> Self {
         Self {
             index: Radix::new(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             active: List::EMPTY,
             inactive: List::EMPTY,
-            frames: FramePool::default(),
-            limit,
+            memory,
+            limit: usize::MAX,
             writable_mapped: 0,
         }
+    }
+
+    /// An empty cache of [`Memory::shared`] that refuses to hold more than `limit`
+    /// pages: `alloc` beyond it fails with [`Error::NoMemory`] (how tests model memory
+    /// pressure on one file).
+    pub fn with_limit(limit: usize) -> Self {
+        let mut cache = Self::new();
+        cache.limit = limit;
+        cache
+    }
+
+    /// The memory domain the cache's frames come from.
+    pub fn memory_domain(&self) -> &'static Memory {
+        self.memory
     }
 
     /// Changes the resident-page limit.
     pub fn set_limit(&mut self, limit: usize) {
         self.limit = limit;
-    }
-
-    /// Returns the frames kept for reuse to the allocator.
-    pub fn trim_spare_frames(&mut self) {
-        self.frames.trim();
-    }
-
-    /// How many freed frames are kept for reuse.
-    pub fn spare_frames(&self) -> usize {
-        self.frames.spare()
     }
 
     /// Pages on `queue`, from the head (most recently queued last).
@@ -333,10 +337,48 @@ impl DefaultCache {
     }
 }
 
-// SAFETY: every page's frame comes from the cache's `FramePool`: PAGE_SIZE initialized
-// bytes, page aligned, handed to one page at a time, and given back only in `free` (or
-// a failed `alloc`), after the page is gone from the index. The pool's chunks live as
-// long as the cache, so `Page::frame` stays valid while the page is resident.
+impl DefaultCache {
+    /// Gives the frame of `slot`, whose page is gone from the index, back to the
+    /// memory, uncounting the page's dirty and writeback states with it.
+    fn give_frame(&self, slot: &Slot) {
+        if slot.page.dirty() != DirtyStatus::Clean {
+            self.memory.count_dirty(false);
+        }
+        if slot.page.in_writeback() {
+            self.memory.count_writeback(false);
+        }
+        // SAFETY: the bytes and cookie are those of the frame `alloc` took for this
+        // slot's page, which is gone: nothing else holds the frame.
+        let frame = unsafe { Frame::new(slot.page.frame(), slot.frame_cookie) };
+        self.memory.give_frame(frame);
+    }
+}
+
+/// Room for one more element: exactly one while the vector is small (a one-page file
+/// then holds one slot, not four), doubling after that.
+fn reserve_one<T>(
+    vec: &mut Vec<T>,
+) -> core::result::Result<(), alloc::collections::TryReserveError> {
+    if vec.len() < 4 {
+        vec.try_reserve_exact(1)
+    } else {
+        vec.try_reserve(1)
+    }
+}
+
+impl Drop for DefaultCache {
+    fn drop(&mut self) {
+        for slot in self.slots.iter().flatten() {
+            self.give_frame(slot);
+        }
+    }
+}
+
+// SAFETY: every page's frame comes from the cache's `Memory`, whose `FrameSource`
+// lends PAGE_SIZE initialized bytes, page aligned, to one page at a time; the cache
+// gives a frame back only in `free` (or a failed `alloc`), after the page is gone from
+// the index, or when the cache is dropped, so `Page::frame` stays valid while the page
+// is resident.
 unsafe impl PageCache for DefaultCache {
     #[inline]
     fn lookup(&self, offset: u64) -> Option<&Page> {
@@ -370,11 +412,11 @@ unsafe impl PageCache for DefaultCache {
         if self.index.len() >= self.limit {
             return Err(Error::NoMemory);
         }
-        let (frame, bytes) = self.frames.take()?;
-        let page = Page::new(offset, bytes);
+        let frame = self.memory.take_frame()?;
+        let page = Page::new(offset, frame.bytes());
         let slot = Slot {
             page,
-            frame,
+            frame_cookie: frame.cookie(),
             prev: NIL,
             next: NIL,
             map: MapState::Unmapped,
@@ -392,9 +434,10 @@ unsafe impl PageCache for DefaultCache {
                 // Cannot overflow: a `Vec`'s length is below `isize::MAX`.
                 #[allow(clippy::arithmetic_side_effects)]
                 let room = self.slots.len() + 1;
-                if self.slots.try_reserve(1).is_err() || self.free_slots.try_reserve(room).is_err()
+                if reserve_one(&mut self.slots).is_err()
+                    || self.free_slots.try_reserve_exact(room).is_err()
                 {
-                    self.frames.give(frame);
+                    self.memory.give_frame(frame);
                     return Err(Error::NoMemory);
                 }
                 self.slots.push(Some(slot));
@@ -406,7 +449,7 @@ unsafe impl PageCache for DefaultCache {
         };
         if let Err(err) = self.index.insert(page_index(offset), index) {
             if let Some(slot) = self.slots[index as usize].take() {
-                self.frames.give(slot.frame);
+                self.give_frame(&slot);
             }
             self.free_slots.push(index);
             return Err(err);
@@ -425,7 +468,7 @@ unsafe impl PageCache for DefaultCache {
             if slot.map == MapState::Writable {
                 self.writable_mapped = self.writable_mapped.saturating_sub(1);
             }
-            self.frames.give(slot.frame);
+            self.give_frame(&slot);
         }
         self.free_slots.push(index);
     }
@@ -437,7 +480,11 @@ unsafe impl PageCache for DefaultCache {
             .index
             .set_tag(page_index(offset), tag_index(Tag::Dirty), dirty);
         if let Some(slot) = tagged.and_then(|index| self.slot_mut(index)) {
+            let was_dirty = slot.page.dirty() != DirtyStatus::Clean;
             slot.page.set_dirty_status(status);
+            if was_dirty != dirty {
+                self.memory.count_dirty(dirty);
+            }
         }
     }
 
@@ -447,15 +494,27 @@ unsafe impl PageCache for DefaultCache {
             .index
             .set_tag(page_index(offset), tag_index(Tag::Writeback), writeback);
         if let Some(slot) = tagged.and_then(|index| self.slot_mut(index)) {
+            let was = slot.page.in_writeback();
             slot.page.set_writeback_status(writeback);
+            if was != writeback {
+                self.memory.count_writeback(writeback);
+            }
         }
     }
 
     fn set_writeback_range(&mut self, range: Range<u64>, writeback: bool) {
         let pages = page_index(range.start)..page_index(range.end);
-        let Self { index, slots, .. } = self;
+        let Self {
+            index,
+            slots,
+            memory,
+            ..
+        } = self;
         index.set_tag_range(pages, tag_index(Tag::Writeback), writeback, |slot| {
             if let Some(Some(slot)) = slots.get_mut(slot as usize) {
+                if slot.page.in_writeback() != writeback {
+                    memory.count_writeback(writeback);
+                }
                 slot.page.set_writeback_status(writeback);
             }
         });
@@ -482,6 +541,10 @@ unsafe impl PageCache for DefaultCache {
 
     fn resident_pages(&self) -> usize {
         self.index.len()
+    }
+
+    fn memory(&self) -> Option<&'static Memory> {
+        Some(self.memory)
     }
 
     #[inline]

@@ -15,6 +15,12 @@
 //! instead of walking down from the root. Only `&mut` methods move the hint: readers
 //! sharing the tree never write to it.
 //!
+//! A tree of one value and no node keeps the value in the tree itself (`Single`, the
+//! way an xarray keeps a lone entry in its head): a one-page file, of which a kernel
+//! may cache tens of thousands, then costs no 280-byte node. The second value moves
+//! it into a node. Nodes are reserved one at a time while there are few, so a small
+//! file's tree holds only the nodes it uses.
+//!
 //! Arithmetic here cannot overflow (hence the module's `allow`): indices are page
 //! indices (`offset >> PAGE_SHIFT`, below 2^52, less with larger pages), so a leaf's
 //! end fits; levels and depths are at most `MAX_HEIGHT` and at least 1 where one is
@@ -68,8 +74,18 @@ impl LeafHint {
     };
 }
 
+/// The lone value of a tree with no node.
+#[derive(Clone, Copy)]
+struct Single {
+    index: u64,
+    value: u32,
+    tags: [bool; TAGS],
+}
+
 /// The index. Heights count levels: a tree of height `h` holds indices below `64^h`.
 pub(crate) struct Radix {
+    /// The value of a tree that has one and no root node (`root == NONE`).
+    single: Option<Single>,
     nodes: Vec<Node>,
     free: Vec<u32>,
     root: u32,
@@ -88,9 +104,21 @@ fn capacity_bits(height: u32) -> u32 {
     BITS * height
 }
 
+/// Reserves room for `more` elements: exactly while the vector is small (a small
+/// file's tree holds only the nodes it uses), amortized beyond.
+fn reserve<T>(vec: &mut Vec<T>, more: usize) -> Result {
+    let reserved = if vec.len() < 4 {
+        vec.try_reserve_exact(more)
+    } else {
+        vec.try_reserve(more)
+    };
+    reserved.map_err(|_| Error::NoMemory)
+}
+
 impl Radix {
     pub(crate) fn new() -> Self {
         Self {
+            single: None,
             nodes: Vec::new(),
             free: Vec::new(),
             root: NONE,
@@ -113,13 +141,11 @@ impl Radix {
             self.nodes[node as usize] = Node::EMPTY;
             return Ok(node);
         }
-        self.nodes.try_reserve(1).map_err(|_| Error::NoMemory)?;
+        reserve(&mut self.nodes, 1)?;
         // Room in the free list for every node, reserved while allocating may fail:
         // `remove` runs when pages are freed (by the page daemon, when memory is short)
         // and must not allocate. The list is empty here (`pop` found nothing).
-        self.free
-            .try_reserve(self.nodes.len() + 1)
-            .map_err(|_| Error::NoMemory)?;
+        reserve(&mut self.free, self.nodes.len() + 1)?;
         self.nodes.push(Node::EMPTY);
         Ok((self.nodes.len() - 1) as u32)
     }
@@ -159,6 +185,9 @@ impl Radix {
     /// The value at `index`.
     #[inline]
     pub(crate) fn get(&self, index: u64) -> Option<u32> {
+        if let Some(single) = self.single {
+            return (single.index == index).then_some(single.value);
+        }
         let leaf = &self.nodes[self.leaf(index)? as usize];
         let slot = slot_of(index, 0);
         (leaf.present & (1 << slot) != 0).then(|| leaf.slots[slot])
@@ -168,12 +197,36 @@ impl Radix {
     /// accesses then start at its leaf.
     #[inline]
     pub(crate) fn get_remembered(&mut self, index: u64) -> Option<u32> {
+        if self.single.is_some() {
+            return self.get(index);
+        }
         self.leaf_remembered(index)?;
         self.get(index)
     }
 
     /// Stores `value` at `index` (replacing any value there, with its tags).
     pub(crate) fn insert(&mut self, index: u64, value: u32) -> Result {
+        match self.single {
+            Some(single) if single.index == index => {
+                self.single = Some(Single {
+                    index,
+                    value,
+                    tags: [false; TAGS],
+                });
+                return Ok(());
+            }
+            Some(single) => self.unfold(single)?,
+            None if self.root == NONE => {
+                self.single = Some(Single {
+                    index,
+                    value,
+                    tags: [false; TAGS],
+                });
+                self.len += 1;
+                return Ok(());
+            }
+            None => {}
+        }
         let leaf = match self.leaf_remembered(index) {
             Some(leaf) => leaf,
             None => self.insert_path(index)?,
@@ -194,13 +247,55 @@ impl Radix {
         Ok(())
     }
 
+    /// Moves the lone value into a node, so that a second can join it. On failure
+    /// the tree is as it was.
+    fn unfold(&mut self, single: Single) -> Result {
+        self.insert_path(single.index)?;
+        self.single = None;
+        self.len -= 1;
+        self.insert(single.index, single.value)?;
+        for (tag, on) in single.tags.into_iter().enumerate() {
+            if on {
+                self.set_tag(single.index, tag, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many nodes inserting `index` may create: the levels the tree must grow by
+    /// and the missing nodes of the path down to its leaf (an upper bound when the
+    /// tree grows).
+    fn nodes_needed(&self, index: u64) -> usize {
+        let mut height = self.height.max(1);
+        while capacity_bits(height) < 64 && index >> capacity_bits(height) != 0 {
+            height += 1;
+        }
+        if self.root == NONE {
+            return height as usize;
+        }
+        if height > self.height {
+            return (height - self.height + height) as usize;
+        }
+        let mut node = self.root;
+        for level in (1..self.height).rev() {
+            let inner = &self.nodes[node as usize];
+            let slot = slot_of(index, level);
+            if inner.present & (1 << slot) == 0 {
+                return level as usize;
+            }
+            node = inner.slots[slot];
+        }
+        0
+    }
+
     /// Grows the tree and creates the nodes down to the leaf for `index`; returns the
     /// leaf, remembered. On failure the tree holds the same values as before.
     fn insert_path(&mut self, index: u64) -> Result<u32> {
-        // Reserve the worst case up front so a failure leaves the tree unchanged.
-        self.nodes
-            .try_reserve(MAX_HEIGHT + 1)
-            .map_err(|_| Error::NoMemory)?;
+        // Reserve what the path needs up front so a failure leaves the tree unchanged
+        // (`new_node` then reserves nothing more).
+        let needed = self.nodes_needed(index).saturating_sub(self.free.len());
+        reserve(&mut self.nodes, needed)?;
+        reserve(&mut self.free, self.nodes.len() + needed)?;
         if self.root == NONE {
             self.root = self.new_node()?;
             self.height = 1;
@@ -258,6 +353,14 @@ impl Radix {
 
     /// Removes and returns the value at `index`, with its tags; frees emptied nodes.
     pub(crate) fn remove(&mut self, index: u64) -> Option<u32> {
+        if let Some(single) = self.single {
+            if single.index != index {
+                return None;
+            }
+            self.single = None;
+            self.len -= 1;
+            return Some(single.value);
+        }
         let (path, depth) = self.path(index)?;
         let mut value = None;
         let mut child_empty = false;
@@ -304,6 +407,13 @@ impl Radix {
     /// leaf.
     #[inline]
     pub(crate) fn set_tag(&mut self, index: u64, tag: usize, on: bool) -> Option<u32> {
+        if let Some(single) = &mut self.single {
+            if single.index != index {
+                return None;
+            }
+            single.tags[tag] = on;
+            return Some(single.value);
+        }
         let leaf = self.leaf_remembered(index)?;
         let slot = slot_of(index, 0);
         let bit = 1u64 << slot;
@@ -325,6 +435,13 @@ impl Radix {
         on: bool,
         mut changed: impl FnMut(u32),
     ) {
+        if let Some(single) = &mut self.single {
+            if range.contains(&single.index) {
+                changed(single.value);
+                single.tags[tag] = on;
+            }
+            return;
+        }
         let mut at = range.start;
         while at < range.end {
             let leaf_end = ((at >> BITS) + 1) << BITS;
@@ -394,6 +511,9 @@ impl Radix {
     /// Whether the value at `index` carries `tag`.
     #[cfg(test)]
     pub(crate) fn has_tag(&self, index: u64, tag: usize) -> bool {
+        if let Some(single) = self.single {
+            return single.index == index && single.tags[tag];
+        }
         self.path(index).is_some_and(|(path, depth)| {
             self.nodes[path[depth - 1] as usize].tags[tag] & (1 << slot_of(index, 0)) != 0
         })
@@ -401,6 +521,9 @@ impl Radix {
 
     /// Whether any value carries `tag`.
     pub(crate) fn any_tagged(&self, tag: usize) -> bool {
+        if let Some(single) = self.single {
+            return single.tags[tag];
+        }
         self.root != NONE && self.nodes[self.root as usize].tags[tag] != 0
     }
 
@@ -440,11 +563,17 @@ impl Radix {
 
     /// The lowest present index `>= from`, with its value.
     pub(crate) fn next_present(&self, from: u64) -> Option<(u64, u32)> {
+        if let Some(single) = self.single {
+            return (single.index >= from).then_some((single.index, single.value));
+        }
         self.next_by(from, |n| n.present)
     }
 
     /// The lowest index `>= from` carrying `tag`.
     pub(crate) fn next_tagged(&self, tag: usize, from: u64) -> Option<u64> {
+        if let Some(single) = self.single {
+            return (single.index >= from && single.tags[tag]).then_some(single.index);
+        }
         self.next_by(from, move |n| n.tags[tag])
             .map(|(index, _)| index)
     }
@@ -575,6 +704,35 @@ mod tests {
         assert_eq!(radix.len(), 0);
         assert!(!radix.any_tagged(0));
         assert_eq!(radix.next_present(0), None);
+    }
+
+    #[test]
+    fn a_lone_value_needs_no_node_and_moves_into_one_with_its_tags() {
+        let mut radix = Radix::new();
+        radix.insert(1 << 40, 7).unwrap();
+        radix.set_tag(1 << 40, 1, true);
+        assert_eq!(radix.nodes.len(), 0, "one value, no node");
+        assert_eq!(radix.get(1 << 40), Some(7));
+        assert_eq!(radix.next_tagged(1, 0), Some(1 << 40));
+        assert!(radix.any_tagged(1) && !radix.any_tagged(0));
+        radix.insert(3, 8).unwrap();
+        assert!(radix.nodes.len() > 1 && radix.single.is_none());
+        assert_eq!(radix.len(), 2);
+        assert!(radix.has_tag(1 << 40, 1) && !radix.has_tag(3, 1));
+        assert_eq!(radix.next_tagged(1, 0), Some(1 << 40));
+        assert_eq!(radix.next_present(4), Some((1 << 40, 7)));
+        assert_eq!(radix.remove(3), Some(8));
+        assert_eq!(radix.remove(1 << 40), Some(7));
+        assert_eq!(radix.len(), 0);
+        assert!(!radix.any_tagged(1));
+        // Empty again: the next lone value goes back into the tree itself.
+        radix.insert(0, 9).unwrap();
+        assert!(radix.single.is_some() && radix.root == NONE);
+        let mut changed = Vec::new();
+        radix.set_tag_range(0..64, 0, true, |value| changed.push(value));
+        assert_eq!(changed, [9]);
+        assert_eq!(radix.next_tagged(0, 0), Some(0));
+        assert_eq!(radix.next_tagged(0, 1), None);
     }
 
     #[test]

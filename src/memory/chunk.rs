@@ -1,17 +1,16 @@
-//! Page frames of the default cache, carved out of large chunks.
+//! The chunk pool behind [`ChunkPool`](super::ChunkPool): page frames carved out of
+//! large heap allocations, shared by every cache that takes frames from the pool.
 //!
 //! One heap allocation per frame would cost an allocator header each: with page
 //! alignment that spaces frames 8 KiB apart, doubling memory and slowing every copy.
-//! Frames come instead from chunks of [`CHUNK_FRAMES`] contiguous pages, allocated
-//! zeroed (the allocator maps large zeroed blocks lazily, so untouched frames cost no
-//! memory). Freed frames stay in the pool for reuse.
+//! Frames come instead from chunks of [`CHUNK_FRAMES`] contiguous, page-aligned,
+//! zeroed pages. A chunk is 256 KiB of frames where the page size allows: 64 frames of
+//! 4 KiB (one bitmap word), 16 of 16 KiB; with 64 KiB pages it is 16 frames, 1 MiB.
 //!
-//! A chunk is 256 KiB of frames where the page size allows: 64 frames of 4 KiB (one
-//! bitmap word), 16 of 16 KiB. With 64 KiB pages it is 16 frames, 1 MiB: fewer frames
-//! would make the spare page each chunk carries for alignment (see `CHUNK_LAYOUT`)
-//! too large a share (a fifth at 4 frames), and 64 frames would be 4 MiB, a lot to hold
-//! for each small file's cache (every object has its own pool) on a kernel whose
-//! allocator does not map zeroed memory lazily.
+//! Chunks are allocated page aligned, so no frame is lost to alignment. (Chunks used
+//! to be one page larger and byte aligned, so that a `std` allocator would map them
+//! lazily: right while every file had a pool of its own, but a shared pool fills its
+//! chunks, and the spare page cost 64 bytes per frame.)
 //!
 //! The pool always hands out the free frame lowest in chunk order (a bitmap per chunk,
 //! and a bitmap of chunks with a free frame), not the one freed last. Pages
@@ -20,6 +19,10 @@
 //! them as one sweep through memory. With a last-freed-first list, a file re-read
 //! after random faults got its frames in shuffled order and its writeback copied
 //! about 15% slower.
+//!
+//! Giving a frame back never frees heap memory (it may run in an interrupt handler);
+//! chunks that empty are returned to the heap by [`FramePool::trim`], which the pool
+//! calls when it takes a frame and holds more than one empty chunk.
 //!
 //! Arithmetic here cannot overflow (hence the module's `allow`): frame indices are
 //! below `CHUNK_FRAMES` and chunk indices below the number of chunks, each an
@@ -55,12 +58,9 @@ const ALL_FREE: u64 = u64::MAX >> (u64::BITS as usize - CHUNK_FRAMES);
 /// One allocation holding `CHUNK_FRAMES` page-aligned frames; freed on drop.
 struct Chunk {
     base: NonNull<u8>,
-    first_frame: NonNull<u8>,
 }
 
-// The chunk is allocated with byte alignment and one spare page, so that the
-// allocator's zeroed (calloc-style) path is used, and aligned by hand.
-const CHUNK_LAYOUT: Layout = match Layout::from_size_align((CHUNK_FRAMES + 1) * PAGE_SIZE, 16) {
+const CHUNK_LAYOUT: Layout = match Layout::from_size_align(CHUNK_FRAMES * PAGE_SIZE, PAGE_SIZE) {
     Ok(layout) => layout,
     Err(_) => panic!("chunk layout"),
 };
@@ -69,19 +69,14 @@ impl Chunk {
     fn new() -> Result<Self> {
         // SAFETY: CHUNK_LAYOUT has a non-zero size.
         let base = NonNull::new(unsafe { alloc_zeroed(CHUNK_LAYOUT) }).ok_or(Error::NoMemory)?;
-        let skip = base.as_ptr().align_offset(PAGE_SIZE);
-        debug_assert!(skip < PAGE_SIZE);
-        // SAFETY: `skip < PAGE_SIZE`, and the allocation has one page more than the
-        // frames need, so the first frame and all that follow lie inside it.
-        let first_frame = unsafe { base.add(skip) };
-        Ok(Self { base, first_frame })
+        Ok(Self { base })
     }
 
     fn frame(&self, index: usize) -> NonNull<u8> {
         debug_assert!(index < CHUNK_FRAMES);
-        // SAFETY: `index < CHUNK_FRAMES`, so the frame lies inside the allocation (see
-        // `new`).
-        unsafe { self.first_frame.add(index * PAGE_SIZE) }
+        // SAFETY: `index < CHUNK_FRAMES`, so the frame lies inside the allocation of
+        // `CHUNK_FRAMES` pages.
+        unsafe { self.base.add(index * PAGE_SIZE) }
     }
 }
 
@@ -94,23 +89,33 @@ impl Drop for Chunk {
 
 /// Which frame of which chunk: what a page keeps to give its frame back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FrameId(u32);
+pub(crate) struct FrameId(usize);
 
 impl FrameId {
     fn new(chunk: usize, frame: usize) -> Self {
-        Self((chunk * CHUNK_FRAMES + frame) as u32)
+        Self(chunk * CHUNK_FRAMES + frame)
+    }
+
+    /// The id as the [`Frame`](super::Frame)'s cookie.
+    pub(crate) fn cookie(self) -> usize {
+        self.0
+    }
+
+    /// The id a cookie from [`FrameId::cookie`] came from.
+    pub(crate) fn from_cookie(cookie: usize) -> Self {
+        Self(cookie)
     }
 
     fn chunk(self) -> usize {
-        self.0 as usize / CHUNK_FRAMES
+        self.0 / CHUNK_FRAMES
     }
 
     fn bit(self) -> u64 {
-        1 << (self.0 as usize % CHUNK_FRAMES)
+        1 << (self.0 % CHUNK_FRAMES)
     }
 }
 
-/// The frames of one cache: the chunks they live in and which frames are free.
+/// Frames and the chunks they live in: which frames are free.
 #[derive(Default)]
 pub(crate) struct FramePool {
     /// `None` where a chunk was returned to the allocator (its index is reused).
@@ -124,6 +129,8 @@ pub(crate) struct FramePool {
     /// Indices of `None` chunks.
     vacant: Vec<usize>,
     spare: usize,
+    /// Live chunks all of whose frames are free.
+    empty: usize,
 }
 
 // SAFETY: the pool owns its chunks outright; the raw pointers are plain addresses into
@@ -138,6 +145,19 @@ const _: () = assert!(
 );
 
 impl FramePool {
+    /// A pool with no chunk.
+    pub(crate) const fn new() -> Self {
+        Self {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            with_free: Vec::new(),
+            search_from: 0,
+            vacant: Vec::new(),
+            spare: 0,
+            empty: 0,
+        }
+    }
+
     /// A frame for a new page: PAGE_SIZE initialized bytes (zero when fresh, the old
     /// contents when recycled), page aligned, valid until given back or the pool is
     /// dropped. The lowest free frame is taken; a new chunk only when none is free.
@@ -152,6 +172,9 @@ impl FramePool {
             .as_ref()
             .ok_or(Error::NoMemory)?
             .frame(frame);
+        if self.free[chunk] == ALL_FREE {
+            self.empty -= 1;
+        }
         let free = &mut self.free[chunk];
         *free &= *free - 1;
         if *free == 0 {
@@ -166,6 +189,9 @@ impl FramePool {
         let chunk = id.chunk();
         debug_assert!(self.free[chunk] & id.bit() == 0, "frame given twice");
         self.free[chunk] |= id.bit();
+        if self.free[chunk] == ALL_FREE {
+            self.empty += 1;
+        }
         self.spare += 1;
         self.with_free[chunk / 64] |= 1 << (chunk % 64);
         self.search_from = self.search_from.min(chunk / 64);
@@ -176,10 +202,25 @@ impl FramePool {
         self.spare
     }
 
-    /// Returns to the allocator every chunk none of whose frames is in use.
-    pub(crate) fn trim(&mut self) {
-        for chunk in 0..self.chunks.len() {
+    /// How many chunks the pool holds.
+    pub(crate) fn chunks(&self) -> usize {
+        self.chunks.iter().flatten().count()
+    }
+
+    /// How many live chunks have every frame free.
+    pub(crate) fn empty_chunks(&self) -> usize {
+        self.empty
+    }
+
+    /// Returns to the allocator every chunk none of whose frames is in use but `keep`
+    /// of them (the highest chunks go first: frames are taken lowest first).
+    pub(crate) fn trim(&mut self, keep: usize) {
+        for chunk in (0..self.chunks.len()).rev() {
+            if self.empty <= keep {
+                return;
+            }
             if self.chunks[chunk].is_some() && self.free[chunk] == ALL_FREE {
+                self.empty -= 1;
                 self.chunks[chunk] = None;
                 self.free[chunk] = 0;
                 self.with_free[chunk / 64] &= !(1 << (chunk % 64));
@@ -228,6 +269,7 @@ impl FramePool {
             }
         };
         self.free[index] = ALL_FREE;
+        self.empty += 1;
         self.spare += CHUNK_FRAMES;
         let (word, bit) = (index / 64, 1u64 << (index % 64));
         self.with_free[word] |= bit;
@@ -264,7 +306,7 @@ mod tests {
         }
         assert_eq!(pool.spare(), 2 * CHUNK_FRAMES);
         pool.take().unwrap();
-        pool.trim();
+        pool.trim(0);
         assert_eq!(
             pool.chunks.iter().flatten().count(),
             1,
