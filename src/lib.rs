@@ -213,7 +213,7 @@ pub use hooks::{
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
-pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
+pub use putpages::{PutError, PutFlags, flush_expired, putpages, putpages_busy};
 pub use read::{read, read_with};
 pub use readahead::{Advice, ReadAhead};
 pub use vnode::Vnode;

@@ -42,6 +42,8 @@ pub struct ObjectState<C> {
     writes_in_flight: u32,
     dirty_generation: u64,
     write_error: Option<Error>,
+    /// When the syncer first found the object dirty ([`flush_expired`](crate::flush_expired)).
+    dirty_seen: Option<u64>,
 }
 
 /// One vnode's memory object. Embed one in each vnode and return it from
@@ -156,6 +158,7 @@ impl<C: PageCache> VmObject<C> {
                 writes_in_flight: 0,
                 dirty_generation: 0,
                 write_error: None,
+                dirty_seen: None,
             }),
             node_lock: SleepRwLock::new(),
             waiters: WaitQueue::new(),
@@ -392,6 +395,16 @@ impl<C: PageCache> ObjectState<C> {
     /// How many writes of this object are in flight (`v_numoutput`).
     pub fn writes_in_flight(&self) -> u32 {
         self.writes_in_flight
+    }
+
+    /// When the syncer first found the object dirty, on its clock
+    /// ([`flush_expired`](crate::flush_expired)).
+    pub(crate) fn dirty_seen(&self) -> Option<u64> {
+        self.dirty_seen
+    }
+
+    pub(crate) fn set_dirty_seen(&mut self, seen: Option<u64>) {
+        self.dirty_seen = seen;
     }
 
     /// The write error waiting to be reported to the next synchronous flush.

@@ -24,7 +24,7 @@ use crate::getpages::getpages;
 use crate::hooks::{PageCache, Protection, max_file_size};
 use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
-use crate::putpages::{PutFlags, TransactionHeld, flush};
+use crate::putpages::{PutFlags, TransactionHeld, after_write_batch, flush};
 use crate::readahead::Advice;
 use crate::sync::{Arc, Wait};
 use crate::transaction::Transaction;
@@ -37,6 +37,16 @@ const HELD: GetFlags = GetFlags::GLOCKHELD.union(GetFlags::JOURNALLOCKED);
 /// bytes were written. The file grows when the write ends past its end. The pages are
 /// left dirty: a [`putpages`](crate::putpages) with [`PutFlags::CLEANIT`] writes them
 /// back.
+///
+/// When the file's cache counts its pages in a [`Memory`](crate::memory::Memory)
+/// domain ([`PageCache::memory`]), the write also keeps dirty memory in bounds, a
+/// batch of up to 64 KiB at a time: with write-behind on (the default for a domain
+/// made with [`Memory::new`](crate::memory::Memory::new)) it starts asynchronous
+/// writeback of each whole cluster (the vnode's largest transfer) it leaves behind;
+/// above the domain's background threshold it starts writeback of everything it
+/// dirtied; above the hard threshold it then waits until its file has no write in
+/// flight. Caches of [`Memory::shared`](crate::memory::Memory::shared) do none of
+/// this.
 ///
 /// A write that fails part-way returns the bytes it wrote before the failure (a short
 /// write: `Ok(n)` with `n < data.len()`), and the file has grown by exactly those. A
@@ -124,6 +134,7 @@ fn write_batches<V: Vnode>(
             return (done, Err(error));
         }
         done += len;
+        after_write_batch(vnode, pos..batch_end);
     }
     (done, Ok(()))
 }

@@ -27,7 +27,7 @@ use crate::sync::LeafMutex;
 // Core's atomics even under loom: the counters are statistics and thresholds that
 // order nothing (each page's state is kept under its object lock), and core's atomics
 // let the shared pool and memory be `const` statics.
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One page frame: `PAGE_SIZE` bytes a [`FrameSource`] lends a cache until it is given
 /// back, and a cookie the source chose to find the frame again (a frame number, an
@@ -182,11 +182,11 @@ pub struct Memory {
     background_percent: AtomicUsize,
     /// Percent of the budget: a writer above it waits for its writeback.
     hard_percent: AtomicUsize,
-    /// Syncer periods so far (see [`Memory::tick`]).
-    epoch: AtomicU64,
+    /// Whether `write` starts writeback of each cluster it leaves behind.
+    write_behind: AtomicBool,
 }
 
-static SHARED_MEMORY: Memory = Memory::new(&SHARED_POOL, usize::MAX);
+static SHARED_MEMORY: Memory = Memory::new(&SHARED_POOL, usize::MAX).without_write_behind();
 
 /// The default background dirty threshold: 10% of the budget.
 pub const DEFAULT_BACKGROUND_PERCENT: usize = 10;
@@ -195,7 +195,7 @@ pub const DEFAULT_HARD_PERCENT: usize = 20;
 
 impl Memory {
     /// A domain lending frames from `source`, at most `budget` of them at once, with
-    /// the default dirty thresholds (10% and 20% of the budget).
+    /// the default dirty thresholds (10% and 20% of the budget) and write-behind on.
     pub const fn new(source: &'static dyn FrameSource, budget: usize) -> Self {
         Self {
             source,
@@ -205,12 +205,20 @@ impl Memory {
             writeback: AtomicUsize::new(0),
             background_percent: AtomicUsize::new(DEFAULT_BACKGROUND_PERCENT),
             hard_percent: AtomicUsize::new(DEFAULT_HARD_PERCENT),
-            epoch: AtomicU64::new(0),
+            write_behind: AtomicBool::new(true),
+        }
+    }
+
+    const fn without_write_behind(self) -> Self {
+        Self {
+            write_behind: AtomicBool::new(false),
+            ..self
         }
     }
 
     /// The domain caches use unless given another: [`ChunkPool::shared`], no budget
-    /// (so no dirty thresholds either).
+    /// (so no dirty thresholds either) and no write-behind: written pages stay dirty
+    /// until a flush is asked for.
     pub fn shared() -> &'static Memory {
         &SHARED_MEMORY
     }
@@ -288,17 +296,15 @@ impl Memory {
         self.counts().resident.saturating_sub(self.budget())
     }
 
-    /// Advances the syncer's clock by one period and returns the new epoch: the
-    /// kernel's syncer thread calls it once per period (see
-    /// [`flush_expired`](crate::flush_expired)).
-    pub fn tick(&self) -> u64 {
-        // Cannot overflow in practice: one tick per period for 2^64 periods.
-        self.epoch.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
+    /// Whether [`write`](crate::write()) starts asynchronous writeback of each cluster
+    /// (the vnode's largest transfer) it leaves behind, as NetBSD's write-behind does.
+    pub fn write_behind(&self) -> bool {
+        self.write_behind.load(Ordering::Relaxed)
     }
 
-    /// The syncer periods so far.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Relaxed)
+    /// Turns write-behind on or off.
+    pub fn set_write_behind(&self, on: bool) {
+        self.write_behind.store(on, Ordering::Relaxed);
     }
 
     /// Lends a frame within the budget, counted resident, or fails with

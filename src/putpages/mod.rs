@@ -44,6 +44,7 @@
 //!
 //! [`BlockMap::putrange`]: crate::BlockMap::putrange
 
+mod behind;
 mod cluster;
 mod pass;
 mod prepare;
@@ -63,6 +64,9 @@ use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SIZE, PageFlags, PageRef, trunc_p
 use crate::sync::{Arc, WriteGuard};
 use crate::transaction::Transaction;
 use crate::vnode::{Vnode, max_transfer};
+
+pub(crate) use behind::after_write_batch;
+pub use behind::flush_expired;
 
 bitflags! {
     /// Options of a [`putpages`] call (the reference's `PGO_*` flags).

@@ -17,6 +17,7 @@ use crate::hooks::{
     BlockMap, DEFAULT_MAX_TRANSFER, DEV_BSHIFT, MAX_FILE_SIZE, Mapping, MountFlags, Update,
     VnodeKind,
 };
+use crate::memory::Memory;
 use crate::object::VmObject;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::vnode::Vnode;
@@ -179,6 +180,8 @@ pub struct MemFs {
     fs_bshift: u32,
     layout: Layout,
     allocator: Mutex<Allocator>,
+    /// The memory domain of the caches of files created from now on.
+    memory: Mutex<&'static Memory>,
 }
 
 impl MemFs {
@@ -204,7 +207,14 @@ impl MemFs {
                 free: blocks,
                 seed: 0,
             }),
+            memory: Mutex::new(Memory::shared()),
         })
+    }
+
+    /// Files created from now on take their frames from `memory` (and count their
+    /// pages there) instead of [`Memory::shared`].
+    pub fn set_memory(&self, memory: &'static Memory) {
+        *self.memory.lock() = memory;
     }
 
     /// The disk under the filesystem.
@@ -743,9 +753,10 @@ pub struct MemFile {
 
 impl MemFile {
     fn new(fs: Arc<MemFs>, size: u64, table: Vec<Option<u64>>) -> Self {
+        let memory = *fs.memory.lock();
         Self {
             fs,
-            object: VmObject::new(DefaultCache::new(), size),
+            object: VmObject::new(DefaultCache::in_memory(memory), size),
             table: Mutex::new(table),
             knobs: Knobs {
                 dead: AtomicBool::new(false),
