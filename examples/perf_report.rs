@@ -58,6 +58,57 @@ use genpager::{
 use naive::{NaivePager, NaiveStats};
 use resident::{Resident, resident};
 
+/// A global allocator that counts, per thread, the bytes allocated and not freed (a
+/// thread-local add per allocation, a few nanoseconds: genpager's hot paths allocate a
+/// handful of times per request), for the memory rows.
+mod heap {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(bytes: isize) {
+        // `try_with`: nothing to count while the thread's locals are torn down.
+        let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
+    }
+
+    // SAFETY: forwards to the system allocator, counting sizes.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            // SAFETY: the caller's contract is the system allocator's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            // SAFETY: as above.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            // SAFETY: as above.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            // SAFETY: as above.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Bytes this thread allocated and has not freed.
+    pub fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: heap::Counting = heap::Counting;
+
 /// The big file of the sequential, cached and random rows.
 const FILE: usize = 64 << 20;
 const PAGES: usize = FILE / PAGE_SIZE;
@@ -366,6 +417,20 @@ struct Report {
     own_random: f64,
     /// What read-ahead made of small reads and one-page faults.
     ahead: AheadFigures,
+    /// Memory figures (issue 18).
+    memory: MemoryFigures,
+}
+
+/// Memory's figures (issue 18): heap bytes per cached page beyond its frame, and a
+/// writer held to a frame budget on a timed disk.
+#[derive(Default)]
+struct MemoryFigures {
+    /// 10,000 one-page files: heap bytes per page beyond the 4 KiB frame.
+    small_files_overhead: f64,
+    /// One 1 GiB file, every page cached: heap bytes per page beyond the frame.
+    large_file_overhead: f64,
+    /// `size_of::<VmObject<DefaultCache>>()`: what each vnode embeds.
+    object_bytes: f64,
 }
 
 /// Read-ahead's figures (issue 17): requests per MiB, bytes read over bytes asked,
@@ -1391,6 +1456,15 @@ fn print(report: &Report, elapsed: Duration) {
             report.ahead.all_at_once_wall_vs_devtime,
         ),
         ("writeback_vs_naive", wb.vs_naive()),
+        (
+            "mem_small_files_overhead_bytes_per_page",
+            report.memory.small_files_overhead,
+        ),
+        (
+            "mem_large_file_overhead_bytes_per_page",
+            report.memory.large_file_overhead,
+        ),
+        ("mem_object_bytes", report.memory.object_bytes),
         ("peak_rss_mib", status_mib("VmHWM") as f64),
         ("runtime_s", elapsed.as_secs_f64()),
     ];
@@ -1484,6 +1558,18 @@ fn print(report: &Report, elapsed: Duration) {
             "sequential reader on a timed disk: wall <= 1.2x the file's device time",
             value("reader_wall_vs_devtime"),
             1.2,
+            At::Most,
+        ),
+        (
+            "10,000 one-page files: heap bytes per page beyond the frame <= 64 + 1 MiB / 10,000",
+            value("mem_small_files_overhead_bytes_per_page"),
+            64.0 + (1 << 20) as f64 / 10_000.0,
+            At::Most,
+        ),
+        (
+            "one 1 GiB file: heap bytes per page beyond the frame <= 64",
+            value("mem_large_file_overhead_bytes_per_page"),
+            64.0,
             At::Most,
         ),
     ];
@@ -1686,6 +1772,44 @@ fn own_work(report: &mut Report) {
     report.own_random = own_random;
 }
 
+/// Heap bytes per page beyond the frame of `files` caches of `pages` pages each, all in
+/// one memory domain of their own.
+fn overhead_per_page(files: usize, pages: u64) -> f64 {
+    use genpager::memory::{ChunkPool, Memory};
+    let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
+    let memory: &'static Memory = Box::leak(Box::new(Memory::new(pool, usize::MAX)));
+    let mut caches: Vec<DefaultCache> = Vec::with_capacity(files);
+    let before = heap::live();
+    for _ in 0..files {
+        let mut cache = DefaultCache::in_memory(memory);
+        for page in 0..pages {
+            cache.alloc(page * PAGE_SIZE as u64).expect("memory");
+        }
+        caches.push(cache);
+    }
+    let bytes = heap::live() - before;
+    drop(caches);
+    pool.trim();
+    let total = files as f64 * pages as f64;
+    (bytes as f64 - total * PAGE_SIZE as f64) / total
+}
+
+/// Memory per cached page (issue 18).
+fn memory_rows(report: &mut Report) {
+    report.memory.small_files_overhead = overhead_per_page(10_000, 1);
+    report.memory.large_file_overhead = overhead_per_page(1, (1u64 << 30) / PAGE_SIZE as u64);
+    report.memory.object_bytes = std::mem::size_of::<VmObject<DefaultCache>>() as f64;
+    report.notes.push(format!(
+        "memory: heap bytes per cached page beyond its frame, counted by a per-thread counting \
+         allocator: {:.1} for 10,000 one-page files, {:.1} for one 1 GiB file (frames, the \
+         shared pool's chunks and bitmaps, each cache's index and slots); each vnode also \
+         embeds its VmObject<DefaultCache>, {} bytes, the kernel's per-file cost like its inode",
+        report.memory.small_files_overhead,
+        report.memory.large_file_overhead,
+        report.memory.object_bytes
+    ));
+}
+
 fn main() {
     if cfg!(debug_assertions) {
         eprintln!("warning: built without --release; the numbers mean little");
@@ -1698,6 +1822,7 @@ fn main() {
     own_work(&mut report);
     flush_row(&mut report);
     direct_rows(&mut report);
+    memory_rows(&mut report);
     report.notes.push(format!(
         "1-minute load average {load_before} at start, {} at end (on a 2-core machine, anything above ~1 means \
          another process competed for the cores and the memory bandwidth)",

@@ -240,6 +240,26 @@ fn ten_thousand_one_page_files_cost_a_frame_and_64_bytes_each() {
     assert!(std::mem::size_of::<VmObject<DefaultCache>>() <= 512);
 }
 
+/// A large file's pages cost at most 64 bytes of metadata each beyond the frame.
+#[test]
+fn a_large_file_costs_at_most_64_bytes_per_page_beyond_its_frames() {
+    let pages = (64u64 << 20) / P;
+    let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
+    let memory: &'static Memory = Box::leak(Box::new(Memory::new(pool, usize::MAX)));
+    let before = heap::live();
+    let mut cache = DefaultCache::in_memory(memory);
+    for page in 0..pages {
+        cache.alloc(page * P).unwrap();
+    }
+    let bytes = (heap::live() - before) as u64;
+    let per_page = bytes.saturating_sub(pages * P) / pages;
+    eprintln!("64 MiB file: {per_page} bytes per page beyond the frame");
+    assert!(per_page <= 64, "{per_page} bytes per page");
+    drop(cache);
+    pool.trim();
+    assert_eq!(pool.heap_bytes(), 0);
+}
+
 /// Device writes started so far.
 fn writes(disk: &MemDisk) -> usize {
     disk.log()

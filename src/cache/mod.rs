@@ -25,6 +25,7 @@
 
 mod radix;
 
+use alloc::collections::TryReserveError;
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -356,13 +357,21 @@ impl DefaultCache {
 
 /// Room for one more element: exactly one while the vector is small (a one-page file
 /// then holds one slot, not four), doubling after that.
-fn reserve_one<T>(
-    vec: &mut Vec<T>,
-) -> core::result::Result<(), alloc::collections::TryReserveError> {
+fn reserve_one<T>(vec: &mut Vec<T>) -> core::result::Result<(), TryReserveError> {
     if vec.len() < 4 {
         vec.try_reserve_exact(1)
     } else {
         vec.try_reserve(1)
+    }
+}
+
+/// Room for `room` elements in the empty `vec`: exactly while few, amortized beyond
+/// (an exact reservation each time would copy the list on every new slot).
+fn reserve_room<T>(vec: &mut Vec<T>, room: usize) -> core::result::Result<(), TryReserveError> {
+    if room <= 4 {
+        vec.try_reserve_exact(room)
+    } else {
+        vec.try_reserve(room)
     }
 }
 
@@ -435,7 +444,7 @@ unsafe impl PageCache for DefaultCache {
                 #[allow(clippy::arithmetic_side_effects)]
                 let room = self.slots.len() + 1;
                 if reserve_one(&mut self.slots).is_err()
-                    || self.free_slots.try_reserve_exact(room).is_err()
+                    || reserve_room(&mut self.free_slots, room).is_err()
                 {
                     self.memory.give_frame(frame);
                     return Err(Error::NoMemory);

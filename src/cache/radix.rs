@@ -104,10 +104,11 @@ fn capacity_bits(height: u32) -> u32 {
     BITS * height
 }
 
-/// Reserves room for `more` elements: exactly while the vector is small (a small
-/// file's tree holds only the nodes it uses), amortized beyond.
+/// Reserves room for `more` elements: exactly while the vector stays small (a small
+/// file's tree holds only the nodes it uses), amortized beyond (exact reservations of
+/// a growing list would copy it every time).
 fn reserve<T>(vec: &mut Vec<T>, more: usize) -> Result {
-    let reserved = if vec.len() < 4 {
+    let reserved = if vec.len().saturating_add(more) <= 4 {
         vec.try_reserve_exact(more)
     } else {
         vec.try_reserve(more)
