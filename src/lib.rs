@@ -27,7 +27,7 @@
 //!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
 //!  │    · readahead — the window a reader's pattern earns                │
-//!  │ 1  buf — requests and their completion                              │
+//!  │ 1  buf — requests and their completion · stats — the counters       │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
@@ -173,6 +173,7 @@ pub mod page;
 pub mod sync;
 
 pub mod buf;
+pub mod stats;
 
 mod hooks;
 mod readahead;
@@ -215,5 +216,6 @@ pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
 pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
 pub use read::{read, read_with};
 pub use readahead::{Advice, ReadAhead};
+pub use stats::{IoStats, ObjectStats, PageCounts, Stats};
 pub use vnode::Vnode;
 pub use write::{setsize, write};

@@ -75,6 +75,8 @@ pub(crate) struct Radix {
     root: u32,
     height: u32,
     len: usize,
+    /// Per tag: how many values carry it (kept by every tag change and removal).
+    tagged: [usize; TAGS],
     /// The leaf of the last mutating access; a leaf stays the leaf of its prefix until
     /// it is freed, which forgets it.
     hint: LeafHint,
@@ -96,12 +98,18 @@ impl Radix {
             root: NONE,
             height: 0,
             len: 0,
+            tagged: [0; TAGS],
             hint: LeafHint::NONE,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// How many values carry `tag`: O(1).
+    pub(crate) fn tagged(&self, tag: usize) -> usize {
+        self.tagged[tag]
     }
 
     fn fits(&self, index: u64) -> bool {
@@ -268,7 +276,12 @@ impl Radix {
             if level == 0 {
                 value = Some(n.slots[slot]);
                 n.present &= !(1 << slot);
-                n.tags.iter_mut().for_each(|t| *t &= !(1 << slot));
+                for (tags, tagged) in n.tags.iter_mut().zip(&mut self.tagged) {
+                    if *tags & (1 << slot) != 0 {
+                        *tagged -= 1;
+                    }
+                    *tags &= !(1 << slot);
+                }
             } else if child_empty {
                 n.present &= !(1 << slot);
                 n.tags.iter_mut().for_each(|t| *t &= !(1 << slot));
@@ -362,6 +375,12 @@ impl Radix {
         let before = *tags;
         let after = if on { before | bits } else { before & !bits };
         *tags = after;
+        let changed = (before ^ after).count_ones() as usize;
+        if on {
+            self.tagged[tag] += changed;
+        } else {
+            self.tagged[tag] -= changed;
+        }
         if (before != 0) != (after != 0) {
             self.propagate_tag(index, tag, after != 0);
         }
@@ -568,11 +587,18 @@ mod tests {
                 _ => expected.check_lookups(&mut radix, index, step % 2 == 1),
             }
             assert_eq!(radix.len(), expected.values.len());
+            for (tag, tagged) in expected.tags.iter().enumerate() {
+                assert_eq!(radix.tagged(tag), tagged.len(), "count of tag {tag}");
+            }
         }
         for (&index, _) in expected.values.iter() {
             radix.remove(index);
         }
         assert_eq!(radix.len(), 0);
+        assert_eq!(
+            radix.tagged, [0; TAGS],
+            "freeing tagged values uncounts them"
+        );
         assert!(!radix.any_tagged(0));
         assert_eq!(radix.next_present(0), None);
     }
