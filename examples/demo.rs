@@ -1,6 +1,6 @@
 //! genpager in one run: a file read through the page cache, written through write
-//! faults and flushed in clusters, a hole read and filled, and a device error that
-//! loses nothing. Everything runs over the test rig's RAM disk and toy filesystem.
+//! faults and flushed in clusters, a hole read and filled, a device error that loses
+//! nothing, and the per-file statistics rows that counted it all. Everything runs over the test rig's RAM disk and toy filesystem.
 //!
 //! `cargo run --release --example demo`
 
@@ -11,8 +11,8 @@ use genpager::Fault;
 use genpager::page::PAGE_SHIFT;
 use genpager::testing::{Direction, Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
-    DirtyStatus, Error, PAGE_SIZE, PageCache, PageFlags, PutFlags, Vnode, getpages, putpages, read,
-    write,
+    DirtyStatus, Error, PAGE_SIZE, PageCache, PageFlags, PutFlags, Stats, Vnode, getpages,
+    putpages, read, write,
 };
 
 const FLUSH: PutFlags = PutFlags::CLEANIT.union(PutFlags::SYNCIO);
@@ -123,6 +123,12 @@ fn main() -> Result<(), Error> {
             .lookup(0)
             .is_some_and(|p| p.flags.contains(PageFlags::BUSY))
     );
+
+    println!("5. Per-file statistics, and their sum (no global counter: summed on demand)");
+    let rows = [file.object().stats(), sparse.object().stats()];
+    println!("  file:   {}", rows[0]);
+    println!("  sparse: {}", rows[1]);
+    println!("  total:  {}", rows.iter().sum::<Stats>());
 
     let stats = disk.stats();
     println!(

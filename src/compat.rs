@@ -133,11 +133,15 @@ fn fill_fake_pages<'a, C: PageCache>(
         }
     };
     drop(state);
-    let result = fake_pages.iter().try_for_each(|page| fill(io, page));
+    let result = fake_pages.iter().try_for_each(|page| {
+        object.io().read(PAGE_SIZE);
+        fill(io, page)
+    });
     let state = object.lock();
     match result {
         Ok(()) => Ok(state),
         Err(error) => {
+            object.io().read_error();
             log::trace!("compat getpages: read_at failed: {error}");
             object.release(state, pages);
             Err(error)

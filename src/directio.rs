@@ -35,6 +35,7 @@ pub use crate::hooks::Wired;
 use crate::object::ObjectFlags;
 use crate::page::{round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, flush};
+use crate::stats::IoCounters;
 use crate::sync::Arc;
 use crate::sync::Wait;
 use crate::transaction::Transaction;
@@ -579,7 +580,7 @@ impl<'a, V: Vnode> Chunk<'a, V> {
         }
         let write = writing.then(|| object.lock().start_write());
         let (pieces, built) = self.start_pieces(base);
-        let (done, failed) = wait_for(pieces);
+        let (done, failed) = wait_for(pieces, object.io(), writing);
         if let Some(write) = write {
             let wake = object.lock().end_write(&write);
             object.wake_if(wake);
@@ -631,6 +632,7 @@ impl<'a, V: Vnode> Chunk<'a, V> {
         match extent.block {
             None if self.direction == Direction::Write => Ok(None),
             None => {
+                self.vnode.object().io().hole(extent.len);
                 // SAFETY: `at .. at + len` lies inside the `self.len` bytes at the
                 // transfer's `base` (`at` is `memory_at` of an extent of the walk over
                 // the chunk), which the uio's segment (or the host's alias, per
@@ -658,15 +660,18 @@ impl<'a, V: Vnode> Chunk<'a, V> {
             extent.offset
         );
         let request = nest.request(block, extent.offset, segments)?;
+        let writing = self.direction == Direction::Write;
+        self.vnode.object().io().direct(request.len(), writing);
         self.vnode.device().submit(request);
         nest.finish(0, Ok(()));
         Ok(Piece::Request(len, waiter))
     }
 }
 
-/// Waits for every piece of a chunk (they use the caller's memory). Returns the bytes
-/// the pieces before the first failure moved, and that failure.
-fn wait_for(pieces: Vec<Piece>) -> (usize, Option<Error>) {
+/// Waits for every piece of a chunk (they use the caller's memory), counting each
+/// failed request in `io` (as a write if `writing`). Returns the bytes the pieces
+/// before the first failure moved, and that failure.
+fn wait_for(pieces: Vec<Piece>, io: &IoCounters, writing: bool) -> (usize, Option<Error>) {
     let mut done = 0;
     let mut failed = None;
     for piece in pieces {
@@ -680,6 +685,11 @@ fn wait_for(pieces: Vec<Piece>) -> (usize, Option<Error>) {
             Ok(()) if failed.is_none() => done += len,
             Ok(()) => {}
             Err(error) => {
+                if writing {
+                    io.write_error();
+                } else {
+                    io.read_error();
+                }
                 failed.get_or_insert(error);
             }
         }

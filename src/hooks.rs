@@ -15,7 +15,7 @@ use bitflags::bitflags;
 use crate::buf::IoRequest;
 use crate::error::{Error, Result};
 use crate::memory::Memory;
-use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::page::{DirtyStatus, PAGE_SIZE, Page, PageCounts, PageQueue, Tag};
 
 /// The largest file size `map` allows: its [`BlockMap::max_size`], at most
 /// [`MAX_FILE_SIZE`].
@@ -273,6 +273,15 @@ pub unsafe trait PageCache: Send + Sync {
     fn set_queue(&mut self, offset: u64, queue: PageQueue);
     /// How many pages are resident.
     fn resident_pages(&self) -> usize;
+    /// How many pages are resident, dirty ([`Tag::Dirty`]) and under writeback
+    /// ([`Tag::Writeback`]), for [`VmObject::stats`](crate::VmObject::stats).
+    ///
+    /// The default counts the tagged pages with [`PageCache::next_tagged`]
+    /// ([`PageCounts::by_walk`]): O(tagged pages). A cache that counts its tag
+    /// transitions, as `DefaultCache` does, answers in O(1).
+    fn page_counts(&self) -> PageCounts {
+        PageCounts::by_walk(self)
+    }
 
     /// The memory domain this cache's frames are counted in, if any: its dirty
     /// thresholds then hold [`write`](crate::write()) back. The default, `None`, suits
@@ -314,6 +323,31 @@ pub unsafe trait PageCache: Send + Sync {
     fn is_writable_mapped(&self, offset: u64) -> bool {
         let _ = offset;
         false
+    }
+}
+
+impl PageCounts {
+    /// The counts of `cache` found by walking its tagged pages
+    /// ([`PageCache::next_tagged`]): what [`PageCache::page_counts`] answers by
+    /// default, and what a cache that keeps its own counts must agree with.
+    pub fn by_walk<C: PageCache + ?Sized>(cache: &C) -> PageCounts {
+        let tagged = |tag| {
+            let mut count = 0u64;
+            let mut from = 0;
+            while let Some(at) = cache.next_tagged(tag, from) {
+                count = count.saturating_add(1);
+                match at.checked_add(PAGE_SIZE as u64) {
+                    Some(next) => from = next,
+                    None => break,
+                }
+            }
+            count
+        };
+        PageCounts {
+            resident: cache.resident_pages() as u64,
+            dirty: tagged(Tag::Dirty),
+            writeback: tagged(Tag::Writeback),
+        }
     }
 }
 

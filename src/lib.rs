@@ -28,6 +28,7 @@
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
 //!  │    · readahead — the window a reader's pattern earns                │
 //!  │ 1  buf — requests and their completion · memory — frames, budget    │
+//!  │    · stats — the counters                                           │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
@@ -174,6 +175,7 @@ pub mod sync;
 
 pub mod buf;
 pub mod memory;
+pub mod stats;
 
 mod hooks;
 mod readahead;
@@ -212,9 +214,10 @@ pub use hooks::{
     PageCache, Protection, SizeKind, Strategy, Update, VnodeKind,
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
-pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
+pub use page::{DirtyStatus, PAGE_SIZE, Page, PageCounts, PageFlags, PageQueue, Tag};
 pub use putpages::{PutError, PutFlags, flush_expired, putpages, putpages_busy};
 pub use read::{read, read_with};
 pub use readahead::{Advice, ReadAhead};
+pub use stats::{IoStats, ObjectStats, Stats};
 pub use vnode::Vnode;
 pub use write::{setsize, write};

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
 use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef};
 use crate::readahead::ReadAhead;
+use crate::stats::{IoCounters, IoStats, ObjectStats};
 use crate::sync::{Mutex, MutexGuard, ReadGuard, RwLock, SleepRwLock, Wait, WaitQueue, WriteGuard};
 
 bitflags! {
@@ -61,6 +62,8 @@ pub struct VmObject<C> {
     /// The read-ahead of readers that bring none of their own ([`read`](crate::read),
     /// synchronous read faults). A leaf lock: nothing is taken while it is held.
     read_ahead: Mutex<ReadAhead>,
+    /// What the object's I/O did: relaxed atomics, bumped without any lock.
+    io: IoCounters,
 }
 
 /// The wait key of a thread waiting for an object's writes in flight: no page offset
@@ -163,7 +166,30 @@ impl<C: PageCache> VmObject<C> {
             node_lock: SleepRwLock::new(),
             waiters: WaitQueue::new(),
             read_ahead: Mutex::new(ReadAhead::new()),
+            io: IoCounters::new(),
         }
+    }
+
+    /// A snapshot of the object's figures: its page counts, taken under the object
+    /// lock (held shared, briefly: [`PageCache::page_counts`]), and its I/O counters
+    /// (see [`stats`](crate::stats)). Sum them over objects with
+    /// [`Stats::add`](crate::stats::Stats::add).
+    pub fn stats(&self) -> ObjectStats {
+        let pages = self.state.read().cache.page_counts();
+        ObjectStats {
+            pages,
+            io: self.io_stats(),
+        }
+    }
+
+    /// The object's I/O counters alone, without taking any lock.
+    pub fn io_stats(&self) -> IoStats {
+        self.io.snapshot()
+    }
+
+    /// The live I/O counters, for the paths that count.
+    pub(crate) fn io(&self) -> &IoCounters {
+        &self.io
     }
 
     /// Takes the object lock exclusively.

@@ -8,6 +8,7 @@
 //! Pages are made busy in ascending offset order only, so two threads collecting
 //! overlapping ranges cannot deadlock.
 
+use core::fmt;
 use core::ptr::NonNull;
 
 use bitflags::bitflags;
@@ -244,6 +245,39 @@ pub(crate) fn zero_file_range(pages: &[PageRef], from: u64, to: u64) {
 unsafe impl Send for PageRef {}
 // SAFETY: shared `PageRef`s only read the pointer value, never the bytes.
 unsafe impl Sync for PageRef {}
+
+/// How many of an object's (or a memory domain's) pages are resident, dirty and under writeback.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PageCounts {
+    /// Pages resident in the object's cache (valid or being read).
+    pub resident: u64,
+    /// Resident pages carrying the [`Tag::Dirty`](crate::Tag::Dirty) tag: dirty, or
+    /// maybe written through a mapping.
+    pub dirty: u64,
+    /// Resident pages carrying the [`Tag::Writeback`](crate::Tag::Writeback) tag: on
+    /// their way to the device.
+    pub writeback: u64,
+}
+
+impl PageCounts {
+    /// Adds `other`'s counts to these (saturating).
+    pub fn add(&mut self, other: &PageCounts) {
+        self.resident = self.resident.saturating_add(other.resident);
+        self.dirty = self.dirty.saturating_add(other.dirty);
+        self.writeback = self.writeback.saturating_add(other.writeback);
+    }
+}
+
+impl fmt::Display for PageCounts {
+    /// `resident=… dirty=… writeback=…`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "resident={} dirty={} writeback={}",
+            self.resident, self.dirty, self.writeback
+        )
+    }
+}
 
 #[cfg(test)]
 mod tests {

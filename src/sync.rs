@@ -92,6 +92,11 @@ pub(crate) use alloc::sync::Arc;
 #[allow(unused_imports)]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
+/// A statistics counter (`stats`): updated with relaxed operations and read only to be
+/// reported, so it orders nothing. Under loom it stays the core atomic: modelling it
+/// would only multiply the interleavings loom explores, for no ordering to check.
+pub(crate) use core::sync::atomic::AtomicU64 as Counter;
+
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut, Range};
 

@@ -453,3 +453,41 @@ fn c02_failed_write_keeps_the_data_dirty_and_reports_once() {
     assert_ne!(file.page(0).unwrap().1, DirtyStatus::Dirty);
     assert_eq!(file.object.read().pending_write_error(), None);
 }
+
+// ---- Statistics: one request per ByteIo call ------------------------------------------
+
+#[test]
+fn stats_count_one_request_per_byte_io_call() {
+    let data = pattern(2 * PAGE_SIZE + 1000, 10);
+    let file = ByteFile::new(&data);
+    read_fault(&file, 0, 3, 0).release();
+    let reads = file.calls();
+    assert_eq!(reads.len(), 3, "one read_at per page");
+    let io = file.object.io_stats();
+    assert_eq!(
+        (io.read_requests, io.read_bytes, io.read_sizes[0]),
+        (3, 3 * P, 3),
+        "a page's worth asked of each read_at"
+    );
+    write_fault_storing(&file, 3, &[(2, 0, 0x66)]);
+    assert_eq!(putpages(&file, 0, 0, FLUSH), Ok(()));
+    // Only the stored-to last page is dirty: one write_at, clipped at the write size.
+    assert_eq!(file.calls(), [("write", 2 * P, 1000)]);
+    let io = file.object.io_stats();
+    assert_eq!(
+        (io.write_requests, io.write_bytes, io.write_sizes[0]),
+        (1, 1000, 1)
+    );
+    assert_eq!((io.read_errors, io.write_errors), (0, 0));
+
+    file.fail_read_at(Some(P));
+    let mut state = file.object.lock();
+    state.cache_mut().free(P);
+    drop(state);
+    assert!(fault(&file, 0, 2, 0, Access::Read, SYNC).is_err());
+    file.fail_writes(true);
+    write_fault_storing(&file, 1, &[(0, 1, 0x77)]);
+    assert_eq!(putpages(&file, 0, 0, FLUSH), Err(Error::Io));
+    let io = file.object.io_stats();
+    assert_eq!((io.read_errors, io.write_errors), (1, 1));
+}

@@ -34,7 +34,9 @@ use radix::Radix;
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
 use crate::memory::{Frame, Memory};
-use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::page::{
+    DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, Page, PageCounts, PageQueue, Tag,
+};
 
 const NIL: u32 = u32::MAX;
 
@@ -556,6 +558,16 @@ unsafe impl PageCache for DefaultCache {
         Some(self.memory)
     }
 
+    /// Exact and O(1): the index counts every tag change and every removal of a
+    /// tagged page.
+    fn page_counts(&self) -> PageCounts {
+        PageCounts {
+            resident: self.index.len() as u64,
+            dirty: self.index.tagged(tag_index(Tag::Dirty)) as u64,
+            writeback: self.index.tagged(tag_index(Tag::Writeback)) as u64,
+        }
+    }
+
     #[inline]
     fn is_writable_mapped(&self, offset: u64) -> bool {
         self.writable_mapped != 0 && self.map_state(offset) == MapState::Writable
@@ -632,6 +644,44 @@ mod tests {
         cache.map(P, MapState::Writable);
         assert!(cache.is_writable_mapped(P));
         assert_eq!(cache.writable_mapped, 1);
+    }
+
+    #[test]
+    fn page_counts_agree_with_a_walk_through_random_transitions() {
+        let mut cache = DefaultCache::new();
+        let mut seed = 0x9e37_79b9_u64;
+        let mut next = |bound: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % bound
+        };
+        for _ in 0..4000 {
+            let at = next(300) * P;
+            match next(7) {
+                0 | 1 => {
+                    if cache.lookup(at).is_none() {
+                        cache.alloc(at).unwrap();
+                    }
+                }
+                2 => cache.free(at),
+                3 => {
+                    let status = [DirtyStatus::Clean, DirtyStatus::Dirty, DirtyStatus::Unknown]
+                        [next(3) as usize];
+                    cache.set_dirty(at, status);
+                }
+                4 => cache.set_writeback(at, next(2) == 0),
+                _ => cache.set_writeback_range(at..at + next(40) * P, next(2) == 0),
+            }
+            assert_eq!(cache.page_counts(), PageCounts::by_walk(&cache));
+        }
+        let counts = cache.page_counts();
+        assert!(counts.dirty > 0 && counts.writeback > 0, "{counts:?}");
+        let offsets: Vec<u64> = cache.range(0..u64::MAX).map(|p| p.offset()).collect();
+        for at in offsets {
+            cache.free(at);
+        }
+        assert_eq!(cache.page_counts(), PageCounts::default());
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub(crate) struct Radix {
     root: u32,
     height: u32,
     len: usize,
+    /// Per tag: how many values carry it (kept by every tag change and removal).
+    tagged: [usize; TAGS],
     /// The leaf of the last mutating access; a leaf stays the leaf of its prefix until
     /// it is freed, which forgets it.
     hint: LeafHint,
@@ -125,12 +127,34 @@ impl Radix {
             root: NONE,
             height: 0,
             len: 0,
+            tagged: [0; TAGS],
             hint: LeafHint::NONE,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Counts a lone value's tag going from `was` to `on`.
+    fn count_tag_change(&mut self, tag: usize, was: bool, on: bool) {
+        match (was, on) {
+            (false, true) => self.tagged[tag] += 1,
+            (true, false) => self.tagged[tag] -= 1,
+            _ => {}
+        }
+    }
+
+    /// Uncounts the tags of a lone value leaving the tree (or moving into a node).
+    fn uncount_tags(&mut self, tags: [bool; TAGS]) {
+        for (tag, on) in tags.into_iter().enumerate() {
+            self.count_tag_change(tag, on, false);
+        }
+    }
+
+    /// How many values carry `tag`: O(1).
+    pub(crate) fn tagged(&self, tag: usize) -> usize {
+        self.tagged[tag]
     }
 
     fn fits(&self, index: u64) -> bool {
@@ -209,6 +233,7 @@ impl Radix {
     pub(crate) fn insert(&mut self, index: u64, value: u32) -> Result {
         match self.single {
             Some(single) if single.index == index => {
+                self.uncount_tags(single.tags);
                 self.single = Some(Single {
                     index,
                     value,
@@ -254,6 +279,8 @@ impl Radix {
         self.insert_path(single.index)?;
         self.single = None;
         self.len -= 1;
+        // Counted again as the tags are set in the node.
+        self.uncount_tags(single.tags);
         self.insert(single.index, single.value)?;
         for (tag, on) in single.tags.into_iter().enumerate() {
             if on {
@@ -360,6 +387,7 @@ impl Radix {
             }
             self.single = None;
             self.len -= 1;
+            self.uncount_tags(single.tags);
             return Some(single.value);
         }
         let (path, depth) = self.path(index)?;
@@ -372,7 +400,12 @@ impl Radix {
             if level == 0 {
                 value = Some(n.slots[slot]);
                 n.present &= !(1 << slot);
-                n.tags.iter_mut().for_each(|t| *t &= !(1 << slot));
+                for (tags, tagged) in n.tags.iter_mut().zip(&mut self.tagged) {
+                    if *tags & (1 << slot) != 0 {
+                        *tagged -= 1;
+                    }
+                    *tags &= !(1 << slot);
+                }
             } else if child_empty {
                 n.present &= !(1 << slot);
                 n.tags.iter_mut().for_each(|t| *t &= !(1 << slot));
@@ -412,8 +445,10 @@ impl Radix {
             if single.index != index {
                 return None;
             }
+            let (was, value) = (single.tags[tag], single.value);
             single.tags[tag] = on;
-            return Some(single.value);
+            self.count_tag_change(tag, was, on);
+            return Some(value);
         }
         let leaf = self.leaf_remembered(index)?;
         let slot = slot_of(index, 0);
@@ -439,7 +474,9 @@ impl Radix {
         if let Some(single) = &mut self.single {
             if range.contains(&single.index) {
                 changed(single.value);
+                let was = single.tags[tag];
                 single.tags[tag] = on;
+                self.count_tag_change(tag, was, on);
             }
             return;
         }
@@ -480,6 +517,12 @@ impl Radix {
         let before = *tags;
         let after = if on { before | bits } else { before & !bits };
         *tags = after;
+        let changed = (before ^ after).count_ones() as usize;
+        if on {
+            self.tagged[tag] += changed;
+        } else {
+            self.tagged[tag] -= changed;
+        }
         if (before != 0) != (after != 0) {
             self.propagate_tag(index, tag, after != 0);
         }
@@ -698,11 +741,18 @@ mod tests {
                 _ => expected.check_lookups(&mut radix, index, step % 2 == 1),
             }
             assert_eq!(radix.len(), expected.values.len());
+            for (tag, tagged) in expected.tags.iter().enumerate() {
+                assert_eq!(radix.tagged(tag), tagged.len(), "count of tag {tag}");
+            }
         }
         for (&index, _) in expected.values.iter() {
             radix.remove(index);
         }
         assert_eq!(radix.len(), 0);
+        assert_eq!(
+            radix.tagged, [0; TAGS],
+            "freeing tagged values uncounts them"
+        );
         assert!(!radix.any_tagged(0));
         assert_eq!(radix.next_present(0), None);
     }

@@ -184,13 +184,18 @@ impl<V: Vnode> ReadJob<'_, V> {
         if !self.ahead {
             return match Nest::synchronous(bytes, Direction::Read, Priority::TimeCritical) {
                 Ok((nest, waiter)) => Ok((nest, Some(waiter))),
-                Err(err) => Err(self.abandon(pages, err)),
+                Err(err) => {
+                    self.vnode.object().io().read_error();
+                    Err(self.abandon(pages, err))
+                }
             };
         }
         let mut settled = Vec::new();
         if settled.try_reserve_exact(pages.len()).is_err() {
             // Read-ahead that cannot be had is no error, but its pages must not stay
-            // busy.
+            // busy (and it counts as a failed read, as it does when its group cannot
+            // be had: then its completion runs with the error).
+            self.vnode.object().io().read_error();
             return Err(self.abandon(pages, Error::NoMemory));
         }
         settled.extend_from_slice(pages);
@@ -284,6 +289,7 @@ impl<V: Vnode> ReadJob<'_, V> {
     fn fill_hole(&self, pages: &[PageRef], offset: u64, len: u64, walk: &mut Walk) {
         log::trace!("getpages: hole at {offset:#x}+{len:#x}");
         walk.saw_hole = true;
+        self.vnode.object().io().hole(len);
         zero_file_range(pages, offset, offset + len);
         walk.skipped += len;
         if !self.allocates {
@@ -307,6 +313,7 @@ impl<V: Vnode> ReadJob<'_, V> {
         let segments = page_segments(&pages[first_index..], offset, len as usize)?;
         log::trace!("getpages: read {len:#x} bytes at {offset:#x} from block {block:#x}");
         let request = nest.request(block, offset, segments)?;
+        self.vnode.object().io().read(request.len());
         self.vnode.device().submit(request);
         Ok(())
     }
@@ -348,6 +355,9 @@ impl<V: Vnode> ReadJob<'_, V> {
         saw_hole: bool,
     ) -> Result<Vec<PageRef>> {
         let mut result = waiter.wait().result;
+        if result.is_err() {
+            self.vnode.object().io().read_error();
+        }
         if let (Ok(()), Some((from, to))) = (result, sectors.past_eof) {
             zero_file_range(&pages, from, to);
         }
@@ -422,6 +432,7 @@ fn read_ahead_done<V: Vnode>(
             wake | state.settle(page.offset)
         }),
         Err(err) => {
+            object.io().read_error();
             log::trace!("read-ahead failed: {err}");
             state.release_pages(settled)
         }

@@ -22,7 +22,7 @@ use core::ptr::NonNull;
 use chunk::{FrameId, FramePool};
 
 use crate::error::{Error, Result};
-use crate::page::PAGE_SIZE;
+use crate::page::{PAGE_SIZE, PageCounts};
 use crate::sync::LeafMutex;
 // Core's atomics even under loom: the counters are statistics and thresholds that
 // order nothing (each page's state is kept under its object lock), and core's atomics
@@ -158,17 +158,6 @@ unsafe impl FrameSource for ChunkPool {
     }
 }
 
-/// Resident, dirty and writeback page counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PageCounts {
-    /// Pages holding a frame.
-    pub resident: usize,
-    /// Pages whose contents may differ from the disk (dirty or unknown).
-    pub dirty: usize,
-    /// Pages being written to the disk.
-    pub writeback: usize,
-}
-
 /// A memory domain: a [`FrameSource`], the number of frames its caches may hold (the
 /// budget), the resident, dirty and writeback pages of all of them, and the dirty
 /// thresholds writers are held to. See the module docs.
@@ -267,18 +256,19 @@ impl Memory {
 
     /// The domain's page counts now.
     pub fn counts(&self) -> PageCounts {
+        let load = |counter: &AtomicUsize| counter.load(Ordering::Relaxed) as u64;
         PageCounts {
-            resident: self.resident.load(Ordering::Relaxed),
-            dirty: self.dirty.load(Ordering::Relaxed),
-            writeback: self.writeback.load(Ordering::Relaxed),
+            resident: load(&self.resident),
+            dirty: load(&self.dirty),
+            writeback: load(&self.writeback),
         }
     }
 
     /// Pages the writers' thresholds count: dirty ones and ones in writeback (both
     /// hold memory a writer made unfreeable until the disk has it).
     pub fn unwritten(&self) -> usize {
-        let counts = self.counts();
-        counts.dirty.saturating_add(counts.writeback)
+        let load = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);
+        load(&self.dirty).saturating_add(load(&self.writeback))
     }
 
     /// Whether dirty and writeback pages are above the background threshold.
@@ -293,7 +283,9 @@ impl Memory {
 
     /// How many frames above the budget the domain's caches hold (0 when within).
     pub fn excess(&self) -> usize {
-        self.counts().resident.saturating_sub(self.budget())
+        self.resident
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.budget())
     }
 
     /// Whether [`write`](crate::write()) starts asynchronous writeback of each cluster

@@ -12,6 +12,7 @@
 
 use core::ops::Range;
 
+use crate::error::Result;
 use crate::hooks::PageCache;
 use crate::memory::Memory;
 use crate::page::{Tag, trunc_page};
@@ -104,7 +105,7 @@ fn start_writeback<V: Vnode>(vnode: &Arc<V>, range: Range<u64>) {
 ///
 /// Returns whether writeback was started. Errors of starting it (the transaction hook's,
 /// [`Error::NoMemory`](crate::Error::NoMemory)) are returned; the pages stay dirty.
-pub fn flush_expired<V: Vnode>(vnode: &Arc<V>, now: u64, max_age: u64) -> crate::Result<bool> {
+pub fn flush_expired<V: Vnode>(vnode: &Arc<V>, now: u64, max_age: u64) -> Result<bool> {
     let due = {
         let mut state = vnode.object().lock();
         if !state.cache().any_tagged(Tag::Dirty) {

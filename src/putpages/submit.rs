@@ -71,7 +71,13 @@ fn gop_write_bytes<'a, V: Vnode>(
         "compat gop_write {first:#x}+{} pages ({bytes:#x} bytes) {flags:?}",
         pages.len()
     );
+    if bytes != 0 {
+        vnode.object().io().write(bytes);
+    }
     let result = write_pages(io, pages, first, bytes);
+    if result.is_err() {
+        vnode.object().io().write_error();
+    }
     let written = PageWrite {
         first,
         count: pages.len(),
@@ -220,10 +226,16 @@ impl DeviceWrite<'_> {
     ) -> (Guard<'a, V>, Result) {
         let (nest, waiter) = match Nest::synchronous(self.bytes, Direction::Write, self.priority) {
             Ok(made) => made,
-            Err(error) => return settle_locked(&**vnode, written, Err(error)),
+            Err(error) => {
+                vnode.object().io().write_error();
+                return settle_locked(&**vnode, written, Err(error));
+            }
         };
         self.submit(&**vnode, nest);
         let result = waiter.wait().result;
+        if result.is_err() {
+            vnode.object().io().write_error();
+        }
         log::trace!("do_io: done {result:?}");
         settle_locked(&**vnode, written, result)
     }
@@ -242,6 +254,9 @@ impl DeviceWrite<'_> {
             self.priority,
             move |outcome| {
                 let object = owner.object();
+                if outcome.result.is_err() {
+                    object.io().write_error();
+                }
                 let mut state = object.lock();
                 let wake = complete_write(&mut state, &*owner, &written, outcome.result);
                 drop(state);
@@ -315,6 +330,7 @@ fn submit_runs<V: Vnode>(
             Ok(request) => request,
             Err(error) => return (skipped + (end - extent.offset) as usize, Err(error)),
         };
+        vnode.object().io().write(request.len());
         vnode.device().submit(request);
     }
     (skipped, Ok(()))
