@@ -251,10 +251,10 @@ unsafe impl Sync for PageRef {}
 pub struct PageCounts {
     /// Pages resident in the object's cache (valid or being read).
     pub resident: u64,
-    /// Resident pages carrying the [`Tag::Dirty`](crate::Tag::Dirty) tag: dirty, or
+    /// Resident pages carrying the [`Tag::Dirty`] tag: dirty, or
     /// maybe written through a mapping.
     pub dirty: u64,
-    /// Resident pages carrying the [`Tag::Writeback`](crate::Tag::Writeback) tag: on
+    /// Resident pages carrying the [`Tag::Writeback`] tag: on
     /// their way to the device.
     pub writeback: u64,
 }
