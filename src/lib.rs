@@ -27,7 +27,8 @@
 //!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
 //!  │    · readahead — the window a reader's pattern earns                │
-//!  │ 1  buf — requests and their completion                              │
+//!  │ 1  buf — requests and their completion · errseq — write errors,     │
+//!  │    reported once to each open file                                  │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
@@ -173,6 +174,7 @@ pub mod page;
 pub mod sync;
 
 pub mod buf;
+mod errseq;
 
 mod hooks;
 mod readahead;
@@ -203,6 +205,7 @@ pub mod testing;
 pub use buf::reap_completions;
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
+pub use errseq::{DEFAULT_WRITE_FAILURE_LIMIT, ErrorCursor};
 pub use fault::{Fault, Fetched, GetFlags};
 pub use fault_around::{Around, FAULT_AROUND_BYTES, fault_around};
 pub use getpages::getpages;
@@ -212,7 +215,7 @@ pub use hooks::{
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageFlags, PageQueue, Tag};
-pub use putpages::{PutError, PutFlags, putpages, putpages_busy};
+pub use putpages::{PutError, PutFlags, fsync, putpages, putpages_busy};
 pub use read::{read, read_with};
 pub use readahead::{Advice, ReadAhead};
 pub use vnode::Vnode;
