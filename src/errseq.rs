@@ -75,12 +75,19 @@ pub struct ErrorCursor {
     seen: u64,
 }
 
-/// How many consecutive failed writes mark an object failed unless its kernel sets
-/// another limit ([`VmObject::set_write_failure_limit`](crate::VmObject::set_write_failure_limit)).
-pub const DEFAULT_WRITE_FAILURE_LIMIT: NonZeroU32 = match NonZeroU32::new(8) {
-    Some(limit) => limit,
-    None => unreachable!(),
-};
+/// How many failed attempts in a row to write an object's pages (eight flushes, each
+/// with a failed write and none that succeeded) mark the object failed, unless its
+/// kernel sets another limit
+/// ([`VmObject::set_write_failure_limit`](crate::VmObject::set_write_failure_limit)).
+pub const DEFAULT_WRITE_FAILURE_LIMIT: NonZeroU32 = NonZeroU32::MIN.saturating_add(7);
+
+/// One attempt to write an object's dirty pages (a flush, or a direct write): the
+/// error sequence when it began. However many of its writes fail, it counts as one
+/// failed attempt towards the object's failed state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WriteAttempt {
+    sequence: u64,
+}
 
 /// Everything an object knows about its failed writes, kept under the object lock: the
 /// error sequence, the cursor of the flushes that bring none of their own, and the
@@ -93,9 +100,9 @@ pub(crate) struct WriteErrors {
     ///
     /// [`putpages`]: crate::putpages
     flusher: ErrorCursor,
-    /// Failed writes since the last one that succeeded.
+    /// Failed attempts ([`WriteAttempt`]) since the last write that succeeded.
     consecutive: u32,
-    /// How many consecutive failures mark the object failed; `None`: never.
+    /// How many failed attempts in a row mark the object failed; `None`: never.
     limit: Option<NonZeroU32>,
     /// The error that marked the object failed: its dirty pages are no longer written.
     failed: Option<Error>,
@@ -122,10 +129,24 @@ impl WriteErrors {
         }
     }
 
-    /// Records a failed write of the object's pages; the limit's worth of them in a row
-    /// marks the object failed.
-    pub(crate) fn write_failed(&mut self, error: Error) {
+    /// The attempt a flush starting now makes: the writes it submits fail as one.
+    pub(crate) fn attempt(&self) -> WriteAttempt {
+        WriteAttempt {
+            sequence: self.seq.sequence,
+        }
+    }
+
+    /// Records a failed write of the object's pages, one of `attempt`'s. The first
+    /// failure of an attempt counts towards the failed state (the limit's worth of
+    /// failed attempts in a row marks the object failed); the others of the same
+    /// attempt — the other clusters of one flush, sent before the first failed — or of
+    /// an attempt that began before another failure are not counted again.
+    pub(crate) fn write_failed(&mut self, error: Error, attempt: WriteAttempt) {
+        let first_of_attempt = attempt.sequence == self.seq.sequence;
         self.seq.record(error);
+        if !first_of_attempt {
+            return;
+        }
         self.consecutive = self.consecutive.saturating_add(1);
         if self
             .limit
@@ -134,8 +155,6 @@ impl WriteErrors {
             self.failed.get_or_insert(error);
         }
     }
-
-    /// Records a write of the object's pages that succeeded: the count of failures in
     /// a row starts again (a failed object stays failed).
     pub(crate) fn write_succeeded(&mut self) {
         self.consecutive = 0;
@@ -230,6 +249,49 @@ mod tests {
         assert_eq!(seq.check_and_advance(&mut cursor), Ok(()));
         seq.record(Error::Io);
         assert_eq!(seq.check_and_advance(&mut cursor), Err(Error::Io), "again");
+    }
+
+    #[test]
+    fn an_attempt_counts_once_and_the_limit_fails_the_object() {
+        let mut errors = WriteErrors::new();
+        errors.set_limit(NonZeroU32::new(2));
+        let first = errors.attempt();
+        let overlapping = errors.attempt();
+        for _ in 0..5 {
+            errors.write_failed(Error::Io, first);
+        }
+        errors.write_failed(Error::Io, overlapping);
+        assert_eq!(errors.consecutive(), 1, "one attempt, however many writes");
+        assert_eq!(errors.failed(), None);
+        errors.write_succeeded();
+        assert_eq!(errors.consecutive(), 0);
+        for expected in 1..=2 {
+            let attempt = errors.attempt();
+            errors.write_failed(Error::NoSpace, attempt);
+            assert_eq!(errors.consecutive(), expected);
+        }
+        assert_eq!(errors.failed(), Some(Error::NoSpace));
+        let mut cursor = errors.cursor();
+        assert_eq!(errors.check(&mut cursor), Err(Error::NoSpace), "every time");
+        errors.write_succeeded();
+        assert_eq!(errors.failed(), Some(Error::NoSpace), "until cleared");
+        errors.clear_failed();
+        assert_eq!(errors.check(&mut cursor), Ok(()));
+        assert_eq!(errors.pending_for_flusher(), Some(Error::NoSpace));
+        assert_eq!(errors.take_for_flusher(), Some(Error::NoSpace));
+        assert_eq!(errors.take_for_flusher(), None);
+    }
+
+    #[test]
+    fn without_a_limit_nothing_fails() {
+        let mut errors = WriteErrors::new();
+        errors.set_limit(None);
+        for _ in 0..100 {
+            let attempt = errors.attempt();
+            errors.write_failed(Error::Io, attempt);
+        }
+        assert_eq!(errors.consecutive(), 100);
+        assert_eq!(errors.failed(), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use core::ops::{BitOr, BitOrAssign, Range};
 use bitflags::bitflags;
 
 use crate::error::{Error, Result};
-use crate::errseq::{ErrorCursor, WriteErrors};
+use crate::errseq::{ErrorCursor, WriteAttempt, WriteErrors};
 use crate::hooks::{PageCache, Protection};
 use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef, Tag};
 use crate::readahead::ReadAhead;
@@ -137,12 +137,19 @@ impl BitOrAssign for Wakeup {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     write_size: u64,
+    /// The attempt it belongs to, for counting failed attempts.
+    attempt: WriteAttempt,
 }
 
 impl InFlight {
     /// The write size when the write was counted: nothing past it is written.
     pub(crate) fn write_size(&self) -> u64 {
         self.write_size
+    }
+
+    /// The attempt the write belongs to.
+    pub(crate) fn attempt(&self) -> WriteAttempt {
+        self.attempt
     }
 }
 
@@ -224,9 +231,11 @@ impl<C: PageCache> VmObject<C> {
         self.state.write().write_errors.clear_failed();
     }
 
-    /// Sets how many failed writes in a row mark the object failed
-    /// ([`DEFAULT_WRITE_FAILURE_LIMIT`](crate::DEFAULT_WRITE_FAILURE_LIMIT) until set);
-    /// `None`: never. An object already failed stays so.
+    /// Sets how many failed attempts in a row to write its pages mark the object failed
+    /// ([`DEFAULT_WRITE_FAILURE_LIMIT`](crate::DEFAULT_WRITE_FAILURE_LIMIT) until set;
+    /// `None`: never). An attempt is one flush: however many of its writes fail, it
+    /// counts once; a write that succeeds starts the count again. An object already
+    /// failed stays so.
     pub fn set_write_failure_limit(&self, limit: Option<NonZeroU32>) {
         self.state.write().write_errors.set_limit(limit);
     }
@@ -440,7 +449,7 @@ impl<C: PageCache> ObjectState<C> {
         self.write_errors.pending_for_flusher()
     }
 
-    /// Whether the object is failed: its writes failed [the limit's worth of
+    /// Whether the object is failed: attempts to write it failed [the limit's worth of
     /// times](VmObject::set_write_failure_limit) in a row, so flushes no longer write
     /// its dirty pages (they stay resident and dirty, and every cleaning flush and
     /// every [`fsync`](crate::fsync) returns the error) until
@@ -450,13 +459,14 @@ impl<C: PageCache> ObjectState<C> {
         self.write_errors.failed().is_some()
     }
 
-    /// How many writes of the object's pages failed in a row (since the last one that
-    /// succeeded or [`VmObject::clear_failed`]).
+    /// How many attempts to write the object's pages failed in a row (since the last
+    /// write that succeeded or [`VmObject::clear_failed`]): each flush with a failed
+    /// write counts once, however many of its writes failed.
     pub fn failed_writes_in_a_row(&self) -> u32 {
         self.write_errors.consecutive()
     }
 
-    /// How many failed writes in a row mark the object failed (`None`: never).
+    /// How many failed attempts in a row mark the object failed (`None`: never).
     pub fn write_failure_limit(&self) -> Option<NonZeroU32> {
         self.write_errors.limit()
     }
@@ -472,13 +482,13 @@ impl<C: PageCache> ObjectState<C> {
         self.write_errors.check(cursor)
     }
 
-    /// Records the outcome of a write of the object's pages: a failure for every
-    /// cursor to report, counted towards the failed state; a success restarts the
-    /// count.
-    pub(crate) fn note_write_result(&mut self, result: Result) {
+    /// Records the outcome of `write` of the object's pages: a failure for every
+    /// cursor to report, counted towards the failed state if it is the first of its
+    /// attempt; a success restarts the count.
+    pub(crate) fn note_write_result(&mut self, write: &InFlight, result: Result) {
         match result {
             Ok(()) => self.write_errors.write_succeeded(),
-            Err(error) => self.write_errors.write_failed(error),
+            Err(error) => self.write_errors.write_failed(error, write.attempt()),
         }
     }
 
@@ -504,9 +514,21 @@ impl<C: PageCache> ObjectState<C> {
         self.dirty_generation
     }
 
-    /// Counts one write in flight, from before the lock is dropped for it, and notes
-    /// the write size it must not write past.
+    /// Counts one write in flight, an attempt of its own, from before the lock is
+    /// dropped for it, and notes the write size it must not write past.
     pub(crate) fn start_write(&mut self) -> InFlight {
+        let attempt = self.write_attempt();
+        self.start_write_in(attempt)
+    }
+
+    /// The attempt a flush starting now makes ([`Self::start_write_in`]).
+    pub(crate) fn write_attempt(&self) -> WriteAttempt {
+        self.write_errors.attempt()
+    }
+
+    /// [`Self::start_write`] for one of the writes of `attempt` (a flush's clusters):
+    /// however many of them fail, the attempt counts once towards the failed state.
+    pub(crate) fn start_write_in(&mut self, attempt: WriteAttempt) -> InFlight {
         // Cannot overflow: each write in flight holds a busy page (a flush's) or a
         // waiting thread (direct I/O), far fewer than 2^32.
         #[allow(clippy::arithmetic_side_effects)]
@@ -516,6 +538,7 @@ impl<C: PageCache> ObjectState<C> {
         debug_assert!(self.size <= self.write_size);
         InFlight {
             write_size: self.write_size,
+            attempt,
         }
     }
 

@@ -342,6 +342,25 @@ fn the_default_limit_counts_failures_in_a_row() {
     assert_eq!(residency(&file).1, 0);
 }
 
+/// One flush is one attempt: a syncer pass whose many clusters all fail counts once,
+/// so a large file is not failed by a single pass.
+#[test]
+fn one_flush_of_many_failing_clusters_is_one_failed_attempt() {
+    for bshift in BSHIFTS {
+        let pages = (8 * TEST_MAX_TRANSFER / PAGE_SIZE) as u64;
+        let (disk, file) = rig(bshift, pages);
+        rewrite(&file, 1);
+        fail_everything(&disk);
+        disk.reset_stats();
+        putpages(&file, 0, 0, ASYNC).unwrap();
+        assert!(disk.stats().requests >= 8, "{bshift}: {:?}", disk.stats());
+        assert_eq!(file.object().read().failed_writes_in_a_row(), 1, "{bshift}");
+        let _ = putpages(&file, 0, 0, SYNC);
+        assert_eq!(file.object().read().failed_writes_in_a_row(), 2, "{bshift}");
+        assert!(!file.object().is_failed());
+    }
+}
+
 /// Without a limit the object never fails: every flush writes again.
 #[test]
 fn no_limit_never_fails_the_object() {

@@ -19,7 +19,7 @@
 //!   synchronous cleaning [`putpages`] (which brings no cursor: it reports through the
 //!   object's own), so neither hides it from the other;
 //! - a device that keeps failing does not pin dirty pages in a loop of rewrites: after
-//!   [a limit](crate::VmObject::set_write_failure_limit) of failed writes in a row the
+//!   [a limit](crate::VmObject::set_write_failure_limit) of failed flushes in a row the
 //!   object is *failed*: its dirty pages stay resident and dirty but are no longer
 //!   written, every cleaning flush returns the error at once, until the kernel calls
 //!   [`VmObject::clear_failed`](crate::VmObject::clear_failed) (or the pages are
@@ -66,7 +66,7 @@ use core::fmt;
 use bitflags::bitflags;
 
 use crate::error::{Error, Result};
-use crate::errseq::ErrorCursor;
+use crate::errseq::{ErrorCursor, WriteAttempt};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SIZE, PageFlags, PageRef, trunc_page};
@@ -303,10 +303,14 @@ fn flush_reporting<'a, V: Vnode>(
     pages
         .try_reserve_exact(max_pages)
         .map_err(|_| Error::NoMemory)?;
-    log::trace!(
-        "putpages {start:#x}..{end:#x} flags {flags:?} resident {}",
-        vnode.object().read().cache().resident_pages()
-    );
+    let attempt = {
+        let state = vnode.object().read();
+        log::trace!(
+            "putpages {start:#x}..{end:#x} flags {flags:?} resident {}",
+            state.cache().resident_pages()
+        );
+        state.write_attempt()
+    };
     let end = if end == 0 || flags.contains(PutFlags::ALLPAGES) {
         trunc_page(u64::MAX)
     } else {
@@ -324,6 +328,7 @@ fn flush_reporting<'a, V: Vnode>(
         transaction: None,
         caller_in_transaction: held == TransactionHeld::ByCaller,
         reporter,
+        attempt,
     }
     .run()
 }
@@ -405,6 +410,9 @@ struct Flush<'a, V: Vnode> {
     caller_in_transaction: bool,
     /// Through which cursor a synchronous cleaning flush reports write errors.
     reporter: Reporter<'a>,
+    /// The attempt its writes make: however many fail, it counts once towards the
+    /// object's failed state.
+    attempt: WriteAttempt,
 }
 
 impl<'a, V: Vnode> Flush<'a, V> {

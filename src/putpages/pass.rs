@@ -4,7 +4,7 @@
 //! flight) and the call's result.
 
 use super::{Flush, Guard, PutError, PutFlags, ScanEnd};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hooks::{MountFlags, PageCache, Update, VnodeKind};
 use crate::object::{ObjectFlags, ObjectState};
 use crate::page::Tag;
@@ -46,18 +46,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
             // [`visit`]: Flush::visit
             let failed = state.failed_error();
             if let Some(error) = failed.filter(|_| self.cleans_only()) {
-                log::trace!("putpages: object failed by {error:?}; nothing written");
-                if !self.asynchronous() {
-                    (state, _) = self.wait_for_writes(state);
-                }
-                let end = ScanEnd {
-                    error: Some(error.into()),
-                    write_failed: true,
-                    ..ScanEnd::default()
-                };
-                let result = self.report(&mut state, end);
-                drop(state);
-                return result;
+                return self.failed_at_once(state, error);
             }
             if self.nothing_to_do(&state) {
                 leave_worklist_if_clean(&mut state, vnode, None);
@@ -102,6 +91,25 @@ impl<'a, V: Vnode> Flush<'a, V> {
             || (self.dirty_only
                 && !cache.any_tagged(Tag::Dirty)
                 && (self.asynchronous() || !cache.any_tagged(Tag::Writeback)))
+    }
+
+    /// The result of a call that only cleans, on an object failed by `error`: nothing
+    /// is written; a synchronous call waits for the writes in flight first.
+    fn failed_at_once(
+        &mut self,
+        mut state: Guard<'a, V>,
+        error: Error,
+    ) -> core::result::Result<(), PutError> {
+        log::trace!("putpages: object failed by {error:?}; nothing written");
+        if !self.asynchronous() {
+            (state, _) = self.wait_for_writes(state);
+        }
+        let end = ScanEnd {
+            error: Some(error.into()),
+            write_failed: true,
+            ..ScanEnd::default()
+        };
+        self.report(&mut state, end)
     }
 
     /// Whether the call cleans and does nothing else: only dirty pages concern it.

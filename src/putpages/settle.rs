@@ -48,6 +48,9 @@ pub(super) fn complete_write<V: Vnode>(
         count,
         ref write,
     } = *written;
+    if count != 0 {
+        state.note_write_result(write, result);
+    }
     let wake = settle_written(state, vnode, first, count, result);
     state.end_write(write) | wake
 }
@@ -88,9 +91,6 @@ fn settle_written<V: Vnode>(
                 wake |= state.settle(at);
             }
         }
-    }
-    if count != 0 {
-        state.note_write_result(result);
     }
     if let Err(error) = result {
         log::trace!("write of {first:#x}+{count} pages failed: {error:?}; kept dirty");
