@@ -67,8 +67,11 @@ impl ErrorSeq {
 /// description, which reports each write failure since the cursor was made (or last
 /// reported one) once.
 ///
-/// A cursor belongs to one object: checked against another it reports nonsense (an
-/// error that is not its own, or none), never a panic.
+/// `fsync` takes the cursor `&mut`: threads that fsync through one description at
+/// once keep it under the description's lock (as Linux keeps a file's `f_wb_err` under
+/// its `f_lock`). A cursor belongs to one object: checked
+/// against another it reports nonsense (an error that is not its own, or none), never
+/// a panic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ErrorCursor {
     /// The object's error sequence number as of the last report (or the sampling).

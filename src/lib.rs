@@ -78,6 +78,15 @@
 //! freed by [`reap_completions`], which the kernel calls from a thread that holds
 //! nothing (a worker, the idle loop); genpager never calls it itself.
 //!
+//! A failed write loses nothing (its pages stay resident and dirty) and its error is
+//! reported errseq-style: a kernel keeps an [`ErrorCursor`] in each open file
+//! description, made by [`VmObject::error_cursor`] at open, and implements fsync with
+//! [`fsync`], which reports each write failure since that cursor's last report once,
+//! whoever flushed the pages; [`putpages`] with `CLEANIT | SYNCIO` reports through the
+//! object's own cursor and takes nothing from the files'. An object whose writes keep
+//! failing becomes failed ([`VmObject::is_failed`]): its dirty pages stay, no longer
+//! written, every fsync reporting the error, until [`VmObject::clear_failed`].
+//!
 //! ## Concurrency
 //!
 //! Every entry point may run at the same time as every other on one file, from any

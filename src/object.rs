@@ -218,8 +218,9 @@ impl<C: PageCache> VmObject<C> {
         self.state.read().write_errors.check(cursor)
     }
 
-    /// Whether the object is failed ([`ObjectState::is_failed`]): a reclaimer skips its
-    /// dirty pages, which no flush writes any longer.
+    /// Whether the object is failed ([`ObjectState::is_failed`]): a reclaimer skips it
+    /// (its dirty pages cannot be cleaned; a `CLEANIT | FREE` flush would free only its
+    /// clean pages and return the error).
     pub fn is_failed(&self) -> bool {
         self.state.read().is_failed()
     }

@@ -406,6 +406,26 @@ fn truncating_away_the_failed_pages_ends_the_failed_state() {
     }
 }
 
+/// Freeing the kept pages without cleaning them (what a truncation does, or a kernel
+/// giving up on the data) ends the failed state at once: a reclaimer asking sees the
+/// object writable again.
+#[test]
+fn discarding_the_kept_pages_ends_the_failed_state() {
+    let (disk, file) = rig(12, 4);
+    file.object().set_write_failure_limit(NonZeroU32::new(1));
+    rewrite(&file, 1);
+    fail_everything(&disk);
+    let _ = putpages(&file, 0, 0, ASYNC);
+    assert!(file.object().is_failed());
+    let discard = PutFlags::FREE.union(PutFlags::SYNCIO);
+    putpages(&file, 2 * PG, 0, discard).unwrap();
+    assert!(file.object().is_failed(), "pages 0 and 1 are still kept");
+    assert_eq!(residency(&file), (2, 2));
+    putpages(&file, 0, 0, discard).unwrap();
+    assert!(!file.object().is_failed());
+    assert_eq!(residency(&file), (0, 0));
+}
+
 // ---- threads ------------------------------------------------------------------------
 
 /// fsyncs of several descriptions racing an asynchronous write that fails on a device

@@ -126,6 +126,9 @@ impl<'a, V: Vnode> Flush<'a, V> {
         state: &mut ObjectState<V::Cache>,
         end: ScanEnd,
     ) -> core::result::Result<(), PutError> {
+        // Whatever the call did, a failed object whose kept pages are all gone (freed
+        // without cleaning) is failed no longer: a reclaimer asking sees it so.
+        let _still_failed = state.failed_error();
         let flush = self.flags.contains(PutFlags::CLEANIT | PutFlags::SYNCIO);
         let take = flush && (end.error.is_none() || end.write_failed);
         let unseen = if take {

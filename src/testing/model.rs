@@ -15,8 +15,10 @@
 //! - every resident page equals the model within the end of file and is zero past it;
 //!   every clean page equals the backing store; every other byte of the file equals
 //!   the backing store (so nothing acknowledged was lost);
-//! - the latched write error: a write that fails sets it, exactly the next
-//!   `CLEANIT | SYNCIO` flush (or direct I/O, whose flush is one) reports it, once;
+//! - the latched write error (what the object's own error cursor has not reported,
+//!   [`pending_write_error`](crate::ObjectState::pending_write_error)): a write that
+//!   fails sets it, exactly the next `CLEANIT | SYNCIO` flush (or direct I/O, whose
+//!   flush is one) reports it, once;
 //! - the transaction and journal ledger of the [`MemFile`]: nothing left open, the
 //!   lock order kept.
 //!
