@@ -86,12 +86,12 @@ bitflags! {
         /// Wait for the writes (and for writes already in flight) to finish; with
         /// [`CLEANIT`](Self::CLEANIT), report a write error not yet reported through
         /// the object's own cursor ([`putpages`]; [`fsync`] reports through the
-        /// caller's) and wait for
-        /// dirty pages of the range that other threads hold busy, so that every page
-        /// dirty when the call began is on the device when it returns `Ok` (a thread
-        /// must release the pages of its own faults before it flushes). Without it
-        /// writes are started and the call returns. Clean busy pages are skipped, not
-        /// waited for, unless [`RECLAIM`](Self::RECLAIM) is given.
+        /// caller's) and wait for dirty pages of the range that other threads hold
+        /// busy, so that every page dirty when the call began is on the device when
+        /// it returns `Ok` (a thread must release the pages of its own faults before
+        /// it flushes). Without it writes are started and the call returns. Clean busy
+        /// pages are skipped, not waited for, unless [`RECLAIM`](Self::RECLAIM) is
+        /// given.
         const SYNCIO = 1 << 1;
         /// Free the pages of the range (busy ones when their write completes). Dirty
         /// pages are written first only with [`CLEANIT`](Self::CLEANIT): without it
