@@ -342,6 +342,36 @@ fn the_default_limit_counts_failures_in_a_row() {
     assert_eq!(residency(&file).1, 0);
 }
 
+/// The page daemon (which never sleeps) on a failed object: frees the clean pages,
+/// keeps the dirty ones, submits nothing; direct I/O fails with the error instead of
+/// going around the kept data.
+#[test]
+fn the_page_daemon_and_direct_io_on_a_failed_object() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    use genpager::testing::Direction;
+    for bshift in BSHIFTS {
+        let (disk, file) = rig(bshift, 4);
+        file.object().set_write_failure_limit(NonZeroU32::new(1));
+        write(&file, 0, &pattern(2 * PAGE_SIZE, 3)).unwrap();
+        let mut buf = vec![0; 2 * PAGE_SIZE];
+        genpager::read(&file, 2 * PG, &mut buf).unwrap();
+        fail_everything(&disk);
+        let _ = putpages(&file, 0, 0, ASYNC);
+        assert!(file.object().is_failed());
+        disk.reset_stats();
+        file.set_pagedaemon(true);
+        assert_eq!(putpages(&file, 0, 0, RECLAIM), Err(Error::Io), "{bshift}");
+        file.set_pagedaemon(false);
+        assert_eq!(residency(&file), (2, 2), "{bshift}");
+        let mut out = Buffer::aligned(PAGE_SIZE);
+        let iov = vec![IoVec::new(out.get_mut())];
+        let mut uio = Uio::new(0, Direction::Read, AddressSpace::User, iov).unwrap();
+        let direct = directio(&file, &mut uio, DirectFlags::empty());
+        assert_eq!(direct.map(|p| p.transferred), Err(Error::Io), "{bshift}");
+        assert_eq!(disk.stats().requests, 0, "{bshift}");
+    }
+}
+
 /// One flush is one attempt: a syncer pass whose many clusters all fail counts once,
 /// so a large file is not failed by a single pass.
 #[test]
