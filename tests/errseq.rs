@@ -603,3 +603,144 @@ fn no_input_panics() {
     putpages(&file, 0, 0, SYNC).unwrap();
     assert_eq!(residency(&file).1, 0);
 }
+
+// ---- random sequences against a model ----------------------------------------------
+
+/// A small deterministic generator (64-bit LCG, high bits), so a failing seed repeats.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// What the errseq rules predict for a file of one cluster on an inline disk.
+#[derive(Default)]
+struct Predicted {
+    dirty: bool,
+    failing: bool,
+    /// Per open description, and last the object's own cursor: a failure unseen.
+    unseen: Vec<bool>,
+    in_a_row: u32,
+    failed: bool,
+}
+
+impl Predicted {
+    /// A flush writes the dirty pages (unless failed): returns whether the write failed.
+    fn write(&mut self, limit: u32) -> bool {
+        if !self.dirty || self.failed {
+            return false;
+        }
+        if !self.failing {
+            self.dirty = false;
+            self.in_a_row = 0;
+            return false;
+        }
+        self.unseen.iter_mut().for_each(|unseen| *unseen = true);
+        self.in_a_row += 1;
+        self.failed |= self.in_a_row >= limit;
+        true
+    }
+
+    /// A synchronous cleaning flush reporting through cursor `who`.
+    fn sync_flush(&mut self, who: usize, limit: u32) -> genpager::Result {
+        let was_failed = self.failed;
+        self.write(limit);
+        let unseen = std::mem::take(&mut self.unseen[who]);
+        if was_failed || unseen {
+            Err(Error::Io)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Random sequences of opens, writes, the device failing and recovering, syncer
+/// flushes (asynchronous and synchronous), fsyncs through every description and
+/// clearing the failed state, each result checked against [`Predicted`]: every
+/// description sees each failure since its open once, a failed object reports to
+/// everyone and writes nothing, and the disk ends equal to the data.
+#[test]
+fn random_sequences_match_the_errseq_rules() {
+    let mut rng = Lcg(0x5eed);
+    for case in 0..120 {
+        let bshift = BSHIFTS[rng.below(4) as usize];
+        let limit = 1 + rng.below(4) as u32;
+        let (disk, file) = rig(bshift, 2);
+        file.object()
+            .set_write_failure_limit(NonZeroU32::new(limit));
+        let mut cursors = vec![file.object().error_cursor()];
+        let mut model = Predicted {
+            unseen: vec![false, false],
+            ..Predicted::default()
+        };
+        let own = |model: &Predicted| model.unseen.len() - 1;
+        let mut data = file.disk_contents();
+        let mut trace = Vec::new();
+        for step in 0..60 {
+            let op = rng.below(8);
+            trace.push(op);
+            let what = format!("case {case} (bshift {bshift}, limit {limit}) ops {trace:?}");
+            disk.reset_stats();
+            let failed_before = model.failed;
+            match op {
+                0 => {
+                    cursors.push(file.object().error_cursor());
+                    let at = own(&model);
+                    model.unseen.insert(at, false);
+                }
+                1 => {
+                    data = rewrite(&file, step as u8);
+                    model.dirty = true;
+                }
+                2 => {
+                    model.failing = !model.failing;
+                    if model.failing {
+                        fail_everything(&disk);
+                    } else {
+                        disk.clear_faults();
+                    }
+                }
+                3 => {
+                    let expected = if model.failed {
+                        Err(Error::Io)
+                    } else {
+                        model.write(limit);
+                        Ok(())
+                    };
+                    assert_eq!(putpages(&file, 0, 0, ASYNC), expected, "{what}");
+                }
+                4 => {
+                    let at = own(&model);
+                    let expected = model.sync_flush(at, limit);
+                    assert_eq!(putpages(&file, 0, 0, SYNC), expected, "{what}");
+                }
+                5 | 6 => {
+                    let who = rng.below(cursors.len() as u64) as usize;
+                    let expected = model.sync_flush(who, limit);
+                    assert_eq!(fsync_all(&file, &mut cursors[who]), expected, "{what}");
+                }
+                _ => {
+                    file.object().clear_failed();
+                    model.failed = false;
+                    model.in_a_row = 0;
+                }
+            }
+            assert_eq!(file.object().is_failed(), model.failed, "{what}");
+            assert_eq!(residency(&file).1 != 0, model.dirty, "{what}");
+            if failed_before {
+                assert_eq!(disk.stats().requests, 0, "{what}: a failed object wrote");
+            }
+        }
+        disk.clear_faults();
+        file.object().clear_failed();
+        let _ = putpages(&file, 0, 0, SYNC);
+        putpages(&file, 0, 0, SYNC).unwrap();
+        assert_eq!(file.disk_contents(), data, "case {case}");
+    }
+}
