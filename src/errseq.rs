@@ -168,7 +168,7 @@ impl WriteErrors {
         self.failed
     }
 
-    /// Ends the failed state and the count of failures in a row.
+    /// Ends the failed state and the count of failed attempts in a row.
     pub(crate) fn clear_failed(&mut self) {
         self.failed = None;
         self.consecutive = 0;
@@ -179,12 +179,12 @@ impl WriteErrors {
         self.consecutive
     }
 
-    /// The limit of failures in a row.
+    /// The limit of failed attempts in a row.
     pub(crate) fn limit(&self) -> Option<NonZeroU32> {
         self.limit
     }
 
-    /// Sets the limit of failures in a row (`None`: never mark the object failed).
+    /// Sets the limit of failed attempts in a row (`None`: never mark the object failed).
     /// A count already at or past a new, lower limit marks it at the next failure.
     pub(crate) fn set_limit(&mut self, limit: Option<NonZeroU32>) {
         self.limit = limit;

@@ -226,7 +226,7 @@ impl<C: PageCache> VmObject<C> {
     }
 
     /// Ends the failed state ([`ObjectState::is_failed`]) and the count of failed
-    /// writes in a row: the next flush writes the dirty pages again. A kernel calls it
+    /// attempts in a row: the next flush writes the dirty pages again. A kernel calls it
     /// once the device has recovered. Does nothing to an object that is not failed.
     pub fn clear_failed(&self) {
         self.state.write().write_errors.clear_failed();
