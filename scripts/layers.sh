@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../src"
 # module:layer — keep in step with the diagram in src/lib.rs.
 layers="
 page:0 error:0 sync:0
-buf:1 memory:1 stats:1
+buf:1 memory:1 stats:1 errseq:1
 hooks:2 readahead:2
 bmap:3 cache:3 object:3
 vnode:4

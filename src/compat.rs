@@ -7,7 +7,7 @@
 //! go through [`getpages`] here, which fills each not-yet-valid page with one
 //! [`ByteIo::read_at`]; [`putpages`](crate::putpages) then writes clusters through
 //! [`ByteIo::write_vectored_at`] and completes them exactly as a device write completes
-//! (a failed write keeps its pages dirty and latches the error). [`NoBlocks`] fills the
+//! (a failed write keeps its pages dirty and records the error for every cursor). [`NoBlocks`] fills the
 //! vnode's block-map and device slots.
 //!
 //! Where this departs from the reference: a read fault leaves its pages clean (the

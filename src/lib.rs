@@ -29,6 +29,7 @@
 //!  │    · readahead — the window a reader's pattern earns                │
 //!  │ 1  buf — requests and their completion · memory — frames, budget    │
 //!  │    · stats — the counters                                           │
+//!  │    · errseq — write errors, reported once to each open file         │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
 //!    PageCache       Vnode          BlockMap        Strategy
@@ -77,6 +78,15 @@
 //! Completion allocates nothing, frees nothing and drops no vnode: what it leaves is
 //! freed by [`reap_completions`], which the kernel calls from a thread that holds
 //! nothing (a worker, the idle loop); genpager never calls it itself.
+//!
+//! A failed write loses nothing (its pages stay resident and dirty) and its error is
+//! reported errseq-style: a kernel keeps an [`ErrorCursor`] in each open file
+//! description, made by [`VmObject::error_cursor`] at open, and implements fsync with
+//! [`fsync`], which reports each write failure since that cursor's last report once,
+//! whoever flushed the pages; [`putpages`] with `CLEANIT | SYNCIO` reports through the
+//! object's own cursor and takes nothing from the files'. An object whose writes keep
+//! failing becomes failed ([`VmObject::is_failed`]): its dirty pages stay, no longer
+//! written, every fsync reporting the error, until [`VmObject::clear_failed`].
 //!
 //! ## Concurrency
 //!
@@ -174,6 +184,7 @@ pub mod page;
 pub mod sync;
 
 pub mod buf;
+mod errseq;
 pub mod memory;
 pub mod stats;
 
@@ -206,6 +217,7 @@ pub mod testing;
 pub use buf::reap_completions;
 pub use busy::{BusyPages, ResidentPages, WritablePages};
 pub use error::{Error, Result};
+pub use errseq::{DEFAULT_WRITE_FAILURE_LIMIT, ErrorCursor};
 pub use fault::{Fault, Fetched, GetFlags};
 pub use fault_around::{Around, FAULT_AROUND_BYTES, fault_around};
 pub use getpages::getpages;
@@ -215,7 +227,7 @@ pub use hooks::{
 };
 pub use object::{ObjectFlags, ObjectState, VmObject};
 pub use page::{DirtyStatus, PAGE_SIZE, Page, PageCounts, PageFlags, PageQueue, Tag};
-pub use putpages::{PutError, PutFlags, flush_expired, putpages, putpages_busy};
+pub use putpages::{PutError, PutFlags, flush_expired, fsync, putpages, putpages_busy};
 pub use read::{read, read_with};
 pub use readahead::{Advice, ReadAhead};
 pub use stats::{IoStats, ObjectStats, Stats};

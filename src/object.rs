@@ -6,13 +6,15 @@
 //! channel on which busy-page waiters (keyed by the page's offset) and in-flight-write
 //! waiters (keyed by [`IN_FLIGHT`]) sleep.
 
+use core::num::NonZeroU32;
 use core::ops::{BitOr, BitOrAssign, Range};
 
 use bitflags::bitflags;
 
 use crate::error::{Error, Result};
+use crate::errseq::{ErrorCursor, WriteAttempt, WriteErrors};
 use crate::hooks::{PageCache, Protection};
-use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef};
+use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef, Tag};
 use crate::readahead::ReadAhead;
 use crate::stats::{IoCounters, IoStats, ObjectStats};
 use crate::sync::{Mutex, MutexGuard, ReadGuard, RwLock, SleepRwLock, Wait, WaitQueue, WriteGuard};
@@ -42,7 +44,7 @@ pub struct ObjectState<C> {
     flags: ObjectFlags,
     writes_in_flight: u32,
     dirty_generation: u64,
-    write_error: Option<Error>,
+    write_errors: WriteErrors,
     /// When the syncer first found the object dirty ([`flush_expired`](crate::flush_expired)).
     dirty_seen: Option<u64>,
 }
@@ -140,12 +142,19 @@ impl BitOrAssign for Wakeup {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     write_size: u64,
+    /// The attempt it belongs to, for counting failed attempts.
+    attempt: WriteAttempt,
 }
 
 impl InFlight {
     /// The write size when the write was counted: nothing past it is written.
     pub(crate) fn write_size(&self) -> u64 {
         self.write_size
+    }
+
+    /// The attempt the write belongs to.
+    pub(crate) fn attempt(&self) -> WriteAttempt {
+        self.attempt
     }
 }
 
@@ -160,7 +169,7 @@ impl<C: PageCache> VmObject<C> {
                 flags: ObjectFlags::empty(),
                 writes_in_flight: 0,
                 dirty_generation: 0,
-                write_error: None,
+                write_errors: WriteErrors::new(),
                 dirty_seen: None,
             }),
             node_lock: SleepRwLock::new(),
@@ -220,6 +229,45 @@ impl<C: PageCache> VmObject<C> {
     /// The file size.
     pub fn size(&self) -> u64 {
         self.state.read().size
+    }
+
+    /// A cursor on this object's write errors that reports those from now on: what a
+    /// kernel keeps in each open file description, sampled when the file is opened,
+    /// and passes to [`fsync`](crate::fsync) and [`Self::check_errors`]. A write that
+    /// failed before it was made is not reported through it.
+    pub fn error_cursor(&self) -> ErrorCursor {
+        self.state.read().write_errors.cursor()
+    }
+
+    /// Reports through `cursor` the latest write failure it has not seen and moves it
+    /// on, without flushing anything (what [`fsync`](crate::fsync) does after its
+    /// flush; a kernel may call it where it reports write errors without one). A
+    /// failed object ([`Self::is_failed`]) reports its error every time.
+    pub fn check_errors(&self, cursor: &mut ErrorCursor) -> Result {
+        self.state.read().write_errors.check(cursor)
+    }
+
+    /// Whether the object is failed ([`ObjectState::is_failed`]): a reclaimer skips it
+    /// (its dirty pages cannot be cleaned; a `CLEANIT | FREE` flush would free only its
+    /// clean pages and return the error).
+    pub fn is_failed(&self) -> bool {
+        self.state.read().is_failed()
+    }
+
+    /// Ends the failed state ([`ObjectState::is_failed`]) and the count of failed
+    /// attempts in a row: the next flush writes the dirty pages again. A kernel calls it
+    /// once the device has recovered. Does nothing to an object that is not failed.
+    pub fn clear_failed(&self) {
+        self.state.write().write_errors.clear_failed();
+    }
+
+    /// Sets how many failed attempts in a row to write its pages mark the object failed
+    /// ([`DEFAULT_WRITE_FAILURE_LIMIT`](crate::DEFAULT_WRITE_FAILURE_LIMIT) until set;
+    /// `None`: never). An attempt is one flush: however many of its writes fail, it
+    /// counts once; a write that succeeds starts the count again. An object already
+    /// failed stays so.
+    pub fn set_write_failure_limit(&self, limit: Option<NonZeroU32>) {
+        self.state.write().write_errors.set_limit(limit);
     }
 
     /// Marks the busy page at `offset` wanted, drops the object lock and sleeps until
@@ -433,26 +481,94 @@ impl<C: PageCache> ObjectState<C> {
         self.dirty_seen = seen;
     }
 
-    /// The write error waiting to be reported to the next synchronous flush.
+    /// The write error waiting to be reported to the next synchronous cleaning flush
+    /// that brings no cursor of its own ([`putpages`](crate::putpages) with
+    /// `CLEANIT | SYNCIO`): the latest failure the object's own cursor has not reported.
+    /// Cursors of open files ([`VmObject::error_cursor`]) report independently of it.
     pub fn pending_write_error(&self) -> Option<Error> {
-        self.write_error
+        self.write_errors.pending_for_flusher()
     }
 
+    /// Whether the object is failed: attempts to write it failed [the limit's worth of
+    /// times](VmObject::set_write_failure_limit) in a row, so flushes no longer write
+    /// its dirty pages (they stay resident and dirty, and every cleaning flush and
+    /// every [`fsync`](crate::fsync) returns the error) until
+    /// [`VmObject::clear_failed`], or until none of its pages is dirty or in writeback
+    /// any more when a flush or a truncation looks (the failed data was discarded).
+    pub fn is_failed(&self) -> bool {
+        self.write_errors.failed().is_some()
+    }
+
+    /// How many attempts to write the object's pages failed in a row (since the last
+    /// write that succeeded or [`VmObject::clear_failed`]): each flush with a failed
+    /// write counts once, however many of its writes failed.
+    pub fn failed_writes_in_a_row(&self) -> u32 {
+        self.write_errors.consecutive()
+    }
+
+    /// How many failed attempts in a row mark the object failed (`None`: never).
+    pub fn write_failure_limit(&self) -> Option<NonZeroU32> {
+        self.write_errors.limit()
+    }
+
+    /// Reports to the object's own cursor the failure it has not seen, moving it on.
     pub(crate) fn take_write_error(&mut self) -> Option<Error> {
-        self.write_error.take()
+        self.write_errors.take_for_flusher()
     }
 
-    pub(crate) fn latch_write_error(&mut self, error: Error) {
-        self.write_error.get_or_insert(error);
+    /// Reports to `cursor` the failure it has not seen, moving it on (a failed
+    /// object's error every time).
+    pub(crate) fn check_errors(&self, cursor: &mut ErrorCursor) -> Result {
+        self.write_errors.check(cursor)
+    }
+
+    /// Records the outcome of `write` of the object's pages: a failure for every
+    /// cursor to report, counted towards the failed state if it is the first of its
+    /// attempt; a success restarts the count.
+    pub(crate) fn note_write_result(&mut self, write: &InFlight, result: Result) {
+        match result {
+            Ok(()) => self.write_errors.write_succeeded(),
+            Err(error) => self.write_errors.write_failed(error, write.attempt()),
+        }
+    }
+
+    /// The error of a failed object, if it is.
+    pub(crate) fn failed_error_now(&self) -> Option<Error> {
+        self.write_errors.failed()
+    }
+
+    /// The error of a failed object, after ending the failed state if nothing it
+    /// stopped writing is left (no page dirty or in writeback: truncated or freed
+    /// without cleaning).
+    pub(crate) fn failed_error(&mut self) -> Option<Error> {
+        let failed = self.write_errors.failed()?;
+        if self.cache.any_tagged(Tag::Dirty) || self.cache.any_tagged(Tag::Writeback) {
+            return Some(failed);
+        }
+        log::trace!("object failed by {failed:?} has nothing dirty left: no longer failed");
+        self.write_errors.clear_failed();
+        None
     }
 
     pub(crate) fn dirty_generation(&self) -> u64 {
         self.dirty_generation
     }
 
-    /// Counts one write in flight, from before the lock is dropped for it, and notes
-    /// the write size it must not write past.
+    /// Counts one write in flight, an attempt of its own, from before the lock is
+    /// dropped for it, and notes the write size it must not write past.
     pub(crate) fn start_write(&mut self) -> InFlight {
+        let attempt = self.write_attempt();
+        self.start_write_in(attempt)
+    }
+
+    /// The attempt a flush starting now makes ([`Self::start_write_in`]).
+    pub(crate) fn write_attempt(&self) -> WriteAttempt {
+        self.write_errors.attempt()
+    }
+
+    /// [`Self::start_write`] for one of the writes of `attempt` (a flush's clusters):
+    /// however many of them fail, the attempt counts once towards the failed state.
+    pub(crate) fn start_write_in(&mut self, attempt: WriteAttempt) -> InFlight {
         // Cannot overflow: each write in flight holds a busy page (a flush's) or a
         // waiting thread (direct I/O), far fewer than 2^32.
         #[allow(clippy::arithmetic_side_effects)]
@@ -462,6 +578,7 @@ impl<C: PageCache> ObjectState<C> {
         debug_assert!(self.size <= self.write_size);
         InFlight {
             write_size: self.write_size,
+            attempt,
         }
     }
 

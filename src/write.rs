@@ -294,6 +294,8 @@ pub fn setsize<V: Vnode>(vnode: &Arc<V>, size: u64) -> Result {
         flush(vnode, round_page(size), 0, free, TransactionHeld::ByCaller)?;
         // It skips pages other threads hold busy: wait for those and free them too.
         object.free_range_waiting(round_page(size)..u64::MAX);
+        // If they were the dirty pages a failed object kept, it is failed no longer.
+        let _still_failed = object.lock().failed_error();
     }
     zero_resident_tail(vnode, size)
 }

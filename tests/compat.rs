@@ -11,7 +11,7 @@ use genpager::cache::DefaultCache;
 use genpager::compat::{ByteIo, NoBlocks, getpages};
 use genpager::{
     Access, BusyPages, DirtyStatus, Error, Fetched, GetFlags, ObjectFlags, PAGE_SIZE, PageCache,
-    PageFlags, PutFlags, VmObject, Vnode, putpages,
+    PageFlags, PutFlags, VmObject, Vnode, fsync, putpages,
 };
 
 const P: u64 = PAGE_SIZE as u64;
@@ -490,4 +490,43 @@ fn stats_count_one_request_per_byte_io_call() {
     assert_eq!(putpages(&file, 0, 0, FLUSH), Err(Error::Io));
     let io = file.object.io_stats();
     assert_eq!((io.read_errors, io.write_errors), (1, 1));
+}
+
+/// C2 with errseq reporting: a write through `ByteIo` that fails is reported once to
+/// each open file's cursor, and a filesystem that keeps failing fails the object
+/// (nothing more is written, every fsync reports) until it is cleared.
+#[test]
+fn c02_failed_writes_reach_every_cursor_and_fail_the_object() {
+    let data = pattern(2 * PAGE_SIZE, 9);
+    let file = ByteFile::new(&data);
+    file.object
+        .set_write_failure_limit(std::num::NonZeroU32::new(2));
+    let mut first = file.object.error_cursor();
+    let mut second = file.object.error_cursor();
+    write_fault_storing(&file, 2, &[(0, 0, 0x44)]);
+    file.fail_writes(true);
+    assert_eq!(putpages(&file, 0, 0, PutFlags::CLEANIT), Err(Error::Io));
+    assert!(!file.object.is_failed());
+    assert_eq!(
+        fsync(&file, &mut first, 0, 0),
+        Err(Error::Io),
+        "its own rewrite"
+    );
+    assert!(file.object.is_failed(), "two failed attempts");
+    assert!(!file.calls().is_empty(), "the two attempts wrote");
+    assert_eq!(fsync(&file, &mut first, 0, 0), Err(Error::Io));
+    assert_eq!(putpages(&file, 0, 0, FLUSH), Err(Error::Io));
+    assert_eq!(file.calls(), [], "nothing more written");
+    assert_eq!(file.page(0).unwrap().1, DirtyStatus::Dirty);
+
+    file.fail_writes(false);
+    file.object.clear_failed();
+    assert_eq!(fsync(&file, &mut first, 0, 0), Ok(()));
+    assert_eq!(file.contents()[0], 0x44);
+    assert_eq!(
+        fsync(&file, &mut second, 0, 0),
+        Err(Error::Io),
+        "once, to it too"
+    );
+    assert_eq!(fsync(&file, &mut second, 0, 0), Ok(()));
 }

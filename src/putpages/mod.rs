@@ -14,7 +14,16 @@
 //!
 //! Where genpager departs from the reference:
 //! - a failed write loses nothing: its pages stay resident and dirty, and the error is
-//!   latched on the object and returned, once, by the next synchronous flush;
+//!   reported errseq-style: once to each [`ErrorCursor`] (one per open file description)
+//!   made before it, by the next [`fsync`] through that cursor, and once to the next
+//!   synchronous cleaning [`putpages`] (which brings no cursor: it reports through the
+//!   object's own), so neither hides it from the other;
+//! - a device that keeps failing does not pin dirty pages in a loop of rewrites: after
+//!   [a limit](crate::VmObject::set_write_failure_limit) of failed flushes in a row the
+//!   object is *failed*: its dirty pages stay resident and dirty but are no longer
+//!   written, every cleaning flush returns the error at once, until the kernel calls
+//!   [`VmObject::clear_failed`](crate::VmObject::clear_failed) (or the pages are
+//!   discarded);
 //! - the priority hint is what [`PutFlags::LAZY`] means, not its inverse;
 //! - a reclaiming flush that keeps failing ends with the error instead of looping;
 //! - the work list is left only when nothing is dirty *and* nothing is in writeback,
@@ -58,6 +67,7 @@ use core::fmt;
 use bitflags::bitflags;
 
 use crate::error::{Error, Result};
+use crate::errseq::{ErrorCursor, WriteAttempt};
 use crate::hooks::PageCache;
 use crate::object::ObjectState;
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SIZE, PageFlags, PageRef, trunc_page};
@@ -78,12 +88,14 @@ bitflags! {
         /// Write dirty pages back.
         const CLEANIT = 1 << 0;
         /// Wait for the writes (and for writes already in flight) to finish; with
-        /// [`CLEANIT`](Self::CLEANIT), report a latched write error and wait for
-        /// dirty pages of the range that other threads hold busy, so that every page
-        /// dirty when the call began is on the device when it returns `Ok` (a thread
-        /// must release the pages of its own faults before it flushes). Without it
-        /// writes are started and the call returns. Clean busy pages are skipped, not
-        /// waited for, unless [`RECLAIM`](Self::RECLAIM) is given.
+        /// [`CLEANIT`](Self::CLEANIT), report a write error not yet reported through
+        /// the object's own cursor ([`putpages`]; [`fsync`] reports through the
+        /// caller's) and wait for dirty pages of the range that other threads hold
+        /// busy, so that every page dirty when the call began is on the device when
+        /// it returns `Ok` (a thread must release the pages of its own faults before
+        /// it flushes). Without it writes are started and the call returns. Clean busy
+        /// pages are skipped, not waited for, unless [`RECLAIM`](Self::RECLAIM) is
+        /// given.
         const SYNCIO = 1 << 1;
         /// Free the pages of the range (busy ones when their write completes). Dirty
         /// pages are written first only with [`CLEANIT`](Self::CLEANIT): without it
@@ -168,9 +180,16 @@ pub fn putpages<V: Vnode>(vnode: &Arc<V>, start: u64, end: u64, flags: PutFlags)
 ///   inactive queue instead.
 /// - Without [`PutFlags::SYNCIO`] writes are started and the call returns; with it the
 ///   call also waits for writes other threads have in flight, and a cleaning call
-///   ([`PutFlags::CLEANIT`] | [`PutFlags::SYNCIO`]: an fsync) returns the write error
-///   latched on the object since the last such call, once, even if its own writes
-///   succeeded. Asynchronous writes that fail latch their error there.
+///   ([`PutFlags::CLEANIT`] | [`PutFlags::SYNCIO`]) returns the latest write error
+///   since the last such call, once, even if its own writes succeeded (the object's
+///   own cursor, [`ObjectState::pending_write_error`]: a kernel without cursors per open
+///   file uses this as its fsync). Such a call never consumes what an [`ErrorCursor`]
+///   of an open file reports: a syncer flushing this way hides nothing from [`fsync`].
+/// - On a failed object ([`VmObject::is_failed`]) a cleaning call writes nothing: it
+///   returns the error that failed the object at once (a freeing or deactivating one
+///   still handles the clean pages, and leaves the dirty ones resident and dirty).
+///
+/// [`VmObject::is_failed`]: crate::VmObject::is_failed
 ///
 /// The vnode leaves the work list when the flush leaves it with no dirty page and no
 /// write in flight. The page daemon (per [`Vnode::is_pagedaemon`]) never sleeps on the
@@ -188,6 +207,58 @@ pub fn putpages_busy<V: Vnode>(
     flags: PutFlags,
 ) -> core::result::Result<(), PutError> {
     flush(vnode, start, end, flags, TransactionHeld::No)
+}
+
+/// Writes back the dirty pages of `vnode` in `start..end` (page aligned; `end == 0`
+/// means to the end of the object) and waits for them, as
+/// [`putpages`]`(CLEANIT | SYNCIO)` does, then reports the write errors that happened
+/// since `cursor` last reported one (or was made, by
+/// [`VmObject::error_cursor`](crate::VmObject::error_cursor)), once: the fsync of one
+/// open file description, which keeps `cursor`.
+///
+/// Every description whose cursor was made before a write failed sees that failure in
+/// its next `fsync`, whoever flushed the pages (an asynchronous writeback, the syncer,
+/// another description's fsync, a [`putpages`]); one made after it does not. Several
+/// failures since the last report are reported as one, the latest. The flush's own
+/// write error is reported so too, once. An error that is not a write's (the
+/// transaction refused, [`Error::NoMemory`], [`Error::Invalid`]) is returned without
+/// moving `cursor` on: the write errors it has not reported wait for the next call.
+/// On a failed object ([`VmObject::is_failed`](crate::VmObject::is_failed)) every
+/// `fsync` returns the error that failed it, and writes nothing.
+///
+/// `Ok` means every page of the range dirty when the call began is on the device and
+/// no write of the file failed since the cursor's last report.
+pub fn fsync<V: Vnode>(vnode: &Arc<V>, cursor: &mut ErrorCursor, start: u64, end: u64) -> Result {
+    let flags = PutFlags::CLEANIT | PutFlags::SYNCIO;
+    flush_reporting(
+        vnode,
+        start,
+        end,
+        flags,
+        TransactionHeld::No,
+        Reporter::Cursor(cursor),
+    )
+    .map_err(Error::from)
+}
+
+/// Through which cursor a synchronous cleaning flush reports write errors.
+pub(crate) enum Reporter<'c> {
+    /// The object's own ([`ObjectState::pending_write_error`]): flushes that bring
+    /// none.
+    Object,
+    /// An open file's.
+    Cursor(&'c mut ErrorCursor),
+}
+
+impl Reporter<'_> {
+    /// The write error not yet reported through this cursor, moving it on (a failed
+    /// object's error every time).
+    fn take<C: PageCache>(&mut self, state: &mut ObjectState<C>) -> Option<Error> {
+        match self {
+            Reporter::Object => state.take_write_error(),
+            Reporter::Cursor(cursor) => state.check_errors(cursor).err(),
+        }
+    }
 }
 
 /// Whether the caller of a flush is already inside the mount transaction (and
@@ -208,6 +279,18 @@ pub(crate) fn flush<V: Vnode>(
     flags: PutFlags,
     held: TransactionHeld,
 ) -> core::result::Result<(), PutError> {
+    flush_reporting(vnode, start, end, flags, held, Reporter::Object)
+}
+
+/// [`flush`], reporting write errors through `reporter`.
+fn flush_reporting<'a, V: Vnode>(
+    vnode: &'a Arc<V>,
+    start: u64,
+    end: u64,
+    flags: PutFlags,
+    held: TransactionHeld,
+    reporter: Reporter<'a>,
+) -> core::result::Result<(), PutError> {
     let actions = PutFlags::CLEANIT | PutFlags::FREE | PutFlags::DEACTIVATE;
     if start & PAGE_MASK != 0
         || end & PAGE_MASK != 0
@@ -224,10 +307,14 @@ pub(crate) fn flush<V: Vnode>(
     pages
         .try_reserve_exact(max_pages)
         .map_err(|_| Error::NoMemory)?;
-    log::trace!(
-        "putpages {start:#x}..{end:#x} flags {flags:?} resident {}",
-        vnode.object().read().cache().resident_pages()
-    );
+    let attempt = {
+        let state = vnode.object().read();
+        log::trace!(
+            "putpages {start:#x}..{end:#x} flags {flags:?} resident {}",
+            state.cache().resident_pages()
+        );
+        state.write_attempt()
+    };
     let end = if end == 0 || flags.contains(PutFlags::ALLPAGES) {
         trunc_page(u64::MAX)
     } else {
@@ -244,6 +331,8 @@ pub(crate) fn flush<V: Vnode>(
         pages,
         transaction: None,
         caller_in_transaction: held == TransactionHeld::ByCaller,
+        reporter,
+        attempt,
     }
     .run()
 }
@@ -266,7 +355,8 @@ enum Visit {
 struct ScanEnd {
     /// The error that stopped it, with the busy page for [`Error::Deadlock`].
     error: Option<PutError>,
-    /// Whether the error came from writing pages (so it was also latched).
+    /// Whether the error came from writing pages (so it was also recorded for every
+    /// cursor to report), or is a failed object's.
     write_failed: bool,
     /// Whether any page was written.
     wrote: bool,
@@ -322,6 +412,11 @@ struct Flush<'a, V: Vnode> {
     /// The caller entered the transaction (and journal) before taking the node lock:
     /// entering it here, under that lock, would invert the lock order.
     caller_in_transaction: bool,
+    /// Through which cursor a synchronous cleaning flush reports write errors.
+    reporter: Reporter<'a>,
+    /// The attempt its writes make: however many fail, it counts once towards the
+    /// object's failed state.
+    attempt: WriteAttempt,
 }
 
 impl<'a, V: Vnode> Flush<'a, V> {

@@ -4,7 +4,7 @@
 //! flight) and the call's result.
 
 use super::{Flush, Guard, PutError, PutFlags, ScanEnd};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hooks::{MountFlags, PageCache, Update, VnodeKind};
 use crate::object::{ObjectFlags, ObjectState};
 use crate::page::Tag;
@@ -39,6 +39,15 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 state.flags().contains(ObjectFlags::ON_WORKLIST)
                     || !state.flags().contains(ObjectFlags::WRITE_MAPPED_DIRTY)
             );
+            // A failed object's dirty pages are not written again; a flush that only
+            // cleans returns its error at once (after the writes in flight, if it
+            // waits for them), one that frees or deactivates skips them ([`visit`]).
+            //
+            // [`visit`]: Flush::visit
+            let failed = state.failed_error();
+            if let Some(error) = failed.filter(|_| self.cleans_only()) {
+                return self.failed_at_once(state, error);
+            }
             if self.nothing_to_do(&state) {
                 leave_worklist_if_clean(&mut state, vnode, None);
                 let result = self.report(&mut state, ScanEnd::default());
@@ -59,7 +68,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 // A reclaim must leave the vnode clean, but not retry forever against a
                 // device that keeps failing, nor when another pass would find exactly
                 // what this one found (say, a wired page that cannot be protected).
-                if let Some(error) = state.take_write_error() {
+                if let Some(error) = self.reporter.take(&mut state) {
                     log::trace!("putpages: reclaim stopped by write error {error:?}");
                     return Err(error.into());
                 }
@@ -84,18 +93,50 @@ impl<'a, V: Vnode> Flush<'a, V> {
                 && (self.asynchronous() || !cache.any_tagged(Tag::Writeback)))
     }
 
-    /// The result of the call. A synchronous cleaning flush also collects the latched
-    /// write error, unless it fails for an unrelated reason (then the latch waits);
-    /// freeing or deactivating without cleaning leaves it for the next flush.
+    /// The result of a call that only cleans, on an object failed by `error`: nothing
+    /// is written; a synchronous call waits for the writes in flight first.
+    fn failed_at_once(
+        &mut self,
+        mut state: Guard<'a, V>,
+        error: Error,
+    ) -> core::result::Result<(), PutError> {
+        log::trace!("putpages: object failed by {error:?}; nothing written");
+        if !self.asynchronous() {
+            (state, _) = self.wait_for_writes(state);
+        }
+        let end = ScanEnd {
+            error: Some(error.into()),
+            write_failed: true,
+            ..ScanEnd::default()
+        };
+        self.report(&mut state, end)
+    }
+
+    /// Whether the call cleans and does nothing else: only dirty pages concern it.
+    fn cleans_only(&self) -> bool {
+        self.dirty_only && self.flags.contains(PutFlags::CLEANIT)
+    }
+
+    /// The result of the call. A synchronous cleaning flush also reports the write
+    /// error its cursor has not seen (moving the cursor on), unless it fails for an
+    /// unrelated reason (then the error waits for the next); freeing or deactivating
+    /// without cleaning leaves it for the next flush.
     fn report(
-        &self,
+        &mut self,
         state: &mut ObjectState<V::Cache>,
         end: ScanEnd,
     ) -> core::result::Result<(), PutError> {
+        // Whatever the call did, a failed object whose kept pages are all gone (freed
+        // without cleaning) is failed no longer: a reclaimer asking sees it so.
+        let _still_failed = state.failed_error();
         let flush = self.flags.contains(PutFlags::CLEANIT | PutFlags::SYNCIO);
         let take = flush && (end.error.is_none() || end.write_failed);
-        let latched = if take { state.take_write_error() } else { None };
-        match (end.error, latched) {
+        let unseen = if take {
+            self.reporter.take(state)
+        } else {
+            None
+        };
+        match (end.error, unseen) {
             (Some(error), _) => Err(error),
             (None, Some(error)) => Err(error.into()),
             (None, None) => Ok(()),

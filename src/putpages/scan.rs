@@ -37,7 +37,7 @@ fn next_page<C: PageCache>(cache: &C, from: u64, end: u64, visit: Visit) -> Opti
 
 impl Scan {
     /// The last step of a cluster's way through the pipeline, on the scan's side: a
-    /// failed write (its pages already settled dirty, the error latched by
+    /// failed write (its pages already settled dirty, the error recorded by
     /// [`complete_write`](super::settle::complete_write)) ends the scan with that error.
     fn settle(&mut self, written: Result) -> ControlFlow<()> {
         match written {
@@ -138,11 +138,27 @@ impl<'a, V: Vnode> Flush<'a, V> {
         }
         // `offset < self.end <= trunc_page(u64::MAX)`: never saturates.
         scan.next = offset.saturating_add(PAGE_SIZE as u64);
+        if let Some(error) = self.failed_keeps(&state, seen) {
+            // Neither written nor freed: the data stays, dirty, for after recovery.
+            scan.end.error = Some(error.into());
+            scan.end.write_failed = true;
+            return (state, ControlFlow::Continue(()));
+        }
         if self.prepare_page(&mut state, scan, seen) {
             return self.write_cluster(state, scan, offset);
         }
         self.free_or_deactivate(&mut state, scan, offset..scan.next, false);
         (state, ControlFlow::Continue(()))
+    }
+
+    /// The error of a failed object if the page `seen` holds data a cleaning call
+    /// would write: such a page is left alone (not written, not freed, not
+    /// deactivated).
+    fn failed_keeps(&self, state: &ObjectState<V::Cache>, seen: Seen) -> Option<Error> {
+        if !self.flags.contains(PutFlags::CLEANIT) || seen.status == DirtyStatus::Clean {
+            return None;
+        }
+        state.failed_error_now()
     }
 
     /// Drops the object lock at the host's preemption point and takes it again; the

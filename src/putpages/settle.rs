@@ -48,6 +48,9 @@ pub(super) fn complete_write<V: Vnode>(
         count,
         ref write,
     } = *written;
+    if count != 0 {
+        state.note_write_result(write, result);
+    }
     let wake = settle_written(state, vnode, first, count, result);
     state.end_write(write) | wake
 }
@@ -60,8 +63,8 @@ pub(super) fn complete_write<V: Vnode>(
 /// `PAGEOUT`, by the page daemon) are freed. The dirty status is left as the flush set
 /// it, so a store through a mapping meanwhile still shows. On failure nothing is lost:
 /// each page stays resident and becomes dirty again, loses `RELEASED`/`PAGEOUT`, is
-/// requeued and unbusied; the error is latched for the next synchronous flush and the
-/// vnode goes back on the work list.
+/// requeued and unbusied; the error is recorded for every cursor to report (and counted
+/// towards the object's failed state) and the vnode goes back on the work list.
 fn settle_written<V: Vnode>(
     state: &mut ObjectState<V::Cache>,
     vnode: &V,
@@ -92,7 +95,6 @@ fn settle_written<V: Vnode>(
     if let Err(error) = result {
         log::trace!("write of {first:#x}+{count} pages failed: {error:?}; kept dirty");
         if count != 0 {
-            state.latch_write_error(error);
             note_dirty(&mut *state, vnode);
         }
     }

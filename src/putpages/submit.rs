@@ -24,7 +24,7 @@ impl<'a, V: Vnode> Flush<'a, V> {
         mut state: Guard<'a, V>,
         flags: PutFlags,
     ) -> (Guard<'a, V>, Result) {
-        let write = state.start_write();
+        let write = state.start_write_in(self.attempt);
         drop(state);
         let (state, written) = gop_write(self.vnode, &self.pages, flags, write);
         self.pages.clear();
@@ -51,8 +51,8 @@ fn gop_write<'a, V: Vnode>(
 
 /// Writes busy, consecutive `pages` through `io` and completes them exactly as a
 /// device write completes (the reference's `genfs_compat_gop_write`, for a vnode served through [`Vnode::byte_io`]): clean on
-/// success; on failure kept resident and dirty, with the error latched for the next
-/// synchronous flush. The caller has counted the write in flight (`write`); nothing
+/// success; on failure kept resident and dirty, with the error recorded for every
+/// cursor to report. The caller has counted the write in flight (`write`); nothing
 /// past the write size seen then is written. Synchronous whatever `flags` say; returns
 /// the write's result with the object lock held, the pages settled.
 fn gop_write_bytes<'a, V: Vnode>(

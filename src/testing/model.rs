@@ -15,8 +15,10 @@
 //! - every resident page equals the model within the end of file and is zero past it;
 //!   every clean page equals the backing store; every other byte of the file equals
 //!   the backing store (so nothing acknowledged was lost);
-//! - the latched write error: a write that fails sets it, exactly the next
-//!   `CLEANIT | SYNCIO` flush (or direct I/O, whose flush is one) reports it, once;
+//! - the latched write error (what the object's own error cursor has not reported,
+//!   [`pending_write_error`](crate::ObjectState::pending_write_error)): a write that
+//!   fails sets it, exactly the next `CLEANIT | SYNCIO` flush (or direct I/O, whose
+//!   flush is one) reports it, once;
 //! - the transaction and journal ledger of the [`MemFile`]: nothing left open, the
 //!   lock order kept.
 //!
@@ -632,6 +634,10 @@ impl BlockBackend {
             .create_sparse_at(base, base + size, &data, &holes)
             .map_err(|e| format!("setup: create_sparse failed: {e}"))?;
         file.set_max_transfer(usize::from(setup.max_transfer_pages.clamp(1, 16)) * PAGE_SIZE);
+        // The model's device faults are transient: every failed write is written again
+        // by a later flush. The failed state of an object whose device keeps failing
+        // (no flush writes it any more) is tested on its own, in `tests/errseq.rs`.
+        file.object().set_write_failure_limit(None);
         file.set_journal(setup.journal);
         if let (Some(max), false) = (setup.max_size, setup.high) {
             // Never below the file; a largest size aligned to 64 KiB (every block
