@@ -19,6 +19,7 @@
 //!         │  getpages()  putpages()  read()  write()  setsize()  directio()
 //!  ┌──────┴──────────────────────────────────────────────────────────────┐
 //!  │ 8  read · write (write, setsize) · directio · fault_around          │
+//!  │    · reclaim — the page daemon's reclaimer across files             │
 //!  │ 7  getpages · putpages (scan → prepare → cluster → submit → settle) │
 //!  │    · compat                                                         │
 //!  │ 6  fault — Fault, the fast path, settling a fault's pages           │
@@ -27,6 +28,7 @@
 //!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
 //!  │    · readahead — the window a reader's pattern earns                │
+//!  │    · pdpolicy — the page daemon's policy (CLOCK)                    │
 //!  │ 1  buf — requests and their completion                              │
 //!  │ 0  page · error · sync — the only lock facade                       │
 //!  └──────┬──────────────────────────────────────────────────────────────┘
@@ -175,6 +177,7 @@ pub mod sync;
 pub mod buf;
 
 mod hooks;
+mod pdpolicy;
 mod readahead;
 
 pub mod bmap;
@@ -195,6 +198,7 @@ mod putpages;
 pub mod directio;
 mod fault_around;
 mod read;
+pub mod reclaim;
 mod write;
 
 #[cfg(feature = "testing")]

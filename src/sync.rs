@@ -745,6 +745,28 @@ impl<T> RwLock<T> {
     }
 }
 
+impl<T> RwLock<T> {
+    /// Takes the lock exclusively if nobody holds it, without waiting: `None` when a
+    /// reader or a writer holds it. For the page daemon, which must never wait for an
+    /// object a fault holds (the reference's `rw_tryenter`). It takes the lock even
+    /// while another writer waits for it, as a waiting writer may itself spin.
+    pub fn try_write(&self) -> Option<WriteGuard<'_, T>> {
+        let interrupts = NoInterrupts::new();
+        let state = self.state.load(Ordering::Relaxed);
+        if state & !RW_WRITER_WAITING != 0 {
+            return None;
+        }
+        self.state
+            .compare_exchange(state, RW_WRITER, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(WriteGuard {
+            lock: self,
+            data: ManuallyDrop::new(self.data.exclusive()),
+            _interrupts: interrupts,
+        })
+    }
+}
+
 impl<T> Deref for ReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {

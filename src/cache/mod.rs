@@ -23,6 +23,7 @@
 //! and [`DefaultCache::write_through_mapping`] to store into a page as a user
 //! mapping would.
 
+pub(crate) mod clock;
 mod frame;
 mod radix;
 
@@ -35,6 +36,7 @@ use radix::Radix;
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
 use crate::page::{DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, Page, PageQueue, Tag};
+use crate::pdpolicy::Clock;
 
 const NIL: u32 = u32::MAX;
 
@@ -79,6 +81,8 @@ struct Slot {
     next: u32,
     map: MapState,
     modified: bool,
+    /// The emulated MMU's referenced (accessed) bit.
+    referenced: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -122,8 +126,13 @@ impl DefaultCache {
         Self::with_limit(usize::MAX)
     }
 
-    /// An empty cache that refuses to hold more than `limit` pages: `alloc` beyond it
-    /// fails with [`Error::NoMemory`] (how tests model memory pressure).
+    /// An empty cache that holds at most `limit` pages. At the limit, `alloc` first
+    /// makes room the way the page daemon would, within what it may do under the
+    /// object lock with no I/O: it balances its queues and frees clean, idle, unwired,
+    /// unmapped, unreferenced inactive pages, per the [`Clock`] policy
+    /// ([`Reclaimer`](crate::reclaim::Reclaimer) does the same across objects, and
+    /// also writes dirty pages back). Only when none can go does `alloc` fail with
+    /// [`Error::NoMemory`] (how tests model memory pressure).
     pub fn with_limit(limit: usize) -> Self {
         Self {
             index: Radix::new(),
@@ -229,7 +238,36 @@ impl DefaultCache {
             );
         }
         slot.modified = true;
+        slot.referenced = true;
         Ok(())
+    }
+
+    /// An access to the page at `offset` through a user mapping, as an MMU records it:
+    /// sets the page's referenced bit (a load through [`DefaultCache::mapped_bytes`]
+    /// cannot, as it borrows the cache shared). Returns whether the page is resident.
+    pub fn touch(&mut self, offset: u64) -> bool {
+        self.slot_at_mut(offset)
+            .map(|slot| slot.referenced = true)
+            .is_some()
+    }
+
+    /// Whether the referenced bit of the page at `offset` is set.
+    pub fn is_referenced(&self, offset: u64) -> bool {
+        self.slot_at(offset).is_some_and(|slot| slot.referenced)
+    }
+
+    /// Makes room for one more page at the limit: frees up to the excess plus one of
+    /// the pages the page daemon would free without I/O. Returns whether there is room.
+    fn make_room(&mut self) -> bool {
+        let resident = self.index.len();
+        if resident < self.limit {
+            return true;
+        }
+        // Cannot overflow: `resident >= limit`, and at most `usize::MAX` pages exist.
+        #[allow(clippy::arithmetic_side_effects)]
+        let want = resident - self.limit + 1;
+        clock::sweep(self, &Clock, want, clock::Scope::Cache, &mut |_| false);
+        self.index.len() < self.limit
     }
 
     /// The bytes of the resident, valid page at `offset` as a user mapping would read
@@ -367,7 +405,7 @@ unsafe impl PageCache for DefaultCache {
 
     fn alloc(&mut self, offset: u64) -> Result<&mut Page> {
         debug_assert!(self.index.get(page_index(offset)).is_none());
-        if self.index.len() >= self.limit {
+        if !self.make_room() {
             return Err(Error::NoMemory);
         }
         let (frame, bytes) = self.frames.take()?;
@@ -379,6 +417,7 @@ unsafe impl PageCache for DefaultCache {
             next: NIL,
             map: MapState::Unmapped,
             modified: false,
+            referenced: false,
         };
         let index = match self.free_slots.pop() {
             Some(index) => {
@@ -482,6 +521,40 @@ unsafe impl PageCache for DefaultCache {
 
     fn resident_pages(&self) -> usize {
         self.index.len()
+    }
+
+    fn is_mapped(&self, offset: u64) -> bool {
+        self.map_state(offset) != MapState::Unmapped
+    }
+
+    fn mark_referenced(&mut self, offset: u64) {
+        self.touch(offset);
+    }
+
+    fn clear_referenced(&mut self, offset: u64) -> bool {
+        self.slot_at_mut(offset)
+            .is_some_and(|slot| core::mem::take(&mut slot.referenced))
+    }
+
+    fn queue_len(&self, queue: PageQueue) -> usize {
+        DefaultCache::queue_len(self, queue)
+    }
+
+    fn queue_first(&self, queue: PageQueue) -> Option<u64> {
+        let head = match queue {
+            PageQueue::None => return None,
+            PageQueue::Active => self.active.head,
+            PageQueue::Inactive => self.inactive.head,
+        };
+        self.slot(head).map(|slot| slot.page.offset())
+    }
+
+    fn queue_next(&self, offset: u64) -> Option<u64> {
+        let slot = self.slot_at(offset)?;
+        if slot.page.queue() == PageQueue::None {
+            return None;
+        }
+        self.slot(slot.next).map(|slot| slot.page.offset())
     }
 
     #[inline]

@@ -204,6 +204,32 @@ pub(crate) fn flush<V: Vnode>(
     flags: PutFlags,
     held: TransactionHeld,
 ) -> core::result::Result<(), PutError> {
+    flush_as(vnode, start, end, flags, held, vnode.is_pagedaemon())
+}
+
+/// The page daemon's page-out of `start..end`: an asynchronous `CLEANIT | FREE` flush
+/// run as the page daemon whatever thread calls it (so it never sleeps on the mount
+/// transaction or a busy page, and its pages are freed as their writes complete).
+pub(crate) fn pageout<V: Vnode>(vnode: &Arc<V>, start: u64, end: u64) -> Result {
+    flush_as(
+        vnode,
+        start,
+        end,
+        PutFlags::CLEANIT | PutFlags::FREE,
+        TransactionHeld::No,
+        true,
+    )
+    .map_err(Error::from)
+}
+
+fn flush_as<V: Vnode>(
+    vnode: &Arc<V>,
+    start: u64,
+    end: u64,
+    flags: PutFlags,
+    held: TransactionHeld,
+    pagedaemon: bool,
+) -> core::result::Result<(), PutError> {
     let actions = PutFlags::CLEANIT | PutFlags::FREE | PutFlags::DEACTIVATE;
     if start & PAGE_MASK != 0
         || end & PAGE_MASK != 0
@@ -234,7 +260,7 @@ pub(crate) fn flush<V: Vnode>(
         start,
         end,
         flags,
-        pagedaemon: vnode.is_pagedaemon(),
+        pagedaemon,
         dirty_only: !flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE),
         max_pages,
         pages,
