@@ -45,7 +45,7 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
     clean: &mut dyn FnMut(u64) -> bool,
 ) -> Swept {
     let mut swept = Swept::default();
-    balance(cache, policy, &mut swept);
+    balance(cache, policy, want, &mut swept);
     let mut left = cache.queue_len(PageQueue::Inactive);
     let mut cursor = cache.queue_first(PageQueue::Inactive);
     let mut room = true;
@@ -110,10 +110,18 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
 
 /// Moves pages from the head of the active queue to the inactive queue, clearing their
 /// referenced bits, until the inactive queue holds the policy's share of the resident
-/// pages (CLOCK's hand sweeping the active list). Busy and wired pages go to the
+/// pages (or `want`, if more) (CLOCK's hand sweeping the active list). Busy and wired pages go to the
 /// active queue's tail instead. Each active page is looked at once at most.
-fn balance<C: PageCache + ?Sized>(cache: &mut C, policy: &dyn Policy, swept: &mut Swept) {
-    let target = policy.inactive_target(cache.resident_pages());
+fn balance<C: PageCache + ?Sized>(
+    cache: &mut C,
+    policy: &dyn Policy,
+    want: usize,
+    swept: &mut Swept,
+) {
+    // At least as many inactive pages as the caller wants freed, or a small object
+    // (whose policy share rounds to nothing) could never give any.
+    let resident = cache.resident_pages();
+    let target = policy.inactive_target(resident).max(want.min(resident));
     let mut left = cache.queue_len(PageQueue::Active);
     while left > 0 && cache.queue_len(PageQueue::Inactive) < target {
         left = left.saturating_sub(1);
