@@ -13,7 +13,12 @@ use crate::pdpolicy::{Policy, Scanned, Verdict};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Scope {
     /// A cache making room for its own allocation: no MMU work and no I/O, so mapped
-    /// and dirty pages stay.
+    /// and dirty pages stay; and no balancing, so only pages already inactive go (a
+    /// page still on the active queue may be read-ahead the reader has yet to reach:
+    /// evicting it to read further ahead would read it twice). Pages become inactive
+    /// when a reader has read them through ([`read`](crate::read)'s use-once
+    /// demotion), by [`DEACTIVATE`](crate::PutFlags::DEACTIVATE) flushes and by the
+    /// page daemon.
     Cache,
     /// The page daemon: mapped pages are unmapped (and written if they were modified
     /// through the mapping), dirty pages handed to the caller to page out.
@@ -32,7 +37,8 @@ pub(crate) struct Swept {
     pub(crate) dirtied: bool,
 }
 
-/// Balances `cache`'s queues to the policy's inactive target, then walks the inactive
+/// Balances `cache`'s queues to the policy's inactive target (the page daemon only),
+/// then walks the inactive
 /// queue once from its head until `want` pages are freed: busy and wired pages stay,
 /// referenced ones go back to the active queue, clean ones are freed, and dirty ones
 /// (in [`Scope::PageDaemon`]) are offered to `clean`, which returns `false` when it can
@@ -45,7 +51,9 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
     clean: &mut dyn FnMut(u64) -> bool,
 ) -> Swept {
     let mut swept = Swept::default();
-    balance(cache, policy, want, &mut swept);
+    if scope == Scope::PageDaemon {
+        balance(cache, policy, want, &mut swept);
+    }
     let mut left = cache.queue_len(PageQueue::Inactive);
     let mut cursor = cache.queue_first(PageQueue::Inactive);
     let mut room = true;

@@ -128,8 +128,9 @@ impl DefaultCache {
 
     /// An empty cache that holds at most `limit` pages. At the limit, `alloc` first
     /// makes room the way the page daemon would, within what it may do under the
-    /// object lock with no I/O: it balances its queues and frees clean, idle, unwired,
-    /// unmapped, unreferenced inactive pages, per the [`Clock`] policy
+    /// object lock with no I/O: it frees clean, idle, unwired, unmapped, unreferenced
+    /// pages from the head of its inactive queue, per the [`Clock`] policy (it does not
+    /// deactivate active pages: see `Scope::Cache` in `cache/clock.rs`)
     /// ([`Reclaimer`](crate::reclaim::Reclaimer) does the same across objects, and
     /// also writes dirty pages back). Only when none can go does `alloc` fail with
     /// [`Error::NoMemory`] (how tests model memory pressure).
