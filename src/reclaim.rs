@@ -145,7 +145,10 @@ impl<V: Vnode> Registered for File<V> {
             // An error (the transaction would sleep, no memory, a write failed) leaves
             // the pages dirty and resident; the next visit tries again.
             if let Err(error) = pageout(vnode, run.0, run.1) {
+                // Nothing of the run is being written (or what was failed): none of it
+                // counts.
                 log::trace!("reclaim: page-out of {:#x}..{:#x}: {error:?}", run.0, run.1);
+                continue;
             }
             let Some(state) = vnode.object().try_lock() else {
                 continue;

@@ -733,6 +733,36 @@ mod tests {
     }
 
     #[test]
+    fn at_its_limit_the_cache_frees_only_idle_clean_unmapped_unreferenced_inactive_pages() {
+        let mut cache = DefaultCache::with_limit(6);
+        for i in 0..6 {
+            cache
+                .alloc(i * P)
+                .unwrap()
+                .flags
+                .remove(PageFlags::BUSY | PageFlags::FAKE);
+            cache.set_queue(i * P, PageQueue::Inactive);
+        }
+        cache.lookup_mut(0).unwrap().flags |= PageFlags::BUSY;
+        cache.set_dirty(P, DirtyStatus::Dirty);
+        cache.map(2 * P, MapState::ReadOnly);
+        cache.touch(3 * P);
+        cache.lookup_mut(4 * P).unwrap().wire_count = 1;
+        cache.set_queue(5 * P, PageQueue::Active);
+        assert_eq!(cache.queue_first(PageQueue::Inactive), Some(0));
+        assert_eq!(cache.queue_next(0), Some(P));
+        // Nothing can go: the referenced page gets its second chance (reactivated).
+        assert_eq!(cache.alloc(6 * P).err(), Some(Error::NoMemory));
+        assert_eq!(cache.lookup(3 * P).unwrap().queue(), PageQueue::Active);
+        assert!(!cache.is_referenced(3 * P));
+        // An idle, clean, unmapped page on the inactive queue makes room.
+        cache.set_queue(3 * P, PageQueue::Inactive);
+        cache.alloc(6 * P).unwrap();
+        assert!(cache.lookup(3 * P).is_none());
+        assert_eq!(cache.resident_pages(), 6);
+    }
+
+    #[test]
     fn mapping_store_sets_modified_and_respects_protection() {
         let mut cache = cache_with(1);
         assert_eq!(
