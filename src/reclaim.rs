@@ -119,13 +119,19 @@ impl<V: Vnode> Registered for File<V> {
             policy,
             want,
             Scope::PageDaemon,
-            &mut |at| match dirty.get_mut(noted) {
-                Some(slot) if noted < want => {
-                    *slot = at;
-                    noted = noted.saturating_add(1);
-                    true
+            &mut |at| {
+                // A page offered by both walks of the sweep is noted once.
+                if dirty.get(..noted).is_some_and(|seen| seen.contains(&at)) {
+                    return true;
                 }
-                _ => false,
+                match dirty.get_mut(noted) {
+                    Some(slot) if noted < want => {
+                        *slot = at;
+                        noted = noted.saturating_add(1);
+                        true
+                    }
+                    _ => false,
+                }
             },
         );
         if swept.dirtied {

@@ -37,12 +37,15 @@ pub(crate) struct Swept {
     pub(crate) dirtied: bool,
 }
 
-/// Balances `cache`'s queues to the policy's inactive target (the page daemon only),
-/// then walks the inactive
-/// queue once from its head until `want` pages are freed: busy and wired pages stay,
-/// referenced ones go back to the active queue, clean ones are freed, and dirty ones
-/// (in [`Scope::PageDaemon`]) are offered to `clean`, which returns `false` when it can
-/// take no more. Bounded by the queues' lengths: every page is looked at most once.
+/// Walks the inactive queue from its head until `want` pages are freed or offered for
+/// cleaning: busy and wired pages stay, referenced ones go back to the active queue,
+/// clean ones are freed, and dirty ones (in [`Scope::PageDaemon`]) are offered to
+/// `clean`, which returns `false` when it can take no more. The page daemon then, if
+/// that fell short, balances the queues to the policy's inactive target and walks the
+/// pages it deactivated (the reference scans before it balances too): pages a reader
+/// has read through wait on the inactive queue (`read`'s use-once), so a reader's
+/// read-ahead is deactivated only when they are not enough. Every page is looked at
+/// once per walk at most.
 pub(crate) fn sweep<C: PageCache + ?Sized>(
     cache: &mut C,
     policy: &dyn Policy,
@@ -51,14 +54,39 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
     clean: &mut dyn FnMut(u64) -> bool,
 ) -> Swept {
     let mut swept = Swept::default();
-    if scope == Scope::PageDaemon {
+    let mut offered = 0usize;
+    walk_inactive(cache, policy, want, scope, clean, &mut swept, &mut offered);
+    if scope == Scope::PageDaemon && swept.freed.saturating_add(offered) < want {
         balance(cache, policy, want, &mut swept);
+        walk_inactive(cache, policy, want, scope, clean, &mut swept, &mut offered);
     }
+    swept
+}
+
+/// One walk of the inactive queue from its head (see [`sweep`]); `offered` counts the
+/// dirty pages `clean` took.
+fn walk_inactive<C: PageCache + ?Sized>(
+    cache: &mut C,
+    policy: &dyn Policy,
+    want: usize,
+    scope: Scope,
+    clean: &mut dyn FnMut(u64) -> bool,
+    swept: &mut Swept,
+    offered: &mut usize,
+) {
     let mut left = cache.queue_len(PageQueue::Inactive);
     let mut cursor = cache.queue_first(PageQueue::Inactive);
     let mut room = true;
+    // Offers the dirty page at `at` to `clean` while it has room.
+    fn offer(at: u64, clean: &mut dyn FnMut(u64) -> bool, room: &mut bool, offered: &mut usize) {
+        if *room && clean(at) {
+            *offered = offered.saturating_add(1);
+        } else {
+            *room = false;
+        }
+    }
     while let Some(at) = cursor {
-        if left == 0 || swept.freed >= want {
+        if left == 0 || swept.freed.saturating_add(*offered) >= want {
             break;
         }
         left = left.saturating_sub(1);
@@ -102,7 +130,7 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
                     if cache.clear_modified(at) {
                         cache.set_dirty(at, DirtyStatus::Dirty);
                         swept.dirtied = true;
-                        room = room && clean(at);
+                        offer(at, clean, &mut room, offered);
                         continue;
                     }
                 }
@@ -110,16 +138,16 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
                 swept.freed = swept.freed.saturating_add(1);
             }
             Verdict::Clean if scope == Scope::Cache => {}
-            Verdict::Clean => room = room && clean(at),
+            Verdict::Clean => offer(at, clean, &mut room, offered),
         }
     }
-    swept
 }
 
 /// Moves pages from the head of the active queue to the inactive queue, clearing their
 /// referenced bits, until the inactive queue holds the policy's share of the resident
-/// pages (or `want`, if more) (CLOCK's hand sweeping the active list). Busy and wired pages go to the
-/// active queue's tail instead. Each active page is looked at once at most.
+/// pages, or `want` if more (CLOCK's hand sweeping the active list). Busy and wired
+/// pages go to the active queue's tail instead. Each active page is looked at once at
+/// most.
 fn balance<C: PageCache + ?Sized>(
     cache: &mut C,
     policy: &dyn Policy,
