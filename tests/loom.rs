@@ -1777,9 +1777,9 @@ fn l17_readers_planning_read_ahead_beside_an_exclusive_fault_keep_the_lock_order
 /// states, cache and disk equal to the model). Dirty page-outs are left to the stress
 /// test: with a write in the model it explores 180,000 executions (70 s), too many.
 ///
-/// Mutation (issue 18): in `src/cache/clock.rs`, `balance` and the inactive walk
-/// (`sweep`'s, then named so) both reading every page as not busy (only one of them is
-/// not enough: a busy page is never deactivated, so the walk never meets one) — loom fails in 2.6 s, the fault's
+/// Mutation (issue 18): in `src/cache/clock.rs`, `balance` and `walk_inactive` both
+/// reading every page as not busy (only one of them is not enough: a busy page is never
+/// deactivated, so the walk never meets one) — loom fails in 1.5 s, the fault's
 /// release finding its page freed under it ("unbusy of a page that is not resident",
 /// `src/object.rs`).
 #[test]
