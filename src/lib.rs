@@ -47,6 +47,10 @@
 //! - [`PageCache`]: the resident pages of one object. [`cache::DefaultCache`] is
 //!   ready to use.
 //!
+//! - [`reclaim::Reclaimer`]: the page daemon's side — files registered with it give
+//!   back pages round robin when the kernel runs short ([`reclaim`] says how), and a
+//!   bounded [`cache::DefaultCache`] frees its own idle inactive pages the same way.
+//!
 //! Entry points take the vnode as an `Arc` because an asynchronous completion must be
 //! able to reach it after the call returns.
 //!

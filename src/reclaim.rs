@@ -20,6 +20,31 @@
 //!    page), whose pages are freed when their writes complete. Dirty data is never
 //!    discarded: a failed write leaves its pages dirty and resident.
 //!
+//! The decisions (how much to keep inactive, what to do with one page) are a
+//! [`Policy`]'s; [`Clock`], NetBSD's two-list CLOCK, is the default. Recency comes from
+//! the [`PageCache`]'s referenced bits (an MMU's accessed bit; genpager sets it when a
+//! fault hands out a page already queued, and a second read through a page) and from
+//! [`read`](crate::read), which moves the pages it has read through to the inactive
+//! queue (use-once), so a sequential reader's pages go before its read-ahead.
+//!
+//! ```
+//! # use genpager::testing::{MemDisk, MemFs, Layout};
+//! use genpager::{read, reclaim::Reclaimer, PAGE_SIZE, PageCache, Vnode};
+//! # let disk = MemDisk::new(4096);
+//! # let fs = MemFs::new(disk.clone(), genpager::page::PAGE_SHIFT, Layout::Contiguous);
+//! # let file = fs.create(&vec![7u8; 32 * PAGE_SIZE]).unwrap();
+//! let daemon = Reclaimer::new();
+//! daemon.register(&file).unwrap();
+//! let mut buf = vec![0u8; 32 * PAGE_SIZE];
+//! read(&file, 0, &mut buf).unwrap();
+//! assert_eq!(file.object().read().cache().resident_pages(), 32);
+//! // Memory is short: the page daemon asks for 8 pages back.
+//! let done = daemon.reclaim(8);
+//! assert_eq!(done.freed, 8);
+//! assert_eq!(file.object().read().cache().resident_pages(), 24);
+//! daemon.unregister(&file);
+//! ```
+//!
 //! [`VmObject::try_lock`]: crate::VmObject::try_lock
 
 // The registry's handles are std's `Arc` of the type-erased file, cloned to visit a
