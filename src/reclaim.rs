@@ -57,7 +57,7 @@ use alloc::vec::Vec;
 use crate::cache::clock::{Scope, sweep};
 use crate::error::{Error, Result};
 use crate::hooks::PageCache;
-use crate::page::PAGE_SIZE;
+use crate::page::{PAGE_SIZE, PageFlags};
 use crate::putpages::pageout;
 use crate::sync::{Arc, Mutex};
 use crate::vnode::{Vnode, note_dirty};
@@ -77,8 +77,9 @@ pub struct Reclaimed {
     /// inline; a concurrent truncate freeing them is counted too, which frees memory
     /// all the same).
     pub freed: usize,
-    /// Dirty pages the call started writing back that were still resident when it
-    /// returned: freed when their writes complete (or kept dirty if they fail).
+    /// Dirty pages the call started writing back that were still being written when
+    /// it returned (`PAGEOUT`): freed when their writes complete (or kept dirty if they
+    /// fail).
     pub writing: usize,
     /// Files passed over because another thread held their object lock.
     pub skipped_locked: usize,
@@ -185,10 +186,14 @@ impl<V: Vnode> Registered for File<V> {
                 continue;
             };
             for at in (run.0..run.1).step_by(PAGE_SIZE) {
-                if state.cache().lookup(at).is_some() {
-                    visited.writing = visited.writing.saturating_add(1);
-                } else {
-                    visited.freed = visited.freed.saturating_add(1);
+                match state.cache().lookup(at) {
+                    None => visited.freed = visited.freed.saturating_add(1),
+                    // Ours, in flight: freed when its write completes.
+                    Some(page) if page.flags.contains(PageFlags::PAGEOUT) => {
+                        visited.writing = visited.writing.saturating_add(1);
+                    }
+                    // Not written (the page-out stopped at a busy page before it).
+                    Some(_) => {}
                 }
             }
         }

@@ -393,3 +393,28 @@ fn a_page_out_gives_up_when_the_transaction_would_sleep() {
     putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO).unwrap();
     assert!(file.disk_contents() == data);
 }
+
+/// A page-out in flight counts as `writing`, not `freed`: its pages stay resident,
+/// marked `PAGEOUT` and busy, until the write completes and frees them. Nothing is
+/// lost.
+#[test]
+fn page_outs_in_flight_count_as_writing_until_their_writes_complete() {
+    let (disk, file, mut data) = file_of(16, 50);
+    let new = pattern(4 * PAGE_SIZE, 51);
+    write(&file, 0, &new).unwrap();
+    data[..new.len()].copy_from_slice(&new);
+    // Only the four dirty pages resident.
+    assert_eq!(resident(&file), [0, P, 2 * P, 3 * P]);
+    let reclaimer = Reclaimer::new();
+    reclaimer.register(&file).unwrap();
+    disk.hold();
+    let done = reclaimer.reclaim(4);
+    assert_eq!((done.freed, done.writing), (0, 4), "{done:?}");
+    assert_eq!(resident_count(&file), 4, "in flight, still resident");
+    assert!(any_busy(&file));
+    disk.release();
+    disk.quiesce();
+    assert_eq!(resident_count(&file), 0, "freed by the completions");
+    assert!(file.disk_contents() == data);
+    assert!(read_all(&file) == data);
+}
