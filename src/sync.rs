@@ -748,8 +748,9 @@ impl<T> RwLock<T> {
 impl<T> RwLock<T> {
     /// Takes the lock exclusively if nobody holds it, without waiting: `None` when a
     /// reader or a writer holds it. For the page daemon, which must never wait for an
-    /// object a fault holds (the reference's `rw_tryenter`). It takes the lock even
-    /// while another writer waits for it, as a waiting writer may itself spin.
+    /// object a fault holds (the reference's `rw_tryenter`). A writer waiting for a
+    /// free lock does not stop it: as after any release, the waiter takes the lock at
+    /// its next look after this one's.
     pub fn try_write(&self) -> Option<WriteGuard<'_, T>> {
         let interrupts = NoInterrupts::new();
         let state = self.state.load(Ordering::Relaxed);
@@ -1249,6 +1250,21 @@ mod tests {
         queue.sleep_unless(7, || true);
         assert_eq!(queue.sleepers(7), 0, "the node was unlinked");
         assert_eq!(queue.wake(7), 0);
+    }
+
+    #[test]
+    fn rwlock_try_write_takes_only_a_free_lock() {
+        let lock = RwLock::new(5);
+        {
+            let reader = lock.read();
+            assert!(lock.try_write().is_none(), "a reader holds it");
+            drop(reader);
+        }
+        let mut writer = lock.try_write().expect("free");
+        *writer += 1;
+        assert!(lock.try_write().is_none(), "a writer holds it");
+        drop(writer);
+        assert_eq!(*lock.read(), 6);
     }
 
     #[test]
