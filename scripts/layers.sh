@@ -10,13 +10,13 @@ cd "$(dirname "$0")/../src"
 layers="
 page:0 error:0 sync:0
 buf:1 memory:1 stats:1 errseq:1
-hooks:2 readahead:2
+hooks:2 readahead:2 pdpolicy:2
 bmap:3 cache:3 object:3
 vnode:4
 busy:5 transaction:5
 fault:6
 getpages:7 putpages:7 compat:7
-write:8 read:8 directio:8 fault_around:8
+write:8 read:8 directio:8 fault_around:8 reclaim:8
 testing:9
 "
 layer_of() {

@@ -316,6 +316,44 @@ pub unsafe trait PageCache: Send + Sync {
         let _ = offset;
         false
     }
+    /// Whether some mapping reaches the page at all (read-only or writable). The
+    /// default, `false`, suits a kernel that never maps file pages into user space.
+    fn is_mapped(&self, offset: u64) -> bool {
+        let _ = offset;
+        false
+    }
+    /// Sets the referenced bit of the page: it was used since the page daemon last
+    /// looked (what an MMU's accessed bit records for mappings; genpager calls it when
+    /// a fault hands out a page that was already queued). The default forgets it.
+    fn mark_referenced(&mut self, offset: u64) {
+        let _ = offset;
+    }
+    /// Clears the referenced bit of the page and returns whether it was set (the
+    /// reference's `pmap_clear_reference`): the page daemon's question "used since I
+    /// last asked?". The default, `false`, makes every page look unused.
+    fn clear_referenced(&mut self, offset: u64) -> bool {
+        let _ = offset;
+        false
+    }
+    /// How many pages are on `queue` ([`PageQueue::None`] counts the pages on
+    /// neither). The default, 0, suits a cache that keeps no queues: the page daemon
+    /// ([`Reclaimer`](crate::reclaim::Reclaimer)) then finds nothing to reclaim.
+    fn queue_len(&self, queue: PageQueue) -> usize {
+        let _ = queue;
+        0
+    }
+    /// The offset of the page at the head of `queue` (the least recently queued), if
+    /// any. With [`PageCache::queue_next`], how the page daemon walks a queue; the
+    /// default has no queues.
+    fn queue_first(&self, queue: PageQueue) -> Option<u64> {
+        let _ = queue;
+        None
+    }
+    /// The offset of the page after the one at `offset` on that page's queue, if any.
+    fn queue_next(&self, offset: u64) -> Option<u64> {
+        let _ = offset;
+        None
+    }
     /// Whether some mapping lets a CPU store to the page without faulting. genpager
     /// never hands out a slice of such a page: a fault write-protects it first (see
     /// "Implementation safety"), and the shared fast path leaves it out. The default,

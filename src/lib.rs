@@ -19,6 +19,7 @@
 //!         │  getpages()  putpages()  read()  write()  setsize()  directio()
 //!  ┌──────┴──────────────────────────────────────────────────────────────┐
 //!  │ 8  read · write (write, setsize) · directio · fault_around          │
+//!  │    · reclaim — the page daemon's reclaimer across files             │
 //!  │ 7  getpages · putpages (scan → prepare → cluster → submit → settle) │
 //!  │    · compat                                                         │
 //!  │ 6  fault — Fault, the fast path, settling a fault's pages           │
@@ -27,6 +28,7 @@
 //!  │ 3  object — pages, sizes, locks · bmap — the extent walker · cache  │
 //!  │ 2  hooks — BlockMap, Strategy, PageCache, ByteIo and their types    │
 //!  │    · readahead — the window a reader's pattern earns                │
+//!  │    · pdpolicy — the page daemon's policy (CLOCK)                    │
 //!  │ 1  buf — requests and their completion · memory — frames, budget    │
 //!  │    · stats — the counters                                           │
 //!  │    · errseq — write errors, reported once to each open file         │
@@ -46,6 +48,10 @@
 //!   segments and completes it exactly once, inline or later from an interrupt.
 //! - [`PageCache`]: the resident pages of one object. [`cache::DefaultCache`] is
 //!   ready to use.
+//!
+//! - [`reclaim::Reclaimer`]: the page daemon's side — files registered with it give
+//!   back pages round robin when the kernel runs short ([`reclaim`] says how), and a
+//!   bounded [`cache::DefaultCache`] frees its own idle inactive pages the same way.
 //!
 //! Entry points take the vnode as an `Arc` because an asynchronous completion must be
 //! able to reach it after the call returns.
@@ -189,6 +195,7 @@ pub mod memory;
 pub mod stats;
 
 mod hooks;
+mod pdpolicy;
 mod readahead;
 
 pub mod bmap;
@@ -209,6 +216,7 @@ mod putpages;
 pub mod directio;
 mod fault_around;
 mod read;
+pub mod reclaim;
 mod write;
 
 #[cfg(feature = "testing")]

@@ -206,6 +206,12 @@ impl<C: PageCache> VmObject<C> {
         self.state.write()
     }
 
+    /// Takes the object lock exclusively if it is free, without waiting (the page
+    /// daemon's `rw_tryenter`: it never waits for an object a fault holds).
+    pub fn try_lock(&self) -> Option<WriteGuard<'_, ObjectState<C>>> {
+        self.state.try_write()
+    }
+
     /// Takes the object lock shared.
     pub fn read(&self) -> ReadGuard<'_, ObjectState<C>> {
         self.state.read()
@@ -652,8 +658,12 @@ impl<C: PageCache> ObjectState<C> {
             return wanted;
         }
         page.flags.remove(PageFlags::BUSY | PageFlags::WANTED);
-        if let Some(queue) = queue.filter(|_| page.queue() == PageQueue::None) {
-            self.cache.set_queue(offset, queue);
+        match queue {
+            Some(queue) if page.queue() == PageQueue::None => self.cache.set_queue(offset, queue),
+            // A resident page handed out again (a fault over it): used since it was
+            // queued, which the page daemon's policy weighs as the MMU's referenced bit.
+            Some(_) => self.cache.mark_referenced(offset),
+            None => {}
         }
         wanted
     }

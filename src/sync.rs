@@ -828,6 +828,29 @@ impl<T> RwLock<T> {
     }
 }
 
+impl<T> RwLock<T> {
+    /// Takes the lock exclusively if nobody holds it, without waiting: `None` when a
+    /// reader or a writer holds it. For the page daemon, which must never wait for an
+    /// object a fault holds (the reference's `rw_tryenter`). A writer waiting for a
+    /// free lock does not stop it: as after any release, the waiter takes the lock at
+    /// its next look after this one's.
+    pub fn try_write(&self) -> Option<WriteGuard<'_, T>> {
+        let interrupts = NoInterrupts::new();
+        let state = self.state.load(Ordering::Relaxed);
+        if state & !RW_WRITER_WAITING != 0 {
+            return None;
+        }
+        self.state
+            .compare_exchange(state, RW_WRITER, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(WriteGuard {
+            lock: self,
+            data: ManuallyDrop::new(self.data.exclusive()),
+            _interrupts: interrupts,
+        })
+    }
+}
+
 impl<T> Deref for ReadGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -1310,6 +1333,21 @@ mod tests {
         queue.sleep_unless(7, || true);
         assert_eq!(queue.sleepers(7), 0, "the node was unlinked");
         assert_eq!(queue.wake(7), 0);
+    }
+
+    #[test]
+    fn rwlock_try_write_takes_only_a_free_lock() {
+        let lock = RwLock::new(5);
+        {
+            let reader = lock.read();
+            assert!(lock.try_write().is_none(), "a reader holds it");
+            drop(reader);
+        }
+        let mut writer = lock.try_write().expect("free");
+        *writer += 1;
+        assert!(lock.try_write().is_none(), "a writer holds it");
+        drop(writer);
+        assert_eq!(*lock.read(), 6);
     }
 
     #[test]

@@ -172,6 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), any::<u8>()).prop_map(|(lbn, count)| Op::FailBlocks { lbn, count }),
         2 => Just(Op::ClearFaults),
         1 => prop::option::weighted(0.7, any::<u8>()).prop_map(|extra| Op::CacheLimit { extra }),
+        2 => any::<u8>().prop_map(|pages| Op::Reclaim { pages }),
         2 => (any::<u8>(), any::<u8>(), any::<u8>())
             .prop_map(|(hook, calls, error)| Op::FailHook { hook, calls, error }),
         1 => (any::<u8>(), any::<u32>()).prop_map(|(what, delta)| Op::Beyond { what, delta }),

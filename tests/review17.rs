@@ -3,7 +3,8 @@
 //!
 //! The review's nine findings: five are fixed and pass (a bad sector or a failed
 //! request past the reader's pages, the writer-preferring node lock's deadlock, the
-//! object state's advice, an unlimited transfer); four stay ignored with the reason
+//! object state's advice, an unlimited transfer) and a sixth by issue 18's reclaim
+//! (read-ahead crowding a bounded cache); three stay ignored with the reason
 //! (`DOCUMENTED` where the README now says so, `KNOWN` where a later issue owns it).
 //! A probe that failed was kept `#[ignore = "FINDING: ..."]` so the suite stays green;
 //! the passing ones pin promises nobody else tested.
@@ -1037,11 +1038,10 @@ fn finding_read_along_waits_for_pages_read_ahead_started_meanwhile() {
 /// A cache of 2 transfers' pages, a file of 8 transfers. Without read-ahead a reader
 /// reads page 0 and then 8 pages scattered over the file: all succeed. With the
 /// defaults (read-ahead on) the first read brings its whole transfer along, and a
-/// later scattered read fails with `NoMemory` — pages it never asked for hold the
-/// room. (A kernel's page daemon would free them; genpager does not, and the read
-/// fails.)
+/// later scattered read failed with `NoMemory` — pages it never asked for held the
+/// room. Fixed by issue 18: at its limit the cache frees clean inactive pages (the
+/// page daemon's CLOCK policy, without I/O) before it refuses an allocation.
 #[test]
-#[ignore = "KNOWN (issue 18, reclaim): pages read ahead crowd a bounded cache nothing reclaims; a later read fails with NoMemory"]
 fn finding_read_ahead_pages_make_a_later_read_fail_for_memory() {
     let scattered = [
         3 * T + 5,

@@ -10,11 +10,18 @@
 //! flushes roam over every file, including pages other threads are writing and the
 //! file being truncated. A thread reading its own pages must see its own last write.
 //!
+//! A fifth thread plays the page daemon (issue 18): a `Reclaimer` over the three files
+//! reclaims a few pages at a time until the workers finish, freeing clean pages and
+//! paging dirty ones out under their feet. Nothing may be lost or deadlock.
+//!
 //! Deterministic seeds; a bounded number of operations.
 #![cfg(not(loom))]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+
+use genpager::reclaim::Reclaimer;
 
 use genpager::Fault;
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
@@ -313,6 +320,29 @@ fn stress(with_truncated: bool) {
         with_truncated,
     });
 
+    let reclaimer = Arc::new(Reclaimer::new());
+    for tracked in [&world.shared[0], &world.shared[1], &world.truncated] {
+        reclaimer.register(&tracked.file).expect("register");
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (reclaimer, done) = (reclaimer.clone(), done.clone());
+        thread::Builder::new()
+            .name("stress-pagedaemon".into())
+            .spawn(move || {
+                let mut rng = Rng::new(0xDAE);
+                let (mut freed, mut writing) = (0, 0);
+                while !done.load(Ordering::Relaxed) {
+                    let got = reclaimer.reclaim(1 + rng.below(24) as usize);
+                    freed += got.freed;
+                    writing += got.writing;
+                    thread::yield_now();
+                }
+                (freed, writing)
+            })
+            .expect("spawn")
+    };
+
     let workers: Vec<_> = (0..THREADS)
         .map(|thread| {
             let world = world.clone();
@@ -324,6 +354,13 @@ fn stress(with_truncated: bool) {
         .collect();
     for worker in workers {
         worker.join().expect("a stress thread failed");
+    }
+    done.store(true, Ordering::Relaxed);
+    let (freed, writing) = daemon.join().expect("the page daemon failed");
+    eprintln!("page daemon: {freed} pages freed, {writing} paged out");
+    assert!(freed > 0, "the page daemon freed nothing");
+    for tracked in [&world.shared[0], &world.shared[1], &world.truncated] {
+        assert!(reclaimer.unregister(&tracked.file));
     }
 
     let files = [&world.shared[0], &world.shared[1], &world.truncated];

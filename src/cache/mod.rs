@@ -23,6 +23,7 @@
 //! and [`DefaultCache::write_through_mapping`] to store into a page as a user
 //! mapping would.
 
+pub(crate) mod clock;
 mod radix;
 
 use alloc::collections::TryReserveError;
@@ -37,8 +38,13 @@ use crate::memory::{Frame, Memory};
 use crate::page::{
     DirtyStatus, PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, Page, PageCounts, PageQueue, Tag,
 };
+use crate::pdpolicy::Clock;
 
 const NIL: u32 = u32::MAX;
+
+/// Pages a cache frees of its own when its memory domain's budget is spent: a batch,
+/// so that a reader or writer streaming through a file does not sweep for every page.
+const DOMAIN_SWEEP: usize = 16;
 
 fn tag_index(tag: Tag) -> usize {
     match tag {
@@ -82,6 +88,8 @@ struct Slot {
     next: u32,
     map: MapState,
     modified: bool,
+    /// The emulated MMU's referenced (accessed) bit.
+    referenced: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -126,7 +134,8 @@ impl DefaultCache {
     }
 
     /// An empty cache taking frames from `memory` (and counted against its budget),
-    /// with no limit of its own.
+    /// with no limit of its own. When the budget is spent, `alloc` first frees pages of
+    /// this cache as [`DefaultCache::with_limit`] does at its limit.
     pub fn in_memory(memory: &'static Memory) -> Self {
         Self {
             index: Radix::new(),
@@ -140,9 +149,14 @@ impl DefaultCache {
         }
     }
 
-    /// An empty cache of [`Memory::shared`] that refuses to hold more than `limit`
-    /// pages: `alloc` beyond it fails with [`Error::NoMemory`] (how tests model memory
-    /// pressure on one file).
+    /// An empty cache of [`Memory::shared`] that holds at most `limit` pages. At the
+    /// limit, `alloc` first makes room the way the page daemon would, within what it
+    /// may do under the object lock with no I/O: it frees clean, idle, unwired,
+    /// unmapped, unreferenced pages from the head of its inactive queue, per the
+    /// [`Clock`] policy (it does not deactivate active pages: see `Scope::Cache` in
+    /// `cache/clock.rs`) ([`Reclaimer`](crate::reclaim::Reclaimer) does the same across
+    /// objects, and also writes dirty pages back). Only when none can go does `alloc`
+    /// fail with [`Error::NoMemory`] (how tests model memory pressure).
     pub fn with_limit(limit: usize) -> Self {
         let mut cache = Self::new();
         cache.limit = limit;
@@ -236,7 +250,36 @@ impl DefaultCache {
             );
         }
         slot.modified = true;
+        slot.referenced = true;
         Ok(())
+    }
+
+    /// An access to the page at `offset` through a user mapping, as an MMU records it:
+    /// sets the page's referenced bit (a load through [`DefaultCache::mapped_bytes`]
+    /// cannot, as it borrows the cache shared). Returns whether the page is resident.
+    pub fn touch(&mut self, offset: u64) -> bool {
+        self.slot_at_mut(offset)
+            .map(|slot| slot.referenced = true)
+            .is_some()
+    }
+
+    /// Whether the referenced bit of the page at `offset` is set.
+    pub fn is_referenced(&self, offset: u64) -> bool {
+        self.slot_at(offset).is_some_and(|slot| slot.referenced)
+    }
+
+    /// Makes room for one more page at the limit: frees up to the excess plus one of
+    /// the pages the page daemon would free without I/O. Returns whether there is room.
+    fn make_room(&mut self) -> bool {
+        let resident = self.index.len();
+        if resident < self.limit {
+            return true;
+        }
+        // Cannot overflow: `resident >= limit`, and at most `usize::MAX` pages exist.
+        #[allow(clippy::arithmetic_side_effects)]
+        let want = resident - self.limit + 1;
+        clock::sweep(self, &Clock, want, clock::Scope::Cache, &mut |_| false);
+        self.index.len() < self.limit
     }
 
     /// The bytes of the resident, valid page at `offset` as a user mapping would read
@@ -420,10 +463,20 @@ unsafe impl PageCache for DefaultCache {
 
     fn alloc(&mut self, offset: u64) -> Result<&mut Page> {
         debug_assert!(self.index.get(page_index(offset)).is_none());
-        if self.index.len() >= self.limit {
+        if !self.make_room() {
             return Err(Error::NoMemory);
         }
-        let frame = self.memory.take_frame()?;
+        let frame = match self.memory.take_frame() {
+            Ok(frame) => frame,
+            // The domain's budget is spent: free some of this cache's pages as at the
+            // limit, and try once more.
+            Err(_) => {
+                clock::sweep(self, &Clock, DOMAIN_SWEEP, clock::Scope::Cache, &mut |_| {
+                    false
+                });
+                self.memory.take_frame()?
+            }
+        };
         let page = Page::new(offset, frame.bytes());
         let slot = Slot {
             page,
@@ -432,6 +485,7 @@ unsafe impl PageCache for DefaultCache {
             next: NIL,
             map: MapState::Unmapped,
             modified: false,
+            referenced: false,
         };
         let index = match self.free_slots.pop() {
             Some(index) => {
@@ -566,6 +620,40 @@ unsafe impl PageCache for DefaultCache {
             dirty: self.index.tagged(tag_index(Tag::Dirty)) as u64,
             writeback: self.index.tagged(tag_index(Tag::Writeback)) as u64,
         }
+    }
+
+    fn is_mapped(&self, offset: u64) -> bool {
+        self.map_state(offset) != MapState::Unmapped
+    }
+
+    fn mark_referenced(&mut self, offset: u64) {
+        self.touch(offset);
+    }
+
+    fn clear_referenced(&mut self, offset: u64) -> bool {
+        self.slot_at_mut(offset)
+            .is_some_and(|slot| core::mem::take(&mut slot.referenced))
+    }
+
+    fn queue_len(&self, queue: PageQueue) -> usize {
+        DefaultCache::queue_len(self, queue)
+    }
+
+    fn queue_first(&self, queue: PageQueue) -> Option<u64> {
+        let head = match queue {
+            PageQueue::None => return None,
+            PageQueue::Active => self.active.head,
+            PageQueue::Inactive => self.inactive.head,
+        };
+        self.slot(head).map(|slot| slot.page.offset())
+    }
+
+    fn queue_next(&self, offset: u64) -> Option<u64> {
+        let slot = self.slot_at(offset)?;
+        if slot.page.queue() == PageQueue::None {
+            return None;
+        }
+        self.slot(slot.next).map(|slot| slot.page.offset())
     }
 
     #[inline]
@@ -778,6 +866,36 @@ mod tests {
         let page = cache.alloc(2 * P).unwrap();
         assert!(page.flags.contains(PageFlags::BUSY | PageFlags::FAKE));
         assert_eq!(cache.resident_pages(), 2);
+    }
+
+    #[test]
+    fn at_its_limit_the_cache_frees_only_idle_clean_unmapped_unreferenced_inactive_pages() {
+        let mut cache = DefaultCache::with_limit(6);
+        for i in 0..6 {
+            cache
+                .alloc(i * P)
+                .unwrap()
+                .flags
+                .remove(PageFlags::BUSY | PageFlags::FAKE);
+            cache.set_queue(i * P, PageQueue::Inactive);
+        }
+        cache.lookup_mut(0).unwrap().flags |= PageFlags::BUSY;
+        cache.set_dirty(P, DirtyStatus::Dirty);
+        cache.map(2 * P, MapState::ReadOnly);
+        cache.touch(3 * P);
+        cache.lookup_mut(4 * P).unwrap().wire_count = 1;
+        cache.set_queue(5 * P, PageQueue::Active);
+        assert_eq!(cache.queue_first(PageQueue::Inactive), Some(0));
+        assert_eq!(cache.queue_next(0), Some(P));
+        // Nothing can go: the referenced page gets its second chance (reactivated).
+        assert_eq!(cache.alloc(6 * P).err(), Some(Error::NoMemory));
+        assert_eq!(cache.lookup(3 * P).unwrap().queue(), PageQueue::Active);
+        assert!(!cache.is_referenced(3 * P));
+        // An idle, clean, unmapped page on the inactive queue makes room.
+        cache.set_queue(3 * P, PageQueue::Inactive);
+        cache.alloc(6 * P).unwrap();
+        assert!(cache.lookup(3 * P).is_none());
+        assert_eq!(cache.resident_pages(), 6);
     }
 
     #[test]

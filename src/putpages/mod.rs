@@ -230,15 +230,12 @@ pub fn putpages_busy<V: Vnode>(
 /// no write of the file failed since the cursor's last report.
 pub fn fsync<V: Vnode>(vnode: &Arc<V>, cursor: &mut ErrorCursor, start: u64, end: u64) -> Result {
     let flags = PutFlags::CLEANIT | PutFlags::SYNCIO;
-    flush_reporting(
-        vnode,
-        start,
-        end,
-        flags,
-        TransactionHeld::No,
-        Reporter::Cursor(cursor),
-    )
-    .map_err(Error::from)
+    let caller = Caller {
+        held: TransactionHeld::No,
+        reporter: Reporter::Cursor(cursor),
+        pagedaemon: vnode.is_pagedaemon(),
+    };
+    flush_for(vnode, start, end, flags, caller).map_err(Error::from)
 }
 
 /// Through which cursor a synchronous cleaning flush reports write errors.
@@ -279,18 +276,59 @@ pub(crate) fn flush<V: Vnode>(
     flags: PutFlags,
     held: TransactionHeld,
 ) -> core::result::Result<(), PutError> {
-    flush_reporting(vnode, start, end, flags, held, Reporter::Object)
+    flush_for(
+        vnode,
+        start,
+        end,
+        flags,
+        Caller {
+            held,
+            reporter: Reporter::Object,
+            pagedaemon: vnode.is_pagedaemon(),
+        },
+    )
 }
 
-/// [`flush`], reporting write errors through `reporter`.
-fn flush_reporting<'a, V: Vnode>(
+/// The page daemon's page-out of `start..end`: an asynchronous `CLEANIT | FREE` flush
+/// run as the page daemon whatever thread calls it (so it never sleeps on the mount
+/// transaction or a busy page, and its pages are freed as their writes complete).
+pub(crate) fn pageout<V: Vnode>(vnode: &Arc<V>, start: u64, end: u64) -> Result {
+    let caller = Caller {
+        held: TransactionHeld::No,
+        reporter: Reporter::Object,
+        pagedaemon: true,
+    };
+    flush_for(
+        vnode,
+        start,
+        end,
+        PutFlags::CLEANIT | PutFlags::FREE,
+        caller,
+    )
+    .map_err(Error::from)
+}
+
+/// Who asks for a flush: whether it holds the transaction, through which cursor it
+/// hears of write errors, and whether it is the page daemon.
+pub(crate) struct Caller<'c> {
+    held: TransactionHeld,
+    reporter: Reporter<'c>,
+    pagedaemon: bool,
+}
+
+/// [`flush`] for `caller`.
+fn flush_for<'a, V: Vnode>(
     vnode: &'a Arc<V>,
     start: u64,
     end: u64,
     flags: PutFlags,
-    held: TransactionHeld,
-    reporter: Reporter<'a>,
+    caller: Caller<'a>,
 ) -> core::result::Result<(), PutError> {
+    let Caller {
+        held,
+        reporter,
+        pagedaemon,
+    } = caller;
     let actions = PutFlags::CLEANIT | PutFlags::FREE | PutFlags::DEACTIVATE;
     if start & PAGE_MASK != 0
         || end & PAGE_MASK != 0
@@ -325,7 +363,7 @@ fn flush_reporting<'a, V: Vnode>(
         start,
         end,
         flags,
-        pagedaemon: vnode.is_pagedaemon(),
+        pagedaemon,
         dirty_only: !flags.intersects(PutFlags::FREE | PutFlags::DEACTIVATE),
         max_pages,
         pages,

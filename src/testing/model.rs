@@ -76,6 +76,7 @@ use crate::page::{DirtyStatus, PAGE_SIZE, PageFlags, Tag, trunc_page};
 use crate::putpages::{PutFlags, putpages};
 use crate::read::read;
 use crate::readahead::Advice;
+use crate::reclaim::Reclaimer;
 use crate::vnode::Vnode;
 use crate::write::{setsize, write};
 
@@ -285,6 +286,15 @@ pub enum Op {
         /// Pages allowed beyond those resident.
         extra: Option<u8>,
     },
+    /// The page daemon: a [`Reclaimer`] over this file asked for 1 + `pages % 32`
+    /// pages. It frees clean pages and pages dirty ones out (asynchronously, as the
+    /// page daemon, so a refused transaction only leaves them dirty): the file's bytes
+    /// must not change, and a failed page-out latches its error like any asynchronous
+    /// write.
+    Reclaim {
+        /// How many pages to ask for.
+        pages: u8,
+    },
     /// Make the next 1 + `calls % 3` calls of a filesystem hook fail (block files
     /// only): `hook % 4` picks `trans_begin` (even when the caller would wait),
     /// `journal_begin`, `alloc` or `bmap`; `error` picks the error (`bmap` fails with
@@ -469,8 +479,9 @@ pub fn decode(data: &[u8]) -> (Setup, Vec<Op>) {
                 }
             }
             11 => Op::FailNth { n: b.u8() },
-            12 => match b.u8() % 3 {
+            12 => match b.u8() % 4 {
                 0 => Op::ClearFaults,
+                3 => Op::Reclaim { pages: b.u8() },
                 1 => Op::FailBlocks {
                     lbn: b.u16(),
                     count: b.u8(),
@@ -1886,6 +1897,21 @@ impl<B: Backend> Harness<B> {
                     None => usize::MAX,
                 };
                 state.cache_mut().set_limit(limit);
+                Ok(false)
+            }
+            Op::Reclaim { pages } => {
+                let reclaimer = Reclaimer::new();
+                reclaimer
+                    .register(self.v())
+                    .map_err(|e| format!("register: {e:?}"))?;
+                let old = self.observed();
+                reclaimer.reclaim(1 + usize::from(pages % 32));
+                ensure!(reclaimer.unregister(self.v()), "registered");
+                let (_, writes) = self.settle(before);
+                // A bmap failure fails the write of its cluster, as the device would.
+                let writes = writes + self.bmap_failures(before);
+                self.latch(writes);
+                ensure!(self.observed() == old, "reclaim changed the file");
                 Ok(false)
             }
             Op::FailHook { hook, calls, error } => {
