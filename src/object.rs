@@ -14,7 +14,9 @@ use bitflags::bitflags;
 use crate::error::{Error, Result};
 use crate::errseq::{ErrorCursor, WriteAttempt, WriteErrors};
 use crate::hooks::{PageCache, Protection};
-use crate::page::{DirtyStatus, PageFlags, PageQueue, PageRef, Tag};
+use crate::page::{
+    DirtyStatus, PAGE_SIZE, PageFlags, PageQueue, PageRef, Tag, round_page, trunc_page,
+};
 use crate::readahead::ReadAhead;
 use crate::stats::{IoCounters, IoStats, ObjectStats};
 use crate::sync::{Mutex, MutexGuard, ReadGuard, RwLock, SleepRwLock, Wait, WaitQueue, WriteGuard};
@@ -66,6 +68,15 @@ pub struct VmObject<C> {
     read_ahead: Mutex<ReadAhead>,
     /// What the object's I/O did: relaxed atomics, bumped without any lock.
     io: IoCounters,
+}
+
+/// Who went through the pages [`VmObject::used_once`] ages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UsedBy {
+    /// A read: a page read again gets a second chance.
+    Read,
+    /// A write: its own faults are one use.
+    Write,
 }
 
 /// The wait key of a thread waiting for an object's writes in flight: no page offset
@@ -230,6 +241,57 @@ impl<C: PageCache> VmObject<C> {
     /// follows it; a fault follows its own [`Fault::advice`](crate::Fault::advice)).
     pub fn read_ahead(&self) -> MutexGuard<'_, ReadAhead> {
         self.read_ahead.lock()
+    }
+
+    /// Ages the pages a read or write has gone through, `from .. to` (the
+    /// reference's sequential advice deactivating the pages behind a fault; Linux's
+    /// use-once): a page used for the first time since it was queued moves to the
+    /// inactive queue, where a bounded cache, a cache whose memory budget is spent, or
+    /// the page daemon frees it first (once clean); one used again (already inactive)
+    /// is marked referenced, so the page daemon gives it a second chance; one the MMU
+    /// or a fault marked referenced stays active. Only pages gone through to their end
+    /// (or to the end of file) count. A write ([`UsedBy::Write`]) deactivates every
+    /// page it wrote through and clears its referenced bit: the write's own faults
+    /// (one allocating blocks, one copying, one per batch a page straddles) are one
+    /// use. A hint: skipped when another thread holds the object lock.
+    // Cannot overflow: `to <= size <= max_file_size`.
+    #[allow(clippy::arithmetic_side_effects)]
+    pub(crate) fn used_once(&self, from: u64, to: u64, by: UsedBy) {
+        if from >= to {
+            return;
+        }
+        let Some(mut state) = self.try_lock() else {
+            return;
+        };
+        let end = if to >= state.size() {
+            round_page(to)
+        } else {
+            trunc_page(to)
+        };
+        let cache = state.cache_mut();
+        let mut at = trunc_page(from);
+        while at < end {
+            let idle = cache
+                .lookup(at)
+                .filter(|page| !page.is_busy() && page.wire_count == 0)
+                .map(|page| page.queue());
+            match (idle, by) {
+                (Some(PageQueue::None) | None, _) => {}
+                (Some(_), UsedBy::Write) => {
+                    cache.clear_referenced(at);
+                    cache.set_queue(at, PageQueue::Inactive);
+                }
+                (Some(PageQueue::Active), UsedBy::Read) => {
+                    if cache.clear_referenced(at) {
+                        cache.mark_referenced(at);
+                    } else {
+                        cache.set_queue(at, PageQueue::Inactive);
+                    }
+                }
+                (Some(PageQueue::Inactive), UsedBy::Read) => cache.mark_referenced(at),
+            }
+            at += PAGE_SIZE as u64;
+        }
     }
 
     /// The file size.

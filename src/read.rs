@@ -6,8 +6,9 @@ use crate::error::{Error, Result};
 use crate::fault::{Fault, Fetched};
 use crate::getpages::ahead::{self, Reading};
 use crate::getpages::{getpages, getpages_with};
-use crate::hooks::{Access, PageCache, max_file_size};
-use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageQueue, round_page, trunc_page};
+use crate::hooks::{Access, max_file_size};
+use crate::object::UsedBy;
+use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, round_page, trunc_page};
 use crate::readahead::{Found, ReadAhead};
 use crate::sync::Arc;
 use crate::vnode::{Vnode, max_transfer};
@@ -103,52 +104,10 @@ fn read_through<V: Vnode>(
         }
         done = reached;
     }
-    used_once(vnode, offset, offset + done as u64);
+    vnode
+        .object()
+        .used_once(offset, offset + done as u64, UsedBy::Read);
     Ok(done)
-}
-
-/// Ages the pages a read has read through, `from .. to` (the reference's sequential
-/// advice deactivating the pages behind a fault; Linux's use-once): a page read for the
-/// first time since it was queued moves to the inactive queue, where a bounded cache
-/// or the page daemon frees it first; one read again (already inactive) is marked
-/// referenced, so the page daemon gives it a second chance; one the MMU or a fault
-/// marked referenced stays active. Only pages read to their end (or to the end of
-/// file) count. A hint: skipped when another thread holds the object lock.
-// Cannot overflow: `to <= size <= max_file_size`.
-#[allow(clippy::arithmetic_side_effects)]
-fn used_once<V: Vnode>(vnode: &Arc<V>, from: u64, to: u64) {
-    if from >= to {
-        return;
-    }
-    let object = vnode.object();
-    let Some(mut state) = object.try_lock() else {
-        return;
-    };
-    let end = if to >= state.size() {
-        round_page(to)
-    } else {
-        trunc_page(to)
-    };
-    let cache = state.cache_mut();
-    let mut at = trunc_page(from);
-    while at < end {
-        let idle = cache
-            .lookup(at)
-            .filter(|page| !page.is_busy() && page.wire_count == 0)
-            .map(|page| page.queue());
-        match idle {
-            Some(PageQueue::Active) => {
-                if cache.clear_referenced(at) {
-                    cache.mark_referenced(at);
-                } else {
-                    cache.set_queue(at, PageQueue::Inactive);
-                }
-            }
-            Some(PageQueue::Inactive) => cache.mark_referenced(at),
-            _ => {}
-        }
-        at += PAGE_SIZE as u64;
-    }
 }
 
 /// One batch of a read: file bytes `pos .. end`, in `count` pages from `first`.

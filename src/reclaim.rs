@@ -140,12 +140,18 @@ impl<V: Vnode> Registered for File<V> {
         // to find them.
         let mut dirty = [0u64; BATCH];
         let mut noted = 0usize;
+        // A failed object's dirty pages are kept and no longer written (errseq.rs):
+        // the sweep frees its clean pages only.
+        let failed = state.is_failed();
         let swept = sweep(
             state.cache_mut(),
             policy,
             want,
             Scope::PageDaemon,
             &mut |at| {
+                if failed {
+                    return false;
+                }
                 // A page offered by both walks of the sweep is noted once.
                 if dirty.get(..noted).is_some_and(|seen| seen.contains(&at)) {
                     return true;
@@ -170,7 +176,10 @@ impl<V: Vnode> Registered for File<V> {
         dirty.sort_unstable();
         let mut visited = Visited {
             freed: swept.freed,
-            progressed: swept.freed != 0 || swept.moved != 0 || noted != 0,
+            // A page-out counts once it has started: a device that keeps failing makes
+            // no progress, so the call ends after a round instead of trying the same
+            // pages on every visit (each try is an attempt towards the failed state).
+            progressed: swept.freed != 0 || swept.moved != 0,
             ..Visited::default()
         };
         for run in runs(dirty) {
@@ -182,6 +191,7 @@ impl<V: Vnode> Registered for File<V> {
                 log::trace!("reclaim: page-out of {:#x}..{:#x}: {error:?}", run.0, run.1);
                 continue;
             }
+            visited.progressed = true;
             let Some(state) = vnode.object().try_lock() else {
                 continue;
             };

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::fault::{Fault, GetFlags};
 use crate::getpages::getpages;
 use crate::hooks::{PageCache, Protection, max_file_size};
+use crate::object::UsedBy;
 use crate::page::PageRef;
 use crate::page::{PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, PageFlags, round_page, trunc_page};
 use crate::putpages::{PutFlags, TransactionHeld, after_write_batch, flush};
@@ -134,6 +135,9 @@ fn write_batches<V: Vnode>(
             return (done, Err(error));
         }
         done += len;
+        // Pages written through age as read ones do, so that once written back they
+        // are the first a bounded cache or the page daemon takes.
+        vnode.object().used_once(pos, batch_end, UsedBy::Write);
         after_write_batch(vnode, pos..batch_end);
     }
     (done, Ok(()))

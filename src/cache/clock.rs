@@ -20,6 +20,11 @@ pub(crate) enum Scope {
     /// demotion), by [`DEACTIVATE`](crate::PutFlags::DEACTIVATE) flushes and by the
     /// page daemon.
     Cache,
+    /// A cache making room when its memory domain's budget is spent: as
+    /// [`Scope::Cache`], but when its inactive queue falls short it balances the queues
+    /// as the page daemon does. Failing the allocation would fail a read or write
+    /// outright, which reading a page ahead twice does not.
+    SpentBudget,
     /// The page daemon: mapped pages are unmapped (and written if they were modified
     /// through the mapping), dirty pages handed to the caller to page out.
     PageDaemon,
@@ -56,7 +61,7 @@ pub(crate) fn sweep<C: PageCache + ?Sized>(
     let mut swept = Swept::default();
     let mut offered = 0usize;
     walk_inactive(cache, policy, want, scope, clean, &mut swept, &mut offered);
-    if scope == Scope::PageDaemon && swept.freed.saturating_add(offered) < want {
+    if scope != Scope::Cache && swept.freed.saturating_add(offered) < want {
         balance(cache, policy, want, &mut swept);
         walk_inactive(cache, policy, want, scope, clean, &mut swept, &mut offered);
     }
@@ -122,7 +127,7 @@ fn walk_inactive<C: PageCache + ?Sized>(
                 cache.set_queue(at, PageQueue::Active);
                 swept.moved = swept.moved.saturating_add(1);
             }
-            Verdict::Free if scope == Scope::Cache && seen.mapped => {}
+            Verdict::Free if scope != Scope::PageDaemon && seen.mapped => {}
             Verdict::Free => {
                 if seen.mapped {
                     // Unmapped first, so no store lands after the modified bit is read.
@@ -137,7 +142,7 @@ fn walk_inactive<C: PageCache + ?Sized>(
                 cache.free(at);
                 swept.freed = swept.freed.saturating_add(1);
             }
-            Verdict::Clean if scope == Scope::Cache => {}
+            Verdict::Clean if scope != Scope::PageDaemon => {}
             Verdict::Clean => offer(at, clean, &mut room, offered),
         }
     }

@@ -468,12 +468,11 @@ unsafe impl PageCache for DefaultCache {
         }
         let frame = match self.memory.take_frame() {
             Ok(frame) => frame,
-            // The domain's budget is spent: free some of this cache's pages as at the
-            // limit, and try once more.
+            // The domain's budget is spent: free some of this cache's clean pages (no
+            // I/O, no MMU work), balancing its queues if need be, and try once more.
             Err(_) => {
-                clock::sweep(self, &Clock, DOMAIN_SWEEP, clock::Scope::Cache, &mut |_| {
-                    false
-                });
+                let scope = clock::Scope::SpentBudget;
+                clock::sweep(self, &Clock, DOMAIN_SWEEP, scope, &mut |_| false);
                 self.memory.take_frame()?
             }
         };

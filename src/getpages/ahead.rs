@@ -49,6 +49,19 @@ pub(crate) fn read_ahead<V: Vnode>(vnode: &Arc<V>, own: Option<&mut ReadAhead>, 
 }
 
 /// What `reading` earns: the pages to start reading, if any.
+/// A window of `max` pages, made smaller where the cache's memory domain is small: at
+/// most a sixteenth of its budget (two windows in flight then hold an eighth), and at
+/// least one transfer. Read-ahead allocates a window's pages before any is read, so a
+/// window near the budget would leave the reader's own fault no frame (Linux bounds
+/// its windows by free memory too).
+fn within_budget<C: PageCache>(state: &ObjectState<C>, max: u64, transfer: u64) -> u64 {
+    let Some(memory) = state.cache().memory() else {
+        return max;
+    };
+    let share = u64::try_from(memory.budget() / 16).unwrap_or(u64::MAX);
+    max.min(share).max(transfer.min(max))
+}
+
 pub(crate) fn plan<V: Vnode>(
     vnode: &Arc<V>,
     own: Option<&mut ReadAhead>,
@@ -64,7 +77,7 @@ pub(crate) fn plan<V: Vnode>(
     let transfer = transfer_pages(&**vnode);
     let plan_with = |ahead: &mut ReadAhead, state: &ObjectState<V::Cache>| {
         let limits = Limits {
-            max: ahead.max_pages(transfer),
+            max: within_budget(state, ahead.max_pages(transfer), transfer),
             transfer,
             eof: round_page(state.size()) >> PAGE_SHIFT,
         };

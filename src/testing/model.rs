@@ -913,6 +913,8 @@ impl CompatBackend {
                 failed_writes: 0,
             }),
         });
+        // Transient faults, as for the block-map files (see `BlockBackend::new`).
+        file.object.set_write_failure_limit(None);
         Self {
             file,
             seed: setup.seed,
