@@ -105,6 +105,11 @@ fn setup(compat: bool, largest: Largest) -> impl Strategy<Value = Setup> {
                 Just(false).boxed()
             },
             max_size,
+            if block {
+                prop::bool::weighted(0.25).boxed()
+            } else {
+                Just(false).boxed()
+            },
         ),
     )
         .prop_map(
@@ -114,7 +119,7 @@ fn setup(compat: bool, largest: Largest) -> impl Strategy<Value = Setup> {
                 disk,
                 max_transfer_pages,
                 seed,
-                (journal, high, max_size),
+                (journal, high, max_size, dirty_limits),
             )| Setup {
                 fs_bshift,
                 layout,
@@ -128,6 +133,7 @@ fn setup(compat: bool, largest: Largest) -> impl Strategy<Value = Setup> {
                 journal,
                 high,
                 max_size,
+                dirty_limits,
             },
         )
 }

@@ -67,6 +67,7 @@ use crate::cache::{DefaultCache, MapState};
 use crate::compat::{self, ByteIo, NoBlocks};
 use crate::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
 use crate::error::{Error, Result};
+use crate::memory::{ChunkPool, Memory};
 
 use crate::fault::{Fault, Fetched, GetFlags};
 use crate::getpages::getpages;
@@ -146,6 +147,11 @@ pub struct Setup {
     /// [`HIGH_WINDOW`] + 64 KiB, raised to the initial size (rounded up to 64 KiB
     /// when the value is a multiple of that) (`None`: the default).
     pub max_size: Option<u32>,
+    /// Block files only: the file's cache is in a memory domain of its own (over the
+    /// shared frame pool, an ample budget) with write-behind on and both dirty
+    /// thresholds at 0%, so every batch of every `write` starts writeback of what it
+    /// wrote and waits for it: the dirty limits under the model's faults.
+    pub dirty_limits: bool,
 }
 
 /// How a write fault is taken.
@@ -415,6 +421,7 @@ pub fn decode(data: &[u8]) -> (Setup, Vec<Op>) {
         journal: bits & 1 != 0,
         high: bits & 2 != 0,
         max_size,
+        dirty_limits: bits & 8 != 0,
     };
     let mut ops = Vec::new();
     while !b.0.is_empty() && ops.len() < 64 {
@@ -635,6 +642,16 @@ impl BlockBackend {
             DiskMode::Reordered => MemDisk::threaded(sectors, true),
         };
         let fs = MemFs::new(disk.clone(), bshift, setup.layout);
+        if setup.dirty_limits {
+            let memory = alloc::boxed::Box::leak(alloc::boxed::Box::new(Memory::new(
+                ChunkPool::shared(),
+                1 << 20,
+            )));
+            memory
+                .set_dirty_percent(0, 0)
+                .map_err(|e| format!("setup: thresholds: {e:?}"))?;
+            fs.set_memory(memory);
+        }
         let mut data = pattern(size as usize, setup.seed);
         for &lbn in &holes {
             let from = (lbn * bsize) as usize;
@@ -987,6 +1004,8 @@ impl Backend for CompatBackend {
 struct Harness<B: Backend> {
     b: B,
     compat: bool,
+    /// [`Setup::dirty_limits`]: `write` writes to the device.
+    dirty_limits: bool,
     model: Vec<u8>,
     /// A write failed and no synchronous flush has reported it yet.
     pending: bool,
@@ -1037,6 +1056,7 @@ impl<B: Backend> Harness<B> {
             model: b.initial(),
             b,
             compat: setup.compat,
+            dirty_limits: setup.dirty_limits && !setup.compat,
             pending: false,
             summary: Summary::default(),
             failures: (0, 0),
@@ -2160,7 +2180,7 @@ impl<B: Backend> Harness<B> {
         let old = self.model.clone();
         let old_size = old.len() as u64;
         let result = write(self.v(), self.base + offset, data);
-        self.settle(before);
+        let (_, writes) = self.settle(before);
         if offset + data.len() as u64 > self.limit {
             ensure!(
                 result == Err(Error::TooBig),
@@ -2172,10 +2192,13 @@ impl<B: Backend> Harness<B> {
             );
             return Ok(true);
         }
-        ensure!(
-            self.failures.1 == before.failures.1,
-            "write(2) wrote to the device"
-        );
+        if self.dirty_limits {
+            // Write-behind and the thresholds write what `write` wrote: a failure
+            // waits for the next synchronous flush, as any asynchronous write's.
+            self.latch(writes);
+        } else {
+            ensure!(writes == 0, "write(2) wrote to the device");
+        }
         let complete = |upto: u64| {
             let mut m = old.clone();
             if (m.len() as u64) < upto {
