@@ -132,7 +132,7 @@ fn the_budget_refuses_frames_past_it_and_a_freed_frame_serves_another_file() {
 }
 
 #[test]
-fn emptied_chunks_go_back_to_the_heap() {
+fn freed_frames_stay_pooled_until_trim_returns_whole_idle_chunks() {
     let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
     let memory: &'static Memory = Box::leak(Box::new(Memory::new(pool, usize::MAX)));
     let mut cache = DefaultCache::in_memory(memory);
@@ -143,6 +143,7 @@ fn emptied_chunks_go_back_to_the_heap() {
     }
     let full = pool.heap_bytes();
     assert!(full >= pages as usize * PAGE_SIZE);
+    assert_eq!(pool.idle_chunks(), 0);
     for i in 0..pages {
         cache.free(i * P);
     }
@@ -151,11 +152,18 @@ fn emptied_chunks_go_back_to_the_heap() {
         full,
         "freeing pages frees no heap memory"
     );
-    // The next lend returns all empty chunks but one.
-    cache.alloc(0).unwrap();
-    assert!(pool.heap_bytes() <= 2 * (256 << 10).max(16 * PAGE_SIZE));
-    cache.free(0);
-    assert!(pool.trim() >= 1);
+    let idle = pool.idle_chunks();
+    assert!(idle >= 8);
+    // Another file takes the pooled frames: no new chunk.
+    let mut other = DefaultCache::in_memory(memory);
+    other.alloc(0).unwrap();
+    assert_eq!(pool.heap_bytes(), full);
+    // Trim returns every idle chunk, whole, and keeps the one a page lives in.
+    assert_eq!(pool.trim(), idle - 1);
+    assert_eq!(pool.idle_chunks(), 0);
+    assert_eq!(other.lookup(0).map(|page| page.frame()).is_some(), true);
+    other.free(0);
+    assert_eq!(pool.trim(), 1);
     assert_eq!(pool.heap_bytes(), 0);
 }
 
@@ -261,7 +269,11 @@ fn a_large_file_costs_at_most_64_bytes_per_page_beyond_its_frames() {
     assert!(per_page <= 64, "{per_page} bytes per page");
     drop(cache);
     pool.trim();
-    assert_eq!(pool.heap_bytes(), 0);
+    assert_eq!(
+        pool.heap_bytes(),
+        0,
+        "a dropped cache gives back every frame"
+    );
 }
 
 /// Device writes started so far.

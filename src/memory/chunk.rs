@@ -21,8 +21,7 @@
 //! about 15% slower.
 //!
 //! Giving a frame back never frees heap memory (it may run in an interrupt handler);
-//! chunks that empty are returned to the heap by [`FramePool::trim`], which the pool
-//! calls when it takes a frame and holds more than one empty chunk.
+//! chunks that empty are returned to the heap by [`FramePool::trim`].
 //!
 //! Arithmetic here cannot overflow (hence the module's `allow`): frame indices are
 //! below `CHUNK_FRAMES` and chunk indices below the number of chunks, each an

@@ -81,11 +81,15 @@ pub unsafe trait FrameSource: Send + Sync {
 }
 
 /// A [`FrameSource`] over the heap: frames carved from 256 KiB chunks (`chunk.rs`),
-/// shared by every cache that takes from it, the lowest free frame first. Chunks that
-/// empty go back to the heap when the pool next lends a frame (one empty chunk is
-/// kept, so a file freed and read again does not reallocate), or at
-/// [`ChunkPool::trim`]; giving a frame back never frees heap memory, so it is safe in
-/// an interrupt handler.
+/// shared by every cache that takes from it, the lowest free frame first. A freed
+/// frame stays in the pool for the next file that needs one, as a kernel keeps free
+/// pages on its free lists; whole chunks none of whose frames is lent go back to the
+/// heap at [`ChunkPool::trim`], which the kernel's page daemon calls once it has freed
+/// pages (or any thread, when the heap is wanted for something else). Returning them
+/// as they empty would make a file evicted and read again pay for fresh memory (page
+/// faults and zeroing, under `std` an `mmap` per chunk): perf_report's cold reads ran
+/// 3-5x slower so. Giving a frame back never frees heap memory, so it is safe in an
+/// interrupt handler.
 pub struct ChunkPool {
     frames: LeafMutex<FramePool>,
 }
@@ -113,13 +117,18 @@ impl ChunkPool {
 
     /// Returns every chunk none of whose frames is lent to the heap; returns how many
     /// chunks it returned. Call it from thread context (the page daemon, after
-    /// reclaiming).
+    /// reclaiming): it frees heap memory.
     pub fn trim(&self) -> usize {
         let mut frames = self.frames.lock();
         let before = frames.chunks();
         frames.trim(0);
         // Cannot underflow: trimming only removes chunks.
         before.saturating_sub(frames.chunks())
+    }
+
+    /// How many chunks have no frame lent: what [`ChunkPool::trim`] would return.
+    pub fn idle_chunks(&self) -> usize {
+        self.frames.lock().empty_chunks()
     }
 
     /// How many frames the pool holds that are not lent.
@@ -142,13 +151,7 @@ impl ChunkPool {
 // frees only chunks whose frames are all free), lent to one caller until `free_frame`.
 unsafe impl FrameSource for ChunkPool {
     fn alloc_frame(&self) -> Option<Frame> {
-        let mut frames = self.frames.lock();
-        // Chunks that emptied while frames were given back (perhaps in an interrupt
-        // handler, which must not free heap memory) go back to the heap here.
-        if frames.empty_chunks() > 1 {
-            frames.trim(1);
-        }
-        let (id, bytes) = frames.take().ok()?;
+        let (id, bytes) = self.frames.lock().take().ok()?;
         // SAFETY: see the impl's comment: the frame is this caller's alone.
         Some(unsafe { Frame::new(bytes, id.cookie()) })
     }
