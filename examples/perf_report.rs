@@ -58,56 +58,10 @@ use genpager::{
 use naive::{NaivePager, NaiveStats};
 use resident::{Resident, resident};
 
-/// A global allocator that counts, per thread, the bytes allocated and not freed (a
-/// thread-local add per allocation, a few nanoseconds: genpager's hot paths allocate a
-/// handful of times per request), for the memory rows.
-mod heap {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static LIVE: Cell<isize> = const { Cell::new(0) };
-    }
-
-    fn add(bytes: isize) {
-        // `try_with`: nothing to count while the thread's locals are torn down.
-        let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
-    }
-
-    // SAFETY: forwards to the system allocator, counting sizes.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            add(layout.size() as isize);
-            // SAFETY: the caller's contract is the system allocator's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            add(-(layout.size() as isize));
-            // SAFETY: as above.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            add(layout.size() as isize);
-            // SAFETY: as above.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            add(new_size as isize - layout.size() as isize);
-            // SAFETY: as above.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    /// Bytes this thread allocated and has not freed.
-    pub fn live() -> isize {
-        LIVE.with(Cell::get)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: heap::Counting = heap::Counting;
+/// The tests' counting allocator: per-thread live bytes for the memory rows (a
+/// thread-local add per allocation, a few nanoseconds).
+#[path = "../tests/heap/mod.rs"]
+mod heap;
 
 /// The big file of the sequential, cached and random rows.
 const FILE: usize = 64 << 20;
@@ -1812,7 +1766,7 @@ fn overhead_per_page(files: usize, pages: u64) -> f64 {
     let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
     let memory: &'static Memory = Box::leak(Box::new(Memory::new(pool, usize::MAX)));
     let mut caches: Vec<DefaultCache> = Vec::with_capacity(files);
-    let before = heap::live();
+    let before = heap::live_bytes();
     for _ in 0..files {
         let mut cache = DefaultCache::in_memory(memory);
         for page in 0..pages {
@@ -1820,7 +1774,7 @@ fn overhead_per_page(files: usize, pages: u64) -> f64 {
         }
         caches.push(cache);
     }
-    let bytes = heap::live() - before;
+    let bytes = heap::live_bytes() - before;
     drop(caches);
     pool.trim();
     let total = files as f64 * pages as f64;

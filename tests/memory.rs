@@ -167,55 +167,7 @@ fn freed_frames_stay_pooled_until_trim_returns_whole_idle_chunks() {
     assert_eq!(pool.heap_bytes(), 0);
 }
 
-/// A global allocator that counts, per thread, the bytes allocated and not freed, so
-/// a test measures what its own thread allocated while others run.
-mod heap {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static LIVE: Cell<isize> = const { Cell::new(0) };
-    }
-
-    fn add(bytes: isize) {
-        // `try_with`: nothing to count while the thread's locals are torn down.
-        let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
-    }
-
-    // SAFETY: forwards to the system allocator, counting sizes.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            add(layout.size() as isize);
-            // SAFETY: the caller's contract is the system allocator's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            add(-(layout.size() as isize));
-            // SAFETY: as above.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            add(layout.size() as isize);
-            // SAFETY: as above.
-            unsafe { System.alloc_zeroed(layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            add(new_size as isize - layout.size() as isize);
-            // SAFETY: as above.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    /// Bytes this thread allocated and has not freed.
-    pub fn live() -> isize {
-        LIVE.with(Cell::get)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: heap::Counting = heap::Counting;
+mod heap;
 
 /// The bound: 10,000 one-page files cost at most 10,000 × (page + 64 B) + 1 MiB
 /// of heap (frames, chunk bookkeeping, each cache's index and slots), counted on this
@@ -227,13 +179,13 @@ fn ten_thousand_one_page_files_cost_a_frame_and_64_bytes_each() {
     let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
     let memory: &'static Memory = Box::leak(Box::new(Memory::new(pool, usize::MAX)));
     let mut caches: Vec<DefaultCache> = Vec::with_capacity(FILES);
-    let before = heap::live();
+    let before = heap::live_bytes();
     for _ in 0..FILES {
         let mut cache = DefaultCache::in_memory(memory);
         cache.alloc(0).unwrap();
         caches.push(cache);
     }
-    let best = heap::live() - before;
+    let best = heap::live_bytes() - before;
     drop(caches);
     eprintln!(
         "{FILES} one-page files: {best} bytes, {} per page beyond the frame",
@@ -258,12 +210,12 @@ fn a_large_file_costs_at_most_64_bytes_per_page_beyond_its_frames() {
     let pages = (64u64 << 20) / P;
     let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
     let memory: &'static Memory = Box::leak(Box::new(Memory::new(pool, usize::MAX)));
-    let before = heap::live();
+    let before = heap::live_bytes();
     let mut cache = DefaultCache::in_memory(memory);
     for page in 0..pages {
         cache.alloc(page * P).unwrap();
     }
-    let bytes = (heap::live() - before) as u64;
+    let bytes = (heap::live_bytes() - before) as u64;
     let per_page = bytes.saturating_sub(pages * P) / pages;
     eprintln!("64 MiB file: {per_page} bytes per page beyond the frame");
     assert!(per_page <= 64, "{per_page} bytes per page");

@@ -1,7 +1,8 @@
 //! A counting global allocator for the tests that prove a call touches no heap
 //! (`IoRequest::complete`): `System`, counting what a thread allocates and frees while
-//! it runs inside [`counted`]. A binary that declares `mod heap;` gets it as its
-//! `#[global_allocator]`.
+//! it runs inside [`counted`], and the bytes each thread holds ([`live_bytes`], for
+//! the memory figures of `tests/memory.rs` and perf_report). A binary that declares
+//! `mod heap;` gets it as its `#[global_allocator]`.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -29,6 +30,19 @@ std::thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
     static ALLOCS: Cell<usize> = const { Cell::new(0) };
     static FREES: Cell<usize> = const { Cell::new(0) };
+    /// Bytes this thread allocated and has not freed (always counted).
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Bytes this thread has allocated and not freed, whatever thread frees them: take
+/// the difference across a stretch of a thread's own work.
+pub fn live_bytes() -> isize {
+    LIVE.with(Cell::get)
+}
+
+fn add_live(bytes: isize) {
+    // `try_with`: the allocator also runs while the thread's locals are torn down.
+    let _ = LIVE.try_with(|live| live.set(live.get() + bytes));
 }
 
 /// Runs `f`, counting what it allocates and frees on this thread.
@@ -72,12 +86,14 @@ struct Counting;
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(&ALLOCS);
+        add_live(layout.size() as isize);
         // SAFETY: forwarded with the caller's own guarantees.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(&ALLOCS);
+        add_live(layout.size() as isize);
         // SAFETY: forwarded with the caller's own guarantees.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -85,12 +101,14 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(&ALLOCS);
         count(&FREES);
+        add_live(new_size as isize - layout.size() as isize);
         // SAFETY: forwarded with the caller's own guarantees.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(&FREES);
+        add_live(-(layout.size() as isize));
         // SAFETY: `ptr` came from `System` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
