@@ -113,8 +113,6 @@ struct File<V: Vnode>(Arc<V>);
 struct Visited {
     freed: usize,
     writing: usize,
-    /// Whether the visit changed anything (freed, moved or wrote a page).
-    progressed: bool,
     locked: bool,
 }
 
@@ -176,10 +174,6 @@ impl<V: Vnode> Registered for File<V> {
         dirty.sort_unstable();
         let mut visited = Visited {
             freed: swept.freed,
-            // A page-out counts once it has started: a device that keeps failing makes
-            // no progress, so the call ends after a round instead of trying the same
-            // pages on every visit (each try is an attempt towards the failed state).
-            progressed: swept.freed != 0 || swept.moved != 0,
             ..Visited::default()
         };
         for run in runs(dirty) {
@@ -191,7 +185,6 @@ impl<V: Vnode> Registered for File<V> {
                 log::trace!("reclaim: page-out of {:#x}..{:#x}: {error:?}", run.0, run.1);
                 continue;
             }
-            visited.progressed = true;
             let Some(state) = vnode.object().try_lock() else {
                 continue;
             };
@@ -302,7 +295,8 @@ impl<P: Policy> Reclaimer<P> {
     /// robin from the clock hand, [`BATCH`] pages at most per visit, and returns what it
     /// did ([`Reclaimed`]: `freed` counts pages actually freed, `writing` pages whose
     /// page-out is still in flight). It stops when `target` pages are freed or being
-    /// written, or when a whole round of the files changed nothing.
+    /// written, or when two whole rounds of the files freed nothing and started no
+    /// write.
     ///
     /// Never sleeps on an object lock, a busy page or the mount transaction: a locked
     /// file is passed over, a busy page skipped. It may take an object lock while no
@@ -331,7 +325,7 @@ impl<P: Policy> Reclaimer<P> {
                 let mut registry = self.registry.lock();
                 let count = registry.files.len();
                 if count == 0
-                    || idle >= count
+                    || idle >= count.saturating_mul(2)
                     || visits >= batches.saturating_mul(count).saturating_mul(2)
                 {
                     return done;
@@ -355,7 +349,13 @@ impl<P: Policy> Reclaimer<P> {
             if visited.locked {
                 done.skipped_locked = done.skipped_locked.saturating_add(1);
             }
-            idle = if visited.progressed {
+            // Progress is a page freed or being written. A visit that only moved pages
+            // between the queues (the first round's balancing) is not: two rounds of
+            // those end the call, whatever the policy does with the pages. Nor is a
+            // page-out whose write failed at once (the pages are dirty again): a device
+            // that keeps failing ends the call instead of being tried on every visit
+            // (each try is an attempt towards the object's failed state).
+            idle = if visited.freed != 0 || visited.writing != 0 {
                 0
             } else {
                 idle.saturating_add(1)

@@ -15,7 +15,7 @@ use core::ops::Range;
 use crate::error::Result;
 use crate::hooks::PageCache;
 use crate::memory::Memory;
-use crate::page::{Tag, trunc_page};
+use crate::page::Tag;
 use crate::sync::Arc;
 use crate::vnode::{Vnode, max_transfer};
 
@@ -43,21 +43,22 @@ fn pressure(memory: &Memory) -> Pressure {
 }
 
 /// What [`write`](crate::write()) does after each batch it wrote (`batch`, inside the
-/// write's transaction and node lock): starts asynchronous writeback of the clusters
-/// it left behind (write-behind), of everything it dirtied before the batch's last
-/// page when dirty memory is over the background threshold, and waits for its file's
-/// writes when it is over the hard one. Best effort: a failed start leaves the pages
+/// write's transaction and node lock): starts asynchronous writeback of each cluster
+/// whose end the batch reached (write-behind), of every dirty page of its file when
+/// dirty memory is over the background threshold, and waits for its file's writes
+/// when it is over the hard one. Best effort: a failed start leaves the pages
 /// dirty for a later flush (a write error is latched as any asynchronous write's).
 pub(crate) fn after_write_batch<V: Vnode>(vnode: &Arc<V>, batch: Range<u64>) {
     let Some(memory) = vnode.object().read().cache().memory() else {
         return;
     };
-    // Pages up to the start of the batch's last page: that page may be written into
-    // again by the next batch.
-    let done = trunc_page(batch.end.saturating_sub(1));
     let pressure = pressure(memory);
     if pressure >= Pressure::Background {
-        start_writeback(vnode, 0..done);
+        // Every dirty page of the file, wherever the writer has been (a backward or
+        // scattered writer leaves them above it too), the batch's own included: the
+        // next batch may wait for its last page's write, but a writer that always kept
+        // its last page back would leave a page dirty in every file it touches.
+        start_writeback(vnode, 0..0);
     } else if memory.write_behind() {
         let cluster = max_transfer(&**vnode) as u64;
         // Cannot overflow: `cluster` is at least a page, and `x % cluster <= x`.
@@ -74,11 +75,8 @@ pub(crate) fn after_write_batch<V: Vnode>(vnode: &Arc<V>, batch: Range<u64>) {
 }
 
 /// Starts asynchronous writeback of the dirty pages of `range` (a caller inside the
-/// transaction, journal and node lock).
+/// transaction, journal and node lock); `0..0` is the whole file.
 fn start_writeback<V: Vnode>(vnode: &Arc<V>, range: Range<u64>) {
-    if range.is_empty() {
-        return;
-    }
     let flags = PutFlags::CLEANIT | PutFlags::JOURNALLOCKED;
     if let Err(error) = flush(
         vnode,
@@ -123,7 +121,8 @@ pub fn flush_expired<V: Vnode>(vnode: &Arc<V>, now: u64, max_age: u64) -> Result
     if !due {
         return Ok(false);
     }
-    vnode.object().lock().set_dirty_seen(None);
+    // The note is forgotten only once writeback has started: a flush that could not
+    // start (its transaction refused, say) leaves the file due at the next call.
     flush(
         vnode,
         0,
@@ -131,5 +130,6 @@ pub fn flush_expired<V: Vnode>(vnode: &Arc<V>, now: u64, max_age: u64) -> Result
         PutFlags::CLEANIT | PutFlags::LAZY,
         TransactionHeld::No,
     )?;
+    vnode.object().lock().set_dirty_seen(None);
     Ok(true)
 }
