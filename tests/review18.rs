@@ -1,0 +1,501 @@
+//! Review 18: adversarial probes of memory domains, write-behind, dirty thresholds,
+//! the page daemon's Reclaimer, errseq fsync and the failed-object state, and page
+//! counts. `finding_*` tests demonstrate a broken promise; `holds_*` ones a kept one.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use genpager::memory::{ChunkPool, FrameSource, Memory};
+use genpager::reclaim::Reclaimer;
+use genpager::testing::{Hook, Layout, MemDisk, MemFile, MemFs};
+use genpager::{
+    Error, PAGE_SIZE, PageCache, PageCounts, PutFlags, Vnode, flush_expired, fsync, putpages,
+    read, setsize, write,
+};
+
+const P: u64 = PAGE_SIZE as u64;
+
+fn domain(budget: usize) -> &'static Memory {
+    let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
+    Box::leak(Box::new(Memory::new(pool, budget)))
+}
+
+fn fs_in(memory: &'static Memory, bshift: u32, disk: MemDisk) -> Arc<MemFs> {
+    let fs = MemFs::new(disk, bshift, Layout::Contiguous);
+    fs.set_memory(memory);
+    fs
+}
+
+/// An empty file in `memory` on a fresh disk of `sectors`.
+fn empty_file(memory: &'static Memory, bshift: u32, disk: MemDisk) -> Arc<MemFile> {
+    let fs = fs_in(memory, bshift, disk);
+    let file = fs.create(&[]).expect("file");
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    file
+}
+
+fn counts_of(file: &MemFile) -> PageCounts {
+    file.object().read().cache().page_counts()
+}
+
+fn walk_of(file: &MemFile) -> PageCounts {
+    PageCounts::by_walk(file.object().read().cache())
+}
+
+fn sync_all(file: &Arc<MemFile>) -> genpager::Result {
+    putpages(file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO)
+}
+
+// ---------------------------------------------------------------------------------
+// flush_expired
+
+/// "No page stays dirty longer than `max_age` plus a period": a due flush whose start
+/// fails (a transaction refused once) forgets the note, so the next call only notes
+/// `now` again and the page waits another whole `max_age`.
+#[test]
+fn finding_flush_expired_forgets_the_age_when_starting_writeback_fails() {
+    let memory = domain(1024);
+    memory.set_write_behind(false);
+    let file = empty_file(memory, PAGE_SHIFT, MemDisk::new(8192));
+    write(&file, 0, &pattern(PAGE_SIZE, 1)).unwrap();
+    // period 10, max_age 30
+    assert_eq!(flush_expired(&file, 0, 30), Ok(false)); // notes 0
+    assert_eq!(flush_expired(&file, 10, 30), Ok(false));
+    assert_eq!(flush_expired(&file, 20, 30), Ok(false));
+    file.fail_hook(Hook::TransBegin, 1, Error::Busy);
+    let due = flush_expired(&file, 30, 30);
+    assert!(due.is_err(), "{due:?}");
+    file.clear_hook_failures();
+    // The page has been dirty since 0; at 40 it is past max_age + one period.
+    let next = flush_expired(&file, 40, 30);
+    assert_eq!(
+        next,
+        Ok(true),
+        "a page dirty since t=0 is not written at t=40 with max_age 30, period 10"
+    );
+}
+
+/// A due flush that starts but whose pages are busy (held device: the pages are in
+/// writeback of an earlier flush, redirtied since) must not reset the clock either.
+#[test]
+fn holds_flush_expired_writes_after_max_age() {
+    let memory = domain(1024);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(8192);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    write(&file, 0, &pattern(4 * PAGE_SIZE, 1)).unwrap();
+    assert_eq!(flush_expired(&file, 5, 0), Ok(false));
+    assert_eq!(flush_expired(&file, 5, 0), Ok(true));
+    disk.quiesce();
+    assert_eq!(counts_of(&file).dirty, 0);
+    assert_eq!(flush_expired(&file, u64::MAX, u64::MAX), Ok(false));
+}
+
+// ---------------------------------------------------------------------------------
+// bad inputs
+
+#[test]
+fn holds_set_dirty_percent_rejects_bad_thresholds() {
+    let memory = domain(100);
+    assert_eq!(memory.set_dirty_percent(50, 10), Err(Error::Invalid));
+    assert_eq!(memory.set_dirty_percent(0, 101), Err(Error::Invalid));
+    assert_eq!(memory.set_dirty_percent(usize::MAX, usize::MAX), Err(Error::Invalid));
+    assert_eq!(memory.set_dirty_percent(100, 100), Ok(()));
+    assert_eq!(memory.dirty_thresholds(), (100, 100));
+    memory.set_budget(usize::MAX);
+    assert_eq!(memory.dirty_thresholds(), (usize::MAX, usize::MAX));
+}
+
+/// Budgets of 0 and 1 give an error or work, never a panic or a hang.
+#[test]
+fn holds_budgets_of_zero_and_one_never_panic() {
+    for budget in [0usize, 1, 2] {
+        within(&format!("budget {budget}"), move || {
+            let memory = domain(budget);
+            let fs = fs_in(memory, PAGE_SHIFT, MemDisk::new(8192));
+            let data = pattern(8 * PAGE_SIZE, 3);
+            let file = fs.create(&data).unwrap();
+            file.set_max_transfer(TEST_MAX_TRANSFER);
+            let mut buf = vec![0u8; 8 * PAGE_SIZE];
+            let r = read(&file, 0, &mut buf);
+            if budget == 0 {
+                assert_eq!(r, Err(Error::NoMemory));
+            } else {
+                // A budget of one page still reads page by page: a read fails only
+                // when no frame can be had at all.
+                assert_eq!(r, Ok(buf.len()), "budget {budget}");
+                assert_eq!(buf, data);
+            }
+            let w = write(&file, 0, &pattern(8 * PAGE_SIZE, 4));
+            if budget == 0 {
+                assert!(w.is_err());
+            }
+            assert!(memory.counts().resident <= budget as u64);
+        });
+    }
+}
+
+/// A write near u64::MAX in a domain: an error, never a panic.
+#[test]
+fn holds_writes_near_u64_max_in_a_domain_error() {
+    let memory = domain(64);
+    let file = empty_file(memory, PAGE_SHIFT, MemDisk::new(8192));
+    for offset in [u64::MAX, u64::MAX - 1, u64::MAX - P, u64::MAX - 2 * P + 1] {
+        let r = write(&file, offset, &[1u8; 16]);
+        assert!(r.is_err(), "{offset:#x}: {r:?}");
+    }
+    assert_eq!(memory.counts(), PageCounts::default());
+}
+
+// ---------------------------------------------------------------------------------
+// budget and other files
+
+/// "A freed frame goes back to the source at once, so memory one file frees serves
+/// the next": but a read of file B fails with NoMemory while the domain is full of
+/// file A's clean, idle, inactive pages that could be freed without I/O.
+#[test]
+fn finding_a_read_fails_while_another_files_clean_pages_fill_the_budget() {
+    let memory = domain(64);
+    let fs = fs_in(memory, PAGE_SHIFT, MemDisk::new(65536));
+    let a_data = pattern(64 * PAGE_SIZE, 1);
+    let b_data = pattern(8 * PAGE_SIZE, 2);
+    let a = fs.create(&a_data).unwrap();
+    let b = fs.create(&b_data).unwrap();
+    a.set_max_transfer(TEST_MAX_TRANSFER);
+    b.set_max_transfer(TEST_MAX_TRANSFER);
+    let mut buf = vec![0u8; 64 * PAGE_SIZE];
+    // Read A in pieces so it reaches the budget.
+    for i in 0..64 {
+        let _ = read(&a, i * P, &mut buf[..PAGE_SIZE]);
+    }
+    assert_eq!(memory.counts().resident, 64, "A fills the budget");
+    assert_eq!(memory.counts().dirty, 0);
+    let mut small = vec![0u8; PAGE_SIZE];
+    assert_eq!(
+        read(&b, 0, &mut small),
+        Ok(PAGE_SIZE),
+        "B's read fails though A's 64 pages are clean and idle"
+    );
+    assert_eq!(small, b_data[..PAGE_SIZE]);
+}
+
+/// Writer of another file on a held device must not stall this writer.
+#[test]
+fn holds_a_writer_never_waits_for_another_files_held_writeback() {
+    let memory = domain(256);
+    let held = MemDisk::threaded(65536, false);
+    let a = empty_file(memory, PAGE_SHIFT, held.clone());
+    held.hold();
+    // A: over the hard threshold, all in writeback on a held device.
+    memory.set_dirty_percent(100, 100).unwrap();
+    memory.set_write_behind(false);
+    write(&a, 0, &pattern(80 * PAGE_SIZE, 1)).unwrap();
+    let _ = putpages(&a, 0, 0, PutFlags::CLEANIT);
+    memory.set_dirty_percent(10, 20).unwrap();
+    memory.set_write_behind(true);
+    assert!(memory.over_hard(), "{:?}", memory.counts());
+    let b = empty_file(memory, PAGE_SHIFT, MemDisk::new(65536));
+    let b2 = b.clone();
+    let r = within("B's write while A's writeback is held", move || {
+        write(&b2, 0, &pattern(32 * PAGE_SIZE, 2))
+    });
+    held.release();
+    held.quiesce();
+    assert_eq!(r, Ok(32 * PAGE_SIZE));
+}
+
+// ---------------------------------------------------------------------------------
+// ChunkPool::free_frame must not allocate or free heap memory
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+std::thread_local! {
+    static ARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if ARMED.with(|a| a.get()) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if ARMED.with(|a| a.get()) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn holds_chunk_pool_free_frame_touches_no_heap() {
+    let pool = ChunkPool::new();
+    let frames: Vec<_> = (0..1000).map(|_| pool.alloc_frame().unwrap()).collect();
+    let before = ALLOCS.load(Ordering::Relaxed);
+    ARMED.with(|a| a.set(true));
+    let mut n = 0;
+    for frame in frames.into_iter().rev() {
+        pool.free_frame(frame);
+        n += 1;
+    }
+    ARMED.with(|a| a.set(false));
+    assert_eq!(n, 1000);
+    assert_eq!(ALLOCS.load(Ordering::Relaxed), before, "free_frame touched the heap");
+    // Taking after many chunks emptied returns them, keeping one.
+    let f = pool.alloc_frame().unwrap();
+    assert!(pool.heap_bytes() <= 2 * 256 * 1024, "{}", pool.heap_bytes());
+    pool.free_frame(f);
+}
+
+// ---------------------------------------------------------------------------------
+// page counts
+
+fn check_counts(memory: &Memory, files: &[&Arc<MemFile>], what: &str) {
+    let mut sum = PageCounts::default();
+    for file in files {
+        let cache = counts_of(file);
+        let walk = walk_of(file);
+        let stats = file.object().stats().pages;
+        assert_eq!(cache, walk, "{what}: page_counts vs walk");
+        assert_eq!(stats, walk, "{what}: stats vs walk");
+        sum.add(&walk);
+    }
+    assert_eq!(memory.counts(), sum, "{what}: Memory::counts vs sum of files");
+}
+
+/// Page counts stay exact through write, failed write, truncate, direct I/O, reclaim
+/// and drop, at 512 B, 1 KiB, 4 KiB and 64 KiB blocks.
+#[test]
+fn holds_page_counts_exact_through_every_operation() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    use genpager::testing::Direction;
+    for bshift in [9u32, 10, PAGE_SHIFT, 16] {
+        let memory = domain(4096);
+        memory.set_write_behind(false);
+        let disk = MemDisk::new(1 << 16);
+        let a = empty_file(memory, bshift, disk.clone());
+        let b = empty_file(memory, bshift, disk.clone());
+        let files = [&a, &b];
+        let what = |s: &str| format!("bshift {bshift}: {s}");
+        write(&a, 0, &pattern(40 * PAGE_SIZE + 100, 1)).unwrap();
+        write(&b, 3, &pattern(5 * PAGE_SIZE, 2)).unwrap();
+        check_counts(memory, &files, &what("after writes"));
+        // A failed write: pages back to dirty.
+        disk.fail_nth(0, Error::Io);
+        let _ = sync_all(&a);
+        disk.clear_faults();
+        check_counts(memory, &files, &what("after a failed flush"));
+        // A partial flush.
+        putpages(&a, 0, 8 * P, PutFlags::CLEANIT | PutFlags::SYNCIO).unwrap();
+        check_counts(memory, &files, &what("after a partial flush"));
+        // Truncate mid-page and extend again.
+        setsize(&a, 20 * P + 77).unwrap();
+        check_counts(memory, &files, &what("after truncate"));
+        setsize(&a, 30 * P).unwrap();
+        check_counts(memory, &files, &what("after extend"));
+        // Direct write over cached dirty pages, direct read.
+        let mut buf = Buffer::with(&pattern(8 * PAGE_SIZE, 9));
+        let mut uio = Uio::new(
+            4 * P,
+            Direction::Write,
+            AddressSpace::User,
+            vec![IoVec::new(buf.get_mut())],
+        )
+        .unwrap();
+        directio(&a, &mut uio, DirectFlags::empty()).unwrap();
+        check_counts(memory, &files, &what("after direct write"));
+        let mut rbuf = Buffer::aligned(8 * PAGE_SIZE);
+        let mut uio = Uio::new(
+            0,
+            Direction::Read,
+            AddressSpace::User,
+            vec![IoVec::new(rbuf.get_mut())],
+        )
+        .unwrap();
+        directio(&b, &mut uio, DirectFlags::empty()).unwrap();
+        check_counts(memory, &files, &what("after direct read"));
+        // Reclaim.
+        let daemon = Reclaimer::new();
+        daemon.register(&a).unwrap();
+        daemon.register(&b).unwrap();
+        daemon.reclaim(1000);
+        disk.quiesce();
+        check_counts(memory, &files, &what("after reclaim"));
+        let mut buf = vec![0u8; 30 * PAGE_SIZE];
+        read(&a, 0, &mut buf).unwrap();
+        check_counts(memory, &files, &what("after read"));
+        write(&a, 0, &pattern(2 * PAGE_SIZE, 3)).unwrap();
+        daemon.unregister(&a);
+        daemon.unregister(&b);
+        // Drop of a file with dirty pages: its cache is dropped.
+        drop(files);
+        drop(a);
+        check_counts(memory, &[&b], &what("after dropping A"));
+        drop(b);
+        assert_eq!(memory.counts(), PageCounts::default(), "bshift {bshift}: all dropped");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// errseq and fsync
+
+/// Each cursor sees an asynchronous write error exactly once; a cursor made after it
+/// never; a synchronous putpages without a cursor moves no cursor.
+#[test]
+fn holds_fsync_reports_each_error_once_per_cursor() {
+    let memory = domain(1024);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(8192);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let data = pattern(8 * PAGE_SIZE, 5);
+    write(&file, 0, &data).unwrap();
+    let mut c1 = file.object().error_cursor();
+    let mut c2 = file.object().error_cursor();
+    disk.fail_nth(0, Error::Io);
+    // An asynchronous flush fails (the syncer's).
+    let _ = putpages(&file, 0, 0, PutFlags::CLEANIT);
+    disk.quiesce();
+    disk.clear_faults();
+    let mut c3 = file.object().error_cursor();
+    // The object's own synchronous flush reports it (once) and moves no cursor.
+    let own = sync_all(&file);
+    assert_eq!(own, Err(Error::Io));
+    assert_eq!(sync_all(&file), Ok(()));
+    // A bad range leaves the cursor where it was.
+    let bad = fsync(&file, &mut c1, 10 * P, 2 * P);
+    assert!(bad.is_err());
+    assert_eq!(fsync(&file, &mut c1, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut c1, 0, 0), Ok(()));
+    assert_eq!(file.object().check_errors(&mut c2), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut c2, 0, 0), Ok(()));
+    assert_eq!(fsync(&file, &mut c3, 0, 0), Ok(()));
+    assert_eq!(file.disk_contents(), data);
+}
+
+/// An error of write-behind (asynchronous, started by `write` itself) is reported by
+/// the next fsync of a cursor opened before it.
+#[test]
+fn holds_fsync_reports_a_write_behind_error() {
+    let memory = domain(4096);
+    let disk = MemDisk::threaded(65536, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let mut cursor = file.object().error_cursor();
+    disk.fail_nth(0, Error::Io);
+    let data = pattern(3 * TEST_MAX_TRANSFER, 6);
+    write(&file, 0, &data).unwrap();
+    disk.quiesce();
+    disk.clear_faults();
+    assert!(!disk.log().is_empty());
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Ok(()));
+    assert_eq!(file.disk_contents(), data);
+}
+
+// ---------------------------------------------------------------------------------
+// the failed object
+
+/// One flush of many failing clusters counts once towards the failure limit; a
+/// success starts the count again.
+#[test]
+fn holds_failure_limit_counts_flushes_not_clusters() {
+    use std::num::NonZeroU32;
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(65536);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    file.object().set_write_failure_limit(NonZeroU32::new(2));
+    let data = pattern(8 * TEST_MAX_TRANSFER, 7);
+    write(&file, 0, &data).unwrap();
+    let table_first = sector_of(&file, 0).unwrap();
+    disk.fail_blocks(table_first..table_first + 1 << 20, Error::Io);
+    assert_eq!(sync_all(&file), Err(Error::Io));
+    assert!(!file.object().is_failed(), "one flush of 8 failing clusters counted more than once");
+    disk.clear_faults();
+    assert_eq!(sync_all(&file), Ok(()));
+    write(&file, 0, &pattern(PAGE_SIZE, 8)).unwrap();
+    disk.fail_blocks(table_first..table_first + 1 << 20, Error::Io);
+    assert_eq!(sync_all(&file), Err(Error::Io));
+    assert!(!file.object().is_failed(), "a success did not reset the count");
+    assert_eq!(sync_all(&file), Err(Error::Io));
+    assert!(file.object().is_failed());
+    disk.clear_faults();
+}
+
+/// The failed object keeps its dirty pages through reclaim and write pressure; a
+/// writer over the hard threshold on a failed object does not hang; after
+/// `clear_failed` everything reaches the disk.
+#[test]
+fn holds_failed_object_keeps_dirty_data_through_reclaim_and_pressure() {
+    use std::num::NonZeroU32;
+    let memory = domain(512);
+    let disk = MemDisk::threaded(65536, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    file.object().set_write_failure_limit(NonZeroU32::new(1));
+    disk.fail_blocks(0..u64::MAX, Error::Io);
+    let data = pattern(64 * PAGE_SIZE, 9);
+    let f2 = file.clone();
+    let d2 = data.clone();
+    within("writes to a failing file", move || {
+        for i in 0..64 {
+            let at = i * PAGE_SIZE;
+            let _ = write(&f2, at as u64, &d2[at..at + PAGE_SIZE]);
+        }
+    });
+    disk.quiesce();
+    let _ = sync_all(&file);
+    assert!(file.object().is_failed());
+    // Write more while failed, above the hard threshold (20% of 512 = 102).
+    let more = pattern(128 * PAGE_SIZE, 10);
+    let f3 = file.clone();
+    let m2 = more.clone();
+    let r = within("writes to a failed file over the hard threshold", move || {
+        write(&f3, 64 * P, &m2)
+    });
+    assert_eq!(r, Ok(128 * PAGE_SIZE));
+    let daemon = Reclaimer::new();
+    daemon.register(&file).unwrap();
+    for _ in 0..5 {
+        daemon.reclaim(1000);
+    }
+    disk.quiesce();
+    assert_eq!(counts_of(&file).dirty, 192, "{:?}", counts_of(&file));
+    check_counts(memory, &[&file], "failed object");
+    disk.clear_faults();
+    file.object().clear_failed();
+    let mut cursor = file.object().error_cursor();
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Ok(()));
+    let mut all = data.clone();
+    all.extend_from_slice(&more);
+    assert_eq!(file.disk_contents(), all);
+    daemon.unregister(&file);
+}
+
+/// The failed state ends when a truncation discards every dirty page.
+#[test]
+fn holds_failed_state_ends_when_truncation_discards_dirty_pages() {
+    use std::num::NonZeroU32;
+    let memory = domain(512);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(65536);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    file.object().set_write_failure_limit(NonZeroU32::new(1));
+    write(&file, 0, &pattern(8 * PAGE_SIZE, 1)).unwrap();
+    disk.fail_blocks(0..u64::MAX, Error::Io);
+    assert_eq!(sync_all(&file), Err(Error::Io));
+    assert!(file.object().is_failed());
+    // Truncation keeping some dirty pages: still failed.
+    setsize(&file, 4 * P).unwrap();
+    assert!(file.object().is_failed());
+    setsize(&file, 0).unwrap();
+    assert!(!file.object().is_failed(), "no dirty page left but still failed");
+    disk.clear_faults();
+    write(&file, 0, &pattern(2 * PAGE_SIZE, 2)).unwrap();
+    assert_eq!(sync_all(&file), Ok(()));
+    assert_eq!(file.disk_contents(), pattern(2 * PAGE_SIZE, 2));
+}
