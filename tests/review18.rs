@@ -830,3 +830,142 @@ fn holds_reclaim_races_writers_fsync_and_truncate_without_deadlock() {
     check_counts(memory, &[&files[0], &files[1]], "after the race");
     assert!(memory.counts().resident <= 256);
 }
+
+// ---------------------------------------------------------------------------------
+// more: counts under writeback races, failing writers, errseq with the failed state
+
+/// A truncate freeing pages whose writeback completes later (a held device released
+/// from another thread): the domain's writeback count must come back to zero, not
+/// underflow or leak.
+#[test]
+fn holds_counts_exact_when_truncate_races_held_writeback() {
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::threaded(1 << 16, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    write(&file, 0, &pattern(32 * PAGE_SIZE, 1)).unwrap();
+    disk.hold();
+    putpages(&file, 0, 0, PutFlags::CLEANIT).unwrap();
+    assert!(memory.counts().writeback > 0, "{:?}", memory.counts());
+    // redirty some of them while in writeback
+    let f = file.clone();
+    let t = std::thread::spawn(move || {
+        let _ = write(&f, 2 * P, &pattern(3 * PAGE_SIZE, 2));
+        setsize(&f, 5 * P + 1)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    disk.release();
+    assert_eq!(t.join().unwrap(), Ok(()));
+    disk.quiesce();
+    check_counts(memory, &[&file], "after truncate vs writeback");
+    assert_eq!(memory.counts().writeback, 0);
+    assert_eq!(sync_all(&file), Ok(()));
+    let mut want = pattern(32 * PAGE_SIZE, 1);
+    want[2 * PAGE_SIZE..5 * PAGE_SIZE].copy_from_slice(&pattern(3 * PAGE_SIZE, 2));
+    want.truncate(5 * PAGE_SIZE + 1);
+    assert!(file.disk_contents() == want);
+    drop(file);
+    assert_eq!(memory.counts(), PageCounts::default());
+}
+
+/// A writer on a device that fails every write, in a small domain: it ends (an error
+/// or success), never hangs, and keeps the budget.
+#[test]
+fn holds_a_writer_on_a_failing_device_never_hangs() {
+    let memory = domain(128);
+    let disk = MemDisk::threaded(1 << 16, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    disk.fail_blocks(0..u64::MAX, Error::Io);
+    let f = file.clone();
+    let r = within_for("writer on failing device", Duration::from_secs(10), move || {
+        let data = pattern(4 * 128 * PAGE_SIZE, 3);
+        let mut last = Ok(0);
+        for (i, piece) in data.chunks(PAGE_SIZE).enumerate() {
+            last = write(&f, (i * PAGE_SIZE) as u64, piece);
+            if last.is_err() {
+                return (i, last);
+            }
+        }
+        (usize::MAX, last)
+    });
+    disk.quiesce();
+    assert!(memory.counts().resident <= 128);
+    // Whatever was acknowledged is still there after recovery.
+    disk.clear_faults();
+    file.object().clear_failed();
+    eprintln!("writer ended at page {} with {:?}", r.0, r.1);
+    let _ = sync_all(&file);
+    assert_eq!(sync_all(&file), Ok(()));
+    let acked = r.0.min(4 * 128) * PAGE_SIZE;
+    let data = pattern(4 * 128 * PAGE_SIZE, 3);
+    assert!(file.disk_contents()[..acked] == data[..acked]);
+    check_counts(memory, &[&file], "after failing writer");
+}
+
+/// Cursors around the failed state: one opened during it reports it while failed and
+/// nothing after recovery; one opened before and unused reports it once after.
+#[test]
+fn holds_cursors_around_the_failed_state() {
+    use std::num::NonZeroU32;
+    let memory = domain(512);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(65536);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    file.object().set_write_failure_limit(NonZeroU32::new(2));
+    let data = pattern(8 * PAGE_SIZE, 1);
+    write(&file, 0, &data).unwrap();
+    let mut before_unused = file.object().error_cursor();
+    let mut before = file.object().error_cursor();
+    disk.fail_blocks(0..u64::MAX, Error::Io);
+    assert_eq!(fsync(&file, &mut before, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut before, 0, 0), Err(Error::Io));
+    assert!(file.object().is_failed());
+    let requests = disk.log().len();
+    let mut during = file.object().error_cursor();
+    assert_eq!(fsync(&file, &mut during, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut before, 0, 0), Err(Error::Io));
+    assert_eq!(disk.log().len(), requests, "a failed object's fsync reached the device");
+    disk.clear_faults();
+    file.object().clear_failed();
+    assert_eq!(fsync(&file, &mut during, 0, 0), Ok(()));
+    assert_eq!(fsync(&file, &mut before, 0, 0), Ok(()));
+    assert_eq!(fsync(&file, &mut before_unused, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut before_unused, 0, 0), Ok(()));
+    assert_eq!(file.disk_contents(), data);
+}
+
+/// I/O statistics agree with the disk's log under write-behind, thresholds and
+/// reclaim, and failed write transfers are counted.
+#[test]
+fn holds_io_stats_match_the_disk_under_write_behind_and_reclaim() {
+    use genpager::testing::Direction;
+    let memory = domain(128);
+    let disk = MemDisk::threaded(1 << 16, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let daemon = Reclaimer::new();
+    daemon.register(&file).unwrap();
+    disk.fail_nth(3, Error::Io);
+    let data = pattern(300 * PAGE_SIZE, 5);
+    for (i, piece) in data.chunks(10_000).enumerate() {
+        write(&file, (i * 10_000) as u64, piece).unwrap();
+        if i % 7 == 0 {
+            daemon.reclaim(20);
+        }
+    }
+    let _ = sync_all(&file);
+    disk.quiesce();
+    let io = file.object().stats().io;
+    let log = disk.log();
+    let writes = log.iter().filter(|r| r.direction == Direction::Write).count() as u64;
+    let wbytes: u64 = log
+        .iter()
+        .filter(|r| r.direction == Direction::Write)
+        .map(|r| r.len as u64)
+        .sum();
+    assert_eq!(io.write_requests, writes);
+    assert_eq!(io.write_bytes, wbytes);
+    assert_eq!(io.write_errors, 1);
+    assert_eq!(io.write_sizes.iter().sum::<u64>(), writes);
+    daemon.unregister(&file);
+    assert!(file.disk_contents() == data);
+}
