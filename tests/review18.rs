@@ -969,3 +969,86 @@ fn holds_io_stats_match_the_disk_under_write_behind_and_reclaim() {
     daemon.unregister(&file);
     assert!(file.disk_contents() == data);
 }
+
+/// Odd maximum transfers (not a power of two, not page multiples, below a page):
+/// write-behind's clusters must not panic or write unaligned ranges; data intact.
+#[test]
+fn holds_write_behind_with_odd_max_transfers() {
+    for max in [1usize, 5000, 3 * PAGE_SIZE, 3 * PAGE_SIZE + 512, 1 << 20] {
+        let memory = domain(1024);
+        let disk = MemDisk::threaded(1 << 16, true);
+        let file = empty_file(memory, 9, disk.clone());
+        file.set_max_transfer(max);
+        let data = pattern(40 * PAGE_SIZE + 77, 8);
+        let f = file.clone();
+        let d = data.clone();
+        let r = within(&format!("max {max}"), move || {
+            for (i, piece) in d.chunks(1500).enumerate() {
+                write(&f, (i * 1500) as u64, piece)?;
+            }
+            Ok::<(), Error>(())
+        });
+        assert_eq!(r, Ok(()), "max {max}");
+        assert_eq!(sync_all(&file), Ok(()), "max {max}");
+        disk.quiesce();
+        assert!(file.disk_contents() == data, "max {max}");
+        check_counts(memory, &[&file], "odd max");
+    }
+}
+
+/// A budget set to 0 and back while files hold pages: errors, no panic, and the
+/// thresholds of a zero budget do not wedge a writer.
+#[test]
+fn holds_budget_changed_to_zero_and_back() {
+    let memory = domain(256);
+    let disk = MemDisk::threaded(1 << 16, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let data = pattern(64 * PAGE_SIZE, 8);
+    write(&file, 0, &data).unwrap();
+    memory.set_budget(0);
+    let f = file.clone();
+    let r = within("writes at budget 0", move || {
+        let a = write(&f, 0, &pattern(PAGE_SIZE, 9));
+        let b = write(&f, 100 * P, &pattern(PAGE_SIZE, 9));
+        (a, b)
+    });
+    assert_eq!(r.1, Err(Error::NoMemory));
+    let _ = r.0;
+    memory.set_budget(256);
+    let mut want = data.clone();
+    if r.0.is_ok() {
+        want[..PAGE_SIZE].copy_from_slice(&pattern(PAGE_SIZE, 9));
+    }
+    assert_eq!(sync_all(&file), Ok(()));
+    disk.quiesce();
+    assert!(file.disk_contents()[..want.len()] == want[..]);
+    check_counts(memory, &[&file], "budget 0 and back");
+}
+
+/// Use-once with a hot page: a page read again and again survives a sequential scan
+/// of 4x the budget through the same file (its referenced bit gives it a second
+/// chance), so it is read from the disk once.
+#[test]
+fn holds_a_hot_page_survives_a_use_once_scan() {
+    let budget = 64;
+    let memory = domain(budget);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let data = pattern(4 * budget * PAGE_SIZE + PAGE_SIZE, 2);
+    let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    file.object().read_ahead().set_advice(genpager::Advice::Random);
+    let mut buf = vec![0u8; PAGE_SIZE];
+    let hot_sector = sector_of(&file, 0).unwrap();
+    for i in 1..=(4 * budget) as u64 {
+        read(&file, 0, &mut buf).unwrap();
+        read(&file, 0, &mut buf).unwrap();
+        read(&file, i * P, &mut buf).unwrap();
+    }
+    let hot_reads = disk
+        .log()
+        .iter()
+        .filter(|r| r.block <= hot_sector && hot_sector < r.block + r.len as u64 / 512)
+        .count();
+    assert_eq!(hot_reads, 1, "the hot page was evicted by a use-once scan");
+}
