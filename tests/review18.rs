@@ -1052,3 +1052,149 @@ fn holds_a_hot_page_survives_a_use_once_scan() {
         .count();
     assert_eq!(hot_reads, 1, "the hot page was evicted by a use-once scan");
 }
+
+/// "In a memory domain a window is at most a sixteenth of the domain's budget": no
+/// read request of a sequential reader is larger than budget/16 pages.
+#[test]
+fn holds_read_ahead_windows_bounded_by_a_sixteenth_of_a_large_budget() {
+    use genpager::testing::Direction;
+    for budget in [256usize, 1024] {
+        let memory = domain(budget);
+        let disk = MemDisk::new(1 << 16);
+        let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+        let data = pattern(2 * budget * PAGE_SIZE, 2);
+        let file = fs.create(&data).unwrap();
+        file.set_max_transfer(TEST_MAX_TRANSFER);
+        let mut buf = vec![0u8; PAGE_SIZE];
+        for i in 0..(2 * budget) as u64 {
+            assert_eq!(read(&file, i * P, &mut buf), Ok(PAGE_SIZE));
+        }
+        let window = (budget / 16).max(1) * PAGE_SIZE;
+        let mut per_window = 0usize;
+        for r in disk.log().iter().filter(|r| r.direction == Direction::Read) {
+            assert!(r.len <= window, "budget {budget}: a read of {} bytes", r.len);
+            per_window = per_window.max(r.len);
+        }
+        let _ = per_window;
+    }
+}
+
+/// Below 256 pages of budget, the window is one whole transfer (a quarter of a
+/// 64-page budget), not "at most a sixteenth" as the README says.
+/// "In a memory domain a window is at most a sixteenth of the domain's budget": no
+/// read request of a sequential reader is larger than budget/16 pages.
+#[test]
+fn finding_read_ahead_window_exceeds_a_sixteenth_of_a_small_budget() {
+    use genpager::testing::Direction;
+    for budget in [64usize] {
+        let memory = domain(budget);
+        let disk = MemDisk::new(1 << 16);
+        let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+        let data = pattern(2 * budget * PAGE_SIZE, 2);
+        let file = fs.create(&data).unwrap();
+        file.set_max_transfer(TEST_MAX_TRANSFER);
+        let mut buf = vec![0u8; PAGE_SIZE];
+        for i in 0..(2 * budget) as u64 {
+            assert_eq!(read(&file, i * P, &mut buf), Ok(PAGE_SIZE));
+        }
+        let window = (budget / 16).max(1) * PAGE_SIZE;
+        let mut per_window = 0usize;
+        for r in disk.log().iter().filter(|r| r.direction == Direction::Read) {
+            assert!(r.len <= window, "budget {budget}: a read of {} bytes", r.len);
+            per_window = per_window.max(r.len);
+        }
+        let _ = per_window;
+    }
+}
+
+/// Several failures between two fsyncs are reported as one, the latest; an fsync whose
+/// transaction is refused leaves the cursor where it was.
+#[test]
+fn holds_latest_error_once_and_refused_fsync_keeps_cursor() {
+    let memory = domain(512);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(65536);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let mut cursor = file.object().error_cursor();
+    write(&file, 0, &pattern(PAGE_SIZE, 1)).unwrap();
+    disk.fail_nth(0, Error::Io);
+    let _ = putpages(&file, 0, 0, PutFlags::CLEANIT);
+    disk.clear_faults();
+    disk.fail_nth(0, Error::NoSpace);
+    let _ = putpages(&file, 0, 0, PutFlags::CLEANIT);
+    disk.clear_faults();
+    file.fail_hook(Hook::TransBegin, 1, Error::Busy);
+    let refused = fsync(&file, &mut cursor, 0, 0);
+    file.clear_hook_failures();
+    assert_ne!(refused, Ok(()));
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Err(Error::NoSpace));
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Ok(()));
+    assert_eq!(file.disk_contents(), pattern(PAGE_SIZE, 1));
+}
+
+/// A failed object: the page daemon's CLEANIT|FREE frees only clean pages, and
+/// wired/busy/dirty pages survive a reclaim.
+#[test]
+fn holds_failed_object_free_flush_keeps_dirty_pages() {
+    use std::num::NonZeroU32;
+    let memory = domain(512);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(65536);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let file = fs.create(&pattern(16 * PAGE_SIZE, 3)).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    file.object().set_write_failure_limit(NonZeroU32::new(1));
+    read_all(&file, 16 * PAGE_SIZE);
+    write(&file, 4 * P, &pattern(4 * PAGE_SIZE, 4)).unwrap();
+    disk.fail_blocks(0..u64::MAX, Error::Io);
+    assert_eq!(sync_all(&file), Err(Error::Io));
+    assert!(file.object().is_failed());
+    let r = putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::FREE);
+    assert!(r.is_err());
+    assert_eq!(counts_of(&file).resident, 4, "{:?}", counts_of(&file));
+    assert_eq!(counts_of(&file).dirty, 4);
+    assert!(file.object().is_failed());
+    disk.clear_faults();
+    file.object().clear_failed();
+    let _ = sync_all(&file);
+    let mut want = pattern(16 * PAGE_SIZE, 3);
+    want[4 * PAGE_SIZE..8 * PAGE_SIZE].copy_from_slice(&pattern(4 * PAGE_SIZE, 4));
+    assert_eq!(file.disk_contents(), want);
+}
+
+/// Wired pages are never freed by the page daemon, nor by a cache whose budget is
+/// spent.
+#[test]
+fn holds_wired_pages_survive_reclaim_and_spent_budget() {
+    let memory = domain(32);
+    let disk = MemDisk::new(65536);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let file = fs.create(&pattern(64 * PAGE_SIZE, 3)).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for i in 0..8 {
+        read(&file, i * P, &mut buf).unwrap();
+    }
+    {
+        let mut state = file.object().lock();
+        for i in 0..8 {
+            state.cache_mut().lookup_mut(i * P).unwrap().wire_count = 1;
+        }
+    }
+    for i in 8..64 {
+        let _ = read(&file, i * P, &mut buf);
+    }
+    let daemon = Reclaimer::new();
+    daemon.register(&file).unwrap();
+    daemon.reclaim(100);
+    for i in 0..8 {
+        assert!(file.object().read().cache().lookup(i * P).is_some(), "wired page {i} freed");
+    }
+    {
+        let mut state = file.object().lock();
+        for i in 0..8 {
+            state.cache_mut().lookup_mut(i * P).unwrap().wire_count = 0;
+        }
+    }
+    daemon.unregister(&file);
+}
