@@ -1198,3 +1198,102 @@ fn holds_wired_pages_survive_reclaim_and_spent_budget() {
     }
     daemon.unregister(&file);
 }
+
+/// The same as the read: a write to file B fails with NoMemory while the budget is
+/// full of file A's clean idle pages (no page daemon running).
+#[test]
+fn finding_a_write_fails_while_another_files_clean_pages_fill_the_budget() {
+    let memory = domain(64);
+    let fs = fs_in(memory, PAGE_SHIFT, MemDisk::new(65536));
+    let a = fs.create(&pattern(64 * PAGE_SIZE, 1)).unwrap();
+    let b = fs.create(&[]).unwrap();
+    a.set_max_transfer(TEST_MAX_TRANSFER);
+    b.set_max_transfer(TEST_MAX_TRANSFER);
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for i in 0..64 {
+        let _ = read(&a, i * P, &mut buf);
+    }
+    assert_eq!(memory.counts().resident, 64);
+    assert_eq!(
+        write(&b, 0, &pattern(PAGE_SIZE, 2)),
+        Ok(PAGE_SIZE),
+        "B's write fails though A's pages are clean and idle"
+    );
+}
+
+/// Three writers of three files, each writing in single large calls: dirty +
+/// writeback stays within hard + one batch per writer.
+#[test]
+fn holds_three_writers_in_large_calls_are_held_to_the_hard_threshold() {
+    let budget = 1024;
+    let memory = domain(budget);
+    let disk = MemDisk::threaded(1 << 19, true);
+    let fs = fs_in(memory, 16, disk.clone());
+    let files: Vec<_> = (0..3)
+        .map(|_| {
+            let f = fs.create(&[]).unwrap();
+            f.set_max_transfer(TEST_MAX_TRANSFER);
+            f
+        })
+        .collect();
+    let (_, hard) = memory.dirty_thresholds();
+    let batch = 64 * 1024 / PAGE_SIZE;
+    let stop = Arc::new(AtomicBool::new(false));
+    let max = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, max) = (stop.clone(), max.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                max.fetch_max(memory.unwritten(), Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let daemon = Arc::new(Reclaimer::new());
+    for f in &files {
+        daemon.register(f).unwrap();
+    }
+    let pd = {
+        let (daemon, stop) = (daemon.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if memory.counts().resident as usize + 128 > budget {
+                    daemon.reclaim(64);
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    let fs2 = files.clone();
+    let r = within_for("three writers", Duration::from_secs(30), move || {
+        let hs: Vec<_> = fs2
+            .into_iter()
+            .enumerate()
+            .map(|(t, f)| {
+                std::thread::spawn(move || {
+                    let data = pattern(2 * budget * PAGE_SIZE, t as u8);
+                    for (i, piece) in data.chunks(1 << 20).enumerate() {
+                        write(&f, (i << 20) as u64, piece)?;
+                    }
+                    Ok::<Vec<u8>, Error>(data)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    pd.join().unwrap();
+    let seen = max.load(Ordering::Relaxed);
+    for (f, data) in files.iter().zip(r) {
+        daemon.unregister(f);
+        let data = data.expect("write completes");
+        assert_eq!(sync_all(f), Ok(()));
+        disk.quiesce();
+        let got = f.disk_contents();
+        assert_eq!(got.len(), data.len());
+        let bad = got.iter().zip(&data).position(|(a, b)| a != b);
+        assert_eq!(bad, None, "disk's first differing byte; counts {:?}, log tail {:?}", counts_of(f), disk.log().len());
+    }
+    assert!(seen <= hard + 3 * batch + 3, "unwritten {seen} > hard {hard} + 3 batches");
+}
