@@ -1397,3 +1397,111 @@ fn three_writers(shifts: &[u32], budget: usize, chunk: usize, slack: usize) {
     }
 }
 }
+
+/// One reclaim call over a file on a device failing inline (completion inside
+/// `submit`) ends after a round: it does not try the same pages again and again, each
+/// try an attempt towards the failed state.
+#[test]
+fn finding_one_reclaim_call_fails_an_object_on_an_inline_failing_device() {
+    for threaded in [false] {
+        let memory = domain(4096);
+        memory.set_write_behind(false);
+        let disk = if threaded { MemDisk::threaded(1 << 16, false) } else { MemDisk::new(1 << 16) };
+        let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+        write(&file, 0, &pattern(64 * PAGE_SIZE, 1)).unwrap();
+        let daemon = Reclaimer::new();
+        daemon.register(&file).unwrap();
+        disk.fail_blocks(0..u64::MAX, Error::Io);
+        let d2 = disk.clone();
+        let f2 = file.clone();
+        let done = within("reclaim on failing device", move || {
+            let done = daemon.reclaim(1000);
+            d2.quiesce();
+            daemon.unregister(&f2);
+            done
+        });
+        let attempts = file.object().read().failed_writes_in_a_row();
+        assert!(
+            !file.object().is_failed() && attempts <= 2,
+            "threaded {threaded}: one reclaim call made {attempts} failed attempts ({done:?}), {} requests",
+            disk.log().len()
+        );
+        disk.clear_faults();
+        let _ = sync_all(&file);
+        assert_eq!(file.disk_contents(), pattern(64 * PAGE_SIZE, 1));
+    }
+}
+
+/// One reclaim call over a file on a device failing inline (completion inside
+/// `submit`) ends after a round: it does not try the same pages again and again, each
+/// try an attempt towards the failed state.
+#[test]
+fn holds_one_reclaim_call_does_not_fail_an_object_on_a_threaded_failing_device() {
+    for threaded in [true] {
+        let memory = domain(4096);
+        memory.set_write_behind(false);
+        let disk = if threaded { MemDisk::threaded(1 << 16, false) } else { MemDisk::new(1 << 16) };
+        let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+        write(&file, 0, &pattern(64 * PAGE_SIZE, 1)).unwrap();
+        let daemon = Reclaimer::new();
+        daemon.register(&file).unwrap();
+        disk.fail_blocks(0..u64::MAX, Error::Io);
+        let d2 = disk.clone();
+        let f2 = file.clone();
+        let done = within("reclaim on failing device", move || {
+            let done = daemon.reclaim(1000);
+            d2.quiesce();
+            daemon.unregister(&f2);
+            done
+        });
+        let attempts = file.object().read().failed_writes_in_a_row();
+        assert!(
+            !file.object().is_failed() && attempts <= 2,
+            "threaded {threaded}: one reclaim call made {attempts} failed attempts ({done:?}), {} requests",
+            disk.log().len()
+        );
+        disk.clear_faults();
+        let _ = sync_all(&file);
+        assert_eq!(file.disk_contents(), pattern(64 * PAGE_SIZE, 1));
+    }
+}
+
+/// On a device completing inline, `freed` is exactly what left the cache.
+#[test]
+fn holds_reclaimed_freed_is_exact_on_an_inline_device() {
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let file = fs.create(&pattern(64 * PAGE_SIZE, 3)).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    read_all(&file, 64 * PAGE_SIZE);
+    write(&file, 8 * P, &pattern(20 * PAGE_SIZE, 4)).unwrap();
+    let daemon = Reclaimer::new();
+    daemon.register(&file).unwrap();
+    for target in [5usize, 16, 17, 40, 100] {
+        let before = counts_of(&file).resident;
+        let done = daemon.reclaim(target);
+        let after = counts_of(&file).resident;
+        assert_eq!(done.writing, 0);
+        assert_eq!(done.freed as u64, before - after, "target {target}: {done:?}");
+        assert!(done.freed >= target.min(before as usize), "target {target}: {done:?} of {before}");
+    }
+    daemon.unregister(&file);
+    let mut want = pattern(64 * PAGE_SIZE, 3);
+    want[8 * PAGE_SIZE..28 * PAGE_SIZE].copy_from_slice(&pattern(20 * PAGE_SIZE, 4));
+    assert_eq!(file.disk_contents(), want);
+}
+
+/// The shared memory has no budget, thresholds nor write-behind: pages stay dirty
+/// until flushed.
+#[test]
+fn holds_shared_memory_has_no_write_behind() {
+    let disk = MemDisk::new(1 << 16);
+    let fs = MemFs::new(disk.clone(), PAGE_SHIFT, Layout::Contiguous);
+    let file = fs.create(&[]).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    write(&file, 0, &pattern(4 * TEST_MAX_TRANSFER, 1)).unwrap();
+    assert!(disk.log().is_empty());
+    assert_eq!(Memory::shared().dirty_thresholds().0, usize::MAX / 10);
+}
