@@ -1505,3 +1505,81 @@ fn holds_shared_memory_has_no_write_behind() {
     assert!(disk.log().is_empty());
     assert_eq!(Memory::shared().dirty_thresholds().0, usize::MAX / 10);
 }
+
+/// Fairness: successive small reclaim calls take their batch from successive files,
+/// so no one file is always the victim.
+#[test]
+fn holds_successive_reclaims_rotate_over_files() {
+    let memory = domain(4096);
+    let fs = fs_in(memory, PAGE_SHIFT, MemDisk::new(1 << 16));
+    let files: Vec<_> = (0..3)
+        .map(|i| {
+            let f = fs.create(&pattern(64 * PAGE_SIZE, i)).unwrap();
+            f.set_max_transfer(TEST_MAX_TRANSFER);
+            read_all(&f, 64 * PAGE_SIZE);
+            f
+        })
+        .collect();
+    let daemon = Reclaimer::new();
+    for f in &files {
+        daemon.register(f).unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(daemon.reclaim(genpager::reclaim::BATCH).freed, genpager::reclaim::BATCH);
+    }
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(counts_of(f).resident, 64 - 16, "file {i} after three batch-sized calls");
+    }
+    // Unregistering the file under the hand keeps the rotation going.
+    daemon.unregister(&files[0]);
+    daemon.reclaim(16);
+    daemon.reclaim(16);
+    assert_eq!(counts_of(&files[1]).resident, 32);
+    assert_eq!(counts_of(&files[2]).resident, 32);
+    daemon.unregister(&files[1]);
+    daemon.unregister(&files[2]);
+}
+
+/// Register/unregister racing reclaim calls from several threads: no deadlock, no
+/// panic.
+#[test]
+fn holds_register_unregister_race_reclaim() {
+    let memory = domain(4096);
+    let fs = fs_in(memory, PAGE_SHIFT, MemDisk::threaded(1 << 16, true));
+    let files: Vec<_> = (0..4)
+        .map(|i| {
+            let f = fs.create(&pattern(32 * PAGE_SIZE, i)).unwrap();
+            f.set_max_transfer(TEST_MAX_TRANSFER);
+            f
+        })
+        .collect();
+    let daemon = Arc::new(Reclaimer::new());
+    within_for("register race", Duration::from_secs(10), move || {
+        let hs: Vec<_> = (0..3)
+            .map(|t| {
+                let daemon = daemon.clone();
+                let files = files.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let f = &files[(i + t) % 4];
+                        match (i + t) % 3 {
+                            0 => daemon.register(f).unwrap(),
+                            1 => {
+                                daemon.unregister(f);
+                            }
+                            _ => {
+                                let mut b = vec![0u8; 8 * PAGE_SIZE];
+                                let _ = read(f, 0, &mut b);
+                                let _ = write(f, 4 * P, &b[..PAGE_SIZE]);
+                                daemon.reclaim(8);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+}
