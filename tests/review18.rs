@@ -1583,3 +1583,58 @@ fn holds_register_unregister_race_reclaim() {
         }
     });
 }
+
+/// A sequential reader of 4x a domain's budget, alone in it: every byte is read from
+/// the disk once (read-ahead it has yet to reach is not evicted to read further).
+#[test]
+fn holds_sequential_reader_in_a_small_domain_reads_each_byte_once() {
+    use genpager::testing::Direction;
+    for budget in [64usize, 272] {
+        let memory = domain(budget);
+        let disk = MemDisk::new(1 << 16);
+        let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+        let len = 4 * budget * PAGE_SIZE;
+        let data = pattern(len, 6);
+        let file = fs.create(&data).unwrap();
+        file.set_max_transfer(TEST_MAX_TRANSFER);
+        let mut buf = vec![0u8; 4096];
+        let mut at = 0;
+        while at < len {
+            let n = read(&file, at as u64, &mut buf).unwrap();
+            assert_eq!(buf[..n], data[at..at + n]);
+            at += n;
+        }
+        let bytes: usize = disk
+            .log()
+            .iter()
+            .filter(|r| r.direction == Direction::Read)
+            .map(|r| r.len)
+            .sum();
+        assert_eq!(bytes, len, "budget {budget}: read {bytes} bytes for a {len}-byte file");
+    }
+}
+
+/// A page-out by the page daemon that fails is reported to an fsync cursor opened
+/// before it, once.
+#[test]
+fn holds_page_daemon_write_error_reaches_fsync_once() {
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::threaded(1 << 16, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let data = pattern(32 * PAGE_SIZE, 2);
+    write(&file, 0, &data).unwrap();
+    let mut cursor = file.object().error_cursor();
+    let daemon = Reclaimer::new();
+    daemon.register(&file).unwrap();
+    disk.fail_nth(0, Error::Io);
+    daemon.reclaim(64);
+    disk.quiesce();
+    disk.clear_faults();
+    let mut late = file.object().error_cursor();
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut cursor, 0, 0), Ok(()));
+    assert_eq!(fsync(&file, &mut late, 0, 0), Ok(()));
+    assert_eq!(file.disk_contents(), data);
+    daemon.unregister(&file);
+}
