@@ -1295,7 +1295,9 @@ fn holds_three_writers_in_large_calls_are_held_to_the_hard_threshold() {
         let bad = got.iter().zip(&data).position(|(a, b)| a != b);
         assert_eq!(bad, None, "disk's first differing byte; counts {:?}, log tail {:?}", counts_of(f), disk.log().len());
     }
-    assert!(seen <= hard + 3 * batch + 3, "unwritten {seen} > hard {hard} + 3 batches");
+    // The sampler's `unwritten` loads dirty and writeback one after the other, so a
+    // page moving between them may count twice: one batch of slack for that.
+    assert!(seen <= hard + 4 * batch, "unwritten {seen} > hard {hard} + 3 batches (+1 slack)");
 }
 
 /// Write `data` at `at`, retrying NoMemory (as a kernel would after the page daemon
@@ -1637,4 +1639,50 @@ fn holds_page_daemon_write_error_reaches_fsync_once() {
     assert_eq!(fsync(&file, &mut late, 0, 0), Ok(()));
     assert_eq!(file.disk_contents(), data);
     daemon.unregister(&file);
+}
+
+/// Counts stay exact through write faults, pages modified through a writable mapping
+/// and cleaned by a flush or the page daemon.
+#[test]
+fn holds_counts_exact_through_write_faults_and_mappings() {
+    use genpager::cache::MapState;
+    use genpager::{Access, GetFlags, getpages};
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let file = fs.create(&pattern(16 * PAGE_SIZE, 1)).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    for i in 0..4u64 {
+        let got = getpages(&file, fault_of(i * 4 * P, 4, 0, Access::Write, GetFlags::SYNCIO));
+        assert!(got.is_ok(), "{:?}", got.err());
+        drop(got);
+        check_counts(memory, &[&file], "after write fault");
+    }
+    {
+        let mut state = file.object().lock();
+        for i in 0..16u64 {
+            state.cache_mut().map(i * P, MapState::Writable);
+        }
+        for i in 0..8u64 {
+            let _ = state.cache_mut().write_through_mapping(i * P, 5, b"hello");
+        }
+    }
+    check_counts(memory, &[&file], "after mapped stores");
+    let daemon = Reclaimer::new();
+    daemon.register(&file).unwrap();
+    daemon.reclaim(6);
+    check_counts(memory, &[&file], "after reclaim of mapped pages");
+    putpages(&file, 0, 0, PutFlags::CLEANIT | PutFlags::SYNCIO).unwrap();
+    check_counts(memory, &[&file], "after flush of mapped pages");
+    daemon.reclaim(100);
+    check_counts(memory, &[&file], "after reclaim");
+    daemon.unregister(&file);
+    let mut want = pattern(16 * PAGE_SIZE, 1);
+    for i in 0..8 {
+        want[i * PAGE_SIZE + 5..i * PAGE_SIZE + 10].copy_from_slice(b"hello");
+    }
+    assert_eq!(file.disk_contents(), want, "a store through a mapping was lost");
+    drop(file);
+    assert_eq!(memory.counts(), PageCounts::default());
 }
