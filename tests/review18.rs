@@ -1686,3 +1686,37 @@ fn holds_counts_exact_through_write_faults_and_mappings() {
     drop(file);
     assert_eq!(memory.counts(), PageCounts::default());
 }
+
+/// A store through a writable mapping after a flush: the syncer's `flush_expired` and
+/// `fsync` must both get it to the disk (the page is "maybe dirty" while mapped
+/// writable, or the flush write-protected it so the store faults).
+#[test]
+fn holds_a_store_through_a_mapping_after_a_flush_reaches_the_disk() {
+    use genpager::cache::MapState;
+    use genpager::{Access, GetFlags, getpages};
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let file = fs.create(&pattern(4 * PAGE_SIZE, 1)).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    drop(getpages(&file, fault_of(0, 4, 0, Access::Write, GetFlags::SYNCIO)).unwrap());
+    file.object().lock().cache_mut().map(0, MapState::Writable);
+    file.object().lock().cache_mut().write_through_mapping(0, 0, b"first").unwrap();
+    let mut cursor = file.object().error_cursor();
+    fsync(&file, &mut cursor, 0, 0).unwrap();
+    assert_eq!(&file.disk_contents()[..5], b"first");
+    // The store after the flush: lands only if the page is still mapped writable.
+    let landed = file
+        .object()
+        .lock()
+        .cache_mut()
+        .write_through_mapping(0, 0, b"again")
+        .is_ok();
+    if landed {
+        assert_eq!(flush_expired(&file, 0, 10), Ok(false), "notes the dirty file");
+        assert_eq!(flush_expired(&file, 10, 10), Ok(true), "the syncer did not see the store");
+        fsync(&file, &mut cursor, 0, 0).unwrap();
+        assert_eq!(&file.disk_contents()[..5], b"again", "a store through a mapping was lost");
+    }
+}
