@@ -1880,3 +1880,51 @@ fn holds_three_writers_stopping_at_nomemory_lose_no_acknowledged_write() {
         }
     }
 }
+
+/// A writer over the hard threshold on its own held device waits, and resumes when
+/// the device is released from another thread.
+#[test]
+fn holds_a_writer_held_by_its_own_device_resumes_on_release() {
+    let memory = domain(256);
+    let disk = MemDisk::threaded(1 << 16, true);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    disk.hold();
+    let d2 = disk.clone();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        d2.release();
+    });
+    let f = file.clone();
+    let data = pattern(150 * PAGE_SIZE, 3);
+    let d = data.clone();
+    let r = within("writer on a held device", move || {
+        for (i, piece) in d.chunks(PAGE_SIZE).enumerate() {
+            write(&f, (i * PAGE_SIZE) as u64, piece)?;
+        }
+        Ok::<(), Error>(())
+    });
+    releaser.join().unwrap();
+    assert_eq!(r, Ok(()));
+    assert_eq!(sync_all(&file), Ok(()));
+    disk.quiesce();
+    assert!(file.disk_contents() == data);
+}
+
+/// ChunkPool bookkeeping: trim returns every empty chunk; spare frames add up.
+#[test]
+fn holds_chunk_pool_trim_and_spares() {
+    let pool = ChunkPool::new();
+    let mut frames: Vec<_> = (0..200).map(|_| pool.alloc_frame().unwrap()).collect();
+    let heap = pool.heap_bytes();
+    assert!(heap >= 200 * PAGE_SIZE);
+    assert_eq!(pool.spare_frames(), heap / PAGE_SIZE - 200);
+    while let Some(f) = frames.pop() {
+        pool.free_frame(f);
+    }
+    assert_eq!(pool.spare_frames(), heap / PAGE_SIZE);
+    assert!(pool.trim() >= 1);
+    assert_eq!(pool.heap_bytes(), 0);
+    assert_eq!(pool.spare_frames(), 0);
+    let f = pool.alloc_frame().unwrap();
+    pool.free_frame(f);
+}
