@@ -1928,3 +1928,63 @@ fn holds_chunk_pool_trim_and_spares() {
     let f = pool.alloc_frame().unwrap();
     pool.free_frame(f);
 }
+
+/// Busy pages (held by a fault on another thread) are never freed by the page daemon
+/// nor by a cache whose budget is spent; the reclaim call does not wait for them.
+#[test]
+fn holds_busy_pages_survive_reclaim_and_spent_budget() {
+    use genpager::{Access, GetFlags, getpages};
+    let memory = domain(32);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let data = pattern(64 * PAGE_SIZE, 5);
+    let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    let f = file.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let fetched = getpages(&f, fault_of(0, 4, 0, Access::Read, GetFlags::SYNCIO)).unwrap();
+        let busy = fetched.into_busy().expect("busy pages");
+        let first = busy.bytes(0).to_vec();
+        tx.send(first).unwrap();
+        done_rx.recv().unwrap();
+        busy.release();
+    });
+    let first = rx.recv().unwrap();
+    assert_eq!(first, data[..PAGE_SIZE]);
+    let f2 = file.clone();
+    within("reclaim and reads around busy pages", move || {
+        let daemon = Reclaimer::new();
+        daemon.register(&f2).unwrap();
+        let mut buf = vec![0u8; PAGE_SIZE];
+        for i in 8..64 {
+            let _ = read(&f2, i * P, &mut buf);
+        }
+        daemon.reclaim(100);
+        for i in 0..4 {
+            assert!(f2.object().read().cache().lookup(i * P).is_some(), "busy page {i} freed");
+        }
+        daemon.unregister(&f2);
+    });
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    check_counts(memory, &[&file], "after busy");
+}
+
+/// A cursor of another object: nonsense, never a panic.
+#[test]
+fn holds_foreign_cursor_never_panics() {
+    let memory = domain(64);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(1 << 16);
+    let a = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let b = empty_file(memory, PAGE_SHIFT, disk.clone());
+    write(&a, 0, &[1u8; 100]).unwrap();
+    disk.fail_nth(0, Error::Io);
+    let _ = sync_all(&a);
+    disk.clear_faults();
+    let mut ca = a.object().error_cursor();
+    let _ = b.object().check_errors(&mut ca);
+    let _ = fsync(&b, &mut ca, 0, 0);
+}
