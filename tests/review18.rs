@@ -1988,3 +1988,99 @@ fn holds_foreign_cursor_never_panics() {
     let _ = b.object().check_errors(&mut ca);
     let _ = fsync(&b, &mut ca, 0, 0);
 }
+
+/// A writer of many small files (one page each) in a domain: each call leaves its
+/// batch's last page dirty (the writeback it starts covers only the pages before it),
+/// so over the hard threshold every call still adds a dirty page and the domain ends
+/// far more than one batch above the threshold.
+#[test]
+fn finding_a_writer_of_many_small_files_is_not_held_to_the_hard_threshold() {
+    let budget = 512;
+    let memory = domain(budget);
+    let disk = MemDisk::new(1 << 18);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let (_, hard) = memory.dirty_thresholds();
+    let batch = 64 * 1024 / PAGE_SIZE;
+    let mut files = Vec::new();
+    let mut worst = 0;
+    for i in 0..300 {
+        let f = fs.create(&[]).unwrap();
+        f.set_max_transfer(TEST_MAX_TRANSFER);
+        write(&f, 0, &pattern(PAGE_SIZE, i as u8)).unwrap();
+        worst = worst.max(memory.unwritten());
+        files.push(f);
+    }
+    assert!(
+        worst <= hard + batch,
+        "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
+    );
+}
+
+/// The same in one file: a writer going backwards (or randomly) writes each page
+/// below the ones it wrote before, and the writeback it starts over the threshold
+/// covers only `0..` the start of its last page, never the pages above: dirty memory
+/// grows without bound.
+#[test]
+fn holds_a_backward_writer_is_held_to_the_hard_threshold_with_write_behind() {
+    let budget = 512;
+    let memory = domain(budget);
+    let disk = MemDisk::new(1 << 18);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let (_, hard) = memory.dirty_thresholds();
+    let batch = 64 * 1024 / PAGE_SIZE;
+    let mut worst = 0;
+    for i in (0..300u64).rev() {
+        write(&file, i * P, &pattern(PAGE_SIZE, i as u8)).unwrap();
+        worst = worst.max(memory.unwritten());
+    }
+    assert!(
+        worst <= hard + batch,
+        "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
+    );
+}
+/// (Write-behind off, as `Memory::set_write_behind(false)` allows.) The same in one file: a writer going backwards (or randomly) writes each page
+/// below the ones it wrote before, and the writeback it starts over the threshold
+/// covers only `0..` the start of its last page, never the pages above: dirty memory
+/// grows without bound.
+#[test]
+fn finding_a_backward_writer_without_write_behind_is_not_held_to_the_hard_threshold() {
+    let budget = 512;
+    let memory = domain(budget);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(1 << 18);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let (_, hard) = memory.dirty_thresholds();
+    let batch = 64 * 1024 / PAGE_SIZE;
+    let mut worst = 0;
+    for i in (0..300u64).rev() {
+        write(&file, i * P, &pattern(PAGE_SIZE, i as u8)).unwrap();
+        worst = worst.max(memory.unwritten());
+    }
+    assert!(
+        worst <= hard + batch,
+        "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
+    );
+}
+
+/// With write-behind on (the default), a writer going backwards that never writes a
+/// cluster's last page (a random writer can do the same): nothing starts writeback of
+/// the pages above its last one, dirty memory grows past hard + one batch.
+#[test]
+fn finding_a_backward_writer_skipping_cluster_ends_is_not_held_to_the_hard_threshold() {
+    let budget = 512;
+    let memory = domain(budget);
+    let disk = MemDisk::new(1 << 18);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let (_, hard) = memory.dirty_thresholds();
+    let batch = 64 * 1024 / PAGE_SIZE;
+    let per_cluster = (TEST_MAX_TRANSFER / PAGE_SIZE) as u64;
+    let mut worst = 0;
+    for i in (0..320u64).rev().filter(|i| i % per_cluster != per_cluster - 1) {
+        write(&file, i * P, &pattern(PAGE_SIZE, i as u8)).unwrap();
+        worst = worst.max(memory.unwritten());
+    }
+    assert!(
+        worst <= hard + batch,
+        "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
+    );
+}
