@@ -2084,3 +2084,19 @@ fn finding_a_backward_writer_skipping_cluster_ends_is_not_held_to_the_hard_thres
         "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
     );
 }
+
+/// Its consequence: alone in its domain, with default settings, such a writer fills
+/// the budget with dirty pages and its writes fail with NoMemory (the cache can free
+/// only clean pages), though the thresholds were meant to hold it at 20%.
+#[test]
+fn finding_a_backward_writer_fills_the_budget_with_dirty_pages_and_gets_nomemory() {
+    let budget = 128;
+    let memory = domain(budget);
+    let disk = MemDisk::new(1 << 18);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    let per_cluster = (TEST_MAX_TRANSFER / PAGE_SIZE) as u64;
+    for i in (0..320u64).rev().filter(|i| i % per_cluster != per_cluster - 1) {
+        let r = write(&file, i * P, &pattern(PAGE_SIZE, i as u8));
+        assert_eq!(r, Ok(PAGE_SIZE), "page {i}: {:?}", memory.counts());
+    }
+}
