@@ -2067,3 +2067,24 @@ fn finding_a_backward_writer_fills_the_budget_with_dirty_pages_and_gets_nomemory
         assert_eq!(r, Ok(PAGE_SIZE), "page {i}: {:?}", memory.counts());
     }
 }
+
+/// A cursor opened while a write is in flight sees that write's later failure.
+#[test]
+fn holds_cursor_opened_during_a_failing_write_sees_it() {
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::threaded(1 << 16, false);
+    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
+    write(&file, 0, &pattern(4 * PAGE_SIZE, 1)).unwrap();
+    disk.hold();
+    disk.fail_nth(0, Error::Io);
+    putpages(&file, 0, 0, PutFlags::CLEANIT).unwrap();
+    let mut during = file.object().error_cursor();
+    disk.release();
+    disk.quiesce();
+    disk.clear_faults();
+    let mut after = file.object().error_cursor();
+    assert_eq!(fsync(&file, &mut during, 0, 0), Err(Error::Io));
+    assert_eq!(fsync(&file, &mut after, 0, 0), Ok(()));
+    assert_eq!(file.disk_contents(), pattern(4 * PAGE_SIZE, 1));
+}
