@@ -2088,3 +2088,43 @@ fn holds_cursor_opened_during_a_failing_write_sees_it() {
     assert_eq!(fsync(&file, &mut after, 0, 0), Ok(()));
     assert_eq!(file.disk_contents(), pattern(4 * PAGE_SIZE, 1));
 }
+
+/// Direct I/O over a failed object's dirty range fails with its error: a direct read
+/// must not return the disk's stale bytes, a direct write must not be overtaken later
+/// by the kept dirty pages.
+#[test]
+fn holds_direct_io_over_a_failed_objects_dirty_pages_fails() {
+    use genpager::directio::{AddressSpace, DirectFlags, IoVec, Uio, directio};
+    use genpager::testing::Direction;
+    use std::num::NonZeroU32;
+    let memory = domain(4096);
+    memory.set_write_behind(false);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let file = fs.create(&pattern(8 * PAGE_SIZE, 1)).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    file.object().set_write_failure_limit(NonZeroU32::new(1));
+    write(&file, 0, &pattern(2 * PAGE_SIZE, 2)).unwrap();
+    disk.fail_blocks(0..u64::MAX, Error::Io);
+    assert_eq!(sync_all(&file), Err(Error::Io));
+    disk.clear_faults();
+    assert!(file.object().is_failed());
+    let mut rbuf = Buffer::aligned(4 * PAGE_SIZE);
+    let mut uio = Uio::new(0, Direction::Read, AddressSpace::User, vec![IoVec::new(rbuf.get_mut())]).unwrap();
+    let r = directio(&file, &mut uio, DirectFlags::empty());
+    if r.is_ok() {
+        assert_eq!(&rbuf.get()[..2 * PAGE_SIZE], &pattern(2 * PAGE_SIZE, 2)[..], "direct read returned stale disk bytes");
+    }
+    let mut wbuf = Buffer::with(&pattern(PAGE_SIZE, 3));
+    let mut uio = Uio::new(0, Direction::Write, AddressSpace::User, vec![IoVec::new(wbuf.get_mut())]).unwrap();
+    let w = directio(&file, &mut uio, DirectFlags::empty());
+    file.object().clear_failed();
+    let _ = sync_all(&file);
+    let _ = sync_all(&file);
+    let disk_now = file.disk_contents();
+    if w.is_ok() {
+        assert_eq!(&disk_now[..PAGE_SIZE], &pattern(PAGE_SIZE, 3)[..], "a direct write was overtaken by kept dirty pages");
+    } else {
+        assert_eq!(&disk_now[..PAGE_SIZE], &pattern(PAGE_SIZE, 2)[..]);
+    }
+}
