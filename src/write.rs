@@ -43,10 +43,10 @@ const HELD: GetFlags = GetFlags::GLOCKHELD.union(GetFlags::JOURNALLOCKED);
 /// domain ([`PageCache::memory`]), the write also keeps dirty memory in bounds, a
 /// batch of up to 64 KiB at a time: with write-behind on (the default for a domain
 /// made with [`Memory::new`](crate::memory::Memory::new)) it starts asynchronous
-/// writeback of each whole cluster (the vnode's largest transfer) it leaves behind;
-/// above the domain's background threshold it starts writeback of everything it
-/// dirtied; above the hard threshold it then waits until its file has no write in
-/// flight. Caches of [`Memory::shared`](crate::memory::Memory::shared) do none of
+/// writeback of each cluster (the vnode's largest transfer) whose end a batch
+/// reaches; above the domain's background threshold it starts writeback of every
+/// dirty page of its file; above the hard threshold it then waits until its file has
+/// no write in flight. Caches of [`Memory::shared`](crate::memory::Memory::shared) do none of
 /// this.
 ///
 /// A write that fails part-way returns the bytes it wrote before the failure (a short

@@ -174,7 +174,7 @@ pub struct Memory {
     background_percent: AtomicUsize,
     /// Percent of the budget: a writer above it waits for its writeback.
     hard_percent: AtomicUsize,
-    /// Whether `write` starts writeback of each cluster it leaves behind.
+    /// Whether `write` starts writeback of each cluster whose end it reaches.
     write_behind: AtomicBool,
 }
 
@@ -292,7 +292,8 @@ impl Memory {
     }
 
     /// Whether [`write`](crate::write()) starts asynchronous writeback of each cluster
-    /// (the vnode's largest transfer) it leaves behind, as NetBSD's write-behind does.
+    /// (the vnode's largest transfer) whose end one of its batches reaches, as NetBSD's
+    /// write-behind does when a write crosses a boundary.
     pub fn write_behind(&self) -> bool {
         self.write_behind.load(Ordering::Relaxed)
     }
