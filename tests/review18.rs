@@ -436,7 +436,7 @@ fn holds_failure_limit_counts_flushes_not_clusters() {
     let data = pattern(8 * TEST_MAX_TRANSFER, 7);
     write(&file, 0, &data).unwrap();
     let table_first = sector_of(&file, 0).unwrap();
-    disk.fail_blocks(table_first..table_first + 1 << 20, Error::Io);
+    disk.fail_blocks(table_first..table_first + (1 << 20), Error::Io);
     assert_eq!(sync_all(&file), Err(Error::Io));
     assert!(
         !file.object().is_failed(),
@@ -445,7 +445,7 @@ fn holds_failure_limit_counts_flushes_not_clusters() {
     disk.clear_faults();
     assert_eq!(sync_all(&file), Ok(()));
     write(&file, 0, &pattern(PAGE_SIZE, 8)).unwrap();
-    disk.fail_blocks(table_first..table_first + 1 << 20, Error::Io);
+    disk.fail_blocks(table_first..table_first + (1 << 20), Error::Io);
     assert_eq!(sync_all(&file), Err(Error::Io));
     assert!(
         !file.object().is_failed(),
@@ -1495,6 +1495,7 @@ fn three_writers(shifts: &[u32], budget: usize, chunk: usize, slack: usize) {
 /// `submit`) ends after a round: it does not try the same pages again and again, each
 /// try an attempt towards the failed state.
 #[test]
+#[allow(clippy::single_element_loop)] // The threaded case was dropped as unstable.
 fn finding_one_reclaim_call_fails_an_object_on_an_inline_failing_device() {
     // (On a threaded device completing quickly the same happens, timing permitting.)
     for threaded in [false] {
