@@ -63,8 +63,9 @@ cargo test -p genpager --features testing --test alloc_sweep every_operation -- 
 
 if [ -f tests/loom.rs ]; then
   step "loom (bounded)"
-  # ~70 s to build, ~130 s to explore (23 models; L2 and one L10 take ~60 s each, L16-L17 ~19 s
-  # together, 14 s of it L16's truncate below the fault's page). RUST_BACKTRACE=0: a failing model
+  # ~70 s to build, ~150 s to explore (24 models; L2 and one L10 take ~60 s each, L16-L17 ~19 s
+  # together, 14 s of it L16's truncate below the fault's page, L18 the page daemon's reclaim
+  # ~15 s). RUST_BACKTRACE=0: a failing model
   # otherwise prints a backtrace from inside loom's generator threads, which can hang.
   RUSTFLAGS="--cfg loom -C debug_assertions" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
     RUST_BACKTRACE=0 cargo test --release -p genpager --test loom --features std
