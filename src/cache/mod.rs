@@ -26,11 +26,10 @@
 pub(crate) mod clock;
 mod radix;
 
-use alloc::collections::TryReserveError;
 use alloc::vec::Vec;
 use core::ops::Range;
 
-use radix::Radix;
+use radix::{Radix, reserve};
 
 use crate::error::{Error, Result};
 use crate::hooks::{PageCache, Protection};
@@ -400,26 +399,6 @@ impl DefaultCache {
     }
 }
 
-/// Room for one more element: exactly one while the vector is small (a one-page file
-/// then holds one slot, not four), doubling after that.
-fn reserve_one<T>(vec: &mut Vec<T>) -> core::result::Result<(), TryReserveError> {
-    if vec.len() < 4 {
-        vec.try_reserve_exact(1)
-    } else {
-        vec.try_reserve(1)
-    }
-}
-
-/// Room for `room` elements in the empty `vec`: exactly while few, amortized beyond
-/// (an exact reservation each time would copy the list on every new slot).
-fn reserve_room<T>(vec: &mut Vec<T>, room: usize) -> core::result::Result<(), TryReserveError> {
-    if room <= 4 {
-        vec.try_reserve_exact(room)
-    } else {
-        vec.try_reserve(room)
-    }
-}
-
 impl Drop for DefaultCache {
     fn drop(&mut self) {
         for slot in self.slots.iter().flatten() {
@@ -498,8 +477,8 @@ unsafe impl PageCache for DefaultCache {
                 // Cannot overflow: a `Vec`'s length is below `isize::MAX`.
                 #[allow(clippy::arithmetic_side_effects)]
                 let room = self.slots.len() + 1;
-                if reserve_one(&mut self.slots).is_err()
-                    || reserve_room(&mut self.free_slots, room).is_err()
+                if reserve(&mut self.slots, 1).is_err()
+                    || reserve(&mut self.free_slots, room).is_err()
                 {
                     self.memory.give_frame(frame);
                     return Err(Error::NoMemory);

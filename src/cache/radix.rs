@@ -107,9 +107,10 @@ fn capacity_bits(height: u32) -> u32 {
 }
 
 /// Reserves room for `more` elements: exactly while the vector stays small (a small
-/// file's tree holds only the nodes it uses), amortized beyond (exact reservations of
-/// a growing list would copy it every time).
-fn reserve<T>(vec: &mut Vec<T>, more: usize) -> Result {
+/// file's tree, slots and free lists hold only what they use: a one-page file one
+/// slot, not four), amortized beyond (exact reservations of a growing list would copy
+/// it every time). The cache's slab uses it too.
+pub(super) fn reserve<T>(vec: &mut Vec<T>, more: usize) -> Result {
     let reserved = if vec.len().saturating_add(more) <= 4 {
         vec.try_reserve_exact(more)
     } else {

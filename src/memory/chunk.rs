@@ -211,11 +211,10 @@ impl FramePool {
         self.empty
     }
 
-    /// Returns to the allocator every chunk none of whose frames is in use but `keep`
-    /// of them (the highest chunks go first: frames are taken lowest first).
-    pub(crate) fn trim(&mut self, keep: usize) {
-        for chunk in (0..self.chunks.len()).rev() {
-            if self.empty <= keep {
+    /// Returns to the allocator every chunk none of whose frames is in use.
+    pub(crate) fn trim(&mut self) {
+        for chunk in 0..self.chunks.len() {
+            if self.empty == 0 {
                 return;
             }
             if self.chunks[chunk].is_some() && self.free[chunk] == ALL_FREE {
@@ -305,7 +304,7 @@ mod tests {
         }
         assert_eq!(pool.spare(), 2 * CHUNK_FRAMES);
         pool.take().unwrap();
-        pool.trim(0);
+        pool.trim();
         assert_eq!(
             pool.chunks.iter().flatten().count(),
             1,

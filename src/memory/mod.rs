@@ -121,7 +121,7 @@ impl ChunkPool {
     pub fn trim(&self) -> usize {
         let mut frames = self.frames.lock();
         let before = frames.chunks();
-        frames.trim(0);
+        frames.trim();
         // Cannot underflow: trimming only removes chunks.
         before.saturating_sub(frames.chunks())
     }
@@ -282,13 +282,6 @@ impl Memory {
     /// Whether dirty and writeback pages are above the hard threshold.
     pub fn over_hard(&self) -> bool {
         self.unwritten() > self.dirty_thresholds().1
-    }
-
-    /// How many frames above the budget the domain's caches hold (0 when within).
-    pub fn excess(&self) -> usize {
-        self.resident
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.budget())
     }
 
     /// Whether [`write`](crate::write()) starts asynchronous writeback of each cluster
