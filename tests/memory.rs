@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{TEST_MAX_TRANSFER, pattern};
+use common::{TEST_MAX_TRANSFER, domain, fs_in, pattern};
 use genpager::cache::DefaultCache;
 use genpager::memory::{ChunkPool, Memory};
 use genpager::testing::{Layout, MemDisk, MemFile, MemFs};
@@ -16,19 +16,6 @@ use genpager::{
 };
 
 const P: u64 = PAGE_SIZE as u64;
-
-/// A memory domain of its own for one test, over a pool of its own.
-fn domain(budget: usize) -> &'static Memory {
-    let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
-    Box::leak(Box::new(Memory::new(pool, budget)))
-}
-
-/// A filesystem of `1 << bshift`-byte blocks whose files count their pages in `memory`.
-fn fs_in(memory: &'static Memory, bshift: u32, disk: MemDisk) -> Arc<MemFs> {
-    let fs = MemFs::new(disk, bshift, Layout::Contiguous);
-    fs.set_memory(memory);
-    fs
-}
 
 /// The page counts of `files` walked page by page.
 fn walk(files: &[&Arc<MemFile>]) -> PageCounts {

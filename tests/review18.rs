@@ -19,17 +19,6 @@ use genpager::{
 
 const P: u64 = PAGE_SIZE as u64;
 
-fn domain(budget: usize) -> &'static Memory {
-    let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
-    Box::leak(Box::new(Memory::new(pool, budget)))
-}
-
-fn fs_in(memory: &'static Memory, bshift: u32, disk: MemDisk) -> Arc<MemFs> {
-    let fs = MemFs::new(disk, bshift, Layout::Contiguous);
-    fs.set_memory(memory);
-    fs
-}
-
 /// An empty file in `memory` on a fresh disk of `sectors`.
 fn empty_file(memory: &'static Memory, bshift: u32, disk: MemDisk) -> Arc<MemFile> {
     let fs = fs_in(memory, bshift, disk);

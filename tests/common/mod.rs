@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use genpager::memory::{ChunkPool, Memory};
 use genpager::testing::{Layout, LoggedRequest, MemDisk, MemFile, MemFs};
 use genpager::{
     Access, DEFAULT_MAX_TRANSFER, DirtyStatus, Fault, GetFlags, PAGE_SIZE, PageCache, PageFlags,
@@ -188,4 +189,18 @@ pub fn within_for<T: Send + 'static>(
             panic!("{what}: hung (no return in {limit:?})")
         }
     }
+}
+
+/// A memory domain of its own for one test, over a frame pool of its own (leaked: a
+/// domain is a kernel's `static`).
+pub fn domain(budget: usize) -> &'static Memory {
+    let pool: &'static ChunkPool = Box::leak(Box::new(ChunkPool::new()));
+    Box::leak(Box::new(Memory::new(pool, budget)))
+}
+
+/// A filesystem of `1 << bshift`-byte blocks whose files count their pages in `memory`.
+pub fn fs_in(memory: &'static Memory, bshift: u32, disk: MemDisk) -> Arc<MemFs> {
+    let fs = MemFs::new(disk, bshift, Layout::Contiguous);
+    fs.set_memory(memory);
+    fs
 }
