@@ -32,12 +32,15 @@
 //! # Ok::<(), genpager_ext2::Ext2Error>(())
 //! ```
 
+extern crate alloc;
+
 pub mod cli;
 mod device;
 mod error;
 mod file;
 mod fs;
 pub mod layout;
+pub mod workload;
 
 pub use device::{Completion, DeviceStats, ImageDevice};
 pub use error::{Ext2Error, Result};
