@@ -28,6 +28,7 @@ mod ramdisk;
 mod selftest;
 mod serial;
 mod virtio;
+mod virtio_selftest;
 
 use core::ptr::NonNull;
 
