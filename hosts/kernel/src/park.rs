@@ -19,7 +19,8 @@ const DEADLOCK_PAUSES: u64 = 10_000_000;
 
 /// Pre-interrupt stand-in: a function `block` calls on every turn of its spin, so a
 /// device whose completions nothing delivers yet (interrupts are masked) is polled
-/// while genpager waits for it. Goes away when device interrupts are routed.
+/// while genpager waits for it (the virtio disks' synchronous reads and flushes do
+/// reach `block`). Goes away when device interrupts are routed.
 static IDLE_POLL: Once<fn()> = Once::new();
 
 /// Registers the function [`Scheduler::block`] polls while it spins (first wins).

@@ -287,6 +287,12 @@ fn all_completed() -> Outcome {
             stats.completed
         );
     }
+    ensure!(
+        crate::frames::free_frames() == crate::frames::total_frames(),
+        "{} of {} frames free after the virtio files were dropped",
+        crate::frames::free_frames(),
+        crate::frames::total_frames()
+    );
     Ok(())
 }
 
@@ -316,7 +322,10 @@ const TESTS: &[Test] = &[
         "virtio: a burst past the ring size queues and completes",
         burst,
     ),
-    ("virtio: every request completed", all_completed),
+    (
+        "virtio: every request completed, every frame returned",
+        all_completed,
+    ),
 ];
 
 /// Runs the virtio tests, printing one line each; returns `(passed, failed)`.
