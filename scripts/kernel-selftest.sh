@@ -5,7 +5,7 @@
 # Installs QEMU, OVMF and the x86_64-unknown-uefi target when they are missing.
 #
 # Environment: KERNEL_TIMEOUT (seconds, default 120), KERNEL_PROFILE (release|dev,
-# default release).
+# default release), KERNEL_DISK_IOPS (the virtio disks' throttle, default 400).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +52,23 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/esp/EFI/BOOT"
 cp "$efi" "$work/esp/EFI/BOOT/BOOTX64.EFI"
 
+# Two raw virtio-blk disks (8 MiB and 4 MiB): sector s holds the 8-byte record
+# <letter><s in 7 decimal digits> 64 times, letter S on the first disk, T on the
+# second; the kernel's virtio self-test knows the pattern.
+make_disk() { # letter sectors file
+  awk -v letter="$1" -v sectors="$2" 'BEGIN {
+    for (s = 0; s < sectors; s++) {
+      rec = sprintf("%s%07d", letter, s); sec = ""
+      for (i = 0; i < 64; i++) sec = sec rec
+      printf "%s", sec
+    }
+  }' >"$3"
+}
+make_disk S 16384 "$work/disk0.img"
+make_disk T 8192 "$work/disk1.img"
+# QEMU's drive throttling makes completions arrive late, as on a real disk.
+throttle="throttling.iops-total=${KERNEL_DISK_IOPS:-400}"
+
 read -r kind code vars <<<"$firmware"
 if [ "$kind" = bios ]; then
   fw_args=(-bios "$code")
@@ -68,6 +85,10 @@ timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
   -machine q35 -m 256M -smp 1 -nodefaults -no-reboot -display none -monitor none \
   "${fw_args[@]}" \
   -drive "format=raw,file=fat:rw:$work/esp" \
+  -drive "if=none,id=d0,format=raw,file=$work/disk0.img,$throttle" \
+  -device virtio-blk-pci,drive=d0 \
+  -drive "if=none,id=d1,format=raw,file=$work/disk1.img,$throttle" \
+  -device virtio-blk-pci,drive=d1 \
   -serial stdio \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
   </dev/null | tee "$work/serial.log"

@@ -23,9 +23,12 @@ mod frames;
 mod fs;
 mod heap;
 mod park;
+mod pci;
 mod ramdisk;
 mod selftest;
 mod serial;
+mod virtio;
+mod virtio_selftest;
 
 use core::ptr::NonNull;
 
@@ -75,6 +78,17 @@ fn main() -> uefi::Status {
         FRAME_PAGES,
         frames
     );
+
+    for disk in virtio::probe_all() {
+        kprintln!(
+            "genpager kernel: virtio-blk at 00:{:02x}.0, {} KiB, GSI {}",
+            disk.slot(),
+            disk.capacity_bytes() >> 10,
+            disk.gsi()
+        );
+    }
+    // Pre-interrupt stand-in: genpager's waits poll the virtio used rings.
+    park::set_idle_poll(virtio::poll_all);
 
     let (passed, failed) = selftest::run();
     kprintln!(

@@ -10,10 +10,23 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use spin::Once;
+
 use genpager::sync::{Scheduler, Token};
 
 /// Pauses in a row, with no wakeup between, taken as a deadlock.
 const DEADLOCK_PAUSES: u64 = 10_000_000;
+
+/// Pre-interrupt stand-in: a function `block` calls on every turn of its spin, so a
+/// device whose completions nothing delivers yet (interrupts are masked) is polled
+/// while genpager waits for it (the virtio disks' synchronous reads and flushes do
+/// reach `block`). Goes away when device interrupts are routed.
+static IDLE_POLL: Once<fn()> = Once::new();
+
+/// Registers the function [`Scheduler::block`] polls while it spins (first wins).
+pub fn set_idle_poll(poll: fn()) {
+    IDLE_POLL.call_once(|| poll);
+}
 
 /// The [`Scheduler`] of a single-CPU kernel without threads: the one thread is token 0.
 pub struct SingleCpu {
@@ -51,6 +64,9 @@ impl Scheduler for SingleCpu {
                 pauses < DEADLOCK_PAUSES,
                 "genpager blocked for {pauses} pauses with nothing else to run: deadlock"
             );
+            if let Some(poll) = IDLE_POLL.get() {
+                poll();
+            }
             core::hint::spin_loop();
         }
     }

@@ -158,7 +158,9 @@ pub fn run() -> (usize, usize) {
             }
         }
     }
-    (passed, failed)
+    // The virtio-blk cases: after the RAM-disk ones (they wait on the device).
+    let (virtio_passed, virtio_failed) = crate::virtio_selftest::run();
+    (passed + virtio_passed, failed + virtio_failed)
 }
 
 /// Filesystem block size of the test filesystem: 1 KiB, a quarter page.
