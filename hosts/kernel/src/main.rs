@@ -10,8 +10,10 @@
 //! The firmware (OVMF under QEMU) loads this UEFI application. It takes two regions
 //! of pages from the firmware — one for the heap behind `alloc`, one for the page
 //! frames of the page cache — leaves boot services for good, masks interrupts, and
-//! from then on owns the machine: COM1 for output, its own frame allocator, a RAM
-//! disk, a small filesystem, and genpager between them. It runs the self-test,
+//! from then on owns the machine: COM1 for output, its own GDT and IDT, the local
+//! and I/O APICs, a periodic timer that preempts kernel threads, its own frame
+//! allocator, a RAM disk, a small filesystem, and genpager between them. It runs
+//! the self-test,
 //! prints `genpager kernel self-test: N passed, M failed` on COM1, and leaves QEMU
 //! through the `isa-debug-exit` device (status 33 for success, 35 for failure).
 
@@ -22,10 +24,12 @@ mod cache;
 mod frames;
 mod fs;
 mod heap;
-mod park;
+mod interrupts;
 mod ramdisk;
+mod sched;
 mod selftest;
 mod serial;
+mod time;
 
 use core::ptr::NonNull;
 
@@ -67,7 +71,18 @@ fn main() -> uefi::Status {
     // SAFETY: as for the heap: FRAME_PAGES page-aligned pages used only by the frame
     // allocator from now on.
     unsafe { frames::init(frames, FRAME_PAGES) };
-    genpager::sync::set_scheduler(&park::SCHEDULER);
+    // Before genpager takes any lock or waits: its spin locks mask interrupts
+    // through INTERRUPTS, its waits sleep through SCHEDULER.
+    genpager::sync::set_interrupts(&interrupts::INTERRUPTS);
+    genpager::sync::set_scheduler(&sched::SCHEDULER);
+    interrupts::init();
+    sched::init();
+    interrupts::start_timer();
+    interrupts::enable_now();
+    kprintln!(
+        "genpager kernel: interrupts on, preemptive scheduler running ({} ms since calibration)",
+        time::now_us() / 1000
+    );
     kprintln!(
         "genpager kernel: heap {} MiB at {:p}, {} page frames at {:p}",
         (HEAP_PAGES * PAGE_SIZE) >> 20,
@@ -76,7 +91,18 @@ fn main() -> uefi::Status {
         frames
     );
 
+    let started = time::now_us();
     let (passed, failed) = selftest::run();
+    kprintln!(
+        "genpager kernel: self-test took {} ms: {} switches, {} preemptions, {} sleeps, {} wakes, {} ticks, {} spurious",
+        (time::now_us() - started) / 1000,
+        sched::switches(),
+        sched::preemptions(),
+        sched::sleeps(),
+        sched::wakes(),
+        interrupts::ticks(),
+        interrupts::spurious()
+    );
     kprintln!(
         "genpager kernel: {} KiB of heap in use after the tests",
         heap::used() >> 10
