@@ -298,7 +298,8 @@ pub fn spawn(name: &'static str, entry: fn(usize), arg: usize) -> ThreadId {
     ThreadId(index)
 }
 
-/// Waits (sleeping) until thread `id` has exited, then frees its slot and stack.
+/// Waits (sleeping) until thread `id` has exited, then frees its slot and stack. One
+/// joiner per thread (a second one would replace the first's wake-up).
 pub fn join(id: ThreadId) {
     let me = current();
     assert_ne!(id.token(), me, "a thread cannot join itself");
@@ -324,11 +325,12 @@ pub fn join(id: ThreadId) {
     }
 }
 
-/// Waits until every spawned thread (but idle and the caller) has exited.
+/// Waits until every spawned thread (but idle and the caller; the boot thread never
+/// exits, so it is not waited for either) has exited.
 pub fn wait_all() {
     let me = current().0;
     for index in 0..MAX_THREADS {
-        if index != IDLE && index != me {
+        if index != IDLE && index != BOOT && index != me {
             join(ThreadId(index));
         }
     }
