@@ -36,7 +36,8 @@ pub const TICK_MS: u32 = 4;
 const IOAPIC_BASE: usize = 0xfec0_0000;
 /// The local APIC base MSR.
 const IA32_APIC_BASE: u32 = 0x1b;
-const LAPIC_ID: usize = 0x20;
+/// The local APIC's ID register (the ID in bits 24-31).
+pub const LAPIC_ID: usize = 0x20;
 const LAPIC_TPR: usize = 0x80;
 const LAPIC_EOI: usize = 0xb0;
 const LAPIC_SVR: usize = 0xf0;
@@ -236,6 +237,14 @@ struct Idt([u64; 512]);
 
 static IDT: spin::Once<Idt> = spin::Once::new();
 
+/// The base and limit of [`GDT`], for a CPU that loads it itself (the AP trampoline).
+pub fn gdt() -> (u64, u16) {
+    (
+        GDT.as_ptr() as u64,
+        (core::mem::size_of_val(&GDT) - 1) as u16,
+    )
+}
+
 /// Loads [`GDT`] and reloads every segment register from it.
 fn load_gdt() {
     let pointer = TablePointer {
@@ -271,9 +280,9 @@ unsafe extern "sysv64" {
     fn isr_stubs();
 }
 
-/// Builds the IDT (every vector through its stub, interrupt gates: IF cleared on
-/// entry) and loads it.
-fn load_idt() {
+/// Builds the IDT once (every vector through its stub, interrupt gates: IF cleared on
+/// entry) and loads it on this CPU.
+pub fn load_idt() {
     let idt = IDT.call_once(|| {
         let mut gates = [0u64; 512];
         let stubs = isr_stubs as *const () as usize as u64;
@@ -476,12 +485,14 @@ static LAPIC_BASE: AtomicUsize = AtomicUsize::new(0xfee0_0000);
 /// LAPIC timer counts (divide by 16) per millisecond, from calibration.
 static LAPIC_PER_MS: AtomicU64 = AtomicU64::new(0);
 
-fn lapic_read(register: usize) -> u32 {
+/// Reads a register of this CPU's local APIC.
+pub fn lapic_read(register: usize) -> u32 {
     // SAFETY: the local APIC's MMIO page, identity mapped; a 32-bit aligned register.
     unsafe { ptr::read_volatile((LAPIC_BASE.load(Ordering::Relaxed) + register) as *const u32) }
 }
 
-fn lapic_write(register: usize, value: u32) {
+/// Writes a register of this CPU's local APIC.
+pub fn lapic_write(register: usize, value: u32) {
     // SAFETY: as for `lapic_read`; the kernel owns the local APIC.
     unsafe {
         ptr::write_volatile(
@@ -569,6 +580,12 @@ fn rdmsr(msr: u32) -> u64 {
     u64::from(high) << 32 | u64::from(low)
 }
 
+/// Turns this CPU's local APIC on (spurious vector, all priorities accepted).
+pub fn enable_lapic() {
+    lapic_write(LAPIC_TPR, 0);
+    lapic_write(LAPIC_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+}
+
 /// Sets up the GDT, the IDT, the 8259s (masked), the local APIC and the time base.
 /// Interrupts stay masked; [`start_timer`] and [`enable_now`] come later.
 pub fn init() {
@@ -583,8 +600,7 @@ pub fn init() {
         (rdmsr(IA32_APIC_BASE) & 0xf_ffff_f000) as usize,
         Ordering::Relaxed,
     );
-    lapic_write(LAPIC_TPR, 0);
-    lapic_write(LAPIC_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    enable_lapic();
     time::calibrate();
     // The LAPIC timer against the (now calibrated) TSC, 10 ms of counting down.
     lapic_write(LAPIC_TIMER_DIVIDE, 0b0011); // divide by 16

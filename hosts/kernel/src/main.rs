@@ -29,6 +29,7 @@ mod ramdisk;
 mod sched;
 mod selftest;
 mod serial;
+mod smp;
 mod time;
 
 use core::ptr::NonNull;
@@ -51,6 +52,7 @@ fn main() -> uefi::Status {
     kprintln!("genpager kernel: loaded by UEFI firmware");
     let heap = take_pages(HEAP_PAGES);
     let frames = take_pages(FRAME_PAGES);
+    smp::reserve_page();
 
     // SAFETY: the kernel holds nothing of the firmware's: no protocol, no pool
     // allocation, no console handle (output goes straight to COM1), so nothing can

@@ -25,7 +25,7 @@ use genpager::sync::{Scheduler, Token};
 
 use crate::interrupts::{self, IrqMutex};
 use crate::sched::{self, SCHEDULER};
-use crate::{frames, kprintln, time};
+use crate::{frames, kprintln, smp, time};
 
 /// What one test returns: `Err` carries the reason it failed.
 type Outcome = Result<(), String>;
@@ -175,6 +175,10 @@ const THREAD_TESTS: &[Test] = &[
     (
         "sched: two threads read and evict the same file concurrently",
         shared_file_two_threads,
+    ),
+    (
+        "smp: a second CPU starts (INIT-SIPI) and runs kernel code",
+        second_cpu,
     ),
     (
         "frames: dropping the files returned every frame",
@@ -1167,6 +1171,26 @@ fn file_tests_in_two_threads() -> Outcome {
         sched::switches() - switches
     );
     thread_failures()
+}
+
+/// Test: smp: a second CPU starts (INIT-SIPI) and runs kernel code.
+fn second_cpu() -> Outcome {
+    let started = time::now_us();
+    let id = smp::start()?;
+    let up = time::now_us() - started;
+    let me = interrupts::lapic_read(interrupts::LAPIC_ID) >> 24;
+    ensure!(id != me, "the AP reports the boot CPU's APIC ID {me}");
+    // Its heartbeat moves while this CPU waits: it runs on its own.
+    let beats = smp::beats();
+    sched::sleep_us(10_000);
+    let later = smp::beats();
+    ensure!(later > beats, "the AP's heartbeat stood still at {beats}");
+    ensure!(smp::park(), "the AP did not park");
+    kprintln!(
+        "# second CPU: APIC ID {id} up {up} us after INIT, {} heartbeats in 10 ms, parked",
+        later - beats
+    );
+    Ok(())
 }
 
 /// The file the shared-file threads read and evict, and the bytes it holds.
