@@ -82,7 +82,7 @@ fi
 say "booting in QEMU (timeout ${timeout_s}s)"
 set +e
 timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
-  -machine q35 -m 256M -smp 1 -nodefaults -no-reboot -display none -monitor none \
+  -machine q35 -m 256M -smp 2 -nodefaults -no-reboot -display none -monitor none \
   "${fw_args[@]}" \
   -drive "format=raw,file=fat:rw:$work/esp" \
   -drive "if=none,id=d0,format=raw,file=$work/disk0.img,$throttle" \

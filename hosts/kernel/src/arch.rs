@@ -43,11 +43,11 @@ pub unsafe fn inb(port: u16) -> u8 {
     value
 }
 
-/// Masks maskable interrupts on this CPU. The kernel has no interrupt handlers of
-/// its own: its only device (the RAM disk) completes requests inline.
+/// Masks maskable interrupts on this CPU, right after leaving boot services: the
+/// firmware's handlers are no longer ours to run, and ours are not installed yet
+/// (`interrupts::init` does that; `interrupts::enable_now` unmasks).
 pub fn disable_interrupts() {
-    // SAFETY: `cli` only clears IF; with no handlers of our own there is nothing that
-    // needs interrupts, and masking them cannot break memory safety.
+    // SAFETY: `cli` only clears IF; masking interrupts cannot break memory safety.
     unsafe { asm!("cli", options(nomem, nostack)) }
 }
 

@@ -5,8 +5,8 @@
 
 use core::ptr::{self, NonNull};
 
+use crate::interrupts::IrqMutex as Mutex;
 use genpager::PAGE_SIZE;
-use spin::Mutex;
 
 /// The byte every frame is filled with when handed out. Page bytes are unspecified
 /// until the pager reads or zeroes them; poisoning makes any byte genpager forgot to

@@ -10,8 +10,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::interrupts::IrqMutex as Mutex;
 use genpager::{BlockMap, DEV_BSHIFT, Error, Mapping, Result, VmObject, Vnode};
-use spin::Mutex;
 
 use crate::cache::KernelCache;
 use crate::ramdisk::{RamDisk, SECTOR_SIZE};

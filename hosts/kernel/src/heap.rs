@@ -1,10 +1,37 @@
 //! The kernel heap behind `alloc`: a first-fit linked-list allocator over one region
 //! of memory the kernel owns (taken from the firmware once, at boot).
+//!
+//! Its spin lock is taken with interrupts masked: a thread preempted while holding it
+//! would otherwise leave any thread that allocates with interrupts masked (under a
+//! genpager spin lock, say) spinning forever on this one CPU.
+
+use core::alloc::{GlobalAlloc, Layout};
 
 use linked_list_allocator::LockedHeap;
 
+use crate::interrupts::NoIrq;
+
+/// [`LockedHeap`], used with interrupts masked.
+struct KernelHeap(LockedHeap);
+
+// SAFETY: forwards to `LockedHeap`'s implementation, which upholds the contract;
+// masking interrupts around it changes nothing about the memory handed out.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _masked = NoIrq::new();
+        // SAFETY: the caller's contract is `GlobalAlloc::alloc`'s, passed on.
+        unsafe { self.0.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _masked = NoIrq::new();
+        // SAFETY: the caller's contract is `GlobalAlloc::dealloc`'s, passed on.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
+
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
 
 /// Hands `size` bytes at `start` to the global allocator.
 ///
@@ -13,12 +40,14 @@ static HEAP: LockedHeap = LockedHeap::empty();
 /// The region must be writable memory used by nothing else for the rest of the
 /// kernel's life, and this must be called once, before the first allocation.
 pub unsafe fn init(start: *mut u8, size: usize) {
+    let _masked = NoIrq::new();
     // SAFETY: the caller gives the region to the heap for good (this function's
     // contract), and calls this once.
-    unsafe { HEAP.lock().init(start, size) }
+    unsafe { HEAP.0.lock().init(start, size) }
 }
 
 /// Bytes of the heap in use right now.
 pub fn used() -> usize {
-    HEAP.lock().used()
+    let _masked = NoIrq::new();
+    HEAP.0.lock().used()
 }

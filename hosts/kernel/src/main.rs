@@ -10,8 +10,10 @@
 //! The firmware (OVMF under QEMU) loads this UEFI application. It takes two regions
 //! of pages from the firmware — one for the heap behind `alloc`, one for the page
 //! frames of the page cache — leaves boot services for good, masks interrupts, and
-//! from then on owns the machine: COM1 for output, its own frame allocator, a RAM
-//! disk, a small filesystem, and genpager between them. It runs the self-test,
+//! from then on owns the machine: COM1 for output, its own GDT and IDT, the local
+//! and I/O APICs, a periodic timer that preempts kernel threads, its own frame
+//! allocator, a RAM disk, a small filesystem, and genpager between them. It runs
+//! the self-test,
 //! prints `genpager kernel self-test: N passed, M failed` on COM1, and leaves QEMU
 //! through the `isa-debug-exit` device (status 33 for success, 35 for failure).
 
@@ -22,11 +24,15 @@ mod cache;
 mod frames;
 mod fs;
 mod heap;
-mod park;
+mod interrupts;
+mod memory;
 mod pci;
 mod ramdisk;
+mod sched;
 mod selftest;
 mod serial;
+mod smp;
+mod time;
 mod virtio;
 mod virtio_selftest;
 
@@ -50,6 +56,7 @@ fn main() -> uefi::Status {
     kprintln!("genpager kernel: loaded by UEFI firmware");
     let heap = take_pages(HEAP_PAGES);
     let frames = take_pages(FRAME_PAGES);
+    smp::reserve_page();
 
     // SAFETY: the kernel holds nothing of the firmware's: no protocol, no pool
     // allocation, no console handle (output goes straight to COM1), so nothing can
@@ -70,7 +77,18 @@ fn main() -> uefi::Status {
     // SAFETY: as for the heap: FRAME_PAGES page-aligned pages used only by the frame
     // allocator from now on.
     unsafe { frames::init(frames, FRAME_PAGES) };
-    genpager::sync::set_scheduler(&park::SCHEDULER);
+    // Before genpager takes any lock or waits: its spin locks mask interrupts
+    // through INTERRUPTS, its waits sleep through SCHEDULER.
+    genpager::sync::set_interrupts(&interrupts::INTERRUPTS);
+    genpager::sync::set_scheduler(&sched::SCHEDULER);
+    interrupts::init();
+    sched::init();
+    interrupts::start_timer();
+    interrupts::enable_now();
+    kprintln!(
+        "genpager kernel: interrupts on, preemptive scheduler running ({} ms since calibration)",
+        time::now_us() / 1000
+    );
     kprintln!(
         "genpager kernel: heap {} MiB at {:p}, {} page frames at {:p}",
         (HEAP_PAGES * PAGE_SIZE) >> 20,
@@ -86,11 +104,23 @@ fn main() -> uefi::Status {
             disk.capacity_bytes() >> 10,
             disk.gsi()
         );
+        // Level-triggered INTx through the I/O APIC: the handler completes the
+        // device's finished requests in interrupt context.
+        interrupts::route_irq(disk.gsi(), virtio::interrupt_all);
     }
-    // Pre-interrupt stand-in: genpager's waits poll the virtio used rings.
-    park::set_idle_poll(virtio::poll_all);
 
+    let started = time::now_us();
     let (passed, failed) = selftest::run();
+    kprintln!(
+        "genpager kernel: self-test took {} ms: {} switches, {} preemptions, {} sleeps, {} wakes, {} ticks, {} spurious",
+        (time::now_us() - started) / 1000,
+        sched::switches(),
+        sched::preemptions(),
+        sched::sleeps(),
+        sched::wakes(),
+        interrupts::ticks(),
+        interrupts::spurious()
+    );
     kprintln!(
         "genpager kernel: {} KiB of heap in use after the tests",
         heap::used() >> 10

@@ -6,9 +6,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::interrupts::IrqMutex as Mutex;
 use genpager::buf::{Direction, IoRequest};
 use genpager::{DEV_BSHIFT, Error, Strategy};
-use spin::Mutex;
 
 /// Bytes in one device sector (genpager's device block, `1 << DEV_BSHIFT`).
 pub const SECTOR_SIZE: usize = 1 << DEV_BSHIFT;

@@ -1,5 +1,9 @@
 //! The boot-time self-test: genpager driven through this kernel's hooks, checked
-//! against what the RAM disk and the frame allocator really hold.
+//! against what the RAM disk and the frame allocator really hold, and the kernel's
+//! threads, interrupts and scheduler checked on their own.
+//!
+//! The RAM-disk tests run in a thread of their own (genpager's waits may sleep there
+//! now); the scheduler tests run in the boot thread and spawn the threads they need.
 
 use alloc::format;
 use alloc::string::String;
@@ -7,6 +11,7 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Display;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use genpager::Fault;
 use genpager::buf::Direction;
@@ -16,7 +21,11 @@ use genpager::{
 };
 
 use crate::fs::{RamFile, RamFs};
-use crate::{frames, kprintln, park};
+use genpager::sync::{Scheduler, Token};
+
+use crate::interrupts::{self, IrqMutex};
+use crate::sched::{self, SCHEDULER};
+use crate::{frames, kprintln, smp, time};
 
 /// What one test returns: `Err` carries the reason it failed.
 type Outcome = Result<(), String>;
@@ -61,7 +70,7 @@ impl<T, E: Display> Context<T> for Result<T, E> {
 /// One test: its name and its body.
 type Test = (&'static str, fn() -> Outcome);
 
-/// Every test, in the order they run.
+/// The RAM-disk tests, in the order they run (in one thread).
 const TESTS: &[Test] = &[
     (
         "frames: the kernel's frames are handed out poisoned and come back",
@@ -131,17 +140,71 @@ const TESTS: &[Test] = &[
         "write: 8 KiB blocks (two pages each) round-trip through a hole",
         large_blocks,
     ),
-    ("park: nothing ever waited on this single CPU", never_parked),
+    (
+        "sched: the RAM-disk tests ran in a spawned thread, not the boot thread",
+        ran_in_a_thread,
+    ),
+];
+
+/// The scheduler and interrupt tests, run in the boot thread after [`TESTS`].
+const THREAD_TESTS: &[Test] = &[
+    (
+        "sched: two threads ping-pong 1000 times through block/wake",
+        ping_pong,
+    ),
+    (
+        "sched: a wake before block leaves a permit, block does not sleep",
+        wake_before_block,
+    ),
+    (
+        "sched: two spinning threads both finish only by timer preemption",
+        preemption,
+    ),
+    (
+        "sched: a sleeping thread is woken by the timer interrupt",
+        wake_from_interrupt,
+    ),
+    (
+        "irq: a routed vector runs its handler in interrupt context",
+        routed_irq_handler,
+    ),
+    (
+        "sched: the RAM-disk tests pass from two threads at once",
+        file_tests_in_two_threads,
+    ),
+    (
+        "sched: two threads read and evict the same file concurrently",
+        shared_file_two_threads,
+    ),
+    (
+        "smp: a second CPU starts (INIT-SIPI) and runs kernel code",
+        second_cpu,
+    ),
     (
         "frames: dropping the files returned every frame",
         no_frame_leak,
     ),
 ];
 
+static PASSED: AtomicUsize = AtomicUsize::new(0);
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+
 /// Runs every test, printing one line each; returns `(passed, failed)`.
 pub fn run() -> (usize, usize) {
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in TESTS {
+    let worker = sched::spawn("ramdisk-tests", |_| run_list(TESTS), 0);
+    sched::join(worker);
+    run_list(THREAD_TESTS);
+    // The virtio-blk cases: after the RAM-disk ones (they wait on the device).
+    let (virtio_passed, virtio_failed) = crate::virtio_selftest::run();
+    (
+        PASSED.load(Ordering::Relaxed) + virtio_passed,
+        FAILED.load(Ordering::Relaxed) + virtio_failed,
+    )
+}
+
+/// Runs `tests` in the calling thread, printing one line each.
+fn run_list(tests: &[Test]) {
+    for (name, test) in tests {
         let outcome = test();
         // Thread context between tests, as a kernel's worker or idle loop: free what
         // completions left (request groups, and the file references their callbacks
@@ -149,18 +212,15 @@ pub fn run() -> (usize, usize) {
         genpager::reap_completions();
         match outcome {
             Ok(()) => {
-                passed += 1;
+                PASSED.fetch_add(1, Ordering::Relaxed);
                 kprintln!("ok - {name}");
             }
             Err(why) => {
-                failed += 1;
+                FAILED.fetch_add(1, Ordering::Relaxed);
                 kprintln!("FAILED - {name}: {why}");
             }
         }
     }
-    // The virtio-blk cases: after the RAM-disk ones (they wait on the device).
-    let (virtio_passed, virtio_failed) = crate::virtio_selftest::run();
-    (passed + virtio_passed, failed + virtio_failed)
 }
 
 /// Filesystem block size of the test filesystem: 1 KiB, a quarter page.
@@ -841,10 +901,338 @@ fn large_blocks() -> Outcome {
     none_busy(&file)
 }
 
-/// Test: park: nothing ever waited on this single CPU.
-fn never_parked() -> Outcome {
-    ensure_eq!(park::SCHEDULER.blocks(), 0);
+/// Test: sched: the RAM-disk tests ran in a spawned thread, not the boot thread.
+fn ran_in_a_thread() -> Outcome {
+    ensure_eq!(sched::current_name(), "ramdisk-tests");
+    ensure!(
+        !interrupts::in_interrupt(),
+        "a test runs in interrupt context"
+    );
     Ok(())
+}
+
+// ---- threads -------------------------------------------------------------------------
+
+/// Rounds of the ping-pong test (per thread).
+const PING_PONG_ROUNDS: usize = 1000;
+/// Whose turn it is: 0 or 1.
+static PP_TURN: AtomicUsize = AtomicUsize::new(0);
+/// Each ping-pong thread's token, once it has started (`usize::MAX` before).
+static PP_TOKEN: [AtomicUsize; 2] = [const { AtomicUsize::new(usize::MAX) }; 2];
+/// Turns taken, both threads together.
+static PP_TURNS: AtomicUsize = AtomicUsize::new(0);
+
+/// One side of the ping-pong: waits (sleeping) for its turn, hands the turn over and
+/// wakes the other side.
+fn ping_pong_side(me: usize) {
+    PP_TOKEN[me].store(sched::current().0, Ordering::Release);
+    let other = 1 - me;
+    while PP_TOKEN[other].load(Ordering::Acquire) == usize::MAX {
+        sched::yield_now();
+    }
+    let peer = Token(PP_TOKEN[other].load(Ordering::Acquire));
+    let token = sched::current();
+    for _ in 0..PING_PONG_ROUNDS {
+        while PP_TURN.load(Ordering::Acquire) != me {
+            SCHEDULER.block(token);
+        }
+        PP_TURNS.fetch_add(1, Ordering::Relaxed);
+        PP_TURN.store(other, Ordering::Release);
+        SCHEDULER.wake(peer);
+    }
+}
+
+/// Test: sched: two threads ping-pong 1000 times through block/wake.
+fn ping_pong() -> Outcome {
+    PP_TURN.store(0, Ordering::Relaxed);
+    PP_TURNS.store(0, Ordering::Relaxed);
+    for token in &PP_TOKEN {
+        token.store(usize::MAX, Ordering::Relaxed);
+    }
+    let (sleeps, wakes, switches) = (sched::sleeps(), sched::wakes(), sched::switches());
+    let started = time::now_us();
+    let ping = sched::spawn("ping", ping_pong_side, 0);
+    let pong = sched::spawn("pong", ping_pong_side, 1);
+    sched::join(ping);
+    sched::join(pong);
+    let (sleeps, wakes, switches) = (
+        sched::sleeps() - sleeps,
+        sched::wakes() - wakes,
+        sched::switches() - switches,
+    );
+    kprintln!(
+        "# ping-pong: {} turns in {} ms: {sleeps} sleeps, {wakes} wakes, {switches} switches",
+        PP_TURNS.load(Ordering::Relaxed),
+        (time::now_us() - started) / 1000
+    );
+    ensure_eq!(PP_TURNS.load(Ordering::Relaxed), 2 * PING_PONG_ROUNDS);
+    ensure!(
+        sleeps >= PING_PONG_ROUNDS as u64,
+        "only {sleeps} sleeps for {} turns",
+        2 * PING_PONG_ROUNDS
+    );
+    ensure!(wakes >= PING_PONG_ROUNDS as u64, "only {wakes} wakes");
+    ensure!(
+        switches >= PING_PONG_ROUNDS as u64,
+        "only {switches} switches"
+    );
+    Ok(())
+}
+
+/// Set by the waker thread once it has woken the boot thread.
+static WOKE_EARLY: AtomicBool = AtomicBool::new(false);
+
+/// Test: sched: a wake before block leaves a permit, block does not sleep.
+fn wake_before_block() -> Outcome {
+    let me = sched::current();
+    // The thread wakes itself, then blocks.
+    let sleeps = sched::sleeps();
+    SCHEDULER.wake(me);
+    SCHEDULER.block(me);
+    ensure_eq!(sched::sleeps(), sleeps);
+    // Another thread wakes this one before it blocks.
+    WOKE_EARLY.store(false, Ordering::Relaxed);
+    let waker = sched::spawn(
+        "waker",
+        |boot| {
+            SCHEDULER.wake(Token(boot));
+            WOKE_EARLY.store(true, Ordering::Release);
+        },
+        me.0,
+    );
+    while !WOKE_EARLY.load(Ordering::Acquire) {
+        sched::yield_now();
+    }
+    SCHEDULER.block(me);
+    ensure_eq!(sched::sleeps(), sleeps);
+    sched::join(waker);
+    Ok(())
+}
+
+/// Rounds of the preemption test.
+const SPIN_ROUNDS: u64 = 25;
+/// The round each spinner has reached.
+static SPIN_ROUND: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Spins, interrupts on and never yielding, until the other spinner has caught up
+/// with each round: only the timer lets the other one run.
+fn spinner(me: usize) {
+    for round in 1..=SPIN_ROUNDS {
+        SPIN_ROUND[me].store(round, Ordering::Release);
+        while SPIN_ROUND[1 - me].load(Ordering::Acquire) < round {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Test: sched: two spinning threads both finish only by timer preemption.
+fn preemption() -> Outcome {
+    for round in &SPIN_ROUND {
+        round.store(0, Ordering::Relaxed);
+    }
+    let before = sched::preemptions();
+    let started = time::now_us();
+    let first = sched::spawn("spinner-0", spinner, 0);
+    let second = sched::spawn("spinner-1", spinner, 1);
+    sched::join(first);
+    sched::join(second);
+    let preemptions = sched::preemptions() - before;
+    kprintln!(
+        "# preemption: {SPIN_ROUNDS} rounds in {} ms, {preemptions} preemptions",
+        (time::now_us() - started) / 1000
+    );
+    // Between two switches a spinner advances its round by two at most (it catches
+    // up with the other's round, then goes one past it): 2 × SPIN_ROUNDS rounds need
+    // SPIN_ROUNDS runs, and all but the two that end in an exit ended in a preemption.
+    ensure!(
+        preemptions + 1 >= SPIN_ROUNDS,
+        "only {preemptions} preemptions for {SPIN_ROUNDS} rounds"
+    );
+    Ok(())
+}
+
+/// Test: sched: a sleeping thread is woken by the timer interrupt.
+fn wake_from_interrupt() -> Outcome {
+    let (irq_wakes, ticks, sleeps) = (sched::irq_wakes(), interrupts::ticks(), sched::sleeps());
+    let started = time::now_us();
+    sched::sleep_us(20_000);
+    let slept = time::now_us() - started;
+    ensure!(slept >= 20_000, "woke after {slept} us");
+    ensure!(
+        sched::irq_wakes() > irq_wakes,
+        "no wake from interrupt context"
+    );
+    ensure!(sched::sleeps() > sleeps, "the thread never slept");
+    ensure!(
+        interrupts::ticks() >= ticks + 3,
+        "{} ticks in {slept} us",
+        interrupts::ticks() - ticks
+    );
+    ensure!(
+        !interrupts::in_interrupt(),
+        "thread context counts as interrupt"
+    );
+    kprintln!(
+        "# timer wake: slept {slept} us, {} ticks",
+        interrupts::ticks() - ticks
+    );
+    Ok(())
+}
+
+/// Calls of [`irq_handler`], and how many of them ran in interrupt context.
+static IRQ_CALLS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+/// The thread [`irq_handler`] wakes.
+static IRQ_WAITER: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// A device handler as a driver writes one: counts, then wakes the waiting thread.
+fn irq_handler() {
+    IRQ_CALLS[0].fetch_add(1, Ordering::Relaxed);
+    if interrupts::in_interrupt() {
+        IRQ_CALLS[1].fetch_add(1, Ordering::Relaxed);
+    }
+    let waiter = IRQ_WAITER.load(Ordering::Acquire);
+    if waiter != usize::MAX {
+        SCHEDULER.wake(Token(waiter));
+    }
+}
+
+/// Test: irq: a routed vector runs its handler in interrupt context.
+fn routed_irq_handler() -> Outcome {
+    // GSI 19: PIRQ D on q35, which nothing uses in this machine (-nodefaults).
+    const GSI: u8 = 19;
+    interrupts::route_irq(GSI, irq_handler);
+    IRQ_WAITER.store(sched::current().0, Ordering::Release);
+    for _ in 0..3 {
+        interrupts::raise_irq(GSI);
+    }
+    // The handler woke this thread (a permit): the block returns without sleeping.
+    let sleeps = sched::sleeps();
+    SCHEDULER.block(sched::current());
+    ensure_eq!(sched::sleeps(), sleeps);
+    IRQ_WAITER.store(usize::MAX, Ordering::Release);
+    interrupts::unroute_irq(GSI);
+    ensure_eq!(IRQ_CALLS[0].load(Ordering::Relaxed), 3);
+    ensure_eq!(IRQ_CALLS[1].load(Ordering::Relaxed), 3);
+    ensure!(!interrupts::in_interrupt(), "still in interrupt context");
+    Ok(())
+}
+
+/// The RAM-disk tests that touch only their own files (no global frame counts).
+const FILE_TESTS: &[Test] = &[
+    ("read_whole_file", read_whole_file),
+    ("cached_reread", cached_reread),
+    ("unaligned_and_eof_reads", unaligned_and_eof_reads),
+    ("hole_reads_zero_rdonly", hole_reads_zero_rdonly),
+    ("hole_write_fault", hole_write_fault),
+    ("write_and_flush", write_and_flush),
+    ("sparse_write", sparse_write),
+    ("hole_buffered_write", hole_buffered_write),
+    ("write_error", write_error),
+    ("truncate_and_regrow", truncate_and_regrow),
+    (
+        "truncate_then_write_in_the_last_page",
+        truncate_then_write_in_the_last_page,
+    ),
+    ("large_blocks", large_blocks),
+];
+
+/// Failures reported by test threads.
+static THREAD_FAILURES: IrqMutex<Vec<String>> = IrqMutex::new(Vec::new());
+
+/// Takes the failures test threads reported; fails if there are any.
+fn thread_failures() -> Outcome {
+    let failures = core::mem::take(&mut *THREAD_FAILURES.lock());
+    match failures.first() {
+        None => Ok(()),
+        Some(first) => Err(format!("{} failures, first: {first}", failures.len())),
+    }
+}
+
+/// Runs [`FILE_TESTS`] `passes` times, reporting failures.
+fn file_tests_thread(passes: usize) {
+    for pass in 0..passes {
+        for (name, test) in FILE_TESTS {
+            if let Err(why) = test() {
+                let thread = sched::current_name();
+                THREAD_FAILURES
+                    .lock()
+                    .push(format!("{thread} pass {pass} {name}: {why}"));
+            }
+        }
+    }
+}
+
+/// Test: sched: the RAM-disk tests pass from two threads at once.
+fn file_tests_in_two_threads() -> Outcome {
+    let switches = sched::switches();
+    sched::spawn("files-0", file_tests_thread, 3);
+    sched::spawn("files-1", file_tests_thread, 3);
+    sched::wait_all();
+    kprintln!(
+        "# file tests x2 threads: {} switches",
+        sched::switches() - switches
+    );
+    thread_failures()
+}
+
+/// Test: smp: a second CPU starts (INIT-SIPI) and runs kernel code.
+fn second_cpu() -> Outcome {
+    let started = time::now_us();
+    let id = smp::start()?;
+    let up = time::now_us() - started;
+    let me = interrupts::lapic_read(interrupts::LAPIC_ID) >> 24;
+    ensure!(id != me, "the AP reports the boot CPU's APIC ID {me}");
+    // Its heartbeat moves while this CPU waits: it runs on its own.
+    let beats = smp::beats();
+    sched::sleep_us(10_000);
+    let later = smp::beats();
+    ensure!(later > beats, "the AP's heartbeat stood still at {beats}");
+    ensure!(smp::park(), "the AP did not park");
+    kprintln!(
+        "# second CPU: APIC ID {id} up {up} us after INIT, {} heartbeats in 10 ms, parked",
+        later - beats
+    );
+    Ok(())
+}
+
+/// The file the shared-file threads read and evict, and the bytes it holds.
+static SHARED: IrqMutex<Option<(Arc<RamFile>, Vec<u8>)>> = IrqMutex::new(None);
+/// Rounds of read-then-evict per shared-file thread.
+const SHARED_ROUNDS: usize = 40;
+
+/// Reads the shared file whole and evicts it, over and over.
+fn shared_file_thread(_: usize) {
+    let Some((file, expected)) = SHARED.lock().clone() else {
+        return;
+    };
+    for round in 0..SHARED_ROUNDS {
+        let outcome = reads_back(&file, &expected).and_then(|()| evict(&file));
+        if let Err(why) = outcome {
+            let thread = sched::current_name();
+            THREAD_FAILURES
+                .lock()
+                .push(format!("{thread} round {round}: {why}"));
+            return;
+        }
+    }
+}
+
+/// Test: sched: two threads read and evict the same file concurrently.
+fn shared_file_two_threads() -> Outcome {
+    let (file, expected) = sample();
+    *SHARED.lock() = Some((file.clone(), expected));
+    let sleeps = sched::sleeps();
+    let first = sched::spawn("shared-0", shared_file_thread, 0);
+    let second = sched::spawn("shared-1", shared_file_thread, 0);
+    sched::join(first);
+    sched::join(second);
+    *SHARED.lock() = None;
+    kprintln!(
+        "# shared file: {} sleeps while two threads read and evicted it",
+        sched::sleeps() - sleeps
+    );
+    thread_failures()?;
+    none_busy(&file)
 }
 
 /// Test: frames: dropping the files returned every frame.

@@ -13,13 +13,12 @@
 //! completion path touches is allocated at probe time: it never allocates, so it can
 //! run in an interrupt handler ([`VirtioBlk::interrupt`]).
 //!
-//! **Pre-interrupt stand-in.** Today's kernel runs with interrupts masked, so nothing
-//! delivers the device's interrupt. Until the interrupt route exists, completions are
-//! found by polling: [`poll_all`] is registered with [`crate::park::set_idle_poll`], so
-//! genpager's waits (which spin in [`crate::park`]) drain the used rings, and
-//! [`VirtioBlk::wait_until`] polls too. At integration the I/O APIC entry for
-//! [`VirtioBlk::gsi`] calls [`VirtioBlk::interrupt`], `wait_until` sleeps on the
-//! scheduler, and [`set_wake_hook`] names the scheduler's wake.
+//! **Completion by interrupt.** Each device raises legacy INTx, routed through the I/O
+//! APIC (`main.rs` routes [`VirtioBlk::gsi`] to [`interrupt_all`]); the handler reads the
+//! device's ISR status (which acknowledges it), takes every finished chain off the used
+//! ring and completes it there, in interrupt context. A thread waiting for one of the
+//! driver's own synchronous transfers ([`VirtioBlk::read_bytes`] and friends, the
+//! filesystem's metadata) sleeps on the scheduler and is woken by the completion.
 
 use alloc::alloc::{alloc_zeroed, dealloc};
 use alloc::boxed::Box;
@@ -31,7 +30,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use genpager::buf::{Direction, IoRequest};
-use genpager::sync::Mutex;
+use genpager::sync::{Mutex, Scheduler, Token};
+
+use crate::sched::SCHEDULER;
 use genpager::{DEV_BSHIFT, Error, Strategy};
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::Transport;
@@ -225,23 +226,13 @@ impl Job {
                 let waiter = op.waiter;
                 op.result.store(encode(result), Ordering::Relaxed);
                 op.done.store(true, Ordering::Release);
-                if let Some(wake) = WAKE.get() {
-                    wake(waiter);
-                }
+                // The waiter may already have seen `done` and left: a wake of a thread
+                // not blocked leaves a permit its next wait consumes as a spurious
+                // return, which every wait tolerates.
+                SCHEDULER.wake(Token(waiter));
             }
         }
     }
-}
-
-/// The scheduler's wake, called with a [`SyncOp`]'s waiter when it completes: set at
-/// integration, when [`VirtioBlk::wait_until`] sleeps instead of polling.
-static WAKE: spin::Once<fn(usize)> = spin::Once::new();
-
-/// Registers the function that wakes a thread sleeping in [`VirtioBlk::wait_until`]
-/// (interrupt-safe: it only marks the thread runnable). First registration wins.
-#[allow(dead_code)] // Used at integration with the scheduler.
-pub fn set_wake_hook(wake: fn(usize)) {
-    WAKE.call_once(|| wake);
 }
 
 // ---- the driver ---------------------------------------------------------------------
@@ -416,7 +407,6 @@ pub struct Stats {
     /// Requests completed.
     pub completed: u64,
     /// Completed from [`VirtioBlk::interrupt`] (none until the interrupt route exists).
-    #[allow(dead_code)] // Read at integration, by the interrupt tests.
     pub completed_in_interrupt: u64,
     /// Completed with an error.
     pub errors: u64,
@@ -466,12 +456,13 @@ pub fn probe_all() -> &'static [&'static VirtioBlk] {
     })
 }
 
-/// Pre-interrupt stand-in: drains every probed device's used ring (what the
-/// interrupt handlers will do). Registered with [`crate::park::set_idle_poll`].
-pub fn poll_all() {
+/// The interrupt handler of every probed device: `main.rs` routes each device's GSI
+/// here. Each device's ISR status says whether it raised the line (the lines are
+/// level-triggered and may be shared), and reading it acknowledges the interrupt.
+pub fn interrupt_all() {
     if let Some(devices) = DEVICES.get() {
         for device in devices {
-            device.poll();
+            device.interrupt();
         }
     }
 }
@@ -547,14 +538,8 @@ impl VirtioBlk {
 
     /// The interrupt handler's body: acknowledges the device's interrupt, completes
     /// every finished request, and starts waiting ones.
-    #[allow(dead_code)] // Called by the I/O APIC handler for `gsi()` at integration.
     pub fn interrupt(&self) {
-        self.complete_used(true);
-    }
-
-    /// Pre-interrupt stand-in: the same completion path, from thread context.
-    pub fn poll(&self) {
-        self.complete_used(false);
+        self.complete_used(crate::interrupts::in_interrupt());
     }
 
     /// Completes every request whose chain the device has returned, starting pending
@@ -616,15 +601,13 @@ impl VirtioBlk {
         }
     }
 
-    /// Waits until `done` is set by a completion.
-    ///
-    /// Pre-interrupt stand-in: polls the used ring. At integration this becomes a
-    /// sleep on the scheduler (the completion calls the [`set_wake_hook`] hook with
-    /// the op's waiter token after setting the flag).
+    /// Sleeps until `done` is set by the op's completion, which wakes this thread (the
+    /// op's `waiter`). A wake that comes before the block leaves a permit, so none is
+    /// lost between the check and the sleep.
     fn wait_until(&self, done: &AtomicBool) {
+        let me = crate::sched::current();
         while !done.load(Ordering::Acquire) {
-            self.poll();
-            core::hint::spin_loop();
+            SCHEDULER.block(me);
         }
     }
 
@@ -636,7 +619,7 @@ impl VirtioBlk {
             buf: NonNull::from(&mut *buf),
             result: AtomicU8::new(RESULT_IO),
             done: AtomicBool::new(false),
-            waiter: 0,
+            waiter: crate::sched::current().0,
         };
         self.enqueue(Job::Sync(NonNull::from(&op)));
         self.wait_until(&op.done);
@@ -707,7 +690,7 @@ impl VirtioBlk {
                 buf: NonNull::from(buf.as_mut_slice()),
                 result: AtomicU8::new(RESULT_IO),
                 done: AtomicBool::new(false),
-                waiter: 0,
+                waiter: crate::sched::current().0,
             })
             .collect();
         for op in &ops {
