@@ -1,3 +1,4 @@
+#![no_std]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 //! # genpager-ext2
@@ -32,15 +33,27 @@
 //! # Ok::<(), genpager_ext2::Ext2Error>(())
 //! ```
 
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(feature = "std")]
 pub mod cli;
+#[cfg(feature = "std")]
 mod device;
+mod disk;
 mod error;
 mod file;
 mod fs;
 pub mod layout;
+mod lock;
 
+#[cfg(feature = "std")]
 pub use device::{Completion, DeviceStats, ImageDevice};
+pub use disk::{Disk, DiskError};
 pub use error::{Ext2Error, Result};
 pub use file::{Ext2File, FileStats, MapSummary};
-pub use fs::{Ext2Fs, FsInfo, MAX_HOLE_RUN, MAX_RUN, MAX_SYMLINKS, OpenOptions, WalkEntry};
+#[cfg(feature = "std")]
+pub use fs::OpenOptions;
+pub use fs::{Ext2Fs, FsInfo, MAX_HOLE_RUN, MAX_RUN, MAX_SYMLINKS, WalkEntry};
 pub use layout::{DirEntry, FileKind};
