@@ -25,7 +25,7 @@ pub enum DiskError {
     /// Anything else, as a one-line message.
     Other(String),
     /// An error of the operating system (the image file of an
-    /// [`ImageDevice`](crate::ImageDevice)).
+    /// `ImageDevice`).
     #[cfg(feature = "std")]
     Os(std::io::Error),
 }
@@ -73,7 +73,7 @@ impl From<std::io::Error> for DiskError {
 /// lock ([`genpager::sync::Mutex`], [`genpager::sync::RwLock`]) held, only under its
 /// sleeping locks ([`genpager::sync::SleepRwLock`]).
 ///
-/// With the `std` feature, [`ImageDevice`](crate::ImageDevice) implements it over an
+/// With the `std` feature, `ImageDevice` implements it over an
 /// image file.
 pub trait Disk: Strategy + Send + Sync + 'static {
     /// Reads `buf.len()` bytes at byte `offset` of the disk: metadata (superblock,

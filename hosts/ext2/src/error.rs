@@ -101,7 +101,7 @@ impl From<std::io::Error> for Ext2Error {
 
 impl From<DiskError> for Ext2Error {
     /// A disk error; an operating system error of an image file stays the
-    /// [`Ext2Error::Io`] it always was.
+    /// `Ext2Error::Io` it always was.
     fn from(err: DiskError) -> Self {
         match err {
             #[cfg(feature = "std")]

@@ -144,7 +144,7 @@ fn system_clock() -> u32 {
 macro_rules! ext2fs {
     ($($default:tt)*) => {
         /// An opened ext2 filesystem on a [`Disk`] `D` (with `std`, by default an
-        /// [`ImageDevice`](crate::ImageDevice)).
+        /// `ImageDevice`).
         ///
         /// Opening reads and checks the superblock and the group descriptors; inodes,
         /// directories, bitmaps and indirect blocks are read on demand. Files are
@@ -254,7 +254,7 @@ impl<D: Disk> Ext2Fs<D> {
         }))
     }
 
-    /// The device under the filesystem (an [`ImageDevice`](crate::ImageDevice)'s
+    /// The device under the filesystem (an `ImageDevice`'s
     /// request counters, for one).
     pub fn device(&self) -> &D {
         &self.device
