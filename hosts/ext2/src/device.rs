@@ -56,6 +56,10 @@ struct Counters {
     histogram: Mutex<BTreeMap<u64, u64>>,
 }
 
+// The device's own locks are std mutexes: this device exists only with `std`, on
+// host threads, where genpager's spin locks mask nothing and completions never run
+// in an interrupt. None is held across a call into genpager but `submit`'s queue
+// lock, which only sends.
 struct Worker {
     queue: Mutex<Option<Sender<IoRequest>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
