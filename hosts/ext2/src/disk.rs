@@ -85,6 +85,11 @@ pub trait Disk: Strategy + Send + Sync + 'static {
     /// and the length need not be sector-aligned (a sector-addressed device reads,
     /// patches and writes back the sectors around them). The bytes must be what a
     /// later [`Disk::read_meta`] or genpager read of that range sees. May sleep.
+    ///
+    /// Calls come from several threads at once, and two of them may touch the same
+    /// sector (two files' inodes share one): a disk that reads, patches and writes
+    /// back whole sectors must serialize that with a sleeping lock of its own, or
+    /// one update overwrites the other.
     fn write_meta(&self, offset: u64, buf: &[u8]) -> Result<(), DiskError>;
 
     /// Flushes the device's write cache to stable storage. May sleep. The default
