@@ -44,6 +44,7 @@ cargo build -p genpager --lib --no-default-features --target aarch64-unknown-non
 cargo build -p genpager --lib --no-default-features --features page-16k --target aarch64-unknown-none
 cargo build -p genpager --lib --no-default-features --features page-64k --target aarch64-unknown-none
 cargo build -p genpager --lib --no-default-features --target riscv64gc-unknown-none-elf
+cargo build -p genpager-ext2 --no-default-features --target x86_64-unknown-none
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --features testing

@@ -8,6 +8,10 @@
 //! ext2                           ls / and stats of one file of the sample image
 //! ```
 
+use std::prelude::rust_2024::*;
+#[allow(unused_imports)]
+use std::{format, vec};
+
 use std::io::{Read, Write};
 use std::path::Path;
 

@@ -2,6 +2,10 @@
 //! and writes that complete inline or on a worker thread, and counters of what the
 //! pager asked of it.
 
+use std::prelude::rust_2024::*;
+#[allow(unused_imports)]
+use std::{format, vec};
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -12,6 +16,8 @@ use std::thread::JoinHandle;
 
 use genpager::buf::{Direction, IoRequest};
 use genpager::{DEV_BSHIFT, Error, PAGE_SIZE, Strategy};
+
+use crate::disk::{Disk, DiskError};
 
 /// Where an [`ImageDevice`] completes its requests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -50,17 +56,22 @@ struct Counters {
     histogram: Mutex<BTreeMap<u64, u64>>,
 }
 
+// The device's own locks are std mutexes: this device exists only with `std`, on
+// host threads, where genpager's spin locks mask nothing and completions never run
+// in an interrupt. None is held across a call into genpager but `submit`'s queue
+// lock, which only sends.
 struct Worker {
     queue: Mutex<Option<Sender<IoRequest>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A block device over an image file: device block `n` (512-byte units) is byte
-/// `n * 512` of the file.
+/// `n * 512` of the file. The [`Disk`] of the `std` build.
 ///
 /// Only genpager's requests go through [`Strategy::submit`]; the filesystem reads
 /// and writes its metadata with [`ImageDevice::read_meta`] and
-/// [`ImageDevice::write_meta`], which do not count as device requests.
+/// [`ImageDevice::write_meta`] (through [`Disk`]), which do not count as device
+/// requests.
 pub struct ImageDevice {
     file: Arc<File>,
     writable: bool,
@@ -284,5 +295,29 @@ impl Strategy for ImageDevice {
                 }
             }
         }
+    }
+}
+
+impl Disk for ImageDevice {
+    fn read_meta(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        Ok(ImageDevice::read_meta(self, offset, buf)?)
+    }
+
+    fn write_meta(&self, offset: u64, buf: &[u8]) -> Result<(), DiskError> {
+        Ok(ImageDevice::write_meta(self, offset, buf)?)
+    }
+
+    fn sync(&self) -> Result<(), DiskError> {
+        Ok(ImageDevice::sync(self)?)
+    }
+
+    /// The image file's length now; 0 if the file's metadata cannot be read (the
+    /// filesystem then reports an image too short to hold a superblock).
+    fn len(&self) -> u64 {
+        ImageDevice::len(self).unwrap_or(0)
+    }
+
+    fn writable(&self) -> bool {
+        self.writable
     }
 }

@@ -1,8 +1,10 @@
 //! [`Ext2Error`]: everything opening, walking, reading or writing an image can
 //! report, each with a one-line message.
 
-use std::fmt;
-use std::io;
+use alloc::string::String;
+use core::fmt;
+
+use crate::disk::DiskError;
 
 /// What went wrong with an image, a path or an I/O.
 ///
@@ -12,7 +14,10 @@ use std::io;
 #[non_exhaustive]
 pub enum Ext2Error {
     /// The image file could not be opened, read or written.
-    Io(io::Error),
+    #[cfg(feature = "std")]
+    Io(std::io::Error),
+    /// The [`Disk`](crate::Disk) failed a metadata transfer.
+    Disk(DiskError),
     /// The superblock magic is not ext2's `0xEF53`.
     BadMagic(u16),
     /// The image uses something this host does not implement (a feature flag, a
@@ -45,12 +50,14 @@ pub enum Ext2Error {
 }
 
 /// `Result` with [`Ext2Error`].
-pub type Result<T = ()> = std::result::Result<T, Ext2Error>;
+pub type Result<T = ()> = core::result::Result<T, Ext2Error>;
 
 impl fmt::Display for Ext2Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "std")]
             Ext2Error::Io(err) => write!(f, "image I/O error: {err}"),
+            Ext2Error::Disk(err) => write!(f, "disk error: {err}"),
             Ext2Error::BadMagic(magic) => {
                 write!(
                     f,
@@ -73,19 +80,35 @@ impl fmt::Display for Ext2Error {
     }
 }
 
-impl std::error::Error for Ext2Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl core::error::Error for Ext2Error {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
+            #[cfg(feature = "std")]
             Ext2Error::Io(err) => Some(err),
+            Ext2Error::Disk(err) => Some(err),
             Ext2Error::Pager(err) => Some(err),
             _ => None,
         }
     }
 }
 
-impl From<io::Error> for Ext2Error {
-    fn from(err: io::Error) -> Self {
+#[cfg(feature = "std")]
+impl From<std::io::Error> for Ext2Error {
+    fn from(err: std::io::Error) -> Self {
         Ext2Error::Io(err)
+    }
+}
+
+impl From<DiskError> for Ext2Error {
+    /// A disk error; an operating system error of an image file stays the
+    /// `Ext2Error::Io` it always was.
+    fn from(err: DiskError) -> Self {
+        match err {
+            #[cfg(feature = "std")]
+            DiskError::Os(err) => Ext2Error::Io(err),
+            DiskError::ReadOnly => Ext2Error::ReadOnly(String::from("the disk is read-only")),
+            other => Ext2Error::Disk(other),
+        }
     }
 }
 

@@ -5,21 +5,26 @@
 //! This type implements the hooks genpager calls back: [`BlockMap::bmap`] walks the
 //! inode's direct and indirect pointers, [`BlockMap::alloc`] fills holes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use genpager::cache::DefaultCache;
 use genpager::page::trunc_page;
+use genpager::sync::{Mutex, SleepGuard, SleepRwLock};
 use genpager::{
     BlockMap, DEV_BSHIFT, Mapping, MountFlags, PageCache, PutFlags, SizeKind, Update, VmObject,
     Vnode, VnodeKind,
 };
 
+#[cfg(feature = "std")]
 use crate::device::ImageDevice;
+use crate::disk::Disk;
 use crate::error::{Ext2Error, Result};
 use crate::fs::Ext2Fs;
 use crate::layout::{FileKind, Inode};
+use crate::lock::{SleepMutex, SleepMutexGuard};
 
 /// What the pager asked of one file's block map.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,51 +64,75 @@ struct Counters {
     alloc_calls: AtomicU64,
 }
 
-/// One file of an [`Ext2Fs`]: a genpager [`Vnode`] and its own [`BlockMap`].
-///
-/// Get one from [`Ext2Fs::open_file`]. Its page cache lives as long as the vnode.
-pub struct Ext2File {
-    fs: Arc<Ext2Fs>,
-    ino: u32,
-    kind: FileKind,
-    object: VmObject<DefaultCache>,
-    inode: Mutex<Inode>,
-    modified: AtomicBool,
-    /// Blocks were allocated past the inode's size since the last sync.
-    alloc_past_eof: AtomicBool,
-    /// Serializes writes, syncs and size changes of the file (the vnode lock).
-    io: Mutex<()>,
-    /// The detailed error behind the last failed hook.
-    error: Mutex<Option<Ext2Error>>,
-    counters: Counters,
+macro_rules! ext2file {
+    ($($default:tt)*) => {
+        /// One file of an [`Ext2Fs`]: a genpager [`Vnode`] and its own [`BlockMap`],
+        /// on the filesystem's [`Disk`] `D`.
+        ///
+        /// Get one from [`Ext2Fs::open_file`]. Its page cache lives as long as the
+        /// vnode.
+        ///
+        /// Lock order, outer to inner: `io`, genpager's node lock, `inode`, the
+        /// filesystem's metadata lock; the spin locks (`error`, genpager's object
+        /// lock) innermost and never across a wait.
+        pub struct Ext2File<D: Disk $($default)*> {
+            fs: Arc<Ext2Fs<D>>,
+            ino: u32,
+            kind: FileKind,
+            object: VmObject<DefaultCache>,
+            /// The inode record. A sleeping lock: `bmap` and `alloc` (genpager
+            /// calls them under the node lock, with no spin lock held) hold it while
+            /// they read indirect blocks and bitmaps and write metadata back, and
+            /// `sync` while it writes the inode.
+            inode: SleepMutex<Inode>,
+            modified: AtomicBool,
+            /// Blocks were allocated past the inode's size since the last sync.
+            alloc_past_eof: AtomicBool,
+            /// Serializes writes, syncs and size changes of the file (the vnode
+            /// lock). A sleeping lock: held across `genpager::write`, `putpages`
+            /// and `setsize`, which wait for the disk.
+            io: SleepRwLock,
+            /// The detailed error behind the last failed hook. A spin lock: held
+            /// only to store or take the value.
+            error: Mutex<Option<Ext2Error>>,
+            counters: Counters,
+        }
+    };
 }
 
-impl Ext2File {
-    pub(crate) fn new(fs: Arc<Ext2Fs>, inode: Inode) -> Self {
+#[cfg(feature = "std")]
+ext2file!(= ImageDevice);
+#[cfg(not(feature = "std"))]
+ext2file!();
+
+impl<D: Disk> Ext2File<D> {
+    pub(crate) fn new(fs: Arc<Ext2Fs<D>>, inode: Inode) -> Self {
         Self {
             ino: inode.ino,
             kind: inode.kind(),
             object: VmObject::new(DefaultCache::new(), inode.size()),
-            inode: Mutex::new(inode),
+            inode: SleepMutex::new(inode),
             modified: AtomicBool::new(false),
             alloc_past_eof: AtomicBool::new(false),
-            io: Mutex::new(()),
+            io: SleepRwLock::new(),
             error: Mutex::new(None),
             counters: Counters::default(),
             fs,
         }
     }
 
-    fn inode(&self) -> MutexGuard<'_, Inode> {
-        self.inode.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The inode lock (sleeping).
+    fn inode(&self) -> SleepMutexGuard<'_, Inode> {
+        self.inode.lock()
     }
 
-    fn io(&self) -> MutexGuard<'_, ()> {
-        self.io.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The file's I/O lock (sleeping), exclusively.
+    fn io(&self) -> SleepGuard<'_> {
+        self.io.write()
     }
 
     /// The filesystem the file is on.
-    pub fn fs(&self) -> &Arc<Ext2Fs> {
+    pub fn fs(&self) -> &Arc<Ext2Fs<D>> {
         &self.fs
     }
 
@@ -143,18 +172,16 @@ impl Ext2File {
     /// hook can only hand genpager an errno-like error.
     fn record(&self, err: Ext2Error) -> genpager::Error {
         let pager = err.to_pager();
-        *self.error.lock().unwrap_or_else(PoisonError::into_inner) = Some(err);
+        let old = self.error.lock().replace(err);
+        // Dropped with the spin lock released.
+        drop(old);
         pager
     }
 
     /// Turns a genpager error into the detailed one a hook of this file recorded,
     /// if it recorded one that genpager passed on.
     fn pager_error(&self, err: genpager::Error) -> Ext2Error {
-        let recorded = self
-            .error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let recorded = self.error.lock().take();
         match recorded {
             Some(detail) if detail.to_pager() == err => detail,
             _ => err.into(),
@@ -251,10 +278,7 @@ impl Ext2File {
             self.fs.note_size(size)?;
             inode.set_size(size);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as u32);
-        inode.touch(now);
+        inode.touch(self.fs.now());
         self.fs.write_inode(&inode)
     }
 
@@ -319,7 +343,11 @@ impl Ext2File {
     }
 }
 
-impl BlockMap for Ext2File {
+// genpager calls these with no spin lock held (the node lock, a sleeping lock, may
+// be held): `bmap` and `alloc` take the inode and metadata locks, both sleeping, and
+// may read and write metadata on the disk. `size` is called under the object lock (a
+// spin lock) and takes no lock at all.
+impl<D: Disk> BlockMap for Ext2File<D> {
     /// What the inode's block tree and size fields can address: genpager refuses
     /// writes, faults and sizes past it.
     fn max_size(&self) -> u64 {
@@ -377,10 +405,11 @@ impl BlockMap for Ext2File {
     }
 }
 
-impl Vnode for Ext2File {
+// `mark_update` is called under the object lock: it only stores an atomic.
+impl<D: Disk> Vnode for Ext2File<D> {
     type Cache = DefaultCache;
     type Map = Self;
-    type Dev = ImageDevice;
+    type Dev = D;
 
     fn object(&self) -> &VmObject<DefaultCache> {
         &self.object
@@ -390,7 +419,7 @@ impl Vnode for Ext2File {
         self
     }
 
-    fn device(&self) -> &ImageDevice {
+    fn device(&self) -> &D {
         self.fs.device()
     }
 

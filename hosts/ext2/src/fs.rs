@@ -3,13 +3,19 @@
 //! directly on the image; file data only ever moves through genpager (see
 //! [`Ext2File`]).
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::fs::OpenOptions as StdOpenOptions;
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use alloc::collections::btree_map::Entry;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::{Arc, Weak};
+use alloc::vec;
+use alloc::vec::Vec;
 
+use genpager::sync::Mutex;
+
+#[cfg(feature = "std")]
 use crate::device::{Completion, ImageDevice};
+use crate::disk::Disk;
 use crate::error::{Ext2Error, Result};
 use crate::file::Ext2File;
 use crate::layout::{
@@ -17,6 +23,7 @@ use crate::layout::{
     NDIR, RO_COMPAT_LARGE_FILE, ROOT_INO, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE, Superblock,
     parse_dir_block, put16, put32,
 };
+use crate::lock::{SleepMutex, SleepMutexGuard};
 
 /// The longest run of physically contiguous blocks `bmap` reports.
 pub const MAX_RUN: u64 = 1024;
@@ -27,7 +34,8 @@ pub const MAX_SYMLINKS: u32 = 40;
 /// Bytes of indirect blocks kept cached before the cache is emptied.
 const INDIRECT_CACHE_BYTES: usize = 32 << 20;
 
-/// How to open an image.
+/// How to open an image file (`std` only).
+#[cfg(feature = "std")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct OpenOptions {
     /// Open the image for writing (block allocation, file writes).
@@ -36,6 +44,7 @@ pub struct OpenOptions {
     pub completion: Completion,
 }
 
+#[cfg(feature = "std")]
 impl OpenOptions {
     /// Read-only, inline completion.
     pub fn read_only() -> Self {
@@ -106,8 +115,8 @@ pub(crate) struct Meta {
     free_blocks: u32,
     group_free: Vec<u16>,
     feature_ro_compat: u32,
-    bitmaps: HashMap<u32, Vec<u8>>,
-    indirect: HashMap<u32, Arc<Vec<u32>>>,
+    bitmaps: BTreeMap<u32, Vec<u8>>,
+    indirect: BTreeMap<u32, Arc<Vec<u32>>>,
     indirect_bytes: usize,
     dirty_bitmaps: BTreeSet<u32>,
     dirty_groups: BTreeSet<u32>,
@@ -115,30 +124,66 @@ pub(crate) struct Meta {
     dirty_super: bool,
 }
 
-/// An opened ext2 image.
-///
-/// Opening reads and checks the superblock and the group descriptors; inodes,
-/// directories, bitmaps and indirect blocks are read on demand. Files are opened as
-/// [`Ext2File`]s, genpager vnodes; opening a file twice gives the same vnode while
-/// it is alive, so both share one page cache.
-pub struct Ext2Fs {
-    device: ImageDevice,
-    sb: Superblock,
-    groups: Vec<GroupDesc>,
-    read_only_reason: Option<String>,
-    meta: Mutex<Meta>,
-    vnodes: Mutex<HashMap<u32, Weak<Ext2File>>>,
+/// The vnode table: inode number to the live vnode.
+type Vnodes<D> = BTreeMap<u32, Weak<Ext2File<D>>>;
+
+/// The clock of a build without `std`, until [`Ext2Fs::set_clock`]: always 0.
+#[cfg(not(feature = "std"))]
+fn no_clock() -> u32 {
+    0
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// The clock of the `std` build: seconds since the Unix epoch from `SystemTime`.
+#[cfg(feature = "std")]
+fn system_clock() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32)
 }
 
-impl Ext2Fs {
-    /// Opens the image at `path`.
-    pub fn open(path: impl AsRef<Path>, options: OpenOptions) -> Result<Arc<Ext2Fs>> {
+macro_rules! ext2fs {
+    ($($default:tt)*) => {
+        /// An opened ext2 filesystem on a [`Disk`] `D` (with `std`, by default an
+        /// `ImageDevice`).
+        ///
+        /// Opening reads and checks the superblock and the group descriptors; inodes,
+        /// directories, bitmaps and indirect blocks are read on demand. Files are
+        /// opened as [`Ext2File`]s, genpager vnodes; opening a file twice gives the
+        /// same vnode while it is alive, so both share one page cache.
+        pub struct Ext2Fs<D: Disk $($default)*> {
+            device: D,
+            sb: Superblock,
+            groups: Vec<GroupDesc>,
+            read_only_reason: Option<String>,
+            /// Free counts, bitmaps, the indirect-block cache and what to write back.
+            /// A sleeping lock: held across metadata reads and writes on the disk
+            /// (loading a bitmap or an indirect block, committing), which sleep in a
+            /// kernel. Taken inside a file's inode lock, never the other way round.
+            meta: SleepMutex<Meta>,
+            /// Inode number to live vnode. A spin lock: held only to look up or insert
+            /// (no I/O, no genpager call, no vnode dropped under it).
+            vnodes: Mutex<Vnodes<D>>,
+            /// Seconds since the Unix epoch, for inode timestamps. A spin lock: held
+            /// only to copy the function out.
+            clock: Mutex<fn() -> u32>,
+        }
+    };
+}
+
+#[cfg(feature = "std")]
+ext2fs!(= ImageDevice);
+#[cfg(not(feature = "std"))]
+ext2fs!();
+
+#[cfg(feature = "std")]
+impl Ext2Fs<ImageDevice> {
+    /// Opens the image file at `path` (`std` only).
+    pub fn open(
+        path: impl AsRef<std::path::Path>,
+        options: OpenOptions,
+    ) -> Result<Arc<Ext2Fs<ImageDevice>>> {
         let path = path.as_ref();
-        let file = StdOpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(options.writable)
             .open(path)
@@ -151,10 +196,14 @@ impl Ext2Fs {
         let device = ImageDevice::new(file, options.writable, options.completion)?;
         Self::with_device(device)
     }
+}
 
-    /// Opens the filesystem on `device`.
-    pub fn with_device(device: ImageDevice) -> Result<Arc<Ext2Fs>> {
-        let image_len = device.len()?;
+impl<D: Disk> Ext2Fs<D> {
+    /// Opens the filesystem on `device`: reads and checks the superblock and the
+    /// group descriptors. Read-write if [`Disk::writable`] and the image's features
+    /// allow it, else read-only.
+    pub fn with_device(device: D) -> Result<Arc<Ext2Fs<D>>> {
+        let image_len = device.len();
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         if image_len < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE as u64 {
             return Err(Ext2Error::Corrupt(format!(
@@ -174,7 +223,7 @@ impl Ext2Fs {
         for (g, desc) in groups.iter().enumerate() {
             desc.check(g as u32, &sb)?;
         }
-        let read_only_reason = if !device.is_writable() {
+        let read_only_reason = if !device.writable() {
             Some("the image was opened read-only".to_string())
         } else {
             sb.writable().err()
@@ -183,8 +232,8 @@ impl Ext2Fs {
             free_blocks: sb.free_blocks,
             group_free: groups.iter().map(|g| g.free_blocks).collect(),
             feature_ro_compat: sb.feature_ro_compat,
-            bitmaps: HashMap::new(),
-            indirect: HashMap::new(),
+            bitmaps: BTreeMap::new(),
+            indirect: BTreeMap::new(),
             indirect_bytes: 0,
             dirty_bitmaps: BTreeSet::new(),
             dirty_groups: BTreeSet::new(),
@@ -196,14 +245,38 @@ impl Ext2Fs {
             sb,
             groups,
             read_only_reason,
-            meta: Mutex::new(meta),
-            vnodes: Mutex::new(HashMap::new()),
+            meta: SleepMutex::new(meta),
+            vnodes: Mutex::new(BTreeMap::new()),
+            #[cfg(feature = "std")]
+            clock: Mutex::new(system_clock),
+            #[cfg(not(feature = "std"))]
+            clock: Mutex::new(no_clock),
         }))
     }
 
-    /// The device under the filesystem (its request counters, for one).
-    pub fn device(&self) -> &ImageDevice {
+    /// The device under the filesystem (an `ImageDevice`'s
+    /// request counters, for one).
+    pub fn device(&self) -> &D {
         &self.device
+    }
+
+    /// Sets the clock inode timestamps are taken from: seconds since the Unix epoch.
+    /// The default is `SystemTime` with `std` and a clock stuck at 0 without; a
+    /// kernel sets its own. `clock` is called with no genpager spin lock held.
+    pub fn set_clock(&self, clock: fn() -> u32) {
+        *self.clock.lock() = clock;
+    }
+
+    /// The time now by the clock of [`Ext2Fs::set_clock`].
+    pub(crate) fn now(&self) -> u32 {
+        let clock = *self.clock.lock();
+        clock()
+    }
+
+    /// Flushes the disk's write cache ([`Disk::sync`]): after [`Ext2File::sync`],
+    /// what makes the file's data and metadata durable.
+    pub fn sync_disk(&self) -> Result {
+        Ok(self.device.sync()?)
     }
 
     /// The checked superblock as read at open.
@@ -216,7 +289,7 @@ impl Ext2Fs {
         FsInfo {
             block_size: self.sb.block_size(),
             blocks: self.sb.blocks_count,
-            free_blocks: lock(&self.meta).free_blocks,
+            free_blocks: self.meta().free_blocks,
             inodes: self.sb.inodes_count,
             groups: self.sb.groups(),
             revision: self.sb.rev_level,
@@ -236,8 +309,9 @@ impl Ext2Fs {
         }
     }
 
-    pub(crate) fn meta(&self) -> MutexGuard<'_, Meta> {
-        lock(&self.meta)
+    /// The metadata lock (sleeping: see [`Ext2Fs::meta`]'s field).
+    pub(crate) fn meta(&self) -> SleepMutexGuard<'_, Meta> {
+        self.meta.lock()
     }
 
     // ---- inodes ----
@@ -792,13 +866,13 @@ impl Ext2Fs {
     /// indirect blocks and `inode`.
     fn commit(&self, meta: &mut Meta, inode: Option<&Inode>) -> Result {
         let shift = self.sb.block_shift;
-        for group in std::mem::take(&mut meta.dirty_bitmaps) {
+        for group in core::mem::take(&mut meta.dirty_bitmaps) {
             let block = self.groups[group as usize].block_bitmap;
             self.device
                 .write_meta(u64::from(block) << shift, &meta.bitmaps[&group])?;
         }
         let table = u64::from(self.sb.first_data_block + 1) << shift;
-        for group in std::mem::take(&mut meta.dirty_groups) {
+        for group in core::mem::take(&mut meta.dirty_groups) {
             let mut count = [0u8; 2];
             put16(&mut count, 0, meta.group_free[group as usize]);
             self.device.write_meta(
@@ -806,7 +880,7 @@ impl Ext2Fs {
                 &count,
             )?;
         }
-        if std::mem::take(&mut meta.dirty_super) {
+        if core::mem::take(&mut meta.dirty_super) {
             let mut count = [0u8; 4];
             put32(&mut count, 0, meta.free_blocks);
             self.device.write_meta(SUPERBLOCK_OFFSET + 12, &count)?;
@@ -815,7 +889,7 @@ impl Ext2Fs {
                 self.device.write_meta(SUPERBLOCK_OFFSET + 100, &count)?;
             }
         }
-        for block in std::mem::take(&mut meta.dirty_indirect) {
+        for block in core::mem::take(&mut meta.dirty_indirect) {
             let bytes: Vec<u8> = meta.indirect[&block]
                 .iter()
                 .flat_map(|p| p.to_le_bytes())
@@ -945,7 +1019,7 @@ impl Ext2Fs {
         if top.kind() != FileKind::Directory {
             return Err(Ext2Error::NotADirectory(display_path(path)));
         }
-        let mut seen = HashSet::from([top.ino]);
+        let mut seen = BTreeSet::from([top.ino]);
         let mut out = Vec::new();
         let base = path.trim_end_matches('/').to_string();
         let mut stack = vec![(base, top)];
@@ -977,7 +1051,7 @@ impl Ext2Fs {
     }
 
     /// Opens the regular file at `path` (symbolic links followed) as a vnode.
-    pub fn open_file(self: &Arc<Self>, path: &str) -> Result<Arc<Ext2File>> {
+    pub fn open_file(self: &Arc<Self>, path: &str) -> Result<Arc<Ext2File<D>>> {
         let inode = self.lookup(path, true)?;
         match inode.kind() {
             FileKind::Regular => self.vnode(inode),
@@ -987,16 +1061,25 @@ impl Ext2Fs {
     }
 
     /// The vnode of `inode`: the live one if the inode is already open.
-    pub(crate) fn vnode(self: &Arc<Self>, inode: Inode) -> Result<Arc<Ext2File>> {
-        let mut vnodes = lock(&self.vnodes);
-        if let Some(vnode) = vnodes.get(&inode.ino).and_then(Weak::upgrade) {
+    ///
+    /// The table's lock is a spin lock, so the new vnode is built outside it and a
+    /// vnode is never dropped under it (the one that lost a race to open the same
+    /// inode is dropped after the lock is released).
+    pub(crate) fn vnode(self: &Arc<Self>, inode: Inode) -> Result<Arc<Ext2File<D>>> {
+        if let Some(vnode) = self.vnodes.lock().get(&inode.ino).and_then(Weak::upgrade) {
+            return Ok(vnode);
+        }
+        let ino = inode.ino;
+        let fresh = Arc::new(Ext2File::new(self.clone(), inode));
+        let mut vnodes = self.vnodes.lock();
+        if let Some(vnode) = vnodes.get(&ino).and_then(Weak::upgrade) {
+            drop(vnodes);
+            drop(fresh);
             return Ok(vnode);
         }
         vnodes.retain(|_, v| v.strong_count() > 0);
-        let ino = inode.ino;
-        let vnode = Arc::new(Ext2File::new(self.clone(), inode));
-        vnodes.insert(ino, Arc::downgrade(&vnode));
-        Ok(vnode)
+        vnodes.insert(ino, Arc::downgrade(&fresh));
+        Ok(fresh)
     }
 }
 

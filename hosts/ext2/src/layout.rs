@@ -2,6 +2,10 @@
 //! Parsing checks every field the host relies on, so a corrupt image is an
 //! [`Ext2Error`], never a panic or an out-of-range access.
 
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use crate::error::{Ext2Error, Result};
 
 /// Byte offset of the primary superblock in the image.
@@ -288,7 +292,7 @@ impl Superblock {
     }
 
     /// Whether the image may be written, or why not.
-    pub fn writable(&self) -> std::result::Result<(), String> {
+    pub fn writable(&self) -> core::result::Result<(), String> {
         let unknown = self.feature_ro_compat & !RO_COMPAT_WRITABLE;
         if unknown != 0 {
             return Err(format!(
