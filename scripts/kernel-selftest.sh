@@ -2,7 +2,11 @@
 # Builds the genpager kernel host (hosts/kernel), boots it in QEMU on UEFI firmware
 # (OVMF) with software emulation, passes its serial output through, and fails unless
 # it prints "genpager kernel self-test: N passed, 0 failed" and exits with success.
-# Installs QEMU, OVMF and the x86_64-unknown-uefi target when they are missing.
+# The kernel runs a concurrent workload on two ext2 images (1 KiB and 4 KiB blocks)
+# made here with mke2fs -d from genpager_ext2::workload's tree; after QEMU exits the
+# images must pass e2fsck -fn and every file the kernel wrote must match, by debugfs,
+# what its writer was told to write.
+# Installs QEMU, OVMF, e2fsprogs and the x86_64-unknown-uefi target when missing.
 #
 # Environment: KERNEL_TIMEOUT (seconds, default 120), KERNEL_PROFILE (release|dev,
 # default release), KERNEL_DISK_IOPS (the virtio disks' throttle, default 400).
@@ -25,12 +29,15 @@ find_ovmf() {
   return 1
 }
 
-if ! command -v qemu-system-x86_64 >/dev/null || ! find_ovmf >/dev/null; then
-  say "installing qemu-system-x86 and ovmf"
+# mke2fs, e2fsck and debugfs live in /sbin on Debian.
+export PATH="$PATH:/sbin:/usr/sbin"
+if ! command -v qemu-system-x86_64 >/dev/null || ! find_ovmf >/dev/null \
+  || ! command -v mke2fs >/dev/null || ! command -v debugfs >/dev/null; then
+  say "installing qemu-system-x86, ovmf and e2fsprogs"
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq qemu-system-x86 ovmf >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq qemu-system-x86 ovmf e2fsprogs >/dev/null
 fi
 firmware="$(find_ovmf)" || { say "no OVMF firmware found"; exit 1; }
 
@@ -66,6 +73,17 @@ make_disk() { # letter sectors file
 }
 make_disk S 16384 "$work/disk0.img"
 make_disk T 8192 "$work/disk1.img"
+# --- the ext2 images ----------------------------------------------------------------
+# One tree (genpager_ext2::workload: files of assorted sizes, holes, data past the
+# double-indirect threshold, /MANIFEST of checksums), two images of it: 1 KiB and 4 KiB
+# blocks. The kernel's workload reads and writes both at once.
+say "building the ext2 tree and images"
+cargo run -q -p genpager-ext2 --example kernel_image -- tree "$work/tree"
+cargo run -q -p genpager-ext2 --example kernel_image -- expect "$work/expect"
+for bs in 1024 4096; do
+  mke2fs -q -F -t ext2 -b "$bs" -L "gp$bs" -d "$work/tree" "$work/ext2-$bs.img" 48M
+done
+
 # QEMU's drive throttling makes completions arrive late, as on a real disk.
 throttle="throttling.iops-total=${KERNEL_DISK_IOPS:-400}"
 
@@ -89,6 +107,10 @@ timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
   -device virtio-blk-pci,drive=d0 \
   -drive "if=none,id=d1,format=raw,file=$work/disk1.img,$throttle" \
   -device virtio-blk-pci,drive=d1 \
+  -drive "if=none,id=e1,format=raw,file=$work/ext2-1024.img,$throttle" \
+  -device virtio-blk-pci,drive=e1 \
+  -drive "if=none,id=e4,format=raw,file=$work/ext2-4096.img,$throttle" \
+  -device virtio-blk-pci,drive=e4 \
   -serial stdio \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
   </dev/null | tee "$work/serial.log"
@@ -113,4 +135,26 @@ if [ "$status" -ne 33 ]; then
   say "FAILED: QEMU exit status $status, expected 33 (isa-debug-exit success)"
   exit 1
 fi
+# --- checked from outside -------------------------------------------------------------
+# e2fsck must find both filesystems clean, and every file the kernel's writers changed
+# must hold exactly what their scripts say (genpager_ext2::workload::expected).
+for bs in 1024 4096; do
+  img="$work/ext2-$bs.img"
+  if ! e2fsck -fn "$img" >"$work/fsck-$bs.log" 2>&1; then
+    cat "$work/fsck-$bs.log" >&2
+    say "FAILED: e2fsck -fn finds the $bs-byte-block image damaged"
+    exit 1
+  fi
+  for expected in "$work/expect"/*; do
+    name="$(basename "$expected")"
+    dump="$work/dump-$bs-$name"
+    debugfs -R "dump /w/$name $dump" "$img" >/dev/null 2>&1
+    if ! cmp -s "$expected" "$dump"; then
+      say "FAILED: /w/$name on the $bs-byte-block image differs from what its writer wrote"
+      cmp "$expected" "$dump" >&2 || true
+      exit 1
+    fi
+  done
+  say "$bs-byte-block image: e2fsck clean, $(ls "$work/expect" | wc -l) written files match"
+done
 say "kernel self-test passed"

@@ -107,10 +107,11 @@ ext2file!();
 
 impl<D: Disk> Ext2File<D> {
     pub(crate) fn new(fs: Arc<Ext2Fs<D>>, inode: Inode) -> Self {
+        let cache = DefaultCache::in_memory(fs.memory());
         Self {
             ino: inode.ino,
             kind: inode.kind(),
-            object: VmObject::new(DefaultCache::new(), inode.size()),
+            object: VmObject::new(cache, inode.size()),
             inode: SleepMutex::new(inode),
             modified: AtomicBool::new(false),
             alloc_past_eof: AtomicBool::new(false),

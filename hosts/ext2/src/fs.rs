@@ -11,6 +11,7 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use genpager::memory::Memory;
 use genpager::sync::Mutex;
 
 #[cfg(feature = "std")]
@@ -166,6 +167,9 @@ macro_rules! ext2fs {
             /// Seconds since the Unix epoch, for inode timestamps. A spin lock: held
             /// only to copy the function out.
             clock: Mutex<fn() -> u32>,
+            /// The memory domain new vnodes' page caches count in. A spin lock: held
+            /// only to copy the reference out.
+            memory: Mutex<&'static Memory>,
         }
     };
 }
@@ -251,6 +255,7 @@ impl<D: Disk> Ext2Fs<D> {
             clock: Mutex::new(system_clock),
             #[cfg(not(feature = "std"))]
             clock: Mutex::new(no_clock),
+            memory: Mutex::new(Memory::shared()),
         }))
     }
 
@@ -265,6 +270,19 @@ impl<D: Disk> Ext2Fs<D> {
     /// kernel sets its own. `clock` is called with no genpager spin lock held.
     pub fn set_clock(&self, clock: fn() -> u32) {
         *self.clock.lock() = clock;
+    }
+
+    /// Sets the memory domain (frame source, budget, dirty limits) the page caches of
+    /// files opened from now on count in. The default, [`Memory::shared`], has no
+    /// budget. A kernel gives its own domain before opening files, so that genpager's
+    /// dirty limits hold its writers and its page daemon sees every page.
+    pub fn set_memory(&self, memory: &'static Memory) {
+        *self.memory.lock() = memory;
+    }
+
+    /// The memory domain of [`Ext2Fs::set_memory`].
+    pub(crate) fn memory(&self) -> &'static Memory {
+        *self.memory.lock()
     }
 
     /// The time now by the clock of [`Ext2Fs::set_clock`].

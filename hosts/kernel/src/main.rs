@@ -21,6 +21,7 @@ extern crate alloc;
 
 mod arch;
 mod cache;
+mod disk;
 mod frames;
 mod fs;
 mod heap;
@@ -35,6 +36,7 @@ mod smp;
 mod time;
 mod virtio;
 mod virtio_selftest;
+mod workload;
 
 use core::ptr::NonNull;
 

@@ -196,9 +196,11 @@ pub fn run() -> (usize, usize) {
     run_list(THREAD_TESTS);
     // The virtio-blk cases: after the RAM-disk ones (they wait on the device).
     let (virtio_passed, virtio_failed) = crate::virtio_selftest::run();
+    // Last, the concurrent ext2 workload on the virtio disks.
+    let (load_passed, load_failed) = crate::workload::run_at_boot();
     (
-        PASSED.load(Ordering::Relaxed) + virtio_passed,
-        FAILED.load(Ordering::Relaxed) + virtio_failed,
+        PASSED.load(Ordering::Relaxed) + virtio_passed + load_passed,
+        FAILED.load(Ordering::Relaxed) + virtio_failed + load_failed,
     )
 }
 

@@ -693,8 +693,13 @@ impl VirtioBlk {
                 waiter: crate::sched::current().0,
             })
             .collect();
-        for op in &ops {
-            self.enqueue(Job::Sync(NonNull::from(op)));
+        {
+            // Interrupts masked while enqueueing, so no completion frees descriptors
+            // meanwhile: the ring fills and the rest must wait in the software queue.
+            let _masked = crate::interrupts::NoIrq::new();
+            for op in &ops {
+                self.enqueue(Job::Sync(NonNull::from(op)));
+            }
         }
         for op in &ops {
             self.wait_until(&op.done);
