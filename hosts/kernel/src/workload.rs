@@ -433,12 +433,14 @@ pub fn run_at_boot() -> (usize, usize) {
     };
     let spent = Counters::now().since(&before);
     kprintln!(
-        "workload: {} ms; requests {} ({} completed in interrupt context), sleeps {}, wakes {}, preemptions {}",
+        "workload: {} ms; requests {} ({} completed in interrupt context), sleeps {}, wakes {} (genpager's waits: {} sleeps, {} wakes), preemptions {}",
         (crate::time::now_us() - started) / 1000,
         spent.requests,
         spent.in_interrupt,
         spent.sleeps,
         spent.wakes,
+        spent.genpager_sleeps,
+        spent.genpager_wakes,
         spent.preemptions
     );
     kprintln!(
@@ -450,7 +452,7 @@ pub fn run_at_boot() -> (usize, usize) {
         summary.no_memory_retries,
         summary.syncs
     );
-    let checks: [(&str, Outcome); 4] = [
+    let checks: [(&str, Outcome); 5] = [
         (
             "workload: completions ran in interrupt context",
             positive(spent.in_interrupt, "completions in interrupt context"),
@@ -458,6 +460,13 @@ pub fn run_at_boot() -> (usize, usize) {
         (
             "workload: threads slept on genpager and the disk, and were woken",
             positive(spent.sleeps.min(spent.wakes), "sleeps and wakes"),
+        ),
+        (
+            "workload: genpager's own waits slept (busy pages, writes in flight) and were woken",
+            positive(
+                spent.genpager_sleeps.min(spent.genpager_wakes),
+                "genpager sleeps and wakes",
+            ),
         ),
         (
             "workload: the page daemon freed pages to keep the budget",
@@ -508,6 +517,8 @@ struct Counters {
     in_interrupt: u64,
     sleeps: u64,
     wakes: u64,
+    genpager_sleeps: u64,
+    genpager_wakes: u64,
     preemptions: u64,
 }
 
@@ -524,6 +535,8 @@ impl Counters {
             in_interrupt,
             sleeps: sched::sleeps(),
             wakes: sched::wakes(),
+            genpager_sleeps: crate::waits::GENPAGER.blocks(),
+            genpager_wakes: crate::waits::GENPAGER.wakes(),
             preemptions: sched::preemptions(),
         }
     }
@@ -534,6 +547,8 @@ impl Counters {
             in_interrupt: self.in_interrupt - before.in_interrupt,
             sleeps: self.sleeps - before.sleeps,
             wakes: self.wakes - before.wakes,
+            genpager_sleeps: self.genpager_sleeps - before.genpager_sleeps,
+            genpager_wakes: self.genpager_wakes - before.genpager_wakes,
             preemptions: self.preemptions - before.preemptions,
         }
     }
