@@ -130,6 +130,15 @@ if ! grep -Eq '^genpager kernel self-test: [0-9]+ passed, 0 failed$' <<<"$line";
   say "FAILED: $line"
   exit 1
 fi
+# A run that never completed a request from an interrupt, or never slept, proves
+# nothing about a real kernel's paths: the line before the verdict must show both.
+counts="$(tr -d '\r' <"$work/serial.log" | grep -E '^genpager kernel: requests ' | tail -n 1 || true)"
+in_irq="$(sed -nE 's/.*completions in interrupt context ([0-9]+).*/\1/p' <<<"$counts")"
+sleeps="$(sed -nE 's/.*genpager sleeps ([0-9]+).*/\1/p' <<<"$counts")"
+if [ -z "$in_irq" ] || [ "$in_irq" -eq 0 ] || [ -z "$sleeps" ] || [ "$sleeps" -eq 0 ]; then
+  say "FAILED: no completions in interrupt context or no genpager sleeps: ${counts:-no counts line}"
+  exit 1
+fi
 # isa-debug-exit: status = (code << 1) | 1; the kernel writes 0x10 on success.
 if [ "$status" -ne 33 ]; then
   say "FAILED: QEMU exit status $status, expected 33 (isa-debug-exit success)"
