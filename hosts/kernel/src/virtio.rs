@@ -406,7 +406,8 @@ pub struct Stats {
     pub submitted: u64,
     /// Requests completed.
     pub completed: u64,
-    /// Completed from [`VirtioBlk::interrupt`] (none until the interrupt route exists).
+    /// Completed in interrupt context (from [`VirtioBlk::interrupt`] in the I/O APIC
+    /// handler).
     pub completed_in_interrupt: u64,
     /// Completed with an error.
     pub errors: u64,

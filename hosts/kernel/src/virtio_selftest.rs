@@ -3,8 +3,9 @@
 //! record `<letter><s as 7 decimal digits>` 64 times, with letter `S` on the first
 //! disk and `T` on the second.
 //!
-//! Run after the RAM-disk tests: these tests wait for the device, so
-//! [`crate::park`]'s scheduler blocks (the RAM-disk tests check that it never did).
+//! Every completion arrives by interrupt (INTx through the I/O APIC) and the waiting
+//! thread sleeps on the scheduler until then; the last case checks that no request
+//! was completed any other way.
 
 use alloc::format;
 use alloc::string::String;
@@ -287,6 +288,12 @@ fn all_completed() -> Outcome {
             stats.submitted,
             stats.completed
         );
+        ensure!(
+            stats.completed_in_interrupt == stats.completed,
+            "disk {i}: {} of {} completions in interrupt context",
+            stats.completed_in_interrupt,
+            stats.completed
+        );
     }
     ensure!(
         crate::frames::free_frames() == crate::frames::total_frames(),
@@ -324,7 +331,7 @@ const TESTS: &[Test] = &[
         burst,
     ),
     (
-        "virtio: every request completed, every frame returned",
+        "virtio: every request completed, each in interrupt context; every frame returned",
         all_completed,
     ),
 ];
