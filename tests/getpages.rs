@@ -457,6 +457,41 @@ fn g07_overwrite_over_a_known_hole_is_invalid() {
     assert_eq!(dirty, DirtyStatus::Clean);
 }
 
+/// The overwrite fault's own allocations must not hide the evidence: at the cache's
+/// limit, making room for the page below the known hole freed that clean, read-only
+/// page, and the fault then handed out a fresh page over the hole (found by the model
+/// test).
+#[test]
+fn g07_overwrite_over_a_known_hole_is_invalid_at_the_cache_limit() {
+    let (_disk, file) = sparse_file(PAGE_SHIFT, &pattern(4 * PAGE_SIZE, 39), &[1]);
+    // Reads leave the pages clean and inactive, the hole's first: the first the cache
+    // frees at its limit.
+    read(&file, P, &mut [0u8; PAGE_SIZE]).unwrap();
+    read(&file, 3 * P, &mut [0u8; PAGE_SIZE]).unwrap();
+    assert_eq!(resident(&file), [P, 3 * P]);
+    let (flags, _, queue) = page(&file, P).unwrap();
+    assert!(flags.contains(PageFlags::RDONLY));
+    assert_eq!(queue, PageQueue::Inactive);
+    {
+        // Their second chances spent (as after a clock pass), and no room for more.
+        let mut state = file.object().lock();
+        state.cache_mut().clear_referenced(P);
+        state.cache_mut().clear_referenced(3 * P);
+        state.cache_mut().set_limit(2);
+    }
+    let result = fault(&file, 0, 2, 0, Access::Write, SYNC | GetFlags::OVERWRITE);
+    assert!(
+        matches!(result, Err(Error::Invalid)),
+        "the caller did not allocate first: {:?}",
+        result.map(|_| ())
+    );
+    assert!(!any_busy(&file));
+    assert!(file.is_hole(1));
+    let (flags, dirty, _) = page(&file, P).unwrap();
+    assert!(flags.contains(PageFlags::RDONLY));
+    assert_eq!(dirty, DirtyStatus::Clean);
+}
+
 // ---- G8: all resident → no I/O ----------------------------------------------------------
 
 #[test]

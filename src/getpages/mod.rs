@@ -309,8 +309,16 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
         // past the old disk end, bytes a writer has meanwhile put there (and that a
         // flush may have written and evicted). The reference checks only the former.
         self.check_size(&state, &span)?;
+        let overwrite = self.fault.flags.contains(GetFlags::OVERWRITE);
+        // Looked for before collecting too: making room for the fault's absent pages
+        // at the cache's limit may free an idle, clean page known to back a hole among
+        // them, and its fresh replacement would hide the caller's mistake. (A busy one
+        // cannot be freed: `overwrite` sees it once it is collected.)
+        if overwrite && self.over_known_hole(&state, span.requested) {
+            return Err(Error::Invalid.into());
+        }
         let (state, pages) = self.collect(state, self.fault.offset, span.requested)?;
-        if self.fault.flags.contains(GetFlags::OVERWRITE) {
+        if overwrite {
             drop(node_guard);
             return Ok(self.overwrite(state, pages, span.requested)?);
         }
@@ -511,6 +519,21 @@ impl<'a, V: Vnode> FaultJob<'a, V> {
     fn requested_among(&self, span: &Span) -> Range<usize> {
         let first = ((self.fault.offset - span.start) >> PAGE_SHIFT) as usize;
         first..first + span.requested
+    }
+
+    /// Whether an allocating fault's `requested` pages include an idle one known to
+    /// back a hole (resident, not busy and read-only): an overwrite fault there is the
+    /// caller's mistake.
+    // Cannot overflow: the requested pages end at the checked `request_end`.
+    #[allow(clippy::arithmetic_side_effects)]
+    fn over_known_hole(&self, state: &ObjectState<V::Cache>, requested: usize) -> bool {
+        let offset = self.fault.offset;
+        let end = offset + (requested * PAGE_SIZE) as u64;
+        self.allocates()
+            && state
+                .cache()
+                .range(offset..end)
+                .any(|p| p.flags.contains(PageFlags::RDONLY) && !p.is_busy())
     }
 
     /// An overwrite fault: the caller allocated the blocks and will fill the pages
