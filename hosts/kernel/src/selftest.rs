@@ -1186,6 +1186,40 @@ static SMP_SEEN: AtomicUsize = AtomicUsize::new(0);
 /// Times an SMP test thread saw itself on another CPU than just before.
 static SMP_MOVES: AtomicU64 = AtomicU64::new(0);
 
+/// Whose turn it is in each SMP ping-pong pair: 0 or 1.
+static RELAY_TURN: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+/// The SMP ping-pong threads' tokens (pair × 2 + side), once started.
+static RELAY_TOKEN: [AtomicUsize; 4] = [const { AtomicUsize::new(usize::MAX) }; 4];
+/// Turns taken in the SMP ping-pong, all threads together.
+static RELAY_TURNS: AtomicUsize = AtomicUsize::new(0);
+
+/// One side of an SMP ping-pong pair (`index` = pair × 2 + side), as
+/// [`ping_pong_side`]; also counts its moves between CPUs.
+fn relay_side(index: usize) {
+    let (pair, me) = (index / 2, index % 2);
+    let token = sched::current();
+    RELAY_TOKEN[index].store(token.0, Ordering::Release);
+    let other = pair * 2 + 1 - me;
+    while RELAY_TOKEN[other].load(Ordering::Acquire) == usize::MAX {
+        sched::yield_now();
+    }
+    let peer = Token(RELAY_TOKEN[other].load(Ordering::Acquire));
+    let mut last = sched::cpu_id();
+    for _ in 0..PING_PONG_ROUNDS {
+        while RELAY_TURN[pair].load(Ordering::Acquire) != me {
+            SCHEDULER.block(token);
+        }
+        let cpu = sched::cpu_id();
+        if cpu != last {
+            SMP_MOVES.fetch_add(1, Ordering::Relaxed);
+            last = cpu;
+        }
+        RELAY_TURNS.fetch_add(1, Ordering::Relaxed);
+        RELAY_TURN[pair].store(1 - me, Ordering::Release);
+        SCHEDULER.wake(peer);
+    }
+}
+
 /// Spins (interrupts on, never yielding) for [`SMP_SPIN_US`], recording the CPUs it
 /// finds itself on.
 fn smp_spinner(_: usize) {
@@ -1234,7 +1268,41 @@ fn both_cpus_run_threads() -> Outcome {
     );
     ensure_eq!(seen, 0b11);
     ensure!(after[1] > before[1], "CPU 1 switched no thread");
-    Ok(())
+    // Block and wake across CPUs: two ping-pong pairs at once keep both CPUs busy, so
+    // a thread blocking on one CPU is woken, and picked, by the other while it may
+    // still be switching away (the switch race the table lock closes).
+    for turn in &RELAY_TURN {
+        turn.store(0, Ordering::Relaxed);
+    }
+    for token in &RELAY_TOKEN {
+        token.store(usize::MAX, Ordering::Relaxed);
+    }
+    RELAY_TURNS.store(0, Ordering::Relaxed);
+    SMP_MOVES.store(0, Ordering::Relaxed);
+    let before = sched::cpu_switches();
+    let started = time::now_us();
+    let threads: Vec<_> = (0..RELAY_TOKEN.len())
+        .map(|index| sched::spawn("smp-relay", relay_side, index))
+        .collect();
+    for thread in threads {
+        sched::join(thread);
+    }
+    let after = sched::cpu_switches();
+    kprintln!(
+        "# smp ping-pong: 2 pairs, {} turns in {} ms, {} moves between CPUs; switches CPU 0 {}, CPU 1 {}",
+        RELAY_TURNS.load(Ordering::Relaxed),
+        (time::now_us() - started) / 1000,
+        SMP_MOVES.load(Ordering::Relaxed),
+        after[0] - before[0],
+        after[1] - before[1]
+    );
+    ensure_eq!(
+        RELAY_TURNS.load(Ordering::Relaxed),
+        RELAY_TOKEN.len() * PING_PONG_ROUNDS
+    );
+    // genpager's locks and waits on two CPUs at once: the RAM-disk file tests from
+    // two threads, again.
+    file_tests_in_two_threads()
 }
 
 /// The file the shared-file threads read and evict, and the bytes it holds.
