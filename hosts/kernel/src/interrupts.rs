@@ -1,4 +1,4 @@
-//! Interrupts on the one CPU: the kernel's own GDT and IDT, the local APIC (timer,
+//! Interrupts on every CPU: the kernel's own GDT and IDT, the local APIC (timer,
 //! spurious vector, EOI), the I/O APIC for device lines, the xv6-style
 //! `push_off`/`pop_off` nesting genpager's spin locks mask interrupts through
 //! ([`INTERRUPTS`]), and a spin lock that masks them the same way ([`IrqMutex`]).
