@@ -3,7 +3,8 @@
 //!
 //! Its spin lock is taken with interrupts masked: a thread preempted while holding it
 //! would otherwise leave any thread that allocates with interrupts masked (under a
-//! genpager spin lock, say) spinning forever on this one CPU.
+//! genpager spin lock, say) spinning forever on its CPU. The spin lock (`spin::Mutex`
+//! inside [`LockedHeap`]) is what excludes the other CPUs.
 
 use core::alloc::{GlobalAlloc, Layout};
 

@@ -1,4 +1,4 @@
-//! Interrupts on the one CPU: the kernel's own GDT and IDT, the local APIC (timer,
+//! Interrupts on every CPU: the kernel's own GDT and IDT, the local APIC (timer,
 //! spurious vector, EOI), the I/O APIC for device lines, the xv6-style
 //! `push_off`/`pop_off` nesting genpager's spin locks mask interrupts through
 //! ([`INTERRUPTS`]), and a spin lock that masks them the same way ([`IrqMutex`]).
@@ -8,20 +8,25 @@
 //! common entry that saves the caller-saved registers and calls [`dispatch`]. The
 //! kernel has no SSE (the UEFI target is soft-float), so no vector state is saved.
 //!
-//! CPU state that is "per CPU" lives in plain statics: this kernel runs on one CPU.
+//! The push_off state and the in-interrupt depth are per CPU ([`percpu`]); the
+//! tables (GDT, IDT) are shared, each CPU loads them; device lines go to the boot CPU;
+//! the reschedule IPI ([`RESCHED_VECTOR`]) only ends a `hlt`.
 
 use core::arch::{asm, global_asm};
 use core::ops::{Deref, DerefMut};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use genpager::sync::Interrupts;
 
 use crate::arch::{ExitCode, exit_qemu, outb};
-use crate::{kprintln, sched, time};
+use crate::{kprintln, percpu, sched, time};
 
 /// The LAPIC timer's vector.
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The reschedule IPI's vector: wakes an idle CPU from `hlt` (the handler only EOIs;
+/// the idle loop then looks for work).
+pub const RESCHED_VECTOR: u8 = 0x21;
 /// The first device vector: GSI `n` arrives on `IRQ_BASE + n`.
 pub const IRQ_BASE: u8 = 0x30;
 /// I/O APIC inputs (GSIs) routable with [`route_irq`].
@@ -40,6 +45,8 @@ const IA32_APIC_BASE: u32 = 0x1b;
 pub const LAPIC_ID: usize = 0x20;
 const LAPIC_TPR: usize = 0x80;
 const LAPIC_EOI: usize = 0xb0;
+const LAPIC_ICR_LOW: usize = 0x300;
+const LAPIC_ICR_HIGH: usize = 0x310;
 const LAPIC_SVR: usize = 0xf0;
 const LAPIC_LVT_TIMER: usize = 0x320;
 const LAPIC_TIMER_INITIAL: usize = 0x380;
@@ -50,12 +57,8 @@ const LVT_PERIODIC: u32 = 1 << 17;
 
 // ---- push_off / pop_off ---------------------------------------------------------------
 
-/// `disable` calls not yet undone on this CPU.
-static DEPTH: AtomicUsize = AtomicUsize::new(0);
-/// Whether interrupts were on at the outermost `disable` (xv6's `intena`).
-static INTENA: AtomicBool = AtomicBool::new(false);
-/// Interrupt handlers running on this CPU (0 or 1: handlers never unmask).
-static IRQ_DEPTH: AtomicUsize = AtomicUsize::new(0);
+// The nesting depth and `intena` live in this CPU's [`percpu::Cpu`]; they are read
+// only with interrupts masked, when the thread cannot move to another CPU.
 
 /// The CPU's interrupt masking, with xv6's `push_off`/`pop_off` semantics:
 /// registered with [`genpager::sync::set_interrupts`].
@@ -88,17 +91,20 @@ impl Interrupts for PushOff {
     fn disable(&self) {
         let were_on = enabled();
         cli();
-        if DEPTH.fetch_add(1, Ordering::Relaxed) == 0 {
-            INTENA.store(were_on, Ordering::Relaxed);
+        // Masked: this thread stays on this CPU until the matching `enable`.
+        let cpu = percpu::this();
+        if cpu.depth.fetch_add(1, Ordering::Relaxed) == 0 {
+            cpu.intena.store(were_on, Ordering::Relaxed);
         }
     }
 
     fn enable(&self) {
         assert!(!enabled(), "pop_off with interrupts on");
-        let depth = DEPTH.load(Ordering::Relaxed);
+        let cpu = percpu::this();
+        let depth = cpu.depth.load(Ordering::Relaxed);
         assert!(depth > 0, "pop_off without push_off");
-        DEPTH.store(depth - 1, Ordering::Relaxed);
-        if depth == 1 && INTENA.load(Ordering::Relaxed) {
+        cpu.depth.store(depth - 1, Ordering::Relaxed);
+        if depth == 1 && cpu.intena.load(Ordering::Relaxed) {
             sti();
         }
     }
@@ -107,7 +113,9 @@ impl Interrupts for PushOff {
 /// The push_off state of the running thread: saved by the context switch before it
 /// leaves a thread and restored when the thread runs again (xv6 keeps `intena` in
 /// the thread's stack frame across `swtch` the same way), so one thread's masking
-/// never leaks into another's.
+/// never leaks into another's. On SMP the thread may resume on another CPU: `restore`
+/// writes the state into the CPU it runs on then, whose own state belonged to the
+/// thread that left it (and was saved by that thread).
 #[derive(Clone, Copy, Debug)]
 pub struct Saved {
     depth: usize,
@@ -123,18 +131,23 @@ impl Saved {
     };
 }
 
-/// The current push_off state (call with interrupts masked, around a switch).
+/// This CPU's push_off state (call with interrupts masked, around a switch).
 pub fn save() -> Saved {
+    assert!(!enabled(), "push_off state saved with interrupts on");
+    let cpu = percpu::this();
     Saved {
-        depth: DEPTH.load(Ordering::Relaxed),
-        intena: INTENA.load(Ordering::Relaxed),
+        depth: cpu.depth.load(Ordering::Relaxed),
+        intena: cpu.intena.load(Ordering::Relaxed),
     }
 }
 
-/// Puts back a state from [`save`] (interrupts masked).
+/// Puts back a state from [`save`] into the CPU the caller runs on now (interrupts
+/// masked).
 pub fn restore(saved: Saved) {
-    DEPTH.store(saved.depth, Ordering::Relaxed);
-    INTENA.store(saved.intena, Ordering::Relaxed);
+    assert!(!enabled(), "push_off state restored with interrupts on");
+    let cpu = percpu::this();
+    cpu.depth.store(saved.depth, Ordering::Relaxed);
+    cpu.intena.store(saved.intena, Ordering::Relaxed);
 }
 
 /// Interrupts masked while this lives (one `push_off`, undone on drop).
@@ -161,8 +174,9 @@ impl Drop for NoIrq {
 }
 
 /// A spin lock that masks interrupts while held, so a thread holding it is never
-/// preempted (a preempted holder would leave a masked spinner spinning forever on one
-/// CPU) and an interrupt handler may take it.
+/// preempted (a preempted holder would leave a masked spinner on its CPU spinning
+/// forever) and an interrupt handler may take it. The spin lock is what makes it
+/// exclusive between CPUs; the masking is what makes it safe within one.
 pub struct IrqMutex<T>(spin::Mutex<T>);
 
 /// The guard of an [`IrqMutex`]: unlocks, then unmasks.
@@ -189,6 +203,30 @@ impl<T> IrqMutex<T> {
     }
 }
 
+impl<T> IrqMutex<T> {
+    /// Masks interrupts and takes the lock if it is free; `None` (interrupts as they
+    /// were) if it is held.
+    pub fn try_lock(&self) -> Option<IrqGuard<'_, T>> {
+        let masked = NoIrq::new();
+        self.0.try_lock().map(|guard| IrqGuard {
+            guard,
+            _masked: masked,
+        })
+    }
+
+    /// Releases the lock without a guard, leaving the push_off state alone.
+    ///
+    /// # Safety
+    ///
+    /// The lock must be held, by a guard that will never be dropped or whose owner
+    /// handed the lock over to the caller (the scheduler's lock across a switch into a
+    /// new thread), and nothing may use the value through that guard afterwards.
+    pub unsafe fn force_unlock(&self) {
+        // SAFETY: the caller owns the held lock (this function's contract).
+        unsafe { self.0.force_unlock() }
+    }
+}
+
 impl<T> Deref for IrqGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -204,13 +242,15 @@ impl<T> DerefMut for IrqGuard<'_, T> {
 
 /// True while running in an interrupt handler on this CPU.
 pub fn in_interrupt() -> bool {
-    IRQ_DEPTH.load(Ordering::Relaxed) > 0
+    // Masked, so the CPU read is the one the caller runs on.
+    let _masked = NoIrq::new();
+    percpu::this().irq_depth.load(Ordering::Relaxed) > 0
 }
 
 /// Turns interrupts on for the boot thread, once everything is set up.
 pub fn enable_now() {
     assert_eq!(
-        DEPTH.load(Ordering::Relaxed),
+        percpu::this().depth.load(Ordering::Relaxed),
         0,
         "enable_now inside push_off"
     );
@@ -245,8 +285,10 @@ pub fn gdt() -> (u64, u16) {
     )
 }
 
-/// Loads [`GDT`] and reloads every segment register from it.
+/// Loads [`GDT`] and reloads every segment register from it; the GS base (this CPU's
+/// [`percpu`] pointer), which loading GS zeroes, is put back.
 fn load_gdt() {
+    let gs_base = percpu::gs_base();
     let pointer = TablePointer {
         limit: (core::mem::size_of_val(&GDT) - 1) as u16,
         base: GDT.as_ptr() as u64,
@@ -273,6 +315,7 @@ fn load_gdt() {
             tmp = out(reg) _,
         )
     }
+    percpu::set_gs_base(gs_base);
 }
 
 unsafe extern "sysv64" {
@@ -381,8 +424,10 @@ type Handlers = [Option<fn()>; IRQ_LINES];
 static HANDLERS: IrqMutex<Handlers> = IrqMutex::new([None; IRQ_LINES]);
 /// Spurious interrupts seen.
 static SPURIOUS: AtomicU64 = AtomicU64::new(0);
-/// Timer ticks so far.
+/// Timer ticks so far (all CPUs).
 static TICKS: AtomicU64 = AtomicU64::new(0);
+/// Reschedule IPIs received (all CPUs).
+static RESCHED_IPIS: AtomicU64 = AtomicU64::new(0);
 
 /// Every vector lands here, interrupts masked (interrupt gates).
 extern "sysv64" fn dispatch(frame: &mut Frame) {
@@ -390,30 +435,37 @@ extern "sysv64" fn dispatch(frame: &mut Frame) {
     match vector {
         0..=31 => exception(frame),
         TIMER_VECTOR => {
-            IRQ_DEPTH.fetch_add(1, Ordering::Relaxed);
+            let cpu = percpu::this();
+            cpu.irq_depth.fetch_add(1, Ordering::Relaxed);
             TICKS.fetch_add(1, Ordering::Relaxed);
             sched::tick();
             eoi();
-            IRQ_DEPTH.fetch_sub(1, Ordering::Relaxed);
+            cpu.irq_depth.fetch_sub(1, Ordering::Relaxed);
             // xv6's yield from the timer interrupt: after the EOI (the next tick can
             // come to whichever thread runs) and outside the handler's depth (the
             // thread switched to is not in an interrupt). Interrupts were on in the
             // interrupted code, so it held no spin lock.
             sched::preempt();
         }
+        RESCHED_VECTOR => {
+            // Only to end an idle CPU's `hlt`: its idle loop looks for work next.
+            RESCHED_IPIS.fetch_add(1, Ordering::Relaxed);
+            eoi();
+        }
         SPURIOUS_VECTOR => {
             // No EOI for a spurious interrupt.
             SPURIOUS.fetch_add(1, Ordering::Relaxed);
         }
         _ if (IRQ_BASE..IRQ_BASE + IRQ_LINES as u8).contains(&vector) => {
-            IRQ_DEPTH.fetch_add(1, Ordering::Relaxed);
+            let cpu = percpu::this();
+            cpu.irq_depth.fetch_add(1, Ordering::Relaxed);
             let handler = HANDLERS.lock()[usize::from(vector - IRQ_BASE)];
             match handler {
                 Some(handler) => handler(),
                 None => kprintln!("genpager kernel: unrouted device vector {vector:#x}"),
             }
             eoi();
-            IRQ_DEPTH.fetch_sub(1, Ordering::Relaxed);
+            cpu.irq_depth.fetch_sub(1, Ordering::Relaxed);
         }
         _ => {
             kprintln!("genpager kernel: unexpected vector {vector:#x}");
@@ -517,7 +569,7 @@ fn ioapic_write(register: u32, value: u32) {
     }
 }
 
-/// Routes I/O APIC input `gsi` to this CPU as level-triggered, active-high, fixed
+/// Routes I/O APIC input `gsi` to the boot CPU as level-triggered, active-high, fixed
 /// delivery on vector `IRQ_BASE + gsi`, whose handler calls `handler` and then
 /// writes the local APIC's EOI. `handler` runs with interrupts masked and
 /// [`in_interrupt`] true; it must acknowledge the device (a level-triggered line
@@ -529,7 +581,8 @@ pub fn route_irq(gsi: u8, handler: fn()) {
     );
     let mut handlers = HANDLERS.lock();
     handlers[usize::from(gsi)] = Some(handler);
-    let apic_id = lapic_read(LAPIC_ID) >> 24;
+    // Device lines go to the boot CPU, whichever CPU routes them.
+    let apic_id = percpu::CPUS[0].apic_id.load(Ordering::Relaxed);
     let register = 0x10 + 2 * u32::from(gsi);
     ioapic_write(register + 1, apic_id << 24);
     // Fixed delivery, physical destination, active high (bit 13 clear), level (bit
@@ -601,6 +654,9 @@ pub fn init() {
         Ordering::Relaxed,
     );
     enable_lapic();
+    percpu::this()
+        .apic_id
+        .store(lapic_read(LAPIC_ID) >> 24, Ordering::Relaxed);
     time::calibrate();
     // The LAPIC timer against the (now calibrated) TSC, 10 ms of counting down.
     lapic_write(LAPIC_TIMER_DIVIDE, 0b0011); // divide by 16
@@ -632,6 +688,18 @@ pub fn start_timer() {
 /// Timer ticks so far.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
+}
+
+/// Sends the reschedule IPI to the CPU with local APIC ID `apic_id` (fixed delivery,
+/// physical destination). Call with interrupts masked (the ICR pair is per CPU).
+pub fn send_resched(apic_id: u32) {
+    lapic_write(LAPIC_ICR_HIGH, apic_id << 24);
+    lapic_write(LAPIC_ICR_LOW, u32::from(RESCHED_VECTOR) | 1 << 14);
+}
+
+/// Reschedule IPIs received so far.
+pub fn resched_ipis() -> u64 {
+    RESCHED_IPIS.load(Ordering::Relaxed)
 }
 
 /// Spurious interrupts so far.

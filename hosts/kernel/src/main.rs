@@ -28,6 +28,7 @@ mod heap;
 mod interrupts;
 mod memory;
 mod pci;
+mod percpu;
 mod ramdisk;
 mod sched;
 mod selftest;
@@ -66,6 +67,8 @@ fn main() -> uefi::Status {
     // reach boot-services state once they are gone.
     let map = unsafe { uefi::boot::exit_boot_services(None) };
     arch::disable_interrupts();
+    // Before the first push_off (the heap's lock): this is CPU 0.
+    percpu::install(0);
     let free_pages: u64 = map
         .entries()
         .filter(|entry| entry.ty == MemoryType::CONVENTIONAL)
@@ -123,6 +126,13 @@ fn main() -> uefi::Status {
         sched::wakes(),
         interrupts::ticks(),
         interrupts::spurious()
+    );
+    let per_cpu = sched::cpu_switches();
+    kprintln!(
+        "genpager kernel: CPU 0 ran {} switches, CPU 1 ran {} switches ({} reschedule IPIs)",
+        per_cpu[0],
+        per_cpu[1],
+        interrupts::resched_ipis()
     );
     kprintln!(
         "genpager kernel: {} KiB of heap in use after the tests",

@@ -1,17 +1,31 @@
-//! Kernel threads and a preemptive round-robin scheduler for one CPU.
+//! Kernel threads and a preemptive round-robin scheduler, shared by every CPU.
 //!
 //! The thread table is preallocated ([`MAX_THREADS`] slots), so [`wake`] never
 //! allocates and is safe from an interrupt handler. The table sits in an
-//! [`IrqMutex`]: interrupts are masked while it is held, which on one CPU is what
-//! makes it exclusive (the spin lock inside keeps the structure honest for more CPUs,
-//! though the switch below still assumes one). Slot 0 is the boot thread, slot 1 the
-//! idle thread, which runs only when nothing else can.
+//! [`IrqMutex`]: a spin lock (exclusive between CPUs) taken with interrupts masked
+//! (exclusive against this CPU's handlers). It holds one run queue for all CPUs and
+//! each CPU's current and idle thread. Slot 0 is the boot thread, slot 1 the boot
+//! CPU's idle thread; an AP's idle thread is the context it entered the kernel with
+//! ([`run_ap`]). Idle threads are never picked by the round robin: a CPU switches to
+//! its own idle thread only when nothing else is runnable.
 //!
 //! A switch saves the callee-saved registers and the stack pointer (`gk_switch`),
 //! always with interrupts masked; the push_off state of the thread that leaves is
-//! kept on its own stack across the switch ([`interrupts::save`]). The LAPIC timer
-//! preempts a thread only when interrupts are on in it, so a thread that holds a
-//! spin lock (every spin lock masks interrupts) is never preempted.
+//! kept on its own stack across the switch ([`interrupts::save`]) and written into
+//! whichever CPU it resumes on. The LAPIC timer preempts a thread only when
+//! interrupts are on in it, so a thread that holds a spin lock (every spin lock masks
+//! interrupts) is never preempted.
+//!
+//! The switch-race invariant (xv6's): **the table lock is held from the moment a
+//! thread's state leaves Running until `gk_switch` has stored its stack pointer and
+//! left its stack.** The leaving thread takes the lock, changes its state, picks the
+//! next thread and calls `gk_switch` with the lock still held; the lock is released
+//! by the thread that resumes on this CPU (at the end of its own `switch_away`, or in
+//! `thread_main` for a new thread). Another CPU picks a thread only under the lock,
+//! so it can never resume a thread whose registers are still being saved, and `join`
+//! (which frees an exited thread's stack under the lock) never frees a stack still in
+//! use. A thread is Running on at most one CPU: only Runnable threads are picked,
+//! and picking makes them Running, under the lock.
 
 use alloc::boxed::Box;
 use alloc::vec;
@@ -21,7 +35,8 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use genpager::sync::{Scheduler, Token};
 
 use crate::interrupts::{self, IrqGuard, IrqMutex, NoIrq};
-use crate::time;
+use crate::percpu::{self, MAX_CPUS};
+use crate::{kprintln, time};
 
 /// Threads at most, the boot and idle threads included.
 pub const MAX_THREADS: usize = 32;
@@ -66,6 +81,8 @@ struct Slot {
     /// The thread waiting in `join` for this one.
     joiner: Option<usize>,
     stack: Option<Box<[u8]>>,
+    /// A CPU's idle thread: never picked by the round robin, never exits.
+    idle: bool,
 }
 
 impl Slot {
@@ -78,20 +95,40 @@ impl Slot {
         wake_at: 0,
         joiner: None,
         stack: None,
+        idle: false,
     };
 }
 
 struct Table {
     slots: [Slot; MAX_THREADS],
-    current: usize,
+    /// Each CPU's running thread.
+    current: [usize; MAX_CPUS],
+    /// Each CPU's idle thread.
+    idle: [usize; MAX_CPUS],
 }
 
 impl Table {
-    /// The next runnable thread after the current one, round robin (never idle).
-    fn next_runnable(&self) -> Option<usize> {
+    /// The next runnable thread after `cpu`'s current one, round robin (never an idle
+    /// thread).
+    fn next_runnable(&self, cpu: usize) -> Option<usize> {
         (1..MAX_THREADS)
-            .map(|step| (self.current + step) % MAX_THREADS)
-            .find(|&index| index != IDLE && self.slots[index].state == State::Runnable)
+            .map(|step| (self.current[cpu] + step) % MAX_THREADS)
+            .find(|&index| !self.slots[index].idle && self.slots[index].state == State::Runnable)
+    }
+
+    /// Ends the `hlt` of another CPU that sits in its idle thread, now that a thread
+    /// became runnable (without this the next tick, 4 ms at most, would).
+    fn kick_idle(&self) {
+        let me = percpu::id();
+        for cpu in 0..MAX_CPUS {
+            let state = &percpu::CPUS[cpu];
+            if cpu != me
+                && state.online.load(Ordering::Relaxed)
+                && self.current[cpu] == self.idle[cpu]
+            {
+                interrupts::send_resched(state.apic_id.load(Ordering::Relaxed));
+            }
+        }
     }
 
     /// Makes thread `index` runnable if it sleeps, else leaves it a permit; returns
@@ -103,6 +140,7 @@ impl Table {
                 slot.state = State::Runnable;
                 slot.permit = true;
                 WAKES.fetch_add(1, Ordering::Relaxed);
+                self.kick_idle();
                 true
             }
             State::Runnable | State::Running => {
@@ -116,11 +154,13 @@ impl Table {
 
 static TABLE: IrqMutex<Table> = IrqMutex::new(Table {
     slots: [const { Slot::FREE }; MAX_THREADS],
-    current: BOOT,
+    current: [BOOT; MAX_CPUS],
+    idle: [IDLE; MAX_CPUS],
 });
 
-/// Saved stack pointers, outside the table's lock: `gk_switch` writes the leaving
-/// thread's after the lock is released (interrupts still masked).
+/// Saved stack pointers, outside the table (`gk_switch` writes through a raw
+/// pointer), but written and read only under the table's lock (see the invariant in
+/// the module comment).
 static SAVED_RSP: [AtomicUsize; MAX_THREADS] = [const { AtomicUsize::new(0) }; MAX_THREADS];
 
 static SLEEPS: AtomicU64 = AtomicU64::new(0);
@@ -170,52 +210,67 @@ unsafe extern "sysv64" {
     fn gk_thread_start();
 }
 
-/// Switches to the next runnable thread, or to idle, or stays. The caller has set
-/// the current thread's state (Runnable to stay in the rotation, Blocked, Exited).
+/// Switches to the next runnable thread, or to this CPU's idle thread, or stays. The
+/// caller has set the current thread's state (Runnable to stay in the rotation,
+/// Blocked, Exited).
 fn switch_away(mut table: IrqGuard<'_, Table>) {
-    let current = table.current;
-    let stays = current == IDLE || table.slots[current].state == State::Runnable;
-    let next = match table.next_runnable() {
+    // The lock is held, so interrupts are masked: the CPU is this thread's until the
+    // switch.
+    let cpu = percpu::id();
+    let current = table.current[cpu];
+    let idle = table.idle[cpu];
+    let stays = current == idle || table.slots[current].state == State::Runnable;
+    let next = match table.next_runnable(cpu) {
         Some(next) => next,
         None if stays => current,
-        None => IDLE,
+        None => idle,
     };
     if next == current {
-        if current != IDLE {
+        if current != idle {
             table.slots[current].state = State::Running;
         }
         return;
     }
-    if next != IDLE {
+    if next != idle {
         table.slots[next].state = State::Running;
     }
-    table.current = next;
+    table.current[cpu] = next;
     SWITCHES.fetch_add(1, Ordering::Relaxed);
+    percpu::CPUS[cpu].switches.fetch_add(1, Ordering::Relaxed);
     let save = SAVED_RSP[current].as_ptr();
     let next_rsp = SAVED_RSP[next].load(Ordering::Relaxed);
-    // Masked across the switch: the lock goes, the masking stays.
-    let masked = NoIrq::new();
-    drop(table);
+    // The push_off state of this thread (the table guard's push_off included) stays
+    // on this stack; the CPU's state becomes the next thread's.
     let state = interrupts::save();
-    // SAFETY: interrupts are masked (`masked`); `save` is this thread's slot of a
-    // static; `next_rsp` was saved by `gk_switch` or built by `spawn` for `next`, which
-    // is not running (one CPU, and `next != current`).
+    // SAFETY: interrupts are masked (the table's guard); `save` is this thread's slot
+    // of a static; `next_rsp` was saved by `gk_switch` or built by `spawn` for `next`,
+    // which no CPU runs: it was Runnable (or is this CPU's idle thread, which only
+    // this CPU runs) and the table lock, held across the switch, keeps any other CPU
+    // from picking this thread before its stack pointer is stored.
     unsafe { gk_switch(save, next_rsp) };
-    // Running again: this thread's push_off state comes back.
+    // Running again, maybe on another CPU: this thread's push_off state goes into the
+    // CPU it runs on now. The lock is held, taken by the thread that switched here; the
+    // guard's drop releases it and undoes the guard's push_off.
     interrupts::restore(state);
-    drop(masked);
+    drop(table);
 }
 
 /// The first Rust code of a new thread.
 extern "sysv64" fn thread_main() -> ! {
-    // The switch into this thread left one push_off held, to come undone here.
+    // The switch into this thread left the table locked and one push_off held (the
+    // switching thread's guard), to come undone here.
     interrupts::restore(interrupts::Saved::NEW_THREAD);
+    // SAFETY: the thread that switched here holds the table lock across `gk_switch`
+    // and hands it to the thread it switched to (the module's invariant); its guard
+    // will release it only after another switch back into that thread, by which time
+    // the lock is held again on its behalf.
+    unsafe { TABLE.force_unlock() };
+    genpager::sync::Interrupts::enable(&interrupts::INTERRUPTS);
     let (entry, arg) = {
         let table = TABLE.lock();
-        let slot = &table.slots[table.current];
+        let slot = &table.slots[table.current[percpu::id()]];
         (slot.entry, slot.arg)
     };
-    genpager::sync::Interrupts::enable(&interrupts::INTERRUPTS);
     if let Some(entry) = entry {
         entry(arg);
     }
@@ -225,7 +280,7 @@ extern "sysv64" fn thread_main() -> ! {
 /// Ends the current thread.
 fn exit() -> ! {
     let mut table = TABLE.lock();
-    let current = table.current;
+    let current = table.current[percpu::id()];
     table.slots[current].state = State::Exited;
     if let Some(joiner) = table.slots[current].joiner.take() {
         table.wake(joiner);
@@ -241,12 +296,44 @@ pub fn init() {
         let mut table = TABLE.lock();
         table.slots[BOOT].state = State::Running;
         table.slots[BOOT].name = "boot";
-        table.current = BOOT;
+        table.current[0] = BOOT;
     }
-    let idle = spawn("idle", idle_loop, 0);
+    let idle = spawn("idle-0", idle_loop, 0);
     assert_eq!(idle.0, IDLE);
-    // Out of the rotation: picked only when nothing else is runnable.
-    TABLE.lock().slots[IDLE].state = State::Runnable;
+    {
+        // Out of the rotation: picked only by its CPU, when nothing else is runnable.
+        let mut table = TABLE.lock();
+        table.slots[IDLE].idle = true;
+        table.slots[IDLE].state = State::Running;
+        table.idle[0] = IDLE;
+    }
+    percpu::CPUS[0].online.store(true, Ordering::Release);
+}
+
+/// Makes the calling context (an AP, on its boot stack, interrupts masked, its LAPIC
+/// timer running) CPU `cpu`'s idle thread and runs the idle loop: from then on the
+/// CPU runs whatever threads are runnable. `started` runs once the CPU is in the
+/// table, before interrupts come on.
+pub fn run_ap(cpu: usize, name: &'static str, started: impl FnOnce()) -> ! {
+    {
+        let mut table = TABLE.lock();
+        let index = (0..MAX_THREADS)
+            .find(|&index| index != BOOT && table.slots[index].state == State::Free)
+            .expect("no free thread slot for an idle thread");
+        table.slots[index] = Slot {
+            state: State::Running,
+            name,
+            idle: true,
+            ..Slot::FREE
+        };
+        table.current[cpu] = index;
+        table.idle[cpu] = index;
+    }
+    percpu::CPUS[cpu].online.store(true, Ordering::Release);
+    started();
+    interrupts::enable_now();
+    idle_loop(cpu);
+    unreachable!("the idle loop returned");
 }
 
 /// The idle thread: halts until an interrupt, runs whatever became runnable.
@@ -256,7 +343,10 @@ fn idle_loop(_: usize) {
         // next instruction, so a wake between the look and the halt still ends it.
         // SAFETY: masks interrupts; this thread holds no push_off (depth 0).
         unsafe { asm!("cli", options(nostack)) };
-        let runnable = TABLE.lock().next_runnable().is_some();
+        let runnable = {
+            let table = TABLE.lock();
+            table.next_runnable(percpu::id()).is_some()
+        };
         if runnable {
             // SAFETY: back to interrupts on, as this thread runs.
             unsafe { asm!("sti", options(nostack)) };
@@ -294,7 +384,9 @@ pub fn spawn(name: &'static str, entry: fn(usize), arg: usize) -> ThreadId {
         wake_at: 0,
         joiner: None,
         stack: Some(stack),
+        idle: false,
     };
+    table.kick_idle();
     ThreadId(index)
 }
 
@@ -316,6 +408,7 @@ pub fn join(id: ThreadId) {
                 return;
             }
             State::Free => return,
+            _ if slot.idle => return,
             _ => {
                 slot.joiner = Some(me.0);
                 drop(table);
@@ -325,8 +418,8 @@ pub fn join(id: ThreadId) {
     }
 }
 
-/// Waits until every spawned thread (but idle and the caller; the boot thread never
-/// exits, so it is not waited for either) has exited.
+/// Waits until every spawned thread (but the idle threads and the caller; the boot
+/// thread never exits, so it is not waited for either) has exited.
 pub fn wait_all() {
     let me = current().0;
     for index in 0..MAX_THREADS {
@@ -338,23 +431,31 @@ pub fn wait_all() {
 
 /// The running thread.
 pub fn current() -> Token {
-    Token(TABLE.lock().current)
+    let table = TABLE.lock();
+    Token(table.current[percpu::id()])
 }
 
 /// The running thread's name.
 pub fn current_name() -> &'static str {
     let table = TABLE.lock();
-    table.slots[table.current].name
+    table.slots[table.current[percpu::id()]].name
+}
+
+/// The index of the CPU the caller runs on (it may have moved by the time it looks).
+pub fn cpu_id() -> usize {
+    let _masked = NoIrq::new();
+    percpu::id()
 }
 
 /// Lets the next runnable thread run, if there is one.
 pub fn yield_now() {
     let mut table = TABLE.lock();
-    if table.next_runnable().is_none() {
+    let cpu = percpu::id();
+    if table.next_runnable(cpu).is_none() {
         return;
     }
-    let current = table.current;
-    if current != IDLE {
+    let current = table.current[cpu];
+    if current != table.idle[cpu] {
         table.slots[current].state = State::Runnable;
     }
     switch_away(table);
@@ -376,6 +477,7 @@ pub fn sleep_us(us: u64) {
 /// has come.
 pub fn tick() {
     let now = time::now_us();
+    watchdog(now);
     let mut table = TABLE.lock();
     for index in 0..MAX_THREADS {
         let due = table.slots[index].wake_at;
@@ -392,15 +494,64 @@ pub fn tick() {
 /// if any (the interrupted thread stays runnable).
 pub fn preempt() {
     let mut table = TABLE.lock();
-    if table.next_runnable().is_none() {
+    let cpu = percpu::id();
+    if table.next_runnable(cpu).is_none() {
         return;
     }
-    let current = table.current;
-    if current != IDLE {
+    let current = table.current[cpu];
+    if current != table.idle[cpu] {
         table.slots[current].state = State::Runnable;
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
     }
     switch_away(table);
+}
+
+/// Microseconds without any context switch after which the watchdog ends the run.
+const WATCHDOG_US: u64 = 30_000_000;
+/// The switch count and time the watchdog last saw it change.
+static WATCHDOG_SEEN: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+/// Called by every timer tick: if no CPU has switched threads for [`WATCHDOG_US`],
+/// prints what each CPU runs and ends the run as a failure (a hang would otherwise
+/// show only as the script's timeout).
+fn watchdog(now: u64) {
+    let switches = SWITCHES.load(Ordering::Relaxed);
+    if WATCHDOG_SEEN[0].swap(switches, Ordering::Relaxed) != switches {
+        WATCHDOG_SEEN[1].store(now, Ordering::Relaxed);
+        return;
+    }
+    let since = WATCHDOG_SEEN[1].load(Ordering::Relaxed);
+    if since == 0 || now.saturating_sub(since) < WATCHDOG_US {
+        if since == 0 {
+            WATCHDOG_SEEN[1].store(now, Ordering::Relaxed);
+        }
+        return;
+    }
+    kprintln!();
+    kprintln!(
+        "genpager kernel: WATCHDOG: no context switch for {} s (noticed on CPU {})",
+        (now - since) / 1_000_000,
+        percpu::id()
+    );
+    match TABLE.try_lock() {
+        Some(table) => {
+            for cpu in 0..MAX_CPUS {
+                kprintln!(
+                    "genpager kernel: CPU {cpu} runs {:?} (online {})",
+                    table.slots[table.current[cpu]].name,
+                    percpu::CPUS[cpu].online.load(Ordering::Relaxed)
+                );
+            }
+        }
+        None => kprintln!("genpager kernel: the thread table is locked"),
+    }
+    kprintln!("genpager kernel self-test: aborted by the watchdog");
+    crate::arch::exit_qemu(crate::arch::ExitCode::Failure)
+}
+
+/// Each CPU's context switches so far.
+pub fn cpu_switches() -> [u64; MAX_CPUS] {
+    percpu::switches()
 }
 
 /// Times a thread really went to sleep in `block`.
@@ -441,7 +592,7 @@ impl Scheduler for KernelScheduler {
 
     fn block(&self, token: Token) {
         let mut table = TABLE.lock();
-        let me = table.current;
+        let me = table.current[percpu::id()];
         debug_assert_eq!(token.0, me, "block names another thread");
         if core::mem::take(&mut table.slots[me].permit) {
             return;

@@ -177,8 +177,8 @@ const THREAD_TESTS: &[Test] = &[
         shared_file_two_threads,
     ),
     (
-        "smp: a second CPU starts (INIT-SIPI) and runs kernel code",
-        second_cpu,
+        "smp: a second CPU starts (INIT-SIPI) and both CPUs run threads",
+        both_cpus_run_threads,
     ),
     (
         "frames: dropping the files returned every frame",
@@ -1177,24 +1177,132 @@ fn file_tests_in_two_threads() -> Outcome {
     thread_failures()
 }
 
-/// Test: smp: a second CPU starts (INIT-SIPI) and runs kernel code.
-fn second_cpu() -> Outcome {
+/// Threads of the SMP test.
+const SMP_THREADS: usize = 4;
+/// How long each SMP test thread spins.
+const SMP_SPIN_US: u64 = 60_000;
+/// Bit `c` set once an SMP test thread has seen itself on CPU `c`.
+static SMP_SEEN: AtomicUsize = AtomicUsize::new(0);
+/// Times an SMP test thread saw itself on another CPU than just before.
+static SMP_MOVES: AtomicU64 = AtomicU64::new(0);
+
+/// Whose turn it is in each SMP ping-pong pair: 0 or 1.
+static RELAY_TURN: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+/// The SMP ping-pong threads' tokens (pair × 2 + side), once started.
+static RELAY_TOKEN: [AtomicUsize; 4] = [const { AtomicUsize::new(usize::MAX) }; 4];
+/// Turns taken in the SMP ping-pong, all threads together.
+static RELAY_TURNS: AtomicUsize = AtomicUsize::new(0);
+
+/// One side of an SMP ping-pong pair (`index` = pair × 2 + side), as
+/// [`ping_pong_side`]; also counts its moves between CPUs.
+fn relay_side(index: usize) {
+    let (pair, me) = (index / 2, index % 2);
+    let token = sched::current();
+    RELAY_TOKEN[index].store(token.0, Ordering::Release);
+    let other = pair * 2 + 1 - me;
+    while RELAY_TOKEN[other].load(Ordering::Acquire) == usize::MAX {
+        sched::yield_now();
+    }
+    let peer = Token(RELAY_TOKEN[other].load(Ordering::Acquire));
+    let mut last = sched::cpu_id();
+    for _ in 0..PING_PONG_ROUNDS {
+        while RELAY_TURN[pair].load(Ordering::Acquire) != me {
+            SCHEDULER.block(token);
+        }
+        let cpu = sched::cpu_id();
+        if cpu != last {
+            SMP_MOVES.fetch_add(1, Ordering::Relaxed);
+            last = cpu;
+        }
+        RELAY_TURNS.fetch_add(1, Ordering::Relaxed);
+        RELAY_TURN[pair].store(1 - me, Ordering::Release);
+        SCHEDULER.wake(peer);
+    }
+}
+
+/// Spins (interrupts on, never yielding) for [`SMP_SPIN_US`], recording the CPUs it
+/// finds itself on.
+fn smp_spinner(_: usize) {
+    let started = time::now_us();
+    let mut last = sched::cpu_id();
+    while time::now_us() - started < SMP_SPIN_US {
+        let cpu = sched::cpu_id();
+        SMP_SEEN.fetch_or(1 << cpu, Ordering::Relaxed);
+        if cpu != last {
+            SMP_MOVES.fetch_add(1, Ordering::Relaxed);
+            last = cpu;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Test: smp: a second CPU starts (INIT-SIPI) and both CPUs run threads. From here on
+/// the AP schedules threads with the boot CPU (the virtio tests and the workload run
+/// on both).
+fn both_cpus_run_threads() -> Outcome {
     let started = time::now_us();
     let id = smp::start()?;
     let up = time::now_us() - started;
     let me = interrupts::lapic_read(interrupts::LAPIC_ID) >> 24;
     ensure!(id != me, "the AP reports the boot CPU's APIC ID {me}");
-    // Its heartbeat moves while this CPU waits: it runs on its own.
-    let beats = smp::beats();
-    sched::sleep_us(10_000);
-    let later = smp::beats();
-    ensure!(later > beats, "the AP's heartbeat stood still at {beats}");
-    ensure!(smp::park(), "the AP did not park");
+    let before = sched::cpu_switches();
+    SMP_SEEN.store(0, Ordering::Relaxed);
+    SMP_MOVES.store(0, Ordering::Relaxed);
+    let spun = time::now_us();
+    let threads: Vec<_> = (0..SMP_THREADS)
+        .map(|index| sched::spawn("smp-spinner", smp_spinner, index))
+        .collect();
+    for thread in threads {
+        sched::join(thread);
+    }
+    let elapsed = time::now_us() - spun;
+    let after = sched::cpu_switches();
+    let seen = SMP_SEEN.load(Ordering::Relaxed);
     kprintln!(
-        "# second CPU: APIC ID {id} up {up} us after INIT, {} heartbeats in 10 ms, parked",
-        later - beats
+        "# smp: APIC ID {id} up {up} us after INIT; {SMP_THREADS} threads spinning {} ms each took {} ms, saw CPUs {seen:#b}, {} moves; switches CPU 0 {}, CPU 1 {}",
+        SMP_SPIN_US / 1000,
+        elapsed / 1000,
+        SMP_MOVES.load(Ordering::Relaxed),
+        after[0] - before[0],
+        after[1] - before[1]
     );
-    Ok(())
+    ensure_eq!(seen, 0b11);
+    ensure!(after[1] > before[1], "CPU 1 switched no thread");
+    // Block and wake across CPUs: two ping-pong pairs at once keep both CPUs busy, so
+    // a thread blocking on one CPU is woken, and picked, by the other while it may
+    // still be switching away (the switch race the table lock closes).
+    for turn in &RELAY_TURN {
+        turn.store(0, Ordering::Relaxed);
+    }
+    for token in &RELAY_TOKEN {
+        token.store(usize::MAX, Ordering::Relaxed);
+    }
+    RELAY_TURNS.store(0, Ordering::Relaxed);
+    SMP_MOVES.store(0, Ordering::Relaxed);
+    let before = sched::cpu_switches();
+    let started = time::now_us();
+    let threads: Vec<_> = (0..RELAY_TOKEN.len())
+        .map(|index| sched::spawn("smp-relay", relay_side, index))
+        .collect();
+    for thread in threads {
+        sched::join(thread);
+    }
+    let after = sched::cpu_switches();
+    kprintln!(
+        "# smp ping-pong: 2 pairs, {} turns in {} ms, {} moves between CPUs; switches CPU 0 {}, CPU 1 {}",
+        RELAY_TURNS.load(Ordering::Relaxed),
+        (time::now_us() - started) / 1000,
+        SMP_MOVES.load(Ordering::Relaxed),
+        after[0] - before[0],
+        after[1] - before[1]
+    );
+    ensure_eq!(
+        RELAY_TURNS.load(Ordering::Relaxed),
+        RELAY_TOKEN.len() * PING_PONG_ROUNDS
+    );
+    // genpager's locks and waits on two CPUs at once: the RAM-disk file tests from
+    // two threads, again.
+    file_tests_in_two_threads()
 }
 
 /// The file the shared-file threads read and evict, and the bytes it holds.

@@ -1,7 +1,9 @@
 //! COM1, the 16550 UART at port 0x3F8: the kernel's console. QEMU's `-serial stdio`
 //! copies it to its standard output.
 
+use core::arch::asm;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arch::{inb, outb};
 
@@ -58,20 +60,53 @@ impl fmt::Write for Serial {
     }
 }
 
+/// Taken around each print, so two CPUs' lines do not interleave.
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Writes `args` to the console under [`LOCK`], with interrupts masked (a handler's
+/// print on this CPU cannot find the lock held under it) by saving and restoring
+/// RFLAGS.IF directly rather than through push_off: this works before the per-CPU
+/// state exists and from the exception and panic paths. The wait for the lock is
+/// bounded, so a CPU that died holding it (a panic mid-print) cannot silence the rest.
+pub fn print(args: fmt::Arguments<'_>) {
+    let flags: u64;
+    // SAFETY: saves RFLAGS through the stack and masks interrupts; IF is restored
+    // below to what it was.
+    unsafe { asm!("pushfq", "pop {}", "cli", out(reg) flags) };
+    let mut locked = false;
+    for _ in 0..20_000_000u32 {
+        if LOCK
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            locked = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    let _ = fmt::Write::write_fmt(&mut Serial, args);
+    if locked {
+        LOCK.store(false, Ordering::Release);
+    }
+    if flags & (1 << 9) != 0 {
+        // SAFETY: interrupts were on when this function was called.
+        unsafe { asm!("sti", options(nostack)) };
+    }
+}
+
 /// Prints formatted text to the serial console.
 #[macro_export]
 macro_rules! kprint {
     ($($arg:tt)*) => {{
-        let _ = core::fmt::Write::write_fmt(&mut $crate::serial::Serial, format_args!($($arg)*));
+        $crate::serial::print(format_args!($($arg)*));
     }};
 }
 
-/// Prints formatted text and a newline to the serial console.
+/// Prints formatted text and a newline to the serial console (one locked write).
 #[macro_export]
 macro_rules! kprintln {
     () => { $crate::kprint!("\n") };
     ($($arg:tt)*) => {{
-        $crate::kprint!($($arg)*);
-        $crate::kprint!("\n");
+        $crate::serial::print(format_args!("{}\n", format_args!($($arg)*)));
     }};
 }

@@ -5,11 +5,11 @@
 //! CR4, CR0 and EFER (without LMA), loads the kernel's GDT, switches to a stack from
 //! the heap and calls [`ap_main`].
 //!
-//! Scope: the application processor (AP) only proves it runs kernel code — it loads
-//! the IDT, turns its local APIC on, counts a heartbeat until told to stop, and
-//! parks with interrupts masked. It takes no part in scheduling: the push_off state,
-//! the scheduler's `current` and the "masked means exclusive" rule are still for one
-//! CPU, so the AP touches nothing but atomics (no lock, no heap, no output).
+//! Once in Rust the application processor (AP) points its GS base at its per-CPU
+//! state ([`percpu`]), loads the IDT, turns its local APIC on with the same periodic
+//! timer as the boot CPU (the calibration is shared), and becomes CPU 1's idle
+//! thread ([`sched::run_ap`]): from then on it runs the kernel's threads like the boot
+//! CPU. Device lines stay routed to the boot CPU.
 
 use alloc::vec;
 use core::arch::{asm, global_asm};
@@ -18,11 +18,14 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use uefi::boot::{AllocateType, MemoryType};
 
-use crate::interrupts::{self, LAPIC_ID, lapic_read, lapic_write};
-use crate::{sched, time};
+use crate::interrupts::{self, LAPIC_ID, NoIrq, lapic_read, lapic_write};
+use crate::{percpu, sched, time};
 
-/// Bytes of the AP's stack.
-const AP_STACK: usize = 16 * 1024;
+/// Bytes of the AP's stack: its idle thread's, where interrupts taken in the idle
+/// loop run too.
+const AP_STACK: usize = 64 * 1024;
+/// The AP's per-CPU index.
+const AP_CPU: usize = 1;
 const LAPIC_ICR_LOW: usize = 0x300;
 const LAPIC_ICR_HIGH: usize = 0x310;
 /// ICR: destination shorthand "all excluding self", level assert.
@@ -37,12 +40,6 @@ static PAGE: AtomicU64 = AtomicU64::new(0);
 static ALIVE: AtomicBool = AtomicBool::new(false);
 /// The AP's local APIC ID.
 static AP_ID: AtomicU32 = AtomicU32::new(u32::MAX);
-/// The AP's heartbeat.
-static BEATS: AtomicU64 = AtomicU64::new(0);
-/// Set by the boot CPU: the AP stops counting and parks.
-static STOP: AtomicBool = AtomicBool::new(false);
-/// Set by the AP just before it parks.
-static PARKED: AtomicBool = AtomicBool::new(false);
 
 /// Reserves the trampoline page: executable (LOADER_CODE: OVMF maps LOADER_DATA
 /// no-execute) and below 1 MiB (a SIPI vector names a page there). Call before
@@ -136,19 +133,17 @@ unsafe extern "sysv64" {
 
 /// Where the AP enters Rust, on its own stack, interrupts masked.
 extern "sysv64" fn ap_main() -> ! {
+    // First: every push_off (any lock) finds its CPU through GS.
+    percpu::install(AP_CPU);
     interrupts::load_idt();
     interrupts::enable_lapic();
-    AP_ID.store(lapic_read(LAPIC_ID) >> 24, Ordering::Relaxed);
-    ALIVE.store(true, Ordering::Release);
-    while !STOP.load(Ordering::Acquire) {
-        BEATS.fetch_add(1, Ordering::Relaxed);
-        core::hint::spin_loop();
-    }
-    PARKED.store(true, Ordering::Release);
-    loop {
-        // SAFETY: parks this CPU for good: interrupts masked, nothing routed to it.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
-    }
+    let apic_id = lapic_read(LAPIC_ID) >> 24;
+    percpu::CPUS[AP_CPU]
+        .apic_id
+        .store(apic_id, Ordering::Relaxed);
+    AP_ID.store(apic_id, Ordering::Relaxed);
+    interrupts::start_timer();
+    sched::run_ap(AP_CPU, "idle-1", || ALIVE.store(true, Ordering::Release))
 }
 
 fn read_cr(which: u8) -> u64 {
@@ -175,6 +170,8 @@ fn read_efer() -> u64 {
 
 /// Sends an IPI to every other CPU and waits until the local APIC has sent it.
 fn send_ipi(command: u32) {
+    // The ICR pair must not be interleaved with a reschedule IPI from a handler.
+    let _masked = NoIrq::new();
     lapic_write(LAPIC_ICR_HIGH, 0);
     lapic_write(LAPIC_ICR_LOW, ICR_ALL_BUT_SELF | command);
     let start = time::now_us();
@@ -234,22 +231,4 @@ pub fn start() -> Result<u32, &'static str> {
         }
     }
     Err("the AP never reached Rust")
-}
-
-/// The AP's heartbeat so far.
-pub fn beats() -> u64 {
-    BEATS.load(Ordering::Relaxed)
-}
-
-/// Tells the AP to stop counting and park; true once it has.
-pub fn park() -> bool {
-    STOP.store(true, Ordering::Release);
-    let start = time::now_us();
-    while !PARKED.load(Ordering::Acquire) {
-        if time::now_us() - start > 100_000 {
-            return false;
-        }
-        sched::yield_now();
-    }
-    true
 }

@@ -61,11 +61,17 @@ pub fn calibrate() {
     TSC_BASE.store(rdtsc(), Ordering::Relaxed);
 }
 
-/// Microseconds since [`calibrate`].
+/// The latest time [`now_us`] returned, on any CPU.
+static LATEST_US: AtomicU64 = AtomicU64::new(0);
+
+/// Microseconds since [`calibrate`]. Never less than a value it returned before, on
+/// any CPU: the CPUs' TSCs may disagree a little, and a thread that moves between
+/// CPUs computes `now_us() - earlier` (an underflow would panic).
 pub fn now_us() -> u64 {
     let per_ms = TSC_PER_MS.load(Ordering::Relaxed).max(1);
     let elapsed = rdtsc().saturating_sub(TSC_BASE.load(Ordering::Relaxed));
-    (u128::from(elapsed) * 1000 / u128::from(per_ms)) as u64
+    let now = (u128::from(elapsed) * 1000 / u128::from(per_ms)) as u64;
+    LATEST_US.fetch_max(now, Ordering::Relaxed).max(now)
 }
 
 /// TSC ticks per microsecond, as calibrated.
