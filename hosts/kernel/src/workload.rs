@@ -433,7 +433,7 @@ pub fn run_at_boot() -> (usize, usize) {
     };
     let spent = Counters::now().since(&before);
     kprintln!(
-        "workload: {} ms; requests {} ({} completed in interrupt context), sleeps {}, wakes {} (genpager's waits: {} sleeps, {} wakes), preemptions {}",
+        "workload: {} ms; requests {} ({} completed in interrupt context), sleeps {}, wakes {} (genpager's waits: {} sleeps, {} wakes), preemptions {}, switches on CPU 0 {} and CPU 1 {}",
         (crate::time::now_us() - started) / 1000,
         spent.requests,
         spent.in_interrupt,
@@ -441,7 +441,9 @@ pub fn run_at_boot() -> (usize, usize) {
         spent.wakes,
         spent.genpager_sleeps,
         spent.genpager_wakes,
-        spent.preemptions
+        spent.preemptions,
+        spent.switches[0],
+        spent.switches[1]
     );
     kprintln!(
         "workload: page daemon: {} reclaim calls freed {} pages (budget {} frames, {} resident now); {} allocation failures retried; {} syncer flushes",
@@ -452,7 +454,14 @@ pub fn run_at_boot() -> (usize, usize) {
         summary.no_memory_retries,
         summary.syncs
     );
-    let checks: [(&str, Outcome); 5] = [
+    let checks: [(&str, Outcome); 6] = [
+        (
+            "workload: both CPUs ran its threads",
+            positive(
+                spent.switches.iter().copied().min().unwrap_or(0),
+                "switches on one of the CPUs",
+            ),
+        ),
         (
             "workload: completions ran in interrupt context",
             positive(spent.in_interrupt, "completions in interrupt context"),
@@ -520,6 +529,8 @@ struct Counters {
     genpager_sleeps: u64,
     genpager_wakes: u64,
     preemptions: u64,
+    /// Context switches on each CPU.
+    switches: [u64; 2],
 }
 
 impl Counters {
@@ -538,6 +549,7 @@ impl Counters {
             genpager_sleeps: crate::waits::GENPAGER.blocks(),
             genpager_wakes: crate::waits::GENPAGER.wakes(),
             preemptions: sched::preemptions(),
+            switches: sched::cpu_switches(),
         }
     }
 
@@ -550,6 +562,10 @@ impl Counters {
             genpager_sleeps: self.genpager_sleeps - before.genpager_sleeps,
             genpager_wakes: self.genpager_wakes - before.genpager_wakes,
             preemptions: self.preemptions - before.preemptions,
+            switches: [
+                self.switches[0] - before.switches[0],
+                self.switches[1] - before.switches[1],
+            ],
         }
     }
 }
