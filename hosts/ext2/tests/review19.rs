@@ -39,6 +39,9 @@ struct Faults {
     fail_data_writes: AtomicBool,
     /// `Disk::writable` answers false.
     read_only: bool,
+    /// The `write_meta` call of this number (from 0) fails, once; -1: none.
+    fail_write_meta_at: Option<AtomicI64>,
+    write_meta_calls: AtomicI64,
 }
 
 struct TestDisk {
@@ -178,6 +181,12 @@ impl Disk for TestDisk {
             panic!("write_meta on a read-only disk");
         }
         self.charge_meta()?;
+        let call = self.faults.write_meta_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(at) = &self.faults.fail_write_meta_at
+            && at.load(Ordering::SeqCst) == call
+        {
+            return Err(DiskError::Io);
+        }
         if !self.faults.sector_rmw {
             let mut disk = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
             let r = range(disk.len(), offset, buf.len())?;
@@ -729,6 +738,145 @@ fn data_write_failure_then_recovery_loses_nothing_and_fsck_clean() {
         fsck_clean(&path);
         assert!(dump(&path, "/e/f", &tmp) == want, "{block}: dump");
     }
+}
+
+/// One metadata write fails (the n-th, for every n the script makes), the op reports
+/// it, and retrying the op succeeds: the image ends e2fsck-clean and debugfs agrees
+/// with the fs. (The README: errors of the disk are `Ext2Error`s; the fs stays usable.)
+#[test]
+fn one_failed_metadata_write_then_retry_leaves_fsck_clean_for_every_n() {
+    let tmp = TempDir::new("r19-failn");
+    let files = [
+        Spec::new("/d/a", random_bytes(20_000, 1)),
+        Spec::new("/d/b", random_bytes(300_000, 2)),
+    ];
+    let pristine = image(&tmp, &files, 1024, 8192).lock().unwrap().clone();
+    let mut bad = Vec::new();
+    let mut n = 0;
+    loop {
+        let bytes = Arc::new(Mutex::new(pristine.clone()));
+        let fs = Ext2Fs::with_device(TestDisk::new(
+            bytes.clone(),
+            Faults {
+                fail_write_meta_at: Some(AtomicI64::new(n)),
+                ..Faults::default()
+            },
+        ))
+        .unwrap();
+        fs.set_clock(|| NOW);
+        let mut failures = String::new();
+        let mut retry = |what: &str, op: &mut dyn FnMut() -> Result<(), Ext2Error>| {
+            if let Err(e) = op() {
+                failures = format!("{what}: {e}");
+                if let Err(e) = op() {
+                    panic!("n={n}: {what} failed again after one failed metadata write: {e}");
+                }
+            }
+        };
+        let a = fs.open_file("/d/a").unwrap();
+        let b = fs.open_file("/d/b").unwrap();
+        retry("write a", &mut || a.write_at(70_000, &random_bytes(30_000, 3)).map(|_| ()));
+        retry("sync a", &mut || a.sync());
+        retry("shrink b", &mut || b.set_len(10_000));
+        retry("write b", &mut || b.write_at(80_000_000, b"far").map(|_| ()));
+        retry("sync b", &mut || b.sync());
+        retry("shrink a", &mut || a.set_len(3000));
+        retry("grow a", &mut || a.set_len(9000));
+        let got_a = a.read_to_vec().unwrap();
+        let mut got_b = vec![0u8; 4096];
+        b.read_at(80_000_000 - 1000, &mut got_b).unwrap();
+        drop((a, b));
+        let calls = fs.device().faults.write_meta_calls.load(Ordering::SeqCst);
+        drop(fs);
+        let path = tmp.join("image");
+        std::fs::write(&path, &*bytes.lock().unwrap()).unwrap();
+        let fsck = std::process::Command::new(common::tool("e2fsck"))
+            .arg("-fn")
+            .arg(&path)
+            .output()
+            .unwrap();
+        if !fsck.status.success() {
+            bad.push(format!(
+                "n={n} (failed: {failures}): {}",
+                String::from_utf8_lossy(&fsck.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with("Pass") && !l.is_empty())
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ));
+        } else if dump(&path, "/d/a", &tmp) != got_a {
+            bad.push(format!("n={n} (failed: {failures}): /d/a differs from debugfs"));
+        }
+        n += 1;
+        if n >= calls {
+            break;
+        }
+    }
+    assert!(bad.is_empty(), "{} of {n} runs left a damaged image:\n{}", bad.len(), bad.join("\n"));
+}
+
+fn fail_next_write_meta(fs: &Ext2Fs<TestDisk>) {
+    let faults = &fs.device().faults;
+    let next = faults.write_meta_calls.load(Ordering::SeqCst);
+    faults.fail_write_meta_at.as_ref().unwrap().store(next, Ordering::SeqCst);
+}
+
+fn one_shot_fs(tmp: &TempDir) -> (Arc<Mutex<Vec<u8>>>, Arc<Ext2Fs<TestDisk>>) {
+    let files = [Spec::new("/d/a", random_bytes(5000, 1))];
+    let bytes = image(tmp, &files, 1024, 8192);
+    let fs = Ext2Fs::with_device(TestDisk::new(
+        bytes.clone(),
+        Faults {
+            fail_write_meta_at: Some(AtomicI64::new(-1)),
+            ..Faults::default()
+        },
+    ))
+    .unwrap();
+    fs.set_clock(|| NOW);
+    (bytes, fs)
+}
+
+/// `Ext2File::sync` "records the size ... in the inode": the inode write fails once;
+/// the sync reports it; the next sync returns Ok, so the size must be on disk.
+/// (sync_locked sets the in-memory size before write_inode, and the retry sees no
+/// change and writes nothing: file.rs sync_locked.)
+#[test]
+fn a_sync_whose_inode_write_failed_is_redone_by_the_next_sync() {
+    let tmp = TempDir::new("r19-inodefail");
+    let (bytes, fs) = one_shot_fs(&tmp);
+    let file = fs.open_file("/d/a").unwrap();
+    // Inside the last block (5000 B, 1 KiB blocks): no allocation, only the inode.
+    file.write_at(5000, &[7u8; 100]).unwrap();
+    fail_next_write_meta(&fs);
+    assert!(file.sync().is_err(), "the failed inode write is reported");
+    file.sync().unwrap();
+    drop(file);
+    drop(fs);
+    let path = save(&tmp, &bytes);
+    let stat = debugfs(&path, "stat /d/a");
+    assert!(stat.contains("Size: 5100"), "the retried sync left the old size: {stat}");
+}
+
+/// `alloc` fills holes "all or nothing" (README): an allocation whose bitmap write
+/// fails reports it; retrying the write and syncing leaves the image e2fsck-clean.
+/// (Ext2Fs::commit takes the dirty sets with mem::take before writing them: a failed
+/// write drops the rest of its set for good.)
+#[test]
+fn a_failed_bitmap_write_is_not_forgotten() {
+    let tmp = TempDir::new("r19-bitmapfail");
+    let (bytes, fs) = one_shot_fs(&tmp);
+    let file = fs.open_file("/d/a").unwrap();
+    fail_next_write_meta(&fs);
+    // Past the last block: one new block (bitmap, group count, superblock, inode).
+    let first = file.write_at(6000, &[9u8; 10]).and_then(|_| file.sync());
+    assert!(first.is_err(), "the failed bitmap write is reported");
+    file.write_at(6000, &[9u8; 10]).unwrap();
+    file.sync().unwrap();
+    drop(file);
+    drop(fs);
+    let path = save(&tmp, &bytes);
+    fsck_clean(&path);
 }
 
 /// A Disk whose `writable()` is false opens a read-only fs: writes, set_len and
