@@ -959,6 +959,20 @@ fn parse_manifest_rejects_extents_that_overflow_or_leave_the_file() {
     assert!(workload::parse_manifest(outside).is_none(), "extent past the file's size");
 }
 
+/// Lines with words past the format's (`file PATH SIZE COUNT`, `extent OFF LEN SUM`)
+/// are malformed: they are not what `manifest` writes (a path with a space would
+/// read as a different path and size).
+#[test]
+fn parse_manifest_rejects_trailing_words() {
+    for text in [
+        "genpager-manifest 1\nfile /x 1 0 junk\n",
+        "genpager-manifest 1\nfile /x 1 1\nextent 0 1 ab junk\n",
+        "genpager-manifest 1 junk\n",
+    ] {
+        assert!(workload::parse_manifest(text).is_none(), "{text:?} parsed");
+    }
+}
+
 /// `FileSpec::bytes` of a range near u64::MAX: past the file, so zeroes; no panic.
 #[test]
 fn filespec_bytes_near_u64_max_does_not_overflow() {
