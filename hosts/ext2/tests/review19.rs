@@ -42,6 +42,8 @@ struct Faults {
     /// The `write_meta` call of this number (from 0) fails, once; -1: none.
     fail_write_meta_at: Option<AtomicI64>,
     write_meta_calls: AtomicI64,
+    /// `read_meta` sleeps this many microseconds first (widens lookup-to-table races).
+    slow_meta_reads_us: u64,
 }
 
 struct TestDisk {
@@ -170,6 +172,9 @@ impl Strategy for TestDisk {
 impl Disk for TestDisk {
     fn read_meta(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.charge_meta()?;
+        if self.faults.slow_meta_reads_us > 0 {
+            std::thread::sleep(Duration::from_micros(self.faults.slow_meta_reads_us));
+        }
         let disk = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
         let r = range(disk.len(), offset, buf.len())?;
         buf.copy_from_slice(&disk[r]);
@@ -404,15 +409,34 @@ fn a_failed_metadata_write_then_retry_leaves_fsck_clean() {
 /// Several threads open, append to and sync the same path, then drop their handle,
 /// over and over: each open must see what the last close synced (one vnode while
 /// alive, and the inode read fresh when it is not).
+///
+/// Fails about half the runs of one round, so it runs sixteen. The window: `open_file`
+/// reads the inode from the disk (`lookup`) before it looks in the vnode table; if the
+/// live vnode syncs and is dropped in between, a fresh vnode is built from the stale
+/// inode (fs.rs `vnode`), and its next sync writes the stale block map and size back.
+/// Here `read_meta` sleeps 300 µs, as a kernel's metadata read sleeps on the disk.
 #[test]
 fn reopening_a_path_while_others_close_it_sees_their_synced_data() {
+    for _ in 0..16 {
+        reopen_round();
+    }
+}
+
+fn reopen_round() {
     const THREADS: u64 = 4;
-    const ROUNDS: u64 = 25;
+    const ROUNDS: u64 = 100;
     const CHUNK: usize = 1500;
     let tmp = TempDir::new("r19-reopen");
     let files = [Spec::new("/s/shared", Vec::new())];
     let bytes = image(&tmp, &files, 1024, 8192);
-    let fs = Ext2Fs::with_device(TestDisk::new(bytes.clone(), Faults::default())).unwrap();
+    let fs = Ext2Fs::with_device(TestDisk::new(
+        bytes.clone(),
+        Faults {
+            slow_meta_reads_us: 300,
+            ..Faults::default()
+        },
+    ))
+    .unwrap();
     fs.set_clock(|| NOW);
     std::thread::scope(|scope| {
         for t in 0..THREADS {
