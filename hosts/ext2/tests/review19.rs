@@ -309,7 +309,10 @@ fn late_out_of_order_completion_keeps_data_and_fsck_clean() {
         let path = save(&tmp, &bytes);
         fsck_clean(&path);
         for (i, data) in want.iter().enumerate() {
-            assert!(dump(&path, &format!("/w/f{i}"), &tmp) == *data, "{block}: f{i} dump");
+            assert!(
+                dump(&path, &format!("/w/f{i}"), &tmp) == *data,
+                "{block}: f{i} dump"
+            );
         }
     }
 }
@@ -359,7 +362,10 @@ fn failing_metadata_transfers_give_errors_never_panics() {
             panics.push(n);
         }
     }
-    assert!(panics.is_empty(), "panicked with metadata failing after {panics:?}");
+    assert!(
+        panics.is_empty(),
+        "panicked with metadata failing after {panics:?}"
+    );
 }
 
 /// Metadata writes that fail once, then succeed: after the failed op returns its
@@ -394,7 +400,10 @@ fn a_failed_metadata_write_then_retry_leaves_fsck_clean() {
         .as_ref()
         .unwrap()
         .store(i64::MAX, Ordering::SeqCst);
-    assert!(first.is_err(), "the faulted write or sync reported its failure");
+    assert!(
+        first.is_err(),
+        "the faulted write or sync reported its failure"
+    );
     // Retry: write it again and sync.
     file.write_at(0, &data).unwrap();
     file.sync().unwrap();
@@ -643,7 +652,10 @@ fn a_small_memory_budget_holds_and_loses_no_data() {
     });
     drop(open);
     let errors = errors.into_inner().unwrap();
-    assert!(errors.is_empty(), "writers failed under a 64-frame budget: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "writers failed under a 64-frame budget: {errors:?}"
+    );
     assert!(
         peak.load(Ordering::Relaxed) <= 64,
         "resident peaked at {} > budget 64",
@@ -656,7 +668,10 @@ fn a_small_memory_budget_holds_and_loses_no_data() {
         let want: Vec<u8> = (0..64u64)
             .flat_map(|k| random_bytes(16384, i * 1000 + k))
             .collect();
-        assert!(dump(&path, &format!("/m/f{i}"), &tmp) == want, "f{i} lost data");
+        assert!(
+            dump(&path, &format!("/m/f{i}"), &tmp) == want,
+            "f{i} lost data"
+        );
     }
 }
 
@@ -688,7 +703,10 @@ fn far_writes_past_double_indirect_at_every_block_size() {
         assert_eq!(file.read_at(far, &mut buf).unwrap(), data.len());
         assert!(buf == data, "{block}: far data");
         let bmap = debugfs(&path, &format!("bmap /f/x {}", far / u64::from(block)));
-        assert!(bmap.trim().parse::<u64>().unwrap_or(0) != 0, "{block}: {bmap}");
+        assert!(
+            bmap.trim().parse::<u64>().unwrap_or(0) != 0,
+            "{block}: {bmap}"
+        );
     }
 }
 
@@ -750,10 +768,19 @@ fn data_write_failure_then_recovery_loses_nothing_and_fsck_clean() {
         let data = random_bytes(300_000, 2);
         want.resize(100_000, 0);
         want.extend_from_slice(&data);
-        fs.device().faults.fail_data_writes.store(true, Ordering::SeqCst);
+        fs.device()
+            .faults
+            .fail_data_writes
+            .store(true, Ordering::SeqCst);
         file.write_at(100_000, &data).unwrap();
-        assert!(file.sync().is_err(), "{block}: the failed sync reports its error");
-        fs.device().faults.fail_data_writes.store(false, Ordering::SeqCst);
+        assert!(
+            file.sync().is_err(),
+            "{block}: the failed sync reports its error"
+        );
+        fs.device()
+            .faults
+            .fail_data_writes
+            .store(false, Ordering::SeqCst);
         file.sync().unwrap();
         assert!(file.read_to_vec().unwrap() == want, "{block}: reread");
         drop(file);
@@ -799,10 +826,14 @@ fn one_failed_metadata_write_then_retry_leaves_fsck_clean_for_every_n() {
         };
         let a = fs.open_file("/d/a").unwrap();
         let b = fs.open_file("/d/b").unwrap();
-        retry("write a", &mut || a.write_at(70_000, &random_bytes(30_000, 3)).map(|_| ()));
+        retry("write a", &mut || {
+            a.write_at(70_000, &random_bytes(30_000, 3)).map(|_| ())
+        });
         retry("sync a", &mut || a.sync());
         retry("shrink b", &mut || b.set_len(10_000));
-        retry("write b", &mut || b.write_at(80_000_000, b"far").map(|_| ()));
+        retry("write b", &mut || {
+            b.write_at(80_000_000, b"far").map(|_| ())
+        });
         retry("sync b", &mut || b.sync());
         retry("shrink a", &mut || a.set_len(3000));
         retry("grow a", &mut || a.set_len(9000));
@@ -830,20 +861,31 @@ fn one_failed_metadata_write_then_retry_leaves_fsck_clean_for_every_n() {
                     .join(" | ")
             ));
         } else if dump(&path, "/d/a", &tmp) != got_a {
-            bad.push(format!("n={n} (failed: {failures}): /d/a differs from debugfs"));
+            bad.push(format!(
+                "n={n} (failed: {failures}): /d/a differs from debugfs"
+            ));
         }
         n += 1;
         if n >= calls {
             break;
         }
     }
-    assert!(bad.is_empty(), "{} of {n} runs left a damaged image:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {n} runs left a damaged image:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 fn fail_next_write_meta(fs: &Ext2Fs<TestDisk>) {
     let faults = &fs.device().faults;
     let next = faults.write_meta_calls.load(Ordering::SeqCst);
-    faults.fail_write_meta_at.as_ref().unwrap().store(next, Ordering::SeqCst);
+    faults
+        .fail_write_meta_at
+        .as_ref()
+        .unwrap()
+        .store(next, Ordering::SeqCst);
 }
 
 fn one_shot_fs(tmp: &TempDir) -> (Arc<Mutex<Vec<u8>>>, Arc<Ext2Fs<TestDisk>>) {
@@ -879,7 +921,10 @@ fn a_sync_whose_inode_write_failed_is_redone_by_the_next_sync() {
     drop(fs);
     let path = save(&tmp, &bytes);
     let stat = debugfs(&path, "stat /d/a");
-    assert!(stat.contains("Size: 5100"), "the retried sync left the old size: {stat}");
+    assert!(
+        stat.contains("Size: 5100"),
+        "the retried sync left the old size: {stat}"
+    );
 }
 
 /// `alloc` fills holes "all or nothing" (README): an allocation whose bitmap write
@@ -978,9 +1023,15 @@ fn parse_manifest_rejects_extents_that_overflow_or_leave_the_file() {
         "genpager-manifest 1\nfile /x 10 1\nextent {} 2 0\n",
         u64::MAX
     );
-    assert!(workload::parse_manifest(&overflow).is_none(), "offset+len overflows u64");
+    assert!(
+        workload::parse_manifest(&overflow).is_none(),
+        "offset+len overflows u64"
+    );
     let outside = "genpager-manifest 1\nfile /x 10 1\nextent 5 100 0\n";
-    assert!(workload::parse_manifest(outside).is_none(), "extent past the file's size");
+    assert!(
+        workload::parse_manifest(outside).is_none(),
+        "extent past the file's size"
+    );
 }
 
 /// Lines with words past the format's (`file PATH SIZE COUNT`, `extent OFF LEN SUM`)
@@ -1027,7 +1078,11 @@ fn apply_write_overflowing_u64_does_not_wrap() {
     // Either a panic (refusal) or contents untouched; never a silent wrap that
     // writes at offset 2.
     if outcome.is_ok() {
-        assert_eq!(contents, vec![1u8; 16], "wrapped write changed the contents");
+        assert_eq!(
+            contents,
+            vec![1u8; 16],
+            "wrapped write changed the contents"
+        );
     }
     assert!(outcome.is_ok(), "apply panicked on an overflowing write");
 }
