@@ -38,9 +38,12 @@ pub fn pattern_byte(seed: u32, offset: u64) -> u8 {
     }
 }
 
-/// Fills `buf` with the pattern of `seed` as it lies at `offset..offset + buf.len()`.
+/// Fills `buf` with the pattern of `seed` as it lies at `offset..offset + buf.len()`
+/// (which the caller keeps inside `u64`).
 pub fn fill_pattern(seed: u32, offset: u64, buf: &mut [u8]) {
-    for (at, byte) in (offset..).zip(buf.iter_mut()) {
+    // The buffer first: the offsets are not taken one past its end (which could be
+    // one past u64::MAX).
+    for (byte, at) in buf.iter_mut().zip(offset..) {
         *byte = pattern_byte(seed, at);
     }
 }
@@ -72,13 +75,14 @@ pub struct FileSpec {
 }
 
 impl FileSpec {
-    /// The bytes of `range` of the file as generated.
+    /// The bytes of `offset..offset + len` of the file as generated: zeroes outside its
+    /// extents (and at offsets past `u64::MAX`, where no file has bytes).
     pub fn bytes(&self, offset: u64, len: usize) -> Vec<u8> {
         let mut out = vec![0; len];
-        let end = offset + len as u64;
+        let end = offset.saturating_add(len as u64);
         for (index, &(at, extent_len)) in self.extents.iter().enumerate() {
             let from = at.max(offset);
-            let to = (at + extent_len).min(end);
+            let to = at.saturating_add(extent_len).min(end);
             if from < to {
                 let slice = &mut out[(from - offset) as usize..(to - offset) as usize];
                 fill_pattern(self.seed + index as u32, from, slice);
@@ -316,24 +320,39 @@ pub fn ops(file: usize, rounds: usize) -> Vec<Op> {
 pub fn expected(file: usize, rounds: usize) -> Vec<u8> {
     let mut contents = WRITTEN[file].contents();
     for op in ops(file, rounds) {
-        apply(&mut contents, op);
+        let applied = apply(&mut contents, op);
+        debug_assert!(applied, "ops() makes only writes that fit in memory");
     }
     contents
 }
 
-/// What `op` does to a file's contents held in memory.
-pub fn apply(contents: &mut Vec<u8>, op: Op) {
+/// What `op` does to a file's contents held in memory. Returns `false`, with the
+/// contents unchanged, for an op whose file would not fit in memory (its end past
+/// `usize`, or more than can be allocated); [`ops`] makes none.
+pub fn apply(contents: &mut Vec<u8>, op: Op) -> bool {
+    let end = match op {
+        Op::Write { offset, len, .. } => offset.checked_add(u64::from(len)),
+        Op::SetSize(size) => Some(size),
+        Op::Sync => return true,
+    };
+    let Some(end) = end.and_then(|end| usize::try_from(end).ok()) else {
+        return false;
+    };
+    if end > contents.len() && contents.try_reserve(end - contents.len()).is_err() {
+        return false;
+    }
     match op {
-        Op::Write { offset, len, seed } => {
-            let end = (offset + u64::from(len)) as usize;
+        Op::Write { offset, seed, .. } => {
             if contents.len() < end {
                 contents.resize(end, 0);
             }
+            // `offset <= end`, which fits in usize.
             fill_pattern(seed, offset, &mut contents[offset as usize..end]);
         }
-        Op::SetSize(size) => contents.resize(size as usize, 0),
+        Op::SetSize(_) => contents.resize(end, 0),
         Op::Sync => {}
     }
+    true
 }
 
 /// One file of the manifest: its path and size, and the checksum of each data extent.
@@ -377,7 +396,10 @@ pub fn manifest(mut checksum: impl FnMut(&FileSpec, u64, u64) -> u64) -> String 
     text
 }
 
-/// Parses a manifest written by [`manifest`]; `None` if it is malformed.
+/// Parses a manifest written by [`manifest`]; `None` if it is malformed: a line not in
+/// the format (words missing or left over, numbers that do not parse), or extents out
+/// of order, overlapping, or past the file's size. What it returns can be read
+/// without overflow: every extent ends inside its file.
 pub fn parse_manifest(text: &str) -> Option<Vec<ManifestFile>> {
     let mut lines = text.lines();
     if lines.next()? != "genpager-manifest 1" {
@@ -385,31 +407,42 @@ pub fn parse_manifest(text: &str) -> Option<Vec<ManifestFile>> {
     }
     let mut files = Vec::new();
     while let Some(line) = lines.next() {
-        let mut words = line.split(' ');
-        if words.next()? != "file" {
-            return None;
-        }
-        let path = String::from(words.next()?);
-        let size = words.next()?.parse().ok()?;
-        let count: usize = words.next()?.parse().ok()?;
-        let mut extents = Vec::with_capacity(count);
+        let [path, size, count] = fields(line, "file")?;
+        let size: u64 = size.parse().ok()?;
+        let count: usize = count.parse().ok()?;
+        // No room reserved from `count`: a damaged manifest could name any count, and
+        // each extent needs a line of its own anyway.
+        let mut extents = Vec::new();
+        let mut free_from = 0;
         for _ in 0..count {
-            let mut words = lines.next()?.split(' ');
-            if words.next()? != "extent" {
+            let [offset, len, sum] = fields(lines.next()?, "extent")?;
+            let offset: u64 = offset.parse().ok()?;
+            let len: u64 = len.parse().ok()?;
+            let sum = u64::from_str_radix(sum, 16).ok()?;
+            let end = offset.checked_add(len)?;
+            if offset < free_from || end > size {
                 return None;
             }
-            let offset = words.next()?.parse().ok()?;
-            let len = words.next()?.parse().ok()?;
-            let sum = u64::from_str_radix(words.next()?, 16).ok()?;
+            free_from = end;
             extents.push((offset, len, sum));
         }
         files.push(ManifestFile {
-            path,
+            path: String::from(path),
             size,
             extents,
         });
     }
     Some(files)
+}
+
+/// The three words after `keyword` on `line`, if it has exactly those.
+fn fields<'a>(line: &'a str, keyword: &str) -> Option<[&'a str; 3]> {
+    let mut words = line.split(' ');
+    if words.next()? != keyword {
+        return None;
+    }
+    let fields = [words.next()?, words.next()?, words.next()?];
+    words.next().is_none().then_some(fields)
 }
 
 #[cfg(test)]
@@ -450,17 +483,19 @@ mod tests {
             assert_eq!(ops.iter().any(|op| matches!(op, Op::SetSize(_))), file == 2);
         }
         let mut contents = vec![1u8; 10];
-        apply(&mut contents, Op::SetSize(4));
-        apply(
-            &mut contents,
-            Op::Write {
-                offset: 6,
-                len: 2,
-                seed: 3,
-            },
-        );
+        assert!(apply(&mut contents, Op::SetSize(4)));
+        let write = |offset, len| Op::Write {
+            offset,
+            len,
+            seed: 3,
+        };
+        assert!(apply(&mut contents, write(6, 2)));
         assert_eq!(&contents[..6], &[1, 1, 1, 1, 0, 0]);
         assert_eq!(contents[6], pattern_byte(3, 6));
+        assert_eq!(contents.len(), 8);
+        // A write past what memory holds changes nothing.
+        assert!(!apply(&mut contents, write(u64::MAX, 1)));
+        assert!(!apply(&mut contents, Op::SetSize(u64::MAX)));
         assert_eq!(contents.len(), 8);
     }
 

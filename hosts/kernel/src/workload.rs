@@ -305,7 +305,11 @@ fn read_range(
     len: usize,
     by_faults: bool,
 ) -> Result<Vec<u8>, String> {
-    let mut out = vec![0u8; len];
+    // Fallible: the length comes from the image's manifest.
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| format!("no memory for a {len}-byte read"))?;
+    out.resize(len, 0);
     if !by_faults {
         let got = retry(|| file.read_at(offset, &mut out))
             .map_err(|err| format!("read {offset}+{len}: {err}"))?;
