@@ -20,19 +20,8 @@ use genpager::{
 
 use crate::cache::KernelCache;
 use crate::kprintln;
+use crate::selftest::{Outcome, Test, ensure};
 use crate::virtio::{self, VirtioBlk};
-
-/// What one test returns: `Err` carries the reason it failed.
-type Outcome = core::result::Result<(), String>;
-
-/// Fails the test with a message unless `cond` holds.
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!("line {}: {}", line!(), format!($($msg)+)));
-        }
-    };
-}
 
 /// Flush and evict.
 const EVICT: PutFlags = PutFlags::CLEANIT
@@ -304,11 +293,8 @@ fn all_completed() -> Outcome {
     Ok(())
 }
 
-/// One test: its name and its body.
-type Test = (&'static str, fn() -> Outcome);
-
-/// The virtio tests, in order.
-const TESTS: &[Test] = &[
+/// The virtio tests, in order (run by `selftest::run`).
+pub const TESTS: &[Test] = &[
     (
         "virtio: the raw disks on bus 0, GSI from the q35 swizzle",
         probed,
@@ -335,23 +321,3 @@ const TESTS: &[Test] = &[
         all_completed,
     ),
 ];
-
-/// Runs the virtio tests, printing one line each; returns `(passed, failed)`.
-pub fn run() -> (usize, usize) {
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in TESTS {
-        let outcome = test();
-        genpager::reap_completions();
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                kprintln!("ok - {name}");
-            }
-            Err(why) => {
-                failed += 1;
-                kprintln!("FAILED - {name}: {why}");
-            }
-        }
-    }
-    (passed, failed)
-}

@@ -33,6 +33,7 @@ use genpager_ext2::{Ext2Error, Ext2File, Ext2Fs};
 
 use crate::disk::VirtioDisk;
 use crate::interrupts::IrqMutex;
+use crate::selftest::Outcome;
 use crate::{kprintln, memory, sched};
 
 /// Passes each reader makes over the read-only tree.
@@ -46,9 +47,6 @@ const HOLE_PROBE: u64 = 16 * 1024;
 pub type Fs = Ext2Fs<VirtioDisk>;
 /// A file of the workload.
 pub type File = Ext2File<VirtioDisk>;
-
-/// What one workload thread returns: `Err` says what it found wrong.
-type Outcome = Result<(), String>;
 
 /// A job for a thread, and the slot its result goes to.
 type Job = Box<dyn FnOnce() -> Outcome + Send>;
@@ -399,11 +397,11 @@ fn page_daemon() -> Outcome {
 }
 
 /// Mounts every virtio disk holding ext2 (the raw test disks do not), runs the
-/// workload on all of them at once, and reports each thread as one test, plus the
-/// checks that make the run mean something: completions ran in interrupt context,
-/// threads slept and were woken, the page daemon freed pages. Returns
-/// `(passed, failed)`.
-pub fn run_at_boot() -> (usize, usize) {
+/// workload on all of them at once, and reports each thread as one test
+/// (`selftest::report`), plus the checks that make the run mean something:
+/// completions ran in interrupt context, threads slept and were woken, the page
+/// daemon freed pages.
+pub fn run_at_boot() {
     let mut filesystems: Vec<(&'static str, Arc<Fs>)> = Vec::new();
     for &device in crate::virtio::probe_all() {
         let Ok(fs) = Ext2Fs::with_device(VirtioDisk::new(device)) else {
@@ -490,25 +488,12 @@ pub fn run_at_boot() -> (usize, usize) {
             positive(summary.syncs, "syncer flushes"),
         ),
     ];
-    let (mut passed, mut failed) = (0, 0);
-    let results = summary.results.into_iter();
-    for (name, outcome) in results.chain(
-        checks
-            .into_iter()
-            .map(|(name, outcome)| (String::from(name), outcome)),
-    ) {
-        match outcome {
-            Ok(()) => {
-                passed += 1;
-                kprintln!("ok - {name}");
-            }
-            Err(why) => {
-                failed += 1;
-                kprintln!("FAILED - {name}: {why}");
-            }
-        }
+    let checks = checks
+        .into_iter()
+        .map(|(name, outcome)| (String::from(name), outcome));
+    for (name, outcome) in summary.results.into_iter().chain(checks) {
+        crate::selftest::report(&name, outcome);
     }
-    (passed, failed)
 }
 
 fn positive(count: u64, what: &str) -> Outcome {
