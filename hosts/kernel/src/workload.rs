@@ -123,7 +123,8 @@ fn spawn_worker(name: String, job: impl FnOnce() -> Outcome + Send + 'static) ->
 /// Runs the whole workload on `filesystems` and waits for every thread.
 pub fn run(filesystems: &[(&'static str, Arc<Fs>)]) -> Summary {
     let mut threads = Vec::new();
-    let mut written: Vec<Arc<File>> = Vec::new();
+    // Each written file, its filesystem's label and its index in `workload::WRITTEN`.
+    let mut written: Vec<(&str, usize, Arc<File>)> = Vec::new();
     for (label, fs) in filesystems {
         let manifest = match read_manifest(fs) {
             Ok(manifest) => Arc::new(manifest),
@@ -159,13 +160,13 @@ pub fn run(filesystems: &[(&'static str, Arc<Fs>)]) -> Summary {
                     continue;
                 }
             };
-            written.push(file.clone());
+            written.push((label, index, file.clone()));
             let role = if index == 2 { "setsize" } else { "writer" };
             let name = format!("{label}: {role} {}", workload::WRITTEN[index].path);
             threads.push(spawn_worker(name, move || run_script(&file, index)));
         }
     }
-    let syncer_files = written.clone();
+    let syncer_files: Vec<Arc<File>> = written.iter().map(|(_, _, file)| file.clone()).collect();
     threads.push(spawn_job(
         String::from("syncer"),
         Box::new(move || syncer(&syncer_files)),
@@ -179,10 +180,12 @@ pub fn run(filesystems: &[(&'static str, Arc<Fs>)]) -> Summary {
     }
     // Everything the writers wrote reaches the disk before the machine stops.
     let mut results = core::mem::take(&mut *RESULTS.lock());
-    for file in &written {
-        if let Err(err) = retry(|| file.sync()) {
-            results.push((String::from("final sync"), Err(format!("{err}"))));
-        }
+    for (label, index, file) in &written {
+        let name = format!(
+            "{label}: {} holds what its script wrote, read back from the disk",
+            workload::WRITTEN[*index].path
+        );
+        results.push((name, read_back(file, *index)));
     }
     for (label, fs) in filesystems {
         if let Err(err) = fs.sync_disk() {
@@ -195,6 +198,22 @@ pub fn run(filesystems: &[(&'static str, Arc<Fs>)]) -> Summary {
         daemon_runs: DAEMON_RUNS.load(Ordering::Relaxed),
         no_memory_retries: NO_MEMORY_RETRIES.load(Ordering::Relaxed),
         syncs: SYNCS.load(Ordering::Relaxed),
+    }
+}
+
+/// Flushes a written file, drops its pages, and reads it back from the disk: it must
+/// hold what its script says (the host checks the image itself after shutdown too).
+fn read_back(file: &Arc<File>, index: usize) -> Outcome {
+    retry(|| file.sync()).map_err(|err| format!("final sync: {err}"))?;
+    retry(|| file.drop_cached(u64::MAX)).map_err(|err| format!("evict: {err}"))?;
+    let have = retry(|| file.read_to_vec()).map_err(|err| format!("read: {err}"))?;
+    let want = workload::expected(index, workload::ROUNDS);
+    if have.len() != want.len() {
+        return Err(format!("{} bytes instead of {}", have.len(), want.len()));
+    }
+    match have.iter().zip(&want).position(|(a, b)| a != b) {
+        Some(at) => Err(format!("byte {at} is {:#x}, not {:#x}", have[at], want[at])),
+        None => Ok(()),
     }
 }
 
