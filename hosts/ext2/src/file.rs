@@ -72,9 +72,10 @@ macro_rules! ext2file {
         /// Get one from [`Ext2Fs::open_file`]. Its page cache lives as long as the
         /// vnode.
         ///
-        /// Lock order, outer to inner: `io`, genpager's node lock, `inode`, the
-        /// filesystem's metadata lock; the spin locks (`error`, genpager's object
-        /// lock) innermost and never across a wait.
+        /// Lock order, outer to inner: the filesystem's `opening` lock (taken only
+        /// to build a vnode, with no other lock held), `io`, genpager's node lock,
+        /// `inode`, the filesystem's metadata lock; the spin locks (`error`,
+        /// genpager's object lock) innermost and never across a wait.
         pub struct Ext2File<D: Disk $($default)*> {
             fs: Arc<Ext2Fs<D>>,
             ino: u32,

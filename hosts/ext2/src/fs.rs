@@ -181,6 +181,15 @@ macro_rules! ext2fs {
             /// (loading a bitmap or an indirect block, committing), which sleep in a
             /// kernel. Taken inside a file's inode lock, never the other way round.
             meta: SleepMutex<Meta>,
+            /// Serializes building vnodes: held while the inode of a file with no
+            /// live vnode is read from the disk and its vnode inserted in `vnodes`,
+            /// so that no vnode is ever built from an inode read before the last
+            /// vnode of the file wrote it back. A sleeping lock (held across the
+            /// inode read); taken with no other lock of the filesystem or of a file
+            /// held, so it is outermost: `opening`, then a file's `io`, genpager's
+            /// node lock, the file's `inode`, `meta` (only `vnodes` and the device's
+            /// own locks are taken under it).
+            opening: SleepMutex<()>,
             /// Inode number to live vnode. A spin lock: held only to look up or insert
             /// (no I/O, no genpager call, no vnode dropped under it).
             vnodes: Mutex<Vnodes<D>>,
@@ -271,6 +280,7 @@ impl<D: Disk> Ext2Fs<D> {
             groups,
             read_only_reason,
             meta: SleepMutex::new(meta),
+            opening: SleepMutex::new(()),
             vnodes: Mutex::new(BTreeMap::new()),
             #[cfg(feature = "std")]
             clock: Mutex::new(system_clock),
@@ -1097,7 +1107,7 @@ impl<D: Disk> Ext2Fs<D> {
                 link.ino
             )));
         }
-        self.vnode(link.clone())?.read_to_vec()
+        self.vnode(link.ino)?.read_to_vec()
     }
 
     /// The entries of the directory at `path`, without `.` and `..`.
@@ -1153,31 +1163,42 @@ impl<D: Disk> Ext2Fs<D> {
     pub fn open_file(self: &Arc<Self>, path: &str) -> Result<Arc<Ext2File<D>>> {
         let inode = self.lookup(path, true)?;
         match inode.kind() {
-            FileKind::Regular => self.vnode(inode),
+            FileKind::Regular => self.vnode(inode.ino),
             FileKind::Directory => Err(Ext2Error::IsADirectory(display_path(path))),
             _ => Err(Ext2Error::NotAFile(display_path(path))),
         }
     }
 
-    /// The vnode of `inode`: the live one if the inode is already open.
+    /// The live vnode of inode `ino`, if there is one.
+    fn live_vnode(&self, ino: u32) -> Option<Arc<Ext2File<D>>> {
+        self.vnodes.lock().get(&ino).and_then(Weak::upgrade)
+    }
+
+    /// The vnode of inode `ino`: the live one if the inode is already open, else a
+    /// new one built from the inode as it is on the disk now.
     ///
-    /// The table's lock is a spin lock, so the new vnode is built outside it and a
-    /// vnode is never dropped under it (the one that lost a race to open the same
-    /// inode is dropped after the lock is released).
-    pub(crate) fn vnode(self: &Arc<Self>, inode: Inode) -> Result<Arc<Ext2File<D>>> {
-        if let Some(vnode) = self.vnodes.lock().get(&inode.ino).and_then(Weak::upgrade) {
+    /// The inode is read only under `opening`, after the table showed no live
+    /// vnode: an inode read earlier (by `lookup`, say) may predate what the last
+    /// vnode wrote back before it went away, and a vnode built from it would write
+    /// the old block map and size back on its next sync. A vnode whose last handle
+    /// is gone has finished with its inode (its owner synced it before dropping it),
+    /// and none can come back to life, so the inode read under `opening` is current
+    /// until the new vnode is in the table. The table's lock is a spin lock, so the
+    /// vnode is built outside it and none is ever dropped under it.
+    pub(crate) fn vnode(self: &Arc<Self>, ino: u32) -> Result<Arc<Ext2File<D>>> {
+        if let Some(vnode) = self.live_vnode(ino) {
             return Ok(vnode);
         }
-        let ino = inode.ino;
+        let _opening = self.opening.lock();
+        if let Some(vnode) = self.live_vnode(ino) {
+            return Ok(vnode);
+        }
+        let inode = self.read_inode(ino)?;
         let fresh = Arc::new(Ext2File::new(self.clone(), inode));
         let mut vnodes = self.vnodes.lock();
-        if let Some(vnode) = vnodes.get(&ino).and_then(Weak::upgrade) {
-            drop(vnodes);
-            drop(fresh);
-            return Ok(vnode);
-        }
         vnodes.retain(|_, v| v.strong_count() > 0);
         vnodes.insert(ino, Arc::downgrade(&fresh));
+        drop(vnodes);
         Ok(fresh)
     }
 }
