@@ -72,9 +72,10 @@ macro_rules! ext2file {
         /// Get one from [`Ext2Fs::open_file`]. Its page cache lives as long as the
         /// vnode.
         ///
-        /// Lock order, outer to inner: `io`, genpager's node lock, `inode`, the
-        /// filesystem's metadata lock; the spin locks (`error`, genpager's object
-        /// lock) innermost and never across a wait.
+        /// Lock order, outer to inner: the filesystem's `opening` lock (taken only
+        /// to build a vnode, with no other lock held), `io`, genpager's node lock,
+        /// `inode`, the filesystem's metadata lock; the spin locks (`error`,
+        /// genpager's object lock) innermost and never across a wait.
         pub struct Ext2File<D: Disk $($default)*> {
             fs: Arc<Ext2Fs<D>>,
             ino: u32,
@@ -86,6 +87,10 @@ macro_rules! ext2file {
             /// `sync` while it writes the inode.
             inode: SleepMutex<Inode>,
             modified: AtomicBool,
+            /// The inode record in memory may differ from the one on disk: a block
+            /// allocation or release failed part way (its write-back may not have
+            /// reached the inode). The next sync writes the inode.
+            unwritten: AtomicBool,
             /// Blocks were allocated past the inode's size since the last sync.
             alloc_past_eof: AtomicBool,
             /// Serializes writes, syncs and size changes of the file (the vnode
@@ -114,6 +119,7 @@ impl<D: Disk> Ext2File<D> {
             object: VmObject::new(cache, inode.size()),
             inode: SleepMutex::new(inode),
             modified: AtomicBool::new(false),
+            unwritten: AtomicBool::new(false),
             alloc_past_eof: AtomicBool::new(false),
             io: SleepRwLock::new(),
             error: Mutex::new(None),
@@ -268,19 +274,62 @@ impl<D: Disk> Ext2File<D> {
             // end of file, where e2fsck would object: give them back.
             let _node = self.object.node_lock().write();
             let keep = size.div_ceil(1 << self.fs.block_shift());
-            self.fs.free_blocks_from(&mut self.inode(), keep)?;
+            if let Err(err) = self.free_blocks_from(&mut self.inode(), keep) {
+                // Still to do: the next sync tries again.
+                self.alloc_past_eof.store(true, Ordering::Relaxed);
+                return Err(err);
+            }
         }
+        // The flags are cleared before the inode is written (a write fault setting
+        // `modified` meanwhile is then kept for the next sync) and set again if the
+        // write fails, so that the next sync does it again.
         let modified = self.modified.swap(false, Ordering::Relaxed);
+        let unwritten = self.unwritten.swap(false, Ordering::Relaxed);
+        let result = self.write_inode_back(size, modified, unwritten);
+        if result.is_err() {
+            if modified {
+                self.modified.store(true, Ordering::Relaxed);
+            }
+            if unwritten {
+                self.unwritten.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Records `size` (and, if `modified`, the modification time) in the inode and
+    /// writes it back if that changes it or if it is `unwritten`. The record in
+    /// memory changes only once the write succeeded: after a failure it still
+    /// differs from `size`, and the next sync writes it.
+    fn write_inode_back(&self, size: u64, modified: bool, unwritten: bool) -> Result {
         let mut inode = self.inode();
-        if inode.size() == size && !modified {
+        let resized = inode.size() != size;
+        if !resized && !modified && !unwritten {
             return Ok(());
         }
-        if inode.size() != size {
+        let mut new = inode.clone();
+        if resized {
             self.fs.note_size(size)?;
-            inode.set_size(size);
+            new.set_size(size);
         }
-        inode.touch(self.fs.now());
-        self.fs.write_inode(&inode)
+        if resized || modified {
+            new.touch(self.fs.now());
+        }
+        self.fs.write_back(&new)?;
+        *inode = new;
+        Ok(())
+    }
+
+    /// [`Ext2Fs::free_blocks_from`], noting on failure that the inode in memory may
+    /// be ahead of the one on disk and that blocks may be left past `keep` (the
+    /// next sync frees them and writes the inode).
+    fn free_blocks_from(&self, inode: &mut Inode, keep: u64) -> Result {
+        let result = self.fs.free_blocks_from(inode, keep);
+        if result.is_err() {
+            self.unwritten.store(true, Ordering::Relaxed);
+            self.alloc_past_eof.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Sets the file size, as truncate(2) does: shrinking drops the cached pages past
@@ -298,8 +347,7 @@ impl<D: Disk> Ext2File<D> {
             genpager::setsize(self, size).map_err(|err| self.pager_error(err))?;
             let _node = self.object.node_lock().write();
             let mut inode = self.inode();
-            self.fs
-                .free_blocks_from(&mut inode, size.div_ceil(block_mask + 1))?;
+            self.free_blocks_from(&mut inode, size.div_ceil(block_mask + 1))?;
         } else if size > old {
             // The old last block may hold bytes past the old end; growing over them
             // must show zeroes, written through the pager like any data.
@@ -393,7 +441,12 @@ impl<D: Disk> BlockMap for Ext2File<D> {
         }
         self.fs
             .alloc_blocks(&mut inode, offset >> shift, last >> shift)
-            .map_err(|err| self.record(err))
+            .map_err(|err| {
+                // Undone in memory when it can be; when not, the next sync writes
+                // the inode as it is.
+                self.unwritten.store(true, Ordering::Relaxed);
+                self.record(err)
+            })
     }
 
     fn size(&self, size: u64, kind: SizeKind) -> u64 {

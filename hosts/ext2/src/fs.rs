@@ -122,7 +122,27 @@ pub(crate) struct Meta {
     dirty_bitmaps: BTreeSet<u32>,
     dirty_groups: BTreeSet<u32>,
     dirty_indirect: BTreeSet<u32>,
+    /// The indirect blocks of `dirty_indirect` that were allocated since they were
+    /// last written (never on disk yet): written before the other indirect blocks
+    /// and the inode, which may point to them.
+    fresh_indirect: BTreeSet<u32>,
     dirty_super: bool,
+}
+
+/// In what order [`Ext2Fs::commit`] writes what is dirty, so that a write failing
+/// (or a crash) part way leaves the image with at worst blocks marked in use that
+/// nothing points to (which e2fsck reclaims), never a pointer to a free block or to
+/// a block whose contents were never written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// After blocks were taken: bitmaps and counts first (the new blocks marked in
+    /// use), then the pointers to them.
+    Alloc,
+    /// After blocks were given back (and for a plain write-back): pointers first
+    /// (indirect blocks, then the inode), then bitmaps and counts. (What an earlier
+    /// failed commit left dirty is written in the order of the commit that finds
+    /// it: the image is consistent again once one commit succeeds.)
+    Free,
 }
 
 /// The vnode table: inode number to the live vnode.
@@ -161,6 +181,15 @@ macro_rules! ext2fs {
             /// (loading a bitmap or an indirect block, committing), which sleep in a
             /// kernel. Taken inside a file's inode lock, never the other way round.
             meta: SleepMutex<Meta>,
+            /// Serializes building vnodes: held while the inode of a file with no
+            /// live vnode is read from the disk and its vnode inserted in `vnodes`,
+            /// so that no vnode is ever built from an inode read before the last
+            /// vnode of the file wrote it back. A sleeping lock (held across the
+            /// inode read); taken with no other lock of the filesystem or of a file
+            /// held, so it is outermost: `opening`, then a file's `io`, genpager's
+            /// node lock, the file's `inode`, `meta` (only `vnodes` and the device's
+            /// own locks are taken under it).
+            opening: SleepMutex<()>,
             /// Inode number to live vnode. A spin lock: held only to look up or insert
             /// (no I/O, no genpager call, no vnode dropped under it).
             vnodes: Mutex<Vnodes<D>>,
@@ -242,6 +271,7 @@ impl<D: Disk> Ext2Fs<D> {
             dirty_bitmaps: BTreeSet::new(),
             dirty_groups: BTreeSet::new(),
             dirty_indirect: BTreeSet::new(),
+            fresh_indirect: BTreeSet::new(),
             dirty_super: false,
         };
         Ok(Arc::new(Ext2Fs {
@@ -250,6 +280,7 @@ impl<D: Disk> Ext2Fs<D> {
             groups,
             read_only_reason,
             meta: SleepMutex::new(meta),
+            opening: SleepMutex::new(()),
             vnodes: Mutex::new(BTreeMap::new()),
             #[cfg(feature = "std")]
             clock: Mutex::new(system_clock),
@@ -636,6 +667,7 @@ impl<D: Disk> Ext2Fs<D> {
             meta.indirect_bytes = meta.indirect_bytes.saturating_sub(sb.block_size() as usize);
         }
         meta.dirty_indirect.remove(&block);
+        meta.fresh_indirect.remove(&block);
         Ok(())
     }
 
@@ -712,6 +744,7 @@ impl<D: Disk> Ext2Fs<D> {
                     meta.indirect_bytes += self.sb.block_size() as usize;
                     meta.indirect.insert(block, zero);
                     meta.dirty_indirect.insert(block);
+                    meta.fresh_indirect.insert(block);
                 }
                 self.set_slot(meta, inode, slot, block)?;
                 taken.push((slot, block));
@@ -759,16 +792,25 @@ impl<D: Disk> Ext2Fs<D> {
                 break;
             }
         }
-        if result.is_err() {
-            // Children were pushed after their parents: undo in reverse.
-            for &(slot, block) in taken.iter().rev() {
-                if let Err(err) = self.untake(&mut meta, inode, slot, block) {
-                    result = result.and(Err(err));
-                    break;
-                }
+        if result.is_ok() {
+            let changed = *inode != before;
+            match self.commit(&mut meta, changed.then_some(&*inode), Order::Alloc) {
+                Ok(()) => return Ok(()),
+                // The inode is written last, so it is not on disk: undo in memory
+                // too, and write the undoing back (what this commit did not write
+                // stays dirty for the next commit).
+                Err(err) => result = Err(err),
             }
         }
-        let written = self.commit(&mut meta, if *inode != before { Some(inode) } else { None });
+        // Children were pushed after their parents: undo in reverse.
+        for &(slot, block) in taken.iter().rev() {
+            if let Err(err) = self.untake(&mut meta, inode, slot, block) {
+                result = result.and(Err(err));
+                break;
+            }
+        }
+        let changed = *inode != before;
+        let written = self.commit(&mut meta, changed.then_some(&*inode), Order::Free);
         result.and(written)
     }
 
@@ -786,7 +828,8 @@ impl<D: Disk> Ext2Fs<D> {
         let mut meta = self.meta();
         let before = inode.clone();
         let result = self.free_tail(&mut meta, inode, keep);
-        let written = self.commit(&mut meta, if *inode != before { Some(inode) } else { None });
+        let changed = *inode != before;
+        let written = self.commit(&mut meta, changed.then_some(&*inode), Order::Free);
         result.and(written)
     }
 
@@ -875,30 +918,61 @@ impl<D: Disk> Ext2Fs<D> {
         if meta.feature_ro_compat & RO_COMPAT_LARGE_FILE == 0 {
             meta.feature_ro_compat |= RO_COMPAT_LARGE_FILE;
             meta.dirty_super = true;
-            self.commit(&mut meta, None)?;
+            self.commit(&mut meta, None, Order::Free)?;
         }
         Ok(())
     }
 
+    /// Writes `inode` back with whatever metadata is still dirty (left by a commit
+    /// that failed part way), pointers before counts ([`Order::Free`]).
+    pub(crate) fn write_back(&self, inode: &Inode) -> Result {
+        self.check_writable()?;
+        let mut meta = self.meta();
+        self.commit(&mut meta, Some(inode), Order::Free)
+    }
+
     /// Writes back dirty bitmaps, group descriptor counts, superblock counts,
-    /// indirect blocks and `inode`.
-    fn commit(&self, meta: &mut Meta, inode: Option<&Inode>) -> Result {
+    /// indirect blocks and `inode`, in `order`.
+    ///
+    /// An item leaves its dirty set only once its write succeeded: when one write
+    /// fails, the error is returned and everything not yet written stays dirty, for
+    /// the next commit (a retried operation, the next sync) to write. `inode` is
+    /// always written after the indirect blocks, and indirect blocks never written
+    /// before (`fresh_indirect`) before the others, so that no pointer on disk ever
+    /// leads to an indirect block whose contents are not there yet.
+    fn commit(&self, meta: &mut Meta, inode: Option<&Inode>, order: Order) -> Result {
+        match order {
+            Order::Alloc => {
+                self.commit_counts(meta)?;
+                self.commit_pointers(meta, inode)
+            }
+            Order::Free => {
+                self.commit_pointers(meta, inode)?;
+                self.commit_counts(meta)
+            }
+        }
+    }
+
+    /// Writes back the dirty bitmaps, group free counts and superblock fields.
+    fn commit_counts(&self, meta: &mut Meta) -> Result {
         let shift = self.sb.block_shift;
-        for group in core::mem::take(&mut meta.dirty_bitmaps) {
+        while let Some(&group) = meta.dirty_bitmaps.first() {
             let block = self.groups[group as usize].block_bitmap;
             self.device
                 .write_meta(u64::from(block) << shift, &meta.bitmaps[&group])?;
+            meta.dirty_bitmaps.remove(&group);
         }
         let table = u64::from(self.sb.first_data_block + 1) << shift;
-        for group in core::mem::take(&mut meta.dirty_groups) {
+        while let Some(&group) = meta.dirty_groups.first() {
             let mut count = [0u8; 2];
             put16(&mut count, 0, meta.group_free[group as usize]);
             self.device.write_meta(
                 table + u64::from(group) * GROUP_DESC_SIZE as u64 + 12,
                 &count,
             )?;
+            meta.dirty_groups.remove(&group);
         }
-        if core::mem::take(&mut meta.dirty_super) {
+        if meta.dirty_super {
             let mut count = [0u8; 4];
             put32(&mut count, 0, meta.free_blocks);
             self.device.write_meta(SUPERBLOCK_OFFSET + 12, &count)?;
@@ -906,13 +980,30 @@ impl<D: Disk> Ext2Fs<D> {
                 put32(&mut count, 0, meta.feature_ro_compat);
                 self.device.write_meta(SUPERBLOCK_OFFSET + 100, &count)?;
             }
+            meta.dirty_super = false;
         }
-        for block in core::mem::take(&mut meta.dirty_indirect) {
+        Ok(())
+    }
+
+    /// Writes back the dirty indirect blocks, the new ones first (only the others
+    /// and the inode can point to them), then `inode`.
+    fn commit_pointers(&self, meta: &mut Meta, inode: Option<&Inode>) -> Result {
+        let shift = self.sb.block_shift;
+        loop {
+            let next = meta
+                .fresh_indirect
+                .first()
+                .or_else(|| meta.dirty_indirect.first());
+            let Some(&block) = next else {
+                break;
+            };
             let bytes: Vec<u8> = meta.indirect[&block]
                 .iter()
                 .flat_map(|p| p.to_le_bytes())
                 .collect();
             self.device.write_meta(u64::from(block) << shift, &bytes)?;
+            meta.fresh_indirect.remove(&block);
+            meta.dirty_indirect.remove(&block);
         }
         if let Some(inode) = inode {
             self.write_inode(inode)?;
@@ -1016,7 +1107,7 @@ impl<D: Disk> Ext2Fs<D> {
                 link.ino
             )));
         }
-        self.vnode(link.clone())?.read_to_vec()
+        self.vnode(link.ino)?.read_to_vec()
     }
 
     /// The entries of the directory at `path`, without `.` and `..`.
@@ -1072,31 +1163,42 @@ impl<D: Disk> Ext2Fs<D> {
     pub fn open_file(self: &Arc<Self>, path: &str) -> Result<Arc<Ext2File<D>>> {
         let inode = self.lookup(path, true)?;
         match inode.kind() {
-            FileKind::Regular => self.vnode(inode),
+            FileKind::Regular => self.vnode(inode.ino),
             FileKind::Directory => Err(Ext2Error::IsADirectory(display_path(path))),
             _ => Err(Ext2Error::NotAFile(display_path(path))),
         }
     }
 
-    /// The vnode of `inode`: the live one if the inode is already open.
+    /// The live vnode of inode `ino`, if there is one.
+    fn live_vnode(&self, ino: u32) -> Option<Arc<Ext2File<D>>> {
+        self.vnodes.lock().get(&ino).and_then(Weak::upgrade)
+    }
+
+    /// The vnode of inode `ino`: the live one if the inode is already open, else a
+    /// new one built from the inode as it is on the disk now.
     ///
-    /// The table's lock is a spin lock, so the new vnode is built outside it and a
-    /// vnode is never dropped under it (the one that lost a race to open the same
-    /// inode is dropped after the lock is released).
-    pub(crate) fn vnode(self: &Arc<Self>, inode: Inode) -> Result<Arc<Ext2File<D>>> {
-        if let Some(vnode) = self.vnodes.lock().get(&inode.ino).and_then(Weak::upgrade) {
+    /// The inode is read only under `opening`, after the table showed no live
+    /// vnode: an inode read earlier (by `lookup`, say) may predate what the last
+    /// vnode wrote back before it went away, and a vnode built from it would write
+    /// the old block map and size back on its next sync. A vnode whose last handle
+    /// is gone has finished with its inode (its owner synced it before dropping it),
+    /// and none can come back to life, so the inode read under `opening` is current
+    /// until the new vnode is in the table. The table's lock is a spin lock, so the
+    /// vnode is built outside it and none is ever dropped under it.
+    pub(crate) fn vnode(self: &Arc<Self>, ino: u32) -> Result<Arc<Ext2File<D>>> {
+        if let Some(vnode) = self.live_vnode(ino) {
             return Ok(vnode);
         }
-        let ino = inode.ino;
+        let _opening = self.opening.lock();
+        if let Some(vnode) = self.live_vnode(ino) {
+            return Ok(vnode);
+        }
+        let inode = self.read_inode(ino)?;
         let fresh = Arc::new(Ext2File::new(self.clone(), inode));
         let mut vnodes = self.vnodes.lock();
-        if let Some(vnode) = vnodes.get(&ino).and_then(Weak::upgrade) {
-            drop(vnodes);
-            drop(fresh);
-            return Ok(vnode);
-        }
         vnodes.retain(|_, v| v.strong_count() > 0);
         vnodes.insert(ino, Arc::downgrade(&fresh));
+        drop(vnodes);
         Ok(fresh)
     }
 }
