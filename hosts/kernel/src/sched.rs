@@ -473,6 +473,17 @@ pub fn sleep_us(us: u64) {
     TABLE.lock().slots[me.0].wake_at = 0;
 }
 
+/// Sleeps until a [`KernelScheduler::wake`] of this thread or `us` microseconds,
+/// whichever comes first (a page daemon's wait: kicked by a thread short of memory,
+/// or its period over). May also return early for a wake meant for an earlier wait.
+pub fn sleep_or_wake(us: u64) {
+    let me = current();
+    let deadline = time::now_us() + us;
+    TABLE.lock().slots[me.0].wake_at = deadline.max(1);
+    SCHEDULER.block(me);
+    TABLE.lock().slots[me.0].wake_at = 0;
+}
+
 /// The timer tick's work, in interrupt context: wakes the sleepers whose deadline
 /// has come.
 pub fn tick() {

@@ -27,6 +27,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use genpager::reclaim::Reclaimer;
+use genpager::sync::{Scheduler, Token};
 use genpager::{Error, Fault, PAGE_SIZE, getpages};
 use genpager_ext2::workload::{self, FNV_START, ManifestFile, Op};
 use genpager_ext2::{Ext2Error, Ext2File, Ext2Fs};
@@ -35,6 +36,11 @@ use crate::disk::VirtioDisk;
 use crate::interrupts::IrqMutex;
 use crate::selftest::Outcome;
 use crate::{kprintln, memory, sched};
+
+/// How often the syncer flushes the written files: 20 ms.
+const SYNC_PERIOD_US: u64 = 20_000;
+/// How often the page daemon looks at the domain: every timer tick (4 ms).
+const DAEMON_PERIOD_US: u64 = 4_000;
 
 /// Passes each reader makes over the read-only tree.
 const READ_PASSES: usize = 2;
@@ -53,11 +59,15 @@ type Job = Box<dyn FnOnce() -> Outcome + Send>;
 
 static JOBS: IrqMutex<Vec<Option<(String, Job)>>> = IrqMutex::new(Vec::new());
 static RESULTS: IrqMutex<Vec<(String, Outcome)>> = IrqMutex::new(Vec::new());
-/// Workers (readers, writers, setsize) still running; the syncer and the page daemon
-/// run until it reaches zero.
+/// Workers (readers, writers, setsize) still running; the syncer runs until it
+/// reaches zero.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
-/// Set once every worker has finished.
-static FINISHED: AtomicBool = AtomicBool::new(false);
+/// Set when the page daemon is to stop: after the workers and the read-back checks.
+static STOP_DAEMON: AtomicBool = AtomicBool::new(false);
+/// The page daemon's thread, for [`kick_daemon`].
+static DAEMON: spin::Once<Token> = spin::Once::new();
+/// Kicks so far: threads that found no frame and woke the page daemon.
+static KICKS: AtomicU64 = AtomicU64::new(0);
 /// Pages the page daemon freed, and its reclaim calls.
 static DAEMON_FREED: AtomicU64 = AtomicU64::new(0);
 static DAEMON_RUNS: AtomicU64 = AtomicU64::new(0);
@@ -171,10 +181,8 @@ pub fn run(filesystems: &[(&'static str, Arc<Fs>)]) -> Summary {
         String::from("syncer"),
         Box::new(move || syncer(&syncer_files)),
     ));
-    threads.push(spawn_job(
-        String::from("page daemon"),
-        Box::new(page_daemon),
-    ));
+    let daemon = spawn_job(String::from("page daemon"), Box::new(page_daemon));
+    DAEMON.call_once(|| daemon.token());
     for thread in threads {
         sched::join(thread);
     }
@@ -187,6 +195,12 @@ pub fn run(filesystems: &[(&'static str, Arc<Fs>)]) -> Summary {
         );
         results.push((name, read_back(file, *index)));
     }
+    // The page daemon serves the read-back too (another file's clean pages may fill
+    // the budget); then it stops.
+    STOP_DAEMON.store(true, Ordering::SeqCst);
+    kick_daemon();
+    sched::join(daemon);
+    results.append(&mut RESULTS.lock());
     for (label, fs) in filesystems {
         if let Err(err) = fs.sync_disk() {
             results.push((format!("{label}: unmount"), Err(format!("{err}"))));
@@ -243,7 +257,9 @@ fn retry<T>(mut op: impl FnMut() -> Result<T, Ext2Error>) -> Result<T, Ext2Error
             Err(err) if is_no_memory(&err) && tries < 1000 => {
                 tries += 1;
                 NO_MEMORY_RETRIES.fetch_add(1, Ordering::Relaxed);
-                sched::yield_now();
+                // As uvm_wait: wake the page daemon, give it time to free pages.
+                kick_daemon();
+                sched::sleep_us(DAEMON_PERIOD_US);
             }
             other => return other,
         }
@@ -390,28 +406,43 @@ fn syncer(files: &[Arc<File>]) -> Outcome {
             retry(|| file.sync()).map_err(|err| format!("sync: {err}"))?;
             SYNCS.fetch_add(1, Ordering::Relaxed);
         }
-        sched::yield_now();
+        sched::sleep_us(SYNC_PERIOD_US);
     }
     Ok(())
 }
 
-/// Keeps the domain under three quarters of its budget while the workers run.
+/// Wakes the page daemon before its period is over: a thread is short of frames.
+fn kick_daemon() {
+    KICKS.fetch_add(1, Ordering::SeqCst);
+    if let Some(&daemon) = DAEMON.get() {
+        sched::SCHEDULER.wake(daemon);
+    }
+}
+
+/// Keeps the domain under three quarters of its budget until told to stop, waking
+/// every period or when kicked by a thread short of frames. A kick below the mark
+/// still frees a batch: the thread that kicked found no page of its own to take.
 fn page_daemon() -> Outcome {
     let domain = memory::domain();
-    while RUNNING.load(Ordering::SeqCst) > 0 {
+    let mut kicks_seen = 0;
+    while !STOP_DAEMON.load(Ordering::SeqCst) {
         // The kernel's reaper too: frees what interrupt-time completions left behind
         // (request groups, the file references of asynchronous writes and read-ahead).
         genpager::reap_completions();
+        let kicks = KICKS.load(Ordering::SeqCst);
+        let kicked = kicks != kicks_seen;
+        kicks_seen = kicks;
         let resident = domain.counts().resident as usize;
-        let high = domain.budget() / 4 * 3;
-        if resident > high {
-            let reclaimed = reclaimer().reclaim(resident - domain.budget() / 2);
+        if kicked || resident > domain.budget() / 4 * 3 {
+            let target = resident
+                .saturating_sub(domain.budget() / 2)
+                .max(domain.budget() / 8);
+            let reclaimed = reclaimer().reclaim(target);
             DAEMON_RUNS.fetch_add(1, Ordering::Relaxed);
             DAEMON_FREED.fetch_add(reclaimed.freed as u64, Ordering::Relaxed);
         }
-        sched::yield_now();
+        sched::sleep_or_wake(DAEMON_PERIOD_US);
     }
-    FINISHED.store(true, Ordering::SeqCst);
     Ok(())
 }
 
