@@ -11,7 +11,10 @@ use genpager::sync::{Scheduler, Token};
 
 use crate::sched::{self, SCHEDULER};
 use crate::selftest::{Outcome, Test, ensure};
+use crate::cache::KernelCache;
 use crate::{frames, interrupts, kprintln, time, virtio, waits};
+use alloc::format;
+use genpager::{DirtyStatus, PageCache};
 
 /// The cases, in order.
 pub const TESTS: &[Test] = &[
@@ -26,6 +29,10 @@ pub const TESTS: &[Test] = &[
     (
         "review: the workload's 'both CPUs ran its threads' check needs a spawned thread on each CPU",
         both_cpus_check_needs_threads,
+    ),
+    (
+        "review: KernelCache's completion-time methods touch no heap (PageCache contract)",
+        kernel_cache_heap_in_interrupt,
     ),
     (
         "review probe: a wake of a thread whose CPU sits in hlt kicks that CPU (reschedule IPI)",
@@ -135,6 +142,92 @@ fn both_cpus_check_needs_threads() -> Outcome {
         "no thread was spawned, yet CPU 0 counted {} switches and CPU 1 {}: 'both CPUs ran its threads' would pass",
         grew[0],
         grew[1]
+    );
+    Ok(())
+}
+
+// ---- 4: KernelCache in interrupt context -----------------------------------------
+
+/// The cache the handler works on, and what the heap did meanwhile (bytes in use before
+/// and after each step, measured inside the handler).
+static CACHE: interrupts::IrqMutex<Option<KernelCache>> = interrupts::IrqMutex::new(None);
+static HEAP_STEPS: interrupts::IrqMutex<[(isize, bool); 3]> =
+    interrupts::IrqMutex::new([(0, false); 3]);
+
+/// Pages of the cluster the "completion" settles.
+const CLUSTER: u64 = 16;
+/// Pages resident in the cache.
+const RESIDENT: u64 = 48;
+
+/// What a write completion's settle step does to the cache, in interrupt context
+/// (genpager's `putpages/settle.rs` runs from the device's completion for an
+/// asynchronous write): clear the cluster's writeback tag, re-dirty a page whose write
+/// failed, free the released pages (PGO_FREE).
+fn settle_like_a_completion() {
+    let in_irq = interrupts::in_interrupt();
+    let page = genpager::PAGE_SIZE as u64;
+    let mut guard = CACHE.lock();
+    let Some(cache) = guard.as_mut() else { return };
+    let mut steps = [(0isize, in_irq); 3];
+    let used = crate::heap::used();
+    cache.set_writeback_range(0..CLUSTER * page, false);
+    steps[0].0 = crate::heap::used() as isize - used as isize;
+    let used = crate::heap::used();
+    cache.set_dirty(RESIDENT * page - page, DirtyStatus::Dirty);
+    steps[1].0 = crate::heap::used() as isize - used as isize;
+    let used = crate::heap::used();
+    for index in 0..CLUSTER {
+        cache.free(index * page);
+    }
+    steps[2].0 = crate::heap::used() as isize - used as isize;
+    drop(guard);
+    *HEAP_STEPS.lock() = steps;
+}
+
+/// genpager's `PageCache` docs: "An I/O completion (`IoRequest::complete`) settles its
+/// pages through this trait, possibly in interrupt context: `lookup_mut`, `free`,
+/// `set_dirty`, `set_writeback_range` (and what its default calls) and `set_queue` —
+/// must not sleep, allocate or free heap memory there." `KernelCache` (cache.rs) keeps
+/// its pages in a `BTreeMap` and its tags in `BTreeSet`s: removing and inserting
+/// frees and allocates B-tree nodes. The virtio cases run a `VmObject<KernelCache>`
+/// whose completions all run in the I/O APIC handler (README: "Nothing allocated on
+/// the completion path").
+fn kernel_cache_heap_in_interrupt() -> Outcome {
+    const GSI_CACHE: u8 = 19;
+    let page = genpager::PAGE_SIZE as u64;
+    {
+        let mut cache = KernelCache::new();
+        for index in 0..RESIDENT {
+            if cache.alloc(index * page).is_err() {
+                return Err(format!("(setup) no frame for page {index}"));
+            }
+            cache.set_writeback(index * page, true);
+        }
+        *CACHE.lock() = Some(cache);
+    }
+    interrupts::route_irq(GSI_CACHE, settle_like_a_completion);
+    interrupts::raise_irq(GSI_CACHE);
+    interrupts::unroute_irq(GSI_CACHE);
+    // Give every frame back (thread context).
+    if let Some(mut cache) = CACHE.lock().take() {
+        for index in 0..RESIDENT {
+            cache.free(index * page);
+        }
+    }
+    let steps = *HEAP_STEPS.lock();
+    kprintln!(
+        "# review cache: heap bytes changed in interrupt context by set_writeback_range {}, set_dirty {}, free x{CLUSTER} {}",
+        steps[0].0,
+        steps[1].0,
+        steps[2].0
+    );
+    ensure!(steps[0].1, "(setup) the handler did not run in interrupt context");
+    ensure!(
+        steps.iter().all(|&(delta, _)| delta == 0),
+        "in interrupt context KernelCache changed the heap: set_writeback_range(.., false) by {} bytes, set_dirty(Dirty) by {}, free of {CLUSTER} pages by {}",
+        steps[0].0,
+        steps[1].0,
+        steps[2].0
     );
     Ok(())
 }
