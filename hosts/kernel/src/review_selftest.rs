@@ -9,9 +9,9 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use genpager::sync::{Scheduler, Token};
 
+use crate::cache::KernelCache;
 use crate::sched::{self, SCHEDULER};
 use crate::selftest::{Outcome, Test, ensure};
-use crate::cache::KernelCache;
 use crate::{frames, interrupts, kprintln, time, virtio, waits};
 use alloc::format;
 use genpager::{DirtyStatus, PageCache};
@@ -221,7 +221,10 @@ fn kernel_cache_heap_in_interrupt() -> Outcome {
         steps[1].0,
         steps[2].0
     );
-    ensure!(steps[0].1, "(setup) the handler did not run in interrupt context");
+    ensure!(
+        steps[0].1,
+        "(setup) the handler did not run in interrupt context"
+    );
     ensure!(
         steps.iter().all(|&(delta, _)| delta == 0),
         "in interrupt context KernelCache changed the heap: set_writeback_range(.., false) by {} bytes, set_dirty(Dirty) by {}, free of {CLUSTER} pages by {}",
@@ -285,7 +288,9 @@ fn kick_waker(_: usize) {
         while KICK_WOKE.load(Ordering::Acquire) < round {
             core::hint::spin_loop();
         }
-        let took = KICK_RESUMED_AT.load(Ordering::Acquire).saturating_sub(woke_at);
+        let took = KICK_RESUMED_AT
+            .load(Ordering::Acquire)
+            .saturating_sub(woke_at);
         KICK_LATENCY.fetch_max(took, Ordering::Relaxed);
         KICK_SUM.fetch_add(took, Ordering::Relaxed);
         if took >= 2_000 {
@@ -397,7 +402,10 @@ fn push_off_follows_thread() -> Outcome {
     );
     kprintln!("# review migrate: {moves} moves between CPUs, {fails} wrong IF states");
     ensure!(fails == 0, "{fails} switches left IF or in_interrupt wrong");
-    ensure!(moves > 0, "no thread moved between CPUs (the probe proved nothing)");
+    ensure!(
+        moves > 0,
+        "no thread moved between CPUs (the probe proved nothing)"
+    );
     Ok(())
 }
 
