@@ -30,6 +30,7 @@ mod memory;
 mod pci;
 mod percpu;
 mod ramdisk;
+mod review_selftest;
 mod sched;
 mod selftest;
 mod serial;

@@ -197,6 +197,7 @@ pub fn run() -> (usize, usize) {
     run_list(THREAD_TESTS);
     // The virtio-blk cases: after the RAM-disk ones (they wait on the device).
     run_list(crate::virtio_selftest::TESTS);
+    run_list(crate::review_selftest::TESTS);
     // Last, the concurrent ext2 workload on the virtio disks.
     crate::workload::run_at_boot();
     (
