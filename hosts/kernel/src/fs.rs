@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::interrupts::IrqMutex as Mutex;
 use genpager::{BlockMap, DEV_BSHIFT, Error, Mapping, Result, VmObject, Vnode};
 
-use crate::cache::KernelCache;
+use crate::cache::{KernelCache, kernel_cache};
 use crate::ramdisk::{RamDisk, SECTOR_SIZE};
 
 /// The longest run `bmap` reports, in blocks.
@@ -63,7 +63,7 @@ impl RamFs {
         drop(used);
         Arc::new(RamFile {
             fs: self.clone(),
-            object: VmObject::new(KernelCache::new(), size),
+            object: VmObject::new(kernel_cache(), size),
             blocks: Mutex::new(layout.to_vec()),
             alloc_calls: AtomicU32::new(0),
         })

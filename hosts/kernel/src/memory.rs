@@ -39,3 +39,16 @@ static DOMAIN: Memory = Memory::new(&SOURCE, BUDGET_FRAMES);
 pub fn domain() -> &'static Memory {
     &DOMAIN
 }
+
+/// The kernel's frames with no budget, no dirty thresholds and no write-behind: the
+/// domain of the kernel's own test files (`cache.rs`), which count their frames
+/// against the allocator itself.
+pub fn frames_only() -> &'static Memory {
+    FRAMES_ONLY.call_once(|| {
+        let memory = Memory::new(&SOURCE, usize::MAX);
+        memory.set_write_behind(false);
+        memory
+    })
+}
+
+static FRAMES_ONLY: spin::Once<Memory> = spin::Once::new();

@@ -596,28 +596,41 @@ pub struct KernelScheduler;
 /// The one instance, registered with [`genpager::sync::set_scheduler`].
 pub static SCHEDULER: KernelScheduler = KernelScheduler;
 
-impl Scheduler for KernelScheduler {
-    fn current(&self) -> Token {
-        current()
-    }
-
-    fn block(&self, token: Token) {
+impl KernelScheduler {
+    /// [`Scheduler::block`], saying whether the thread really slept (false: a permit
+    /// was waiting, and it returned at once).
+    pub fn block_slept(&self, token: Token) -> bool {
         let mut table = TABLE.lock();
         let me = table.current[percpu::id()];
         debug_assert_eq!(token.0, me, "block names another thread");
         if core::mem::take(&mut table.slots[me].permit) {
-            return;
+            return false;
         }
         table.slots[me].state = State::Blocked;
         SLEEPS.fetch_add(1, Ordering::Relaxed);
         switch_away(table);
         // Woken: the wake that did it also left a permit; it is used up.
         TABLE.lock().slots[me].permit = false;
+        true
+    }
+
+    /// [`Scheduler::wake`], saying whether it woke a sleeping thread (false: it left a
+    /// permit for a thread not asleep, or named no thread).
+    pub fn wake_sleeper(&self, token: Token) -> bool {
+        token.0 < MAX_THREADS && TABLE.lock().wake(token.0)
+    }
+}
+
+impl Scheduler for KernelScheduler {
+    fn current(&self) -> Token {
+        current()
+    }
+
+    fn block(&self, token: Token) {
+        self.block_slept(token);
     }
 
     fn wake(&self, token: Token) {
-        if token.0 < MAX_THREADS {
-            TABLE.lock().wake(token.0);
-        }
+        self.wake_sleeper(token);
     }
 }

@@ -1275,9 +1275,11 @@ fn both_cpus_run_threads() -> Outcome {
     );
     ensure_eq!(seen, 0b11);
     ensure!(after[1] > before[1], "CPU 1 switched no thread");
-    // Block and wake across CPUs: two ping-pong pairs at once keep both CPUs busy, so
-    // a thread blocking on one CPU is woken, and picked, by the other while it may
-    // still be switching away (the switch race the table lock closes).
+    // Block and wake with both CPUs scheduling: two ping-pong pairs at once, so a
+    // thread blocking on one CPU can be woken, and picked, by the other while it may
+    // still be switching away (the switch race the table lock closes). Whether a woken
+    // thread does resume on the other CPU depends on timing (on a loaded host, none
+    // may): the log counts the moves, the test requires every turn to finish.
     for turn in &RELAY_TURN {
         turn.store(0, Ordering::Relaxed);
     }

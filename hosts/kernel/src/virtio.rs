@@ -30,7 +30,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use genpager::buf::{Direction, IoRequest};
-use genpager::sync::{Mutex, Scheduler, Token};
+use genpager::sync::{Mutex, Token};
 
 use crate::sched::SCHEDULER;
 use genpager::{DEV_BSHIFT, Error, Strategy};
@@ -229,7 +229,7 @@ impl Job {
                 // The waiter may already have seen `done` and left: a wake of a thread
                 // not blocked leaves a permit its next wait consumes as a spurious
                 // return, which every wait tolerates.
-                SCHEDULER.wake(Token(waiter));
+                SCHEDULER.wake_sleeper(Token(waiter));
             }
         }
     }
@@ -457,6 +457,15 @@ pub fn probe_all() -> &'static [&'static VirtioBlk] {
     })
 }
 
+/// Times a thread slept in a synchronous transfer (the filesystem's metadata) until
+/// its completion interrupt woke it.
+static SYNC_SLEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times threads slept waiting for the driver's synchronous transfers.
+pub fn sync_sleeps() -> u64 {
+    SYNC_SLEEPS.load(Ordering::Relaxed)
+}
+
 /// The interrupt handler of every probed device: `main.rs` routes each device's GSI
 /// here. Each device's ISR status says whether it raised the line (the lines are
 /// level-triggered and may be shared), and reading it acknowledges the interrupt.
@@ -608,7 +617,9 @@ impl VirtioBlk {
     fn wait_until(&self, done: &AtomicBool) {
         let me = crate::sched::current();
         while !done.load(Ordering::Acquire) {
-            SCHEDULER.block(me);
+            if SCHEDULER.block_slept(me) {
+                SYNC_SLEEPS.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use genpager::{
     read, write,
 };
 
-use crate::cache::KernelCache;
+use crate::cache::{KernelCache, kernel_cache};
 use crate::kprintln;
 use crate::selftest::{Outcome, Test, ensure};
 use crate::virtio::{self, VirtioBlk};
@@ -74,7 +74,7 @@ impl DiskFile {
     fn new(disk: &'static VirtioBlk, start: u64, size: u64, bshift: u32) -> Arc<Self> {
         Arc::new(Self {
             disk,
-            object: VmObject::new(KernelCache::new(), size),
+            object: VmObject::new(kernel_cache(), size),
             bshift,
             start,
         })

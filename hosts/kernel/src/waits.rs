@@ -1,7 +1,8 @@
 //! The [`Scheduler`] genpager is given: the kernel's own ([`sched::SCHEDULER`]),
-//! counting the blocks and wakes that come from genpager's waits (a busy page, writes
-//! in flight, a synchronous request, the node lock), so the log can tell them from the
-//! driver's and the scheduler's own sleeps.
+//! counting the sleeps and wake-ups of genpager's waits (a busy page, writes in
+//! flight, a synchronous request, the node lock), so the log can tell them from the
+//! driver's and the scheduler's own. Only real ones count: a `block` that returns at
+//! once on a permit did not sleep, and a `wake` of a thread not asleep woke nobody.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,12 +23,12 @@ pub static GENPAGER: Counted = Counted {
 };
 
 impl Counted {
-    /// Times a genpager wait blocked its thread.
+    /// Times a genpager wait put its thread to sleep.
     pub fn blocks(&self) -> u64 {
         self.blocks.load(Ordering::Relaxed)
     }
 
-    /// Times genpager woke a waiting thread.
+    /// Times genpager woke a sleeping thread.
     pub fn wakes(&self) -> u64 {
         self.wakes.load(Ordering::Relaxed)
     }
@@ -39,14 +40,16 @@ impl Scheduler for Counted {
     }
 
     fn block(&self, token: Token) {
-        self.blocks.fetch_add(1, Ordering::Relaxed);
-        sched::SCHEDULER.block(token);
+        if sched::SCHEDULER.block_slept(token) {
+            self.blocks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     // May run in an interrupt handler: an atomic add and the scheduler's own
     // interrupt-safe wake, nothing else.
     fn wake(&self, token: Token) {
-        self.wakes.fetch_add(1, Ordering::Relaxed);
-        sched::SCHEDULER.wake(token);
+        if sched::SCHEDULER.wake_sleeper(token) {
+            self.wakes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
