@@ -449,16 +449,24 @@ pub fn cpu_id() -> usize {
 
 /// Lets the next runnable thread run, if there is one.
 pub fn yield_now() {
+    give_way();
+}
+
+/// Switches to the next runnable thread, if there is one, leaving the current one
+/// runnable; says whether a thread (not the idle one) was put back in the rotation.
+fn give_way() -> bool {
     let mut table = TABLE.lock();
     let cpu = percpu::id();
     if table.next_runnable(cpu).is_none() {
-        return;
+        return false;
     }
     let current = table.current[cpu];
-    if current != table.idle[cpu] {
+    let rotated = current != table.idle[cpu];
+    if rotated {
         table.slots[current].state = State::Runnable;
     }
     switch_away(table);
+    rotated
 }
 
 /// Sleeps at least `us` microseconds: the timer tick wakes the thread (from
@@ -504,17 +512,9 @@ pub fn tick() {
 /// Called by the timer interrupt after its EOI: switches to the next runnable thread,
 /// if any (the interrupted thread stays runnable).
 pub fn preempt() {
-    let mut table = TABLE.lock();
-    let cpu = percpu::id();
-    if table.next_runnable(cpu).is_none() {
-        return;
-    }
-    let current = table.current[cpu];
-    if current != table.idle[cpu] {
-        table.slots[current].state = State::Runnable;
+    if give_way() {
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
     }
-    switch_away(table);
 }
 
 /// Microseconds without any context switch after which the watchdog ends the run.

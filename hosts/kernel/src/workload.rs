@@ -422,9 +422,7 @@ pub fn cpus_seen() -> usize {
 /// Records the CPU this thread runs on now (every operation of a worker goes through
 /// [`retry`]).
 fn note_cpu() {
-    // Masked, so the thread cannot move between reading the CPU and recording it.
-    let _masked = crate::interrupts::NoIrq::new();
-    CPUS_SEEN.fetch_or(1 << crate::percpu::id(), Ordering::Relaxed);
+    CPUS_SEEN.fetch_or(1 << sched::cpu_id(), Ordering::Relaxed);
 }
 
 /// Wakes the page daemon before its period is over: a thread is short of frames.
