@@ -315,7 +315,8 @@ fn load_gdt() {
             tmp = out(reg) _,
         )
     }
-    percpu::set_gs_base(gs_base);
+    // SAFETY: the value read before the reload: this CPU's entry once `install` ran.
+    unsafe { percpu::set_gs_base(gs_base) };
 }
 
 unsafe extern "sysv64" {

@@ -62,18 +62,8 @@ pub static CPUS: [Cpu; MAX_CPUS] = [Cpu::new(0), Cpu::new(1)];
 /// interrupts masked, before any `push_off`.
 pub fn install(index: usize) {
     assert!(index < MAX_CPUS, "CPU index {index} beyond MAX_CPUS");
-    let base = &CPUS[index] as *const Cpu as u64;
-    // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; only GS-relative accesses (this
-    // module's) depend on it, and it now points at a static that lives forever.
-    unsafe {
-        asm!(
-            "wrmsr",
-            in("ecx") IA32_GS_BASE,
-            in("eax") base as u32,
-            in("edx") (base >> 32) as u32,
-            options(nostack, preserves_flags)
-        )
-    };
+    // SAFETY: it now points at this CPU's entry, a static that lives forever.
+    unsafe { set_gs_base(&CPUS[index] as *const Cpu as u64) };
 }
 
 /// The GS base as written by [`install`] (for the GDT reload to put it back).
@@ -86,10 +76,17 @@ pub fn gs_base() -> u64 {
     u64::from(high) << 32 | u64::from(low)
 }
 
-/// Writes the GS base back (after a segment reload zeroed it).
-pub fn set_gs_base(base: u64) {
-    // SAFETY: as in `install`: `base` is a value `gs_base` read, i.e. what `install`
-    // wrote (or the firmware's, if `install` has not run yet).
+/// Writes IA32_GS_BASE: what [`install`] points at this CPU's entry, and what a
+/// segment reload (which zeroes it) must put back.
+///
+/// # Safety
+///
+/// `base` must be the address of this CPU's entry of `CPUS` (what [`gs_base`] read
+/// after [`install`]), or — before [`install`] — anything: only this module's
+/// GS-relative reads depend on it, and [`id`] and [`this`] trust it.
+pub unsafe fn set_gs_base(base: u64) {
+    // SAFETY: IA32_GS_BASE exists on every x86_64 CPU; writing it changes only what
+    // GS-relative accesses reach, which the caller vouches for.
     unsafe {
         asm!(
             "wrmsr",
