@@ -200,6 +200,14 @@ pub fn run() -> (usize, usize) {
     run_list(crate::review_selftest::TESTS);
     // Last, the concurrent ext2 workload on the virtio disks.
     crate::workload::run_at_boot();
+    // Over every test above: thousands of completions ran in interrupt handlers.
+    report(
+        "heap: no allocation or free ran in interrupt context, over the whole run",
+        match crate::heap::calls_in_interrupt() {
+            0 => Ok(()),
+            calls => Err(format!("{calls} heap calls in interrupt context")),
+        },
+    );
     (
         PASSED.load(Ordering::Relaxed),
         FAILED.load(Ordering::Relaxed),
