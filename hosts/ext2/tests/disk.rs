@@ -6,100 +6,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
+use common::disk::{Faults, TestDisk};
 use common::{Spec, TempDir, debugfs, debugfs_dump, fsck_clean, mkfs, random_bytes, write_tree};
-use genpager::buf::{Direction, IoRequest};
-use genpager::{DEV_BSHIFT, Error, Strategy};
-use genpager_ext2::{Disk, DiskError, Ext2Fs};
-
-/// A disk in memory: genpager's requests and the filesystem's metadata transfers
-/// both land in one `Vec<u8>`.
-struct MemDisk {
-    bytes: Arc<Mutex<Vec<u8>>>,
-    meta_reads: AtomicU64,
-    meta_writes: AtomicU64,
-    requests: AtomicU64,
-}
-
-impl MemDisk {
-    fn new(bytes: Arc<Mutex<Vec<u8>>>) -> Self {
-        Self {
-            bytes,
-            meta_reads: AtomicU64::new(0),
-            meta_writes: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-        }
-    }
-
-    fn range(&self, offset: u64, len: usize) -> Result<std::ops::Range<usize>, DiskError> {
-        let out = DiskError::OutOfRange { offset, len };
-        let start = usize::try_from(offset).map_err(|_| DiskError::Io)?;
-        let end = start.checked_add(len).ok_or(DiskError::Io)?;
-        if end as u64 > self.len() {
-            return Err(out);
-        }
-        Ok(start..end)
-    }
-}
-
-impl Strategy for MemDisk {
-    fn submit(&self, mut request: IoRequest) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let len = request.len();
-        let Some(at) = request.block().checked_mul(1 << DEV_BSHIFT) else {
-            request.complete(Err(Error::Io));
-            return;
-        };
-        let Ok(range) = self.range(at, len) else {
-            request.complete(Err(Error::Io));
-            return;
-        };
-        let result = match request.direction() {
-            Direction::Read => {
-                let copy =
-                    self.bytes.lock().unwrap_or_else(PoisonError::into_inner)[range].to_vec();
-                request.fill(&copy)
-            }
-            Direction::Write => {
-                let mut copy = vec![0u8; len];
-                request.gather(&mut copy).map(|()| {
-                    self.bytes.lock().unwrap_or_else(PoisonError::into_inner)[range]
-                        .copy_from_slice(&copy);
-                })
-            }
-        };
-        request.complete(result);
-    }
-}
-
-impl Disk for MemDisk {
-    fn read_meta(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        self.meta_reads.fetch_add(1, Ordering::Relaxed);
-        let range = self.range(offset, buf.len())?;
-        buf.copy_from_slice(&self.bytes.lock().unwrap_or_else(PoisonError::into_inner)[range]);
-        Ok(())
-    }
-
-    fn write_meta(&self, offset: u64, buf: &[u8]) -> Result<(), DiskError> {
-        self.meta_writes.fetch_add(1, Ordering::Relaxed);
-        let range = self.range(offset, buf.len())?;
-        self.bytes.lock().unwrap_or_else(PoisonError::into_inner)[range].copy_from_slice(buf);
-        Ok(())
-    }
-
-    fn len(&self) -> u64 {
-        self.bytes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len() as u64
-    }
-
-    fn writable(&self) -> bool {
-        true
-    }
-}
+use genpager_ext2::Ext2Fs;
 
 /// 2023-11-14 22:13:20 UTC: what the filesystem's clock says in this test.
 const NOW: u32 = 0x6553_F100;
@@ -129,7 +41,7 @@ fn threads_over_a_memory_disk() {
     mkfs(&tree, &image, 1024, 8192, &[]);
     let bytes = Arc::new(Mutex::new(std::fs::read(&image).unwrap()));
 
-    let fs = Ext2Fs::with_device(MemDisk::new(bytes.clone())).unwrap();
+    let fs = Ext2Fs::with_device(TestDisk::new(bytes.clone(), Faults::default())).unwrap();
     fs.set_clock(|| NOW);
     let mut want: Vec<(String, Vec<u8>)> = files
         .iter()
