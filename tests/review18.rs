@@ -1107,67 +1107,44 @@ fn holds_a_hot_page_survives_a_use_once_scan() {
 }
 
 /// "In a memory domain a window is at most a sixteenth of the domain's budget": no
-/// read request of a sequential reader is larger than budget/16 pages.
+/// read request of a sequential reader of twice `budget` pages, one page at a time,
+/// is larger than budget/16 pages.
+fn assert_read_requests_within_a_sixteenth_of(budget: usize) {
+    use genpager::testing::Direction;
+    let memory = domain(budget);
+    let disk = MemDisk::new(1 << 16);
+    let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
+    let data = pattern(2 * budget * PAGE_SIZE, 2);
+    let file = fs.create(&data).unwrap();
+    file.set_max_transfer(TEST_MAX_TRANSFER);
+    let mut buf = vec![0u8; PAGE_SIZE];
+    for i in 0..(2 * budget) as u64 {
+        assert_eq!(read(&file, i * P, &mut buf), Ok(PAGE_SIZE));
+    }
+    let window = (budget / 16).max(1) * PAGE_SIZE;
+    for r in disk.log().iter().filter(|r| r.direction == Direction::Read) {
+        assert!(
+            r.len <= window,
+            "budget {budget}: a read of {} bytes",
+            r.len
+        );
+    }
+}
+
 #[test]
 fn holds_read_ahead_windows_bounded_by_a_sixteenth_of_a_large_budget() {
-    use genpager::testing::Direction;
     for budget in [256usize, 1024] {
-        let memory = domain(budget);
-        let disk = MemDisk::new(1 << 16);
-        let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
-        let data = pattern(2 * budget * PAGE_SIZE, 2);
-        let file = fs.create(&data).unwrap();
-        file.set_max_transfer(TEST_MAX_TRANSFER);
-        let mut buf = vec![0u8; PAGE_SIZE];
-        for i in 0..(2 * budget) as u64 {
-            assert_eq!(read(&file, i * P, &mut buf), Ok(PAGE_SIZE));
-        }
-        let window = (budget / 16).max(1) * PAGE_SIZE;
-        let mut per_window = 0usize;
-        for r in disk.log().iter().filter(|r| r.direction == Direction::Read) {
-            assert!(
-                r.len <= window,
-                "budget {budget}: a read of {} bytes",
-                r.len
-            );
-            per_window = per_window.max(r.len);
-        }
-        let _ = per_window;
+        assert_read_requests_within_a_sixteenth_of(budget);
     }
 }
 
 /// Below 256 pages of budget, the window is one whole transfer (a quarter of a
 /// 64-page budget), not "at most a sixteenth" as the README says.
-/// "In a memory domain a window is at most a sixteenth of the domain's budget": no
-/// read request of a sequential reader is larger than budget/16 pages.
 #[test]
 #[ignore = "DOCUMENTED: a window is at most a sixteenth of the budget but at least one \
             transfer (a 64-page budget with 16-page transfers reads whole transfers)"]
 fn finding_read_ahead_window_exceeds_a_sixteenth_of_a_small_budget() {
-    use genpager::testing::Direction;
-    for budget in [64usize] {
-        let memory = domain(budget);
-        let disk = MemDisk::new(1 << 16);
-        let fs = fs_in(memory, PAGE_SHIFT, disk.clone());
-        let data = pattern(2 * budget * PAGE_SIZE, 2);
-        let file = fs.create(&data).unwrap();
-        file.set_max_transfer(TEST_MAX_TRANSFER);
-        let mut buf = vec![0u8; PAGE_SIZE];
-        for i in 0..(2 * budget) as u64 {
-            assert_eq!(read(&file, i * P, &mut buf), Ok(PAGE_SIZE));
-        }
-        let window = (budget / 16).max(1) * PAGE_SIZE;
-        let mut per_window = 0usize;
-        for r in disk.log().iter().filter(|r| r.direction == Direction::Read) {
-            assert!(
-                r.len <= window,
-                "budget {budget}: a read of {} bytes",
-                r.len
-            );
-            per_window = per_window.max(r.len);
-        }
-        let _ = per_window;
-    }
+    assert_read_requests_within_a_sixteenth_of(64);
 }
 
 /// Several failures between two fsyncs are reported as one, the latest; an fsync whose
@@ -2141,43 +2118,19 @@ fn finding_a_writer_of_many_small_files_is_not_held_to_the_hard_threshold() {
     );
 }
 
-/// The same in one file: a writer going backwards (or randomly) writes each page
-/// below the ones it wrote before, and the writeback it starts over the threshold
-/// covers only `0..` the start of its last page, never the pages above: dirty memory
-/// grows without bound.
-#[test]
-fn holds_a_backward_writer_is_held_to_the_hard_threshold_with_write_behind() {
-    let budget = 512;
-    let memory = domain(budget);
+/// Writes one page at each of `pages`, in that order, into a new file of `memory`,
+/// and fails unless after every write call the domain's unwritten pages are within
+/// the hard threshold plus one 64 KiB batch.
+fn assert_one_page_writer_held_to_hard_threshold(
+    memory: &'static Memory,
+    pages: impl IntoIterator<Item = u64>,
+) {
     let disk = MemDisk::new(1 << 18);
     let file = empty_file(memory, PAGE_SHIFT, disk.clone());
     let (_, hard) = memory.dirty_thresholds();
     let batch = 64 * 1024 / PAGE_SIZE;
     let mut worst = 0;
-    for i in (0..300u64).rev() {
-        write(&file, i * P, &pattern(PAGE_SIZE, i as u8)).unwrap();
-        worst = worst.max(memory.unwritten());
-    }
-    assert!(
-        worst <= hard + batch,
-        "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
-    );
-}
-/// (Write-behind off, as `Memory::set_write_behind(false)` allows.) The same in one file: a writer going backwards (or randomly) writes each page
-/// below the ones it wrote before, and the writeback it starts over the threshold
-/// covers only `0..` the start of its last page, never the pages above: dirty memory
-/// grows without bound.
-#[test]
-fn finding_a_backward_writer_without_write_behind_is_not_held_to_the_hard_threshold() {
-    let budget = 512;
-    let memory = domain(budget);
-    memory.set_write_behind(false);
-    let disk = MemDisk::new(1 << 18);
-    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
-    let (_, hard) = memory.dirty_thresholds();
-    let batch = 64 * 1024 / PAGE_SIZE;
-    let mut worst = 0;
-    for i in (0..300u64).rev() {
+    for i in pages {
         write(&file, i * P, &pattern(PAGE_SIZE, i as u8)).unwrap();
         worst = worst.max(memory.unwritten());
     }
@@ -2187,30 +2140,35 @@ fn finding_a_backward_writer_without_write_behind_is_not_held_to_the_hard_thresh
     );
 }
 
+/// The same in one file: a writer going backwards (or randomly) writes each page
+/// below the ones it wrote before, and the writeback it starts over the threshold
+/// covers only `0..` the start of its last page, never the pages above: dirty memory
+/// grows without bound.
+#[test]
+fn holds_a_backward_writer_is_held_to_the_hard_threshold_with_write_behind() {
+    assert_one_page_writer_held_to_hard_threshold(domain(512), (0..300u64).rev());
+}
+/// (Write-behind off, as `Memory::set_write_behind(false)` allows.) The same in one file: a writer going backwards (or randomly) writes each page
+/// below the ones it wrote before, and the writeback it starts over the threshold
+/// covers only `0..` the start of its last page, never the pages above: dirty memory
+/// grows without bound.
+#[test]
+fn finding_a_backward_writer_without_write_behind_is_not_held_to_the_hard_threshold() {
+    let memory = domain(512);
+    memory.set_write_behind(false);
+    assert_one_page_writer_held_to_hard_threshold(memory, (0..300u64).rev());
+}
+
 /// With write-behind on (the default), a writer going backwards that never writes a
 /// cluster's last page (a random writer can do the same): nothing starts writeback of
 /// the pages above its last one, dirty memory grows past hard + one batch.
 #[test]
 fn finding_a_backward_writer_skipping_cluster_ends_is_not_held_to_the_hard_threshold() {
-    let budget = 512;
-    let memory = domain(budget);
-    let disk = MemDisk::new(1 << 18);
-    let file = empty_file(memory, PAGE_SHIFT, disk.clone());
-    let (_, hard) = memory.dirty_thresholds();
-    let batch = 64 * 1024 / PAGE_SIZE;
     let per_cluster = (TEST_MAX_TRANSFER / PAGE_SIZE) as u64;
-    let mut worst = 0;
-    for i in (0..320u64)
+    let pages = (0..320u64)
         .rev()
-        .filter(|i| i % per_cluster != per_cluster - 1)
-    {
-        write(&file, i * P, &pattern(PAGE_SIZE, i as u8)).unwrap();
-        worst = worst.max(memory.unwritten());
-    }
-    assert!(
-        worst <= hard + batch,
-        "after a write call, unwritten {worst} > hard {hard} + one batch {batch}"
-    );
+        .filter(|i| i % per_cluster != per_cluster - 1);
+    assert_one_page_writer_held_to_hard_threshold(domain(512), pages);
 }
 
 /// Its consequence: alone in its domain, with default settings, such a writer fills
